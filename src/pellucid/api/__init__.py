@@ -1,0 +1,1 @@
+"""Generated protobuf messages and gRPC stubs (see `pellucid.api.v1`)."""

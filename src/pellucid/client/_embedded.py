@@ -1,0 +1,60 @@
+"""The embedded server behind the `local` target.
+
+If a pellucid server already owns the data dir (its lock is held), connect to the
+address it published; otherwise start one in this process on a loopback port the OS
+picks, and stop it at exit. Two processes on one data dir thus share one server.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from pathlib import Path
+
+from pellucid.errors import ApiClientError
+
+_servers: dict[Path, object] = {}
+_lock = threading.Lock()
+START_TIMEOUT = 30.0
+
+
+def local_address(data_dir: str) -> str:
+    """host:port of the server for `data_dir`, starting one in-process if nobody serves it."""
+    from pellucid.server.datadir import DataDir
+    from pellucid.server.runtime import PellucidServer, ServerSettings
+
+    folder = DataDir(data_dir)
+    with _lock:
+        mine = _servers.get(folder.path)
+        if mine is not None:
+            return mine.address  # type: ignore[attr-defined]
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            ownership = folder.try_lock()
+            if ownership is not None:
+                server = PellucidServer(ServerSettings(data_dir=folder.path), lock=ownership)
+                server.start()
+                _servers[folder.path] = server
+                atexit.register(_stop, folder.path)
+                return server.address
+            address = folder.wait_for_address(timeout=1.0)
+            if address:
+                return address
+    raise ApiClientError(
+        f"timed out after {START_TIMEOUT:.0f}s waiting for the pellucid server that owns {folder.path} to publish its address"
+    )
+
+
+def forget(data_dir: str) -> None:
+    """Stop and drop this process's embedded server for `data_dir` (tests, and re-resolution)."""
+    from pellucid.server.datadir import DataDir
+
+    _stop(DataDir(data_dir).path)
+
+
+def _stop(path: Path) -> None:
+    with _lock:
+        server = _servers.pop(path, None)
+    if server is not None:
+        server.stop(grace=1.0)  # type: ignore[attr-defined]

@@ -1,0 +1,223 @@
+"""Channels, authentication, deadlines and retries: every RPC of the SDK goes through `Connection.call`.
+
+One `Connection` per (target, credentials) is shared by every resource object built
+with them, so a script holding a User, Apps and Datasets opens one channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from pellucid import __version__
+from pellucid.client.config import ClientSettings, missing_credentials
+from pellucid.errors import DeadlineExceeded, from_rpc_error
+
+log = logging.getLogger("pellucid.client")
+
+DEFAULT_TIMEOUT = 30.0
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+R = TypeVar("R", bound=Message)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter, for codes that mean "the server was not reached"."""
+
+    max_attempts: int = 6
+    initial_backoff: float = 0.1
+    max_backoff: float = 5.0
+    multiplier: float = 2.0
+    retryable: frozenset[grpc.StatusCode] = field(default_factory=lambda: frozenset({grpc.StatusCode.UNAVAILABLE}))
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to sleep before retry number `attempt` (0-based)."""
+        cap = min(self.max_backoff, self.initial_backoff * self.multiplier**attempt)
+        return random.uniform(cap / 2, cap)
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                           grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` and the SDK's user agent to every call."""
+
+    def __init__(self, secret: Callable[[], str]) -> None:
+        self._secret = secret
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = list(details.metadata or ())
+        metadata.append(("authorization", f"Bearer {self._secret()}"))
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request_iterator)
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: Any
+    compression: Any
+
+
+class Connection:
+    """A lazily opened channel with its stubs; safe to share between threads."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._stubs: dict[type, Any] = {}
+        self._secret = settings.secret
+        self._user_id = settings.user_id
+        self._address = ""
+
+    # lifecycle
+
+    def _open(self) -> grpc.Channel:
+        with self._lock:
+            if self._channel is not None:
+                return self._channel
+            target = self.settings.target
+            options = [
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.primary_user_agent", f"pellucid-python/{__version__}"),
+                ("grpc.enable_retries", 0),  # retries happen in `call`, with a budget the caller sees
+            ]
+            if target.is_local:
+                self._address = self._local_address()
+                channel = grpc.insecure_channel(self._address, options=options)
+            elif target.scheme == "grpcs":
+                certs = None
+                if self.settings.root_certificates_path:
+                    with open(self.settings.root_certificates_path, "rb") as f:
+                        certs = f.read()
+                channel = grpc.secure_channel(target.location, grpc.ssl_channel_credentials(certs), options=options)
+            else:
+                channel = grpc.insecure_channel(target.location, options=options)
+            self._channel = grpc.intercept_channel(channel, _MetadataInterceptor(lambda: self._secret))
+            self._raw_channel = channel
+            return self._channel
+
+    def _local_address(self) -> str:
+        from pellucid.client._embedded import local_address
+        from pellucid.server.datadir import DataDir
+
+        address = local_address(self.settings.target.location)
+        if not self._secret:
+            credentials = DataDir(self.settings.target.location).read_credentials()
+            if credentials is None:
+                raise missing_credentials(str(self.settings.target))
+            self._secret = credentials.pat
+            self._user_id = self._user_id or credentials.user_id
+        return address
+
+    def _follow_local_owner(self) -> None:
+        """If the process that served our local data dir has gone, reconnect to (or become) the new owner."""
+        if not self.settings.target.is_local or self._channel is None:
+            return
+        from pellucid.server.datadir import DataDir
+
+        if DataDir(self.settings.target.location).running_address() != self._address:
+            self.close()
+
+    def close(self) -> None:
+        """Close the channel; the next call opens a new one."""
+        with self._lock:
+            if self._channel is not None:
+                self._raw_channel.close()
+            self._channel = None
+            self._stubs.clear()
+
+    @property
+    def user_id(self) -> str:
+        """The configured user id; for the local target, the data dir's first user once connected."""
+        if not self._user_id and self.settings.target.is_local:
+            self._open()
+        return self._user_id
+
+    def stub(self, stub_type: type) -> Any:
+        channel = self._open()
+        stub = self._stubs.get(stub_type)
+        if stub is None:
+            stub = self._stubs[stub_type] = stub_type(channel)
+        return stub
+
+    # calls
+
+    def call(self, stub_type: type, method: str, request: R | Message, *, timeout: float | None = None,
+             retry: RetryPolicy = DEFAULT_RETRY) -> Any:
+        """Call a unary RPC with a deadline, retrying when that is safe; errors become pellucid.errors.
+
+        The deadline (`timeout` seconds, default 30) covers all attempts. A call is retried
+        only if it reads, or carries a request id (filled in here if empty), so the server
+        applies it at most once.
+        """
+        timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        fields = request.DESCRIPTOR.fields_by_name
+        if "request_id" in fields and not getattr(request, "request_id"):
+            request.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
+        safe = "request_id" in fields or method.startswith(("Get", "List"))
+        trace_id = getattr(request, "request_id", "") or uuid.uuid4().hex
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(f"no answer within the {timeout:g}s deadline (pass timeout= to allow longer)",
+                                       method=method)
+            try:
+                rpc = getattr(self.stub(stub_type), method)
+                return rpc(request, timeout=remaining, metadata=(("x-request-id", trace_id),))
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                pause = retry.backoff(attempt)
+                if (safe and code in retry.retryable and attempt + 1 < retry.max_attempts
+                        and time.monotonic() + pause < deadline):
+                    log.debug("%s: %s, retry %d in %.2fs", method, code, attempt + 1, pause)
+                    time.sleep(pause)
+                    attempt += 1
+                    self._follow_local_owner()
+                    continue
+                raise from_rpc_error(exc, method) from exc
+
+
+_connections: dict[tuple, Connection] = {}
+_connections_lock = threading.Lock()
+
+
+def get_connection(settings: ClientSettings) -> Connection:
+    """The shared connection for these settings (one channel per target and credentials)."""
+    key = (settings.target, settings.pat, settings.token, settings.root_certificates_path)
+    with _connections_lock:
+        connection = _connections.get(key)
+        if connection is None:
+            connection = _connections[key] = Connection(settings)
+        return connection
+
+

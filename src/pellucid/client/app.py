@@ -1,0 +1,112 @@
+"""App: one namespace of a user, holding concepts (and, later, datasets, inputs and models)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+from pellucid.api import v1
+from pellucid.client.base import BaseClient
+from pellucid.client.lister import Lister
+from pellucid.client.urls import split_url
+from pellucid.errors import ItemFailure, PartialFailure, UserError, error_class
+
+_APP_FIELDS = {"name", "description", "base_workflow", "metadata"}
+
+
+def app_proto(user_id: str, app_id: str, **fields: Any) -> v1.App:
+    unknown = set(fields) - _APP_FIELDS
+    if unknown:
+        raise UserError(f"unknown app fields {sorted(unknown)}: use {sorted(_APP_FIELDS)}")
+    metadata = fields.pop("metadata", None)
+    if metadata is not None and not isinstance(metadata, dict):
+        raise UserError(f"metadata must be a dict, got {type(metadata).__name__}")
+    app = v1.App(user_id=user_id, id=app_id, **fields)
+    if metadata:
+        app.metadata.update(metadata)
+    return app
+
+
+class App(Lister, BaseClient):
+    """An app, addressed by `url` (`<base>/<user_id>/<app_id>`) or by `app_id` (+ `user_id`).
+
+    Constructing one makes no call; `load_info()` fetches the app and `app_info` holds it.
+    """
+
+    def __init__(
+        self,
+        url: str = "",
+        app_id: str = "",
+        user_id: str = "",
+        base_url: str = "",
+        pat: str = "",
+        token: str = "",
+        root_certificates_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if url and app_id:
+            raise UserError("give either url or app_id, not both")
+        if url:
+            parsed = split_url(url)
+            if user_id and user_id != parsed.user_id:
+                raise UserError(f"user_id {user_id!r} disagrees with the url's {parsed.user_id!r}")
+            user_id, app_id = parsed.user_id, parsed.app_id
+            base_url = base_url or parsed.base
+        if not app_id:
+            raise UserError("App needs an app_id or a url like <base>/<user_id>/<app_id>")
+        self.app_info: v1.App | None = kwargs.pop("_app_info", None)
+        BaseClient.__init__(self, user_id, base_url, pat, token, root_certificates_path, **kwargs)
+        Lister.__init__(self)
+        self.id = app_id
+
+    @classmethod
+    def _from_proto(cls, proto: v1.App, **kwargs: Any) -> App:
+        return cls(app_id=proto.id, user_id=proto.user_id, _app_info=proto, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"App(user_id={self._user_id!r}, app_id={self.id!r})"
+
+    def load_info(self) -> v1.App:
+        """Fetch the app from the server (raises NotFound if it does not exist)."""
+        self.app_info = self._call(v1.AppServiceStub, "GetApp", v1.GetAppRequest(user_id=self._user_id, app_id=self.id))
+        self._user_id = self._user_id or self.app_info.user_id
+        return self.app_info
+
+    # concepts
+
+    def create_concepts(self, concept_ids: list[str], labels: list[str] | None = None) -> list[v1.Concept]:
+        """Create concepts (names from `labels`, else the ids); splits lists longer than 128.
+
+        Raises PartialFailure listing the items that failed; the others are created.
+        """
+        if isinstance(concept_ids, str):
+            raise UserError("concept_ids must be a list of ids, not one string")
+        if labels is not None and len(labels) != len(concept_ids):
+            raise UserError(f"labels has {len(labels)} names for {len(concept_ids)} concept ids")
+        names = labels or [""] * len(concept_ids)
+        created: list[v1.Concept] = []
+        failed: list[ItemFailure] = []
+        for start in range(0, len(concept_ids), 128):
+            chunk = [v1.Concept(id=i, name=n) for i, n in zip(concept_ids[start:start + 128], names[start:start + 128])]
+            response = self._call(v1.ConceptServiceStub, "CreateConcepts", v1.CreateConceptsRequest(
+                user_id=self._user_id, app_id=self.id, concepts=chunk))
+            for offset, (concept, status) in enumerate(zip(response.concepts, response.statuses)):
+                if status.code == v1.Status.OK:
+                    created.append(concept)
+                else:
+                    error = error_class(status.code)(status.message, method="CreateConcepts")
+                    failed.append(ItemFailure(start + offset, concept.id, error))
+        if failed:
+            raise PartialFailure("concepts", created, failed)
+        return created
+
+    def list_concepts(self, page_no: int | None = None, per_page: int | None = None) -> Iterator[v1.Concept]:
+        """Yield the app's concepts in creation order."""
+        endpoint = functools.partial(self._call, v1.ConceptServiceStub, "ListConcepts")
+        request = {"user_id": self._user_id, "app_id": self.id}
+        yield from self.list_pages_generator(endpoint, v1.ListConceptsRequest, request, page_no, per_page)
+
+    def get_concept(self, concept_id: str) -> v1.Concept:
+        return self._call(v1.ConceptServiceStub, "GetConcept", v1.GetConceptRequest(
+            user_id=self._user_id, app_id=self.id, concept_id=concept_id))

@@ -1,0 +1,67 @@
+"""What every resource class shares: settings resolution, the shared connection, deadlines."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from pellucid.client._transport import DEFAULT_TIMEOUT, Connection, get_connection
+from pellucid.client.config import resolve_settings
+
+C = TypeVar("C", bound="BaseClient")
+
+
+class BaseClient:
+    """Holds a shared Connection and the caller's user id; no network I/O happens here."""
+
+    def __init__(
+        self,
+        user_id: str = "",
+        base_url: str = "",
+        pat: str = "",
+        token: str = "",
+        root_certificates_path: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        profile: str | None = None,
+        _connection: Connection | None = None,
+    ) -> None:
+        if _connection is None:
+            settings = resolve_settings(base_url, pat, token, user_id, root_certificates_path, profile)
+            _connection = get_connection(settings)
+        self._connection = _connection
+        self._user_id = user_id or _connection.settings.user_id
+        self.timeout = timeout
+
+    @property
+    def user_id(self) -> str:
+        """The user this object acts for (for the local target, read from its credentials)."""
+        return self._user_id or self._connection.user_id
+
+    @property
+    def base_url(self) -> str:
+        return str(self._connection.settings.target)
+
+    def _call(self, stub: type, method: str, request: Message, timeout: float | None = None) -> Any:
+        return self._connection.call(stub, method, request, timeout=timeout if timeout is not None else self.timeout)
+
+    def _child_kwargs(self) -> dict[str, Any]:
+        return {"timeout": self.timeout, "_connection": self._connection}
+
+    def with_options(self: C, *, timeout: float) -> C:
+        """A copy of this object with another default deadline (seconds), sharing the connection."""
+        clone = copy.copy(self)
+        clone.timeout = timeout
+        return clone
+
+    def close(self) -> None:
+        """Close the connection shared by every object built from the same settings."""
+        self._connection.close()
+
+    def __enter__(self: C) -> C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

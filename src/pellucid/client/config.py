@@ -1,0 +1,154 @@
+"""Where to connect and with which credentials.
+
+Each setting is resolved on its own, first match wins: the explicit argument, then the
+environment (PELLUCID_API, PELLUCID_PAT, PELLUCID_SESSION_TOKEN, PELLUCID_USER_ID,
+PELLUCID_ROOT_CERTIFICATES_PATH), then the profile in the config file, then the
+embedded `local` target (whose credentials the local server writes to its data dir).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pellucid.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_API = "PELLUCID_API"
+ENV_PAT = "PELLUCID_PAT"
+ENV_SESSION_TOKEN = "PELLUCID_SESSION_TOKEN"
+ENV_USER_ID = "PELLUCID_USER_ID"
+ENV_ROOT_CERTIFICATES = "PELLUCID_ROOT_CERTIFICATES_PATH"
+ENV_PROFILE = "PELLUCID_PROFILE"
+ENV_CONFIG = "PELLUCID_CONFIG"
+ENV_HOME = "PELLUCID_HOME"
+DEFAULT_TARGET = "local"
+TARGET_FORMS = "local, local:///path/to/data-dir, grpc://host:port, grpcs://host:port or https://host[:port]"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed target URI: `scheme` is local, grpc or grpcs; `location` a data dir or host:port."""
+
+    scheme: str
+    location: str
+
+    @property
+    def is_local(self) -> bool:
+        return self.scheme == "local"
+
+    def __str__(self) -> str:
+        return f"local://{self.location}" if self.is_local else f"{self.scheme}://{self.location}"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get(ENV_HOME) or Path.home() / ".pellucid").expanduser()
+
+
+def parse_target(url: str) -> Target:
+    """Parse a base URL in any of the documented forms."""
+    url = url.strip().rstrip("/")
+    if url in ("local", "local:", "local://"):
+        return Target("local", str(default_home().resolve()))
+    if url.startswith("local://"):
+        path = url[len("local://"):]
+        if not path.startswith("/"):
+            raise UserError(f"base_url {url!r}: a local target names an absolute path, e.g. local:///home/me/.pellucid")
+        return Target("local", str(Path(path).resolve()))
+    for prefix, scheme, default_port in (("grpc://", "grpc", None), ("grpcs://", "grpcs", 443),
+                                         ("https://", "grpcs", 443), ("http://", "grpc", None)):
+        if url.startswith(prefix):
+            hostport = url[len(prefix):]
+            break
+    else:
+        scheme, default_port, hostport = "grpc", None, url
+    host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
+    if not port and default_port:
+        host, port = hostport, str(default_port)
+    if not host or "/" in hostport or not port.isdigit():
+        raise UserError(f"base_url {url!r} is not a pellucid target: use {TARGET_FORMS}")
+    return Target(scheme, f"{host}:{port}")
+
+
+def config_path() -> Path:
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "pellucid" / "config.toml"
+
+
+def load_profile(name: str | None = None) -> dict[str, Any]:
+    """The named profile (else PELLUCID_PROFILE, else the file's current_profile, else "default")."""
+    path = config_path()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        if name:
+            raise UserError(f"profile {name!r} asked for, but there is no config file at {path}") from None
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"cannot read the pellucid config file {path}: {exc}") from None
+    profiles = data.get("profiles", {})
+    chosen = name or os.environ.get(ENV_PROFILE) or data.get("current_profile") or "default"
+    if chosen not in profiles:
+        if name or os.environ.get(ENV_PROFILE):
+            known = ", ".join(sorted(profiles)) or "none"
+            raise UserError(f"profile {chosen!r} is not in {path} (profiles there: {known})")
+        return {}
+    return dict(profiles[chosen])
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    target: Target
+    pat: str = ""
+    token: str = ""
+    user_id: str = ""
+    root_certificates_path: str | None = None
+
+    @property
+    def secret(self) -> str:
+        return self.pat or self.token
+
+
+def resolve_settings(
+    base_url: str = "",
+    pat: str = "",
+    token: str = "",
+    user_id: str = "",
+    root_certificates_path: str | None = None,
+    profile: str | None = None,
+) -> ClientSettings:
+    """Resolve every setting; raises UserError listing the remedies when no credential is found."""
+    env = os.environ
+    prof = load_profile(profile)
+    base = base_url or env.get(ENV_API) or prof.get("api", "") or DEFAULT_TARGET
+    target = parse_target(base)
+    pat = pat or env.get(ENV_PAT, "") or prof.get("pat", "")
+    token = token or env.get(ENV_SESSION_TOKEN, "") or prof.get("session_token", "") or prof.get("token", "")
+    user_id = user_id or env.get(ENV_USER_ID, "") or prof.get("user_id", "")
+    certs = root_certificates_path or env.get(ENV_ROOT_CERTIFICATES) or prof.get("root_certificates_path") or None
+    if certs and not Path(certs).is_file():
+        raise UserError(f"root_certificates_path {certs!r} is not a file")
+    if not (pat or token) and not target.is_local:
+        raise missing_credentials(str(target))
+    return ClientSettings(target=target, pat=pat, token=token, user_id=user_id, root_certificates_path=certs)
+
+
+def missing_credentials(target: str) -> UserError:
+    return UserError(
+        f"no credentials for {target}. Supply a personal access token in one of these ways:\n"
+        "  - pass pat='...' (or token='...' for a session token) to the constructor;\n"
+        f"  - set {ENV_PAT} (or {ENV_SESSION_TOKEN}) in the environment;\n"
+        f"  - add pat = \"...\" to a profile in {config_path()} (select it with {ENV_PROFILE});\n"
+        "  - or use the embedded target `local`, whose server writes the first user's PAT to\n"
+        f"    credentials.json in its data dir ({ENV_HOME}, default ~/.pellucid).\n"
+        "An admin creates PATs with `pellucid users create USER_ID`."
+    )

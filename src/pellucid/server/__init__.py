@@ -1,0 +1,1 @@
+"""The pellucid server: gRPC servicers over an engine over stores (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""The gRPC layer: servicers that translate messages to engine calls and back, nothing else."""

@@ -1,0 +1,50 @@
+"""Assembles a grpc.Server: the servicers, the auth interceptor, health checking and reflection."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pellucid.api import v1
+from pellucid.server.engine import Engine
+from pellucid.server.grpc.apps import AppServicer
+from pellucid.server.grpc.concepts import ConceptServicer
+from pellucid.server.grpc.interceptor import AuthInterceptor
+from pellucid.server.grpc.users import UserServicer
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+SERVICES = [
+    (v1.add_UserServiceServicer_to_server, UserServicer, "UserService"),
+    (v1.add_AppServiceServicer_to_server, AppServicer, "AppService"),
+    (v1.add_ConceptServiceServicer_to_server, ConceptServicer, "ConceptService"),
+]
+
+
+def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_workers: int = 128) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """A server bound to host:port (0 = a port the OS picks), not yet started; returns the bound port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pellucid-rpc"),
+        interceptors=[AuthInterceptor(engine)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    names = []
+    for add, servicer, name in SERVICES:
+        add(servicer(engine), server)
+        names.append(f"pellucid.api.v1.{name}")
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    return server, bound, health_servicer

@@ -1,0 +1,99 @@
+"""A running pellucid server: owns a data dir, opens the stores, serves gRPC.
+
+Used by `pellucid server` (standalone) and by clients with the `local` target
+(embedded, in-process on a loopback port).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from pellucid.server.datadir import DataDir, LocalCredentials, ServerLock
+from pellucid.server.engine import Engine
+from pellucid.server.grpc.server import build_server
+from pellucid.server.storage import open_metadata_store
+
+log = logging.getLogger("pellucid.server")
+
+
+class DataDirInUse(RuntimeError):
+    """Another running server owns the data directory."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Empty: SQLite in the data dir.
+    metadata_uri: str = ""
+    admin_user_id: str = "admin"
+    max_workers: int = 128
+
+
+class PellucidServer:
+    def __init__(self, settings: ServerSettings, lock: ServerLock | None = None) -> None:
+        self.settings = settings
+        self.data_dir = DataDir(settings.data_dir)
+        self._lock = lock
+        self._server = None
+        self.engine: Engine | None = None
+        self.port = 0
+        self._stopped = threading.Event()
+
+    @property
+    def address(self) -> str:
+        """Where a client on this machine connects."""
+        host = self.settings.host
+        if host in ("", "0.0.0.0", "::", "[::]"):
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    def start(self) -> str:
+        if self._lock is None:
+            self._lock = self.data_dir.try_lock()
+            if self._lock is None:
+                running = self.data_dir.wait_for_address(timeout=5.0)
+                raise DataDirInUse(
+                    f"{self.data_dir.path} is already served by a pellucid server at {running or 'an address not yet published'}; "
+                    "connect to it, or stop it first"
+                )
+        try:
+            store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
+            self.engine = Engine(store)
+            created = self.engine.users.bootstrap(self.settings.admin_user_id)
+            if created is not None:
+                user, secret = created
+                self.data_dir.write_credentials(LocalCredentials(user_id=user.id, pat=secret))
+                log.info("created the first user %r; its PAT is in %s", user.id, self.data_dir.credentials_path)
+            self._server, self.port, _ = build_server(
+                self.engine, self.settings.host, self.settings.port, self.settings.max_workers
+            )
+            self._server.start()
+            self._lock.publish(self.address)
+        except BaseException:
+            self._release()
+            raise
+        return self.address
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Finish in-flight calls (up to `grace` seconds), then release the data dir."""
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+        self._release()
+        self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def _release(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

@@ -1,0 +1,132 @@
+"""The MetadataStore interface: users, tokens, apps, concepts and the request log.
+
+One class per backend implements it (SQLite now; PostgreSQL for scale-out), chosen
+by URI in `open_metadata_store`. Each method is one transaction.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from pellucid.server.records import AppRecord, ConceptRecord, Page, PageQuery, TokenRecord, UserRecord
+
+
+class Conflict(Exception):
+    """A row with the same key already exists."""
+
+
+class ClaimOutcome(enum.Enum):
+    CLAIMED = "claimed"  # first time: the caller runs the request
+    DONE = "done"  # already ran: replay the stored response
+    IN_PROGRESS = "in_progress"  # another attempt is running it now
+    OTHER_METHOD = "other_method"  # the request id was used for a different call
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: ClaimOutcome
+    response: bytes = b""
+
+
+class MetadataStore(abc.ABC):
+    """Metadata of every resource. Implementations must be safe to use from many threads."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # users
+    @abc.abstractmethod
+    def insert_user(self, user: UserRecord, first_token: TokenRecord | None = None) -> None:
+        """Insert a user (and optionally its first token) atomically; Conflict if the id is taken."""
+
+    @abc.abstractmethod
+    def get_user(self, user_id: str) -> UserRecord | None: ...
+
+    @abc.abstractmethod
+    def list_users(self, query: PageQuery) -> Page[UserRecord]: ...
+
+    @abc.abstractmethod
+    def count_users(self) -> int: ...
+
+    # tokens
+    @abc.abstractmethod
+    def insert_token(self, token: TokenRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_token(self, user_id: str, token_id: str) -> TokenRecord | None: ...
+
+    @abc.abstractmethod
+    def get_token_by_hash(self, token_hash: str) -> TokenRecord | None: ...
+
+    @abc.abstractmethod
+    def get_token_by_request(self, user_id: str, request_id: str) -> TokenRecord | None: ...
+
+    @abc.abstractmethod
+    def list_tokens(self, user_id: str, kind: str, include_inactive: bool, now: float, query: PageQuery) -> Page[TokenRecord]: ...
+
+    @abc.abstractmethod
+    def replace_token_hash(self, token_id: str, token_hash: str) -> None: ...
+
+    @abc.abstractmethod
+    def revoke_token(self, token_id: str, revoked_at: float) -> TokenRecord: ...
+
+    # apps
+    @abc.abstractmethod
+    def insert_app(self, app: AppRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_app(self, user_id: str, app_id: str) -> AppRecord | None: ...
+
+    @abc.abstractmethod
+    def list_apps(self, user_id: str, text: str, query: PageQuery) -> Page[AppRecord]: ...
+
+    @abc.abstractmethod
+    def update_app(self, app: AppRecord) -> None: ...
+
+    @abc.abstractmethod
+    def delete_app(self, user_id: str, app_id: str) -> bool:
+        """Delete the app and everything in it; False if there was none."""
+
+    # concepts
+    @abc.abstractmethod
+    def insert_concepts(self, concepts: list[ConceptRecord]) -> list[bool]:
+        """Insert what is new; one flag per concept, False where the id already existed."""
+
+    @abc.abstractmethod
+    def get_concept(self, user_id: str, app_id: str, concept_id: str) -> ConceptRecord | None: ...
+
+    @abc.abstractmethod
+    def list_concepts(self, user_id: str, app_id: str, query: PageQuery) -> Page[ConceptRecord]: ...
+
+    # request log: makes mutations carrying a request id safe to retry
+    @abc.abstractmethod
+    def claim_request(self, user_id: str, request_id: str, method: str, now: float, stale_after: float) -> Claim: ...
+
+    @abc.abstractmethod
+    def finish_request(self, user_id: str, request_id: str, response: bytes, now: float) -> None: ...
+
+    @abc.abstractmethod
+    def release_request(self, user_id: str, request_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def purge_requests(self, older_than: float) -> int: ...
+
+
+def open_metadata_store(uri: str) -> MetadataStore:
+    """Open the store a URI names: `sqlite:///path/to/file.sqlite3` (or a bare path)."""
+    if uri.startswith("sqlite://"):
+        path = uri[len("sqlite://"):]
+    elif "://" not in uri:
+        path = uri
+    else:
+        scheme = uri.split("://", 1)[0]
+        raise ValueError(f"unsupported metadata store {scheme!r}: use sqlite:///path/to/file.sqlite3")
+    from pellucid.server.storage.sqlite import SqliteMetadataStore
+
+    return SqliteMetadataStore(Path(path))

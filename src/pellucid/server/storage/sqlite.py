@@ -1,0 +1,304 @@
+"""MetadataStore on SQLite: WAL, one connection per thread, migrations run on open."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from pellucid.server.records import AppRecord, ConceptRecord, Page, PageQuery, TokenRecord, UserRecord
+from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore
+from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
+
+T = TypeVar("T")
+
+
+class SqliteMetadataStore(MetadataStore):
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    # connections and transactions
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError("metadata store is closed")
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlocks)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at REAL NOT NULL)")
+            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+            if current > LATEST_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema version {current}, newer than this pellucid ({LATEST_VERSION}): upgrade pellucid"
+                )
+            for version, script in MIGRATIONS:
+                if version > current:
+                    for statement in filter(str.strip, script.split(";")):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version VALUES (?, strftime('%s','now'))", (version,))
+
+    def schema_version(self) -> int:
+        return self._conn().execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
+
+    def close(self) -> None:
+        self._closed = True
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _page(
+        self, sql: str, params: tuple, query: PageQuery, to_record: Callable[[sqlite3.Row], T], seq: str = "seq"
+    ) -> Page[T]:
+        """Run `sql` (which selects `seq` and has an `{after}` slot in its WHERE) as one keyset page."""
+        if query.after is not None:
+            sql, params = sql.replace("{after}", f"AND {seq} > ?"), (*params, query.after)
+        else:
+            sql = sql.replace("{after}", "")
+        sql += f" ORDER BY {seq} LIMIT ? OFFSET ?"
+        rows = self._conn().execute(sql, (*params, query.limit + 1, query.offset)).fetchall()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        return Page([to_record(r) for r in rows], rows[-1]["seq"] if more else None)
+
+    # users
+
+    def insert_user(self, user: UserRecord, first_token: TokenRecord | None = None) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO users (id, is_admin, metadata, created_at) VALUES (?, ?, ?, ?)",
+                    (user.id, int(user.is_admin), json.dumps(user.metadata), user.created_at),
+                )
+                if first_token is not None:
+                    self._insert_token(conn, first_token)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
+    def get_user(self, user_id: str) -> UserRecord | None:
+        row = self._conn().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+        return _user(row) if row else None
+
+    def list_users(self, query: PageQuery) -> Page[UserRecord]:
+        return self._page("SELECT * FROM users WHERE 1=1 {after}", (), query, _user)
+
+    def count_users(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+    # tokens
+
+    @staticmethod
+    def _insert_token(conn: sqlite3.Connection, t: TokenRecord) -> None:
+        conn.execute(
+            "INSERT INTO tokens (id, user_id, kind, description, token_hash, request_id, created_at, expires_at, revoked_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (t.id, t.user_id, t.kind, t.description, t.token_hash, t.request_id, t.created_at, t.expires_at, t.revoked_at),
+        )
+
+    def insert_token(self, token: TokenRecord) -> None:
+        try:
+            with self._write() as conn:
+                self._insert_token(conn, token)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
+    def get_token(self, user_id: str, token_id: str) -> TokenRecord | None:
+        row = self._conn().execute("SELECT * FROM tokens WHERE user_id = ? AND id = ?", (user_id, token_id)).fetchone()
+        return _token(row) if row else None
+
+    def get_token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        row = self._conn().execute("SELECT * FROM tokens WHERE token_hash = ?", (token_hash,)).fetchone()
+        return _token(row) if row else None
+
+    def get_token_by_request(self, user_id: str, request_id: str) -> TokenRecord | None:
+        row = self._conn().execute(
+            "SELECT * FROM tokens WHERE user_id = ? AND request_id = ?", (user_id, request_id)
+        ).fetchone()
+        return _token(row) if row else None
+
+    def list_tokens(self, user_id: str, kind: str, include_inactive: bool, now: float, query: PageQuery) -> Page[TokenRecord]:
+        sql = "SELECT * FROM tokens WHERE user_id = ? AND kind = ? {after}"
+        params: tuple = (user_id, kind)
+        if not include_inactive:
+            sql = sql.replace("{after}", "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) {after}")
+            params = (*params, now)
+        return self._page(sql, params, query, _token)
+
+    def replace_token_hash(self, token_id: str, token_hash: str) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE tokens SET token_hash = ? WHERE id = ?", (token_hash, token_id))
+
+    def revoke_token(self, token_id: str, revoked_at: float) -> TokenRecord:
+        with self._write() as conn:
+            conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (revoked_at, token_id))
+            return _token(conn.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone())
+
+    # apps
+
+    def insert_app(self, app: AppRecord) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO apps (user_id, id, name, description, base_workflow, metadata, created_at, modified_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (app.user_id, app.id, app.name, app.description, app.base_workflow, json.dumps(app.metadata),
+                     app.created_at, app.modified_at),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
+    def get_app(self, user_id: str, app_id: str) -> AppRecord | None:
+        row = self._conn().execute("SELECT * FROM apps WHERE user_id = ? AND id = ?", (user_id, app_id)).fetchone()
+        return _app(row) if row else None
+
+    def list_apps(self, user_id: str, text: str, query: PageQuery) -> Page[AppRecord]:
+        sql, params = "SELECT * FROM apps WHERE user_id = ? {after}", (user_id,)
+        if text:
+            pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            sql = sql.replace(
+                "{after}", "AND (lower(id) LIKE ? ESCAPE '\\' OR lower(name) LIKE ? ESCAPE '\\') {after}"
+            )
+            params = (user_id, pattern, pattern)
+        return self._page(sql, params, query, _app)
+
+    def update_app(self, app: AppRecord) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE apps SET name = ?, description = ?, base_workflow = ?, metadata = ?, modified_at = ?"
+                " WHERE user_id = ? AND id = ?",
+                (app.name, app.description, app.base_workflow, json.dumps(app.metadata), app.modified_at,
+                 app.user_id, app.id),
+            )
+
+    def delete_app(self, user_id: str, app_id: str) -> bool:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM apps WHERE user_id = ? AND id = ?", (user_id, app_id)).rowcount > 0
+
+    # concepts
+
+    def insert_concepts(self, concepts: list[ConceptRecord]) -> list[bool]:
+        inserted = []
+        with self._write() as conn:
+            app_seqs: dict[tuple[str, str], int] = {}
+            for c in concepts:
+                key = (c.user_id, c.app_id)
+                if key not in app_seqs:
+                    row = conn.execute("SELECT seq FROM apps WHERE user_id = ? AND id = ?", key).fetchone()
+                    if row is None:
+                        raise LookupError(f"app {c.app_id!r} of user {c.user_id!r} does not exist")
+                    app_seqs[key] = row[0]
+                cursor = conn.execute(
+                    "INSERT INTO concepts (app_seq, id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (app_seqs[key], c.id, c.name, c.created_at),
+                )
+                inserted.append(cursor.rowcount == 1)
+        return inserted
+
+    _CONCEPT_SELECT = (
+        "SELECT c.seq AS seq, a.user_id AS user_id, a.id AS app_id, c.id AS id, c.name AS name, c.created_at AS created_at"
+        " FROM concepts c JOIN apps a ON a.seq = c.app_seq WHERE a.user_id = ? AND a.id = ?"
+    )
+
+    def get_concept(self, user_id: str, app_id: str, concept_id: str) -> ConceptRecord | None:
+        row = self._conn().execute(self._CONCEPT_SELECT + " AND c.id = ?", (user_id, app_id, concept_id)).fetchone()
+        return _concept(row) if row else None
+
+    def list_concepts(self, user_id: str, app_id: str, query: PageQuery) -> Page[ConceptRecord]:
+        return self._page(self._CONCEPT_SELECT + " {after}", (user_id, app_id), query, _concept, seq="c.seq")
+
+    # request log
+
+    def claim_request(self, user_id: str, request_id: str, method: str, now: float, stale_after: float) -> Claim:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT method, done, response, updated_at FROM request_log WHERE user_id = ? AND request_id = ?",
+                (user_id, request_id),
+            ).fetchone()
+            if row is None or (not row["done"] and row["updated_at"] < now - stale_after):
+                conn.execute(
+                    "INSERT OR REPLACE INTO request_log (user_id, request_id, method, done, response, updated_at)"
+                    " VALUES (?, ?, ?, 0, NULL, ?)",
+                    (user_id, request_id, method, now),
+                )
+                return Claim(ClaimOutcome.CLAIMED)
+            if row["method"] != method:
+                return Claim(ClaimOutcome.OTHER_METHOD)
+            if row["done"]:
+                return Claim(ClaimOutcome.DONE, bytes(row["response"]))
+            return Claim(ClaimOutcome.IN_PROGRESS)
+
+    def finish_request(self, user_id: str, request_id: str, response: bytes, now: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE request_log SET done = 1, response = ?, updated_at = ? WHERE user_id = ? AND request_id = ?",
+                (response, now, user_id, request_id),
+            )
+
+    def release_request(self, user_id: str, request_id: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM request_log WHERE user_id = ? AND request_id = ? AND done = 0", (user_id, request_id))
+
+    def purge_requests(self, older_than: float) -> int:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM request_log WHERE updated_at < ?", (older_than,)).rowcount
+
+
+def _user(row: sqlite3.Row) -> UserRecord:
+    return UserRecord(id=row["id"], is_admin=bool(row["is_admin"]), created_at=row["created_at"],
+                      metadata=json.loads(row["metadata"]))
+
+
+def _token(row: sqlite3.Row) -> TokenRecord:
+    return TokenRecord(
+        id=row["id"], user_id=row["user_id"], kind=row["kind"], token_hash=row["token_hash"],
+        created_at=row["created_at"], description=row["description"], expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"], request_id=row["request_id"],
+    )
+
+
+def _app(row: sqlite3.Row) -> AppRecord:
+    return AppRecord(
+        user_id=row["user_id"], id=row["id"], created_at=row["created_at"], modified_at=row["modified_at"],
+        name=row["name"], description=row["description"], base_workflow=row["base_workflow"],
+        metadata=json.loads(row["metadata"]),
+    )
+
+
+def _concept(row: Any) -> ConceptRecord:
+    return ConceptRecord(user_id=row["user_id"], app_id=row["app_id"], id=row["id"], name=row["name"],
+                         created_at=row["created_at"])

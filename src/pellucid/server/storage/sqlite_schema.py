@@ -1,0 +1,66 @@
+"""SQLite schema migrations, applied in order on open; `schema_version` records the last one."""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE users (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            is_admin INTEGER NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE tokens (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            description TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            request_id TEXT,
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            revoked_at REAL
+        );
+        CREATE INDEX tokens_by_user ON tokens(user_id, kind, seq);
+        CREATE UNIQUE INDEX tokens_by_request ON tokens(user_id, request_id) WHERE request_id IS NOT NULL;
+        CREATE TABLE apps (
+            seq INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL,
+            base_workflow TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            modified_at REAL NOT NULL,
+            UNIQUE (user_id, id)
+        );
+        CREATE INDEX apps_by_user ON apps(user_id, seq);
+        CREATE TABLE concepts (
+            seq INTEGER PRIMARY KEY,
+            app_seq INTEGER NOT NULL REFERENCES apps(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (app_seq, id)
+        );
+        CREATE INDEX concepts_by_app ON concepts(app_seq, seq);
+        CREATE TABLE request_log (
+            user_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            method TEXT NOT NULL,
+            done INTEGER NOT NULL,
+            response BLOB,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (user_id, request_id)
+        );
+        CREATE INDEX request_log_by_age ON request_log(updated_at);
+        """,
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
