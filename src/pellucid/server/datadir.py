@@ -51,7 +51,7 @@ class DataDir:
 
     def try_lock(self) -> ServerLock | None:
         """Take ownership if no running server has it; the stale address file is removed at once."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

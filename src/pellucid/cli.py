@@ -1,0 +1,125 @@
+"""The `pellucid` command: run a server, manage users and tokens.
+
+    pellucid server --data-dir DIR [--host 127.0.0.1] [--port 0]
+    pellucid users create USER_ID [--admin]     (prints the new PAT as its last line)
+    pellucid users list
+    pellucid whoami
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from pellucid.errors import PellucidError
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", default="", help="target (default: PELLUCID_API, the profile, else local)")
+    parser.add_argument("--pat", default="", help="personal access token (default: PELLUCID_PAT or the profile)")
+    parser.add_argument("--profile", default=None, help="profile of ~/.config/pellucid/config.toml")
+
+
+def _user(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from pellucid.client.user import User
+
+    return User(base_url=args.api, pat=args.pat, profile=args.profile)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from pellucid.client.config import default_home
+    from pellucid.server.runtime import DataDirInUse, PellucidServer, ServerSettings
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ServerSettings(
+        data_dir=Path(args.data_dir) if args.data_dir else default_home(),
+        host=args.host, port=args.port, admin_user_id=args.admin_user, max_workers=args.max_workers,
+    )
+    server = PellucidServer(settings)
+    try:
+        server.start()
+    except DataDirInUse as exc:
+        print(f"pellucid server: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"data dir {server.data_dir.path}", flush=True)
+    print(f"listening on {settings.host}:{server.port}", flush=True)
+    while not stop.wait(0.5):
+        pass
+    print("shutting down", flush=True)
+    server.stop(grace=args.grace)
+    return 0
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    created = _user(args).create_user(args.user_id, is_admin=args.admin)
+    print(f"created user {created.user.id}{' (admin)' if created.user.is_admin else ''}")
+    print(f"PAT id {created.pat.token.id}; the token below is shown only once:")
+    print(created.pat.secret)
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    for user in _user(args).list_users():
+        print(f"{user.id}\t{'admin' if user.is_admin else 'user'}")
+    return 0
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    info = _user(args).get_user_info()
+    print(f"{info.id}{' (admin)' if info.is_admin else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pellucid", description="pellucid: ML data and inference platform")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    server = commands.add_parser("server", help="run a standalone server that owns a data dir")
+    server.add_argument("--data-dir", default="", help="where state lives (default: PELLUCID_HOME or ~/.pellucid)")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=0, help="0 lets the OS pick a free port")
+    server.add_argument("--admin-user", default="admin", help="id of the first user, created on first start")
+    server.add_argument("--max-workers", type=int, default=128)
+    server.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
+    server.add_argument("--log-level", default="info")
+    server.set_defaults(run=cmd_server)
+
+    users = commands.add_parser("users", help="manage users (admins)").add_subparsers(dest="users_command", required=True)
+    create = users.add_parser("create", help="create a user and print its first PAT")
+    create.add_argument("user_id")
+    create.add_argument("--admin", action="store_true", help="make the new user an admin")
+    _client_options(create)
+    create.set_defaults(run=cmd_users_create)
+    listing = users.add_parser("list", help="list users")
+    _client_options(listing)
+    listing.set_defaults(run=cmd_users_list)
+
+    whoami = commands.add_parser("whoami", help="print the user the credentials belong to")
+    _client_options(whoami)
+    whoami.set_defaults(run=cmd_whoami)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except PellucidError as exc:
+        print(f"pellucid: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

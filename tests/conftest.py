@@ -1,0 +1,75 @@
+"""Shared fixtures: a real pellucid server on a loopback port the OS picks, and users on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pellucid.client.user import User
+from pellucid.server.runtime import PellucidServer, ServerSettings
+
+
+@dataclass
+class RunningServer:
+    server: PellucidServer
+    data_dir: Path
+    admin_pat: str
+
+    @property
+    def url(self) -> str:
+        return f"grpc://{self.server.address}"
+
+    def client(self, pat: str, **kwargs: object) -> User:
+        return User(base_url=self.url, pat=pat, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's ~/.pellucid, config file or PELLUCID_* variables."""
+    home = tmp_path_factory.mktemp("home")
+    for name in ("PELLUCID_API", "PELLUCID_PAT", "PELLUCID_SESSION_TOKEN", "PELLUCID_USER_ID",
+                 "PELLUCID_ROOT_CERTIFICATES_PATH", "PELLUCID_PROFILE", "PELLUCID_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("PELLUCID_HOME", str(home / ".pellucid"))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    data_dir = tmp_path_factory.mktemp("server-data")
+    running = PellucidServer(ServerSettings(data_dir=data_dir, port=0))
+    running.start()
+    credentials = running.data_dir.read_credentials()
+    assert credentials is not None
+    yield RunningServer(running, data_dir, credentials.pat)
+    running.stop(grace=0.5)
+
+
+@pytest.fixture(scope="session")
+def admin(server: RunningServer) -> User:
+    return server.client(server.admin_pat)
+
+
+def _new_user(server: RunningServer, admin: User, prefix: str) -> User:
+    created = admin.create_user(f"{prefix}-{uuid.uuid4().hex[:8]}")
+    return server.client(created.pat.secret, user_id=created.user.id)
+
+
+@pytest.fixture
+def alice(server: RunningServer, admin: User) -> User:
+    return _new_user(server, admin, "alice")
+
+
+@pytest.fixture
+def bob(server: RunningServer, admin: User) -> User:
+    return _new_user(server, admin, "bob")
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]

@@ -1,0 +1,149 @@
+"""The SDK's transport: one shared channel, auth header, deadlines, retries with backoff."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import pytest
+
+import pellucid.errors as errors
+from pellucid.api import v1
+from pellucid.client._transport import RetryPolicy
+from pellucid.client.user import User
+from pellucid.server.runtime import PellucidServer, ServerSettings
+from tests.conftest import RunningServer
+
+
+def test_resource_objects_share_one_connection(server: RunningServer, alice: User, unique: str) -> None:
+    pat = alice._connection.settings.pat
+    one, two = User(base_url=server.url, pat=pat), User(base_url=server.url, pat=pat)
+    assert one._connection is two._connection
+    app = one.create_app(f"share-{unique}")
+    assert app._connection is one._connection
+    assert next(one.list_apps())._connection is one._connection
+    assert User(base_url=server.url, pat=server.admin_pat)._connection is not one._connection
+
+
+def test_close_and_context_manager(server: RunningServer, alice: User) -> None:
+    pat = alice._connection.settings.pat
+    with User(base_url=server.url, pat=pat) as user:
+        assert user.get_user_info().id == alice.user_id
+    assert user._connection._channel is None
+    assert user.get_user_info().id == alice.user_id  # reopens on demand
+
+
+def test_constructors_do_no_network_io() -> None:
+    user = User(base_url="grpc://127.0.0.1:1", pat="x")  # nothing listens on port 1
+    app = user.with_options(timeout=0.5)
+    assert app.timeout == 0.5 and user._connection._channel is None
+
+
+class Recorder(grpc.GenericRpcHandler):
+    """A bare gRPC server that records what the SDK sends and answers as told."""
+
+    def __init__(self, answer: grpc.StatusCode | None = None, delay: float = 0.0) -> None:
+        self.calls: list[tuple[dict, float | None]] = []
+        self.answer, self.delay = answer, delay
+
+    def service(self, details):  # type: ignore[no-untyped-def]
+        def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
+            self.calls.append((dict(context.invocation_metadata()), context.time_remaining()))
+            time.sleep(self.delay)
+            if self.answer is not None:
+                context.abort(self.answer, "told to fail")
+            return v1.User(id="recorded").SerializeToString()
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+
+def serve(handler: Recorder, port: int = 0) -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((handler,))
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server, bound
+
+
+def test_every_call_carries_token_request_id_and_deadline() -> None:
+    recorder = Recorder()
+    server, port = serve(recorder)
+    try:
+        user = User(base_url=f"grpc://127.0.0.1:{port}", pat="pel_pat_secret", timeout=7)
+        assert user.get_user_info().id == "recorded"
+        metadata, remaining = recorder.calls[0]
+        assert metadata["authorization"] == "Bearer pel_pat_secret"
+        assert len(metadata["x-request-id"]) == 32
+        assert remaining is not None and 5 < remaining <= 7
+    finally:
+        server.stop(0)
+
+
+def test_deadline_is_enforced() -> None:
+    server, port = serve(Recorder(delay=1.0))
+    try:
+        user = User(base_url=f"grpc://127.0.0.1:{port}", pat="x", timeout=0.2)
+        started = time.monotonic()
+        with pytest.raises(errors.DeadlineExceeded):
+            user.get_user_info()
+        assert time.monotonic() - started < 0.9
+    finally:
+        server.stop(0)
+
+
+def test_errors_that_are_not_transient_are_not_retried() -> None:
+    recorder = Recorder(answer=grpc.StatusCode.INVALID_ARGUMENT)
+    server, port = serve(recorder)
+    try:
+        with pytest.raises(errors.InvalidArgument):
+            User(base_url=f"grpc://127.0.0.1:{port}", pat="x").get_user_info()
+        assert len(recorder.calls) == 1
+    finally:
+        server.stop(0)
+
+
+def test_unavailable_is_retried_with_backoff_until_it_gives_up() -> None:
+    recorder = Recorder(answer=grpc.StatusCode.UNAVAILABLE)
+    server, port = serve(recorder)
+    try:
+        with pytest.raises(errors.Unavailable):
+            User(base_url=f"grpc://127.0.0.1:{port}", pat="x").get_user_info()
+        assert len(recorder.calls) == RetryPolicy().max_attempts
+    finally:
+        server.stop(0)
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, multiplier=2.0)
+    for attempt in range(10):
+        cap = min(1.0, 0.1 * 2**attempt)
+        pauses = [policy.backoff(attempt) for _ in range(50)]
+        assert all(cap / 2 <= p <= cap for p in pauses)
+        assert len(set(pauses)) > 1  # jittered
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_server_that_comes_up_late_is_reached_by_retrying(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    port = free_port()
+    first = PellucidServer(ServerSettings(data_dir=tmp_path, port=port))
+    first.start()  # creates the admin and its credentials
+    first.stop(0)
+    credentials = first.data_dir.read_credentials()
+    assert credentials is not None
+    late = PellucidServer(ServerSettings(data_dir=tmp_path, port=port))
+    timer = threading.Timer(0.6, late.start)
+    timer.start()
+    try:
+        user = User(base_url=f"grpc://127.0.0.1:{port}", pat=credentials.pat, timeout=20)
+        assert user.get_user_info().id == "admin"  # first attempts hit a closed port
+    finally:
+        timer.join()
+        late.stop(0)
