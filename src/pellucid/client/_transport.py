@@ -182,7 +182,7 @@ class Connection:
         fields = request.DESCRIPTOR.fields_by_name
         if "request_id" in fields and not getattr(request, "request_id"):
             request.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
-        safe = "request_id" in fields or method.startswith(("Get", "List"))
+        safe = "request_id" in fields or method.startswith(("Get", "List", "Download"))
         trace_id = getattr(request, "request_id", "") or uuid.uuid4().hex
         deadline = time.monotonic() + timeout
         attempt = 0

@@ -75,3 +75,107 @@ class Page(Generic[T]):
     items: list[T]
     # Cursor for the next page, or None when this page is the last.
     next_after: int | None
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    user_id: str
+    app_id: str
+    id: str
+    created_at: float
+    modified_at: float
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    input_count: int = 0
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    inputs: int = 0
+    inputs_by_type: dict[str, int] = field(default_factory=dict)
+    annotations: int = 0
+    regions: int = 0
+    concept_counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetVersionRecord:
+    user_id: str
+    app_id: str
+    dataset_id: str
+    id: str
+    created_at: float
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    stats: DatasetStats = field(default_factory=DatasetStats)
+
+
+@dataclass(frozen=True)
+class ConceptValue:
+    """A concept attached to an input, a region or an output, with its value (1.0 = present)."""
+
+    id: str
+    name: str = ""
+    value: float = 1.0
+
+
+@dataclass(frozen=True)
+class RegionRecord:
+    id: str
+    # (top_row, left_col, bottom_row, right_col), normalised to [0, 1]
+    bbox: tuple[float, float, float, float] | None = None
+    # [(row, col), ...], normalised to [0, 1]
+    polygon: tuple[tuple[float, float], ...] | None = None
+    concepts: tuple[ConceptValue, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnnotationRecord:
+    input_id: str
+    id: str
+    created_at: float
+    concepts: tuple[ConceptValue, ...] = ()
+    regions: tuple[RegionRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    user_id: str
+    app_id: str
+    id: str
+    input_type: str  # image | video | audio | text
+    content_key: str  # sha256 over the content: equal keys mean the same input
+    created_at: float
+    media_sha256: str = ""
+    media_size: int = 0
+    media_mime: str = ""
+    media_url: str = ""
+    width: int = 0
+    height: int = 0
+    text: str = ""
+    text_url: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    geo: tuple[float, float] | None = None  # (longitude, latitude)
+    labels: tuple[ConceptValue, ...] = ()
+    dataset_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    user_id: str
+    app_id: str
+    id: str
+    created_at: float
+    modified_at: float
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    """One input of a batch, ready to store, with its annotations and datasets."""
+
+    input: InputRecord
+    annotations: tuple[AnnotationRecord, ...] = ()

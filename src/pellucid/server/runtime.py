@@ -15,6 +15,7 @@ from pellucid.server.datadir import DataDir, LocalCredentials, ServerLock
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.server import build_server
 from pellucid.server.storage import open_metadata_store
+from pellucid.server.storage.blobs import open_blob_store
 
 log = logging.getLogger("pellucid.server")
 
@@ -30,6 +31,8 @@ class ServerSettings:
     port: int = 0
     # Empty: SQLite in the data dir.
     metadata_uri: str = ""
+    # Empty: files (and a SQLite file for small blobs) in the data dir.
+    blob_uri: str = ""
     admin_user_id: str = "admin"
     max_workers: int = 128
 
@@ -63,7 +66,8 @@ class PellucidServer:
                 )
         try:
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
-            self.engine = Engine(store)
+            blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}")
+            self.engine = Engine(store, blobs)
             created = self.engine.users.bootstrap(self.settings.admin_user_id)
             if created is not None:
                 user, secret = created

@@ -195,3 +195,58 @@ class ListConceptsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListConceptsResponse: _TypeAlias = ListConceptsResponse  # noqa: Y015
+
+@_typing.final
+class PatchConceptsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    app_id: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Concept]:
+        """Concepts to rename, by id (at most 128)."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        app_id: _builtins.str = ...,
+        concepts: _abc.Iterable[Global___Concept] | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "request_id", b"request_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchConceptsRequest: _TypeAlias = PatchConceptsRequest  # noqa: Y015
+
+@_typing.final
+class PatchConceptsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Concept]: ...
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Status]: ...
+    def __init__(
+        self,
+        *,
+        concepts: _abc.Iterable[Global___Concept] | None = ...,
+        statuses: _abc.Iterable[_common_pb2.Status] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatchConceptsResponse: _TypeAlias = PatchConceptsResponse  # noqa: Y015

@@ -49,6 +49,11 @@ class ConceptServiceStub:
                 request_serializer=pellucid_dot_api_dot_v1_dot_concept__pb2.ListConceptsRequest.SerializeToString,
                 response_deserializer=pellucid_dot_api_dot_v1_dot_concept__pb2.ListConceptsResponse.FromString,
                 _registered_method=True)
+        self.PatchConcepts = channel.unary_unary(
+                '/pellucid.api.v1.ConceptService/PatchConcepts',
+                request_serializer=pellucid_dot_api_dot_v1_dot_concept__pb2.PatchConceptsRequest.SerializeToString,
+                response_deserializer=pellucid_dot_api_dot_v1_dot_concept__pb2.PatchConceptsResponse.FromString,
+                _registered_method=True)
 
 
 class ConceptServiceServicer:
@@ -72,6 +77,12 @@ class ConceptServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PatchConcepts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConceptServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +100,11 @@ def add_ConceptServiceServicer_to_server(servicer, server):
                     servicer.ListConcepts,
                     request_deserializer=pellucid_dot_api_dot_v1_dot_concept__pb2.ListConceptsRequest.FromString,
                     response_serializer=pellucid_dot_api_dot_v1_dot_concept__pb2.ListConceptsResponse.SerializeToString,
+            ),
+            'PatchConcepts': grpc.unary_unary_rpc_method_handler(
+                    servicer.PatchConcepts,
+                    request_deserializer=pellucid_dot_api_dot_v1_dot_concept__pb2.PatchConceptsRequest.FromString,
+                    response_serializer=pellucid_dot_api_dot_v1_dot_concept__pb2.PatchConceptsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +188,33 @@ class ConceptService:
             '/pellucid.api.v1.ConceptService/ListConcepts',
             pellucid_dot_api_dot_v1_dot_concept__pb2.ListConceptsRequest.SerializeToString,
             pellucid_dot_api_dot_v1_dot_concept__pb2.ListConceptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PatchConcepts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pellucid.api.v1.ConceptService/PatchConcepts',
+            pellucid_dot_api_dot_v1_dot_concept__pb2.PatchConceptsRequest.SerializeToString,
+            pellucid_dot_api_dot_v1_dot_concept__pb2.PatchConceptsResponse.FromString,
             options,
             channel_credentials,
             insecure,

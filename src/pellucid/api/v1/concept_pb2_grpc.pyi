@@ -34,6 +34,7 @@ class ConceptServiceStub:
     CreateConcepts: _grpc.UnaryUnaryMultiCallable[_concept_pb2.CreateConceptsRequest, _concept_pb2.CreateConceptsResponse]
     GetConcept: _grpc.UnaryUnaryMultiCallable[_concept_pb2.GetConceptRequest, _concept_pb2.Concept]
     ListConcepts: _grpc.UnaryUnaryMultiCallable[_concept_pb2.ListConceptsRequest, _concept_pb2.ListConceptsResponse]
+    PatchConcepts: _grpc.UnaryUnaryMultiCallable[_concept_pb2.PatchConceptsRequest, _concept_pb2.PatchConceptsResponse]
 
 @_typing.type_check_only
 class ConceptServiceAsyncStub(ConceptServiceStub):
@@ -41,6 +42,7 @@ class ConceptServiceAsyncStub(ConceptServiceStub):
     CreateConcepts: _aio.UnaryUnaryMultiCallable[_concept_pb2.CreateConceptsRequest, _concept_pb2.CreateConceptsResponse]  # type: ignore[assignment]
     GetConcept: _aio.UnaryUnaryMultiCallable[_concept_pb2.GetConceptRequest, _concept_pb2.Concept]  # type: ignore[assignment]
     ListConcepts: _aio.UnaryUnaryMultiCallable[_concept_pb2.ListConceptsRequest, _concept_pb2.ListConceptsResponse]  # type: ignore[assignment]
+    PatchConcepts: _aio.UnaryUnaryMultiCallable[_concept_pb2.PatchConceptsRequest, _concept_pb2.PatchConceptsResponse]  # type: ignore[assignment]
 
 class ConceptServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -63,5 +65,12 @@ class ConceptServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _concept_pb2.ListConceptsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_concept_pb2.ListConceptsResponse, _abc.Awaitable[_concept_pb2.ListConceptsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PatchConcepts(
+        self,
+        request: _concept_pb2.PatchConceptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_concept_pb2.PatchConceptsResponse, _abc.Awaitable[_concept_pb2.PatchConceptsResponse]]: ...
 
 def add_ConceptServiceServicer_to_server(servicer: ConceptServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

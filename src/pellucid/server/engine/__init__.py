@@ -12,23 +12,30 @@ from collections.abc import Callable
 from pellucid.server.engine.access import Principal
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
+from pellucid.server.engine.datasets import Datasets
+from pellucid.server.engine.inputs import Inputs
 from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
+from pellucid.server.storage.blobs import BlobStore
 
 
 class Engine:
     """Every resource's rules, over one set of stores."""
 
-    def __init__(self, store: MetadataStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.blobs = blobs
         self.users = Users(store, clock)
         self.apps = Apps(store, clock)
         self.concepts = Concepts(store, self.apps, clock)
+        self.datasets = Datasets(store, self.apps, clock)
+        self.inputs = Inputs(store, blobs, self.apps, clock)
         self.requests = RequestLog(store, clock)
 
     def close(self) -> None:
         self.store.close()
+        self.blobs.close()
 
 
 __all__ = ["Engine", "Principal"]

@@ -65,6 +65,27 @@ class Concepts:
                     )
         return [r for r in results if r is not None]
 
+    def rename(self, principal: Principal, user_id: str, app_id: str,
+               items: list[tuple[str, str]]) -> list[ConceptResult]:
+        """Give existing concepts new names; each (id, name) succeeds or fails on its own."""
+        check_batch(len(items), "concepts")
+        app = self._apps.get(principal, user_id, app_id)
+        results: list[ConceptResult | None] = [None] * len(items)
+        names: dict[str, str] = {}
+        for i, (concept_id, name) in enumerate(items):
+            try:
+                validate_id(concept_id, f"concepts[{i}].id")
+                check_text(name, f"concepts[{i}].name", MAX_NAME_LENGTH)
+                names[concept_id] = name or concept_id
+            except EngineError as exc:
+                results[i] = ConceptResult(None, exc)
+        renamed = {c.id: c for c in self._store.rename_concepts(app.user_id, app.id, names)} if names else {}
+        for i, (concept_id, _) in enumerate(items):
+            if results[i] is None:
+                results[i] = ConceptResult(renamed[concept_id]) if concept_id in renamed else ConceptResult(
+                    None, NotFound(f"concept {concept_id!r} not found in app {app.id!r}", field=f"concepts[{i}].id"))
+        return [r for r in results if r is not None]
+
     def get(self, principal: Principal, user_id: str, app_id: str, concept_id: str) -> ConceptRecord:
         app = self._apps.get(principal, user_id, app_id)
         validate_id(concept_id, "concept_id")

@@ -35,6 +35,19 @@ class ConceptServicer(v1.ConceptServiceServicer):
             statuses=[item_status(r.error) for r in results],
         )
 
+    @replayable(v1.PatchConceptsResponse)
+    def PatchConcepts(self, request: v1.PatchConceptsRequest, context: grpc.ServicerContext) -> v1.PatchConceptsResponse:
+        results = self.engine.concepts.rename(
+            principal(), request.user_id, request.app_id, [(c.id, c.name) for c in request.concepts]
+        )
+        return v1.PatchConceptsResponse(
+            concepts=[
+                concept_message(r.concept) if r.concept else v1.Concept(id=asked.id, name=asked.name)
+                for r, asked in zip(results, request.concepts)
+            ],
+            statuses=[item_status(r.error) for r in results],
+        )
+
     def GetConcept(self, request: v1.GetConceptRequest, context: grpc.ServicerContext) -> v1.Concept:
         return concept_message(self.engine.concepts.get(principal(), request.user_id, request.app_id, request.concept_id))
 

@@ -12,6 +12,8 @@ from pellucid.api import v1
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.apps import AppServicer
 from pellucid.server.grpc.concepts import ConceptServicer
+from pellucid.server.grpc.datasets import DatasetServicer
+from pellucid.server.grpc.inputs import InputServicer
 from pellucid.server.grpc.interceptor import AuthInterceptor
 from pellucid.server.grpc.users import UserServicer
 
@@ -21,6 +23,8 @@ SERVICES = [
     (v1.add_UserServiceServicer_to_server, UserServicer, "UserService"),
     (v1.add_AppServiceServicer_to_server, AppServicer, "AppService"),
     (v1.add_ConceptServiceServicer_to_server, ConceptServicer, "ConceptService"),
+    (v1.add_DatasetServiceServicer_to_server, DatasetServicer, "DatasetService"),
+    (v1.add_InputServiceServicer_to_server, InputServicer, "InputService"),
 ]
 
 

@@ -11,7 +11,21 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from pellucid.server.records import AppRecord, ConceptRecord, Page, PageQuery, TokenRecord, UserRecord
+from pellucid.server.records import (
+    AnnotationRecord,
+    AppRecord,
+    ConceptRecord,
+    DatasetRecord,
+    DatasetStats,
+    DatasetVersionRecord,
+    IngestItem,
+    InputRecord,
+    JobRecord,
+    Page,
+    PageQuery,
+    TokenRecord,
+    UserRecord,
+)
 
 
 class Conflict(Exception):
@@ -103,6 +117,70 @@ class MetadataStore(abc.ABC):
 
     @abc.abstractmethod
     def list_concepts(self, user_id: str, app_id: str, query: PageQuery) -> Page[ConceptRecord]: ...
+
+    @abc.abstractmethod
+    def rename_concepts(self, user_id: str, app_id: str, names: dict[str, str]) -> list[ConceptRecord]:
+        """Set names of existing concepts; returns those that existed."""
+
+    # datasets
+    @abc.abstractmethod
+    def insert_dataset(self, dataset: DatasetRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_dataset(self, user_id: str, app_id: str, dataset_id: str) -> DatasetRecord | None: ...
+
+    @abc.abstractmethod
+    def list_datasets(self, user_id: str, app_id: str, query: PageQuery) -> Page[DatasetRecord]: ...
+
+    @abc.abstractmethod
+    def delete_dataset(self, user_id: str, app_id: str, dataset_id: str, delete_inputs: bool) -> bool: ...
+
+    @abc.abstractmethod
+    def dataset_stats(self, user_id: str, app_id: str, dataset_id: str, version_id: str = "") -> DatasetStats: ...
+
+    @abc.abstractmethod
+    def insert_dataset_version(self, version: DatasetVersionRecord) -> DatasetVersionRecord:
+        """Freeze the dataset's current inputs under a new version; returns it with its stats."""
+
+    @abc.abstractmethod
+    def list_dataset_versions(self, user_id: str, app_id: str, dataset_id: str, query: PageQuery) -> Page[DatasetVersionRecord]: ...
+
+    @abc.abstractmethod
+    def delete_dataset_version(self, user_id: str, app_id: str, dataset_id: str, version_id: str) -> bool: ...
+
+    # inputs and annotations
+    @abc.abstractmethod
+    def ingest(self, user_id: str, app_id: str, items: list[IngestItem], concepts: list[ConceptRecord],
+               job: JobRecord | None) -> tuple[list[str], JobRecord | None]:
+        """Store a batch in one transaction. Per item: "new", "duplicate" (same id, same
+        content: memberships and annotations are added) or "conflict" (id taken by other
+        content). `concepts` are created where missing. `job` carries the counts the engine
+        saw (received, failed before storage); the store adds what it stored, the duplicates
+        and the conflicts, and returns the job's totals."""
+
+    @abc.abstractmethod
+    def get_job(self, user_id: str, app_id: str, job_id: str) -> JobRecord | None: ...
+
+    @abc.abstractmethod
+    def get_inputs(self, user_id: str, app_id: str, input_ids: list[str]) -> dict[str, InputRecord]: ...
+
+    @abc.abstractmethod
+    def list_inputs(self, user_id: str, app_id: str, query: PageQuery, dataset_id: str = "", version_id: str = "",
+                    input_type: str = "", ids: list[str] | None = None) -> Page[InputRecord]: ...
+
+    @abc.abstractmethod
+    def delete_inputs(self, user_id: str, app_id: str, input_ids: list[str]) -> list[bool]: ...
+
+    @abc.abstractmethod
+    def put_annotations(self, user_id: str, app_id: str, annotations: list[AnnotationRecord], replace: bool) -> list[str]:
+        """Insert (or, with replace, overwrite) annotations. Per item: "new", "duplicate",
+        "updated" or "missing_input"."""
+
+    @abc.abstractmethod
+    def get_annotations(self, user_id: str, app_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], AnnotationRecord]: ...
+
+    @abc.abstractmethod
+    def list_annotations(self, user_id: str, app_id: str, query: PageQuery, input_ids: list[str] | None = None) -> Page[AnnotationRecord]: ...
 
     # request log: makes mutations carrying a request id safe to retry
     @abc.abstractmethod

@@ -12,12 +12,13 @@ from typing import Any, Callable, TypeVar
 
 from pellucid.server.records import AppRecord, ConceptRecord, Page, PageQuery, TokenRecord, UserRecord
 from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore
+from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
 T = TypeVar("T")
 
 
-class SqliteMetadataStore(MetadataStore):
+class SqliteMetadataStore(InputTables, MetadataStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +241,16 @@ class SqliteMetadataStore(MetadataStore):
 
     def list_concepts(self, user_id: str, app_id: str, query: PageQuery) -> Page[ConceptRecord]:
         return self._page(self._CONCEPT_SELECT + " {after}", (user_id, app_id), query, _concept, seq="c.seq")
+
+    def rename_concepts(self, user_id: str, app_id: str, names: dict[str, str]) -> list[ConceptRecord]:
+        with self._write() as conn:
+            for concept_id, name in names.items():
+                conn.execute(
+                    "UPDATE concepts SET name = ? WHERE id = ? AND app_seq = (SELECT seq FROM apps WHERE user_id = ? AND id = ?)",
+                    (name, concept_id, user_id, app_id),
+                )
+        found = [self.get_concept(user_id, app_id, concept_id) for concept_id in names]
+        return [c for c in found if c is not None]
 
     # request log
 

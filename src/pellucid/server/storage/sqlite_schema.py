@@ -64,3 +64,86 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+MIGRATIONS.append(
+    (
+        2,
+        """
+        CREATE TABLE datasets (
+            seq INTEGER PRIMARY KEY,
+            app_seq INTEGER NOT NULL REFERENCES apps(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            modified_at REAL NOT NULL,
+            UNIQUE (app_seq, id)
+        );
+        CREATE TABLE inputs (
+            seq INTEGER PRIMARY KEY,
+            app_seq INTEGER NOT NULL REFERENCES apps(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            input_type TEXT NOT NULL,
+            content_key TEXT NOT NULL,
+            media_sha256 TEXT NOT NULL,
+            media_size INTEGER NOT NULL,
+            media_mime TEXT NOT NULL,
+            media_url TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            text_url TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            geo_lon REAL,
+            geo_lat REAL,
+            labels TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (app_seq, id)
+        );
+        CREATE INDEX inputs_by_type ON inputs(app_seq, input_type, seq);
+        CREATE TABLE dataset_inputs (
+            dataset_seq INTEGER NOT NULL REFERENCES datasets(seq) ON DELETE CASCADE,
+            input_seq INTEGER NOT NULL REFERENCES inputs(seq) ON DELETE CASCADE,
+            PRIMARY KEY (dataset_seq, input_seq)
+        ) WITHOUT ROWID;
+        CREATE INDEX dataset_inputs_by_input ON dataset_inputs(input_seq);
+        CREATE TABLE annotations (
+            seq INTEGER PRIMARY KEY,
+            input_seq INTEGER NOT NULL REFERENCES inputs(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            concepts TEXT NOT NULL,
+            regions TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (input_seq, id)
+        );
+        CREATE TABLE dataset_versions (
+            seq INTEGER PRIMARY KEY,
+            dataset_seq INTEGER NOT NULL REFERENCES datasets(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            stats TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (dataset_seq, id)
+        );
+        CREATE TABLE dataset_version_inputs (
+            version_seq INTEGER NOT NULL REFERENCES dataset_versions(seq) ON DELETE CASCADE,
+            input_seq INTEGER NOT NULL,
+            PRIMARY KEY (version_seq, input_seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE input_jobs (
+            seq INTEGER PRIMARY KEY,
+            app_seq INTEGER NOT NULL REFERENCES apps(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            received INTEGER NOT NULL,
+            stored INTEGER NOT NULL,
+            duplicates INTEGER NOT NULL,
+            failed INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            modified_at REAL NOT NULL,
+            UNIQUE (app_seq, id)
+        )
+        """,
+    )
+)
+LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,408 @@
+"""SQLite tables of datasets, dataset versions, inputs, annotations and input jobs.
+
+A mixin of SqliteMetadataStore: it uses its connections, transactions and pages.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from typing import Any
+
+from pellucid.server.records import (
+    AnnotationRecord,
+    ConceptRecord,
+    ConceptValue,
+    DatasetRecord,
+    DatasetStats,
+    DatasetVersionRecord,
+    IngestItem,
+    InputRecord,
+    JobRecord,
+    Page,
+    PageQuery,
+    RegionRecord,
+)
+from pellucid.server.storage.base import Conflict
+
+_INPUT_COLUMNS = (
+    "id, input_type, content_key, media_sha256, media_size, media_mime, media_url, width, height, text, text_url,"
+    " metadata, geo_lon, geo_lat, labels, created_at"
+)
+
+
+class InputTables:
+    """Datasets, versions, inputs, annotations and jobs (needs _conn, _write, _page, _app_seq)."""
+
+    _conn: Any
+    _write: Any
+    _page: Any
+
+    def _app_seq(self, conn: sqlite3.Connection, user_id: str, app_id: str) -> int:
+        row = conn.execute("SELECT seq FROM apps WHERE user_id = ? AND id = ?", (user_id, app_id)).fetchone()
+        if row is None:
+            raise LookupError(f"app {app_id!r} of user {user_id!r} does not exist")
+        return row[0]
+
+    def _dataset_seq(self, conn: sqlite3.Connection, app_seq: int, dataset_id: str) -> int:
+        row = conn.execute("SELECT seq FROM datasets WHERE app_seq = ? AND id = ?", (app_seq, dataset_id)).fetchone()
+        if row is None:
+            raise LookupError(f"dataset {dataset_id!r} does not exist")
+        return row[0]
+
+    # datasets
+
+    def insert_dataset(self, dataset: DatasetRecord) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO datasets (app_seq, id, description, metadata, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (self._app_seq(conn, dataset.user_id, dataset.app_id), dataset.id, dataset.description,
+                     json.dumps(dataset.metadata), dataset.created_at, dataset.modified_at),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
+    _DATASET_SELECT = (
+        "SELECT d.seq AS seq, a.user_id AS user_id, a.id AS app_id, d.id AS id, d.description AS description,"
+        " d.metadata AS metadata, d.created_at AS created_at, d.modified_at AS modified_at,"
+        " (SELECT COUNT(*) FROM dataset_inputs di WHERE di.dataset_seq = d.seq) AS input_count"
+        " FROM datasets d JOIN apps a ON a.seq = d.app_seq WHERE a.user_id = ? AND a.id = ?"
+    )
+
+    def get_dataset(self, user_id: str, app_id: str, dataset_id: str) -> DatasetRecord | None:
+        row = self._conn().execute(self._DATASET_SELECT + " AND d.id = ?", (user_id, app_id, dataset_id)).fetchone()
+        return _dataset(row) if row else None
+
+    def list_datasets(self, user_id: str, app_id: str, query: PageQuery) -> Page[DatasetRecord]:
+        return self._page(self._DATASET_SELECT + " {after}", (user_id, app_id), query, _dataset, seq="d.seq")
+
+    def delete_dataset(self, user_id: str, app_id: str, dataset_id: str, delete_inputs: bool) -> bool:
+        with self._write() as conn:
+            try:
+                dataset_seq = self._dataset_seq(conn, self._app_seq(conn, user_id, app_id), dataset_id)
+            except LookupError:
+                return False
+            if delete_inputs:
+                conn.execute(
+                    "DELETE FROM inputs WHERE seq IN (SELECT di.input_seq FROM dataset_inputs di WHERE di.dataset_seq = ?"
+                    " AND NOT EXISTS (SELECT 1 FROM dataset_inputs o WHERE o.input_seq = di.input_seq AND o.dataset_seq != ?))",
+                    (dataset_seq, dataset_seq),
+                )
+            conn.execute("DELETE FROM datasets WHERE seq = ?", (dataset_seq,))
+            return True
+
+    def _stats(self, conn: sqlite3.Connection, membership: str, key: int) -> DatasetStats:
+        """Stats over the inputs of `membership` (dataset_inputs or dataset_version_inputs) row `key`."""
+        column = "dataset_seq" if membership == "dataset_inputs" else "version_seq"
+        by_type = dict(conn.execute(
+            f"SELECT i.input_type, COUNT(*) FROM {membership} m JOIN inputs i ON i.seq = m.input_seq"
+            f" WHERE m.{column} = ? GROUP BY i.input_type", (key,)).fetchall())
+        annotations, regions, concepts = 0, 0, Counter()
+        rows = conn.execute(
+            f"SELECT a.concepts, a.regions FROM {membership} m JOIN annotations a ON a.input_seq = m.input_seq"
+            f" WHERE m.{column} = ?", (key,))
+        for concepts_json, regions_json in rows:
+            annotations += 1
+            concepts.update(c["id"] for c in json.loads(concepts_json))
+            for region in json.loads(regions_json):
+                regions += 1
+                concepts.update(c["id"] for c in region["concepts"])
+        return DatasetStats(inputs=sum(by_type.values()), inputs_by_type=by_type, annotations=annotations,
+                            regions=regions, concept_counts=dict(concepts))
+
+    def dataset_stats(self, user_id: str, app_id: str, dataset_id: str, version_id: str = "") -> DatasetStats:
+        conn = self._conn()
+        dataset_seq = self._dataset_seq(conn, self._app_seq(conn, user_id, app_id), dataset_id)
+        if not version_id:
+            return self._stats(conn, "dataset_inputs", dataset_seq)
+        row = conn.execute("SELECT stats FROM dataset_versions WHERE dataset_seq = ? AND id = ?",
+                           (dataset_seq, version_id)).fetchone()
+        if row is None:
+            raise LookupError(f"version {version_id!r} of dataset {dataset_id!r} does not exist")
+        return _stats_from_json(row[0])
+
+    def insert_dataset_version(self, version: DatasetVersionRecord) -> DatasetVersionRecord:
+        try:
+            with self._write() as conn:
+                dataset_seq = self._dataset_seq(conn, self._app_seq(conn, version.user_id, version.app_id), version.dataset_id)
+                stats = self._stats(conn, "dataset_inputs", dataset_seq)
+                cursor = conn.execute(
+                    "INSERT INTO dataset_versions (dataset_seq, id, description, metadata, stats, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (dataset_seq, version.id, version.description, json.dumps(version.metadata),
+                     json.dumps(stats.__dict__), version.created_at),
+                )
+                conn.execute(
+                    "INSERT INTO dataset_version_inputs (version_seq, input_seq) SELECT ?, input_seq FROM dataset_inputs WHERE dataset_seq = ?",
+                    (cursor.lastrowid, dataset_seq),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+        return DatasetVersionRecord(**{**version.__dict__, "stats": stats})
+
+    def list_dataset_versions(self, user_id: str, app_id: str, dataset_id: str, query: PageQuery) -> Page[DatasetVersionRecord]:
+        sql = (
+            "SELECT v.seq AS seq, v.id AS id, v.description AS description, v.metadata AS metadata, v.stats AS stats,"
+            " v.created_at AS created_at, ? AS user_id, ? AS app_id, ? AS dataset_id FROM dataset_versions v"
+            " WHERE v.dataset_seq = ? {after}"
+        )
+        conn = self._conn()
+        dataset_seq = self._dataset_seq(conn, self._app_seq(conn, user_id, app_id), dataset_id)
+        return self._page(sql, (user_id, app_id, dataset_id, dataset_seq), query, _version, seq="v.seq")
+
+    def delete_dataset_version(self, user_id: str, app_id: str, dataset_id: str, version_id: str) -> bool:
+        with self._write() as conn:
+            try:
+                dataset_seq = self._dataset_seq(conn, self._app_seq(conn, user_id, app_id), dataset_id)
+            except LookupError:
+                return False
+            return conn.execute("DELETE FROM dataset_versions WHERE dataset_seq = ? AND id = ?",
+                                (dataset_seq, version_id)).rowcount > 0
+
+    # inputs
+
+    def ingest(self, user_id: str, app_id: str, items: list[IngestItem], concepts: list[ConceptRecord],
+               job: JobRecord | None) -> tuple[list[str], JobRecord | None]:
+        outcomes: list[str] = []
+        with self._write() as conn:
+            app_seq = self._app_seq(conn, user_id, app_id)
+            if concepts:
+                conn.executemany(
+                    "INSERT INTO concepts (app_seq, id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(app_seq, c.id, c.name, c.created_at) for c in concepts],
+                )
+            dataset_seqs: dict[str, int] = {}
+            for item in items:
+                record = item.input
+                cursor = conn.execute(
+                    f"INSERT INTO inputs (app_seq, {_INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    (app_seq, record.id, record.input_type, record.content_key, record.media_sha256, record.media_size,
+                     record.media_mime, record.media_url, record.width, record.height, record.text, record.text_url,
+                     json.dumps(record.metadata), record.geo[0] if record.geo else None,
+                     record.geo[1] if record.geo else None, _concepts_json(record.labels), record.created_at),
+                )
+                if cursor.rowcount == 1:
+                    input_seq, outcome = cursor.lastrowid, "new"
+                else:
+                    input_seq, key = conn.execute("SELECT seq, content_key FROM inputs WHERE app_seq = ? AND id = ?",
+                                                  (app_seq, record.id)).fetchone()
+                    outcome = "duplicate" if key == record.content_key else "conflict"
+                outcomes.append(outcome)
+                if outcome == "conflict":
+                    continue
+                for dataset_id in record.dataset_ids:
+                    if dataset_id not in dataset_seqs:
+                        dataset_seqs[dataset_id] = self._dataset_seq(conn, app_seq, dataset_id)
+                    conn.execute("INSERT INTO dataset_inputs (dataset_seq, input_seq) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                 (dataset_seqs[dataset_id], input_seq))
+                if item.annotations:
+                    conn.executemany(
+                        "INSERT INTO annotations (input_seq, id, concepts, regions, created_at) VALUES (?, ?, ?, ?, ?)"
+                        " ON CONFLICT DO NOTHING",
+                        [(input_seq, a.id, _concepts_json(a.concepts), _regions_json(a.regions), a.created_at)
+                         for a in item.annotations],
+                    )
+            totals = None
+            if job is not None:
+                counts = Counter(outcomes)
+                conn.execute(
+                    "INSERT INTO input_jobs (app_seq, id, received, stored, duplicates, failed, created_at, modified_at)"
+                    " VALUES (?, ?, 0, 0, 0, 0, ?, ?) ON CONFLICT DO NOTHING",
+                    (app_seq, job.id, job.created_at, job.modified_at),
+                )
+                conn.execute(
+                    "UPDATE input_jobs SET received = received + ?, stored = stored + ?, duplicates = duplicates + ?,"
+                    " failed = failed + ?, modified_at = ? WHERE app_seq = ? AND id = ?",
+                    (job.received, counts["new"], counts["duplicate"], job.failed + counts["conflict"], job.modified_at,
+                     app_seq, job.id),
+                )
+                totals = self._job(conn, user_id, app_id, app_seq, job.id)
+        return outcomes, totals
+
+    def _job(self, conn: sqlite3.Connection, user_id: str, app_id: str, app_seq: int, job_id: str) -> JobRecord | None:
+        row = conn.execute("SELECT * FROM input_jobs WHERE app_seq = ? AND id = ?", (app_seq, job_id)).fetchone()
+        if row is None:
+            return None
+        return JobRecord(user_id=user_id, app_id=app_id, id=row["id"], created_at=row["created_at"],
+                         modified_at=row["modified_at"], received=row["received"], stored=row["stored"],
+                         duplicates=row["duplicates"], failed=row["failed"])
+
+    def get_job(self, user_id: str, app_id: str, job_id: str) -> JobRecord | None:
+        conn = self._conn()
+        return self._job(conn, user_id, app_id, self._app_seq(conn, user_id, app_id), job_id)
+
+    def _with_datasets(self, conn: sqlite3.Connection, user_id: str, app_id: str, rows: list[sqlite3.Row]) -> list[InputRecord]:
+        if not rows:
+            return []
+        seqs = [r["seq"] for r in rows]
+        memberships: dict[int, list[str]] = {}
+        for start in range(0, len(seqs), 900):
+            part = seqs[start:start + 900]
+            for input_seq, dataset_id in conn.execute(
+                f"SELECT di.input_seq, d.id FROM dataset_inputs di JOIN datasets d ON d.seq = di.dataset_seq"
+                f" WHERE di.input_seq IN ({','.join('?' * len(part))}) ORDER BY d.seq", part):
+                memberships.setdefault(input_seq, []).append(dataset_id)
+        return [_input(user_id, app_id, r, tuple(memberships.get(r["seq"], ()))) for r in rows]
+
+    def get_inputs(self, user_id: str, app_id: str, input_ids: list[str]) -> dict[str, InputRecord]:
+        conn = self._conn()
+        app_seq = self._app_seq(conn, user_id, app_id)
+        rows: list[sqlite3.Row] = []
+        for start in range(0, len(input_ids), 900):
+            part = input_ids[start:start + 900]
+            rows += conn.execute(f"SELECT seq, {_INPUT_COLUMNS} FROM inputs WHERE app_seq = ? AND id IN ({','.join('?' * len(part))})",
+                                 (app_seq, *part)).fetchall()
+        return {r.id: r for r in self._with_datasets(conn, user_id, app_id, rows)}
+
+    def list_inputs(self, user_id: str, app_id: str, query: PageQuery, dataset_id: str = "", version_id: str = "",
+                    input_type: str = "", ids: list[str] | None = None) -> Page[InputRecord]:
+        conn = self._conn()
+        app_seq = self._app_seq(conn, user_id, app_id)
+        columns = ", ".join(f"i.{c.strip()}" for c in _INPUT_COLUMNS.split(","))
+        params: list[Any] = []
+        if version_id:
+            dataset_seq = self._dataset_seq(conn, app_seq, dataset_id)
+            row = conn.execute("SELECT seq FROM dataset_versions WHERE dataset_seq = ? AND id = ?", (dataset_seq, version_id)).fetchone()
+            if row is None:
+                raise LookupError(f"version {version_id!r} of dataset {dataset_id!r} does not exist")
+            sql = f"SELECT m.input_seq AS seq, {columns} FROM dataset_version_inputs m JOIN inputs i ON i.seq = m.input_seq WHERE m.version_seq = ?"
+            params.append(row[0])
+            seq = "m.input_seq"
+        elif dataset_id:
+            sql = f"SELECT m.input_seq AS seq, {columns} FROM dataset_inputs m JOIN inputs i ON i.seq = m.input_seq WHERE m.dataset_seq = ?"
+            params.append(self._dataset_seq(conn, app_seq, dataset_id))
+            seq = "m.input_seq"
+        else:
+            sql = f"SELECT i.seq AS seq, {columns} FROM inputs i WHERE i.app_seq = ?"
+            params.append(app_seq)
+            seq = "i.seq"
+        if input_type:
+            sql += " AND i.input_type = ?"
+            params.append(input_type)
+        if ids:
+            sql += f" AND i.id IN ({','.join('?' * len(ids))})"
+            params += ids
+        page = self._page(sql + " {after}", tuple(params), query, lambda r: r, seq=seq)
+        return Page(self._with_datasets(conn, user_id, app_id, page.items), page.next_after)
+
+    def delete_inputs(self, user_id: str, app_id: str, input_ids: list[str]) -> list[bool]:
+        with self._write() as conn:
+            app_seq = self._app_seq(conn, user_id, app_id)
+            return [conn.execute("DELETE FROM inputs WHERE app_seq = ? AND id = ?", (app_seq, i)).rowcount > 0
+                    for i in input_ids]
+
+    # annotations
+
+    def put_annotations(self, user_id: str, app_id: str, annotations: list[AnnotationRecord], replace: bool) -> list[str]:
+        outcomes = []
+        with self._write() as conn:
+            app_seq = self._app_seq(conn, user_id, app_id)
+            for a in annotations:
+                row = conn.execute("SELECT seq FROM inputs WHERE app_seq = ? AND id = ?", (app_seq, a.input_id)).fetchone()
+                if row is None:
+                    outcomes.append("missing_input")
+                    continue
+                values = (_concepts_json(a.concepts), _regions_json(a.regions))
+                cursor = conn.execute(
+                    "INSERT INTO annotations (input_seq, id, concepts, regions, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (row[0], a.id, *values, a.created_at),
+                )
+                if cursor.rowcount == 1:
+                    outcomes.append("new")
+                elif replace:
+                    conn.execute("UPDATE annotations SET concepts = ?, regions = ? WHERE input_seq = ? AND id = ?",
+                                 (*values, row[0], a.id))
+                    outcomes.append("updated")
+                else:
+                    outcomes.append("duplicate")
+            concept_ids = {c.id: c.name for a in annotations for c in _all_concepts(a)}
+            conn.executemany("INSERT INTO concepts (app_seq, id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                             [(app_seq, cid, name or cid, annotations[0].created_at) for cid, name in concept_ids.items()])
+        return outcomes
+
+    _ANNOTATION_SELECT = (
+        "SELECT a.seq AS seq, i.id AS input_id, a.id AS id, a.concepts AS concepts, a.regions AS regions,"
+        " a.created_at AS created_at FROM annotations a JOIN inputs i ON i.seq = a.input_seq WHERE i.app_seq = ?"
+    )
+
+    def get_annotations(self, user_id: str, app_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], AnnotationRecord]:
+        conn = self._conn()
+        app_seq = self._app_seq(conn, user_id, app_id)
+        found = {}
+        for input_id, annotation_id in keys:
+            row = conn.execute(self._ANNOTATION_SELECT + " AND i.id = ? AND a.id = ?", (app_seq, input_id, annotation_id)).fetchone()
+            if row:
+                found[(input_id, annotation_id)] = _annotation(row)
+        return found
+
+    def list_annotations(self, user_id: str, app_id: str, query: PageQuery, input_ids: list[str] | None = None) -> Page[AnnotationRecord]:
+        conn = self._conn()
+        sql, params = self._ANNOTATION_SELECT, [self._app_seq(conn, user_id, app_id)]
+        if input_ids:
+            sql += f" AND i.id IN ({','.join('?' * len(input_ids))})"
+            params += input_ids
+        return self._page(sql + " {after}", tuple(params), query, _annotation, seq="a.seq")
+
+
+def _all_concepts(a: AnnotationRecord) -> list[ConceptValue]:
+    return [*a.concepts, *(c for r in a.regions for c in r.concepts)]
+
+
+def _concepts_json(concepts: tuple[ConceptValue, ...]) -> str:
+    return json.dumps([{"id": c.id, "name": c.name, "value": c.value} for c in concepts])
+
+
+def _concepts_from(data: list[dict]) -> tuple[ConceptValue, ...]:
+    return tuple(ConceptValue(c["id"], c.get("name", ""), c.get("value", 1.0)) for c in data)
+
+
+def _regions_json(regions: tuple[RegionRecord, ...]) -> str:
+    return json.dumps([
+        {"id": r.id, "bbox": list(r.bbox) if r.bbox else None,
+         "polygon": [list(p) for p in r.polygon] if r.polygon is not None else None,
+         "concepts": json.loads(_concepts_json(r.concepts))}
+        for r in regions
+    ])
+
+
+def _regions_from(text: str) -> tuple[RegionRecord, ...]:
+    return tuple(
+        RegionRecord(id=r["id"], bbox=tuple(r["bbox"]) if r["bbox"] else None,
+                     polygon=tuple(tuple(p) for p in r["polygon"]) if r["polygon"] is not None else None,
+                     concepts=_concepts_from(r["concepts"]))
+        for r in json.loads(text)
+    )
+
+
+def _stats_from_json(text: str) -> DatasetStats:
+    return DatasetStats(**json.loads(text))
+
+
+def _dataset(row: sqlite3.Row) -> DatasetRecord:
+    return DatasetRecord(user_id=row["user_id"], app_id=row["app_id"], id=row["id"], created_at=row["created_at"],
+                         modified_at=row["modified_at"], description=row["description"],
+                         metadata=json.loads(row["metadata"]), input_count=row["input_count"])
+
+
+def _version(row: sqlite3.Row) -> DatasetVersionRecord:
+    return DatasetVersionRecord(user_id=row["user_id"], app_id=row["app_id"], dataset_id=row["dataset_id"], id=row["id"],
+                                created_at=row["created_at"], description=row["description"],
+                                metadata=json.loads(row["metadata"]), stats=_stats_from_json(row["stats"]))
+
+
+def _input(user_id: str, app_id: str, row: sqlite3.Row, dataset_ids: tuple[str, ...]) -> InputRecord:
+    geo = (row["geo_lon"], row["geo_lat"]) if row["geo_lon"] is not None else None
+    return InputRecord(
+        user_id=user_id, app_id=app_id, id=row["id"], input_type=row["input_type"], content_key=row["content_key"],
+        created_at=row["created_at"], media_sha256=row["media_sha256"], media_size=row["media_size"],
+        media_mime=row["media_mime"], media_url=row["media_url"], width=row["width"], height=row["height"],
+        text=row["text"], text_url=row["text_url"], metadata=json.loads(row["metadata"]), geo=geo,
+        labels=_concepts_from(json.loads(row["labels"])), dataset_ids=dataset_ids,
+    )
+
+
+def _annotation(row: sqlite3.Row) -> AnnotationRecord:
+    return AnnotationRecord(input_id=row["input_id"], id=row["id"], created_at=row["created_at"],
+                            concepts=_concepts_from(json.loads(row["concepts"])), regions=_regions_from(row["regions"]))
