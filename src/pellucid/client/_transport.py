@@ -11,7 +11,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -205,6 +205,21 @@ class Connection:
                     self._follow_local_owner()
                     continue
                 raise from_rpc_error(exc, method) from exc
+
+
+    def send_stream(self, stub_type: type, method: str, requests: Iterator[Message], *, timeout: float) -> Any:
+        """A client-streaming call: one deadline, errors mapped; not retried (a stream is not replayable)."""
+        try:
+            return getattr(self.stub(stub_type), method)(requests, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, method) from exc
+
+    def read_stream(self, stub_type: type, method: str, request: Message, *, timeout: float) -> Iterator[Any]:
+        """A server-streaming call: yields the responses; errors are mapped where they surface."""
+        try:
+            yield from getattr(self.stub(stub_type), method)(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, method) from exc
 
 
 _connections: dict[tuple, Connection] = {}

@@ -8,6 +8,8 @@ from typing import Any
 
 from pellucid.api import v1
 from pellucid.client.base import BaseClient
+from pellucid.client.dataset import Dataset
+from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
 from pellucid.client.urls import split_url
 from pellucid.errors import ItemFailure, PartialFailure, UserError, error_class
@@ -72,6 +74,42 @@ class App(Lister, BaseClient):
         self.app_info = self._call(v1.AppServiceStub, "GetApp", v1.GetAppRequest(user_id=self._user_id, app_id=self.id))
         self._user_id = self._user_id or self.app_info.user_id
         return self.app_info
+
+    # datasets and inputs
+
+    def inputs(self) -> Inputs:
+        """The app's inputs and annotations."""
+        return Inputs(user_id=self._user_id, app_id=self.id, **self._child_kwargs())
+
+    def create_dataset(self, dataset_id: str, **kwargs: Any) -> Dataset:
+        """Create a dataset (kwargs: description, metadata)."""
+        unknown = set(kwargs) - {"description", "metadata"}
+        if unknown:
+            raise UserError(f"create_dataset takes description and metadata; not {sorted(unknown)}")
+        dataset = v1.Dataset(id=dataset_id, description=kwargs.get("description", ""))
+        if kwargs.get("metadata"):
+            dataset.metadata.update(kwargs["metadata"])
+        created = self._call(v1.DatasetServiceStub, "CreateDataset", v1.CreateDatasetRequest(
+            user_id=self._user_id, app_id=self.id, dataset=dataset))
+        return Dataset._from_proto(created, **self._child_kwargs())
+
+    def dataset(self, dataset_id: str, **kwargs: Any) -> Dataset:
+        """The dataset `dataset_id`, checked to exist (raises NotFound otherwise)."""
+        dataset = Dataset(dataset_id=dataset_id, app_id=self.id, user_id=self._user_id, **self._child_kwargs(), **kwargs)
+        dataset.load_info()
+        return dataset
+
+    def list_datasets(self, page_no: int | None = None, per_page: int | None = None) -> Iterator[Dataset]:
+        endpoint = functools.partial(self._call, v1.DatasetServiceStub, "ListDatasets")
+        request = {"user_id": self._user_id, "app_id": self.id}
+        for proto in self.list_pages_generator(endpoint, v1.ListDatasetsRequest, request, page_no, per_page):
+            yield Dataset._from_proto(proto, **self._child_kwargs())
+
+    def delete_dataset(self, dataset_id: str, delete_inputs: bool = False) -> None:
+        """Delete a dataset (its inputs stay in the app unless `delete_inputs`, and then only
+        those in no other dataset)."""
+        self._call(v1.DatasetServiceStub, "DeleteDataset", v1.DeleteDatasetRequest(
+            user_id=self._user_id, app_id=self.id, dataset_id=dataset_id, delete_inputs=delete_inputs))
 
     # concepts
 

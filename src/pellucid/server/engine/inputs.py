@@ -150,39 +150,41 @@ class Inputs:
     def _prepare(self, app: AppRecord, index: int, spec: InputSpec,
                  datasets: set[str]) -> tuple[InputRecord, list[AnnotationRecord], bytes] | EngineError:
         try:
-            return self._prepare_or_raise(app, index, spec, datasets)
+            return self._prepare_or_raise(app, spec, datasets)
         except EngineError as exc:
+            # messages name fields relative to the item (the status is already per item);
+            # the field path says where the item sits in the request
+            exc.field = f"inputs[{index}]" + (f".{exc.field}" if exc.field else "")
             return exc
 
-    def _prepare_or_raise(self, app: AppRecord, index: int, spec: InputSpec,
+    def _prepare_or_raise(self, app: AppRecord, spec: InputSpec,
                           datasets: set[str]) -> tuple[InputRecord, list[AnnotationRecord], bytes]:
         """Validate one item and build its records; the bytes returned are to be stored as a blob."""
-        where = f"inputs[{index}]"
         for dataset_id in spec.dataset_ids:
-            validate_id(dataset_id, f"{where}.dataset_ids")
+            validate_id(dataset_id, "dataset_ids")
             if dataset_id not in datasets:
-                raise NotFound(f"{where}: dataset {dataset_id!r} not found in app {app.id!r}: create it first",
-                               reason="DATASET_NOT_FOUND", field=f"{where}.dataset_ids")
+                raise NotFound(f"dataset {dataset_id!r} not found in app {app.id!r}: create it first",
+                               reason="DATASET_NOT_FOUND", field="dataset_ids")
         text = spec.text
         if spec.text_url:
-            raw = fetch_url(spec.text_url, f"{where}.data.text.url")
+            raw = fetch_url(spec.text_url, "data.text.url")
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise InvalidArgument(f"{where}: the text at {spec.text_url!r} is not UTF-8", field=f"{where}.data.text") from None
+                raise InvalidArgument(f"the text at {spec.text_url!r} is not UTF-8", field="data.text") from None
         if len(text.encode()) > MAX_TEXT_BYTES:
-            raise InvalidArgument(f"{where}: text is longer than {MAX_TEXT_BYTES} bytes", field=f"{where}.data.text")
+            raise InvalidArgument(f"text is longer than {MAX_TEXT_BYTES} bytes", field="data.text")
         if "\x00" in text:
-            raise InvalidArgument(f"{where}: text contains a NUL character", field=f"{where}.data.text")
+            raise InvalidArgument("text contains a NUL character", field="data.text")
         media_fields: dict[str, Any] = {}
         media_key, payload = "", b""
         if len(spec.media) > 1:
             kinds = ", ".join(m.kind for m in spec.media)
-            raise InvalidArgument(f"{where}: one input holds one of image, video or audio (plus text), not {kinds}",
-                                  field=f"{where}.data")
+            raise InvalidArgument(f"one input holds one of image, video or audio (plus text), not {kinds}",
+                                  field="data")
         if spec.media:
             media = spec.media[0]
-            field = f"{where}.data.{media.kind}"
+            field = f"data.{media.kind}"
             given = sum(map(bool, (media.data, media.url, media.blob_sha256)))
             if given != 1:
                 raise InvalidArgument(f"{field}: give exactly one of base64 (bytes), url or blob_sha256", field=field)
@@ -203,19 +205,19 @@ class Inputs:
             media_fields = dict(media_sha256=sha, media_size=size, media_mime=info.mime, media_url=media.url,
                                 width=info.width, height=info.height)
         elif not text:
-            raise InvalidArgument(f"{where}: no content: give an image, video, audio or text", field=f"{where}.data")
-        metadata = check_metadata(spec.metadata or {}, f"{where}.data.metadata")
+            raise InvalidArgument("no content: give an image, video, audio or text", field="data")
+        metadata = check_metadata(spec.metadata or {}, "data.metadata")
         if spec.geo is not None:
             lon, lat = spec.geo
             if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-                raise InvalidArgument(f"{where}: geo point ({lon}, {lat}) is out of range: longitude -180..180, latitude -90..90",
-                                      field=f"{where}.data.geo")
-        labels = _checked_concepts(spec.labels, f"{where}.data.concepts")
-        regions = [_checked_region(r, f"{where}.data.regions[{i}]") for i, r in enumerate(spec.regions)]
+                raise InvalidArgument(f"geo point ({lon}, {lat}) is out of range: longitude -180..180, latitude -90..90",
+                                      field="data.geo")
+        labels = _checked_concepts(spec.labels, "data.concepts")
+        regions = [_checked_region(r, f"data.regions[{i}]") for i, r in enumerate(spec.regions)]
         input_type = spec.media[0].kind if spec.media else "text"
         content_key = _digest("input", input_type, media_key, hashlib.sha256(text.encode()).hexdigest())
         input_id = spec.id or content_key[:32]
-        validate_id(input_id, f"{where}.id")
+        validate_id(input_id, "id")
         now = self._clock()
         annotations = []
         if labels:

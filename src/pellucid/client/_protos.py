@@ -1,0 +1,76 @@
+"""Builders of Input and Annotation messages shared by Inputs, Dataset and the loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pellucid.api import v1
+from pellucid.errors import UserError
+
+
+def concepts(labels: Sequence[str] | None, label_ids: Sequence[str] | None = None, value: float = 1.0) -> list[v1.Concept]:
+    """Concepts for labels; the id is the label unless `label_ids` gives one per label."""
+    labels = list(labels or [])
+    if isinstance(labels, str):
+        raise UserError("labels must be a list of strings, not one string")
+    if label_ids is not None and len(label_ids) != len(labels):
+        raise UserError(f"label_ids has {len(label_ids)} ids for {len(labels)} labels")
+    ids = list(label_ids) if label_ids is not None else labels
+    return [v1.Concept(id=str(i), name=str(n), value=value) for i, n in zip(ids, labels)]
+
+
+def geo(geo_info: Sequence[float] | None) -> v1.Geo | None:
+    if geo_info is None:
+        return None
+    if len(geo_info) != 2:
+        raise UserError(f"geo_info must be [longitude, latitude], got {geo_info!r}")
+    return v1.Geo(geo_point=v1.GeoPoint(longitude=float(geo_info[0]), latitude=float(geo_info[1])))
+
+
+def make_input(
+    input_id: str = "",
+    *,
+    image: v1.Image | None = None,
+    video: v1.Video | None = None,
+    audio: v1.Audio | None = None,
+    text: v1.Text | None = None,
+    dataset_id: str | None = None,
+    labels: Sequence[str] | None = None,
+    label_ids: Sequence[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    geo_info: Sequence[float] | None = None,
+    regions: list[v1.Region] | None = None,
+) -> v1.Input:
+    if metadata is not None and not isinstance(metadata, dict):
+        raise UserError(f"metadata must be a dict, got {type(metadata).__name__}")
+    data = v1.Data(image=image, video=video, audio=audio, text=text, concepts=concepts(labels, label_ids),
+                   geo=geo(geo_info), regions=regions or [])
+    if metadata:
+        data.metadata.update(metadata)
+    return v1.Input(id=input_id or "", data=data, dataset_ids=[dataset_id] if dataset_id else [])
+
+
+def bbox_region(label: str, bbox: Sequence[float], label_id: str | None = None, region_id: str = "") -> v1.Region:
+    """A box given as [xmin, ymin, xmax, ymax], normalised to [0, 1]."""
+    if len(bbox) != 4:
+        raise UserError(f"bbox must be [xmin, ymin, xmax, ymax], got {bbox!r}")
+    xmin, ymin, xmax, ymax = (float(v) for v in bbox)
+    box = v1.BoundingBox(top_row=ymin, left_col=xmin, bottom_row=ymax, right_col=xmax)
+    return v1.Region(id=region_id, region_info=v1.RegionInfo(bounding_box=box),
+                     data=v1.Data(concepts=concepts([label], [label_id] if label_id else None)))
+
+
+def polygon_region(label: str, points: Sequence[Sequence[float]], label_id: str | None = None, region_id: str = "") -> v1.Region:
+    """A polygon given as [[x, y], ...], normalised to [0, 1]."""
+    try:
+        polygon = v1.Polygon(points=[v1.Point(row=float(y), col=float(x)) for x, y in points])
+    except (TypeError, ValueError):
+        raise UserError(f"a polygon is a list of [x, y] points, got {points!r}") from None
+    return v1.Region(id=region_id, region_info=v1.RegionInfo(polygon=polygon),
+                     data=v1.Data(concepts=concepts([label], [label_id] if label_id else None)))
+
+
+def input_size(message: v1.Input) -> int:
+    data = message.data
+    return len(data.image.base64) + len(data.video.base64) + len(data.audio.base64) + len(data.text.raw)

@@ -1,0 +1,216 @@
+"""The bulk upload pipeline behind upload_inputs, upload_dataset, upload_from_csv and upload_from_folder.
+
+Items are read lazily from their source and packed into batches of at most 128 inputs
+and `max_batch_bytes`; at most `concurrency` batches are in flight (plus the one being
+packed), so memory stays flat however large the dataset. Each batch carries a request
+id, so a retried batch is applied once; input ids are the caller's or derived by the
+server from the content, so re-running an upload that was cut short stores what is
+missing and reports the rest as duplicates, never storing an item twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from pellucid.api import v1
+from pellucid.client._protos import input_size
+from pellucid.errors import ApiError, PellucidError, UserError, error_class
+
+MAX_BATCH_INPUTS = 128
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+LARGE_FILE_BYTES = 4 * 1024 * 1024  # sent ahead with UploadBlob, in chunks of this size
+BLOB_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadItem:
+    """One item of a source: its position, a description for reports, and how to build it."""
+
+    index: int
+    source: str
+    build: Callable[[], v1.Input]
+
+
+@dataclass(frozen=True)
+class FailedItem:
+    index: int
+    input_id: str
+    source: str
+    code: str
+    reason: str
+
+
+@dataclass
+class UploadResult:
+    """What a bulk upload did: every item is stored, a duplicate, or failed with a reason."""
+
+    stored_ids: list[str] = field(default_factory=list)
+    duplicate_ids: list[str] = field(default_factory=list)
+    failed: list[FailedItem] = field(default_factory=list)
+    job_id: str = ""
+    bytes_sent: int = 0
+    seconds: float = 0.0
+    failures_path: str = ""
+    upload_status: dict[str, Any] | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        """Ids of every input that is now in place (stored now or before)."""
+        return self.stored_ids + self.duplicate_ids
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __str__(self) -> str:
+        rate = len(self.ids) / self.seconds if self.seconds else 0.0
+        return (f"{len(self.stored_ids)} stored, {len(self.duplicate_ids)} already there, {len(self.failed)} failed "
+                f"in {self.seconds:.1f}s ({rate:,.0f} inputs/s)")
+
+    def write_failures(self, path: str | Path) -> Path:
+        """One JSON object per failed item; pass the file as `retry_from=` to upload just these again."""
+        path = Path(path)
+        with path.open("w") as out:
+            for f in self.failed:
+                out.write(json.dumps(f.__dict__) + "\n")
+        self.failures_path = str(path)
+        return path
+
+
+def read_failures(path: str | Path) -> set[int]:
+    """The source indices listed in a failures file written by UploadResult.write_failures."""
+    indices = set()
+    try:
+        with Path(path).open() as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    indices.add(int(json.loads(line)["index"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"cannot read the failures file {path}: {exc}") from None
+    return indices
+
+
+class Uploader:
+    """Runs one bulk upload over a connection; create one per upload."""
+
+    def __init__(self, call: Callable[..., Any], stream_blob: Callable[[Iterator[v1.BlobChunk]], v1.BlobRef],
+                 user_id: str, app_id: str, *, batch_size: int = MAX_BATCH_INPUTS,
+                 max_batch_bytes: int = MAX_BATCH_BYTES, concurrency: int = 4, job_id: str = "",
+                 progress: bool = True, description: str = "Uploading inputs", batch_timeout: float = 120.0) -> None:
+        if not 1 <= batch_size <= MAX_BATCH_INPUTS:
+            raise UserError(f"batch_size must be 1-{MAX_BATCH_INPUTS}, got {batch_size}")
+        if concurrency < 1:
+            raise UserError(f"concurrency must be at least 1, got {concurrency}")
+        self._call, self._stream_blob = call, stream_blob
+        self._user_id, self._app_id = user_id, app_id
+        self._batch_size, self._max_bytes, self._concurrency = batch_size, max_batch_bytes, concurrency
+        self._job_id = job_id or uuid.uuid4().hex
+        self._progress, self._description, self._batch_timeout = progress, description, batch_timeout
+        self._lock = threading.Lock()
+        self.result = UploadResult(job_id=self._job_id)
+
+    def run(self, items: Iterable[UploadItem], total: int | None = None, only: set[int] | None = None) -> UploadResult:
+        started = time.perf_counter()
+        bar = tqdm(total=len(only) if only is not None else total, desc=self._description, unit="input",
+                   disable=not self._progress, smoothing=0.1)
+        slots = threading.BoundedSemaphore(self._concurrency)
+        pending: set[Future] = set()
+        batch: list[tuple[UploadItem, v1.Input]] = []
+        batch_bytes = 0
+        with ThreadPoolExecutor(self._concurrency, thread_name_prefix="pellucid-upload") as pool:
+
+            def flush() -> None:
+                nonlocal batch, batch_bytes
+                if not batch:
+                    return
+                slots.acquire()  # back-pressure: never more than `concurrency` batches in flight
+                future = pool.submit(self._send, batch, batch_bytes, bar)
+                future.add_done_callback(lambda f: (slots.release(), pending.discard(f)))
+                pending.add(future)
+                batch, batch_bytes = [], 0
+
+            try:
+                for item in items:
+                    if only is not None and item.index not in only:
+                        continue
+                    message = self._build(item, bar)
+                    if message is None:
+                        continue
+                    size = input_size(message)
+                    if batch and (len(batch) >= self._batch_size or batch_bytes + size > self._max_bytes):
+                        flush()
+                    batch.append((item, message))
+                    batch_bytes += size
+                flush()
+            except KeyboardInterrupt:
+                for future in list(pending):
+                    future.cancel()
+                bar.close()
+                raise
+            for future in list(pending):
+                future.result()
+        bar.close()
+        self.result.seconds = time.perf_counter() - started
+        return self.result
+
+    def _fail(self, item: UploadItem, input_id: str, code: str, reason: str) -> None:
+        with self._lock:
+            self.result.failed.append(FailedItem(item.index, input_id, item.source, code, reason))
+
+    def _build(self, item: UploadItem, bar: tqdm) -> v1.Input | None:
+        """Read and build one item; an unreadable source fails that item alone."""
+        try:
+            message = item.build()
+            self._send_large_media(message)
+            return message
+        except (OSError, UnicodeDecodeError, ValueError, PellucidError) as exc:
+            code = exc.code.name if isinstance(exc, ApiError) else "INVALID_ARGUMENT"
+            self._fail(item, "", code, f"{type(exc).__name__}: {exc}" if not isinstance(exc, PellucidError) else str(exc))
+            bar.update(1)
+            return None
+
+    def _send_large_media(self, message: v1.Input) -> None:
+        """Media too large for a batch goes first, in chunks, and the input then names it by hash."""
+        for kind in ("image", "video", "audio"):
+            media = getattr(message.data, kind)
+            if len(media.base64) >= LARGE_FILE_BYTES:
+                data = media.base64
+                chunks = (v1.BlobChunk(data=data[i:i + BLOB_CHUNK_BYTES],
+                                       **({"user_id": self._user_id, "app_id": self._app_id} if i == 0 else {}))
+                          for i in range(0, len(data), BLOB_CHUNK_BYTES))
+                ref = self._stream_blob(chunks)
+                media.ClearField("base64")
+                media.blob_sha256 = ref.sha256
+                with self._lock:
+                    self.result.bytes_sent += len(data)
+
+    def _send(self, batch: list[tuple[UploadItem, v1.Input]], batch_bytes: int, bar: tqdm) -> None:
+        request = v1.PostInputsRequest(user_id=self._user_id, app_id=self._app_id, inputs=[m for _, m in batch],
+                                       inputs_add_job_id=self._job_id)
+        try:
+            response = self._call(v1.InputServiceStub, "PostInputs", request, timeout=self._batch_timeout)
+        except ApiError as exc:  # the whole batch failed (server unreachable...): every item is retryable
+            for item, message in batch:
+                self._fail(item, message.id, exc.code.name, exc.message)
+        else:
+            with self._lock:
+                for (item, message), result in zip(batch, response.results):
+                    if result.status.code == v1.Status.OK:
+                        (self.result.duplicate_ids if result.duplicate else self.result.stored_ids).append(result.input_id)
+                    else:
+                        code = error_class(result.status.code).code.name
+                        self.result.failed.append(FailedItem(item.index, result.input_id or message.id, item.source,
+                                                             code, result.status.message))
+                self.result.bytes_sent += batch_bytes
+        bar.update(len(batch))
+        bar.set_postfix_str(f"{self.result.bytes_sent / 1e6:,.1f} MB", refresh=False)

@@ -1,0 +1,90 @@
+"""Turns loader features into Input messages (with their labels, boxes and polygons)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pellucid.api import v1
+from pellucid.client import _protos
+from pellucid.client.uploads import UploadItem
+from pellucid.datasets.features import (
+    FEATURES_BY_TASK,
+    MultiModalFeatures,
+    TextFeatures,
+    VisualCaptioningFeatures,
+    VisualDetectionFeatures,
+    VisualSegmentationFeatures,
+)
+from pellucid.errors import UserError
+
+
+def _image(features: Any) -> v1.Image | None:
+    given = [x for x in (features.image_path, features.image_bytes, features.image_url) if x]
+    if len(given) > 1:
+        raise UserError("give one of image_path, image_bytes or image_url")
+    if features.image_path:
+        return v1.Image(base64=Path(features.image_path).read_bytes())
+    if features.image_bytes:
+        return v1.Image(base64=bytes(features.image_bytes))
+    if features.image_url:
+        return v1.Image(url=features.image_url)
+    return None
+
+
+def features_to_input(features: Any, task: str, dataset_id: str) -> v1.Input:
+    """The Input for one loader item; raises UserError (or OSError) for that item alone."""
+    allowed = FEATURES_BY_TASK.get(task)
+    if allowed is None:
+        raise UserError(f"loader task {task!r} is not one of {', '.join(FEATURES_BY_TASK)}")
+    if not isinstance(features, allowed):
+        raise UserError(f"a {task} loader returned {type(features).__name__}; expected {' or '.join(a.__name__ for a in allowed)}")
+    common = dict(input_id=features.id or "", dataset_id=dataset_id, metadata=features.metadata, geo_info=features.geo_info)
+    if isinstance(features, TextFeatures):
+        if not features.text:
+            raise UserError("TextFeatures.text is empty")
+        return _protos.make_input(text=v1.Text(raw=features.text), labels=features.labels,
+                                  label_ids=features.label_ids, **common)
+    image = _image(features)
+    if isinstance(features, MultiModalFeatures):
+        if image is None and not features.text:
+            raise UserError("MultiModalFeatures needs text, an image or both")
+        return _protos.make_input(image=image, text=v1.Text(raw=features.text) if features.text else None,
+                                  labels=features.labels, label_ids=features.label_ids, **common)
+    if image is None:
+        raise UserError(f"{type(features).__name__} needs image_path, image_bytes or image_url")
+    if isinstance(features, VisualCaptioningFeatures):
+        return _protos.make_input(image=image, text=v1.Text(raw=features.caption) if features.caption else None, **common)
+    if isinstance(features, VisualDetectionFeatures):
+        regions = _regions(features.labels, features.label_ids, features.bboxes, _protos.bbox_region, "bboxes")
+        return _protos.make_input(image=image, regions=regions, **common)
+    if isinstance(features, VisualSegmentationFeatures):
+        regions = _regions(features.labels, features.label_ids, features.polygons, _protos.polygon_region, "polygons")
+        return _protos.make_input(image=image, regions=regions, **common)
+    return _protos.make_input(image=image, labels=features.labels, label_ids=features.label_ids, **common)
+
+
+def _regions(labels: list[str], label_ids: list[str] | None, shapes: list, make: Any, name: str) -> list[v1.Region]:
+    if len(labels) != len(shapes):
+        raise UserError(f"{len(labels)} labels for {len(shapes)} {name}: give one label per shape")
+    if label_ids is not None and len(label_ids) != len(labels):
+        raise UserError(f"label_ids has {len(label_ids)} ids for {len(labels)} labels")
+    ids = label_ids or [None] * len(labels)
+    return [make(label, shape, label_id) for label, shape, label_id in zip(labels, shapes, ids)]
+
+
+def loader_items(loader: Any, dataset_id: str) -> Iterator[UploadItem]:
+    """Upload items for a loader, in index order, each built only when its batch is packed."""
+    from pellucid.datasets.loaders import CsvLoader
+
+    task = getattr(loader, "task", None)
+    if task is None:
+        raise UserError(f"{type(loader).__name__} has no `task`: a loader needs task, __len__ and __getitem__")
+    name = getattr(loader, "source", lambda i: f"item {i}")
+    if isinstance(loader, CsvLoader):  # one pass over the file instead of a seek per row
+        for row in loader:
+            yield UploadItem(row.index, name(row.index), lambda row=row: features_to_input(row.features(), task, dataset_id))
+        return
+    for index in range(len(loader)):
+        yield UploadItem(index, name(index), lambda index=index: features_to_input(loader[index], task, dataset_id))
