@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from pellucid.client._transport import DEFAULT_TIMEOUT, Connection, get_connection
+from pellucid.client._transport import DEFAULT_RETRY, DEFAULT_TIMEOUT, Connection, RetryPolicy, get_connection
 from pellucid.client.config import resolve_settings
 
 C = TypeVar("C", bound="BaseClient")
@@ -25,6 +25,7 @@ class BaseClient:
         root_certificates_path: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = DEFAULT_RETRY,
         profile: str | None = None,
         _connection: Connection | None = None,
     ) -> None:
@@ -34,6 +35,7 @@ class BaseClient:
         self._connection = _connection
         self._user_id = user_id or _connection.settings.user_id
         self.timeout = timeout
+        self.retry = retry
 
     @property
     def user_id(self) -> str:
@@ -45,15 +47,17 @@ class BaseClient:
         return str(self._connection.settings.target)
 
     def _call(self, stub: type, method: str, request: Message, timeout: float | None = None) -> Any:
-        return self._connection.call(stub, method, request, timeout=timeout if timeout is not None else self.timeout)
+        return self._connection.call(stub, method, request, timeout=timeout if timeout is not None else self.timeout,
+                                     retry=self.retry)
 
     def _child_kwargs(self) -> dict[str, Any]:
-        return {"timeout": self.timeout, "_connection": self._connection}
+        return {"timeout": self.timeout, "retry": self.retry, "_connection": self._connection}
 
-    def with_options(self: C, *, timeout: float) -> C:
-        """A copy of this object with another default deadline (seconds), sharing the connection."""
+    def with_options(self: C, *, timeout: float | None = None, retry: RetryPolicy | None = None) -> C:
+        """A copy of this object with another default deadline (seconds) or retry policy, sharing the connection."""
         clone = copy.copy(self)
-        clone.timeout = timeout
+        clone.timeout = timeout if timeout is not None else self.timeout
+        clone.retry = retry or self.retry
         return clone
 
     def close(self) -> None:

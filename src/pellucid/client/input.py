@@ -151,7 +151,8 @@ class Inputs(Lister, BaseClient):
     # uploading
 
     def _uploader(self, **kwargs: Any) -> Uploader:
-        return Uploader(self._call, self._stream_blob, self._user_id, self.app_id, **kwargs)
+        return Uploader(self._call, self._stream_blob, self._user_id, self.app_id,
+                        batch_timeout=max(self.timeout, 120.0), **kwargs)
 
     def _stream_blob(self, chunks: Iterator[v1.BlobChunk]) -> v1.BlobRef:
         return self._connection.send_stream(v1.InputServiceStub, "UploadBlob", chunks, timeout=max(self.timeout, 300.0))

@@ -35,7 +35,9 @@ class FolderLoader(DataLoader):
             raise UserError(f"{self.root} is not a folder")
         self.input_type, self.labels = input_type, labels
         extensions = IMAGE_EXTENSIONS if input_type == "image" else TEXT_EXTENSIONS
-        self.files = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        # broken links are kept, so that they are reported as failures rather than silently skipped
+        self.files = sorted(p for p in self.root.rglob("*")
+                            if (p.is_file() or (p.is_symlink() and not p.is_dir())) and p.suffix.lower() in extensions)
 
     @property
     def task(self) -> str:
@@ -79,19 +81,13 @@ class CsvLoader(DataLoader):
         self.input_type, self.csv_type, self.labels = input_type, csv_type, labels
         try:
             with self.path.open(newline="", encoding="utf-8") as f:
-                header = next(csv.reader(f), None)
-                self._offsets = []
+                reader = csv.reader(f)
+                header = next(reader, None)
                 if header is None:
                     raise UserError(f"{self.path} is empty: the first row must name the columns ({', '.join(CSV_COLUMNS)})")
                 self.columns = [h.strip().lower() for h in header]
-                while True:
-                    position = f.tell()
-                    line = f.readline()
-                    if not line:
-                        break
-                    if line.strip():
-                        self._offsets.append(position)
-        except OSError as exc:
+                self._count = sum(1 for row in reader if any(cell.strip() for cell in row))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise UserError(f"cannot read {self.path}: {exc}") from None
         if "input" not in self.columns:
             raise UserError(f"{self.path}: the header {header} has no 'input' column; columns are {', '.join(CSV_COLUMNS)}")
@@ -104,41 +100,47 @@ class CsvLoader(DataLoader):
         return "text_classification" if self.input_type == "text" else "multimodal_dataset"
 
     def __len__(self) -> int:
-        return len(self._offsets)
+        return self._count
 
     def __iter__(self) -> Iterator[Any]:
+        """Rows in order, read one at a time (blank lines skipped)."""
         with self.path.open(newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             next(reader)
-            for row_number, row in enumerate(r for r in reader if any(cell.strip() for cell in r)):
-                yield _CsvRow(self, row_number, row)
+            index = 0
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    yield _CsvRow(self, index, row, reader.line_num)
+                    index += 1
 
     def __getitem__(self, index: int) -> Any:
-        with self.path.open(newline="", encoding="utf-8") as f:
-            f.seek(self._offsets[index])
-            return _CsvRow(self, index, next(csv.reader(f)))
+        """Row `index` (reads from the start: uploads iterate instead)."""
+        for row in self:
+            if row.index == index:
+                return row.features()
+        raise IndexError(index)
 
     def source(self, index: int) -> str:
-        return f"{self.path}: row {index + 2}"
+        return f"{self.path}: data row {index + 1}"
 
 
 class _CsvRow:
     """One CSV row; parsed into features on demand so a bad row fails alone."""
 
-    def __init__(self, loader: CsvLoader, index: int, row: list[str]) -> None:
-        self.loader, self.index, self.row = loader, index, row
+    def __init__(self, loader: CsvLoader, index: int, row: list[str], line: int) -> None:
+        self.loader, self.index, self.row, self.line = loader, index, row, line
 
     def features(self) -> Any:
         loader = self.loader
         if len(self.row) != len(loader.columns):
-            raise UserError(f"row {self.index + 2} has {len(self.row)} cells for {len(loader.columns)} columns")
+            raise UserError(f"line {self.line} has {len(self.row)} cells for {len(loader.columns)} columns")
         cells = dict(zip(loader.columns, self.row))
         value = cells["input"]
         if not value.strip():
-            raise UserError(f"row {self.index + 2}: the input cell is empty")
+            raise UserError(f"line {self.line}: the input cell is empty")
         labels = [c.strip() for c in cells.get("concepts", "").split(",") if c.strip()] if loader.labels else []
-        metadata = _parse_metadata(cells.get("metadata", ""), self.index)
-        geo = _parse_geo(cells.get("geopoints", ""), self.index)
+        metadata = _parse_metadata(cells.get("metadata", ""), self.line)
+        geo = _parse_geo(cells.get("geopoints", ""), self.line)
         common = dict(id=cells.get("inputid", "").strip() or None, metadata=metadata, geo_info=geo, labels=labels)
         if loader.input_type == "text":
             if loader.csv_type == "raw":
@@ -154,7 +156,7 @@ class _CsvRow:
         return MultiModalFeatures(image_path=str(loader.path.parent / value), **common)
 
 
-def _parse_metadata(cell: str, index: int) -> dict[str, Any] | None:
+def _parse_metadata(cell: str, line: int) -> dict[str, Any] | None:
     if not cell.strip():
         return None
     for parse in (json.loads, ast.literal_eval):
@@ -164,16 +166,16 @@ def _parse_metadata(cell: str, index: int) -> dict[str, Any] | None:
             continue
         if isinstance(value, dict):
             return value
-    raise UserError(f"row {index + 2}: metadata {cell!r} is not a JSON object")
+    raise UserError(f"line {line}: metadata {cell!r} is not a JSON object")
 
 
-def _parse_geo(cell: str, index: int) -> tuple[float, float] | None:
+def _parse_geo(cell: str, line: int) -> tuple[float, float] | None:
     if not cell.strip():
         return None
     try:
         lon, lat = (float(v) for v in cell.split(","))
     except ValueError:
-        raise UserError(f"row {index + 2}: geopoints {cell!r} must be 'longitude,latitude'") from None
+        raise UserError(f"line {line}: geopoints {cell!r} must be 'longitude,latitude'") from None
     return lon, lat
 
 

@@ -68,6 +68,8 @@ class PellucidServer:
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
             blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}")
             self.engine = Engine(store, blobs)
+            # this process owns the data dir (lock): unfinished claims are from a crashed server
+            store.release_unfinished_requests()
             created = self.engine.users.bootstrap(self.settings.admin_user_id)
             if created is not None:
                 user, secret = created

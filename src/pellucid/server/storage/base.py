@@ -193,6 +193,11 @@ class MetadataStore(abc.ABC):
     def release_request(self, user_id: str, request_id: str) -> None: ...
 
     @abc.abstractmethod
+    def release_unfinished_requests(self) -> int:
+        """Forget every claim still in progress: called when the one server owning the store
+        starts, so claims left by a crashed process do not block retries of their requests."""
+
+    @abc.abstractmethod
     def purge_requests(self, older_than: float) -> int: ...
 
 

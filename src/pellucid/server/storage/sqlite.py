@@ -284,6 +284,10 @@ class SqliteMetadataStore(InputTables, MetadataStore):
         with self._write() as conn:
             conn.execute("DELETE FROM request_log WHERE user_id = ? AND request_id = ? AND done = 0", (user_id, request_id))
 
+    def release_unfinished_requests(self) -> int:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM request_log WHERE done = 0").rowcount
+
     def purge_requests(self, older_than: float) -> int:
         with self._write() as conn:
             return conn.execute("DELETE FROM request_log WHERE updated_at < ?", (older_than,)).rowcount

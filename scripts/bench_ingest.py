@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Bulk ingestion benchmark: pellucid's upload path against two baselines, in one run.
+
+1. raw gRPC client streaming of the same bytes (one message per image) to a bare
+   server on loopback: the transport's limit for this data;
+2. `Dataset.upload_dataset` into the embedded server (what a user runs);
+3. the reference platform's design against the same server: batches of 128 sent by a
+   pool of 10 threads as separate unary calls (all submitted up front), each followed
+   by polling its inputs-add job and listing the batch's inputs to check them;
+4. listing every input of the dataset through `list_inputs`.
+
+Images are synthetic PNGs of about 10 KB (noise, so they do not compress), generated
+lazily from their index, so memory reflects the uploader, not the test data. Every
+stage runs in this process, like the embedded server does.
+
+    python scripts/bench_ingest.py [--n 20000] [--image-bytes 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent import futures
+
+import grpc
+
+from pellucid.api import v1
+from pellucid.client import _embedded
+from pellucid.client.user import User
+from pellucid.datasets import DataLoader, VisualClassificationFeatures
+from pellucid.server.engine.media import encode_png
+
+
+def synthetic_png(index: int, side: int) -> bytes:
+    noise = hashlib.shake_128(index.to_bytes(8, "little")).digest(side * side * 3)
+    return encode_png(side, side, noise)
+
+
+class SyntheticImages(DataLoader):
+    task = "visual_classification"
+
+    def __init__(self, n: int, side: int, labels: tuple[str, ...] = ("cat", "dog", "bird")) -> None:
+        self.n, self.side, self.labels = n, side, labels
+        self.rss_samples: list[tuple[int, float]] = []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> VisualClassificationFeatures:
+        if index % max(self.n // 4, 1) == 0:
+            self.rss_samples.append((index, rss_mb()))
+        return VisualClassificationFeatures(image_bytes=synthetic_png(index, self.side),
+                                            labels=[self.labels[index % len(self.labels)]])
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def raw_streaming(n: int, side: int) -> tuple[float, int]:
+    """Client-streams every image as one message to a server that only counts bytes."""
+    received = [0]
+
+    def upload(request_iterator, context):  # type: ignore[no-untyped-def]
+        for chunk in request_iterator:
+            received[0] += len(chunk)
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Raw", {"Upload": grpc.stream_unary_rpc_method_handler(upload)})
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.stream_unary("/bench.Raw/Upload", request_serializer=None, response_deserializer=None)
+            started = time.perf_counter()
+            call((synthetic_png(i, side) for i in range(n)), timeout=3600)
+            return time.perf_counter() - started, received[0]
+    finally:
+        server.stop(0)
+
+
+def reference_design(user: User, app_id: str, n: int, side: int) -> float:
+    """Batches of 128 as unary calls from 10 threads, each then polling its job and listing its inputs."""
+    app = user.app(app_id)
+
+    def backoff(count: int) -> float:
+        return 0.1 * 1.3**count  # their BackoffIterator(10) starts at count 10
+
+    def one_batch(start: int) -> None:
+        indices = range(start, min(start + 128, n))
+        job_id = uuid.uuid4().hex
+        ids = [f"ref-{uuid.uuid4().hex[:8]}" for _ in indices]
+        inputs = [v1.Input(id=input_id, dataset_ids=["reference"], data=v1.Data(
+            image=v1.Image(base64=synthetic_png(i, side)), concepts=[v1.Concept(id="cat", name="cat", value=1.0)]))
+            for input_id, i in zip(ids, indices)]
+        app._call(v1.InputServiceStub, "PostInputs", v1.PostInputsRequest(
+            app_id=app_id, inputs=inputs, inputs_add_job_id=job_id), timeout=600)
+        count = 10
+        while True:
+            job = app._call(v1.InputServiceStub, "GetInputsAddJob", v1.GetInputsAddJobRequest(app_id=app_id, job_id=job_id))
+            if job.stored + job.duplicates + job.failed >= len(inputs):
+                break
+            time.sleep(backoff(count))
+            count += 1
+        app._call(v1.InputServiceStub, "ListInputs", v1.ListInputsRequest(app_id=app_id, ids=ids, page_size=len(ids)))
+
+    app.create_dataset("reference")
+    started = time.perf_counter()
+    with futures.ThreadPoolExecutor(10) as pool:
+        for f in [pool.submit(one_batch, start) for start in range(0, n, 128)]:
+            f.result()
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20_000, help="number of images")
+    parser.add_argument("--image-bytes", type=int, default=10_000, help="approximate size of each PNG")
+    parser.add_argument("--skip-reference", action="store_true")
+    args = parser.parse_args()
+    side = int((args.image_bytes / 3) ** 0.5)
+    image_size = len(synthetic_png(0, side))
+    home = tempfile.mkdtemp(prefix="pellucid-bench-")
+    os.environ["PELLUCID_HOME"] = home
+    print(f"{args.n:,} synthetic PNGs of {image_size:,} bytes ({side}x{side} noise); embedded server in {home}")
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, grpcio {grpc.__version__}\n")
+
+    raw_seconds, raw_bytes = raw_streaming(args.n, side)
+    raw_rate = args.n / raw_seconds
+
+    user = User()
+    app = user.create_app("bench")
+    dataset = app.create_dataset("images")
+    loader = SyntheticImages(args.n, side)
+    rss_before = rss_mb()
+    result = dataset.upload_dataset(loader, progress=False)
+    assert result.ok and len(result.stored_ids) == args.n, result
+    ours_rate = args.n / result.seconds
+    rss_after = rss_mb()
+
+    rerun = dataset.upload_dataset(SyntheticImages(args.n, side), progress=False)
+    assert len(rerun.duplicate_ids) == args.n, rerun
+
+    reference_seconds = None
+    if not args.skip_reference:
+        reference_seconds = reference_design(user, "bench", args.n, side)
+
+    started = time.perf_counter()
+    quarter_rates, listed, mark = [], 0, time.perf_counter()
+    for _ in dataset.list_inputs():
+        listed += 1
+        if listed % max(args.n // 4, 1) == 0:
+            now = time.perf_counter()
+            quarter_rates.append((args.n // 4) / (now - mark))
+            mark = now
+    list_seconds = time.perf_counter() - started
+    assert listed == args.n
+
+    mb = args.n * image_size / 1e6
+    rows = [("raw gRPC client streaming (1 message per image)", raw_seconds, 1.0)]
+    rows.append(("pellucid Dataset.upload_dataset", result.seconds, ours_rate / raw_rate))
+    rows.append(("re-run of the same upload (all duplicates)", rerun.seconds, (args.n / rerun.seconds) / raw_rate))
+    if reference_seconds is not None:
+        rows.append(("reference design (10 threads x unary 128 + job poll)", reference_seconds,
+                     (args.n / reference_seconds) / raw_rate))
+    print(f"{'path':56} {'seconds':>8} {'inputs/s':>10} {'MB/s':>8} {'vs raw':>7}")
+    for name, seconds, ratio in rows:
+        print(f"{name:56} {seconds:8.2f} {args.n / seconds:10,.0f} {mb / seconds:8.1f} {ratio:7.2f}")
+    if reference_seconds is not None:
+        print(f"\npellucid / reference design: {reference_seconds / result.seconds:.2f}x")
+    print(f"\nlist_inputs over {listed:,} inputs: {list_seconds:.2f}s, {listed / list_seconds:,.0f} items/s; "
+          f"per quarter: {', '.join(f'{r:,.0f}/s' for r in quarter_rates)} (flat = linear time)")
+    samples = ", ".join(f"{i:,}: {mb_:.0f} MB" for i, mb_ in loader.rss_samples)
+    print(f"RSS during the upload (item: RSS): {samples}; before {rss_before:.0f} MB, after {rss_after:.0f} MB")
+    _embedded.forget(home)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
