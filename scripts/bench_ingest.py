@@ -40,7 +40,7 @@ from pellucid.server.engine.media import encode_png
 
 def synthetic_png(index: int, side: int) -> bytes:
     noise = hashlib.shake_128(index.to_bytes(8, "little")).digest(side * side * 3)
-    return encode_png(side, side, noise)
+    return encode_png(side, side, noise, level=0)  # noise does not compress: store it, quickly
 
 
 class SyntheticImages(DataLoader):

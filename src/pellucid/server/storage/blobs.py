@@ -1,9 +1,8 @@
 """BlobStore: content-addressed bytes (sha256), each stored once.
 
-Small blobs live in a SQLite file (one row each, written 128 per transaction: ~18,000/s
-here, where creating one file per blob manages ~1,500/s); blobs of 1 MiB and more are
-files under `blobs/ab/cd/<sha256>`, written to a temporary name and renamed, so a crash
-never leaves a partial blob under its final name.
+Small blobs are packed into append-only files indexed in SQLite (see LocalBlobStore);
+blobs of 1 MiB and more are files under `blobs/ab/cd/<sha256>`, written to a temporary
+name and renamed, so a crash never leaves a partial blob under its final name.
 """
 
 from __future__ import annotations
@@ -27,8 +26,9 @@ def sha256_hex(data: bytes) -> str:
 
 class BlobStore(abc.ABC):
     @abc.abstractmethod
-    def put_many(self, blobs: list[bytes]) -> list[str]:
-        """Store every blob (deduplicated by content) and return their sha256 hex digests."""
+    def put_many(self, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
+        """Store every blob (deduplicated by content) and return their sha256 hex digests
+        (`digests`, when the caller has them already, saves hashing twice)."""
 
     @abc.abstractmethod
     def put_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
@@ -51,18 +51,37 @@ class BlobStore(abc.ABC):
 
 
 class LocalBlobStore(BlobStore):
+    """Small blobs appended to pack files (`blobs/packs/NNNNNN.pack`), indexed in SQLite;
+    large ones one file each.
+
+    Measured here for 10 KB blobs in batches of 128: one SQLite BLOB row each costs ~77 us
+    (overflow pages written to the WAL, then again at checkpoint), a pack append with its
+    index row ~35-45 us (most of it the kernel's first touch of new page-cache pages on
+    this VM), a file each ~600 us (file creation on this disk). A batch is appended and
+    fdatasync'ed before its index rows commit, so the index never names bytes that are not
+    on disk; a crash mid-append leaves only unindexed bytes at the end of a pack, never read.
+    """
+
+    PACK_LIMIT = 1 << 30  # start a new pack file after 1 GiB
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.files = self.root / "blobs"
-        self.files.mkdir(parents=True, exist_ok=True)
+        self.packs = self.files / "packs"
+        self.packs.mkdir(parents=True, exist_ok=True)
         self._db_path = self.root / "blobs.sqlite3"
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        conn = self._conn()
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS blobs (seq INTEGER PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, data BLOB NOT NULL)"
+        self._append_lock = threading.Lock()
+        self._readers: dict[int, int] = {}
+        self._conn().execute(
+            "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL,"
+            " size INTEGER NOT NULL) WITHOUT ROWID"
         )
+        existing = sorted(int(p.stem) for p in self.packs.glob("*.pack"))
+        self._pack = existing[-1] if existing else 1
+        self._writer = open(self._pack_path(self._pack), "ab")  # noqa: SIM115 - held open for the store's life
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -76,29 +95,58 @@ class LocalBlobStore(BlobStore):
                 self._all.append(conn)
         return conn
 
+    def _pack_path(self, number: int) -> Path:
+        return self.packs / f"{number:06d}.pack"
+
     def _path(self, sha256: str) -> Path:
         return self.files / sha256[:2] / sha256[2:4] / sha256
 
-    def put_many(self, blobs: list[bytes]) -> list[str]:
-        digests = [sha256_hex(b) for b in blobs]
-        small = {}
+    def _known(self, digests: list[str]) -> set[str]:
+        known: set[str] = set()
+        conn = self._conn()
+        for start in range(0, len(digests), 900):
+            part = digests[start:start + 900]
+            known.update(r[0] for r in conn.execute(
+                f"SELECT sha256 FROM blobs WHERE sha256 IN ({','.join('?' * len(part))})", part))
+        return known
+
+    def put_many(self, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
+        digests = digests or [sha256_hex(b) for b in blobs]
+        small: dict[str, bytes] = {}
         for digest, blob in zip(digests, blobs):
             if len(blob) >= LARGE_BLOB_BYTES:
                 self._write_file(digest, [blob])
             else:
                 small[digest] = blob
-        if small:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO blobs (sha256, size, data) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(d, len(b), b) for d, b in small.items()],
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        if not small:
+            return digests
+        with self._append_lock:
+            new = {d: b for d, b in small.items() if d not in self._known(list(small))}
+            if not new:
+                return digests
+            if self._writer.tell() > self.PACK_LIMIT:
+                self._writer.close()
+                self._pack += 1
+                self._writer = open(self._pack_path(self._pack), "ab")  # noqa: SIM115
+            offset = self._writer.seek(0, os.SEEK_END)
+            rows = []
+            for digest, blob in new.items():
+                rows.append((digest, self._pack, offset, len(blob)))
+                offset += len(blob)
+            self._writer.write(b"".join(new.values()))
+            self._writer.flush()
+            writer = self._writer.fileno()
+        # sync outside the lock: other batches append meanwhile, and one sync covers them all
+        os.fdatasync(writer)
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT INTO blobs (sha256, pack, offset, size) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                             rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
         return digests
 
     def put_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
@@ -114,7 +162,7 @@ class LocalBlobStore(BlobStore):
                 os.fsync(out.fileno())
             digest = hasher.hexdigest()
             if size < LARGE_BLOB_BYTES:
-                self.put_many([Path(tmp).read_bytes()])
+                self.put_many([Path(tmp).read_bytes()], [digest])
             else:
                 final = self._path(digest)
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -136,18 +184,30 @@ class LocalBlobStore(BlobStore):
             os.fsync(out.fileno())
         os.replace(tmp, final)
 
+    def _location(self, sha256: str) -> tuple[int, int, int] | None:
+        row = self._conn().execute("SELECT pack, offset, size FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
     def size(self, sha256: str) -> int | None:
-        row = self._conn().execute("SELECT size FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
-        if row:
-            return row[0]
+        location = self._location(sha256)
+        if location:
+            return location[2]
         path = self._path(sha256)
         return path.stat().st_size if path.exists() else None
 
+    def _reader(self, pack: int) -> int:
+        with self._lock:
+            fd = self._readers.get(pack)
+            if fd is None:
+                fd = self._readers[pack] = os.open(self._pack_path(pack), os.O_RDONLY)
+            return fd
+
     def read_chunks(self, sha256: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-        row = self._conn().execute("SELECT data FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
-        if row:
-            data = bytes(row[0])
-            for start in range(0, max(len(data), 1), chunk_bytes):
+        location = self._location(sha256)
+        if location:
+            pack, offset, size = location
+            data = os.pread(self._reader(pack), size, offset)
+            for start in range(0, max(size, 1), chunk_bytes):
                 yield data[start:start + chunk_bytes]
             return
         with open(self._path(sha256), "rb") as f:
@@ -159,6 +219,10 @@ class LocalBlobStore(BlobStore):
             for conn in self._all:
                 conn.close()
             self._all.clear()
+            for fd in self._readers.values():
+                os.close(fd)
+            self._readers.clear()
+        self._writer.close()
         self._local = threading.local()
 
 
