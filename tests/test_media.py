@@ -128,6 +128,8 @@ VIDEO = {
 
 AUDIO = {
     "wav": (_riff(b"WAVE", _chunk(b"fmt ", b"\x01\x00" * 8)), "audio/wav", ".wav"),
+    "wav rf64": (b"RF64\xff\xff\xff\xffWAVEds64" + b"\x00" * 32, "audio/wav", ".wav"),
+    "wav big-endian": (b"RIFX\x00\x00\x00\x24WAVEfmt " + b"\x00" * 32, "audio/wav", ".wav"),
     "mp3 with ID3 tag": (b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x00" + b"\x00" * 32, "audio/mpeg", ".mp3"),
     "mp3 bare frame": (b"\xff\xfb\x90\x64" + b"\x00" * 60, "audio/mpeg", ".mp3"),
     "flac": (b"fLaC\x00\x00\x00\x22" + b"\x00" * 34, "audio/flac", ".flac"),
@@ -155,6 +157,13 @@ def test_encode_png_stores_the_pixels_unfiltered_in_one_idat() -> None:
     (idat_length,) = struct.unpack_from(">I", png, 33)
     assert png[37:41] == b"IDAT"
     assert zlib.decompress(png[41 : 41 + idat_length]) == b"\x00" + pixels[:12] + b"\x00" + pixels[12:]
+
+
+def test_encode_png_level_0_stores_the_rows_uncompressed() -> None:
+    pixels = _rgb(3, 2, seed=4)
+    png = encode_png(3, 2, pixels, level=0)
+    assert sniff(png, "image") == MediaInfo("image", "png", "image/png", 3, 2)
+    assert b"\x00" + pixels[:9] + b"\x00" + pixels[9:] in png
 
 
 def test_a_10_kb_synthetic_png_is_accepted() -> None:

@@ -179,6 +179,8 @@ def _identify(data: bytes) -> str | None:
         return "gif"
     if head.startswith(b"RIFF"):
         return _RIFF_TYPES.get(head[8:12])
+    if head[:4] in (b"RF64", b"RIFX") and head[8:12] == b"WAVE":  # >4 GB and big-endian WAV
+        return "wav"
     if head.startswith(b"BM"):
         return "bmp"
     if head.startswith((b"II*\x00", b"MM\x00*")):
