@@ -7,7 +7,6 @@ and the good ones are stored in one transaction.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -83,9 +82,9 @@ def _digest(*parts: str) -> str:
 
 def derived_annotation_id(input_id: str, concepts: Iterable[ConceptValue], region: RegionRecord | None) -> str:
     """Same input and same labels or region: same id, so re-running an upload adds nothing twice."""
-    body = json.dumps([sorted((c.id, c.value) for c in concepts),
-                       region and [region.bbox, region.polygon, sorted(c.id for c in region.concepts)]])
-    return _digest("annotation", input_id, body)[:32]
+    labels = ",".join(sorted(f"{c.id}={c.value!r}" for c in concepts))
+    shape = "" if region is None else f"{region.bbox!r}|{region.polygon!r}|{','.join(sorted(c.id for c in region.concepts))}"
+    return _digest("annotation", input_id, labels, shape)[:32]
 
 
 class Inputs:

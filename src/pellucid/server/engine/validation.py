@@ -22,6 +22,8 @@ def check_text(value: str, field: str, limit: int) -> str:
 
 
 def check_metadata(metadata: dict[str, Any], field: str = "metadata") -> dict[str, Any]:
+    if not metadata:
+        return {}
     size = len(json.dumps(metadata, separators=(",", ":")))
     if size > MAX_METADATA_BYTES:
         raise InvalidArgument(f"{field} is {size} bytes as JSON: the limit is {MAX_METADATA_BYTES}", field=field)

@@ -12,7 +12,7 @@ from pellucid.server.engine.paging import PageRequest
 
 
 def to_dict(struct: Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(struct)
+    return json_format.MessageToDict(struct) if struct.fields else {}
 
 
 def to_struct(data: dict[str, Any]) -> Struct:

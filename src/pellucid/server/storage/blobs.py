@@ -121,7 +121,8 @@ class LocalBlobStore(BlobStore):
         if not small:
             return digests
         with self._append_lock:
-            new = {d: b for d, b in small.items() if d not in self._known(list(small))}
+            known = self._known(list(small))
+            new = {d: b for d, b in small.items() if d not in known}
             if not new:
                 return digests
             if self._writer.tell() > self.PACK_LIMIT:

@@ -172,38 +172,43 @@ class InputTables:
                     "INSERT INTO concepts (app_seq, id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [(app_seq, c.id, c.name, c.created_at) for c in concepts],
                 )
-            dataset_seqs: dict[str, int] = {}
-            for item in items:
+            known = self._input_keys(conn, app_seq, [item.input.id for item in items])
+            rows, fresh = [], {}
+            for item in items:  # set-based: one statement per table for the whole batch
                 record = item.input
-                cursor = conn.execute(
-                    f"INSERT INTO inputs (app_seq, {_INPUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT DO NOTHING",
-                    (app_seq, record.id, record.input_type, record.content_key, record.media_sha256, record.media_size,
-                     record.media_mime, record.media_url, record.width, record.height, record.text, record.text_url,
-                     json.dumps(record.metadata), record.geo[0] if record.geo else None,
-                     record.geo[1] if record.geo else None, _concepts_json(record.labels), record.created_at),
-                )
-                if cursor.rowcount == 1:
-                    input_seq, outcome = cursor.lastrowid, "new"
+                key = known.get(record.id, (None, None))[1] or fresh.get(record.id)
+                if key is None:
+                    fresh[record.id] = record.content_key
+                    outcomes.append("new")
+                    rows.append((app_seq, record.id, record.input_type, record.content_key, record.media_sha256,
+                                 record.media_size, record.media_mime, record.media_url, record.width, record.height,
+                                 record.text, record.text_url, json.dumps(record.metadata) if record.metadata else "{}",
+                                 record.geo[0] if record.geo else None, record.geo[1] if record.geo else None,
+                                 _concepts_json(record.labels), record.created_at))
                 else:
-                    input_seq, key = conn.execute("SELECT seq, content_key FROM inputs WHERE app_seq = ? AND id = ?",
-                                                  (app_seq, record.id)).fetchone()
-                    outcome = "duplicate" if key == record.content_key else "conflict"
-                outcomes.append(outcome)
+                    outcomes.append("duplicate" if key == record.content_key else "conflict")
+            if rows:
+                conn.executemany(f"INSERT INTO inputs (app_seq, {_INPUT_COLUMNS}) VALUES ({', '.join('?' * 17)})", rows)
+                known.update(self._input_keys(conn, app_seq, list(fresh)))
+            dataset_seqs: dict[str, int] = {}
+            memberships, annotations = [], []
+            for item, outcome in zip(items, outcomes):
                 if outcome == "conflict":
                     continue
+                record = item.input
+                input_seq = known[record.id][0]
                 for dataset_id in record.dataset_ids:
                     if dataset_id not in dataset_seqs:
                         dataset_seqs[dataset_id] = self._dataset_seq(conn, app_seq, dataset_id)
-                    conn.execute("INSERT INTO dataset_inputs (dataset_seq, input_seq) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                 (dataset_seqs[dataset_id], input_seq))
-                if item.annotations:
-                    conn.executemany(
-                        "INSERT INTO annotations (input_seq, id, concepts, regions, created_at) VALUES (?, ?, ?, ?, ?)"
-                        " ON CONFLICT DO NOTHING",
-                        [(input_seq, a.id, _concepts_json(a.concepts), _regions_json(a.regions), a.created_at)
-                         for a in item.annotations],
-                    )
+                    memberships.append((dataset_seqs[dataset_id], input_seq))
+                annotations += [(input_seq, a.id, _concepts_json(a.concepts), _regions_json(a.regions), a.created_at)
+                                for a in item.annotations]
+            if memberships:
+                conn.executemany("INSERT INTO dataset_inputs (dataset_seq, input_seq) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                 memberships)
+            if annotations:
+                conn.executemany("INSERT INTO annotations (input_seq, id, concepts, regions, created_at) VALUES (?, ?, ?, ?, ?)"
+                                 " ON CONFLICT DO NOTHING", annotations)
             totals = None
             if job is not None:
                 counts = Counter(outcomes)
@@ -220,6 +225,18 @@ class InputTables:
                 )
                 totals = self._job(conn, user_id, app_id, app_seq, job.id)
         return outcomes, totals
+
+    @staticmethod
+    def _input_keys(conn: sqlite3.Connection, app_seq: int, input_ids: list[str]) -> dict[str, tuple[int, str]]:
+        """seq and content key of those of `input_ids` that exist."""
+        found = {}
+        for start in range(0, len(input_ids), 900):
+            part = input_ids[start:start + 900]
+            for input_id, seq, key in conn.execute(
+                    f"SELECT id, seq, content_key FROM inputs WHERE app_seq = ? AND id IN ({','.join('?' * len(part))})",
+                    (app_seq, *part)):
+                found[input_id] = (seq, key)
+        return found
 
     def _job(self, conn: sqlite3.Connection, user_id: str, app_id: str, app_seq: int, job_id: str) -> JobRecord | None:
         row = conn.execute("SELECT * FROM input_jobs WHERE app_seq = ? AND id = ?", (app_seq, job_id)).fetchone()
@@ -351,6 +368,8 @@ def _all_concepts(a: AnnotationRecord) -> list[ConceptValue]:
 
 
 def _concepts_json(concepts: tuple[ConceptValue, ...]) -> str:
+    if not concepts:
+        return "[]"
     return json.dumps([{"id": c.id, "name": c.name, "value": c.value} for c in concepts])
 
 
@@ -359,6 +378,8 @@ def _concepts_from(data: list[dict]) -> tuple[ConceptValue, ...]:
 
 
 def _regions_json(regions: tuple[RegionRecord, ...]) -> str:
+    if not regions:
+        return "[]"
     return json.dumps([
         {"id": r.id, "bbox": list(r.bbox) if r.bbox else None,
          "polygon": [list(p) for p in r.polygon] if r.polygon is not None else None,
