@@ -144,7 +144,7 @@ class Inputs:
         return outcomes, totals
 
     def _existing_datasets(self, app: AppRecord, dataset_ids: set[str]) -> set[str]:
-        return {d for d in dataset_ids if self._store.get_dataset(app.user_id, app.id, d) is not None}
+        return self._store.existing_datasets(app.user_id, app.id, sorted(dataset_ids)[:1000])
 
     def _prepare(self, app: AppRecord, index: int, spec: InputSpec,
                  datasets: set[str]) -> tuple[InputRecord, list[AnnotationRecord], bytes] | EngineError:

@@ -130,6 +130,10 @@ class MetadataStore(abc.ABC):
     def get_dataset(self, user_id: str, app_id: str, dataset_id: str) -> DatasetRecord | None: ...
 
     @abc.abstractmethod
+    def existing_datasets(self, user_id: str, app_id: str, dataset_ids: list[str]) -> set[str]:
+        """Those of `dataset_ids` that exist (cheap: no counting)."""
+
+    @abc.abstractmethod
     def list_datasets(self, user_id: str, app_id: str, query: PageQuery) -> Page[DatasetRecord]: ...
 
     @abc.abstractmethod

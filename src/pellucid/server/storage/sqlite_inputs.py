@@ -75,6 +75,14 @@ class InputTables:
         row = self._conn().execute(self._DATASET_SELECT + " AND d.id = ?", (user_id, app_id, dataset_id)).fetchone()
         return _dataset(row) if row else None
 
+    def existing_datasets(self, user_id: str, app_id: str, dataset_ids: list[str]) -> set[str]:
+        if not dataset_ids:
+            return set()
+        rows = self._conn().execute(
+            f"SELECT d.id FROM datasets d JOIN apps a ON a.seq = d.app_seq WHERE a.user_id = ? AND a.id = ?"
+            f" AND d.id IN ({','.join('?' * len(dataset_ids))})", (user_id, app_id, *dataset_ids))
+        return {r[0] for r in rows}
+
     def list_datasets(self, user_id: str, app_id: str, query: PageQuery) -> Page[DatasetRecord]:
         return self._page(self._DATASET_SELECT + " {after}", (user_id, app_id), query, _dataset, seq="d.seq")
 
