@@ -7,11 +7,30 @@ can be run again and again.
 
 from __future__ import annotations
 
+import hashlib
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from pellucid.client.user import User
 from pellucid.errors import InvalidArgument, NotFound, PartialFailure
+from pellucid.server.engine.media import encode_png
+
+ROOT = Path(__file__).resolve().parent.parent
+COLOURS = {"red": (200, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 210)}
+
+
+def make_image_folder(folder: Path, per_label: int = 12) -> Path:
+    """A small labelled image set: noisy 32x32 squares, one folder per colour."""
+    for label, (r, g, b) in COLOURS.items():
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_label):
+            noise = hashlib.shake_128(f"{label}{i}".encode()).digest(32 * 32 * 3)
+            pixels = bytes(min(255, base + n % 40) for j, n in enumerate(noise) for base in ((r, g, b)[j % 3],))
+            (folder / label / f"{label}_{i:02d}.png").write_bytes(encode_png(32, 32, pixels))
+    (folder / "red" / "broken.png").write_bytes(b"this is not a picture")  # fails alone, with its reason
+    return folder
 
 APP_ID = "demo"
 
@@ -60,6 +79,34 @@ def main() -> int:
     except PartialFailure as exc:
         print(f"{exc}")
         print(f"  stored anyway: {[c.id for c in exc.succeeded]}")
+
+    step("ingest a labelled image folder (label = folder name)")
+    work = Path(tempfile.mkdtemp(prefix="pellucid-demo-"))
+    images = app.create_dataset("colours", description="noisy colour squares")
+    result = images.upload_from_folder(str(make_image_folder(work / "images")), input_type="image", labels=True)
+    print(f"upload result: {result}")
+    for failure in result.failed:
+        print(f"  failed: {Path(failure.source).name}: {failure.reason}")
+    again = images.upload_from_folder(str(work / "images"), input_type="image", labels=True, progress=False)
+    print(f"the same upload again: {again}  (ids come from the content: nothing is stored twice)")
+
+    step("ingest a CSV of texts (examples/data/reviews.csv)")
+    reviews = app.create_dataset("reviews")
+    result = reviews.upload_from_csv(str(ROOT / "examples" / "data" / "reviews.csv"), input_type="text", labels=True)
+    print(f"upload result: {result}")
+
+    step("list a dataset")
+    for item in reviews.list_inputs(page_no=1, per_page=4):
+        labels = ",".join(c.id for c in item.data.concepts) or "-"
+        print(f"- {item.id[:12]}.. [{labels:8}] {item.data.text.raw[:50]}")
+    stats = images.get_stats()
+    print(f"colours: {stats.inputs} inputs, concepts {dict(stats.concept_counts)}")
+
+    step("freeze a version and export it")
+    version = images.create_version(description="demo snapshot")
+    print(f"version {version.id}: {version.stats.inputs} inputs")
+    export_path = images.export(str(work / "colours.zip"), split="train", version_id=version.id)
+    print(f"exported to {export_path} ({export_path.stat().st_size:,} bytes)")
 
     step("apps of this user")
     for listed in user.list_apps():
