@@ -239,3 +239,21 @@ def test_other_users_cannot_touch_inputs(app: App, inputs: Inputs, bob: User) ->
     with pytest.raises(errors.NotFound):
         intruder.delete_inputs(["private"])
     assert inputs.download_inputs(["private"]) == [b"secret"]
+
+
+def test_audio_and_folder_and_csv_builders(inputs: Inputs, tmp_path: Path) -> None:
+    wav = b"RIFF" + (36).to_bytes(4, "little") + b"WAVEfmt " + bytes(28)
+    inputs.upload_from_bytes("sound", audio_bytes=wav)
+    assert inputs.get_input("sound").input_type == "audio"
+    assert inputs.get_input("sound").data.audio.mime.startswith("audio/")
+    (tmp_path / "imgs" / "cat").mkdir(parents=True)
+    (tmp_path / "imgs" / "cat" / "x.JPG").write_bytes(png("folder-x"))
+    (tmp_path / "imgs" / "y.png").write_bytes(png("folder-y"))
+    built = Inputs.get_image_inputs_from_folder(str(tmp_path / "imgs"), dataset_id="d", labels=True)
+    assert sorted([c.id for c in b.data.concepts] for b in built) == [[], ["cat"]]
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.TXT").write_text("alpha")
+    assert [b.data.text.raw for b in Inputs.get_text_inputs_from_folder(str(tmp_path / "texts"))] == ["alpha"]
+    (tmp_path / "rows.csv").write_text("input,concepts\nfirst,a\nsecond,\"b,c\"\n")
+    rows = Inputs.get_inputs_from_csv(str(tmp_path / "rows.csv"))
+    assert [(r.data.text.raw, [c.id for c in r.data.concepts]) for r in rows] == [("first", ["a"]), ("second", ["b", "c"])]
