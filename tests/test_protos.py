@@ -10,8 +10,9 @@ import importlib
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = [importlib.import_module(f"pellucid.api.v1.{p.stem}")
            for p in sorted((ROOT / "src" / "pellucid" / "api" / "v1").glob("*_pb2.py"))]
-# Reads whose names say so less plainly, and content-addressed uploads (the same bytes give the same blob).
-NATURALLY_IDEMPOTENT = {"DownloadInputs", "UploadBlob"}
+# Reads whose names say so less plainly (a prediction changes nothing), content-addressed uploads
+# (the same bytes give the same blob), and the runner stream (not a call that is retried).
+NATURALLY_IDEMPOTENT = {"DownloadInputs", "UploadBlob", "PostModelOutputs", "Connect"}
 
 
 def test_generated_code_is_up_to_date() -> None:

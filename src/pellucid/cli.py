@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=0, help="0 lets the OS pick a free port")
     server.add_argument("--admin-user", default="admin", help="id of the first user, created on first start")
-    server.add_argument("--max-workers", type=int, default=128)
+    server.add_argument("--max-workers", type=int, default=256,
+                        help="threads serving calls: each connected runner stream and each waiting predict holds one")
     server.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
     server.add_argument("--log-level", default="info")
     server.set_defaults(run=cmd_server)

@@ -25,6 +25,7 @@ from pellucid.errors import DeadlineExceeded, from_rpc_error
 log = logging.getLogger("pellucid.client")
 
 DEFAULT_TIMEOUT = 30.0
+READ_ONLY = frozenset({"PostModelOutputs"})  # predictions change nothing: safe to send again
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 R = TypeVar("R", bound=Message)
 
@@ -182,7 +183,7 @@ class Connection:
         fields = request.DESCRIPTOR.fields_by_name
         if "request_id" in fields and not getattr(request, "request_id"):
             request.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
-        safe = "request_id" in fields or method.startswith(("Get", "List", "Download"))
+        safe = "request_id" in fields or method.startswith(("Get", "List", "Download")) or method in READ_ONLY
         trace_id = getattr(request, "request_id", "") or uuid.uuid4().hex
         deadline = time.monotonic() + timeout
         attempt = 0

@@ -179,3 +179,49 @@ class IngestItem:
 
     input: InputRecord
     annotations: tuple[AnnotationRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    min_value: float = 0.0
+    max_concepts: int = 0
+    select_concepts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelVersionRecord:
+    user_id: str
+    app_id: str
+    model_id: str
+    id: str
+    created_at: float
+    description: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    concepts: tuple[ConceptValue, ...] = ()
+    output_config: OutputConfig = field(default_factory=OutputConfig)
+    runner_labels: tuple[str, ...] = ()
+    item_timeout_seconds: int = 60
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    user_id: str
+    app_id: str
+    id: str
+    created_at: float
+    modified_at: float
+    name: str = ""
+    description: str = ""
+    model_type_id: str = ""
+    input_fields: tuple[str, ...] = ()
+    output_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunnerRecord:
+    user_id: str
+    id: str
+    created_at: float
+    labels: tuple[str, ...] = ()
+    description: str = ""

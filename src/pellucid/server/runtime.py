@@ -34,7 +34,7 @@ class ServerSettings:
     # Empty: files (and a SQLite file for small blobs) in the data dir.
     blob_uri: str = ""
     admin_user_id: str = "admin"
-    max_workers: int = 128
+    max_workers: int = 256
 
 
 class PellucidServer:

@@ -14,6 +14,9 @@ from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
 from pellucid.server.engine.inputs import Inputs
+from pellucid.server.engine.models import Models
+from pellucid.server.engine.routing import Router
+from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
@@ -32,8 +35,12 @@ class Engine:
         self.datasets = Datasets(store, self.apps, clock)
         self.inputs = Inputs(store, blobs, self.apps, clock)
         self.requests = RequestLog(store, clock)
+        self.router = Router()
+        self.models = Models(store, self.apps, self.router, clock)
+        self.runners = Runners(store, self.router, clock)
 
     def close(self) -> None:
+        self.router.close()
         self.store.close()
         self.blobs.close()
 

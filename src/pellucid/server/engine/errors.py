@@ -50,3 +50,7 @@ class ResourceExhausted(EngineError):
 
 class Unavailable(EngineError):
     pass
+
+
+class DeadlineExceeded(EngineError):
+    """The work did not finish before the caller's deadline."""

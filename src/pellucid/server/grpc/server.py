@@ -14,6 +14,8 @@ from pellucid.server.grpc.apps import AppServicer
 from pellucid.server.grpc.concepts import ConceptServicer
 from pellucid.server.grpc.datasets import DatasetServicer
 from pellucid.server.grpc.inputs import InputServicer
+from pellucid.server.grpc.models import ModelServicer
+from pellucid.server.grpc.runners import RunnerServicer
 from pellucid.server.grpc.interceptor import AuthInterceptor
 from pellucid.server.grpc.users import UserServicer
 
@@ -25,10 +27,12 @@ SERVICES = [
     (v1.add_ConceptServiceServicer_to_server, ConceptServicer, "ConceptService"),
     (v1.add_DatasetServiceServicer_to_server, DatasetServicer, "DatasetService"),
     (v1.add_InputServiceServicer_to_server, InputServicer, "InputService"),
+    (v1.add_ModelServiceServicer_to_server, ModelServicer, "ModelService"),
+    (v1.add_RunnerServiceServicer_to_server, RunnerServicer, "RunnerService"),
 ]
 
 
-def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_workers: int = 128) -> tuple[grpc.Server, int, health.HealthServicer]:
+def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_workers: int = 256) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A server bound to host:port (0 = a port the OS picks), not yet started; returns the bound port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pellucid-rpc"),

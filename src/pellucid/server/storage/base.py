@@ -21,8 +21,11 @@ from pellucid.server.records import (
     IngestItem,
     InputRecord,
     JobRecord,
+    ModelRecord,
+    ModelVersionRecord,
     Page,
     PageQuery,
+    RunnerRecord,
     TokenRecord,
     UserRecord,
 )
@@ -185,6 +188,45 @@ class MetadataStore(abc.ABC):
 
     @abc.abstractmethod
     def list_annotations(self, user_id: str, app_id: str, query: PageQuery, input_ids: list[str] | None = None) -> Page[AnnotationRecord]: ...
+
+    # models and runners
+    @abc.abstractmethod
+    def insert_model(self, model: ModelRecord, version: ModelVersionRecord) -> None:
+        """Insert a model with its first version atomically; Conflict if the id is taken."""
+
+    @abc.abstractmethod
+    def get_model(self, user_id: str, app_id: str, model_id: str) -> ModelRecord | None: ...
+
+    @abc.abstractmethod
+    def list_models(self, user_id: str, app_id: str, text: str, query: PageQuery) -> Page[ModelRecord]: ...
+
+    @abc.abstractmethod
+    def delete_model(self, user_id: str, app_id: str, model_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def insert_model_version(self, version: ModelVersionRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_model_version(self, user_id: str, app_id: str, model_id: str, version_id: str = "") -> ModelVersionRecord | None:
+        """The version (the latest if version_id is empty)."""
+
+    @abc.abstractmethod
+    def list_model_versions(self, user_id: str, app_id: str, model_id: str, query: PageQuery) -> Page[ModelVersionRecord]: ...
+
+    @abc.abstractmethod
+    def delete_model_version(self, user_id: str, app_id: str, model_id: str, version_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def insert_runner(self, runner: RunnerRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_runner(self, user_id: str, runner_id: str) -> RunnerRecord | None: ...
+
+    @abc.abstractmethod
+    def list_runners(self, user_id: str, query: PageQuery) -> Page[RunnerRecord]: ...
+
+    @abc.abstractmethod
+    def delete_runner(self, user_id: str, runner_id: str) -> bool: ...
 
     # request log: makes mutations carrying a request id safe to retry
     @abc.abstractmethod

@@ -13,12 +13,13 @@ from typing import Any, Callable, TypeVar
 from pellucid.server.records import AppRecord, ConceptRecord, Page, PageQuery, TokenRecord, UserRecord
 from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore
 from pellucid.server.storage.sqlite_inputs import InputTables
+from pellucid.server.storage.sqlite_models import ModelTables
 from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
 T = TypeVar("T")
 
 
-class SqliteMetadataStore(InputTables, MetadataStore):
+class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

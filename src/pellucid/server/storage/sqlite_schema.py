@@ -147,3 +147,46 @@ MIGRATIONS.append(
     )
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+MIGRATIONS.append(
+    (
+        3,
+        """
+        CREATE TABLE models (
+            seq INTEGER PRIMARY KEY,
+            app_seq INTEGER NOT NULL REFERENCES apps(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            description TEXT NOT NULL,
+            model_type_id TEXT NOT NULL,
+            input_fields TEXT NOT NULL,
+            output_fields TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            modified_at REAL NOT NULL,
+            UNIQUE (app_seq, id)
+        );
+        CREATE TABLE model_versions (
+            seq INTEGER PRIMARY KEY,
+            model_seq INTEGER NOT NULL REFERENCES models(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            output_info TEXT NOT NULL,
+            runner_labels TEXT NOT NULL,
+            item_timeout_seconds INTEGER NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (model_seq, id)
+        );
+        CREATE TABLE runners (
+            seq INTEGER PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            description TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (user_id, id)
+        )
+        """,
+    )
+)
+LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,189 @@
+"""Models and their versions, and predictions (routed to runners)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pellucid.server.engine.access import Principal
+from pellucid.server.engine.apps import Apps
+from pellucid.server.engine.errors import AlreadyExists, InvalidArgument, NotFound
+from pellucid.server.engine.ids import new_id, validate_id
+from pellucid.server.engine.paging import PageRequest, next_token, to_query
+from pellucid.server.engine.routing import Router
+from pellucid.server.engine.validation import (
+    MAX_BATCH,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_NAME_LENGTH,
+    check_metadata,
+    check_text,
+)
+from pellucid.server.records import ConceptValue, ModelRecord, ModelVersionRecord, OutputConfig
+from pellucid.server.storage import Conflict, MetadataStore
+
+INPUT_FIELDS = ("image", "video", "audio", "text")
+MAX_ITEM_TIMEOUT = 3600
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    id: str = ""
+    description: str = ""
+    params: dict[str, Any] | None = None
+    concepts: tuple[ConceptValue, ...] = ()
+    output_config: OutputConfig = OutputConfig()
+    runner_labels: tuple[str, ...] = ()
+    item_timeout_seconds: int = 0
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the servicer needs to build the work item: the version and the merged settings."""
+
+    model: ModelRecord
+    version: ModelVersionRecord
+    params: dict[str, Any]
+    output_config: OutputConfig
+
+
+class Models:
+    def __init__(self, store: MetadataStore, apps: Apps, router: Router, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._apps = apps
+        self._router = router
+        self._clock = clock
+
+    def _version(self, user_id: str, app_id: str, model_id: str, spec: VersionSpec) -> ModelVersionRecord:
+        version_id = spec.id or new_id()
+        validate_id(version_id, "version.id")
+        check_text(spec.description, "version.description", MAX_DESCRIPTION_LENGTH)
+        for i, label in enumerate(spec.runner_labels):
+            validate_id(label, f"version.runner_labels[{i}]")
+        for i, concept in enumerate(spec.concepts):
+            validate_id(concept.id, f"version.output_info.concepts[{i}].id")
+        timeout = spec.item_timeout_seconds or 60
+        if not 1 <= timeout <= MAX_ITEM_TIMEOUT:
+            raise InvalidArgument(f"item_timeout_seconds must be 1-{MAX_ITEM_TIMEOUT}", field="version.item_timeout_seconds")
+        _check_output_config(spec.output_config, "version.output_info.output_config")
+        return ModelVersionRecord(
+            user_id=user_id, app_id=app_id, model_id=model_id, id=version_id, created_at=self._clock(),
+            description=spec.description, params=check_metadata(spec.params or {}, "version.output_info.params"),
+            concepts=spec.concepts, output_config=spec.output_config,
+            runner_labels=tuple(dict.fromkeys(spec.runner_labels)), item_timeout_seconds=timeout,
+            metadata=check_metadata(spec.metadata or {}, "version.metadata"),
+        )
+
+    def create(self, principal: Principal, user_id: str, app_id: str, model_id: str, *, name: str = "",
+               description: str = "", model_type_id: str = "", input_fields: tuple[str, ...] = (),
+               output_fields: tuple[str, ...] = (), version: VersionSpec = VersionSpec()) -> tuple[ModelRecord, ModelVersionRecord]:
+        app = self._apps.get(principal, user_id, app_id)
+        validate_id(model_id, "model_id")
+        check_text(name, "name", MAX_NAME_LENGTH)
+        check_text(description, "description", MAX_DESCRIPTION_LENGTH)
+        check_text(model_type_id, "model_type_id", MAX_NAME_LENGTH)
+        unknown = [f for f in input_fields if f not in INPUT_FIELDS]
+        if unknown:
+            raise InvalidArgument(f"input_fields {unknown}: use some of {', '.join(INPUT_FIELDS)}", field="input_fields")
+        now = self._clock()
+        model = ModelRecord(user_id=app.user_id, app_id=app.id, id=model_id, created_at=now, modified_at=now,
+                            name=name or model_id, description=description, model_type_id=model_type_id,
+                            input_fields=tuple(input_fields), output_fields=tuple(output_fields))
+        first = self._version(app.user_id, app.id, model_id, version)
+        try:
+            self._store.insert_model(model, first)
+        except Conflict:
+            raise AlreadyExists(f"model {model_id!r} already exists in app {app.id!r}", field="model_id") from None
+        return model, first
+
+    def get(self, principal: Principal, user_id: str, app_id: str, model_id: str,
+            version_id: str = "") -> tuple[ModelRecord, ModelVersionRecord | None]:
+        app = self._apps.get(principal, user_id, app_id)
+        validate_id(model_id, "model_id")
+        model = self._store.get_model(app.user_id, app.id, model_id)
+        if model is None:
+            raise NotFound(f"model {model_id!r} not found in app {app.id!r}", reason="MODEL_NOT_FOUND", field="model_id")
+        if version_id:
+            validate_id(version_id, "version_id")
+        version = self._store.get_model_version(app.user_id, app.id, model_id, version_id)
+        if version_id and version is None:
+            raise NotFound(f"version {version_id!r} of model {model_id!r} not found", field="version_id")
+        return model, version
+
+    def list(self, principal: Principal, user_id: str, app_id: str, page: PageRequest,
+             text: str = "") -> tuple[list[tuple[ModelRecord, ModelVersionRecord | None]], str]:
+        app = self._apps.get(principal, user_id, app_id)
+        check_text(text, "query", MAX_NAME_LENGTH)
+        scope = f"models:{app.user_id}:{app.id}:{text}"
+        result = self._store.list_models(app.user_id, app.id, text, to_query(page, scope))
+        models = [(m, self._store.get_model_version(app.user_id, app.id, m.id)) for m in result.items]
+        return models, next_token(result, scope)
+
+    def delete(self, principal: Principal, user_id: str, app_id: str, model_id: str) -> None:
+        model, _ = self.get(principal, user_id, app_id, model_id)
+        if not self._store.delete_model(model.user_id, model.app_id, model.id):
+            raise NotFound(f"model {model_id!r} not found", field="model_id")
+
+    def create_version(self, principal: Principal, user_id: str, app_id: str, model_id: str,
+                       spec: VersionSpec) -> ModelVersionRecord:
+        model, _ = self.get(principal, user_id, app_id, model_id)
+        version = self._version(model.user_id, model.app_id, model.id, spec)
+        try:
+            self._store.insert_model_version(version)
+        except Conflict:
+            raise AlreadyExists(f"version {version.id!r} of model {model_id!r} already exists", field="version.id") from None
+        return version
+
+    def list_versions(self, principal: Principal, user_id: str, app_id: str, model_id: str,
+                      page: PageRequest) -> tuple[list[ModelVersionRecord], str]:
+        model, _ = self.get(principal, user_id, app_id, model_id)
+        scope = f"model-versions:{model.user_id}:{model.app_id}:{model.id}"
+        result = self._store.list_model_versions(model.user_id, model.app_id, model.id, to_query(page, scope))
+        return result.items, next_token(result, scope)
+
+    def delete_version(self, principal: Principal, user_id: str, app_id: str, model_id: str, version_id: str) -> None:
+        model, _ = self.get(principal, user_id, app_id, model_id, version_id)
+        self._store.delete_model_version(model.user_id, model.app_id, model.id, version_id)
+
+    # predictions
+
+    def prepare(self, principal: Principal, user_id: str, app_id: str, model_id: str, version_id: str, inputs: int,
+                method: str, inference_params: dict[str, Any], output_config: OutputConfig | None) -> Prediction:
+        if not 1 <= inputs <= MAX_BATCH:
+            raise InvalidArgument(f"a predict takes 1-{MAX_BATCH} inputs, got {inputs}: split larger lists", field="inputs")
+        if method:
+            validate_id(method, "method")
+        model, version = self.get(principal, user_id, app_id, model_id, version_id)
+        if version is None:
+            raise NotFound(f"model {model_id!r} has no version: create one with runner_labels", field="version_id")
+        check_metadata(inference_params, "inference_params")
+        config = version.output_config
+        if output_config is not None:
+            _check_output_config(output_config, "output_config")
+            config = OutputConfig(
+                min_value=output_config.min_value or config.min_value,
+                max_concepts=output_config.max_concepts or config.max_concepts,
+                select_concepts=output_config.select_concepts or config.select_concepts,
+            )
+        return Prediction(model, version, {**version.params, **inference_params}, config)
+
+    def route(self, prediction: Prediction, payload: bytes, wait: float) -> tuple[bytes, str]:
+        """Run a prepared prediction on a runner; returns (the runner's response, its id)."""
+        version = prediction.version
+        described = f"model {version.model_id!r} (version {version.id}) of app {version.app_id!r}"
+        return self._router.submit(version.user_id, frozenset(version.runner_labels), payload,
+                                   float(version.item_timeout_seconds), wait, described)
+
+
+def _check_output_config(config: OutputConfig, field: str) -> None:
+    if not 0.0 <= config.min_value <= 1.0:
+        raise InvalidArgument(f"{field}.min_value {config.min_value} must be in [0, 1]", field=field)
+    if config.max_concepts < 0:
+        raise InvalidArgument(f"{field}.max_concepts must be 0 (all) or more", field=field)
+    for i, concept_id in enumerate(config.select_concepts):
+        validate_id(concept_id, f"{field}.select_concepts[{i}]")
+
+
+__all__ = ["Models", "Prediction", "VersionSpec"]

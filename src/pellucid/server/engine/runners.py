@@ -1,0 +1,87 @@
+"""Runner registrations and their live connections."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pellucid.server.engine.access import Principal, own_namespace
+from pellucid.server.engine.errors import AlreadyExists, InvalidArgument, NotFound
+from pellucid.server.engine.ids import validate_id
+from pellucid.server.engine.paging import PageRequest, next_token, to_query
+from pellucid.server.engine.routing import Router, Session
+from pellucid.server.engine.validation import MAX_DESCRIPTION_LENGTH, check_text
+from pellucid.server.records import RunnerRecord
+from pellucid.server.storage import Conflict, MetadataStore
+
+MAX_CAPACITY = 1024
+
+
+class Runners:
+    def __init__(self, store: MetadataStore, router: Router, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._router = router
+        self._clock = clock
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return self._router.heartbeat_seconds
+
+    def create(self, principal: Principal, user_id: str, runner_id: str, labels: tuple[str, ...],
+               description: str = "") -> RunnerRecord:
+        owner = own_namespace(principal, user_id, "create runners")
+        validate_id(runner_id, "runner_id")
+        for i, label in enumerate(labels):
+            validate_id(label, f"labels[{i}]")
+        check_text(description, "description", MAX_DESCRIPTION_LENGTH)
+        runner = RunnerRecord(owner, runner_id, self._clock(), tuple(dict.fromkeys(labels)), description)
+        try:
+            self._store.insert_runner(runner)
+        except Conflict:
+            raise AlreadyExists(f"runner {runner_id!r} already exists for user {owner!r}", field="runner_id") from None
+        return runner
+
+    def get(self, principal: Principal, user_id: str, runner_id: str) -> RunnerRecord:
+        owner = own_namespace(principal, user_id, "read the runners")
+        validate_id(runner_id, "runner_id")
+        runner = self._store.get_runner(owner, runner_id)
+        if runner is None:
+            raise NotFound(f"runner {runner_id!r} of user {owner!r} not found: create it with User.create_runner",
+                           reason="RUNNER_NOT_FOUND", field="runner_id")
+        return runner
+
+    def list(self, principal: Principal, user_id: str, page: PageRequest) -> tuple[list[RunnerRecord], str]:
+        owner = own_namespace(principal, user_id, "list the runners")
+        scope = f"runners:{owner}"
+        result = self._store.list_runners(owner, to_query(page, scope))
+        return result.items, next_token(result, scope)
+
+    def delete(self, principal: Principal, user_id: str, runner_id: str) -> None:
+        runner = self.get(principal, user_id, runner_id)
+        self._store.delete_runner(runner.user_id, runner.id)
+        self._router.close_runner(runner.user_id, runner.id)
+
+    def live(self, runner: RunnerRecord) -> tuple[int, int]:
+        """(open connections, total capacity) of a runner right now."""
+        sessions = [s for s in self._router.sessions_of(runner.user_id) if s.runner_id == runner.id]
+        return len(sessions), sum(s.capacity for s in sessions)
+
+    # the runner's stream
+
+    def connect(self, principal: Principal, runner_id: str, capacity: int) -> tuple[RunnerRecord, Session]:
+        runner = self.get(principal, "", runner_id)
+        if not 1 <= capacity <= MAX_CAPACITY:
+            raise InvalidArgument(f"capacity must be 1-{MAX_CAPACITY}, got {capacity}", field="hello.capacity")
+        return runner, self._router.open_session(runner.user_id, runner.id, frozenset(runner.labels), capacity)
+
+    def disconnect(self, session: Session) -> None:
+        self._router.close_session(session)
+
+    def heartbeat(self, session: Session, draining: bool) -> None:
+        self._router.heartbeat(session, draining)
+
+    def complete(self, session: Session, item_id: str, result: bytes) -> None:
+        self._router.complete(session, item_id, result)
+
+    def cancel(self, item_id: str, reason: str) -> None:
+        self._router.cancel(item_id, reason)

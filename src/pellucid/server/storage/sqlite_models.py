@@ -1,0 +1,163 @@
+"""SQLite tables of models, model versions and runners (a mixin of SqliteMetadataStore)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from pellucid.server.records import ConceptValue, ModelRecord, ModelVersionRecord, OutputConfig, Page, PageQuery, RunnerRecord
+from pellucid.server.storage.base import Conflict
+
+
+class ModelTables:
+    _conn: Any
+    _write: Any
+    _page: Any
+    _app_seq: Any
+
+    def _model_seq(self, conn: sqlite3.Connection, user_id: str, app_id: str, model_id: str) -> int | None:
+        row = conn.execute("SELECT m.seq FROM models m JOIN apps a ON a.seq = m.app_seq WHERE a.user_id = ? AND a.id = ?"
+                           " AND m.id = ?", (user_id, app_id, model_id)).fetchone()
+        return row[0] if row else None
+
+    def insert_model(self, model: ModelRecord, version: ModelVersionRecord) -> None:
+        try:
+            with self._write() as conn:
+                cursor = conn.execute(
+                    "INSERT INTO models (app_seq, id, name, description, model_type_id, input_fields, output_fields,"
+                    " created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self._app_seq(conn, model.user_id, model.app_id), model.id, model.name, model.description,
+                     model.model_type_id, json.dumps(model.input_fields), json.dumps(model.output_fields),
+                     model.created_at, model.modified_at),
+                )
+                self._insert_version(conn, cursor.lastrowid, version)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
+    @staticmethod
+    def _insert_version(conn: sqlite3.Connection, model_seq: int, v: ModelVersionRecord) -> None:
+        output_info = {"params": v.params, "concepts": [[c.id, c.name] for c in v.concepts],
+                       "output_config": {"min_value": v.output_config.min_value,
+                                         "max_concepts": v.output_config.max_concepts,
+                                         "select_concepts": list(v.output_config.select_concepts)}}
+        conn.execute(
+            "INSERT INTO model_versions (model_seq, id, description, output_info, runner_labels, item_timeout_seconds,"
+            " metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (model_seq, v.id, v.description, json.dumps(output_info), json.dumps(list(v.runner_labels)),
+             v.item_timeout_seconds, json.dumps(v.metadata), v.created_at),
+        )
+
+    _MODEL_SELECT = (
+        "SELECT m.seq AS seq, a.user_id AS user_id, a.id AS app_id, m.id AS id, m.name AS name,"
+        " m.description AS description, m.model_type_id AS model_type_id, m.input_fields AS input_fields,"
+        " m.output_fields AS output_fields, m.created_at AS created_at, m.modified_at AS modified_at"
+        " FROM models m JOIN apps a ON a.seq = m.app_seq WHERE a.user_id = ? AND a.id = ?"
+    )
+
+    def get_model(self, user_id: str, app_id: str, model_id: str) -> ModelRecord | None:
+        row = self._conn().execute(self._MODEL_SELECT + " AND m.id = ?", (user_id, app_id, model_id)).fetchone()
+        return _model(row) if row else None
+
+    def list_models(self, user_id: str, app_id: str, text: str, query: PageQuery) -> Page[ModelRecord]:
+        sql, params = self._MODEL_SELECT, [user_id, app_id]
+        if text:
+            pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            sql += " AND (lower(m.id) LIKE ? ESCAPE '\\' OR lower(m.name) LIKE ? ESCAPE '\\')"
+            params += [pattern, pattern]
+        return self._page(sql + " {after}", tuple(params), query, _model, seq="m.seq")
+
+    def delete_model(self, user_id: str, app_id: str, model_id: str) -> bool:
+        with self._write() as conn:
+            seq = self._model_seq(conn, user_id, app_id, model_id)
+            return seq is not None and conn.execute("DELETE FROM models WHERE seq = ?", (seq,)).rowcount > 0
+
+    def insert_model_version(self, version: ModelVersionRecord) -> None:
+        try:
+            with self._write() as conn:
+                seq = self._model_seq(conn, version.user_id, version.app_id, version.model_id)
+                if seq is None:
+                    raise LookupError(f"model {version.model_id!r} does not exist")
+                self._insert_version(conn, seq, version)
+                conn.execute("UPDATE models SET modified_at = ? WHERE seq = ?", (version.created_at, seq))
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
+    _VERSION_SELECT = (
+        "SELECT v.seq AS seq, v.id AS id, v.description AS description, v.output_info AS output_info,"
+        " v.runner_labels AS runner_labels, v.item_timeout_seconds AS item_timeout_seconds, v.metadata AS metadata,"
+        " v.created_at AS created_at, ? AS user_id, ? AS app_id, ? AS model_id FROM model_versions v WHERE v.model_seq = ?"
+    )
+
+    def get_model_version(self, user_id: str, app_id: str, model_id: str, version_id: str = "") -> ModelVersionRecord | None:
+        conn = self._conn()
+        seq = self._model_seq(conn, user_id, app_id, model_id)
+        if seq is None:
+            return None
+        params = (user_id, app_id, model_id, seq)
+        if version_id:
+            row = conn.execute(self._VERSION_SELECT + " AND v.id = ?", (*params, version_id)).fetchone()
+        else:
+            row = conn.execute(self._VERSION_SELECT + " ORDER BY v.seq DESC LIMIT 1", params).fetchone()
+        return _version(row) if row else None
+
+    def list_model_versions(self, user_id: str, app_id: str, model_id: str, query: PageQuery) -> Page[ModelVersionRecord]:
+        conn = self._conn()
+        seq = self._model_seq(conn, user_id, app_id, model_id)
+        if seq is None:
+            raise LookupError(f"model {model_id!r} does not exist")
+        return self._page(self._VERSION_SELECT + " {after}", (user_id, app_id, model_id, seq), query, _version, seq="v.seq")
+
+    def delete_model_version(self, user_id: str, app_id: str, model_id: str, version_id: str) -> bool:
+        with self._write() as conn:
+            seq = self._model_seq(conn, user_id, app_id, model_id)
+            return seq is not None and conn.execute(
+                "DELETE FROM model_versions WHERE model_seq = ? AND id = ?", (seq, version_id)).rowcount > 0
+
+    # runners
+
+    def insert_runner(self, runner: RunnerRecord) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute("INSERT INTO runners (user_id, id, labels, description, created_at) VALUES (?, ?, ?, ?, ?)",
+                             (runner.user_id, runner.id, json.dumps(list(runner.labels)), runner.description,
+                              runner.created_at))
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from None
+
+    def get_runner(self, user_id: str, runner_id: str) -> RunnerRecord | None:
+        row = self._conn().execute("SELECT * FROM runners WHERE user_id = ? AND id = ?", (user_id, runner_id)).fetchone()
+        return _runner(row) if row else None
+
+    def list_runners(self, user_id: str, query: PageQuery) -> Page[RunnerRecord]:
+        return self._page("SELECT * FROM runners WHERE user_id = ? {after}", (user_id,), query, _runner)
+
+    def delete_runner(self, user_id: str, runner_id: str) -> bool:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM runners WHERE user_id = ? AND id = ?", (user_id, runner_id)).rowcount > 0
+
+
+def _model(row: sqlite3.Row) -> ModelRecord:
+    return ModelRecord(user_id=row["user_id"], app_id=row["app_id"], id=row["id"], created_at=row["created_at"],
+                       modified_at=row["modified_at"], name=row["name"], description=row["description"],
+                       model_type_id=row["model_type_id"], input_fields=tuple(json.loads(row["input_fields"])),
+                       output_fields=tuple(json.loads(row["output_fields"])))
+
+
+def _version(row: sqlite3.Row) -> ModelVersionRecord:
+    info = json.loads(row["output_info"])
+    config = info.get("output_config", {})
+    return ModelVersionRecord(
+        user_id=row["user_id"], app_id=row["app_id"], model_id=row["model_id"], id=row["id"],
+        created_at=row["created_at"], description=row["description"], params=info.get("params", {}),
+        concepts=tuple(ConceptValue(i, n) for i, n in info.get("concepts", [])),
+        output_config=OutputConfig(config.get("min_value", 0.0), config.get("max_concepts", 0),
+                                   tuple(config.get("select_concepts", ()))),
+        runner_labels=tuple(json.loads(row["runner_labels"])), item_timeout_seconds=row["item_timeout_seconds"],
+        metadata=json.loads(row["metadata"]),
+    )
+
+
+def _runner(row: sqlite3.Row) -> RunnerRecord:
+    return RunnerRecord(user_id=row["user_id"], id=row["id"], created_at=row["created_at"],
+                        labels=tuple(json.loads(row["labels"])), description=row["description"])
