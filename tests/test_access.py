@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import pellucid.errors as errors
 from pellucid.api import v1
-from pellucid.api.v1 import app_pb2, concept_pb2, user_pb2
 from pellucid.client.user import User
 from tests.conftest import RunningServer
 
 
 def all_methods() -> list[tuple[str, str, type, type]]:
     found = []
-    for module in (app_pb2, concept_pb2, user_pb2):
+    for path in sorted((Path(v1.__file__).parent).glob("*_pb2.py")):
+        module = importlib.import_module(f"pellucid.api.v1.{path.stem}")
         for service in module.DESCRIPTOR.services_by_name.values():
             stub = getattr(v1, f"{service.name}Stub")
             for method in service.methods:
                 request = getattr(v1, method.input_type.name)
                 found.append((service.name, method.name, stub, request))
     return found
+
+
+def call_any(callable_, method_descriptor_streams: tuple[bool, bool], request, **kwargs):  # type: ignore[no-untyped-def]
+    client_streams, server_streams = method_descriptor_streams
+    result = callable_(iter([request]) if client_streams else request, **kwargs)
+    return list(result) if server_streams else result
+
+
+def streaming(service: str, method: str) -> tuple[bool, bool]:
+    for path in sorted((Path(v1.__file__).parent).glob("*_pb2.py")):
+        module = importlib.import_module(f"pellucid.api.v1.{path.stem}")
+        if service in module.DESCRIPTOR.services_by_name:
+            m = module.DESCRIPTOR.services_by_name[service].methods_by_name[method]
+            return m.client_streaming, m.server_streaming
+    raise KeyError(method)
 
 
 @pytest.mark.parametrize(("service", "method", "stub", "request_type"), all_methods(),
@@ -32,7 +50,8 @@ def test_every_rpc_refuses_calls_without_a_valid_token(server: RunningServer, se
     with grpc.insecure_channel(server.server.address) as channel:
         metadata = [("authorization", header)] if header else []
         with pytest.raises(grpc.RpcError) as info:
-            getattr(stub(channel), method)(request_type(), timeout=5, metadata=metadata)
+            call_any(getattr(stub(channel), method), streaming(service, method), request_type(), timeout=5,
+                     metadata=metadata)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 

@@ -8,7 +8,9 @@ from pellucid.client.app import App
 from pellucid.client.dataset import Dataset
 from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
+from pellucid.client.model import Model
+from pellucid.client.runner import Runner
 from pellucid.client.uploads import UploadResult
 from pellucid.client.user import User
 
-__all__ = ["App", "Dataset", "Inputs", "Lister", "UploadResult", "User"]
+__all__ = ["App", "Dataset", "Inputs", "Lister", "Model", "Runner", "UploadResult", "User"]

@@ -11,6 +11,7 @@ from pellucid.client.base import BaseClient
 from pellucid.client.dataset import Dataset
 from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
+from pellucid.client.model import Model, version_proto
 from pellucid.client.urls import split_url
 from pellucid.errors import ItemFailure, PartialFailure, UserError, error_class
 
@@ -110,6 +111,57 @@ class App(Lister, BaseClient):
         those in no other dataset)."""
         self._call(v1.DatasetServiceStub, "DeleteDataset", v1.DeleteDatasetRequest(
             user_id=self._user_id, app_id=self.id, dataset_id=dataset_id, delete_inputs=delete_inputs))
+
+    # models
+
+    def create_model(self, model_id: str, runner_labels: list[str] | None = None, **kwargs: Any) -> Model:
+        """Create a model with a first version served by runners carrying `runner_labels`.
+
+        kwargs: name, description, model_type_id, input_fields (e.g. ["image"]), output_fields,
+        and the version's fields: params (default inference params), concepts, output_config,
+        item_timeout_seconds, version_id, version_description.
+        """
+        model_fields = {k: kwargs.pop(k) for k in ("name", "description", "model_type_id", "input_fields", "output_fields")
+                        if k in kwargs}
+        version_kwargs = {"runner_labels": runner_labels or []}
+        if "version_id" in kwargs:
+            version_kwargs["id"] = kwargs.pop("version_id")
+        if "version_description" in kwargs:
+            version_kwargs["description"] = kwargs.pop("version_description")
+        version_kwargs.update(kwargs)
+        model = v1.Model(id=model_id, name=model_fields.get("name", ""), description=model_fields.get("description", ""),
+                         model_type_id=model_fields.get("model_type_id", ""),
+                         input_fields=list(model_fields.get("input_fields", [])),
+                         output_fields=list(model_fields.get("output_fields", [])))
+        created = self._call(v1.ModelServiceStub, "CreateModel", v1.CreateModelRequest(
+            user_id=self._user_id, app_id=self.id, model=model, version=version_proto(**version_kwargs)))
+        return Model._from_proto(created, **self._child_kwargs())
+
+    def model(self, model_id: str, model_version: dict[str, str] | None = None, **kwargs: Any) -> Model:
+        """The model `model_id` (at `model_version={"id": ...}`, else the latest), checked to exist."""
+        model = Model(model_id=model_id, app_id=self.id, user_id=self._user_id, model_version=model_version,
+                      **self._child_kwargs(), **kwargs)
+        model.load_info()
+        return model
+
+    def list_models(self, filter_by: dict[str, Any] | None = None, only_in_app: bool = True,
+                    page_no: int | None = None, per_page: int | None = None) -> Iterator[Model]:
+        """The app's models; `filter_by={"query": text}` keeps ids or names containing text."""
+        filter_by = dict(filter_by or {})
+        unknown = set(filter_by) - {"query", "name", "id"}
+        if unknown:
+            raise UserError(f"list_models cannot filter by {sorted(unknown)}: use query, name or id")
+        if not only_in_app:
+            raise UserError("only_in_app=False (models of other apps) is not supported: list each app's models")
+        text = filter_by.get("query") or filter_by.get("name") or filter_by.get("id") or ""
+        endpoint = functools.partial(self._call, v1.ModelServiceStub, "ListModels")
+        request = {"user_id": self._user_id, "app_id": self.id, "query": text}
+        for proto in self.list_pages_generator(endpoint, v1.ListModelsRequest, request, page_no, per_page):
+            yield Model._from_proto(proto, **self._child_kwargs())
+
+    def delete_model(self, model_id: str) -> None:
+        self._call(v1.ModelServiceStub, "DeleteModel", v1.DeleteModelRequest(user_id=self._user_id, app_id=self.id,
+                                                                              model_id=model_id))
 
     # concepts
 

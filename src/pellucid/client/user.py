@@ -114,6 +114,36 @@ class User(Lister, BaseClient):
         """Delete an app and everything in it."""
         self._call(v1.AppServiceStub, "DeleteApp", v1.DeleteAppRequest(user_id=self._user_id, app_id=app_id))
 
+    # runners
+
+    def create_runner(self, runner_id: str, labels: list[str], description: str = "") -> v1.Runner:
+        """Register a runner; it serves every model version whose runner_labels are all among `labels`."""
+        if isinstance(labels, str):
+            raise UserError("labels must be a list of labels, not one string")
+        return self._call(v1.RunnerServiceStub, "CreateRunner", v1.CreateRunnerRequest(
+            user_id=self._user_id, runner=v1.Runner(id=runner_id, labels=list(labels), description=description)))
+
+    def runner(self, runner_id: str) -> v1.Runner:
+        """A registered runner, with its live connections and capacity."""
+        return self._call(v1.RunnerServiceStub, "GetRunner", v1.GetRunnerRequest(user_id=self._user_id, runner_id=runner_id))
+
+    def list_runners(self, filter_by: dict[str, Any] | None = None, page_no: int | None = None,
+                     per_page: int | None = None) -> Iterator[v1.Runner]:
+        """The user's runners; `filter_by={"labels": [...]}` keeps those carrying all these labels."""
+        filter_by = dict(filter_by or {})
+        unknown = set(filter_by) - {"labels"}
+        if unknown:
+            raise UserError(f"list_runners cannot filter by {sorted(unknown)}: use labels")
+        wanted = set(filter_by.get("labels") or [])
+        endpoint = functools.partial(self._call, v1.RunnerServiceStub, "ListRunners")
+        for runner in self.list_pages_generator(endpoint, v1.ListRunnersRequest, {"user_id": self._user_id}, page_no, per_page):
+            if wanted <= set(runner.labels):
+                yield runner
+
+    def delete_runner(self, runner_id: str) -> None:
+        """Delete a runner registration; its open streams are closed."""
+        self._call(v1.RunnerServiceStub, "DeleteRunner", v1.DeleteRunnerRequest(user_id=self._user_id, runner_id=runner_id))
+
     # the user itself
 
     def get_user_info(self, user_id: str = "") -> v1.User:
