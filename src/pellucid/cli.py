@@ -4,6 +4,7 @@
     pellucid users create USER_ID [--admin]     (prints the new PAT as its last line)
     pellucid users list
     pellucid whoami
+    pellucid runner start path/to/file.py:ClassName [--runner-id ID] [--concurrency N] [--labels a,b]
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from pellucid.errors import PellucidError
+from pellucid.errors import PellucidError, UserError
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +83,51 @@ def cmd_whoami(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_runner_class(spec: str) -> type:
+    """`path/to/file.py:ClassName` -> the class, loaded from that file."""
+    import importlib.util
+
+    from pellucid.client.runner import Runner
+
+    path, _, name = spec.rpartition(":")
+    if not path or not name:
+        raise UserError(f"{spec!r}: give the runner as path/to/file.py:ClassName")
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{path}: no such file")
+    module_spec = importlib.util.spec_from_file_location(file.stem, file)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    sys.path.insert(0, str(file.parent.resolve()))
+    module_spec.loader.exec_module(module)
+    cls = getattr(module, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Runner)):
+        raise UserError(f"{path} has no Runner subclass named {name!r}")
+    return cls
+
+
+def cmd_runner_start(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cls = load_runner_class(args.target)
+    runner_id = args.runner_id or cls.__name__.lower()
+    if args.labels is not None:
+        from pellucid.errors import AlreadyExists
+
+        try:
+            _user(args).create_runner(runner_id, [label for label in args.labels.split(",") if label])
+            print(f"registered runner {runner_id} with labels {args.labels}", flush=True)
+        except AlreadyExists:
+            pass
+    runner = cls(runner_id=runner_id, num_parallel_polls=args.concurrency, base_url=args.api, pat=args.pat,
+                 profile=args.profile)
+    print(f"runner {runner_id} starting ({args.concurrency} at a time)", flush=True)
+    try:
+        runner.start()
+    except KeyboardInterrupt:
+        runner.stop(drain=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pellucid", description="pellucid: ML data and inference platform")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     listing = users.add_parser("list", help="list users")
     _client_options(listing)
     listing.set_defaults(run=cmd_users_list)
+
+    runner = commands.add_parser("runner", help="serve a model").add_subparsers(dest="runner_command", required=True)
+    start = runner.add_parser("start", help="start a runner from user code: path/to/file.py:ClassName")
+    start.add_argument("target", help="path/to/file.py:ClassName (a pellucid.client.runner.Runner subclass)")
+    start.add_argument("--runner-id", default="", help="registered runner id (default: the class name, lowercased)")
+    start.add_argument("--concurrency", type=int, default=4, help="items run at once")
+    start.add_argument("--labels", default=None,
+                       help="comma-separated labels: register the runner with them first if it does not exist")
+    start.add_argument("--log-level", default="info", help="debug logs one line per item")
+    _client_options(start)
+    start.set_defaults(run=cmd_runner_start)
 
     whoami = commands.add_parser("whoami", help="print the user the credentials belong to")
     _client_options(whoami)

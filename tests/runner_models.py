@@ -1,0 +1,30 @@
+"""Runner classes the tests start as separate processes (pellucid runner start tests/runner_models.py:Name)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from pellucid.api import v1
+from pellucid.client.runner import Runner
+
+
+class Sleepy(Runner):
+    """Echoes the text's length after sleeping $SLEEP seconds; touches $STARTED when an item starts."""
+
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:  # noqa: A002
+        marker = os.environ.get("STARTED")
+        if marker:
+            Path(marker).write_text(self.runner_id)
+        time.sleep(float(os.environ.get("SLEEP", "0")))
+        output = v1.Output(data=v1.Data(concepts=[v1.Concept(id="length", value=min(1.0, len(input.data.text.raw) / 100))]))
+        output.data.metadata.update({"runner": self.runner_id, "pid": os.getpid()})
+        return output
+
+
+class Trivial(Runner):
+    """The cheapest possible model, for measuring routing overhead."""
+
+    def run_inputs(self, inputs: list[v1.Input], output_info: v1.OutputInfo) -> list[v1.Output]:
+        return [v1.Output(data=v1.Data(concepts=[v1.Concept(id="ok", value=1.0)])) for _ in inputs]
