@@ -8,13 +8,17 @@ can be run again and again.
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from pellucid.client.user import User
-from pellucid.errors import InvalidArgument, NotFound, PartialFailure
+from pellucid.api.v1 import Data, Image, Input, Text
+from pellucid.errors import AlreadyExists, InvalidArgument, NotFound, PartialFailure, Unavailable
 from pellucid.server.engine.media import encode_png
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +41,10 @@ APP_ID = "demo"
 
 def step(text: str) -> None:
     print(f"\n== {text}")
+
+
+def describe(output) -> str:  # type: ignore[no-untyped-def]
+    return ", ".join(f"{c.id} {c.value:.2f}" for c in output.data.concepts)
 
 
 def main() -> int:
@@ -107,6 +115,47 @@ def main() -> int:
     print(f"version {version.id}: {version.stats.inputs} inputs")
     export_path = images.export(str(work / "colours.zip"), split="train", version_id=version.id)
     print(f"exported to {export_path} ({export_path.stat().st_size:,} bytes)")
+
+    step("serve a model from a runner process (examples/runners/colour_model.py)")
+    model = app.create_model("colour", runner_labels=["demo"], input_fields=["image"], concepts=list(COLOURS))
+    try:
+        user.create_runner("demo-runner", labels=["demo"], description="the demo's example runner")
+    except AlreadyExists:
+        pass
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "pellucid.cli", "runner", "start",
+         str(ROOT / "examples" / "runners" / "colour_model.py") + ":ColourModel", "--runner-id", "demo-runner",
+         "--concurrency", "2"], env={**os.environ, "PELLUCID_API": user.base_url})
+    try:
+        deadline = time.monotonic() + 60
+        while user.runner("demo-runner").connections == 0:
+            if time.monotonic() > deadline or runner.poll() is not None:
+                raise SystemExit("the example runner did not connect; see its output above")
+            time.sleep(0.1)
+        picture = next((work / "images" / "green").glob("*.png"))
+        by_bytes = model.predict_by_bytes(picture.read_bytes(), "image")
+        print(f"by bytes ({picture.name}): {describe(by_bytes.outputs[0])} [runner {by_bytes.runner_id}]")
+        by_file = model.predict_by_filepath(str(next((work / "images" / "blue").glob("*.png"))), "image",
+                                            output_config={"max_concepts": 1})
+        print(f"by file, top concept only: {describe(by_file.outputs[0])}")
+        batch = [Input(id=f"img{i}", data=Data(image=Image(base64=p.read_bytes())))
+                 for i, p in enumerate(sorted((work / "images" / "red").glob("red_0[0-3].png")))]
+        batch.append(Input(id="a-review", data=Data(text=Text(raw="Stopped working after a week, very disappointing"))))
+        batch.append(Input(id="corrupt", data=Data(image=Image(base64=b"\x89PNG but broken"))))
+        response = model.predict(batch)
+        print(f"a batch of {len(batch)} (one request; each input has its own status):")
+        for output in response.outputs:
+            status = "ok" if output.status.code == 0 else output.status.message
+            print(f"  {output.input.id:13} {describe(output) if output.status.code == 0 else '':32} {status if output.status.code else ''}")
+    finally:
+        runner.send_signal(signal.SIGTERM)  # it finishes what it holds, then exits
+        print(f"runner stopped (exit code {runner.wait(timeout=30)})")
+
+    step("and with no runner, the caller learns why")
+    try:
+        model.with_options(timeout=2).predict_by_bytes(picture.read_bytes(), "image")
+    except Unavailable as exc:
+        print(f"{type(exc).__name__}: {exc.message}")
 
     step("apps of this user")
     for listed in user.list_apps():
