@@ -74,3 +74,24 @@ def polygon_region(label: str, points: Sequence[Sequence[float]], label_id: str 
 def input_size(message: v1.Input) -> int:
     data = message.data
     return len(data.image.base64) + len(data.video.base64) + len(data.audio.base64) + len(data.text.raw)
+
+
+def concept_batches(call: Any, method: str, request_type: type, user_id: str, app_id: str,
+                    concept_ids: Sequence[str], names: Sequence[str]) -> list[v1.Concept]:
+    """Send (id, name) pairs 128 at a time to CreateConcepts or PatchConcepts; the concepts
+    that succeeded, or PartialFailure naming those that did not (the others are applied)."""
+    from pellucid.errors import ItemFailure, PartialFailure, error_class
+
+    done: list[v1.Concept] = []
+    failed: list[ItemFailure] = []
+    for start in range(0, len(concept_ids), 128):
+        chunk = [v1.Concept(id=i, name=n) for i, n in zip(concept_ids[start:start + 128], names[start:start + 128])]
+        response = call(v1.ConceptServiceStub, method, request_type(user_id=user_id, app_id=app_id, concepts=chunk))
+        for offset, (concept, status) in enumerate(zip(response.concepts, response.statuses)):
+            if status.code == v1.Status.OK:
+                done.append(concept)
+            else:
+                failed.append(ItemFailure(start + offset, concept.id, error_class(status.code)(status.message, method=method)))
+    if failed:
+        raise PartialFailure("concepts", done, failed)
+    return done

@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from pellucid.api import v1
+from pellucid.client import _protos
 from pellucid.client.base import BaseClient
 from pellucid.client.dataset import Dataset
 from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
 from pellucid.client.model import Model, version_proto
 from pellucid.client.urls import split_url
-from pellucid.errors import ItemFailure, PartialFailure, UserError, error_class
+from pellucid.errors import UserError
 
 _APP_FIELDS = {"name", "description", "base_workflow", "metadata"}
 
@@ -175,21 +176,8 @@ class App(Lister, BaseClient):
         if labels is not None and len(labels) != len(concept_ids):
             raise UserError(f"labels has {len(labels)} names for {len(concept_ids)} concept ids")
         names = labels or [""] * len(concept_ids)
-        created: list[v1.Concept] = []
-        failed: list[ItemFailure] = []
-        for start in range(0, len(concept_ids), 128):
-            chunk = [v1.Concept(id=i, name=n) for i, n in zip(concept_ids[start:start + 128], names[start:start + 128])]
-            response = self._call(v1.ConceptServiceStub, "CreateConcepts", v1.CreateConceptsRequest(
-                user_id=self._user_id, app_id=self.id, concepts=chunk))
-            for offset, (concept, status) in enumerate(zip(response.concepts, response.statuses)):
-                if status.code == v1.Status.OK:
-                    created.append(concept)
-                else:
-                    error = error_class(status.code)(status.message, method="CreateConcepts")
-                    failed.append(ItemFailure(start + offset, concept.id, error))
-        if failed:
-            raise PartialFailure("concepts", created, failed)
-        return created
+        return _protos.concept_batches(self._call, "CreateConcepts", v1.CreateConceptsRequest, self._user_id, self.id,
+                                       concept_ids, names)
 
     def list_concepts(self, page_no: int | None = None, per_page: int | None = None) -> Iterator[v1.Concept]:
         """Yield the app's concepts in creation order."""

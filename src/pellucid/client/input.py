@@ -248,20 +248,8 @@ class Inputs(Lister, BaseClient):
         labels = list(labels or [])
         if len(labels) != len(concept_ids):
             raise UserError(f"labels has {len(labels)} names for {len(concept_ids)} concept ids")
-        renamed, failed = [], []
-        for start in range(0, len(concept_ids), 128):
-            chunk = [v1.Concept(id=i, name=n) for i, n in zip(concept_ids[start:start + 128], labels[start:start + 128])]
-            response = self._call(v1.ConceptServiceStub, "PatchConcepts", v1.PatchConceptsRequest(
-                user_id=self._user_id, app_id=self.app_id, concepts=chunk))
-            for offset, (concept, status) in enumerate(zip(response.concepts, response.statuses)):
-                if status.code == v1.Status.OK:
-                    renamed.append(concept)
-                else:
-                    failed.append(ItemFailure(start + offset, concept.id,
-                                              error_class(status.code)(status.message, method="PatchConcepts")))
-        if failed:
-            raise PartialFailure("concepts", renamed, failed)
-        return renamed
+        return _protos.concept_batches(self._call, "PatchConcepts", v1.PatchConceptsRequest, self._user_id,
+                                       self.app_id, concept_ids, labels)
 
     def list_annotations(self, batch_input: Sequence[v1.Input] | None = None, page_no: int | None = None,
                          per_page: int | None = None) -> Iterator[v1.Annotation]:

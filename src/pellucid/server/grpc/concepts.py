@@ -6,6 +6,7 @@ import grpc
 
 from pellucid.api import v1
 from pellucid.server.engine import Engine
+from pellucid.server.engine.concepts import ConceptResult
 from pellucid.server.grpc.context import principal
 from pellucid.server.grpc.convert import page_request, to_timestamp
 from pellucid.server.grpc.errors import item_status
@@ -18,6 +19,13 @@ def concept_message(concept: ConceptRecord) -> v1.Concept:
                       created_at=to_timestamp(concept.created_at))
 
 
+def concept_results(results: list[ConceptResult], asked: list[v1.Concept]) -> tuple[list[v1.Concept], list[v1.Status]]:
+    """Per-item concepts and statuses, in request order (a failed item echoes what was asked)."""
+    concepts = [concept_message(r.concept) if r.concept else v1.Concept(id=a.id, name=a.name)
+                for r, a in zip(results, asked)]
+    return concepts, [item_status(r.error) for r in results]
+
+
 class ConceptServicer(v1.ConceptServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -27,26 +35,16 @@ class ConceptServicer(v1.ConceptServiceServicer):
         results = self.engine.concepts.create(
             principal(), request.user_id, request.app_id, [(c.id, c.name) for c in request.concepts]
         )
-        return v1.CreateConceptsResponse(
-            concepts=[
-                concept_message(r.concept) if r.concept else v1.Concept(id=asked.id, name=asked.name)
-                for r, asked in zip(results, request.concepts)
-            ],
-            statuses=[item_status(r.error) for r in results],
-        )
+        concepts, statuses = concept_results(results, list(request.concepts))
+        return v1.CreateConceptsResponse(concepts=concepts, statuses=statuses)
 
     @replayable(v1.PatchConceptsResponse)
     def PatchConcepts(self, request: v1.PatchConceptsRequest, context: grpc.ServicerContext) -> v1.PatchConceptsResponse:
         results = self.engine.concepts.rename(
             principal(), request.user_id, request.app_id, [(c.id, c.name) for c in request.concepts]
         )
-        return v1.PatchConceptsResponse(
-            concepts=[
-                concept_message(r.concept) if r.concept else v1.Concept(id=asked.id, name=asked.name)
-                for r, asked in zip(results, request.concepts)
-            ],
-            statuses=[item_status(r.error) for r in results],
-        )
+        concepts, statuses = concept_results(results, list(request.concepts))
+        return v1.PatchConceptsResponse(concepts=concepts, statuses=statuses)
 
     def GetConcept(self, request: v1.GetConceptRequest, context: grpc.ServicerContext) -> v1.Concept:
         return concept_message(self.engine.concepts.get(principal(), request.user_id, request.app_id, request.concept_id))

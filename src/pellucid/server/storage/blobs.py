@@ -10,11 +10,12 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
-import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from pellucid.server.storage.sqlite_connections import ThreadConnections
 
 LARGE_BLOB_BYTES = 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
@@ -69,9 +70,8 @@ class LocalBlobStore(BlobStore):
         self.files = self.root / "blobs"
         self.packs = self.files / "packs"
         self.packs.mkdir(parents=True, exist_ok=True)
-        self._db_path = self.root / "blobs.sqlite3"
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._connections = ThreadConnections(self.root / "blobs.sqlite3")
+        self._conn = self._connections.get
         self._lock = threading.Lock()
         self._append_lock = threading.Lock()
         self._readers: dict[int, int] = {}
@@ -82,18 +82,6 @@ class LocalBlobStore(BlobStore):
         existing = sorted(int(p.stem) for p in self.packs.glob("*.pack"))
         self._pack = existing[-1] if existing else 1
         self._writer = open(self._pack_path(self._pack), "ab")  # noqa: SIM115 - held open for the store's life
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
 
     def _pack_path(self, number: int) -> Path:
         return self.packs / f"{number:06d}.pack"
@@ -139,15 +127,9 @@ class LocalBlobStore(BlobStore):
             writer = self._writer.fileno()
         # sync outside the lock: other batches append meanwhile, and one sync covers them all
         os.fdatasync(writer)
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._connections.write() as conn:
             conn.executemany("INSERT INTO blobs (sha256, pack, offset, size) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                              rows)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return digests
 
     def put_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
@@ -216,15 +198,12 @@ class LocalBlobStore(BlobStore):
                 yield chunk
 
     def close(self) -> None:
+        self._connections.close()
         with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
             for fd in self._readers.values():
                 os.close(fd)
             self._readers.clear()
         self._writer.close()
-        self._local = threading.local()
 
 
 def open_blob_store(uri: str) -> BlobStore:

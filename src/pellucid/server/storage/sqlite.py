@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from pellucid.server.records import AppRecord, ConceptRecord, Page, PageQuery, TokenRecord, UserRecord
 from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore
+from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
 from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
@@ -23,41 +21,10 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
-        self._closed = False
+        self._connections = ThreadConnections(self.path, foreign_keys=True)
+        self._conn = self._connections.get
+        self._write = self._connections.write
         self._migrate()
-
-    # connections and transactions
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise RuntimeError("metadata store is closed")
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlocks)."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self._write() as conn:
@@ -77,12 +44,7 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
         return self._conn().execute("SELECT MAX(version) FROM schema_version").fetchone()[0]
 
     def close(self) -> None:
-        self._closed = True
-        with self._connections_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
 
     def _page(
         self, sql: str, params: tuple, query: PageQuery, to_record: Callable[[sqlite3.Row], T], seq: str = "seq"
@@ -191,7 +153,7 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
     def list_apps(self, user_id: str, text: str, query: PageQuery) -> Page[AppRecord]:
         sql, params = "SELECT * FROM apps WHERE user_id = ? {after}", (user_id,)
         if text:
-            pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pattern = like_pattern(text)
             sql = sql.replace(
                 "{after}", "AND (lower(id) LIKE ? ESCAPE '\\' OR lower(name) LIKE ? ESCAPE '\\') {after}"
             )

@@ -8,6 +8,7 @@ from typing import Any
 
 from pellucid.server.records import ConceptValue, ModelRecord, ModelVersionRecord, OutputConfig, Page, PageQuery, RunnerRecord
 from pellucid.server.storage.base import Conflict
+from pellucid.server.storage.sqlite_connections import like_pattern
 
 
 class ModelTables:
@@ -62,7 +63,7 @@ class ModelTables:
     def list_models(self, user_id: str, app_id: str, text: str, query: PageQuery) -> Page[ModelRecord]:
         sql, params = self._MODEL_SELECT, [user_id, app_id]
         if text:
-            pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pattern = like_pattern(text)
             sql += " AND (lower(m.id) LIKE ? ESCAPE '\\' OR lower(m.name) LIKE ? ESCAPE '\\')"
             params += [pattern, pattern]
         return self._page(sql + " {after}", tuple(params), query, _model, seq="m.seq")
