@@ -24,3 +24,13 @@ def test_generated_ids_are_unique_and_sort_in_creation_order() -> None:
     assert ids == sorted(ids)
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     validate_id(ids[0], "id")
+
+
+def test_every_engine_error_has_a_status_code() -> None:
+    import grpc
+
+    from pellucid.server.engine import errors
+    from pellucid.server.grpc.errors import status_code
+
+    for cls in errors.EngineError.__subclasses__():
+        assert status_code(cls("x")) != grpc.StatusCode.UNKNOWN, cls.__name__

@@ -30,9 +30,9 @@ class Echo(Runner):
     """In-process runner: reports what it saw, fails on "boom"."""
 
     def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:  # noqa: A002
-        text = input.data.text.raw or f"{len(input.data.image.base64)} bytes" or input.data.image.url
-        if input.data.image.url:
-            text = input.data.image.url
+        text = input.data.text.raw or f"{len(input.data.image.base64)} bytes"
+        if text == "slow":
+            time.sleep(3)
         if text == "boom":
             raise ValueError("cannot handle boom")
         output = v1.Output(data=v1.Data(concepts=[v1.Concept(id="a", value=0.9), v1.Concept(id="b", value=0.5),
@@ -117,11 +117,21 @@ def test_predict_through_a_runner(app: App, echo: Echo, tmp_path: Path) -> None:
     image = tmp_path / "x.png"
     image.write_bytes(png("predict"))
     assert model.predict_by_filepath(str(image), "image").outputs[0].data.text.raw == f"{len(png('predict'))} bytes"
-    assert model.predict_by_url("http://example.invalid/x.png", "image").outputs[0].data.text.raw.endswith("x.png")
+    with pytest.raises(errors.InvalidArgument, match="cannot fetch"):  # the runner fetches URLs before the model runs
+        model.predict_by_url("http://127.0.0.1:9/x.png", "image")
     with pytest.raises(errors.InvalidArgument, match="boom"):
         model.predict_by_bytes(b"boom", "text")
     with pytest.raises(errors.UserError):
         model.predict_by_filepath(str(tmp_path / "missing.png"), "image")
+
+
+def test_a_caller_that_gives_up_cancels_its_item(app: App, echo: Echo, caplog: pytest.LogCaptureFixture) -> None:
+    model = app.create_model("slowpoke", runner_labels=["cpu"])
+    caplog.set_level("DEBUG", logger="pellucid.runner")
+    with pytest.raises(errors.DeadlineExceeded):
+        model.with_options(timeout=0.5).predict_by_bytes(b"slow", "text")
+    wait_for(lambda: "cancelled, not sent" in caplog.text, timeout=10)
+    assert model.predict_by_bytes(b"fine", "text").outputs[0].data.text.raw == "fine"  # the runner goes on
 
 
 def test_one_bad_input_does_not_fail_the_others(app: App, echo: Echo) -> None:

@@ -15,6 +15,7 @@ import random
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -42,6 +43,26 @@ def apply_output_config(output: v1.Output, config: v1.OutputConfig) -> None:
         kept = kept[: config.max_concepts]
     del output.data.concepts[:]
     output.data.concepts.extend(kept)
+
+
+MAX_FETCH_BYTES = 64 * 1024 * 1024
+
+
+def fetch_media(item: v1.Input, timeout: float = 20.0) -> None:
+    """Fill in the bytes of media given by URL (predict_by_url), so models only see bytes."""
+    for kind in ("image", "video", "audio"):
+        media = getattr(item.data, kind)
+        if media.url and not media.base64:
+            if not media.url.lower().startswith(("http://", "https://")):
+                raise ValueError(f"{kind} url {media.url!r} is not http(s)")
+            try:
+                with urllib.request.urlopen(media.url, timeout=timeout) as response:  # noqa: S310 - scheme checked
+                    data = response.read(MAX_FETCH_BYTES + 1)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"cannot fetch {media.url}: {exc}") from None
+            if len(data) > MAX_FETCH_BYTES:
+                raise ValueError(f"{media.url} is larger than {MAX_FETCH_BYTES} bytes")
+            media.base64 = data
 
 
 def _failure(exc: BaseException) -> v1.Status:
@@ -93,6 +114,7 @@ class Runner(BaseClient):
         outputs = []
         for item in inputs:
             try:
+                fetch_media(item)
                 output = self.run_input(item, output_info)
                 if not isinstance(output, v1.Output):
                     raise TypeError(f"run_input returned {type(output).__name__}, not an Output")

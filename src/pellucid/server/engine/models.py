@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,12 +170,16 @@ class Models:
             )
         return Prediction(model, version, {**version.params, **inference_params}, config)
 
-    def route(self, prediction: Prediction, payload: bytes, wait: float) -> tuple[bytes, str]:
-        """Run a prepared prediction on a runner; returns (the runner's response, its id)."""
+    def route(self, prediction: Prediction, payload: bytes, wait: float,
+              abandoned: threading.Event | None = None) -> tuple[bytes, str]:
+        """Run a prepared prediction on a runner; returns (the runner's response, its id).
+
+        Waits at most `wait` seconds; setting `abandoned` (the caller went away) cancels it.
+        """
         version = prediction.version
         described = f"model {version.model_id!r} (version {version.id}) of app {version.app_id!r}"
         return self._router.submit(version.user_id, frozenset(version.runner_labels), payload,
-                                   float(version.item_timeout_seconds), wait, described)
+                                   float(version.item_timeout_seconds), wait, described, abandoned)
 
 
 def _check_output_config(config: OutputConfig, field: str) -> None:

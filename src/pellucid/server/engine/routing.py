@@ -155,14 +155,20 @@ class Router:
     # caller side
 
     def submit(self, user_id: str, selector: frozenset[str], payload: bytes, timeout: float, wait: float,
-               description: str) -> tuple[bytes, str]:
-        """Run one item and return (result, runner id); waits at most `wait` seconds."""
+               description: str, abandoned: threading.Event | None = None) -> tuple[bytes, str]:
+        """Run one item and return (result, runner id); waits at most `wait` seconds, and stops
+        waiting (cancelling the item on its runner) as soon as `abandoned` is set."""
         item = Item(new_id(), user_id, selector, payload, timeout, time.monotonic() + wait, description)
         with self._lock:
             self._items[item.id] = item
             self._pending.append(item)
             self._dispatch_locked()
-        item.done.wait(max(wait, 0.0))
+        while not item.done.wait(min(0.1, max(item.deadline - time.monotonic(), 0.0))):
+            if abandoned is not None and abandoned.is_set():
+                self.cancel(item.id, "the caller went away")
+                break
+            if time.monotonic() >= item.deadline:
+                break
         with self._lock:
             if not item.done.is_set():
                 self._expire_locked(item)

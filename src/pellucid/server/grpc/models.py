@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 
 from pellucid.api import v1
@@ -111,7 +113,9 @@ class ModelServicer(v1.ModelServiceServicer):
             output_config=output_config_message(prediction.output_config)))
         remaining = context.time_remaining()
         wait = (remaining if remaining is not None else 60.0) - ANSWER_MARGIN
-        result, runner_id = self.engine.models.route(prediction, work.SerializeToString(), wait)
+        abandoned = threading.Event()
+        context.add_callback(abandoned.set)  # runs when the call ends, including when the caller cancels it
+        result, runner_id = self.engine.models.route(prediction, work.SerializeToString(), wait, abandoned)
         response = v1.PostModelOutputsResponse.FromString(result)
         response.model_id, response.version_id, response.runner_id = version.model_id, version.id, runner_id
         return response
