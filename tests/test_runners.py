@@ -172,6 +172,22 @@ def test_selector_labels(app: App, echo: Echo) -> None:
     assert 0.8 < time.monotonic() - started < 5
 
 
+def test_a_connection_can_serve_fewer_labels(alice: User, app: App, unique: str) -> None:
+    alice.create_runner(f"narrow-{unique}", labels=["cpu", "gpu"])
+    kwargs = {"base_url": alice.base_url, "pat": alice._connection.settings.pat}
+    narrow = Echo(f"narrow-{unique}", labels=["cpu"], **kwargs)
+    thread = serve(narrow)
+    try:
+        assert app.create_model("c", runner_labels=["cpu"]).predict_by_bytes(b"x", "text").runner_id == narrow.runner_id
+        with pytest.raises(errors.Unavailable):
+            app.create_model("g", runner_labels=["gpu"]).with_options(timeout=1.0).predict_by_bytes(b"x", "text")
+    finally:
+        narrow.stop(drain=False)
+        thread.join(10)
+    with pytest.raises(errors.InvalidArgument, match="not registered with"):
+        Echo(f"narrow-{unique}", labels=["tpu"], **kwargs).start()
+
+
 def test_other_users_runners_do_not_serve_my_models(app: App, bob: User, unique: str) -> None:
     bob.create_runner(f"bobs-{unique}", labels=["cpu"])
     runner = Echo(f"bobs-{unique}", base_url=bob.base_url, pat=bob._connection.settings.pat)

@@ -78,6 +78,7 @@ class Runner(BaseClient):
             decide which model versions it serves.
         num_parallel_polls: how many items it runs at once (its capacity).
         check_runner_exists: check the registration when `start()` is called.
+        labels (keyword): serve with only these of the registered labels (default: all of them).
     """
 
     def __init__(self, runner_id: str, user_id: str = "", check_runner_exists: bool = True, base_url: str = "",
@@ -86,6 +87,7 @@ class Runner(BaseClient):
             raise UserError("Runner needs a runner_id (register one with User.create_runner)")
         if not isinstance(num_parallel_polls, int) or num_parallel_polls < 1:
             raise UserError(f"num_parallel_polls must be a positive integer, got {num_parallel_polls!r}")
+        self.labels = list(kwargs.pop("labels", None) or [])
         BaseClient.__init__(self, user_id, base_url, pat, token, kwargs.pop("root_certificates_path", None), **kwargs)
         self.runner_id = runner_id
         self.check_runner_exists = check_runner_exists
@@ -183,7 +185,8 @@ class Runner(BaseClient):
 
     def _serve_stream(self) -> None:
         outbox: queue.Queue[object] = queue.Queue()
-        outbox.put(v1.RunnerMessage(hello=v1.RunnerHello(runner_id=self.runner_id, capacity=self.num_parallel_polls)))
+        outbox.put(v1.RunnerMessage(hello=v1.RunnerHello(runner_id=self.runner_id, capacity=self.num_parallel_polls,
+                                                         labels=self.labels)))
         self._outbox = outbox
         stream = self._connection.stub(v1.RunnerServiceStub).Connect(self._requests(outbox))
         heartbeat_every = [1.0]

@@ -68,11 +68,18 @@ class Runners:
 
     # the runner's stream
 
-    def connect(self, principal: Principal, runner_id: str, capacity: int) -> tuple[RunnerRecord, Session]:
+    def connect(self, principal: Principal, runner_id: str, capacity: int,
+                labels: tuple[str, ...] = ()) -> tuple[RunnerRecord, Session]:
+        """Open a session; `labels` (if any) narrow the registered labels for this connection."""
         runner = self.get(principal, "", runner_id)
         if not 1 <= capacity <= MAX_CAPACITY:
             raise InvalidArgument(f"capacity must be 1-{MAX_CAPACITY}, got {capacity}", field="hello.capacity")
-        return runner, self._router.open_session(runner.user_id, runner.id, frozenset(runner.labels), capacity)
+        unknown = sorted(set(labels) - set(runner.labels))
+        if unknown:
+            raise InvalidArgument(f"runner {runner.id!r} announced labels {unknown} it is not registered with "
+                                  f"(registered: {', '.join(runner.labels) or 'none'})", field="hello.labels")
+        serving = frozenset(labels or runner.labels)
+        return runner, self._router.open_session(runner.user_id, runner.id, serving, capacity)
 
     def disconnect(self, session: Session) -> None:
         self._router.close_session(session)

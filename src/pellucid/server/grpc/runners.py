@@ -53,13 +53,14 @@ class RunnerServicer(v1.RunnerServiceServicer):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("kind") != "hello":
             raise InvalidArgument("a runner stream starts with a RunnerHello", field="hello")
-        runner, session = self.engine.runners.connect(principal(), first.hello.runner_id, first.hello.capacity)
+        runner, session = self.engine.runners.connect(principal(), first.hello.runner_id, first.hello.capacity,
+                                                      tuple(first.hello.labels))
         log.info("runner %s connected (session %s, capacity %d)", runner.id, session.id, session.capacity)
         reader = threading.Thread(target=self._read, args=(request_iterator, session), daemon=True,
                                   name=f"pellucid-runner-{runner.id}")
         reader.start()
         try:
-            yield v1.ServerMessage(welcome=v1.RunnerWelcome(session_id=session.id, labels=list(runner.labels),
+            yield v1.ServerMessage(welcome=v1.RunnerWelcome(session_id=session.id, labels=sorted(session.labels),
                                                             heartbeat_seconds=self.engine.runners.heartbeat_seconds))
             while context.is_active():
                 message = session.next_message(timeout=0.5)
