@@ -258,3 +258,17 @@ def test_dataset_urls_and_deleting_with_inputs(app: App, dataset: Dataset, serve
     assert by_url.load_info().input_count == 3
     app.delete_dataset("train", delete_inputs=True)
     assert list(app.inputs().list_inputs()) == []
+
+
+def test_a_broken_source_ends_the_upload_with_a_report(dataset: Dataset) -> None:
+    from pellucid.client.uploads import UploadItem
+
+    def items():  # type: ignore[no-untyped-def]
+        for i in range(5):
+            yield UploadItem(i, f"row {i}", lambda i=i: __import__("pellucid.client.input", fromlist=["Inputs"])
+                             .Inputs.get_text_input("", f"source {i}", dataset_id="train"))
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    result = dataset._inputs._uploader(progress=False).run(items())
+    assert len(result.stored_ids) == 5
+    assert result.failed[0].code == "ABORTED" and "invalid start byte" in result.failed[0].reason

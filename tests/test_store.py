@@ -55,3 +55,19 @@ def test_keyset_pages_cover_everything_once(tmp_path: Path) -> None:
     assert seen == [f"app{i:02d}" for i in range(25)]
     assert [a.id for a in store.list_apps("u", "app1", PageQuery(limit=100)).items] == [f"app1{i}" for i in range(10)]
     store.close()
+
+
+def test_a_stale_attempt_cannot_touch_a_newer_claim(tmp_path: Path) -> None:
+    from pellucid.server.storage.base import ClaimOutcome
+
+    store = open_metadata_store(str(tmp_path / "m.sqlite3"))
+    assert store.claim_request("u", "r1", "CreateApp", now=0.0, stale_after=10, owner="a").outcome is ClaimOutcome.CLAIMED
+    assert store.claim_request("u", "r1", "CreateApp", now=5.0, stale_after=10, owner="b").outcome is ClaimOutcome.IN_PROGRESS
+    assert store.claim_request("u", "r1", "CreateApp", now=20.0, stale_after=10, owner="b").outcome is ClaimOutcome.CLAIMED
+    store.release_request("u", "r1", owner="a")  # the stale attempt gives up: b's claim stays
+    store.finish_request("u", "r1", b"from a", now=21.0, owner="a")  # nor can it finish b's claim
+    assert store.claim_request("u", "r1", "CreateApp", now=22.0, stale_after=10, owner="c").outcome is ClaimOutcome.IN_PROGRESS
+    store.finish_request("u", "r1", b"from b", now=23.0, owner="b")
+    replay = store.claim_request("u", "r1", "CreateApp", now=24.0, stale_after=10, owner="d")
+    assert (replay.outcome, replay.response) == (ClaimOutcome.DONE, b"from b")
+    store.close()

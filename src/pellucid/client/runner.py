@@ -100,6 +100,7 @@ class Runner(BaseClient):
         self._cancelled: set[str] = set()
         self._outbox: queue.Queue[object] | None = None
         self._connected = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
 
     # what subclasses implement
 
@@ -134,6 +135,15 @@ class Runner(BaseClient):
             self._call(v1.RunnerServiceStub, "GetRunner", v1.GetRunnerRequest(user_id=self._user_id, runner_id=self.runner_id))
         self.load_model()
         self._install_signal_handlers()
+        # one pool for the runner's life: losing a stream must not wait for the items it was running
+        self._pool = ThreadPoolExecutor(self.num_parallel_polls, thread_name_prefix=f"runner-{self.runner_id}")
+        try:
+            self._serve_until_stopped()
+        finally:
+            self._pool.shutdown(wait=not self._stop.is_set(), cancel_futures=self._stop.is_set())
+        log.info("runner %s stopped after %d items", self.runner_id, self.items_done)
+
+    def _serve_until_stopped(self) -> None:
         backoff = 0.0
         while not self._stop.is_set():
             try:
@@ -153,7 +163,6 @@ class Runner(BaseClient):
                 self._stop.wait(pause)
             if self._draining.is_set():
                 break
-        log.info("runner %s stopped after %d items", self.runner_id, self.items_done)
 
     def stop(self, drain: bool = True) -> None:
         """Stop serving: with drain, take no new work and finish the items in hand first."""
@@ -202,7 +211,6 @@ class Runner(BaseClient):
                     outbox.put(_END)  # drained: close our side; the server then closes its side
                     return
 
-        pool = ThreadPoolExecutor(self.num_parallel_polls, thread_name_prefix=f"runner-{self.runner_id}")
         heart = threading.Thread(target=beat, daemon=True, name="runner-heartbeat")
         try:
             for message in stream:
@@ -216,17 +224,17 @@ class Runner(BaseClient):
                 elif kind == "work":
                     with self._lock:
                         self._in_flight[message.work.item_id] = time.monotonic()
-                    pool.submit(self._run_item, message.work, outbox)
+                    self._pool.submit(self._run_item, message.work, outbox)
                 elif kind == "cancel":
                     with self._lock:
-                        self._cancelled.add(message.cancel.item_id)
+                        if message.cancel.item_id in self._in_flight:  # finished items need no note
+                            self._cancelled.add(message.cancel.item_id)
                     log.debug("item %s cancelled: %s", message.cancel.item_id, message.cancel.reason)
         finally:
             ended.set()
             self._connected.clear()
             outbox.put(_END)
-            pool.shutdown(wait=not self._stop.is_set(), cancel_futures=self._stop.is_set())
-            with self._lock:
+            with self._lock:  # items still running belong to the lost stream: the server has given them to others
                 self._in_flight.clear()
                 self._cancelled.clear()
 
@@ -252,14 +260,15 @@ class Runner(BaseClient):
         for item, output in zip(inputs, outputs):
             output.input.id = item.id
             apply_output_config(output, work.output_info.output_config)
-        with self._lock:
-            self._in_flight.pop(work.item_id, None)
+        result = v1.RunnerMessage(result=v1.WorkResult(item_id=work.item_id,
+                                                       response=v1.PostModelOutputsResponse(outputs=outputs)))
+        with self._lock:  # queue the result before the item stops counting as busy, so a drain cannot end first
             cancelled = work.item_id in self._cancelled
+            if not cancelled:
+                outbox.put(result)
+            self._in_flight.pop(work.item_id, None)
             self._cancelled.discard(work.item_id)
             self.items_done += 1
         failed = sum(o.status.code != v1.Status.OK for o in outputs)
         log.debug("item %s: %s on %d inputs (%d failed) in %.1f ms%s", work.item_id, method, len(inputs), failed,
                   (time.perf_counter() - started) * 1000, " (cancelled, not sent)" if cancelled else "")
-        if not cancelled:
-            outbox.put(v1.RunnerMessage(result=v1.WorkResult(item_id=work.item_id,
-                                                             response=v1.PostModelOutputsResponse(outputs=outputs))))

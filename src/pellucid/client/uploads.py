@@ -2,7 +2,8 @@
 
 Items are read lazily from their source and packed into batches of at most 128 inputs
 and `max_batch_bytes`; at most `concurrency` batches are in flight (plus the one being
-packed), so memory stays flat however large the dataset. Each batch carries a request
+packed), so memory stays flat however large the dataset (the result keeps each id,
+~100 bytes an input). Each batch carries a request
 id, so a retried batch is applied once; input ids are the caller's or derived by the
 server from the content, so re-running an upload that was cut short stores what is
 missing and reports the rest as duplicates, never storing an item twice.
@@ -139,8 +140,18 @@ class Uploader:
                 pending.add(future)
                 batch, batch_bytes = [], 0
 
+            source = iter(items)
             try:
-                for item in items:
+                while True:
+                    try:
+                        item = next(source)
+                    except StopIteration:
+                        break
+                    except Exception as exc:  # noqa: BLE001 - the source broke: stop reading, report, keep what was sent
+                        with self._lock:
+                            self.result.failed.append(FailedItem(-1, "", "source", "ABORTED",
+                                                                 f"reading the source failed: {type(exc).__name__}: {exc}"))
+                        break
                     if only is not None and item.index not in only:
                         continue
                     message = self._build(item, bar)
@@ -173,9 +184,9 @@ class Uploader:
             message = item.build()
             self._send_large_media(message)
             return message
-        except (OSError, UnicodeDecodeError, ValueError, PellucidError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the item's source raised, that item fails alone
             code = exc.code.name if isinstance(exc, ApiError) else "INVALID_ARGUMENT"
-            self._fail(item, "", code, f"{type(exc).__name__}: {exc}" if not isinstance(exc, PellucidError) else str(exc))
+            self._fail(item, "", code, str(exc) if isinstance(exc, PellucidError) else f"{type(exc).__name__}: {exc}")
             bar.update(1)
             return None
 
@@ -202,6 +213,9 @@ class Uploader:
         except ApiError as exc:  # the whole batch failed (server unreachable...): every item is retryable
             for item, message in batch:
                 self._fail(item, message.id, exc.code.name, exc.message)
+        except Exception as exc:  # noqa: BLE001 - reported per item, never lost with the result
+            for item, message in batch:
+                self._fail(item, message.id, "UNKNOWN", f"{type(exc).__name__}: {exc}")
         else:
             with self._lock:
                 for (item, message), result in zip(batch, response.results):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from pellucid.server.engine.access import Principal
 from pellucid.server.engine.errors import Aborted, InvalidArgument
+from pellucid.server.engine.ids import new_id
 from pellucid.server.engine.validation import check_text
 from pellucid.server.storage import ClaimOutcome, MetadataStore
 
@@ -24,11 +25,13 @@ class RequestLog:
         self._clock = clock
         self._last_purge = 0.0
 
-    def claim(self, principal: Principal, request_id: str, method: str, wait: float) -> bytes | None:
-        """None: run the request now (and `finish` or `release` it). Bytes: the stored response to replay.
+    def claim(self, principal: Principal, request_id: str, method: str, wait: float) -> tuple[bytes | None, str]:
+        """(None, owner): run the request now, then `finish` or `release` it as `owner`.
+        (bytes, ""): the stored response of an earlier attempt, to replay.
 
         While an earlier attempt is still running, waits up to `wait` seconds for it.
         """
+        owner = new_id()
         check_text(request_id, "request_id", MAX_REQUEST_ID_LENGTH)
         now = self._clock()
         if now - self._last_purge > self.PURGE_EVERY:
@@ -36,11 +39,12 @@ class RequestLog:
             self._store.purge_requests(now - self.RETENTION)
         deadline = time.monotonic() + max(wait, 0.0)
         while True:
-            claim = self._store.claim_request(principal.user_id, request_id, method, self._clock(), self.STALE_AFTER)
+            claim = self._store.claim_request(principal.user_id, request_id, method, self._clock(), self.STALE_AFTER,
+                                              owner)
             if claim.outcome is ClaimOutcome.CLAIMED:
-                return None
+                return None, owner
             if claim.outcome is ClaimOutcome.DONE:
-                return claim.response
+                return claim.response, ""
             if claim.outcome is ClaimOutcome.OTHER_METHOD:
                 raise InvalidArgument(
                     f"request_id {request_id!r} was already used for a different call: use a new request id per call",
@@ -53,9 +57,9 @@ class RequestLog:
                 )
             time.sleep(self.POLL_INTERVAL)
 
-    def finish(self, principal: Principal, request_id: str, response: bytes) -> None:
-        self._store.finish_request(principal.user_id, request_id, response, self._clock())
+    def finish(self, principal: Principal, request_id: str, response: bytes, owner: str) -> None:
+        self._store.finish_request(principal.user_id, request_id, response, self._clock(), owner)
 
-    def release(self, principal: Principal, request_id: str) -> None:
+    def release(self, principal: Principal, request_id: str, owner: str) -> None:
         """The attempt failed without applying anything: a retry may run it afresh."""
-        self._store.release_request(principal.user_id, request_id)
+        self._store.release_request(principal.user_id, request_id, owner)

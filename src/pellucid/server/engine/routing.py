@@ -45,6 +45,10 @@ class Session:
     capacity: int
     outbox: "collections.deque[object] | None" = None
     in_flight: dict[str, float] = field(default_factory=dict)
+    # items taken back from this session (cancelled, or their lease ran out) that its
+    # runner may still be computing: they keep their slots until it answers or stops
+    # listing them in its heartbeats, so it is not sent more than it can run
+    zombies: set[str] = field(default_factory=set)
     last_seen: float = 0.0
     draining: bool = False
     closed: bool = False
@@ -83,6 +87,7 @@ class Item:
     lease_until: float = 0.0  # monotonic
     attempts: int = 0
     ever_matched: bool = False
+    tried: set[str] = field(default_factory=set)  # sessions that held it
 
 
 class Router:
@@ -93,7 +98,7 @@ class Router:
         self._sessions: dict[str, Session] = {}
         self._pending: collections.deque[Item] = collections.deque()
         self._items: dict[str, Item] = {}
-        self._order = itertools.count()
+        self._order = itertools.count(1)
         self._stop = threading.Event()
         self._monitor = threading.Thread(target=self._watch, args=(tick,), name="pellucid-router", daemon=True)
         self._monitor.start()
@@ -126,18 +131,23 @@ class Router:
         session.in_flight.clear()
         session.send(CLOSE)
 
-    def heartbeat(self, session: Session, draining: bool) -> None:
+    def heartbeat(self, session: Session, draining: bool, working_on: frozenset[str] = frozenset()) -> None:
         with self._lock:
             session.last_seen = time.monotonic()
             session.draining = session.draining or draining
+            session.zombies &= working_on  # what the runner no longer runs frees its slot
+            self._dispatch_locked()
 
     def complete(self, session: Session, item_id: str, result: bytes) -> None:
         """A result from a runner; the first one for an item wins, later ones are dropped."""
         with self._lock:
             session.last_seen = time.monotonic()
             session.in_flight.pop(item_id, None)
+            session.zombies.discard(item_id)
             item = self._items.get(item_id)
             if item is not None and not item.done.is_set():
+                if item.session is not None and item.session is not session:  # a late answer: stop the other copy
+                    self._withdraw_locked(item, "answered by another runner")
                 item.result, item.runner_id = result, session.runner_id
                 self._finish_locked(item)
             self._dispatch_locked()
@@ -198,6 +208,7 @@ class Router:
             pass
         if item.session is not None:
             item.session.in_flight.pop(item.id, None)
+            item.session.zombies.add(item.id)
             item.session.send(Cancel(item.id, reason))
             item.session = None
 
@@ -226,12 +237,15 @@ class Router:
                 continue
             matching = self._eligible(item)
             item.ever_matched = item.ever_matched or bool(matching)
-            free = [s for s in matching if not s.draining and len(s.in_flight) < s.capacity]
+            free = [s for s in matching if not s.draining and len(s.in_flight) + len(s.zombies) < s.capacity]
             if not free:
                 waiting.append(item)
                 continue
-            session = min(free, key=lambda s: (len(s.in_flight) / s.capacity, s.dispatched))
+            # sessions that have not held this item first, then the least loaded, then the least recent
+            session = min(free, key=lambda s: (s.id in item.tried, (len(s.in_flight) + len(s.zombies)) / s.capacity,
+                                               s.dispatched))
             session.dispatched = next(self._order)
+            item.tried.add(session.id)
             item.session = session
             item.lease_until = now + item.timeout
             session.in_flight[item.id] = now

@@ -84,8 +84,8 @@ class Runners:
     def disconnect(self, session: Session) -> None:
         self._router.close_session(session)
 
-    def heartbeat(self, session: Session, draining: bool) -> None:
-        self._router.heartbeat(session, draining)
+    def heartbeat(self, session: Session, draining: bool, working_on: tuple[str, ...] = ()) -> None:
+        self._router.heartbeat(session, draining, frozenset(working_on))
 
     def complete(self, session: Session, item_id: str, result: bytes) -> None:
         self._router.complete(session, item_id, result)

@@ -30,15 +30,15 @@ def replayable(response_type: type[M]) -> Callable:
                 return method(self, request, context)
             caller = request_context.principal()
             wait = context.time_remaining() or 0.0
-            stored = self.engine.requests.claim(caller, request.request_id, name, wait=min(wait, 30.0) - 0.05)
+            stored, owner = self.engine.requests.claim(caller, request.request_id, name, wait=min(wait, 30.0) - 0.05)
             if stored is not None:
                 return response_type.FromString(stored)
             try:
                 response = method(self, request, context)
             except BaseException:
-                self.engine.requests.release(caller, request.request_id)
+                self.engine.requests.release(caller, request.request_id, owner)
                 raise
-            self.engine.requests.finish(caller, request.request_id, response.SerializeToString(deterministic=True))
+            self.engine.requests.finish(caller, request.request_id, response.SerializeToString(deterministic=True), owner)
             return response
 
         return run

@@ -114,7 +114,8 @@ class ModelServicer(v1.ModelServiceServicer):
         remaining = context.time_remaining()
         wait = (remaining if remaining is not None else 60.0) - ANSWER_MARGIN
         abandoned = threading.Event()
-        context.add_callback(abandoned.set)  # runs when the call ends, including when the caller cancels it
+        if not context.add_callback(abandoned.set):  # runs when the call ends, including when the caller cancels it
+            abandoned.set()  # the call has already ended
         result, runner_id = self.engine.models.route(prediction, work.SerializeToString(), wait, abandoned)
         response = v1.PostModelOutputsResponse.FromString(result)
         response.model_id, response.version_id, response.runner_id = version.model_id, version.id, runner_id

@@ -81,7 +81,7 @@ class RunnerServicer(v1.RunnerServiceServicer):
                     self.engine.runners.complete(session, message.result.item_id,
                                                  message.result.response.SerializeToString())
                 elif kind == "heartbeat":
-                    self.engine.runners.heartbeat(session, message.heartbeat.draining)
+                    self.engine.runners.heartbeat(session, message.heartbeat.draining, tuple(message.heartbeat.item_ids))
         except grpc.RpcError:
             pass  # the stream ended: the session is closed below
         finally:

@@ -230,13 +230,17 @@ class MetadataStore(abc.ABC):
 
     # request log: makes mutations carrying a request id safe to retry
     @abc.abstractmethod
-    def claim_request(self, user_id: str, request_id: str, method: str, now: float, stale_after: float) -> Claim: ...
+    def claim_request(self, user_id: str, request_id: str, method: str, now: float, stale_after: float,
+                      owner: str) -> Claim:
+        """Claim a request id for one attempt (`owner`), unless it is done or another attempt runs it."""
 
     @abc.abstractmethod
-    def finish_request(self, user_id: str, request_id: str, response: bytes, now: float) -> None: ...
+    def finish_request(self, user_id: str, request_id: str, response: bytes, now: float, owner: str) -> None:
+        """Store the response, if `owner` still holds the claim."""
 
     @abc.abstractmethod
-    def release_request(self, user_id: str, request_id: str) -> None: ...
+    def release_request(self, user_id: str, request_id: str, owner: str) -> None:
+        """Drop the claim, if `owner` still holds it."""
 
     @abc.abstractmethod
     def release_unfinished_requests(self) -> int:

@@ -114,6 +114,7 @@ class LocalBlobStore(BlobStore):
             if not new:
                 return digests
             if self._writer.tell() > self.PACK_LIMIT:
+                os.fdatasync(self._writer.fileno())  # batches still syncing hold their own descriptors (below)
                 self._writer.close()
                 self._pack += 1
                 self._writer = open(self._pack_path(self._pack), "ab")  # noqa: SIM115
@@ -124,9 +125,12 @@ class LocalBlobStore(BlobStore):
                 offset += len(blob)
             self._writer.write(b"".join(new.values()))
             self._writer.flush()
-            writer = self._writer.fileno()
+            writer = os.dup(self._writer.fileno())  # still this pack's file, even if a rollover closes the writer
         # sync outside the lock: other batches append meanwhile, and one sync covers them all
-        os.fdatasync(writer)
+        try:
+            os.fdatasync(writer)
+        finally:
+            os.close(writer)
         with self._connections.write() as conn:
             conn.executemany("INSERT INTO blobs (sha256, pack, offset, size) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                              rows)
@@ -150,6 +154,7 @@ class LocalBlobStore(BlobStore):
                 final = self._path(digest)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
+                _sync_directory(final.parent)
             return digest, size
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -166,6 +171,7 @@ class LocalBlobStore(BlobStore):
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, final)
+        _sync_directory(final.parent)
 
     def _location(self, sha256: str) -> tuple[int, int, int] | None:
         row = self._conn().execute("SELECT pack, offset, size FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
@@ -204,6 +210,15 @@ class LocalBlobStore(BlobStore):
                 os.close(fd)
             self._readers.clear()
         self._writer.close()
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a rename into `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def open_blob_store(uri: str) -> BlobStore:

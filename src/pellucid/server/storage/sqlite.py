@@ -217,7 +217,8 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
 
     # request log
 
-    def claim_request(self, user_id: str, request_id: str, method: str, now: float, stale_after: float) -> Claim:
+    def claim_request(self, user_id: str, request_id: str, method: str, now: float, stale_after: float,
+                      owner: str) -> Claim:
         with self._write() as conn:
             row = conn.execute(
                 "SELECT method, done, response, updated_at FROM request_log WHERE user_id = ? AND request_id = ?",
@@ -225,9 +226,9 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
             ).fetchone()
             if row is None or (not row["done"] and row["updated_at"] < now - stale_after):
                 conn.execute(
-                    "INSERT OR REPLACE INTO request_log (user_id, request_id, method, done, response, updated_at)"
-                    " VALUES (?, ?, ?, 0, NULL, ?)",
-                    (user_id, request_id, method, now),
+                    "INSERT OR REPLACE INTO request_log (user_id, request_id, method, done, response, updated_at, owner)"
+                    " VALUES (?, ?, ?, 0, NULL, ?, ?)",
+                    (user_id, request_id, method, now, owner),
                 )
                 return Claim(ClaimOutcome.CLAIMED)
             if row["method"] != method:
@@ -236,16 +237,18 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
                 return Claim(ClaimOutcome.DONE, bytes(row["response"]))
             return Claim(ClaimOutcome.IN_PROGRESS)
 
-    def finish_request(self, user_id: str, request_id: str, response: bytes, now: float) -> None:
+    def finish_request(self, user_id: str, request_id: str, response: bytes, now: float, owner: str) -> None:
         with self._write() as conn:
             conn.execute(
-                "UPDATE request_log SET done = 1, response = ?, updated_at = ? WHERE user_id = ? AND request_id = ?",
-                (response, now, user_id, request_id),
+                "UPDATE request_log SET done = 1, response = ?, updated_at = ?"
+                " WHERE user_id = ? AND request_id = ? AND owner = ? AND done = 0",
+                (response, now, user_id, request_id, owner),
             )
 
-    def release_request(self, user_id: str, request_id: str) -> None:
+    def release_request(self, user_id: str, request_id: str, owner: str) -> None:
         with self._write() as conn:
-            conn.execute("DELETE FROM request_log WHERE user_id = ? AND request_id = ? AND done = 0", (user_id, request_id))
+            conn.execute("DELETE FROM request_log WHERE user_id = ? AND request_id = ? AND done = 0 AND owner = ?",
+                         (user_id, request_id, owner))
 
     def release_unfinished_requests(self) -> int:
         with self._write() as conn:
