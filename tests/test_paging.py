@@ -43,3 +43,13 @@ def test_page_and_token_together_are_refused() -> None:
     token = next_token(Page(items=[1], next_after=1), "s")
     with pytest.raises(InvalidArgument, match="either page or page_token"):
         to_query(PageRequest(page=2, page_token=token), "s")
+
+
+def test_chunker() -> None:
+    from pellucid.errors import UserError
+    from pellucid.utils import Chunker
+
+    assert Chunker(list(range(7)), 3).chunk() == [[0, 1, 2], [3, 4, 5], [6]]
+    assert Chunker([], 3).chunk() == []
+    with pytest.raises(UserError):
+        Chunker([1], 0)
