@@ -25,7 +25,6 @@ import resource
 import struct
 import sys
 import tempfile
-import threading
 import time
 import uuid
 import zlib

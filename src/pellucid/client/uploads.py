@@ -93,7 +93,7 @@ def read_failures(path: str | Path) -> set[int]:
     indices = set()
     try:
         with Path(path).open() as f:
-            for number, line in enumerate(f, 1):
+            for line in f:
                 if line.strip():
                     indices.add(int(json.loads(line)["index"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
