@@ -65,3 +65,20 @@ def test_default_target_is_embedded_with_no_configuration(tmp_path: Path) -> Non
         assert [a.id for a in User().list_apps()] == ["embedded"]
     finally:
         _embedded.forget(os.environ["PELLUCID_HOME"])
+
+
+def test_a_client_takes_over_when_the_owner_exits(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "home"
+    monkeypatch.setenv("PELLUCID_HOME", str(home))
+    owner = start("from-owner", home)
+    assert report(owner) == (["from-owner"], True)
+    user = User()  # this process connects to the owner's server
+    assert [a.id for a in user.list_apps()] == ["from-owner"]
+    assert not _embedded._servers
+    finish(owner)  # the owner exits; our next call finds nobody and starts a server here
+    try:
+        user.create_app("after-takeover")
+        assert [a.id for a in user.list_apps()] == ["from-owner", "after-takeover"]
+        assert _embedded._servers
+    finally:
+        _embedded.forget(str(home))
