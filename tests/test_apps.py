@@ -193,3 +193,8 @@ def test_concepts_are_chunked_by_the_sdk_and_bounded_by_the_server(alice: User, 
             app_id=app.id, concepts=[v1.Concept(id=f"z{i}") for i in range(129)]))
     with pytest.raises(errors.UserError):
         app.create_concepts(["a", "b"], labels=["only one"])
+
+
+def test_unknown_constructor_arguments_are_named(alice: User) -> None:
+    with pytest.raises(errors.UserError, match="unknown arguments \\['name'\\].*create_app"):
+        App(app_id="x", user_id=alice.user_id, name="n")

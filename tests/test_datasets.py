@@ -272,3 +272,13 @@ def test_a_broken_source_ends_the_upload_with_a_report(dataset: Dataset) -> None
     result = dataset._inputs._uploader(progress=False).run(items())
     assert len(result.stored_ids) == 5
     assert result.failed[0].code == "ABORTED" and "invalid start byte" in result.failed[0].reason
+
+
+def test_upload_options_like_the_reference(dataset: Dataset, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    loader = ListLoader("text_classification", [TextFeatures(text=f"ref {i}") for i in range(3)])
+    result = dataset.upload_dataset(loader, batch_size=256, get_upload_status=True, progress=False)  # capped at 128
+    assert len(result.stored_ids) == 3
+    assert result.upload_status["inputs"] == 3 and "+3 inputs" in capsys.readouterr().out
+    assert [v.id for v in dataset.list_versions()] == []  # the status version was deleted again
+    with pytest.raises(errors.UserError, match="straight from the server"):
+        dataset.export(str(tmp_path / "x.zip"), "http://archive")

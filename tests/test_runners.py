@@ -68,8 +68,12 @@ def test_runner_registry(alice: User, bob: User, unique: str) -> None:
     created = alice.create_runner(f"r-{unique}", labels=["gpu", "fast"], description="laptop")
     assert list(created.labels) == ["gpu", "fast"] and created.description == "laptop"
     assert [r.id for r in alice.list_runners()] == [f"r-{unique}"]
-    assert [r.id for r in alice.list_runners(filter_by={"labels": ["gpu"]})] == [f"r-{unique}"]
     assert list(alice.list_runners(filter_by={"labels": ["tpu"]})) == []
+    alice.create_runner(f"r2-{unique}", labels=["fast"])
+    assert [r.id for r in alice.list_runners(filter_by={"labels": ["fast"]}, page_no=1, per_page=1)] == [f"r-{unique}"]
+    assert [r.id for r in alice.list_runners(filter_by={"labels": ["fast", "gpu"]})] == [f"r-{unique}"]
+    assert [r.id for r in alice.list_runners(filter_by={"labels": ["gpu"]}, page_no=1, per_page=1)] == [f"r-{unique}"]
+    alice.delete_runner(f"r2-{unique}")
     assert alice.runner(f"r-{unique}").connections == 0
     with pytest.raises(errors.AlreadyExists):
         alice.create_runner(f"r-{unique}", labels=[])

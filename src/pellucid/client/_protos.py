@@ -9,6 +9,13 @@ from pellucid.api import v1
 from pellucid.errors import UserError
 
 
+def utf8(data: bytes) -> str:
+    try:
+        return bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"text must be UTF-8: {exc}") from None
+
+
 def concepts(labels: Sequence[str] | None, label_ids: Sequence[str] | None = None, value: float = 1.0) -> list[v1.Concept]:
     """Concepts for labels; the id is the label unless `label_ids` gives one per label."""
     labels = list(labels or [])

@@ -9,6 +9,7 @@ from google.protobuf.message import Message
 
 from pellucid.client._transport import DEFAULT_RETRY, DEFAULT_TIMEOUT, Connection, RetryPolicy, get_connection
 from pellucid.client.config import resolve_settings
+from pellucid.errors import UserError
 
 C = TypeVar("C", bound="BaseClient")
 
@@ -28,7 +29,14 @@ class BaseClient:
         retry: RetryPolicy = DEFAULT_RETRY,
         profile: str | None = None,
         _connection: Connection | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            raise UserError(
+                f"{type(self).__name__} got unknown arguments {sorted(unknown)}; it takes user_id, base_url, pat, token, "
+                "root_certificates_path, timeout, retry and profile (set an app's name or description with "
+                "User.create_app or User.patch_app, a dataset's with App.create_dataset)"
+            )
         if _connection is None:
             settings = resolve_settings(base_url, pat, token, user_id, root_certificates_path, profile)
             _connection = get_connection(settings)

@@ -10,6 +10,7 @@ import os
 import time
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,8 @@ class Dataset(Lister, BaseClient):
 
     def _run(self, items: Iterator[UploadItem], total: int | None, *, batch_size: int, concurrency: int,
              retry_from: str | os.PathLike[str] | None, progress: bool, log_warnings: bool,
-             get_upload_status: bool = False, description: str = "Uploading") -> UploadResult:
+             get_upload_status: bool = False, description: str = "Uploading",
+             before: dict[str, Any] | None = None) -> UploadResult:
         only = read_failures(retry_from) if retry_from else None
         uploader = self._inputs._uploader(batch_size=batch_size, concurrency=concurrency, progress=progress,
                                           description=f"{description} to {self.id}")
@@ -90,7 +92,7 @@ class Dataset(Lister, BaseClient):
         if log_warnings and result.failed:
             result.write_failures(f"upload_failures_{self.id}_{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
         if get_upload_status:
-            result.upload_status = self.get_upload_status()
+            result.upload_status = self.get_upload_status(pre_upload_stats=before, delete_version=True)
         return result
 
     def upload_dataset(self, dataloader: Any, batch_size: int = 128, get_upload_status: bool = False,
@@ -105,7 +107,8 @@ class Dataset(Lister, BaseClient):
         """
         from pellucid.datasets.convert import loader_items
 
-        return self._run(loader_items(dataloader, self.id), len(dataloader), batch_size=batch_size,
+        before = self.get_upload_status(pre_upload=True) if get_upload_status else None
+        return self._run(loader_items(dataloader, self.id), len(dataloader), batch_size=batch_size, before=before,
                          concurrency=concurrency, retry_from=retry_from, progress=progress, log_warnings=log_warnings,
                          get_upload_status=get_upload_status)
 
@@ -181,6 +184,8 @@ class Dataset(Lister, BaseClient):
         """
         if pre_upload:
             return _stats_dict(self.get_stats())
+        if isinstance(pre_upload_stats, tuple):  # the reference passes (stats, ...) pairs
+            pre_upload_stats = pre_upload_stats[0] if pre_upload_stats else None
         version = self.with_options(timeout=timeout).create_version(description="upload status")
         stats = _stats_dict(version.stats)
         if delete_version:
@@ -204,14 +209,21 @@ class Dataset(Lister, BaseClient):
         """The dataset's inputs (or a version's), in the order they joined it."""
         return self._inputs.list_inputs(self.id, page_no, per_page, input_type, dataset_version_id=version_id)
 
-    def export(self, save_path: str = "", split: str = "all", version_id: str = "", num_workers: int = 4,
-               *, progress: bool = True) -> Path:
+    def export(self, save_path: str = "", archive_url: str = "", local_archive_path: str = "", split: str = "all",
+               num_workers: int = 4, *, version_id: str = "", progress: bool = True) -> Path:
         """Write the dataset (or a version) to a zip archive; the format is in EXPORT_FORMAT_DOC.
 
-        The archive is written to `<save_path>.part` and renamed when complete.
+        Media are fetched by `num_workers` concurrent downloads. The archive is written to
+        `<save_path>.part` and renamed when complete. (`archive_url` and `local_archive_path`,
+        which the reference platform uses to export from a prepared archive, have no use here:
+        pellucid exports straight from the server.)
         """
+        if archive_url or local_archive_path:
+            raise UserError("pellucid exports straight from the server: drop archive_url / local_archive_path")
         if not save_path:
             raise UserError("export needs a save_path for the zip archive")
+        if not isinstance(num_workers, int) or num_workers < 1:
+            raise UserError(f"num_workers must be a positive integer, got {num_workers!r}")
         if not split or "/" in split or split in (".", ".."):
             raise UserError(f"split {split!r} must be a plain folder name, e.g. 'train'")
         target = Path(save_path)
@@ -228,7 +240,11 @@ class Dataset(Lister, BaseClient):
                     annotations.setdefault(a.input_id, []).append(a)
                 media = {i.id: i for i in page if i.input_type != "text"}
                 files: dict[str, tuple[str, str]] = {}
-                for input_id, data, mime in self._inputs.iter_input_bytes(list(media.values())):
+                share = -(-len(media) // num_workers) or 1
+                parts = [list(media)[i:i + share] for i in range(0, len(media), share)]
+                with ThreadPoolExecutor(num_workers) as pool:
+                    downloaded = pool.map(lambda ids: list(self._inputs.iter_input_bytes(ids)), parts)
+                for input_id, data, mime in (d for part in downloaded for d in part):
                     extension = _EXTENSIONS.get(mime) or mimetypes.guess_extension(mime) or ".bin"
                     name = f"{split}/{media[input_id].input_type}/{input_id}{extension}"
                     archive.writestr(name, data)

@@ -69,7 +69,7 @@ class Inputs(Lister, BaseClient):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise UserError(f"{kind} must be bytes, got {type(data).__name__}")
         if kind == "text_bytes":
-            return _protos.make_input(input_id, text=v1.Text(raw=bytes(data).decode("utf-8")), dataset_id=dataset_id, **kwargs)
+            return _protos.make_input(input_id, text=v1.Text(raw=_protos.utf8(data)), dataset_id=dataset_id, **kwargs)
         media = {"image_bytes": ("image", v1.Image), "video_bytes": ("video", v1.Video), "audio_bytes": ("audio", v1.Audio)}[kind]
         return _protos.make_input(input_id, **{media[0]: media[1](base64=bytes(data))}, dataset_id=dataset_id, **kwargs)
 
@@ -98,7 +98,7 @@ class Inputs(Lister, BaseClient):
         """An image and a text in one input."""
         _, text = _one("text", raw_text=raw_text, text_bytes=text_bytes)
         kind, image = _one("image", image_url=image_url, image_bytes=image_bytes)
-        text = text.decode("utf-8") if isinstance(text, (bytes, bytearray)) else text
+        text = _protos.utf8(text) if isinstance(text, (bytes, bytearray)) else text
         picture = v1.Image(url=image) if kind == "image_url" else v1.Image(base64=bytes(image))
         return _protos.make_input(input_id, image=picture, text=v1.Text(raw=text), dataset_id=dataset_id, **kwargs)
 

@@ -166,7 +166,7 @@ class Model(Lister, BaseClient):
                          output_config: dict[str, Any] | None = None) -> v1.PostModelOutputsResponse:
         """Predict on bytes of an image, text (UTF-8), video or audio; raises if the model failed on it."""
         kind = self._input_type(input_type)
-        message = _protos.make_input(**{kind: v1.Text(raw=bytes(input_bytes).decode("utf-8")) if kind == "text"
+        message = _protos.make_input(**{kind: v1.Text(raw=_protos.utf8(input_bytes)) if kind == "text"
                                         else getattr(v1, kind.title())(base64=bytes(input_bytes))})
         return self._predict_one(message, inference_params, output_config)
 

@@ -12,6 +12,7 @@ missing and reports the rest as duplicates, never storing an item twice.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -26,6 +27,8 @@ from tqdm.auto import tqdm
 from pellucid.api import v1
 from pellucid.client._protos import input_size
 from pellucid.errors import ApiError, PellucidError, UserError, error_class
+
+log = logging.getLogger("pellucid.client")
 
 MAX_BATCH_INPUTS = 128
 MAX_BATCH_BYTES = 8 * 1024 * 1024
@@ -108,8 +111,11 @@ class Uploader:
                  user_id: str, app_id: str, *, batch_size: int = MAX_BATCH_INPUTS,
                  max_batch_bytes: int = MAX_BATCH_BYTES, concurrency: int = 4, job_id: str = "",
                  progress: bool = True, description: str = "Uploading inputs", batch_timeout: float = 120.0) -> None:
-        if not 1 <= batch_size <= MAX_BATCH_INPUTS:
-            raise UserError(f"batch_size must be 1-{MAX_BATCH_INPUTS}, got {batch_size}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"batch_size must be a positive integer (at most {MAX_BATCH_INPUTS}), got {batch_size!r}")
+        if batch_size > MAX_BATCH_INPUTS:
+            log.warning("batch_size %d is over the limit: using %d", batch_size, MAX_BATCH_INPUTS)
+            batch_size = MAX_BATCH_INPUTS
         if concurrency < 1:
             raise UserError(f"concurrency must be at least 1, got {concurrency}")
         self._call, self._stream_blob = call, stream_blob

@@ -134,11 +134,12 @@ class User(Lister, BaseClient):
         unknown = set(filter_by) - {"labels"}
         if unknown:
             raise UserError(f"list_runners cannot filter by {sorted(unknown)}: use labels")
-        wanted = set(filter_by.get("labels") or [])
+        labels = filter_by.get("labels") or []
+        if isinstance(labels, str):
+            raise UserError("filter_by labels must be a list of labels, not one string")
         endpoint = functools.partial(self._call, v1.RunnerServiceStub, "ListRunners")
-        for runner in self.list_pages_generator(endpoint, v1.ListRunnersRequest, {"user_id": self._user_id}, page_no, per_page):
-            if wanted <= set(runner.labels):
-                yield runner
+        request = {"user_id": self._user_id, "labels": list(labels)}
+        yield from self.list_pages_generator(endpoint, v1.ListRunnersRequest, request, page_no, per_page)
 
     def delete_runner(self, runner_id: str) -> None:
         """Delete a runner registration; its open streams are closed."""

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pellucid.api.v1 import model_pb2 as pellucid_dot_api_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpellucid/api/v1/runner.proto\x12\x0fpellucid.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpellucid/api/v1/model.proto\"\xa1\x01\n\x06Runner\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63onnections\x18\x06 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x07 \x01(\x05\"c\n\x13\x43reateRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\'\n\x06runner\x18\x02 \x01(\x0b\x32\x17.pellucid.api.v1.Runner\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x10GetRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\trunner_id\x18\x02 \x01(\t\"Z\n\x12ListRunnersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x05\"X\n\x13ListRunnersResponse\x12(\n\x07runners\x18\x01 \x03(\x0b\x32\x17.pellucid.api.v1.Runner\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x13\x44\x65leteRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\trunner_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x16\n\x14\x44\x65leteRunnerResponse\"B\n\x0bRunnerHello\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x0e\n\x06labels\x18\x03 \x03(\t\"Z\n\nWorkResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12;\n\x08response\x18\x02 \x01(\x0b\x32).pellucid.api.v1.PostModelOutputsResponse\"/\n\tHeartbeat\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"\xa6\x01\n\rRunnerMessage\x12-\n\x05hello\x18\x01 \x01(\x0b\x32\x1c.pellucid.api.v1.RunnerHelloH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.pellucid.api.v1.WorkResultH\x00\x12/\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.pellucid.api.v1.HeartbeatH\x00\x42\x06\n\x04kind\"N\n\rRunnerWelcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x02\"\xcc\x01\n\x08WorkItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x32\n\x0elease_deadline\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x39\n\x07request\x18\x04 \x01(\x0b\x32(.pellucid.api.v1.PostModelOutputsRequest\x12\x30\n\x0boutput_info\x18\x05 \x01(\x0b\x32\x1b.pellucid.api.v1.OutputInfo\"-\n\nCancelItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa4\x01\n\rServerMessage\x12\x31\n\x07welcome\x18\x01 \x01(\x0b\x32\x1e.pellucid.api.v1.RunnerWelcomeH\x00\x12)\n\x04work\x18\x02 \x01(\x0b\x32\x19.pellucid.api.v1.WorkItemH\x00\x12-\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1b.pellucid.api.v1.CancelItemH\x00\x42\x06\n\x04kind2\xad\x03\n\rRunnerService\x12M\n\x0c\x43reateRunner\x12$.pellucid.api.v1.CreateRunnerRequest\x1a\x17.pellucid.api.v1.Runner\x12G\n\tGetRunner\x12!.pellucid.api.v1.GetRunnerRequest\x1a\x17.pellucid.api.v1.Runner\x12X\n\x0bListRunners\x12#.pellucid.api.v1.ListRunnersRequest\x1a$.pellucid.api.v1.ListRunnersResponse\x12[\n\x0c\x44\x65leteRunner\x12$.pellucid.api.v1.DeleteRunnerRequest\x1a%.pellucid.api.v1.DeleteRunnerResponse\x12M\n\x07\x43onnect\x12\x1e.pellucid.api.v1.RunnerMessage\x1a\x1e.pellucid.api.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpellucid/api/v1/runner.proto\x12\x0fpellucid.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpellucid/api/v1/model.proto\"\xa1\x01\n\x06Runner\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63onnections\x18\x06 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x07 \x01(\x05\"c\n\x13\x43reateRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\'\n\x06runner\x18\x02 \x01(\x0b\x32\x17.pellucid.api.v1.Runner\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x10GetRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\trunner_id\x18\x02 \x01(\t\"j\n\x12ListRunnersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x05\x12\x0e\n\x06labels\x18\x05 \x03(\t\"X\n\x13ListRunnersResponse\x12(\n\x07runners\x18\x01 \x03(\x0b\x32\x17.pellucid.api.v1.Runner\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x13\x44\x65leteRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\trunner_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x16\n\x14\x44\x65leteRunnerResponse\"B\n\x0bRunnerHello\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x0e\n\x06labels\x18\x03 \x03(\t\"Z\n\nWorkResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12;\n\x08response\x18\x02 \x01(\x0b\x32).pellucid.api.v1.PostModelOutputsResponse\"/\n\tHeartbeat\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"\xa6\x01\n\rRunnerMessage\x12-\n\x05hello\x18\x01 \x01(\x0b\x32\x1c.pellucid.api.v1.RunnerHelloH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.pellucid.api.v1.WorkResultH\x00\x12/\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.pellucid.api.v1.HeartbeatH\x00\x42\x06\n\x04kind\"N\n\rRunnerWelcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x02\"\xcc\x01\n\x08WorkItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x32\n\x0elease_deadline\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x39\n\x07request\x18\x04 \x01(\x0b\x32(.pellucid.api.v1.PostModelOutputsRequest\x12\x30\n\x0boutput_info\x18\x05 \x01(\x0b\x32\x1b.pellucid.api.v1.OutputInfo\"-\n\nCancelItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa4\x01\n\rServerMessage\x12\x31\n\x07welcome\x18\x01 \x01(\x0b\x32\x1e.pellucid.api.v1.RunnerWelcomeH\x00\x12)\n\x04work\x18\x02 \x01(\x0b\x32\x19.pellucid.api.v1.WorkItemH\x00\x12-\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1b.pellucid.api.v1.CancelItemH\x00\x42\x06\n\x04kind2\xad\x03\n\rRunnerService\x12M\n\x0c\x43reateRunner\x12$.pellucid.api.v1.CreateRunnerRequest\x1a\x17.pellucid.api.v1.Runner\x12G\n\tGetRunner\x12!.pellucid.api.v1.GetRunnerRequest\x1a\x17.pellucid.api.v1.Runner\x12X\n\x0bListRunners\x12#.pellucid.api.v1.ListRunnersRequest\x1a$.pellucid.api.v1.ListRunnersResponse\x12[\n\x0c\x44\x65leteRunner\x12$.pellucid.api.v1.DeleteRunnerRequest\x1a%.pellucid.api.v1.DeleteRunnerResponse\x12M\n\x07\x43onnect\x12\x1e.pellucid.api.v1.RunnerMessage\x1a\x1e.pellucid.api.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,29 +40,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRUNNERREQUEST']._serialized_start=376
   _globals['_GETRUNNERREQUEST']._serialized_end=430
   _globals['_LISTRUNNERSREQUEST']._serialized_start=432
-  _globals['_LISTRUNNERSREQUEST']._serialized_end=522
-  _globals['_LISTRUNNERSRESPONSE']._serialized_start=524
-  _globals['_LISTRUNNERSRESPONSE']._serialized_end=612
-  _globals['_DELETERUNNERREQUEST']._serialized_start=614
-  _globals['_DELETERUNNERREQUEST']._serialized_end=691
-  _globals['_DELETERUNNERRESPONSE']._serialized_start=693
-  _globals['_DELETERUNNERRESPONSE']._serialized_end=715
-  _globals['_RUNNERHELLO']._serialized_start=717
-  _globals['_RUNNERHELLO']._serialized_end=783
-  _globals['_WORKRESULT']._serialized_start=785
-  _globals['_WORKRESULT']._serialized_end=875
-  _globals['_HEARTBEAT']._serialized_start=877
-  _globals['_HEARTBEAT']._serialized_end=924
-  _globals['_RUNNERMESSAGE']._serialized_start=927
-  _globals['_RUNNERMESSAGE']._serialized_end=1093
-  _globals['_RUNNERWELCOME']._serialized_start=1095
-  _globals['_RUNNERWELCOME']._serialized_end=1173
-  _globals['_WORKITEM']._serialized_start=1176
-  _globals['_WORKITEM']._serialized_end=1380
-  _globals['_CANCELITEM']._serialized_start=1382
-  _globals['_CANCELITEM']._serialized_end=1427
-  _globals['_SERVERMESSAGE']._serialized_start=1430
-  _globals['_SERVERMESSAGE']._serialized_end=1594
-  _globals['_RUNNERSERVICE']._serialized_start=1597
-  _globals['_RUNNERSERVICE']._serialized_end=2026
+  _globals['_LISTRUNNERSREQUEST']._serialized_end=538
+  _globals['_LISTRUNNERSRESPONSE']._serialized_start=540
+  _globals['_LISTRUNNERSRESPONSE']._serialized_end=628
+  _globals['_DELETERUNNERREQUEST']._serialized_start=630
+  _globals['_DELETERUNNERREQUEST']._serialized_end=707
+  _globals['_DELETERUNNERRESPONSE']._serialized_start=709
+  _globals['_DELETERUNNERRESPONSE']._serialized_end=731
+  _globals['_RUNNERHELLO']._serialized_start=733
+  _globals['_RUNNERHELLO']._serialized_end=799
+  _globals['_WORKRESULT']._serialized_start=801
+  _globals['_WORKRESULT']._serialized_end=891
+  _globals['_HEARTBEAT']._serialized_start=893
+  _globals['_HEARTBEAT']._serialized_end=940
+  _globals['_RUNNERMESSAGE']._serialized_start=943
+  _globals['_RUNNERMESSAGE']._serialized_end=1109
+  _globals['_RUNNERWELCOME']._serialized_start=1111
+  _globals['_RUNNERWELCOME']._serialized_end=1189
+  _globals['_WORKITEM']._serialized_start=1192
+  _globals['_WORKITEM']._serialized_end=1396
+  _globals['_CANCELITEM']._serialized_start=1398
+  _globals['_CANCELITEM']._serialized_end=1443
+  _globals['_SERVERMESSAGE']._serialized_start=1446
+  _globals['_SERVERMESSAGE']._serialized_end=1610
+  _globals['_RUNNERSERVICE']._serialized_start=1613
+  _globals['_RUNNERSERVICE']._serialized_end=2042
 # @@protoc_insertion_point(module_scope)

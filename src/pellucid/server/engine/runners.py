@@ -50,10 +50,13 @@ class Runners:
                            reason="RUNNER_NOT_FOUND", field="runner_id")
         return runner
 
-    def list(self, principal: Principal, user_id: str, page: PageRequest) -> tuple[list[RunnerRecord], str]:
+    def list(self, principal: Principal, user_id: str, page: PageRequest,
+             labels: tuple[str, ...] = ()) -> tuple[list[RunnerRecord], str]:
         owner = own_namespace(principal, user_id, "list the runners")
-        scope = f"runners:{owner}"
-        result = self._store.list_runners(owner, to_query(page, scope))
+        for i, label in enumerate(labels):
+            validate_id(label, f"labels[{i}]")
+        scope = f"runners:{owner}:{','.join(sorted(labels))}"
+        result = self._store.list_runners(owner, tuple(labels), to_query(page, scope))
         return result.items, next_token(result, scope)
 
     def delete(self, principal: Principal, user_id: str, runner_id: str) -> None:

@@ -40,7 +40,8 @@ class RunnerServicer(v1.RunnerServiceServicer):
         return runner_message(runner, self.engine.runners.live(runner))
 
     def ListRunners(self, request: v1.ListRunnersRequest, context: grpc.ServicerContext) -> v1.ListRunnersResponse:
-        runners, token = self.engine.runners.list(principal(), request.user_id, page_request(request))
+        runners, token = self.engine.runners.list(principal(), request.user_id, page_request(request),
+                                                  tuple(request.labels))
         return v1.ListRunnersResponse(runners=[runner_message(r, self.engine.runners.live(r)) for r in runners],
                                       next_page_token=token)
 

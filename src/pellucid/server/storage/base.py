@@ -223,7 +223,8 @@ class MetadataStore(abc.ABC):
     def get_runner(self, user_id: str, runner_id: str) -> RunnerRecord | None: ...
 
     @abc.abstractmethod
-    def list_runners(self, user_id: str, query: PageQuery) -> Page[RunnerRecord]: ...
+    def list_runners(self, user_id: str, labels: tuple[str, ...], query: PageQuery) -> Page[RunnerRecord]:
+        """The user's runners carrying all of `labels`."""
 
     @abc.abstractmethod
     def delete_runner(self, user_id: str, runner_id: str) -> bool: ...

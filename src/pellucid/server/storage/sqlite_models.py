@@ -130,8 +130,10 @@ class ModelTables:
         row = self._conn().execute("SELECT * FROM runners WHERE user_id = ? AND id = ?", (user_id, runner_id)).fetchone()
         return _runner(row) if row else None
 
-    def list_runners(self, user_id: str, query: PageQuery) -> Page[RunnerRecord]:
-        return self._page("SELECT * FROM runners WHERE user_id = ? {after}", (user_id,), query, _runner)
+    def list_runners(self, user_id: str, labels: tuple[str, ...], query: PageQuery) -> Page[RunnerRecord]:
+        sql = ("SELECT * FROM runners WHERE user_id = ? AND NOT EXISTS (SELECT 1 FROM json_each(?) wanted"
+               " WHERE wanted.value NOT IN (SELECT value FROM json_each(runners.labels))) {after}")
+        return self._page(sql, (user_id, json.dumps(list(labels))), query, _runner)
 
     def delete_runner(self, user_id: str, runner_id: str) -> bool:
         with self._write() as conn:
