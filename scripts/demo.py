@@ -16,9 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from pellucid.client.user import User
 from pellucid.api.v1 import Data, Image, Input, Text
-from pellucid.errors import AlreadyExists, InvalidArgument, NotFound, PartialFailure, Unavailable
+from pellucid.client.user import User
+from pellucid.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PartialFailure,
+    Unavailable,
+)
 from pellucid.server.engine.media import encode_png
 
 ROOT = Path(__file__).resolve().parent.parent

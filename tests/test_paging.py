@@ -1,7 +1,13 @@
 import pytest
 
 from pellucid.server.engine.errors import InvalidArgument
-from pellucid.server.engine.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest, next_token, to_query
+from pellucid.server.engine.paging import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    PageRequest,
+    next_token,
+    to_query,
+)
 from pellucid.server.records import Page
 
 

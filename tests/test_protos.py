@@ -1,11 +1,11 @@
 """The generated code matches the protos, and the API surface follows the house rules."""
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pellucid.api.v1 as v1
-import importlib
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = [importlib.import_module(f"pellucid.api.v1.{p.stem}")

@@ -7,7 +7,13 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from pellucid.client._transport import DEFAULT_RETRY, DEFAULT_TIMEOUT, Connection, RetryPolicy, get_connection
+from pellucid.client._transport import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    Connection,
+    RetryPolicy,
+    get_connection,
+)
 from pellucid.client.config import resolve_settings
 from pellucid.errors import UserError
 

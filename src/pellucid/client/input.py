@@ -14,7 +14,13 @@ from pellucid.api import v1
 from pellucid.client import _protos
 from pellucid.client.base import BaseClient
 from pellucid.client.lister import Lister
-from pellucid.client.uploads import FailedItem, UploadItem, Uploader, UploadResult, read_failures
+from pellucid.client.uploads import (
+    FailedItem,
+    Uploader,
+    UploadItem,
+    UploadResult,
+    read_failures,
+)
 from pellucid.errors import ItemFailure, PartialFailure, UserError, error_class
 
 log = logging.getLogger("pellucid.client")

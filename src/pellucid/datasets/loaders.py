@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from pellucid.datasets.base import DataLoader
-from pellucid.datasets.features import MultiModalFeatures, TextFeatures, VisualClassificationFeatures
+from pellucid.datasets.features import (
+    MultiModalFeatures,
+    TextFeatures,
+    VisualClassificationFeatures,
+)
 from pellucid.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")

@@ -15,9 +15,9 @@ from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
 from pellucid.server.engine.inputs import Inputs
 from pellucid.server.engine.models import Models
+from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.routing import Router
 from pellucid.server.engine.runners import Runners
-from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -11,7 +12,12 @@ from pellucid.server.engine.access import Principal, own_namespace, visible_name
 from pellucid.server.engine.errors import AlreadyExists, InvalidArgument, NotFound
 from pellucid.server.engine.ids import validate_id
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
-from pellucid.server.engine.validation import MAX_DESCRIPTION_LENGTH, MAX_NAME_LENGTH, check_metadata, check_text
+from pellucid.server.engine.validation import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_NAME_LENGTH,
+    check_metadata,
+    check_text,
+)
 from pellucid.server.records import AppRecord
 from pellucid.server.storage import Conflict, MetadataStore
 
@@ -58,7 +64,7 @@ class Apps:
 
     def list(
         self, principal: Principal, user_id: str, page: PageRequest, text: str = ""
-    ) -> tuple[list[AppRecord], str]:
+    ) -> tuple[builtins.list[AppRecord], str]:
         owner = own_namespace(principal, user_id, "list the apps")
         check_text(text, "query", MAX_NAME_LENGTH)
         scope = f"apps:{owner}:{text}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,14 +32,14 @@ class Concepts:
         self._clock = clock
 
     def create(
-        self, principal: Principal, user_id: str, app_id: str, items: list[tuple[str, str]]
-    ) -> list[ConceptResult]:
+        self, principal: Principal, user_id: str, app_id: str, items: builtins.list[tuple[str, str]]
+    ) -> builtins.list[ConceptResult]:
         """Create (id, name) pairs; each item succeeds or fails on its own."""
         check_batch(len(items), "concepts")
         app = self._apps.get(principal, user_id, app_id)
         now = self._clock()
-        results: list[ConceptResult | None] = [None] * len(items)
-        to_insert: list[tuple[int, ConceptRecord]] = []
+        results: builtins.list[ConceptResult | None] = [None] * len(items)
+        to_insert: builtins.list[tuple[int, ConceptRecord]] = []
         seen: set[str] = set()
         for i, (concept_id, name) in enumerate(items):
             try:
@@ -66,11 +67,11 @@ class Concepts:
         return [r for r in results if r is not None]
 
     def rename(self, principal: Principal, user_id: str, app_id: str,
-               items: list[tuple[str, str]]) -> list[ConceptResult]:
+               items: builtins.list[tuple[str, str]]) -> builtins.list[ConceptResult]:
         """Give existing concepts new names; each (id, name) succeeds or fails on its own."""
         check_batch(len(items), "concepts")
         app = self._apps.get(principal, user_id, app_id)
-        results: list[ConceptResult | None] = [None] * len(items)
+        results: builtins.list[ConceptResult | None] = [None] * len(items)
         names: dict[str, str] = {}
         for i, (concept_id, name) in enumerate(items):
             try:
@@ -96,7 +97,7 @@ class Concepts:
 
     def list(
         self, principal: Principal, user_id: str, app_id: str, page: PageRequest
-    ) -> tuple[list[ConceptRecord], str]:
+    ) -> tuple[builtins.list[ConceptRecord], str]:
         app = self._apps.get(principal, user_id, app_id)
         scope = f"concepts:{app.user_id}:{app.id}"
         result = self._store.list_concepts(app.user_id, app.id, to_query(page, scope))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,11 @@ from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.errors import AlreadyExists, NotFound
 from pellucid.server.engine.ids import new_id, validate_id
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
-from pellucid.server.engine.validation import MAX_DESCRIPTION_LENGTH, check_metadata, check_text
+from pellucid.server.engine.validation import (
+    MAX_DESCRIPTION_LENGTH,
+    check_metadata,
+    check_text,
+)
 from pellucid.server.records import DatasetRecord, DatasetStats, DatasetVersionRecord
 from pellucid.server.storage import Conflict, MetadataStore
 
@@ -46,7 +51,7 @@ class Datasets:
                            reason="DATASET_NOT_FOUND", field="dataset_id")
         return dataset
 
-    def list(self, principal: Principal, user_id: str, app_id: str, page: PageRequest) -> tuple[list[DatasetRecord], str]:
+    def list(self, principal: Principal, user_id: str, app_id: str, page: PageRequest) -> tuple[builtins.list[DatasetRecord], str]:
         app = self._apps.get(principal, user_id, app_id)
         scope = f"datasets:{app.user_id}:{app.id}"
         result = self._store.list_datasets(app.user_id, app.id, to_query(page, scope))
@@ -79,7 +84,7 @@ class Datasets:
             raise AlreadyExists(f"version {version_id!r} of dataset {dataset_id!r} already exists", field="version_id") from None
 
     def list_versions(self, principal: Principal, user_id: str, app_id: str, dataset_id: str,
-                      page: PageRequest) -> tuple[list[DatasetVersionRecord], str]:
+                      page: PageRequest) -> tuple[builtins.list[DatasetVersionRecord], str]:
         dataset = self.get(principal, user_id, app_id, dataset_id)
         scope = f"versions:{dataset.user_id}:{dataset.app_id}:{dataset.id}"
         result = self._store.list_dataset_versions(dataset.user_id, dataset.app_id, dataset.id, to_query(page, scope))

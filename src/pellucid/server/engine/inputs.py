@@ -6,6 +6,7 @@ and the good ones are stored in one transaction.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -15,12 +16,22 @@ from typing import Any
 
 from pellucid.server.engine.access import Principal
 from pellucid.server.engine.apps import Apps
-from pellucid.server.engine.errors import AlreadyExists, EngineError, InvalidArgument, NotFound
+from pellucid.server.engine.errors import (
+    AlreadyExists,
+    EngineError,
+    InvalidArgument,
+    NotFound,
+)
 from pellucid.server.engine.fetch import fetch_url
 from pellucid.server.engine.ids import validate_id
 from pellucid.server.engine.media import sniff
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
-from pellucid.server.engine.validation import MAX_NAME_LENGTH, check_batch, check_metadata, check_text
+from pellucid.server.engine.validation import (
+    MAX_NAME_LENGTH,
+    check_batch,
+    check_metadata,
+    check_text,
+)
 from pellucid.server.records import (
     AnnotationRecord,
     AppRecord,
@@ -99,14 +110,14 @@ class Inputs:
 
     # ingestion
 
-    def post(self, principal: Principal, user_id: str, app_id: str, specs: list[InputSpec],
-             job_id: str = "") -> tuple[list[InputOutcome], JobRecord | None]:
+    def post(self, principal: Principal, user_id: str, app_id: str, specs: builtins.list[InputSpec],
+             job_id: str = "") -> tuple[builtins.list[InputOutcome], JobRecord | None]:
         check_batch(len(specs), "inputs")
         app = self._apps.get(principal, user_id, app_id)
         if job_id:
             validate_id(job_id, "inputs_add_job_id")
         known_datasets = self._existing_datasets(app, {d for s in specs for d in s.dataset_ids})
-        prepared: list[tuple[InputRecord, list[AnnotationRecord], bytes] | EngineError] = list(
+        prepared: builtins.list[tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError] = list(
             self._fetcher.map(lambda pair: self._prepare(app, pair[0], pair[1], known_datasets), enumerate(specs))
             if any(s.text_url or any(m.url for m in s.media) for s in specs)
             else (self._prepare(app, i, s, known_datasets) for i, s in enumerate(specs))
@@ -147,7 +158,7 @@ class Inputs:
         return self._store.existing_datasets(app.user_id, app.id, sorted(dataset_ids)[:1000])
 
     def _prepare(self, app: AppRecord, index: int, spec: InputSpec,
-                 datasets: set[str]) -> tuple[InputRecord, list[AnnotationRecord], bytes] | EngineError:
+                 datasets: set[str]) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError:
         try:
             return self._prepare_or_raise(app, spec, datasets)
         except EngineError as exc:
@@ -157,7 +168,7 @@ class Inputs:
             return exc
 
     def _prepare_or_raise(self, app: AppRecord, spec: InputSpec,
-                          datasets: set[str]) -> tuple[InputRecord, list[AnnotationRecord], bytes]:
+                          datasets: set[str]) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes]:
         """Validate one item and build its records; the bytes returned are to be stored as a blob."""
         for dataset_id in spec.dataset_ids:
             validate_id(dataset_id, "dataset_ids")
@@ -259,7 +270,7 @@ class Inputs:
         return found[input_id]
 
     def list(self, principal: Principal, user_id: str, app_id: str, page: PageRequest, dataset_id: str = "",
-             version_id: str = "", input_type: str = "", ids: list[str] | None = None) -> tuple[list[InputRecord], str]:
+             version_id: str = "", input_type: str = "", ids: builtins.list[str] | None = None) -> tuple[builtins.list[InputRecord], str]:
         app = self._apps.get(principal, user_id, app_id)
         if input_type and input_type not in INPUT_TYPES:
             raise InvalidArgument(f"input_type {input_type!r}: use one of {', '.join(INPUT_TYPES)}", field="input_type")
@@ -278,10 +289,10 @@ class Inputs:
             raise NotFound(f"{exc} in app {app.id!r}", field="dataset_id") from None
         return result.items, next_token(result, scope)
 
-    def delete(self, principal: Principal, user_id: str, app_id: str, input_ids: list[str]) -> list[InputOutcome]:
+    def delete(self, principal: Principal, user_id: str, app_id: str, input_ids: builtins.list[str]) -> builtins.list[InputOutcome]:
         check_batch(len(input_ids), "ids")
         app = self._apps.get(principal, user_id, app_id)
-        outcomes: list[InputOutcome | None] = []
+        outcomes: builtins.list[InputOutcome | None] = []
         valid = []
         for i, input_id in enumerate(input_ids):
             try:
@@ -297,7 +308,7 @@ class Inputs:
             for i, o in enumerate(outcomes)]
 
     def download(self, principal: Principal, user_id: str, app_id: str,
-                 input_ids: list[str]) -> Iterator[tuple[InputRecord, Iterator[bytes]]]:
+                 input_ids: builtins.list[str]) -> Iterator[tuple[InputRecord, Iterator[bytes]]]:
         """Each input with an iterator over its bytes (media, or the UTF-8 text); NotFound if any is missing."""
         check_batch(len(input_ids), "ids")
         app = self._apps.get(principal, user_id, app_id)
@@ -315,22 +326,22 @@ class Inputs:
     # annotations
 
     def post_annotations(self, principal: Principal, user_id: str, app_id: str,
-                         annotations: list[AnnotationRecord]) -> list[AnnotationOutcome]:
+                         annotations: builtins.list[AnnotationRecord]) -> builtins.list[AnnotationOutcome]:
         return self._put_annotations(principal, user_id, app_id, annotations, "create")
 
-    def patch_annotations(self, principal: Principal, user_id: str, app_id: str, annotations: list[AnnotationRecord],
-                          action: str) -> list[AnnotationOutcome]:
+    def patch_annotations(self, principal: Principal, user_id: str, app_id: str, annotations: builtins.list[AnnotationRecord],
+                          action: str) -> builtins.list[AnnotationOutcome]:
         if action not in ANNOTATION_ACTIONS:
             raise InvalidArgument(f"action {action!r}: use one of {', '.join(ANNOTATION_ACTIONS)}", field="action")
         return self._put_annotations(principal, user_id, app_id, annotations, action)
 
-    def _put_annotations(self, principal: Principal, user_id: str, app_id: str, annotations: list[AnnotationRecord],
-                         action: str) -> list[AnnotationOutcome]:
+    def _put_annotations(self, principal: Principal, user_id: str, app_id: str, annotations: builtins.list[AnnotationRecord],
+                         action: str) -> builtins.list[AnnotationOutcome]:
         check_batch(len(annotations), "annotations")
         app = self._apps.get(principal, user_id, app_id)
         now = self._clock()
-        outcomes: list[AnnotationOutcome | None] = [None] * len(annotations)
-        ready: list[tuple[int, AnnotationRecord]] = []
+        outcomes: builtins.list[AnnotationOutcome | None] = [None] * len(annotations)
+        ready: builtins.list[tuple[int, AnnotationRecord]] = []
         for i, a in enumerate(annotations):
             where = f"annotations[{i}]"
             try:
@@ -369,7 +380,7 @@ class Inputs:
         return [o for o in outcomes if o is not None]
 
     def list_annotations(self, principal: Principal, user_id: str, app_id: str, page: PageRequest,
-                         input_ids: list[str] | None = None) -> tuple[list[AnnotationRecord], str]:
+                         input_ids: builtins.list[str] | None = None) -> tuple[builtins.list[AnnotationRecord], str]:
         app = self._apps.get(principal, user_id, app_id)
         for i, input_id in enumerate(input_ids or []):
             validate_id(input_id, f"input_ids[{i}]")
@@ -380,7 +391,7 @@ class Inputs:
         return result.items, next_token(result, scope)
 
 
-def _checked_concepts(concepts: Iterable[ConceptValue], field: str) -> list[ConceptValue]:
+def _checked_concepts(concepts: Iterable[ConceptValue], field: str) -> builtins.list[ConceptValue]:
     checked = []
     for i, c in enumerate(concepts):
         validate_id(c.id, f"{field}[{i}].id (the label)")

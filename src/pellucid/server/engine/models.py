@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,12 @@ from pellucid.server.engine.validation import (
     check_metadata,
     check_text,
 )
-from pellucid.server.records import ConceptValue, ModelRecord, ModelVersionRecord, OutputConfig
+from pellucid.server.records import (
+    ConceptValue,
+    ModelRecord,
+    ModelVersionRecord,
+    OutputConfig,
+)
 from pellucid.server.storage import Conflict, MetadataStore
 
 INPUT_FIELDS = ("image", "video", "audio", "text")
@@ -114,7 +120,7 @@ class Models:
         return model, version
 
     def list(self, principal: Principal, user_id: str, app_id: str, page: PageRequest,
-             text: str = "") -> tuple[list[tuple[ModelRecord, ModelVersionRecord | None]], str]:
+             text: str = "") -> tuple[builtins.list[tuple[ModelRecord, ModelVersionRecord | None]], str]:
         app = self._apps.get(principal, user_id, app_id)
         check_text(text, "query", MAX_NAME_LENGTH)
         scope = f"models:{app.user_id}:{app.id}:{text}"
@@ -138,7 +144,7 @@ class Models:
         return version
 
     def list_versions(self, principal: Principal, user_id: str, app_id: str, model_id: str,
-                      page: PageRequest) -> tuple[list[ModelVersionRecord], str]:
+                      page: PageRequest) -> tuple[builtins.list[ModelVersionRecord], str]:
         model, _ = self.get(principal, user_id, app_id, model_id)
         scope = f"model-versions:{model.user_id}:{model.app_id}:{model.id}"
         result = self._store.list_model_versions(model.user_id, model.app_id, model.id, to_query(page, scope))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable
 
@@ -51,7 +52,7 @@ class Runners:
         return runner
 
     def list(self, principal: Principal, user_id: str, page: PageRequest,
-             labels: tuple[str, ...] = ()) -> tuple[list[RunnerRecord], str]:
+             labels: tuple[str, ...] = ()) -> tuple[builtins.list[RunnerRecord], str]:
         owner = own_namespace(principal, user_id, "list the runners")
         for i, label in enumerate(labels):
             validate_id(label, f"labels[{i}]")

@@ -5,15 +5,25 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from pellucid.server.engine.access import Principal, require_admin, self_or_admin
-from pellucid.server.engine.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from pellucid.server.engine.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from pellucid.server.engine.ids import new_id, validate_id
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
-from pellucid.server.engine.validation import MAX_DESCRIPTION_LENGTH, check_metadata, check_text
+from pellucid.server.engine.validation import (
+    MAX_DESCRIPTION_LENGTH,
+    check_metadata,
+    check_text,
+)
 from pellucid.server.records import TokenRecord, UserRecord
 from pellucid.server.storage import Conflict, MetadataStore
 

@@ -14,7 +14,13 @@ from pellucid.server.grpc.context import principal
 from pellucid.server.grpc.convert import page_request, to_dict, to_struct, to_timestamp
 from pellucid.server.grpc.errors import item_status
 from pellucid.server.grpc.idempotency import replayable
-from pellucid.server.records import AnnotationRecord, ConceptValue, InputRecord, JobRecord, RegionRecord
+from pellucid.server.records import (
+    AnnotationRecord,
+    ConceptValue,
+    InputRecord,
+    JobRecord,
+    RegionRecord,
+)
 
 MEDIA_KINDS = ("image", "video", "audio")
 _ACTIONS = {

@@ -14,9 +14,9 @@ from pellucid.server.grpc.apps import AppServicer
 from pellucid.server.grpc.concepts import ConceptServicer
 from pellucid.server.grpc.datasets import DatasetServicer
 from pellucid.server.grpc.inputs import InputServicer
+from pellucid.server.grpc.interceptor import AuthInterceptor
 from pellucid.server.grpc.models import ModelServicer
 from pellucid.server.grpc.runners import RunnerServicer
-from pellucid.server.grpc.interceptor import AuthInterceptor
 from pellucid.server.grpc.users import UserServicer
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024

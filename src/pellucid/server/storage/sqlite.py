@@ -7,7 +7,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from pellucid.server.records import AppRecord, ConceptRecord, Page, PageQuery, TokenRecord, UserRecord
+from pellucid.server.records import (
+    AppRecord,
+    ConceptRecord,
+    Page,
+    PageQuery,
+    TokenRecord,
+    UserRecord,
+)
 from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore
 from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
 from pellucid.server.storage.sqlite_inputs import InputTables

@@ -6,7 +6,15 @@ import json
 import sqlite3
 from typing import Any
 
-from pellucid.server.records import ConceptValue, ModelRecord, ModelVersionRecord, OutputConfig, Page, PageQuery, RunnerRecord
+from pellucid.server.records import (
+    ConceptValue,
+    ModelRecord,
+    ModelVersionRecord,
+    OutputConfig,
+    Page,
+    PageQuery,
+    RunnerRecord,
+)
 from pellucid.server.storage.base import Conflict
 from pellucid.server.storage.sqlite_connections import like_pattern
 
