@@ -142,7 +142,12 @@ class Uploader:
                     return
                 slots.acquire()  # back-pressure: never more than `concurrency` batches in flight
                 future = pool.submit(self._send, batch, batch_bytes, bar)
-                future.add_done_callback(lambda f: (slots.release(), pending.discard(f)))
+
+                def done(finished: Future) -> None:
+                    slots.release()
+                    pending.discard(finished)
+
+                future.add_done_callback(done)
                 pending.add(future)
                 batch, batch_bytes = [], 0
 

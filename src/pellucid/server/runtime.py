@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from pellucid.server.datadir import DataDir, LocalCredentials, ServerLock
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.server import build_server
@@ -42,7 +44,7 @@ class PellucidServer:
         self.settings = settings
         self.data_dir = DataDir(settings.data_dir)
         self._lock = lock
-        self._server = None
+        self._server: grpc.Server | None = None
         self.engine: Engine | None = None
         self.port = 0
         self._stopped = threading.Event()

@@ -123,10 +123,11 @@ class Inputs:
             else (self._prepare(app, i, s, known_datasets) for i, s in enumerate(specs))
         )
         # bytes first (content-addressed, so a crash here leaves nothing to undo), then metadata
-        stored = [(p[2], p[0].media_sha256) for p in prepared if not isinstance(p, EngineError) and p[2]]
-        if stored:
-            self._blobs.put_many([data for data, _ in stored], [sha for _, sha in stored])
-        items, concepts = [], {}
+        payloads = [(p[2], p[0].media_sha256) for p in prepared if not isinstance(p, EngineError) and p[2]]
+        if payloads:
+            self._blobs.put_many([data for data, _ in payloads], [sha for _, sha in payloads])
+        items: builtins.list[IngestItem] = []
+        concepts: dict[str, ConceptRecord] = {}
         for p in prepared:
             if isinstance(p, EngineError):
                 continue

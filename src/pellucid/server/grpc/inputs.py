@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import grpc
 
@@ -31,7 +31,7 @@ _ACTIONS = {
 }
 
 
-def concept_values(concepts: list[v1.Concept]) -> tuple[ConceptValue, ...]:
+def concept_values(concepts: Iterable[v1.Concept]) -> tuple[ConceptValue, ...]:
     return tuple(ConceptValue(c.id, c.name, c.value) for c in concepts)
 
 
@@ -39,7 +39,7 @@ def concept_messages(values: tuple[ConceptValue, ...]) -> list[v1.Concept]:
     return [v1.Concept(id=c.id, name=c.name, value=c.value) for c in values]
 
 
-def region_records(regions: list[v1.Region]) -> tuple[RegionRecord, ...]:
+def region_records(regions: Iterable[v1.Region]) -> tuple[RegionRecord, ...]:
     records = []
     for r in regions:
         info = r.region_info

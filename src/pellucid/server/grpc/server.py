@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent import futures
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,7 +23,7 @@ from pellucid.server.grpc.users import UserServicer
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-SERVICES = [
+SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any], str]] = [
     (v1.add_UserServiceServicer_to_server, UserServicer, "UserService"),
     (v1.add_AppServiceServicer_to_server, AppServicer, "AppService"),
     (v1.add_ConceptServiceServicer_to_server, ConceptServicer, "ConceptService"),

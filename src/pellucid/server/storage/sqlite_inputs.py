@@ -107,7 +107,7 @@ class InputTables:
         by_type = dict(conn.execute(
             f"SELECT i.input_type, COUNT(*) FROM {membership} m JOIN inputs i ON i.seq = m.input_seq"
             f" WHERE m.{column} = ? GROUP BY i.input_type", (key,)).fetchall())
-        annotations, regions, concepts = 0, 0, Counter()
+        annotations, regions, concepts = 0, 0, Counter[str]()
         rows = conn.execute(
             f"SELECT a.concepts, a.regions FROM {membership} m JOIN annotations a ON a.input_seq = m.input_seq"
             f" WHERE m.{column} = ?", (key,))
@@ -181,7 +181,8 @@ class InputTables:
                     [(app_seq, c.id, c.name, c.created_at) for c in concepts],
                 )
             known = self._input_keys(conn, app_seq, [item.input.id for item in items])
-            rows, fresh = [], {}
+            rows: list[tuple[Any, ...]] = []
+            fresh: dict[str, str] = {}
             for item in items:  # set-based: one statement per table for the whole batch
                 record = item.input
                 key = known.get(record.id, (None, None))[1] or fresh.get(record.id)
