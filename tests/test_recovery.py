@@ -119,3 +119,15 @@ def test_failures_file_is_json_lines(tmp_path: Path) -> None:
     path = result.write_failures(tmp_path / "f.jsonl")
     assert [json.loads(line)["index"] for line in path.read_text().splitlines()] == [3, 9]
     assert read_failures(path) == {3, 9}
+
+
+def test_result_ids_are_compact_and_list_like() -> None:
+    from pellucid.client.uploads import IdList
+
+    derived = "0123456789abcdef0123456789abcdef"
+    ids = IdList([derived, "my-own-id", "ABCDEF0123456789ABCDEF0123456789"])
+    assert list(ids) == [derived, "my-own-id", "ABCDEF0123456789ABCDEF0123456789"]
+    assert ids == [derived, "my-own-id", "ABCDEF0123456789ABCDEF0123456789"] and ids[-1].isupper()
+    assert len(ids) == 3 and ids[1:] == ["my-own-id", "ABCDEF0123456789ABCDEF0123456789"]
+    many = IdList(f"{i:032x}" for i in range(10_000))
+    assert len(many._packed) == 160_000 and not many._other and many[9_999] == f"{9_999:032x}"

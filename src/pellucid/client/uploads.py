@@ -2,8 +2,8 @@
 
 Items are read lazily from their source and packed into batches of at most 128 inputs
 and `max_batch_bytes`; at most `concurrency` batches are in flight (plus the one being
-packed), so memory stays flat however large the dataset (the result keeps each id,
-~100 bytes an input). Each batch carries a request
+packed), so memory stays flat however large the dataset (the result keeps each derived id
+in 16 bytes). Each batch carries a request
 id, so a retried batch is applied once; input ids are the caller's or derived by the
 server from the content, so re-running an upload that was cut short stores what is
 missing and reports the rest as duplicates, never storing an item twice.
@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableSequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,64 @@ class UploadItem:
     build: Callable[[], v1.Input]
 
 
+class IdList(MutableSequence[str]):
+    """A list of input ids that keeps the 32-hex-digit ids pellucid derives in 16 bytes each
+    (other ids as they are), so a result listing millions of ids stays small."""
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self._packed = bytearray()
+        self._other: dict[int, str] = {}
+        for input_id in ids:
+            self.append(input_id)
+
+    def __len__(self) -> int:
+        return len(self._packed) // 16
+
+    def _get(self, index: int) -> str:
+        if index in self._other:
+            return self._other[index]
+        return self._packed[index * 16:(index + 1) * 16].hex()
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
+        if isinstance(index, slice):
+            return [self._get(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._get(index)
+
+    def __setitem__(self, index, value):  # type: ignore[no-untyped-def,override]
+        raise TypeError("upload results are read-only")
+
+    def __delitem__(self, index):  # type: ignore[no-untyped-def,override]
+        raise TypeError("upload results are read-only")
+
+    def insert(self, index: int, value: str) -> None:
+        if index != len(self):
+            raise TypeError("upload results only grow at the end")
+        self.append(value)
+
+    def append(self, value: str) -> None:
+        if len(value) == 32 and value == value.lower():
+            try:
+                self._packed += bytes.fromhex(value)
+                return
+            except ValueError:
+                pass
+        self._other[len(self)] = value
+        self._packed += bytes(16)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, (list, IdList)) and list(self) == list(other)
+
+    def __add__(self, other: Iterable[str]) -> list[str]:
+        return [*self, *other]
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
 @dataclass(frozen=True)
 class FailedItem:
     index: int
@@ -58,8 +116,8 @@ class FailedItem:
 class UploadResult:
     """What a bulk upload did: every item is stored, a duplicate, or failed with a reason."""
 
-    stored_ids: list[str] = field(default_factory=list)
-    duplicate_ids: list[str] = field(default_factory=list)
+    stored_ids: IdList = field(default_factory=IdList)
+    duplicate_ids: IdList = field(default_factory=IdList)
     failed: list[FailedItem] = field(default_factory=list)
     job_id: str = ""
     bytes_sent: int = 0
@@ -70,7 +128,7 @@ class UploadResult:
     @property
     def ids(self) -> list[str]:
         """Ids of every input that is now in place (stored now or before)."""
-        return self.stored_ids + self.duplicate_ids
+        return [*self.stored_ids, *self.duplicate_ids]
 
     @property
     def ok(self) -> bool:
