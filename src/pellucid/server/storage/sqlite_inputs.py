@@ -5,6 +5,7 @@ A mixin of SqliteMetadataStore: it uses its connections, transactions and pages.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections import Counter
@@ -376,6 +377,7 @@ def _all_concepts(a: AnnotationRecord) -> list[ConceptValue]:
     return [*a.concepts, *(c for r in a.regions for c in r.concepts)]
 
 
+@functools.lru_cache(maxsize=4096)  # a dataset has few distinct label sets: encode each once
 def _concepts_json(concepts: tuple[ConceptValue, ...]) -> str:
     if not concepts:
         return "[]"
