@@ -38,9 +38,9 @@ def geo(geo_info: Sequence[float] | None) -> v1.Geo | None:
 def make_input(
     input_id: str = "",
     *,
-    image: v1.Image | None = None,
-    video: v1.Video | None = None,
-    audio: v1.Audio | None = None,
+    image: v1.Image | bytes | None = None,
+    video: v1.Video | bytes | None = None,
+    audio: v1.Audio | bytes | None = None,
     text: v1.Text | None = None,
     dataset_id: str | None = None,
     labels: Sequence[str] | None = None,
@@ -49,13 +49,28 @@ def make_input(
     geo_info: Sequence[float] | None = None,
     regions: list[v1.Region] | None = None,
 ) -> v1.Input:
+    """One Input. Media may be given as a message or, cheaper for bulk uploads, as raw bytes."""
     if metadata is not None and not isinstance(metadata, dict):
         raise UserError(f"metadata must be a dict, got {type(metadata).__name__}")
-    data = v1.Data(image=image, video=video, audio=audio, text=text, concepts=concepts(labels, label_ids),
-                   geo=geo(geo_info), regions=regions or [])
+    message = v1.Input(id=input_id or "", dataset_ids=[dataset_id] if dataset_id else [])
+    data = message.data  # filled in place: building a Data and then an Input would copy the media twice
+    for field, given in (("image", image), ("video", video), ("audio", audio)):
+        if isinstance(given, (bytes, bytearray)):
+            getattr(data, field).base64 = bytes(given)
+        elif given is not None:
+            getattr(data, field).CopyFrom(given)
+    if text is not None:
+        data.text.CopyFrom(text)
+    if labels:
+        data.concepts.extend(concepts(labels, label_ids))
+    place = geo(geo_info)
+    if place is not None:
+        data.geo.CopyFrom(place)
+    if regions:
+        data.regions.extend(regions)
     if metadata:
         data.metadata.update(metadata)
-    return v1.Input(id=input_id or "", data=data, dataset_ids=[dataset_id] if dataset_id else [])
+    return message
 
 
 def bbox_region(label: str, bbox: Sequence[float], label_id: str | None = None, region_id: str = "") -> v1.Region:
@@ -79,8 +94,8 @@ def polygon_region(label: str, points: Sequence[Sequence[float]], label_id: str 
 
 
 def input_size(message: v1.Input) -> int:
-    data = message.data
-    return len(data.image.base64) + len(data.video.base64) + len(data.audio.base64) + len(data.text.raw)
+    """Serialized size (reading a bytes field would copy it)."""
+    return message.ByteSize()
 
 
 def concept_batches(call: Any, method: str, request_type: type, user_id: str, app_id: str,

@@ -261,6 +261,8 @@ class Uploader:
 
     def _send_large_media(self, message: v1.Input) -> None:
         """Media too large for a batch goes first, in chunks, and the input then names it by hash."""
+        if message.ByteSize() < LARGE_FILE_BYTES:
+            return  # the common case, checked without copying the media out of the message
         for kind in ("image", "video", "audio"):
             media = getattr(message.data, kind)
             if len(media.base64) >= LARGE_FILE_BYTES:

@@ -20,14 +20,14 @@ from pellucid.datasets.features import (
 from pellucid.errors import UserError
 
 
-def _image(features: Any) -> v1.Image | None:
+def _image(features: Any) -> v1.Image | bytes | None:
     given = [x for x in (features.image_path, features.image_bytes, features.image_url) if x]
     if len(given) > 1:
         raise UserError("give one of image_path, image_bytes or image_url")
     if features.image_path:
-        return v1.Image(base64=Path(features.image_path).read_bytes())
+        return Path(features.image_path).read_bytes()
     if features.image_bytes:
-        return v1.Image(base64=bytes(features.image_bytes))
+        return bytes(features.image_bytes)
     if features.image_url:
         return v1.Image(url=features.image_url)
     return None
