@@ -43,7 +43,7 @@ from pellucid.server.records import (
     RegionRecord,
 )
 from pellucid.server.storage import MetadataStore
-from pellucid.server.storage.blobs import BlobStore
+from pellucid.server.storage.blobs import BlobStore, sha256_hex
 
 INPUT_TYPES = ("image", "video", "audio", "text")
 MAX_TEXT_BYTES = 1024 * 1024
@@ -211,7 +211,7 @@ class Inputs:
             else:
                 payload = media.data or fetch_url(media.url, f"{field}.url")
                 info = sniff(payload, media.kind, field)
-                sha, size = hashlib.sha256(payload).hexdigest(), len(payload)
+                sha, size = sha256_hex(payload), len(payload)
             media_key = sha
             media_fields = dict(media_sha256=sha, media_size=size, media_mime=info.mime, media_url=media.url,
                                 width=info.width, height=info.height)

@@ -26,6 +26,7 @@ from pellucid.server.records import (
     RegionRecord,
 )
 from pellucid.server.storage.base import Conflict
+from pellucid.server.storage.sqlite_connections import insert_rows
 
 _INPUT_COLUMNS = (
     "id, input_type, content_key, media_sha256, media_size, media_mime, media_url, width, height, text, text_url,"
@@ -177,10 +178,8 @@ class InputTables:
         with self._write() as conn:
             app_seq = self._app_seq(conn, user_id, app_id)
             if concepts:
-                conn.executemany(
-                    "INSERT INTO concepts (app_seq, id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(app_seq, c.id, c.name, c.created_at) for c in concepts],
-                )
+                insert_rows(conn, "INSERT INTO concepts (app_seq, id, name, created_at)",
+                            [(app_seq, c.id, c.name, c.created_at) for c in concepts], "ON CONFLICT DO NOTHING")
             known = self._input_keys(conn, app_seq, [item.input.id for item in items])
             rows: list[tuple[Any, ...]] = []
             fresh: dict[str, str] = {}
@@ -198,7 +197,7 @@ class InputTables:
                 else:
                     outcomes.append("duplicate" if key == record.content_key else "conflict")
             if rows:
-                conn.executemany(f"INSERT INTO inputs (app_seq, {_INPUT_COLUMNS}) VALUES ({', '.join('?' * 17)})", rows)
+                insert_rows(conn, f"INSERT INTO inputs (app_seq, {_INPUT_COLUMNS})", rows)
                 known.update(self._input_keys(conn, app_seq, list(fresh)))
             dataset_seqs: dict[str, int] = {}
             memberships, annotations = [], []
@@ -214,11 +213,10 @@ class InputTables:
                 annotations += [(input_seq, a.id, _concepts_json(a.concepts), _regions_json(a.regions), a.created_at)
                                 for a in item.annotations]
             if memberships:
-                conn.executemany("INSERT INTO dataset_inputs (dataset_seq, input_seq) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                 memberships)
+                insert_rows(conn, "INSERT INTO dataset_inputs (dataset_seq, input_seq)", memberships, "ON CONFLICT DO NOTHING")
             if annotations:
-                conn.executemany("INSERT INTO annotations (input_seq, id, concepts, regions, created_at) VALUES (?, ?, ?, ?, ?)"
-                                 " ON CONFLICT DO NOTHING", annotations)
+                insert_rows(conn, "INSERT INTO annotations (input_seq, id, concepts, regions, created_at)", annotations,
+                            "ON CONFLICT DO NOTHING")
             totals = None
             if job is not None:
                 counts = Counter(outcomes)
