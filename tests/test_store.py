@@ -1,5 +1,6 @@
 """The SQLite MetadataStore: migrations on open, WAL, keyset pages."""
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -130,3 +131,15 @@ def test_blob_digests_match_hashlib_at_every_size_around_the_piece_boundary() ->
     for size in (0, 1, 2046, 2047, 2048, 4094, 4095, 10_000, 100_003):
         data = bytes(i % 251 for i in range(size))
         assert sha256_hex(data) == hashlib.sha256(data).hexdigest(), size
+
+
+def test_pack_appends_keep_every_part_in_order_past_the_writev_limit(tmp_path: Path) -> None:
+    from pellucid.server.storage.blobs import _write_all
+
+    parts = [f"part {i};".encode() * (i % 7) for i in range(3000)]  # some empty, more than IOV_MAX
+    fd = os.open(tmp_path / "pack", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        _write_all(fd, parts)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "pack").read_bytes() == b"".join(parts)
