@@ -3,7 +3,11 @@
 
 1. raw gRPC client streaming of the same bytes (one message per image) to a bare
    server on loopback: the transport's limit for this data;
-2. `Dataset.upload_dataset` into the embedded server (what a user runs);
+2. `Dataset.upload_dataset` into the embedded server (what a user runs).
+   1 and 2 alternate for --rounds rounds (each round uploads new images into a new
+   dataset): this VM's speed drifts by +-20% within a minute, so a ratio of two single
+   runs taken at different moments says more about the drift than about pellucid.
+   The table shows the median of each; every round is printed too;
 3. the reference platform's design against the same server: batches of 128 sent by a
    pool of 10 threads as separate unary calls (all submitted up front), each followed
    by polling its inputs-add job and listing the batch's inputs to check them;
@@ -13,7 +17,7 @@ Images are synthetic PNGs of about 10 KB (noise, so they do not compress), gener
 lazily from their index, so memory reflects the uploader, not the test data. Every
 stage runs in this process, like the embedded server does.
 
-    python scripts/bench_ingest.py [--n 20000] [--image-bytes 10000]
+    python scripts/bench_ingest.py [--n 20000] [--rounds 3] [--image-bytes 10000]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import hashlib
 import os
 import resource
+import statistics
 import struct
 import sys
 import tempfile
@@ -74,8 +79,8 @@ def synthetic_png(index: int, side: int) -> bytes:
 class SyntheticImages(DataLoader):
     task = "visual_classification"
 
-    def __init__(self, n: int, side: int, labels: tuple[str, ...] = ("cat", "dog", "bird")) -> None:
-        self.n, self.side, self.labels = n, side, labels
+    def __init__(self, n: int, side: int, labels: tuple[str, ...] = ("cat", "dog", "bird"), first: int = 0) -> None:
+        self.n, self.side, self.labels, self.first = n, side, labels, first
         self.rss_samples: list[tuple[int, float]] = []
 
     def __len__(self) -> int:
@@ -84,7 +89,7 @@ class SyntheticImages(DataLoader):
     def __getitem__(self, index: int) -> VisualClassificationFeatures:
         if index % max(self.n // 4, 1) == 0:
             self.rss_samples.append((index, rss_mb()))
-        return VisualClassificationFeatures(image_bytes=synthetic_png(index, self.side),
+        return VisualClassificationFeatures(image_bytes=synthetic_png(self.first + index, self.side),
                                             labels=[self.labels[index % len(self.labels)]])
 
 
@@ -96,7 +101,7 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def raw_streaming(n: int, side: int) -> tuple[float, int]:
+def raw_streaming(n: int, side: int, first: int = 0) -> tuple[float, int]:
     """Client-streams every image as one message to a server that only counts bytes."""
     received = [0]
 
@@ -115,13 +120,13 @@ def raw_streaming(n: int, side: int) -> tuple[float, int]:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = channel.stream_unary("/bench.Raw/Upload", request_serializer=None, response_deserializer=None)
             started = time.perf_counter()
-            call((synthetic_png(i, side) for i in range(n)), timeout=3600)
+            call((synthetic_png(first + i, side) for i in range(n)), timeout=3600)
             return time.perf_counter() - started, received[0]
     finally:
         server.stop(0)
 
 
-def reference_design(user: User, app_id: str, n: int, side: int) -> float:
+def reference_design(user: User, app_id: str, n: int, side: int, first: int) -> float:
     """Batches of 128 as unary calls from 10 threads, each then polling its job and listing its inputs."""
     app = user.app(app_id)
 
@@ -133,7 +138,7 @@ def reference_design(user: User, app_id: str, n: int, side: int) -> float:
         job_id = uuid.uuid4().hex
         ids = [f"ref-{uuid.uuid4().hex[:8]}" for _ in indices]
         inputs = [v1.Input(id=input_id, dataset_ids=["reference"], data=v1.Data(
-            image=v1.Image(base64=synthetic_png(i, side)), concepts=[v1.Concept(id="cat", name="cat", value=1.0)]))
+            image=v1.Image(base64=synthetic_png(first + i, side)), concepts=[v1.Concept(id="cat", name="cat", value=1.0)]))
             for input_id, i in zip(ids, indices)]
         app._call(v1.InputServiceStub, "PostInputs", v1.PostInputsRequest(
             app_id=app_id, inputs=inputs, inputs_add_job_id=job_id), timeout=600)
@@ -158,6 +163,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="number of images")
     parser.add_argument("--image-bytes", type=int, default=10_000, help="approximate size of each PNG")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating raw / pellucid rounds (median reported)")
     parser.add_argument("--skip-reference", action="store_true")
     args = parser.parse_args()
     side = int((args.image_bytes / 3) ** 0.5)
@@ -167,25 +173,36 @@ def main() -> int:
     print(f"{args.n:,} synthetic PNGs of {image_size:,} bytes ({side}x{side} noise); embedded server in {home}")
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, grpcio {grpc.__version__}\n")
 
-    raw_seconds, raw_bytes = raw_streaming(args.n, side)
-    raw_rate = args.n / raw_seconds
-
     user = User()
     app = user.create_app("bench")
-    dataset = app.create_dataset("images")
-    loader = SyntheticImages(args.n, side)
-    rss_before = rss_mb()
-    result = dataset.upload_dataset(loader, progress=False)
-    assert result.ok and len(result.stored_ids) == args.n, result
-    ours_rate = args.n / result.seconds
-    rss_after = rss_mb()
+    raw_runs: list[float] = []
+    ours_runs: list[float] = []
+    for round_ in range(args.rounds):
+        first = round_ * args.n  # new images each round: none is a duplicate of an earlier round's
+        raw_seconds, raw_bytes = raw_streaming(args.n, side, first)
+        assert raw_bytes == args.n * image_size
+        loader = SyntheticImages(args.n, side, first=first)
+        dataset = app.create_dataset(f"images-{round_}")
+        rss_before = rss_mb()
+        result = dataset.upload_dataset(loader, progress=False)
+        assert result.ok and len(result.stored_ids) == args.n, result
+        if round_ == 0:
+            first_dataset, first_loader, first_rss = dataset, loader, (rss_before, rss_mb())
+        raw_runs.append(raw_seconds)
+        ours_runs.append(result.seconds)
+        print(f"round {round_ + 1}: raw {args.n / raw_seconds:,.0f}/s, pellucid {args.n / result.seconds:,.0f}/s, "
+              f"ratio {raw_seconds / result.seconds:.2f}")
+    raw_seconds, ours_seconds = statistics.median(raw_runs), statistics.median(ours_runs)
+    ours_ratio = statistics.median(r / o for r, o in zip(raw_runs, ours_runs))
+    raw_rate = args.n / raw_seconds
+    dataset, loader, (rss_before, rss_after) = first_dataset, first_loader, first_rss
 
     rerun = dataset.upload_dataset(SyntheticImages(args.n, side), progress=False)
     assert len(rerun.duplicate_ids) == args.n, rerun
 
     reference_seconds = None
     if not args.skip_reference:
-        reference_seconds = reference_design(user, "bench", args.n, side)
+        reference_seconds = reference_design(user, "bench", args.n, side, first=args.rounds * args.n)
 
     started = time.perf_counter()
     quarter_rates, listed, mark = [], 0, time.perf_counter()
@@ -199,8 +216,9 @@ def main() -> int:
     assert listed == args.n
 
     mb = args.n * image_size / 1e6
+    print(f"\nmedians of {args.rounds} rounds; 'vs raw' for pellucid is the median of the rounds' ratios")
     rows = [("raw gRPC client streaming (1 message per image)", raw_seconds, 1.0)]
-    rows.append(("pellucid Dataset.upload_dataset", result.seconds, ours_rate / raw_rate))
+    rows.append(("pellucid Dataset.upload_dataset", ours_seconds, ours_ratio))
     rows.append(("re-run of the same upload (all duplicates)", rerun.seconds, (args.n / rerun.seconds) / raw_rate))
     if reference_seconds is not None:
         rows.append(("reference design (10 threads x unary 128 + job poll)", reference_seconds,
@@ -209,7 +227,7 @@ def main() -> int:
     for name, seconds, ratio in rows:
         print(f"{name:56} {seconds:8.2f} {args.n / seconds:10,.0f} {mb / seconds:8.1f} {ratio:7.2f}")
     if reference_seconds is not None:
-        print(f"\npellucid / reference design: {reference_seconds / result.seconds:.2f}x")
+        print(f"\npellucid / reference design: {reference_seconds / ours_seconds:.2f}x")
     print(f"\nlist_inputs over {listed:,} inputs: {list_seconds:.2f}s, {listed / list_seconds:,.0f} items/s; "
           f"per quarter: {', '.join(f'{r:,.0f}/s' for r in quarter_rates)} (flat = linear time)")
     samples = ", ".join(f"{i:,}: {mb_:.0f} MB" for i, mb_ in loader.rss_samples)

@@ -147,3 +147,40 @@ def test_a_server_that_comes_up_late_is_reached_by_retrying(tmp_path) -> None:  
     finally:
         timer.join()
         late.stop(0)
+
+
+def test_a_batch_framed_from_serialized_inputs_parses_as_the_request_it_stands_for() -> None:
+    from pellucid.client._protos import encode_with_repeated
+
+    header = v1.PostInputsRequest(user_id="u", app_id="a", inputs_add_job_id="job", request_id="r1")
+    inputs = [v1.Input(id=f"in-{size}", data=v1.Data(image=v1.Image(base64=b"x" * size)))
+              for size in (0, 1, 100, 127, 128, 16_383, 16_384, 300_000)]
+    inputs.append(v1.Input())  # serializes to zero bytes: still one element
+    framed = encode_with_repeated(header, "inputs", [i.SerializeToString() for i in inputs])
+    expected = v1.PostInputsRequest()
+    expected.CopyFrom(header)
+    expected.inputs.extend(inputs)
+    assert v1.PostInputsRequest.FromString(framed) == expected
+
+
+def test_an_encoded_batch_goes_to_its_method_and_is_retried_under_one_request_id() -> None:
+    from pellucid.client._transport import EncodedRequest
+
+    methods: list[str] = []
+
+    class MethodRecorder(Recorder):
+        def service(self, details):  # type: ignore[no-untyped-def]
+            methods.append(details.method)
+            return super().service(details)
+
+    recorder = MethodRecorder(answer=grpc.StatusCode.UNAVAILABLE)
+    server, port = serve(recorder)
+    try:
+        user = User(base_url=f"grpc://127.0.0.1:{port}", pat="x")
+        request = EncodedRequest(v1.PostInputsResponse, v1.PostInputsRequest(app_id="a").SerializeToString(), "batch-1")
+        with pytest.raises(errors.Unavailable):
+            user._connection.call(v1.InputServiceStub, "PostInputs", request, retry=RetryPolicy(initial_backoff=0.01))
+        assert set(methods) == {"/pellucid.api.v1.InputService/PostInputs"}
+        assert [m["x-request-id"] for m, _ in recorder.calls] == ["batch-1"] * RetryPolicy().max_attempts
+    finally:
+        server.stop(0)

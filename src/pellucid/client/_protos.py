@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from google.protobuf.message import Message
+
 from pellucid.api import v1
 from pellucid.errors import UserError
 
@@ -93,9 +95,26 @@ def polygon_region(label: str, points: Sequence[Sequence[float]], label_id: str 
                      data=v1.Data(concepts=concepts([label], [label_id] if label_id else None)))
 
 
-def input_size(message: v1.Input) -> int:
-    """Serialized size (reading a bytes field would copy it)."""
-    return message.ByteSize()
+def encode_with_repeated(header: Message, field: str, items: Sequence[bytes]) -> bytes:
+    """The wire format of `header` with `items` (each a serialized message) appended to its
+    repeated message `field`: what `header.field.extend(...)` then serializing would give,
+    without copying every item into the header first (protobuf parses concatenated
+    fields as one message, and a repeated field's elements as a run of its tag)."""
+    number = header.DESCRIPTOR.fields_by_name[field].number
+    tag = _varint((number << 3) | 2)  # wire type 2: length-delimited
+    parts = [header.SerializeToString()]
+    for item in items:
+        parts += (tag, _varint(len(item)), item)
+    return b"".join(parts)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def concept_batches(call: Any, method: str, request_type: type, user_id: str, app_id: str,

@@ -49,6 +49,20 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
+@dataclass(frozen=True)
+class EncodedRequest:
+    """A unary request already in wire format, sent as is.
+
+    The bulk uploader serializes each input once, as it is built, and frames a batch
+    from those bytes (`encode_with_repeated`): copying 128 inputs into one request
+    message and encoding 1+ MB at once cost ~16 us per input, ten times the framing.
+    """
+
+    response_type: type[Message]
+    data: bytes
+    request_id: str = ""
+
+
 class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
                            grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
     """Adds `authorization: Bearer <token>` and the SDK's user agent to every call."""
@@ -92,7 +106,7 @@ class Connection:
         self.settings = settings
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
-        self._stubs: dict[type, Any] = {}
+        self._stubs: dict[Any, Any] = {}  # stub type, or (stub type, method) for encoded calls
         self._secret = settings.secret
         self._user_id = settings.user_id
         self._address = ""
@@ -169,6 +183,17 @@ class Connection:
             stub = self._stubs[stub_type] = stub_type(channel)
         return stub
 
+    def _encoded_rpc(self, stub_type: type, method: str, response_type: type[Message]) -> Any:
+        """`method` of `stub_type`'s service taking already-serialized bytes."""
+        channel = self._open()
+        key = (stub_type, method)
+        rpc = self._stubs.get(key)
+        if rpc is None:
+            service = _service_name(stub_type)
+            rpc = self._stubs[key] = channel.unary_unary(
+                f"/{service}/{method}", request_serializer=None, response_deserializer=response_type.FromString)
+        return rpc
+
     # calls
 
     def call(self, stub_type: type, method: str, request: R | Message, *, timeout: float | None = None,
@@ -180,11 +205,15 @@ class Connection:
         applies it at most once.
         """
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-        fields = request.DESCRIPTOR.fields_by_name
-        if "request_id" in fields and not request.request_id:
-            request.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
-        safe = "request_id" in fields or method.startswith(("Get", "List", "Download")) or method in READ_ONLY
-        trace_id = getattr(request, "request_id", "") or uuid.uuid4().hex
+        if isinstance(request, EncodedRequest):
+            safe = bool(request.request_id) or method.startswith(("Get", "List", "Download")) or method in READ_ONLY
+            trace_id = request.request_id or uuid.uuid4().hex
+        else:
+            fields = request.DESCRIPTOR.fields_by_name
+            if "request_id" in fields and not request.request_id:
+                request.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
+            safe = "request_id" in fields or method.startswith(("Get", "List", "Download")) or method in READ_ONLY
+            trace_id = getattr(request, "request_id", "") or uuid.uuid4().hex
         deadline = time.monotonic() + timeout
         attempt = 0
         while True:
@@ -193,6 +222,9 @@ class Connection:
                 raise DeadlineExceeded(f"no answer within the {timeout:g}s deadline (pass timeout= to allow longer)",
                                        method=method)
             try:
+                if isinstance(request, EncodedRequest):
+                    rpc = self._encoded_rpc(stub_type, method, request.response_type)
+                    return rpc(request.data, timeout=remaining, metadata=(("x-request-id", trace_id),))
                 rpc = getattr(self.stub(stub_type), method)
                 return rpc(request, timeout=remaining, metadata=(("x-request-id", trace_id),))
             except grpc.RpcError as exc:
@@ -221,6 +253,20 @@ class Connection:
             yield from getattr(self.stub(stub_type), method)(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, method) from exc
+
+
+def _service_name(stub_type: type) -> str:
+    """"pellucid.api.v1.InputService" for InputServiceStub, from the generated module's descriptor."""
+    import sys
+
+    module = sys.modules[stub_type.__module__]
+    name = stub_type.__name__.removesuffix("Stub")
+    for pb2 in vars(module).values():
+        descriptor = getattr(pb2, "DESCRIPTOR", None)
+        service = getattr(descriptor, "services_by_name", {}).get(name)
+        if service is not None:
+            return service.full_name
+    raise LookupError(f"no service {name} behind {stub_type.__module__}")
 
 
 _connections: dict[tuple, Connection] = {}

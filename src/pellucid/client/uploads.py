@@ -25,7 +25,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from pellucid.api import v1
-from pellucid.client._protos import input_size
+from pellucid.client._protos import encode_with_repeated
+from pellucid.client._transport import EncodedRequest
 from pellucid.errors import ApiError, PellucidError, UserError, error_class
 
 log = logging.getLogger("pellucid.client")
@@ -190,7 +191,7 @@ class Uploader:
                    disable=not self._progress, smoothing=0.1)
         slots = threading.BoundedSemaphore(self._concurrency)
         pending: set[Future] = set()
-        batch: list[tuple[UploadItem, v1.Input]] = []
+        batch: list[tuple[UploadItem, str, bytes]] = []  # item, input id, serialized input
         batch_bytes = 0
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="pellucid-upload") as pool:
 
@@ -226,11 +227,11 @@ class Uploader:
                     message = self._build(item, bar)
                     if message is None:
                         continue
-                    size = input_size(message)
-                    if batch and (len(batch) >= self._batch_size or batch_bytes + size > self._max_bytes):
+                    encoded = message.SerializeToString()  # once: the batch is framed from these bytes
+                    if batch and (len(batch) >= self._batch_size or batch_bytes + len(encoded) > self._max_bytes):
                         flush()
-                    batch.append((item, message))
-                    batch_bytes += size
+                    batch.append((item, message.id, encoded))
+                    batch_bytes += len(encoded)
                 flush()
             except KeyboardInterrupt:
                 for future in list(pending):
@@ -276,25 +277,27 @@ class Uploader:
                 with self._lock:
                     self.result.bytes_sent += len(data)
 
-    def _send(self, batch: list[tuple[UploadItem, v1.Input]], batch_bytes: int, bar: tqdm) -> None:
-        request = v1.PostInputsRequest(user_id=self._user_id, app_id=self._app_id, inputs=[m for _, m in batch],
-                                       inputs_add_job_id=self._job_id)
+    def _send(self, batch: list[tuple[UploadItem, str, bytes]], batch_bytes: int, bar: tqdm) -> None:
+        header = v1.PostInputsRequest(user_id=self._user_id, app_id=self._app_id, inputs_add_job_id=self._job_id,
+                                      request_id=uuid.uuid4().hex)  # a retried batch is applied once
+        request = EncodedRequest(v1.PostInputsResponse, encode_with_repeated(header, "inputs", [e for _, _, e in batch]),
+                                 header.request_id)
         try:
             response = self._call(v1.InputServiceStub, "PostInputs", request, timeout=self._batch_timeout)
         except ApiError as exc:  # the whole batch failed (server unreachable...): every item is retryable
-            for item, message in batch:
-                self._fail(item, message.id, exc.code.name, exc.message)
+            for item, input_id, _ in batch:
+                self._fail(item, input_id, exc.code.name, exc.message)
         except Exception as exc:  # noqa: BLE001 - reported per item, never lost with the result
-            for item, message in batch:
-                self._fail(item, message.id, "UNKNOWN", f"{type(exc).__name__}: {exc}")
+            for item, input_id, _ in batch:
+                self._fail(item, input_id, "UNKNOWN", f"{type(exc).__name__}: {exc}")
         else:
             with self._lock:
-                for (item, message), result in zip(batch, response.results):
+                for (item, input_id, _), result in zip(batch, response.results):
                     if result.status.code == v1.Status.OK:
                         (self.result.duplicate_ids if result.duplicate else self.result.stored_ids).append(result.input_id)
                     else:
                         code = error_class(result.status.code).code.name
-                        self.result.failed.append(FailedItem(item.index, result.input_id or message.id, item.source,
+                        self.result.failed.append(FailedItem(item.index, result.input_id or input_id, item.source,
                                                              code, result.status.message))
                 self.result.bytes_sent += batch_bytes
         bar.update(len(batch))
