@@ -4,10 +4,10 @@
 1. raw gRPC client streaming of the same bytes (one message per image) to a bare
    server on loopback: the transport's limit for this data;
 2. `Dataset.upload_dataset` into the embedded server (what a user runs).
-   1 and 2 alternate for --rounds rounds (each round uploads new images into a new
-   dataset): this VM's speed drifts by +-20% within a minute, so a ratio of two single
-   runs taken at different moments says more about the drift than about pellucid.
-   The table shows the median of each; every round is printed too;
+   1 and 2 alternate for --rounds rounds, each round into a fresh embedded server:
+   this VM's speed drifts by +-20% within a minute, so a ratio of two single runs
+   taken at different moments says more about the drift than about pellucid. The
+   table shows the median of each; every round is printed too;
 3. the reference platform's design against the same server: batches of 128 sent by a
    pool of 10 threads as separate unary calls (all submitted up front), each followed
    by polling its inputs-add job and listing the batch's inputs to check them;
@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import os
 import resource
+import shutil
 import statistics
 import struct
 import sys
@@ -168,26 +169,28 @@ def main() -> int:
     args = parser.parse_args()
     side = int((args.image_bytes / 3) ** 0.5)
     image_size = len(synthetic_png(0, side))
-    home = tempfile.mkdtemp(prefix="pellucid-bench-")
-    os.environ["PELLUCID_HOME"] = home
-    print(f"{args.n:,} synthetic PNGs of {image_size:,} bytes ({side}x{side} noise); embedded server in {home}")
+    homes = [tempfile.mkdtemp(prefix=f"pellucid-bench-{round_ + 1}-") for round_ in range(args.rounds)]
+    print(f"{args.n:,} synthetic PNGs of {image_size:,} bytes ({side}x{side} noise); embedded servers in {', '.join(homes)}")
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, grpcio {grpc.__version__}\n")
 
-    user = User()
-    app = user.create_app("bench")
     raw_runs: list[float] = []
     ours_runs: list[float] = []
-    for round_ in range(args.rounds):
-        first = round_ * args.n  # new images each round: none is a duplicate of an earlier round's
+    for round_, home in enumerate(homes):
+        first = round_ * args.n  # new images each round
         raw_seconds, raw_bytes = raw_streaming(args.n, side, first)
         assert raw_bytes == args.n * image_size
+        os.environ["PELLUCID_HOME"] = home
         loader = SyntheticImages(args.n, side, first=first)
-        dataset = app.create_dataset(f"images-{round_}")
+        round_user = User()
+        dataset = round_user.create_app("bench").create_dataset("images")
         rss_before = rss_mb()
         result = dataset.upload_dataset(loader, progress=False)
         assert result.ok and len(result.stored_ids) == args.n, result
-        if round_ == 0:
-            first_dataset, first_loader, first_rss = dataset, loader, (rss_before, rss_mb())
+        if round_ == 0:  # the first round's server serves the rest of the benchmark
+            user, first_dataset, first_loader, first_rss = round_user, dataset, loader, (rss_before, rss_mb())
+        else:
+            _embedded.forget(home)
+            shutil.rmtree(home, ignore_errors=True)
         raw_runs.append(raw_seconds)
         ours_runs.append(result.seconds)
         print(f"round {round_ + 1}: raw {args.n / raw_seconds:,.0f}/s, pellucid {args.n / result.seconds:,.0f}/s, "
@@ -232,7 +235,7 @@ def main() -> int:
           f"per quarter: {', '.join(f'{r:,.0f}/s' for r in quarter_rates)} (flat = linear time)")
     samples = ", ".join(f"{i:,}: {mb_:.0f} MB" for i, mb_ in loader.rss_samples)
     print(f"RSS during the upload (item: RSS): {samples}; before {rss_before:.0f} MB, after {rss_after:.0f} MB")
-    _embedded.forget(home)
+    _embedded.forget(homes[0])
     return 0
 
 
