@@ -24,8 +24,6 @@ class ThreadConnections:
     Readers keep their own connections, so reads never wait for a write.
     """
 
-    WRITER_CACHE_KIB = 32 * 1024
-
     def __init__(self, path: Path, foreign_keys: bool = False) -> None:
         self.path = path
         self._foreign_keys = foreign_keys
@@ -66,7 +64,6 @@ class ThreadConnections:
         try:
             if self._writer is None:
                 self._writer = self._open()
-                self._writer.execute(f"PRAGMA cache_size=-{self.WRITER_CACHE_KIB}")
             conn = self._local.writing = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
