@@ -87,6 +87,9 @@ class AnnotationOutcome:
     duplicate: bool = False
 
 
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
@@ -135,7 +138,8 @@ class Inputs:
             items.append(IngestItem(record, tuple(annotations)))
             for a in annotations:
                 for c in [*a.concepts, *(c for r in a.regions for c in r.concepts)]:
-                    concepts.setdefault(c.id, ConceptRecord(app.user_id, app.id, c.id, c.name or c.id, record.created_at))
+                    if c.id not in concepts:
+                        concepts[c.id] = ConceptRecord(app.user_id, app.id, c.id, c.name or c.id, record.created_at)
         now = self._clock()
         failed_early = sum(isinstance(p, EngineError) for p in prepared)
         job = JobRecord(app.user_id, app.id, job_id, now, now, received=len(specs), failed=failed_early) if job_id else None
@@ -226,7 +230,8 @@ class Inputs:
         labels = _checked_concepts(spec.labels, "data.concepts")
         regions = [_checked_region(r, f"data.regions[{i}]") for i, r in enumerate(spec.regions)]
         input_type = spec.media[0].kind if spec.media else "text"
-        content_key = _digest("input", input_type, media_key, hashlib.sha256(text.encode()).hexdigest())
+        text_key = hashlib.sha256(text.encode()).hexdigest() if text else _EMPTY_SHA256
+        content_key = _digest("input", input_type, media_key, text_key)
         input_id = spec.id or content_key[:32]
         validate_id(input_id, "id")
         now = self._clock()
