@@ -128,7 +128,7 @@ def test_blob_digests_match_hashlib_at_every_size_around_the_piece_boundary() ->
 
     from pellucid.server.storage.blobs import sha256_hex
 
-    for size in (0, 1, 2046, 2047, 2048, 4094, 4095, 10_000, 100_003):
+    for size in (0, 1, 2046, 2047, 2048, 4094, 4095, 10_000, 65_536, 65_537, 100_003):
         data = bytes(i % 251 for i in range(size))
         assert sha256_hex(data) == hashlib.sha256(data).hexdigest(), size
 

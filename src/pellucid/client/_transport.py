@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import threading
 import time
 import uuid
@@ -196,7 +197,7 @@ class Connection:
 
     # calls
 
-    def call(self, stub_type: type, method: str, request: R | Message, *, timeout: float | None = None,
+    def call(self, stub_type: type, method: str, request: R | Message | EncodedRequest, *, timeout: float | None = None,
              retry: RetryPolicy = DEFAULT_RETRY) -> Any:
         """Call a unary RPC with a deadline, retrying when that is safe; errors become pellucid.errors.
 
@@ -257,8 +258,6 @@ class Connection:
 
 def _service_name(stub_type: type) -> str:
     """"pellucid.api.v1.InputService" for InputServiceStub, from the generated module's descriptor."""
-    import sys
-
     module = sys.modules[stub_type.__module__]
     name = stub_type.__name__.removesuffix("Stub")
     for pb2 in vars(module).values():

@@ -23,15 +23,19 @@ CHUNK_BYTES = 1024 * 1024
 
 _IOV_MAX = 1024  # buffers per writev on Linux
 _GIL_FREE_HASH_BYTES = 2047  # hashlib releases the GIL for updates of 2048 bytes and more
+_HOLD_GIL_UP_TO = 64 * 1024
 
 
 def sha256_hex(data: bytes) -> str:
-    """sha256 of `data`, hashed in pieces too small for hashlib to release the GIL.
+    """sha256 of `data`; a small blob is hashed in pieces too small for hashlib to release the GIL.
 
     Releasing it for each 10 KB blob handed the GIL to another thread 128 times a
     batch; under a bulk upload the handler then waited to get it back, and this line
-    was 17% of PostInputs' time (py-spy). The pieces cost ~1 us more per 10 KB.
+    was 17% of PostInputs' time (py-spy). The pieces cost ~1 us more per 10 KB. A large
+    blob is hashed in one call, which lets other threads run meanwhile.
     """
+    if len(data) > _HOLD_GIL_UP_TO:
+        return hashlib.sha256(data).hexdigest()
     hasher, view = hashlib.sha256(), memoryview(data)
     for start in range(0, len(view), _GIL_FREE_HASH_BYTES):
         hasher.update(view[start:start + _GIL_FREE_HASH_BYTES])
