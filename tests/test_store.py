@@ -133,13 +133,67 @@ def test_blob_digests_match_hashlib_at_every_size_around_the_piece_boundary() ->
         assert sha256_hex(data) == hashlib.sha256(data).hexdigest(), size
 
 
-def test_pack_appends_keep_every_part_in_order_past_the_writev_limit(tmp_path: Path) -> None:
-    from pellucid.server.storage.blobs import _write_all
+def test_pack_appends_keep_every_part_in_order_past_the_writev_limit_and_after_short_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    from pellucid.server.storage import blobs
 
     parts = [f"part {i};".encode() * (i % 7) for i in range(3000)]  # some empty, more than IOV_MAX
+    real_writev, rng, calls = os.writev, random.Random(7), []
+
+    def short_writev(fd: int, buffers: list) -> int:  # what a signal or a full pipe can do to writev
+        calls.append(len(buffers))
+        data = b"".join(bytes(b) for b in buffers)
+        return real_writev(fd, [data[:rng.randint(1, len(data))]])
+
+    monkeypatch.setattr(blobs.os, "writev", short_writev)
     fd = os.open(tmp_path / "pack", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
-        _write_all(fd, parts)
+        blobs._write_all(fd, parts)
     finally:
         os.close(fd)
     assert (tmp_path / "pack").read_bytes() == b"".join(parts)
+    assert max(calls) <= 1024 and len(calls) > 2
+
+
+
+def test_a_commit_that_fails_is_rolled_back_and_the_next_write_works(tmp_path: Path) -> None:
+    from pellucid.server.storage.sqlite_connections import ThreadConnections
+
+    connections = ThreadConnections(tmp_path / "t.sqlite3", foreign_keys=True)
+    with connections.write() as conn:
+        conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TABLE child (parent INTEGER NOT NULL REFERENCES parent(id))")
+    with pytest.raises(sqlite3.IntegrityError), connections.write() as conn:
+        conn.execute("PRAGMA defer_foreign_keys=ON")  # the violation surfaces at COMMIT
+        conn.execute("INSERT INTO child VALUES (42)")
+    with connections.write() as conn:  # another thread's write would get the same connection
+        conn.execute("INSERT INTO parent VALUES (1)")
+        conn.execute("INSERT INTO child VALUES (1)")
+    assert [tuple(r) for r in connections.get().execute("SELECT parent FROM child")] == [(1,)]
+    with pytest.raises(ValueError), connections.write() as conn:
+        conn.execute("INSERT INTO parent VALUES (2)")
+        raise ValueError("the body failed")
+    assert [r[0] for r in connections.get().execute("SELECT id FROM parent")] == [1]
+    connections.close()
+
+
+def test_blobs_roll_over_to_new_packs_read_back_and_a_closed_store_refuses_writes(tmp_path: Path) -> None:
+    from pellucid.server.storage.blobs import LocalBlobStore, sha256_hex
+
+    store = LocalBlobStore(tmp_path)
+    store.PACK_LIMIT = 50_000  # type: ignore[misc] - a new pack every few batches
+    batches = [[bytes([b, i]) * 5_000 for i in range(8)] for b in range(6)]  # 10 KB each, 80 KB a batch
+    for batch in batches:
+        store.put_many(batch)
+    store.put_many(batches[0])  # all known: nothing appended
+    assert len(list((tmp_path / "blobs" / "packs").glob("*.pack"))) >= 3
+    store.close()
+    store.close()  # twice is harmless: no descriptor is closed a second time
+    with pytest.raises(RuntimeError, match="closed"):
+        store.put_many([b"late" * 100])
+    reopened = LocalBlobStore(tmp_path)
+    for blob in (blob for batch in batches for blob in batch):
+        assert reopened.get(sha256_hex(blob)) == blob
+    reopened.close()

@@ -163,24 +163,37 @@ def test_a_batch_framed_from_serialized_inputs_parses_as_the_request_it_stands_f
     assert v1.PostInputsRequest.FromString(framed) == expected
 
 
-def test_an_encoded_batch_goes_to_its_method_and_is_retried_under_one_request_id() -> None:
+def test_an_encoded_batch_goes_to_its_method_with_its_bytes_and_is_retried_under_one_request_id() -> None:
     from pellucid.client._transport import EncodedRequest
 
     methods: list[str] = []
+    bodies: list[bytes] = []
 
     class MethodRecorder(Recorder):
         def service(self, details):  # type: ignore[no-untyped-def]
             methods.append(details.method)
-            return super().service(details)
+            handler = super().service(details)
+
+            def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
+                bodies.append(request)
+                return handler.unary_unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(handle)
 
     recorder = MethodRecorder(answer=grpc.StatusCode.UNAVAILABLE)
     server, port = serve(recorder)
     try:
-        user = User(base_url=f"grpc://127.0.0.1:{port}", pat="x")
-        request = EncodedRequest(v1.PostInputsResponse, v1.PostInputsRequest(app_id="a").SerializeToString(), "batch-1")
+        user = User(base_url=f"grpc://127.0.0.1:{port}", pat="pel_pat_secret")
+        inputs = [v1.Input(id="a", data=v1.Data(text=v1.Text(raw="one"))).SerializeToString()]
+        request = EncodedRequest.frame(v1.PostInputsResponse, v1.PostInputsRequest(app_id="a"), "inputs", inputs)
         with pytest.raises(errors.Unavailable):
             user._connection.call(v1.InputServiceStub, "PostInputs", request, retry=RetryPolicy(initial_backoff=0.01))
+        attempts = RetryPolicy().max_attempts
         assert set(methods) == {"/pellucid.api.v1.InputService/PostInputs"}
-        assert [m["x-request-id"] for m, _ in recorder.calls] == ["batch-1"] * RetryPolicy().max_attempts
+        assert [m["x-request-id"] for m, _ in recorder.calls] == [request.request_id] * attempts
+        assert {m["authorization"] for m, _ in recorder.calls} == {"Bearer pel_pat_secret"}
+        assert len(bodies) == attempts and len({bytes(b) for b in bodies}) == 1  # the same bytes every time
+        parsed = v1.PostInputsRequest.FromString(bodies[0])
+        assert parsed.request_id == request.request_id and parsed.app_id == "a" and parsed.inputs[0].data.text.raw == "one"
     finally:
         server.stop(0)

@@ -52,16 +52,26 @@ DEFAULT_RETRY = RetryPolicy()
 
 @dataclass(frozen=True)
 class EncodedRequest:
-    """A unary request already in wire format, sent as is.
+    """A unary request already in wire format, sent as is; make one with `frame`.
 
     The bulk uploader serializes each input once, as it is built, and frames a batch
-    from those bytes (`encode_with_repeated`): copying 128 inputs into one request
-    message and encoding 1+ MB at once cost ~16 us per input, ten times the framing.
+    from those bytes: copying 128 inputs into one request message and encoding 1+ MB
+    at once cost ~16 us per input, ten times the framing.
     """
 
     response_type: type[Message]
     data: bytes
-    request_id: str = ""
+    request_id: str  # the one inside `data`: retrying is safe because the server replays it
+
+    @classmethod
+    def frame(cls, response_type: type[Message], header: Message, field: str, items: list[bytes]) -> EncodedRequest:
+        """`header` (given a request id if it has none) with `items`, serialized messages,
+        appended to its repeated `field`."""
+        from pellucid.client._protos import encode_with_repeated
+
+        if not header.request_id:  # type: ignore[attr-defined]
+            header.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
+        return cls(response_type, encode_with_repeated(header, field, items), header.request_id)  # type: ignore[attr-defined]
 
 
 class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
@@ -178,22 +188,26 @@ class Connection:
         return self._user_id
 
     def stub(self, stub_type: type) -> Any:
-        channel = self._open()
-        stub = self._stubs.get(stub_type)
-        if stub is None:
-            stub = self._stubs[stub_type] = stub_type(channel)
-        return stub
+        return self._cached(stub_type, stub_type)
 
     def _encoded_rpc(self, stub_type: type, method: str, response_type: type[Message]) -> Any:
         """`method` of `stub_type`'s service taking already-serialized bytes."""
-        channel = self._open()
-        key = (stub_type, method)
-        rpc = self._stubs.get(key)
-        if rpc is None:
-            service = _service_name(stub_type)
-            rpc = self._stubs[key] = channel.unary_unary(
-                f"/{service}/{method}", request_serializer=None, response_deserializer=response_type.FromString)
-        return rpc
+        path = f"/{_service_name(stub_type)}/{method}"
+        return self._cached((stub_type, method), lambda channel: channel.unary_unary(
+            path, request_serializer=None, response_deserializer=response_type.FromString))
+
+    def _cached(self, key: Any, make: Callable[[grpc.Channel], Any]) -> Any:
+        """A stub or callable on the current channel: never one on a channel that `close()`
+        (another thread following a new local owner) has just closed."""
+        while True:
+            channel = self._open()
+            with self._lock:
+                if self._channel is not channel:
+                    continue  # closed meanwhile: open the next one
+                made = self._stubs.get(key)
+                if made is None:
+                    made = self._stubs[key] = make(channel)
+                return made
 
     # calls
 
@@ -202,8 +216,8 @@ class Connection:
         """Call a unary RPC with a deadline, retrying when that is safe; errors become pellucid.errors.
 
         The deadline (`timeout` seconds, default 30) covers all attempts. A call is retried
-        only if it reads, or carries a request id (filled in here if empty), so the server
-        applies it at most once.
+        only if it reads, or carries a request id (filled in here if empty; an
+        `EncodedRequest` carries its own), so the server applies it at most once.
         """
         timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         if isinstance(request, EncodedRequest):

@@ -25,7 +25,6 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from pellucid.api import v1
-from pellucid.client._protos import encode_with_repeated
 from pellucid.client._transport import EncodedRequest
 from pellucid.errors import ApiError, PellucidError, UserError, error_class
 
@@ -278,10 +277,8 @@ class Uploader:
                     self.result.bytes_sent += len(data)
 
     def _send(self, batch: list[tuple[UploadItem, str, bytes]], batch_bytes: int, bar: tqdm) -> None:
-        header = v1.PostInputsRequest(user_id=self._user_id, app_id=self._app_id, inputs_add_job_id=self._job_id,
-                                      request_id=uuid.uuid4().hex)  # a retried batch is applied once
-        request = EncodedRequest(v1.PostInputsResponse, encode_with_repeated(header, "inputs", [e for _, _, e in batch]),
-                                 header.request_id)
+        header = v1.PostInputsRequest(user_id=self._user_id, app_id=self._app_id, inputs_add_job_id=self._job_id)
+        request = EncodedRequest.frame(v1.PostInputsResponse, header, "inputs", [e for _, _, e in batch])
         try:
             response = self._call(v1.InputServiceStub, "PostInputs", request, timeout=self._batch_timeout)
         except ApiError as exc:  # the whole batch failed (server unreachable...): every item is retryable

@@ -22,7 +22,7 @@ CHUNK_BYTES = 1024 * 1024
 
 
 _IOV_MAX = 1024  # buffers per writev on Linux
-_GIL_FREE_HASH_BYTES = 2047  # hashlib releases the GIL for updates of 2048 bytes and more
+_GIL_HELD_PIECE_BYTES = 2047  # the largest update hashlib makes without releasing the GIL
 _HOLD_GIL_UP_TO = 64 * 1024
 
 
@@ -37,8 +37,8 @@ def sha256_hex(data: bytes) -> str:
     if len(data) > _HOLD_GIL_UP_TO:
         return hashlib.sha256(data).hexdigest()
     hasher, view = hashlib.sha256(), memoryview(data)
-    for start in range(0, len(view), _GIL_FREE_HASH_BYTES):
-        hasher.update(view[start:start + _GIL_FREE_HASH_BYTES])
+    for start in range(0, len(view), _GIL_HELD_PIECE_BYTES):
+        hasher.update(view[start:start + _GIL_HELD_PIECE_BYTES])
     return hasher.hexdigest()
 
 
@@ -129,17 +129,22 @@ class LocalBlobStore(BlobStore):
         if not small:
             return digests
         with self._append_lock:
+            if self._writer < 0:
+                raise RuntimeError(f"the blob store in {self.root} is closed")
             known = self._known(list(small))
             new = {d: b for d, b in small.items() if d not in known}
             if not new:
                 return digests
             offset = os.fstat(self._writer).st_size  # after a failed append too: its bytes are never indexed
             if offset > self.PACK_LIMIT:
-                os.fdatasync(self._writer)  # batches still syncing hold their own descriptors (below)
+                fresh = self._open_pack(self._pack + 1)  # first: if this fails, the old writer is intact
+                try:
+                    os.fdatasync(self._writer)  # batches still syncing hold their own descriptors (below)
+                except BaseException:
+                    os.close(fresh)
+                    raise
                 os.close(self._writer)
-                self._pack += 1
-                self._writer = self._open_pack(self._pack)
-                offset = 0
+                self._pack, self._writer, offset = self._pack + 1, fresh, 0
             rows = []
             for digest, blob in new.items():
                 rows.append((digest, self._pack, offset, len(blob)))
@@ -228,19 +233,23 @@ class LocalBlobStore(BlobStore):
             for fd in self._readers.values():
                 os.close(fd)
             self._readers.clear()
-        os.close(self._writer)
+        with self._append_lock:  # not under an append; and a descriptor number is closed once only
+            if self._writer >= 0:
+                os.close(self._writer)
+                self._writer = -1
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:
     """Append `parts` with writev: joining a batch first cost a 1+ MB copy and fresh pages per batch."""
     views = [memoryview(p) for p in parts if p]
-    while views:
-        written = os.writev(fd, views[:_IOV_MAX])
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first:first + _IOV_MAX])
+        while first < len(views) and written >= len(views[first]):  # a short write resumes mid-part
+            written -= len(views[first])
+            first += 1
         if written:
-            views[0] = views[0][written:]
+            views[first] = views[first][written:]
 
 
 def _sync_directory(path: Path) -> None:

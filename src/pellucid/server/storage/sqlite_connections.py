@@ -35,15 +35,15 @@ class ThreadConnections:
         self._closed = False
 
     def _open(self) -> sqlite3.Connection:
-        if self._closed:
-            raise RuntimeError(f"{self.path} is closed")
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA temp_store=MEMORY")  # statement journals of multi-row inserts: no temp files
         conn.execute(f"PRAGMA foreign_keys={'ON' if self._foreign_keys else 'OFF'}")
         with self._lock:
+            if self._closed:  # checked with the append, so close() cannot miss this connection
+                conn.close()
+                raise RuntimeError(f"{self.path} is closed")
             self._all.append(conn)
         return conn
 
@@ -56,7 +56,11 @@ class ThreadConnections:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; BEGIN IMMEDIATE takes SQLite's write lock up front (no upgrade deadlocks)."""
+        """A write transaction; BEGIN IMMEDIATE takes SQLite's write lock up front (no upgrade deadlocks).
+
+        Whatever fails (the body, or COMMIT itself: a deferred constraint, a full disk),
+        the transaction is rolled back, so the shared writer is never left inside one.
+        """
         if getattr(self._local, "writing", None) is not None:
             raise RuntimeError(f"{self.path}: a write transaction is already open in this thread")
         if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_SECONDS):
@@ -64,21 +68,23 @@ class ThreadConnections:
         try:
             if self._writer is None:
                 self._writer = self._open()
+                self._writer.execute("PRAGMA temp_store=MEMORY")  # statement journals of multi-row inserts
             conn = self._local.writing = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
         finally:
             self._local.writing = None
             self._write_lock.release()
 
     def close(self) -> None:
-        self._closed = True
         with self._lock:
+            self._closed = True
             for conn in self._all:
                 conn.close()
             self._all.clear()
