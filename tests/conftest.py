@@ -42,7 +42,8 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data_dir = tmp_path_factory.mktemp("server-data")
-    running = PellucidServer(ServerSettings(data_dir=data_dir, port=0))
+    # the URL tests fetch from a loopback web server; tests/test_fetch.py covers the refusing default
+    running = PellucidServer(ServerSettings(data_dir=data_dir, port=0, allow_private_urls=True))
     running.start()
     credentials = running.data_dir.read_credentials()
     assert credentials is not None

@@ -40,6 +40,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         data_dir=Path(args.data_dir) if args.data_dir else default_home(),
         host=args.host, port=args.port, admin_user_id=args.admin_user, max_workers=args.max_workers,
+        allow_private_urls=args.allow_private_urls,
     )
     server = PellucidServer(settings)
     try:
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--max-workers", type=int, default=256,
                         help="threads serving calls: each connected runner stream and each waiting predict holds one")
     server.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
+    server.add_argument("--allow-private-urls", action="store_true",
+                        help="fetch URL inputs from this machine and private networks too (off: callers could read them)")
     server.add_argument("--log-level", default="info")
     server.set_defaults(run=cmd_server)
 

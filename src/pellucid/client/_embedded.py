@@ -33,7 +33,8 @@ def local_address(data_dir: str) -> str:
         while time.monotonic() < deadline:
             ownership = folder.try_lock()
             if ownership is not None:
-                server = PellucidServer(ServerSettings(data_dir=folder.path), lock=ownership)
+                # in-process, as the user: nothing to protect from them, so localhost URLs work
+                server = PellucidServer(ServerSettings(data_dir=folder.path, allow_private_urls=True), lock=ownership)
                 server.start()
                 _servers[folder.path] = server
                 atexit.register(_stop, folder.path)

@@ -37,6 +37,9 @@ class ServerSettings:
     blob_uri: str = ""
     admin_user_id: str = "admin"
     max_workers: int = 256
+    # Fetch URL inputs from loopback and private networks too. Off for a shared server:
+    # callers could make it read what only it can reach (see engine/fetch.py).
+    allow_private_urls: bool = False
 
 
 class PellucidServer:
@@ -69,7 +72,7 @@ class PellucidServer:
         try:
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
             blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}")
-            self.engine = Engine(store, blobs)
+            self.engine = Engine(store, blobs, allow_private_urls=self.settings.allow_private_urls)
             # this process owns the data dir (lock): unfinished claims are from a crashed server
             store.release_unfinished_requests()
             created = self.engine.users.bootstrap(self.settings.admin_user_id)

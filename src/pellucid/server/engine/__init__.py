@@ -13,6 +13,7 @@ from pellucid.server.engine.access import Principal
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
+from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.inputs import Inputs
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.requests import RequestLog
@@ -26,14 +27,15 @@ from pellucid.server.storage.blobs import BlobStore
 class Engine:
     """Every resource's rules, over one set of stores."""
 
-    def __init__(self, store: MetadataStore, blobs: BlobStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, clock: Callable[[], float] = time.time,
+                 allow_private_urls: bool = False) -> None:
         self.store = store
         self.blobs = blobs
         self.users = Users(store, clock)
         self.apps = Apps(store, clock)
         self.concepts = Concepts(store, self.apps, clock)
         self.datasets = Datasets(store, self.apps, clock)
-        self.inputs = Inputs(store, blobs, self.apps, clock)
+        self.inputs = Inputs(store, blobs, self.apps, clock, UrlFetcher(allow_private=allow_private_urls))
         self.requests = RequestLog(store, clock)
         self.router = Router()
         self.models = Models(store, self.apps, self.router, clock)

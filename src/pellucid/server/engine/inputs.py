@@ -22,7 +22,7 @@ from pellucid.server.engine.errors import (
     InvalidArgument,
     NotFound,
 )
-from pellucid.server.engine.fetch import fetch_url
+from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.ids import validate_id
 from pellucid.server.engine.media import sniff
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
@@ -104,11 +104,13 @@ def derived_annotation_id(input_id: str, concepts: Iterable[ConceptValue], regio
 class Inputs:
     FETCH_WORKERS = 8
 
-    def __init__(self, store: MetadataStore, blobs: BlobStore, apps: Apps, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, apps: Apps, clock: Callable[[], float] = time.time,
+                 urls: UrlFetcher | None = None) -> None:
         self._store = store
         self._blobs = blobs
         self._apps = apps
         self._clock = clock
+        self._urls = urls or UrlFetcher()
         self._fetcher = ThreadPoolExecutor(self.FETCH_WORKERS, thread_name_prefix="pellucid-fetch")
 
     # ingestion
@@ -182,7 +184,7 @@ class Inputs:
                                reason="DATASET_NOT_FOUND", field="dataset_ids")
         text = spec.text
         if spec.text_url:
-            raw = fetch_url(spec.text_url, "data.text.url")
+            raw = self._urls.fetch(spec.text_url, "data.text.url")
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -213,7 +215,7 @@ class Inputs:
                 info = sniff(sample or b"", media.kind, field)
                 sha = media.blob_sha256
             else:
-                payload = media.data or fetch_url(media.url, f"{field}.url")
+                payload = media.data or self._urls.fetch(media.url, f"{field}.url")
                 info = sniff(payload, media.kind, field)
                 sha, size = sha256_hex(payload), len(payload)
             media_key = sha
