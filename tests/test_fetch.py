@@ -24,7 +24,7 @@ def start_web(routes: dict[str, tuple[int, str]]) -> tuple[http.server.Threading
     """A loopback server: path -> (status, Location); 200 answers with CAT."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             status, location = routes.get(self.path, (404, ""))
             self.send_response(status)
             if location:

@@ -75,7 +75,10 @@ def test_a_stale_attempt_cannot_touch_a_newer_claim(tmp_path: Path) -> None:
 
 
 def test_insert_rows_splits_at_the_variable_limit_and_keeps_every_row(tmp_path: Path) -> None:
-    from pellucid.server.storage.sqlite_connections import ThreadConnections, insert_rows
+    from pellucid.server.storage.sqlite_connections import (
+        ThreadConnections,
+        insert_rows,
+    )
 
     connections = ThreadConnections(tmp_path / "t.sqlite3")
     with connections.write() as conn:
@@ -107,7 +110,7 @@ def test_writers_in_many_threads_all_commit_and_reads_inside_a_write_see_it(tmp_
                     # a helper that reads through get() inside the transaction sees the row
                     seen = connections.get().execute("SELECT COUNT(*) FROM t WHERE thread = ?", (thread,)).fetchone()[0]
                     assert seen == n + 1
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
@@ -117,9 +120,8 @@ def test_writers_in_many_threads_all_commit_and_reads_inside_a_write_see_it(tmp_
         t.join()
     assert errors == []
     assert connections.get().execute("SELECT COUNT(*) FROM t").fetchone()[0] == 400
-    with connections.write(), pytest.raises(RuntimeError, match="already open in this thread"):
-        with connections.write():
-            pass
+    with connections.write(), pytest.raises(RuntimeError, match="already open in this thread"), connections.write():
+        pass
     connections.close()
 
 

@@ -225,7 +225,7 @@ class Connection:
             trace_id = request.request_id or uuid.uuid4().hex
         else:
             fields = request.DESCRIPTOR.fields_by_name
-            if "request_id" in fields and not request.request_id:
+            if "request_id" in fields and not request.request_id:  # type: ignore[attr-defined]
                 request.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
             safe = "request_id" in fields or method.startswith(("Get", "List", "Download")) or method in READ_ONLY
             trace_id = getattr(request, "request_id", "") or uuid.uuid4().hex

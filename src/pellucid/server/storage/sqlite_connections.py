@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
 BUSY_TIMEOUT_SECONDS = 30.0
 
 
