@@ -282,3 +282,44 @@ def test_upload_options_like_the_reference(dataset: Dataset, tmp_path: Path, cap
     assert [v.id for v in dataset.list_versions()] == []  # the status version was deleted again
     with pytest.raises(errors.UserError, match="straight from the server"):
         dataset.export(str(tmp_path / "x.zip"), "http://archive")
+
+
+def test_batches_are_read_in_parallel_and_sent_within_the_byte_limit(app: App, dataset: Dataset) -> None:
+    """Reads that wait (network storage) overlap across batches, and no request passes
+    max_batch_bytes: a batch whose inputs are too big together goes as several requests."""
+    import threading
+    import time
+
+    from pellucid.api import v1
+
+    reading, most, lock = [0], [0], threading.Lock()
+
+    class WaitingReads(ListLoader):
+        def __getitem__(self, index: int):  # type: ignore[no-untyped-def]
+            with lock:
+                reading[0] += 1
+                most[0] = max(most[0], reading[0])
+            time.sleep(0.005)  # a read from slow storage
+            with lock:
+                reading[0] -= 1
+            return super().__getitem__(index)
+
+    images = [VisualClassificationFeatures(image_bytes=png(f"big-{i}", side=100), labels=["x"]) for i in range(48)]
+    image_bytes = len(images[0].image_bytes)  # ~30 KB of noise each
+    uploader = app.inputs()._uploader(batch_size=16, concurrency=3, max_batch_bytes=4 * image_bytes, progress=False)
+    requests: list[int] = []
+    real_call = uploader._call
+
+    def recording_call(stub, method, request, **kwargs):  # type: ignore[no-untyped-def]
+        with lock:
+            requests.append(len(v1.PostInputsRequest.FromString(request.data).inputs))
+            assert len(request.data) < 4 * image_bytes + 1024  # the limit, plus framing
+        return real_call(stub, method, request, **kwargs)
+
+    uploader._call = recording_call  # type: ignore[method-assign]
+    from pellucid.datasets.convert import loader_items
+
+    result = uploader.run(loader_items(WaitingReads("visual_classification", images), dataset.id), total=48)
+    assert result.ok and len(result.stored_ids) == 48
+    assert most[0] > 1  # several batches were being read at once
+    assert sum(requests) == 48 and max(requests) < 16  # each 16-input batch went as several requests

@@ -1,9 +1,10 @@
 """The bulk upload pipeline behind upload_inputs, upload_dataset, upload_from_csv and upload_from_folder.
 
-Items are read lazily from their source and packed into batches of at most 128 inputs
-and `max_batch_bytes`; at most `concurrency` batches are in flight (plus the one being
-packed), so memory stays flat however large the dataset (the result keeps each derived id
-in 16 bytes). Each batch carries a request
+Items are taken lazily from their source in batches of at most 128 inputs, each read and
+sent by one of `concurrency` threads (so reads that wait on storage overlap) in requests
+of at most `max_batch_bytes`; at most `concurrency` batches are in flight (plus the one
+being gathered), so memory stays flat however large the dataset (the result keeps each
+derived id in 16 bytes). Each batch carries a request
 id, so a retried batch is applied once; input ids are the caller's or derived by the
 server from the content, so re-running an upload that was cut short stores what is
 missing and reports the rest as duplicates, never storing an item twice.
@@ -185,21 +186,26 @@ class Uploader:
         self.result = UploadResult(job_id=self._job_id)
 
     def run(self, items: Iterable[UploadItem], total: int | None = None, only: set[int] | None = None) -> UploadResult:
+        """Upload every item (or those whose index is in `only`), `batch_size` at a time.
+
+        This thread only takes items from the source; the thread that sends a batch also
+        reads and builds its items (the loader's `__getitem__`, file reads), so up to
+        `concurrency` batches are read at once: reads that wait on storage overlap.
+        """
         started = time.perf_counter()
         bar = tqdm(total=len(only) if only is not None else total, desc=self._description, unit="input",
                    disable=not self._progress, smoothing=0.1)
         slots = threading.BoundedSemaphore(self._concurrency)
         pending: set[Future] = set()
-        batch: list[tuple[UploadItem, str, bytes]] = []  # item, input id, serialized input
-        batch_bytes = 0
+        batch: list[UploadItem] = []
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="pellucid-upload") as pool:
 
             def flush() -> None:
-                nonlocal batch, batch_bytes
+                nonlocal batch
                 if not batch:
                     return
                 slots.acquire()  # back-pressure: never more than `concurrency` batches in flight
-                future = pool.submit(self._send, batch, batch_bytes, bar)
+                future = pool.submit(self._build_and_send, batch, bar)
 
                 def done(finished: Future) -> None:
                     slots.release()
@@ -207,7 +213,7 @@ class Uploader:
 
                 future.add_done_callback(done)
                 pending.add(future)
-                batch, batch_bytes = [], 0
+                batch = []
 
             source = iter(items)
             try:
@@ -223,14 +229,9 @@ class Uploader:
                         break
                     if only is not None and item.index not in only:
                         continue
-                    message = self._build(item, bar)
-                    if message is None:
-                        continue
-                    encoded = message.SerializeToString()  # once: the batch is framed from these bytes
-                    if batch and (len(batch) >= self._batch_size or batch_bytes + len(encoded) > self._max_bytes):
+                    batch.append(item)
+                    if len(batch) >= self._batch_size:
                         flush()
-                    batch.append((item, message.id, encoded))
-                    batch_bytes += len(encoded)
                 flush()
             except KeyboardInterrupt:
                 for future in list(pending):
@@ -242,6 +243,24 @@ class Uploader:
         bar.close()
         self.result.seconds = time.perf_counter() - started
         return self.result
+
+    def _build_and_send(self, items: list[UploadItem], bar: tqdm) -> None:
+        """Build a batch's inputs and send them: in more than one request when their bytes
+        would pass `max_batch_bytes`, so at most that much is held per batch."""
+        batch: list[tuple[UploadItem, str, bytes]] = []  # item, input id, serialized input
+        batch_bytes = 0
+        for item in items:
+            message = self._build(item, bar)
+            if message is None:
+                continue
+            encoded = message.SerializeToString()  # once: the request is framed from these bytes
+            if batch and batch_bytes + len(encoded) > self._max_bytes:
+                self._send(batch, batch_bytes, bar)
+                batch, batch_bytes = [], 0
+            batch.append((item, message.id, encoded))
+            batch_bytes += len(encoded)
+        if batch:
+            self._send(batch, batch_bytes, bar)
 
     def _fail(self, item: UploadItem, input_id: str, code: str, reason: str) -> None:
         with self._lock:

@@ -17,7 +17,12 @@ TASKS = (
 
 
 class DataLoader(abc.ABC):
-    """Subclass this (or just provide the same three members) to upload any data source."""
+    """Subclass this (or just provide the same three members) to upload any data source.
+
+    Uploads call `__getitem__` lazily, from up to `concurrency` threads at once (each
+    reads the batch it then sends, so reads that wait on storage overlap): it must be
+    safe to call concurrently, as reading a file by path or a list element is.
+    """
 
     @property
     @abc.abstractmethod
