@@ -323,3 +323,65 @@ def test_batches_are_read_in_parallel_and_sent_within_the_byte_limit(app: App, d
     assert result.ok and len(result.stored_ids) == 48
     assert most[0] > 1  # several batches were being read at once
     assert sum(requests) == 48 and max(requests) < 16  # each 16-input batch went as several requests
+
+
+def test_built_inputs_are_gathered_within_the_byte_limit_and_odd_items_fail_alone(app: App) -> None:
+    """Inputs passed already built are not read ahead past a request's worth per batch, and
+    an item that is not an Input fails alone, with its index."""
+    from pellucid.api import v1
+    from pellucid.client.input import Inputs
+    from pellucid.client.uploads import UploadItem
+
+    inputs = app.inputs()
+    image = len(png("size-probe", side=100))
+    uploader = inputs._uploader(batch_size=128, concurrency=2, max_batch_bytes=4 * image, progress=False)
+    generated, requested, ahead = [0], [0], []
+    real_call = uploader._call
+
+    def counting_call(stub, method, request, **kwargs):  # type: ignore[no-untyped-def]
+        requested[0] += len(v1.PostInputsRequest.FromString(request.data).inputs)
+        return real_call(stub, method, request, **kwargs)
+
+    uploader._call = counting_call  # type: ignore[method-assign]
+
+    def source():  # type: ignore[no-untyped-def]
+        for i in range(60):
+            message = Inputs.get_input_from_bytes(f"built-{i}", image_bytes=png(f"built-{i}", side=100))
+            generated[0] += 1
+            ahead.append(generated[0] - requested[0])
+            yield UploadItem(i, f"inputs[{i}]", lambda m=message: m, message.ByteSize())
+
+    result = uploader.run(source(), total=60)
+    assert result.ok and len(result.stored_ids) == 60
+    assert max(ahead) <= (2 + 2) * 4  # batches in flight, the one gathered, the one waiting: 4 inputs each
+
+    mixed = inputs.upload_inputs([Inputs.get_text_input("fine-1", "one"), "not an input",  # type: ignore[list-item]
+                                  Inputs.get_text_input("fine-2", "two")], show_log=False)
+    assert sorted(mixed.stored_ids) == ["fine-1", "fine-2"]
+    assert [(f.index, f.code) for f in mixed.failed] == [(1, "INVALID_ARGUMENT")]
+
+
+def test_ctrl_c_stops_the_reads_of_batches_in_flight(dataset: Dataset) -> None:
+    import time
+
+    reads = [0]
+
+    class SlowReads(ListLoader):
+        def __getitem__(self, index: int):  # type: ignore[no-untyped-def]
+            reads[0] += 1
+            time.sleep(0.01)
+            return super().__getitem__(index)
+
+    loader = SlowReads("text_classification", [TextFeatures(text=f"interrupted {i}") for i in range(1000)])
+    from pellucid.datasets.convert import loader_items
+
+    def interrupted():  # type: ignore[no-untyped-def]
+        for count, item in enumerate(loader_items(loader, dataset.id)):
+            if count == 64:
+                raise KeyboardInterrupt
+            yield item
+
+    uploader = dataset._inputs._uploader(batch_size=32, concurrency=2, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        uploader.run(interrupted(), total=1000)
+    assert reads[0] < 64  # the two batches in flight stopped reading instead of finishing their 32 reads each

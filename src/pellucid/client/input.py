@@ -169,7 +169,8 @@ class Inputs(Lister, BaseClient):
         reported in the result, which also holds the job id."""
         if isinstance(inputs, v1.Input):
             inputs = [inputs]
-        items = (UploadItem(i, f"inputs[{i}]", lambda m=m: m) for i, m in enumerate(inputs))
+        items = (UploadItem(i, f"inputs[{i}]", lambda m=m: m, m.ByteSize() if isinstance(m, v1.Input) else 0)
+                 for i, m in enumerate(inputs))  # anything else fails as its item
         total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
         result = self._uploader(batch_size=batch_size, concurrency=concurrency, job_id=job_id,
                                 progress=show_log and (total or 0) > batch_size).run(items, total)

@@ -44,6 +44,7 @@ class UploadItem:
     index: int
     source: str
     build: Callable[[], v1.Input]
+    size: int = 0  # bytes, when known before building (an input already built): bounds read-ahead
 
 
 class IdList(MutableSequence[str]):
@@ -183,6 +184,7 @@ class Uploader:
         self._job_id = job_id or uuid.uuid4().hex
         self._progress, self._description, self._batch_timeout = progress, description, batch_timeout
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self.result = UploadResult(job_id=self._job_id)
 
     def run(self, items: Iterable[UploadItem], total: int | None = None, only: set[int] | None = None) -> UploadResult:
@@ -198,48 +200,53 @@ class Uploader:
         slots = threading.BoundedSemaphore(self._concurrency)
         pending: set[Future] = set()
         batch: list[UploadItem] = []
-        with ThreadPoolExecutor(self._concurrency, thread_name_prefix="pellucid-upload") as pool:
+        batch_bytes = 0
+        pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="pellucid-upload")
 
-            def flush() -> None:
-                nonlocal batch
-                if not batch:
-                    return
-                slots.acquire()  # back-pressure: never more than `concurrency` batches in flight
-                future = pool.submit(self._build_and_send, batch, bar)
+        def flush() -> None:
+            nonlocal batch, batch_bytes
+            if not batch:
+                return
+            slots.acquire()  # back-pressure: never more than `concurrency` batches in flight
+            future = pool.submit(self._build_and_send, batch, bar)
 
-                def done(finished: Future) -> None:
-                    slots.release()
-                    pending.discard(finished)
+            def done(finished: Future) -> None:
+                slots.release()
+                pending.discard(finished)
 
-                future.add_done_callback(done)
-                pending.add(future)
-                batch = []
+            future.add_done_callback(done)
+            pending.add(future)
+            batch, batch_bytes = [], 0
 
+        try:
             source = iter(items)
-            try:
-                while True:
-                    try:
-                        item = next(source)
-                    except StopIteration:
-                        break
-                    except Exception as exc:  # noqa: BLE001 - the source broke: stop reading, report, keep what was sent
-                        with self._lock:
-                            self.result.failed.append(FailedItem(-1, "", "source", "ABORTED",
-                                                                 f"reading the source failed: {type(exc).__name__}: {exc}"))
-                        break
-                    if only is not None and item.index not in only:
-                        continue
-                    batch.append(item)
-                    if len(batch) >= self._batch_size:
-                        flush()
-                flush()
-            except KeyboardInterrupt:
-                for future in list(pending):
-                    future.cancel()
-                bar.close()
-                raise
+            while True:
+                try:
+                    item = next(source)
+                except StopIteration:
+                    break
+                except Exception as exc:  # noqa: BLE001 - the source broke: stop reading, report, keep what was sent
+                    with self._lock:
+                        self.result.failed.append(FailedItem(-1, "", "source", "ABORTED",
+                                                             f"reading the source failed: {type(exc).__name__}: {exc}"))
+                    break
+                if only is not None and item.index not in only:
+                    continue
+                if batch and batch_bytes + item.size > self._max_bytes:
+                    flush()  # inputs built already: hold no more than a request's worth per batch
+                batch.append(item)
+                batch_bytes += item.size
+                if len(batch) >= self._batch_size:
+                    flush()
+            flush()
             for future in list(pending):
                 future.result()
+        except BaseException:  # Ctrl-C: batches being read stop at their next item, unsent
+            self._stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+            raise
+        pool.shutdown()
         bar.close()
         self.result.seconds = time.perf_counter() - started
         return self.result
@@ -248,30 +255,38 @@ class Uploader:
         """Build a batch's inputs and send them: in more than one request when their bytes
         would pass `max_batch_bytes`, so at most that much is held per batch."""
         batch: list[tuple[UploadItem, str, bytes]] = []  # item, input id, serialized input
-        batch_bytes = 0
-        for item in items:
-            message = self._build(item, bar)
-            if message is None:
-                continue
-            encoded = message.SerializeToString()  # once: the request is framed from these bytes
-            if batch and batch_bytes + len(encoded) > self._max_bytes:
+        batch_bytes, done = 0, 0
+        try:
+            for done, item in enumerate(items):  # noqa: B007 - `done` is read if this fails
+                if self._stop.is_set():
+                    return
+                built = self._build(item, bar)
+                if built is None:
+                    continue
+                input_id, encoded = built
+                if batch and batch_bytes + len(encoded) > self._max_bytes:
+                    self._send(batch, batch_bytes, bar)
+                    batch, batch_bytes = [], 0
+                batch.append((item, input_id, encoded))
+                batch_bytes += len(encoded)
+            done = len(items)
+            if batch:
                 self._send(batch, batch_bytes, bar)
-                batch, batch_bytes = [], 0
-            batch.append((item, message.id, encoded))
-            batch_bytes += len(encoded)
-        if batch:
-            self._send(batch, batch_bytes, bar)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not lose the batch's items from the result
+            for item in [i for i, _, _ in batch] + items[done:]:
+                self._fail(item, "", "UNKNOWN", f"{type(exc).__name__}: {exc}")
+            bar.update(len(batch) + len(items) - done)
 
     def _fail(self, item: UploadItem, input_id: str, code: str, reason: str) -> None:
         with self._lock:
             self.result.failed.append(FailedItem(item.index, input_id, item.source, code, reason))
 
-    def _build(self, item: UploadItem, bar: tqdm) -> v1.Input | None:
-        """Read and build one item; an unreadable source fails that item alone."""
+    def _build(self, item: UploadItem, bar: tqdm) -> tuple[str, bytes] | None:
+        """Read, build and serialize one item: (its id, its bytes); a source that fails fails that item alone."""
         try:
             message = item.build()
             self._send_large_media(message)
-            return message
+            return message.id, message.SerializeToString()  # once: requests are framed from these bytes
         except Exception as exc:  # noqa: BLE001 - whatever the item's source raised, that item fails alone
             code = exc.code.name if isinstance(exc, ApiError) else "INVALID_ARGUMENT"
             self._fail(item, "", code, str(exc) if isinstance(exc, PellucidError) else f"{type(exc).__name__}: {exc}")

@@ -6,6 +6,7 @@ import ast
 import csv
 import json
 import os
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,6 +193,7 @@ class ArchiveLoader:
 
     def __init__(self, archive_path: str | os.PathLike[str]) -> None:
         self.path = Path(archive_path)
+        self._lock = threading.Lock()  # uploads read members from several threads
         try:
             self._zip = zipfile.ZipFile(self.path)
             self.manifest = json.loads(self._zip.read("manifest.json"))
@@ -205,13 +207,19 @@ class ArchiveLoader:
         return int(self.manifest["inputs"])
 
     def records(self) -> Iterator[dict[str, Any]]:
-        with self._zip.open("inputs.jsonl") as f:
+        with self._lock:
+            f = self._zip.open("inputs.jsonl")
+        try:
             for line in f:
                 if line.strip():
                     yield json.loads(line)
+        finally:
+            with self._lock:
+                f.close()
 
     def read(self, member: str) -> bytes:
-        return self._zip.read(member)
+        with self._lock:
+            return self._zip.read(member)
 
     def close(self) -> None:
         self._zip.close()
