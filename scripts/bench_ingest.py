@@ -169,27 +169,26 @@ def reference_design(user: User, app_id: str, n: int, side: int, first: int) -> 
 
 
 def main() -> int:
-    homes: list[str] = []
-    keep = "--keep" in sys.argv
-    try:
-        return run(homes)
-    finally:
-        for home in homes:
-            _embedded.forget(home)
-            if not keep:
-                shutil.rmtree(home, ignore_errors=True)  # 2 GB at --n 200000
-        if keep and homes:
-            print(f"kept the first round's data dir: {homes[0]}")
-
-
-def run(homes: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="number of images")
     parser.add_argument("--image-bytes", type=int, default=10_000, help="approximate size of each PNG")
     parser.add_argument("--rounds", type=int, default=3, help="alternating raw / pellucid rounds (median reported)")
     parser.add_argument("--skip-reference", action="store_true")
-    parser.add_argument("--keep", action="store_true", help="keep the first round's data dir")
+    parser.add_argument("--keep", action="store_true", help="keep the embedded servers' data dirs")
     args = parser.parse_args()
+    homes: list[str] = []
+    try:
+        return run(args, homes)
+    finally:
+        for home in homes:
+            _embedded.forget(home)
+            if not args.keep:
+                shutil.rmtree(home, ignore_errors=True)  # 2 GB at --n 200000
+        if args.keep and homes:
+            print(f"kept the data dirs: {', '.join(homes)}")
+
+
+def run(args: argparse.Namespace, homes: list[str]) -> int:
     side = int((args.image_bytes / 3) ** 0.5)
     image_size = len(synthetic_png(0, side))
     homes += [tempfile.mkdtemp(prefix=f"pellucid-bench-{round_ + 1}-") for round_ in range(args.rounds)]
