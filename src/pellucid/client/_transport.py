@@ -20,6 +20,7 @@ import grpc
 from google.protobuf.message import Message
 
 from pellucid import __version__
+from pellucid.client._protos import encode_with_repeated
 from pellucid.client.config import ClientSettings, missing_credentials
 from pellucid.errors import DeadlineExceeded, from_rpc_error
 
@@ -67,8 +68,6 @@ class EncodedRequest:
     def frame(cls, response_type: type[Message], header: Message, field: str, items: list[bytes]) -> EncodedRequest:
         """`header` (given a request id if it has none) with `items`, serialized messages,
         appended to its repeated `field`."""
-        from pellucid.client._protos import encode_with_repeated
-
         if not header.request_id:  # type: ignore[attr-defined]
             header.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
         return cls(response_type, encode_with_repeated(header, field, items), header.request_id)  # type: ignore[attr-defined]

@@ -4,10 +4,10 @@ Items are taken lazily from their source in batches of at most 128 inputs, each 
 sent by one of `concurrency` threads (so reads that wait on storage overlap) in requests
 of at most `max_batch_bytes`; at most `concurrency` batches are in flight (plus the one
 being gathered), so memory stays flat however large the dataset (the result keeps each
-derived id in 16 bytes). Each batch carries a request
-id, so a retried batch is applied once; input ids are the caller's or derived by the
-server from the content, so re-running an upload that was cut short stores what is
-missing and reports the rest as duplicates, never storing an item twice.
+derived id in 16 bytes). Each request carries a request id, so a retried one is applied
+once; input ids are the caller's or derived by the server from the content, so re-running
+an upload that was cut short stores what is missing and reports the rest as duplicates,
+never storing an item twice.
 """
 
 from __future__ import annotations

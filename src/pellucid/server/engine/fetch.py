@@ -159,7 +159,7 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
     """As _PinnedHTTP, with TLS verified against the host name (not the address)."""
 
     def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        super().__init__(host, port, timeout=timeout)
         self._pinned = address
 
     def connect(self) -> None:
