@@ -1,6 +1,6 @@
 """The `pellucid` command: run a server, manage users and tokens.
 
-    pellucid server --data-dir DIR [--host 127.0.0.1] [--port 0]
+    pellucid server --data-dir DIR [--host 127.0.0.1] [--port 7317] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
     pellucid users create USER_ID [--admin]     (prints the new PAT as its last line)
     pellucid users list
     pellucid whoami
@@ -32,19 +32,30 @@ def _user(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return User(base_url=args.api, pat=args.pat, profile=args.profile)
 
 
+DEFAULT_PORT = 7317
+EXIT_PORT_IN_USE = 6  # `pellucid server`: the port is taken; nothing was created
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     from pellucid.client.config import default_home
-    from pellucid.server.runtime import DataDirInUse, PellucidServer, ServerSettings
+    from pellucid.server.runtime import DataDirInUse, PellucidServer, PortInUse, ServerSettings, TlsSettingsError
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServerSettings(
         data_dir=Path(args.data_dir) if args.data_dir else default_home(),
         host=args.host, port=args.port, admin_user_id=args.admin_user, max_workers=args.max_workers,
         allow_private_urls=args.allow_private_urls,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
     )
     server = PellucidServer(settings)
     try:
         server.start()
+    except PortInUse as exc:
+        print(f"pellucid server: {exc}", file=sys.stderr)
+        return EXIT_PORT_IN_USE
+    except TlsSettingsError as exc:
+        print(f"pellucid server: {exc}", file=sys.stderr)
+        return 2
     except DataDirInUse as exc:
         print(f"pellucid server: {exc}", file=sys.stderr)
         return 1
@@ -56,6 +67,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(f"data dir {server.data_dir.path}", flush=True)
+    if settings.tls:
+        print(f"TLS on{', client certificates required' if settings.tls_client_ca else ''}", flush=True)
     print(f"listening on {settings.host}:{server.port}", flush=True)
     while not stop.wait(0.5):
         pass
@@ -135,8 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = commands.add_parser("server", help="run a standalone server that owns a data dir")
     server.add_argument("--data-dir", default="", help="where state lives (default: PELLUCID_HOME or ~/.pellucid)")
-    server.add_argument("--host", default="127.0.0.1")
-    server.add_argument("--port", type=int, default=0, help="0 lets the OS pick a free port")
+    server.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on; beyond loopback, use TLS (a warning is logged without it)")
+    server.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help=f"default {DEFAULT_PORT}; 0 lets the OS pick a free port. "
+                             f"If it is in use, the server exits with code {EXIT_PORT_IN_USE} before touching the data dir")
+    server.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate (chain): serve TLS only")
+    server.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    server.add_argument("--tls-client-ca", type=Path, default=None,
+                        help="PEM CA: require client certificates it signed (mutual TLS)")
     server.add_argument("--admin-user", default="admin", help="id of the first user, created on first start")
     server.add_argument("--max-workers", type=int, default=256,
                         help="threads serving calls: each connected runner stream and each waiting predict holds one")

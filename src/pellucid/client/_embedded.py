@@ -3,6 +3,10 @@
 If a pellucid server already owns the data dir (its lock is held), connect to the
 address it published; otherwise start one in this process on a loopback port the OS
 picks, and stop it at exit. Two processes on one data dir thus share one server.
+
+A data dir whose last owner was a standalone `pellucid server` is never served here:
+while that server is down, clients keep its last address and retry as with grpc://, so
+the restarted server finds its dir free and clients reconnect to it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from pellucid.errors import ApiClientError
+from pellucid.errors import ApiClientError, Unavailable
 
 _servers: dict[Path, object] = {}
 _lock = threading.Lock()
@@ -21,7 +25,7 @@ START_TIMEOUT = 30.0
 
 def local_address(data_dir: str) -> str:
     """host:port of the server for `data_dir`, starting one in-process if nobody serves it."""
-    from pellucid.server.datadir import DataDir
+    from pellucid.server.datadir import EMBEDDED, STANDALONE, DataDir
     from pellucid.server.runtime import PellucidServer, ServerSettings
 
     folder = DataDir(data_dir)
@@ -31,7 +35,20 @@ def local_address(data_dir: str) -> str:
             return mine.address  # type: ignore[attr-defined]
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            ownership = folder.try_lock()
+            owner = folder.owner()
+            if owner is not None and owner.kind == STANDALONE:
+                address = folder.running_address()
+                if address:
+                    return address
+                if not folder.is_owned():
+                    if owner.address:
+                        return owner.address  # down: calls fail UNAVAILABLE and retry, until it is back
+                    raise Unavailable(f"{folder.path} belongs to {owner.describe()}, which is not running: start it "
+                                      f"again (`pellucid server --data-dir {folder.path}`), or delete "
+                                      f"{folder.lock_path} to let scripts serve the dir in-process")
+                folder.wait_for_address(timeout=1.0)  # starting: its address comes next
+                continue
+            ownership = folder.try_lock(kind=EMBEDDED)
             if ownership is not None:
                 # in-process, as the user: nothing to protect from them, so localhost URLs work
                 server = PellucidServer(ServerSettings(data_dir=folder.path, allow_private_urls=True), lock=ownership)

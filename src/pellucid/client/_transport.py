@@ -138,16 +138,26 @@ class Connection:
                 self._address = self._local_address()
                 channel = grpc.insecure_channel(self._address, options=options)
             elif target.scheme == "grpcs":
-                certs = None
-                if self.settings.root_certificates_path:
-                    with open(self.settings.root_certificates_path, "rb") as f:
-                        certs = f.read()
-                channel = grpc.secure_channel(target.location, grpc.ssl_channel_credentials(certs), options=options)
+                channel = grpc.secure_channel(target.location, self._tls_credentials(), options=options)
             else:
                 channel = grpc.insecure_channel(target.location, options=options)
             self._channel = grpc.intercept_channel(channel, _MetadataInterceptor(lambda: self._secret))
             self._raw_channel = channel
             return self._channel
+
+    def _tls_credentials(self) -> grpc.ChannelCredentials:
+        """Trusted roots (default: the system's) and, for mutual TLS, this client's certificate and key."""
+        settings = self.settings
+
+        def read(path: str | None) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        return grpc.ssl_channel_credentials(root_certificates=read(settings.root_certificates_path),
+                                            private_key=read(settings.client_key_path),
+                                            certificate_chain=read(settings.client_cert_path))
 
     def _local_address(self) -> str:
         from pellucid.client._embedded import local_address
@@ -287,7 +297,8 @@ _connections_lock = threading.Lock()
 
 def get_connection(settings: ClientSettings) -> Connection:
     """The shared connection for these settings (one channel per target and credentials)."""
-    key = (settings.target, settings.pat, settings.token, settings.root_certificates_path)
+    key = (settings.target, settings.pat, settings.token, settings.root_certificates_path, settings.client_cert_path,
+           settings.client_key_path)
     with _connections_lock:
         connection = _connections.get(key)
         if connection is None:

@@ -2,13 +2,18 @@
 
 Each setting is resolved on its own, first match wins: the explicit argument, then the
 environment (PELLUCID_API, PELLUCID_PAT, PELLUCID_SESSION_TOKEN, PELLUCID_USER_ID,
-PELLUCID_ROOT_CERTIFICATES_PATH), then the profile in the config file, then the
-embedded `local` target (whose credentials the local server writes to its data dir).
+PELLUCID_ROOT_CERTIFICATES_PATH, PELLUCID_CLIENT_CERT, PELLUCID_CLIENT_KEY), then the
+profile in the config file, then the embedded `local` target (whose credentials the
+local server writes to its data dir).
+
+A config file that holds a token must be private (mode 0600), as ssh requires of its keys:
+one that group or others can read is refused.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,8 @@ ENV_PAT = "PELLUCID_PAT"
 ENV_SESSION_TOKEN = "PELLUCID_SESSION_TOKEN"
 ENV_USER_ID = "PELLUCID_USER_ID"
 ENV_ROOT_CERTIFICATES = "PELLUCID_ROOT_CERTIFICATES_PATH"
+ENV_CLIENT_CERT = "PELLUCID_CLIENT_CERT"
+ENV_CLIENT_KEY = "PELLUCID_CLIENT_KEY"
 ENV_PROFILE = "PELLUCID_PROFILE"
 ENV_CONFIG = "PELLUCID_CONFIG"
 ENV_HOME = "PELLUCID_HOME"
@@ -96,6 +103,7 @@ def load_profile(name: str | None = None) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UserError(f"cannot read the pellucid config file {path}: {exc}") from None
     profiles = data.get("profiles", {})
+    _refuse_readable_secrets(path, profiles)
     chosen = name or os.environ.get(ENV_PROFILE) or data.get("current_profile") or "default"
     if chosen not in profiles:
         if name or os.environ.get(ENV_PROFILE):
@@ -105,6 +113,21 @@ def load_profile(name: str | None = None) -> dict[str, Any]:
     return dict(profiles[chosen])
 
 
+SECRET_KEYS = ("pat", "session_token", "token")
+
+
+def _refuse_readable_secrets(path: Path, profiles: dict[str, Any]) -> None:
+    """Refuse a config file holding a token that group or others can read, as ssh refuses such keys."""
+    if not any(isinstance(p, dict) and any(p.get(k) for k in SECRET_KEYS) for p in profiles.values()):
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise UserError(
+            f"{path} holds a token and other users can read it (mode {mode:04o}): run `chmod 600 {path}`, "
+            "and revoke the token if someone else may have read it"
+        )
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     target: Target
@@ -112,6 +135,9 @@ class ClientSettings:
     token: str = ""
     user_id: str = ""
     root_certificates_path: str | None = None
+    # mutual TLS: a PEM certificate for this client and its private key
+    client_cert_path: str | None = None
+    client_key_path: str | None = None
 
     @property
     def secret(self) -> str:
@@ -125,6 +151,9 @@ def resolve_settings(
     user_id: str = "",
     root_certificates_path: str | None = None,
     profile: str | None = None,
+    *,
+    client_cert_path: str | None = None,
+    client_key_path: str | None = None,
 ) -> ClientSettings:
     """Resolve every setting; raises UserError listing the remedies when no credential is found."""
     env = os.environ
@@ -137,9 +166,18 @@ def resolve_settings(
     certs = root_certificates_path or env.get(ENV_ROOT_CERTIFICATES) or prof.get("root_certificates_path") or None
     if certs and not Path(certs).is_file():
         raise UserError(f"root_certificates_path {certs!r} is not a file")
+    client_cert = client_cert_path or env.get(ENV_CLIENT_CERT) or prof.get("client_cert") or None
+    client_key = client_key_path or env.get(ENV_CLIENT_KEY) or prof.get("client_key") or None
+    if bool(client_cert) != bool(client_key):
+        raise UserError(f"a client certificate needs its private key and the other way round: set both "
+                        f"{ENV_CLIENT_CERT} and {ENV_CLIENT_KEY} (or client_cert and client_key in the profile)")
+    for name, value in (("client certificate", client_cert), ("client key", client_key)):
+        if value and not Path(value).is_file():
+            raise UserError(f"{name} {value!r} is not a file")
     if not (pat or token) and not target.is_local:
         raise missing_credentials(str(target))
-    return ClientSettings(target=target, pat=pat, token=token, user_id=user_id, root_certificates_path=certs)
+    return ClientSettings(target=target, pat=pat, token=token, user_id=user_id, root_certificates_path=certs,
+                          client_cert_path=client_cert, client_key_path=client_key)
 
 
 def missing_credentials(target: str) -> UserError:

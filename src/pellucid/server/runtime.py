@@ -6,14 +6,18 @@ Used by `pellucid server` (standalone) and by clients with the `local` target
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
+import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from pellucid.server.datadir import DataDir, LocalCredentials, ServerLock
+from pellucid.server.datadir import STANDALONE, DataDir, LocalCredentials, ServerLock
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.server import build_server
 from pellucid.server.storage import open_metadata_store
@@ -24,6 +28,14 @@ log = logging.getLogger("pellucid.server")
 
 class DataDirInUse(RuntimeError):
     """Another running server owns the data directory."""
+
+
+class PortInUse(OSError):
+    """Another process listens on the port the server was told to use."""
+
+
+class TlsSettingsError(ValueError):
+    """The TLS certificate, key or client CA cannot be used; the message says which file and why."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,15 @@ class ServerSettings:
     # Fetch URL inputs from loopback and private networks too. Off for a shared server:
     # callers could make it read what only it can reach (see engine/fetch.py).
     allow_private_urls: bool = False
+    # PEM files. With a certificate and key the server speaks TLS only; with a client CA
+    # too, it also requires a client certificate that CA signed (mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 class PellucidServer:
@@ -61,15 +82,22 @@ class PellucidServer:
         return f"{host}:{self.port}"
 
     def start(self) -> str:
+        """Check the settings and the port, take the data dir, open the stores and listen.
+
+        Nothing is created in the data dir unless the TLS files are usable and the port is free."""
+        credentials = server_credentials(self.settings)
+        if self.settings.port:
+            check_port_free(self.settings.host, self.settings.port)
         if self._lock is None:
-            self._lock = self.data_dir.try_lock()
+            self._lock = self.data_dir.try_lock(kind=STANDALONE)
             if self._lock is None:
-                running = self.data_dir.wait_for_address(timeout=5.0)
-                raise DataDirInUse(
-                    f"{self.data_dir.path} is already served by a pellucid server at {running or 'an address not yet published'}; "
-                    "connect to it, or stop it first"
-                )
+                self.data_dir.wait_for_address(timeout=5.0)
+                owner = self.data_dir.owner()
+                holder = owner.describe() if owner else "another pellucid server"
+                raise DataDirInUse(f"{self.data_dir.path} is in use by {holder}; connect to it, or stop it first")
         try:
+            if not self.settings.metadata_uri:
+                self.data_dir.create_private_file(self.data_dir.metadata_path)
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
             blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}")
             self.engine = Engine(store, blobs, allow_private_urls=self.settings.allow_private_urls)
@@ -81,10 +109,13 @@ class PellucidServer:
                 self.data_dir.write_credentials(LocalCredentials(user_id=user.id, pat=secret))
                 log.info("created the first user %r; its PAT is in %s", user.id, self.data_dir.credentials_path)
             self._server, self.port, _ = build_server(
-                self.engine, self.settings.host, self.settings.port, self.settings.max_workers
+                self.engine, self.settings.host, self.settings.port, self.settings.max_workers, credentials
             )
             self._server.start()
-            self._lock.publish(self.address)
+            self._lock.publish(self.address, tls=self.settings.tls)
+            warning = plaintext_exposure_warning(self.settings)
+            if warning:
+                log.warning("%s", warning)
         except BaseException:
             self._release()
             raise
@@ -108,3 +139,71 @@ class PellucidServer:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings' PEM files (None: plaintext), checked before anything starts."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        if settings.tls_client_ca is not None:
+            raise TlsSettingsError("a client CA needs TLS: give the server's certificate and key too (--tls-cert, --tls-key)")
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise TlsSettingsError("TLS needs both a certificate and its private key (--tls-cert FILE --tls-key FILE)")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSettingsError(
+            f"cannot use the TLS certificate {settings.tls_cert} with the key {settings.tls_key}: {exc} "
+            "(both must be PEM files, the key unencrypted and matching the certificate)"
+        ) from None
+    client_ca = None
+    if settings.tls_client_ca is not None:
+        try:
+            context.load_verify_locations(settings.tls_client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsSettingsError(f"cannot use the client CA {settings.tls_client_ca}: {exc} (a PEM file is needed)") from None
+        client_ca = Path(settings.tls_client_ca).read_bytes()
+    pair = (Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())
+    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
+def is_loopback(host: str) -> bool:
+    """True if only this machine can reach `host` (a hostname other than localhost counts as reachable)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_exposure_warning(settings: ServerSettings) -> str | None:
+    """The warning a server listening beyond this machine without TLS logs at start."""
+    if settings.tls or is_loopback(settings.host):
+        return None
+    return (
+        f"listening on {settings.host} without TLS: tokens and data cross the network in clear text, readable and "
+        "changeable by anyone on the path. Pass --tls-cert FILE --tls-key FILE (ServerSettings.tls_cert/tls_key), "
+        "or listen on 127.0.0.1 behind a TLS proxy"
+    )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise PortInUse if another process listens on host:port (probed with a socket bound and closed at once)."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: a closed port's TIME_WAIT is no owner
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(f"port {port} on {host} is in use by another process; stop it, or pass --port N "
+                                    "(--port 0 picks a free one)") from None
+                if exc.errno != errno.EADDRNOTAVAIL:  # e.g. no IPv6 on this machine: gRPC skips it too
+                    raise

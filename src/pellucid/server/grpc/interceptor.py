@@ -1,4 +1,4 @@
-"""Authenticates every call but health checks, tags it with a request id, and maps errors.
+"""Authenticates every call but health checks and reflection, tags it with a request id, and maps errors.
 
 This is the only place engine exceptions become gRPC statuses, so a servicer just
 raises (or lets the engine raise) and every RPC behaves the same way.
@@ -20,7 +20,11 @@ from pellucid.server.grpc.errors import REQUEST_ID_KEY, abort
 
 log = logging.getLogger("pellucid.server")
 
-UNAUTHENTICATED_PREFIXES = ("/grpc.health.v1.Health/",)
+# Health checks (load balancers) and reflection (grpcurl) describe only the public API.
+UNAUTHENTICATED_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+)
 MAX_CLIENT_REQUEST_ID = 128
 
 

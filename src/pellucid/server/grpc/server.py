@@ -34,8 +34,11 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
 ]
 
 
-def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_workers: int = 256) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A server bound to host:port (0 = a port the OS picks), not yet started; returns the bound port."""
+def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_workers: int = 256,
+                 credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """A server bound to host:port (0 = a port the OS picks), not yet started; returns the bound port.
+
+    With `credentials` (grpc.ssl_server_credentials) the port speaks TLS only."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pellucid-rpc"),
         interceptors=[AuthInterceptor(engine)],
@@ -54,7 +57,13 @@ def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_wor
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        if credentials is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
+    except RuntimeError:  # newer grpcio raises instead of returning 0
+        bound = 0
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     return server, bound, health_servicer
