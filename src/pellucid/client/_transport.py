@@ -21,8 +21,8 @@ from google.protobuf.message import Message
 
 from pellucid import __version__
 from pellucid.client._protos import encode_with_repeated
-from pellucid.client.config import ClientSettings, missing_credentials
-from pellucid.errors import DeadlineExceeded, from_rpc_error
+from pellucid.client.config import ENV_CLIENT_CERT, ENV_CLIENT_KEY, ClientSettings, missing_credentials
+from pellucid.errors import DeadlineExceeded, PellucidError, Unavailable, from_rpc_error
 
 log = logging.getLogger("pellucid.client")
 
@@ -261,7 +261,21 @@ class Connection:
                     attempt += 1
                     self._follow_local_owner()
                     continue
-                raise from_rpc_error(exc, method) from exc
+                raise self._explain(from_rpc_error(exc, method)) from exc
+
+    def _explain(self, error: PellucidError) -> PellucidError:
+        """Say what to change when a TLS mismatch closed the connection (gRPC says only "Socket closed")."""
+        if not (isinstance(error, Unavailable) and "Socket closed" in error.message):
+            return error
+        settings, location = self.settings, self.settings.target.location
+        if settings.target.scheme == "grpc":
+            error.message += (f" (did {location} close it because it speaks TLS? then use grpcs://{location} "
+                              "with root_certificates_path)")
+        elif settings.target.scheme == "grpcs" and not settings.client_cert_path:
+            error.message += (f" (if {location} requires client certificates, set {ENV_CLIENT_CERT} and "
+                              f"{ENV_CLIENT_KEY}, or client_cert and client_key in the profile)")
+        error.args = (str(error),)
+        return error
 
 
     def send_stream(self, stub_type: type, method: str, requests: Iterator[Message], *, timeout: float) -> Any:
