@@ -124,3 +124,19 @@ def test_model_urls_with_versions() -> None:
 def test_bad_app_urls(url: str) -> None:
     with pytest.raises(UserError, match="url"):
         split_url(url)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_config_file_holding_a_token_others_can_read_is_refused(mode: int) -> None:
+    path = write_config('[profiles.default]\napi = "grpc://profile:1"\npat = "pel_pat_secret"\n')
+    path.chmod(mode)
+    with pytest.raises(UserError, match=f"other users can read it \\(mode {mode:04o}\\): run `chmod 600 {path}`"):
+        resolve_settings()
+    path.chmod(0o600)
+    assert resolve_settings().pat == "pel_pat_secret"
+
+
+def test_a_config_file_without_tokens_may_be_readable() -> None:
+    path = write_config('[profiles.default]\napi = "grpc://profile:1"\n')
+    path.chmod(0o644)
+    assert str(resolve_settings(pat="from-argument").target) == "grpc://profile:1"

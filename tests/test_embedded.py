@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from pellucid.client import _embedded
 from pellucid.client.user import User
 
@@ -82,3 +84,64 @@ def test_a_client_takes_over_when_the_owner_exits(tmp_path: Path, monkeypatch) -
         assert _embedded._servers
     finally:
         _embedded.forget(str(home))
+
+
+class StandaloneServer:
+    """`pellucid server` on a data dir, in a subprocess."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "pellucid.cli", "server", "--data-dir", str(data_dir),
+                                      "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if line.startswith("listening on "):
+                self.address = line.split()[-1]
+                return
+        raise AssertionError("pellucid server did not start:\n" + "".join(lines))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        assert self.proc.wait(timeout=15) == 0
+        self.proc.stdout.close()  # type: ignore[union-attr]
+
+
+def test_a_client_never_takes_the_data_dir_of_a_standalone_server(tmp_path: Path) -> None:
+    from pellucid.client._transport import RetryPolicy
+    from pellucid.errors import Unavailable
+    from pellucid.server.datadir import DataDir
+
+    data_dir = tmp_path / "data"
+    server = StandaloneServer(data_dir)
+    user = User(base_url=f"local://{data_dir}", retry=RetryPolicy(max_attempts=2))
+    try:
+        user.create_app("before-restart")  # through the standalone server, as its first user
+        owner = DataDir(data_dir).owner()
+        assert owner is not None and (owner.kind, owner.pid, owner.address) == ("standalone", server.proc.pid,
+                                                                              server.address)
+        assert f"cli.py server --data-dir {data_dir}" in owner.command
+        server.stop()
+        with pytest.raises(Unavailable):  # it waits for the server, as a grpc:// client would ...
+            list(user.list_apps())
+        with pytest.raises(Unavailable):  # ... and so does a client that comes while the server is down
+            list(User(base_url=f"local://{data_dir}", retry=RetryPolicy(max_attempts=2)).list_apps())
+        assert not _embedded._servers and not DataDir(data_dir).is_owned()  # nobody took the dir
+        server = StandaloneServer(data_dir)  # the restarted server finds its dir free
+        assert [app.id for app in user.list_apps()] == ["before-restart"]  # and the client found it
+        assert not _embedded._servers
+    finally:
+        _embedded.forget(str(data_dir))
+        if server.proc.poll() is None:
+            server.stop()
+
+
+def test_a_data_dir_in_use_is_named_with_the_process_holding_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    owner = start("from-owner", home)
+    assert report(owner) == (["from-owner"], True)
+    refused = subprocess.run([sys.executable, "-m", "pellucid.cli", "server", "--data-dir", str(home), "--port", "0"],
+                             capture_output=True, text=True, timeout=60)
+    finish(owner)
+    assert refused.returncode == 1
+    assert "is in use by the embedded pellucid server at 127.0.0.1:" in refused.stderr
+    assert f"(pid {owner.pid}: " in refused.stderr

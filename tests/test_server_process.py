@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from pellucid.api import v1
+from pellucid.cli import DEFAULT_PORT, EXIT_PORT_IN_USE, build_parser
 from pellucid.client.user import User
 
 PELLUCID = [sys.executable, "-m", "pellucid.cli"]
@@ -115,3 +118,38 @@ def test_clean_shutdown_on_signals(tmp_path: Path, sig: int) -> None:
         assert [a.id for a in user.list_apps()] == ["kept"]
     finally:
         assert restarted.stop() == 0
+
+
+def test_health_and_reflection_answer_without_a_token(running: ServerProcess) -> None:
+    with grpc.insecure_channel(running.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = list(reflection.ServerReflectionInfo(iter([
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="pellucid.api.v1.AppService"),
+        ]), timeout=5))
+        names = {s.name for s in replies[0].list_services_response.service}
+        assert "pellucid.api.v1.AppService" in names
+        assert replies[1].file_descriptor_response.file_descriptor_proto  # grpcurl describes calls from these
+        with pytest.raises(grpc.RpcError) as refused:  # the API itself still needs a token
+            v1.AppServiceStub(channel).ListApps(v1.ListAppsRequest(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_default_port_is_fixed() -> None:
+    assert build_parser().parse_args(["server"]).port == DEFAULT_PORT == 7317
+
+
+def test_a_port_in_use_is_one_line_and_its_own_exit_code_before_anything_is_made(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data_dir = tmp_path / "data"
+        result = subprocess.run([*PELLUCID, "server", "--data-dir", str(data_dir), "--port", str(port)],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == EXIT_PORT_IN_USE
+    assert len(result.stderr.splitlines()) == 1 and f"port {port} on 127.0.0.1 is in use" in result.stderr
+    assert result.stdout == ""
+    assert not data_dir.exists()  # no data dir, no first user
