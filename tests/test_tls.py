@@ -88,6 +88,14 @@ def test_grpcs_with_the_root_certificate_works(tls_server: tuple[PellucidServer,
     assert [app.id for app in user.list_apps()] == ["over-tls"]
 
 
+def test_local_clients_of_a_tls_server_use_tls(tls_server: tuple[PellucidServer, str], pki: Pki,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    server, _ = tls_server
+    monkeypatch.setenv("PELLUCID_ROOT_CERTIFICATES_PATH", str(pki.ca))
+    user = User(base_url=f"local://{server.data_dir.path}")  # the PAT from credentials.json, TLS from server.json
+    assert user.get_user_info().id == "admin"
+
+
 def test_plaintext_to_the_tls_port_fails_at_once_and_says_why(tls_server: tuple[PellucidServer, str]) -> None:
     server, pat = tls_server
     with pytest.raises(Unavailable, match=f"speaks TLS\\? then use grpcs://{server.address}"):

@@ -136,7 +136,10 @@ class Connection:
             ]
             if target.is_local:
                 self._address = self._local_address()
-                channel = grpc.insecure_channel(self._address, options=options)
+                if self._local_server_speaks_tls():
+                    channel = grpc.secure_channel(self._address, self._tls_credentials(), options=options)
+                else:
+                    channel = grpc.insecure_channel(self._address, options=options)
             elif target.scheme == "grpcs":
                 channel = grpc.secure_channel(target.location, self._tls_credentials(), options=options)
             else:
@@ -171,6 +174,14 @@ class Connection:
             self._secret = credentials.pat
             self._user_id = self._user_id or credentials.user_id
         return address
+
+    def _local_server_speaks_tls(self) -> bool:
+        """A standalone server with --tls-cert serves its data dir's clients over TLS too (they need
+        its CA as root_certificates_path, and a certificate that names 127.0.0.1)."""
+        from pellucid.server.datadir import STANDALONE, DataDir
+
+        owner = DataDir(self.settings.target.location).owner()
+        return owner is not None and owner.kind == STANDALONE and owner.tls and owner.address == self._address
 
     def _follow_local_owner(self) -> None:
         """If the process that served our local data dir has gone, reconnect to (or become) the new owner."""
