@@ -121,9 +121,10 @@ def test_a_client_never_takes_the_data_dir_of_a_standalone_server(tmp_path: Path
                                                                               server.address)
         assert f"cli.py server --data-dir {data_dir}" in owner.command
         server.stop()
-        with pytest.raises(Unavailable):  # it waits for the server, as a grpc:// client would ...
+        down = f"{data_dir} belongs to the standalone pellucid server at {server.address} .* which is not running"
+        with pytest.raises(Unavailable, match=down):  # it waits for the server, as a grpc:// client would ...
             list(user.list_apps())
-        with pytest.raises(Unavailable):  # ... and so does a client that comes while the server is down
+        with pytest.raises(Unavailable, match=down):  # ... and so does a client that comes while the server is down
             list(User(base_url=f"local://{data_dir}", retry=RetryPolicy(max_attempts=2)).list_apps())
         assert not _embedded._servers and not DataDir(data_dir).is_owned()  # nobody took the dir
         server = StandaloneServer(data_dir)  # the restarted server finds its dir free

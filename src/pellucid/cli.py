@@ -56,7 +56,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     except TlsSettingsError as exc:
         print(f"pellucid server: {exc}", file=sys.stderr)
         return 2
-    except DataDirInUse as exc:
+    except (DataDirInUse, OSError) as exc:  # e.g. a data dir or port this user may not use
         print(f"pellucid server: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()

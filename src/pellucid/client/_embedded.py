@@ -43,9 +43,7 @@ def local_address(data_dir: str) -> str:
                 if not folder.is_owned():
                     if owner.address:
                         return owner.address  # down: calls fail UNAVAILABLE and retry, until it is back
-                    raise Unavailable(f"{folder.path} belongs to {owner.describe()}, which is not running: start it "
-                                      f"again (`pellucid server --data-dir {folder.path}`), or delete "
-                                      f"{folder.lock_path} to let scripts serve the dir in-process")
+                    raise Unavailable(standalone_is_down(folder.path))
                 folder.wait_for_address(timeout=1.0)  # starting: its address comes next
                 continue
             ownership = folder.try_lock(kind=EMBEDDED)
@@ -62,6 +60,19 @@ def local_address(data_dir: str) -> str:
     raise ApiClientError(
         f"timed out after {START_TIMEOUT:.0f}s waiting for the pellucid server that owns {folder.path} to publish its address"
     )
+
+
+def standalone_is_down(data_dir: str | Path) -> str:
+    """Why nobody serves `data_dir` and what to do, if its owner is a standalone server that is not running; else ""."""
+    from pellucid.server.datadir import STANDALONE, DataDir
+
+    folder = DataDir(data_dir)
+    owner = folder.owner()
+    if owner is None or owner.kind != STANDALONE or folder.is_owned():
+        return ""
+    return (f"{folder.path} belongs to {owner.describe()}, which is not running: start it again "
+            f"(`pellucid server --data-dir {folder.path}`), or delete {folder.lock_path} to let scripts serve "
+            "the dir in-process")
 
 
 def forget(data_dir: str) -> None:

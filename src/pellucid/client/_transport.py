@@ -275,11 +275,21 @@ class Connection:
                 raise self._explain(from_rpc_error(exc, method)) from exc
 
     def _explain(self, error: PellucidError) -> PellucidError:
-        """Say what to change when a TLS mismatch closed the connection (gRPC says only "Socket closed")."""
-        if not (isinstance(error, Unavailable) and "Socket closed" in error.message):
+        """Say what to change when the local data dir's standalone server is down, or a TLS mismatch
+        closed the connection (gRPC says only "failed to connect", "Socket closed")."""
+        if not isinstance(error, Unavailable):
             return error
         settings, location = self.settings, self.settings.target.location
-        if settings.target.scheme == "grpc":
+        if settings.target.is_local:
+            from pellucid.client._embedded import standalone_is_down
+
+            down = standalone_is_down(location)
+            if not down:
+                return error
+            error.message += f" ({down})"
+        elif "Socket closed" not in error.message:
+            return error
+        elif settings.target.scheme == "grpc":
             error.message += (f" (did {location} close it because it speaks TLS? then use grpcs://{location} "
                               "with root_certificates_path)")
         elif settings.target.scheme == "grpcs" and not settings.client_cert_path:
