@@ -11,6 +11,7 @@ import pytest
 
 from pellucid.client import _embedded
 from pellucid.client.user import User
+from pellucid.server.datadir import command_line
 from pellucid.server.runtime import PellucidServer, ServerSettings
 
 
@@ -79,3 +80,9 @@ def test_an_existing_data_dir_is_tightened_at_start(tmp_path: Path) -> None:
         User(base_url=f"grpc://{server.address}", pat=credentials.pat).list_apps()  # still readable by its user
     finally:
         server.stop(grace=0.5)
+
+
+def test_the_owner_record_hides_tokens_given_on_the_command_line() -> None:
+    shown = command_line(["pellucid", "runner", "start", "m.py:M", "--pat", "pel_pat_secret", "--token=sess_secret",
+                          "--labels", "a b"])
+    assert shown == "pellucid runner start m.py:M --pat '***' '--token=***' --labels 'a b'"

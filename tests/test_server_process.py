@@ -19,7 +19,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from pellucid.api import v1
-from pellucid.cli import DEFAULT_PORT, EXIT_PORT_IN_USE, build_parser
 from pellucid.client.user import User
 
 PELLUCID = [sys.executable, "-m", "pellucid.cli"]
@@ -138,10 +137,14 @@ def test_health_and_reflection_answer_without_a_token(running: ServerProcess) ->
 
 
 def test_the_default_port_is_fixed() -> None:
+    from pellucid.cli import DEFAULT_PORT, build_parser  # here: tests/test_recovery.py imports this module in a subprocess
+
     assert build_parser().parse_args(["server"]).port == DEFAULT_PORT == 7317
 
 
 def test_a_port_in_use_is_one_line_and_its_own_exit_code_before_anything_is_made(tmp_path: Path) -> None:
+    from pellucid.cli import EXIT_PORT_IN_USE
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

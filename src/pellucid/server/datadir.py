@@ -57,8 +57,25 @@ class Owner:
         return f"the {self.kind} pellucid server{where} (pid {self.pid}: {self.command})"
 
 
+SECRET_OPTIONS = ("--pat", "--token", "--session-token")
+
+
 def this_process(kind: str) -> Owner:
-    return Owner(kind=kind, pid=os.getpid(), command=shlex.join(sys.argv) if sys.argv and sys.argv[0] else sys.executable)
+    return Owner(kind=kind, pid=os.getpid(), command=command_line(sys.argv) if sys.argv and sys.argv[0] else sys.executable)
+
+
+def command_line(argv: list[str]) -> str:
+    """`argv` as a shell line, with token values hidden: it is shown in errors other processes print."""
+    shown, hide_next = [], False
+    for arg in argv:
+        option, equals, _ = arg.partition("=")
+        if hide_next:
+            arg = "***"
+        elif equals and option in SECRET_OPTIONS:
+            arg = f"{option}=***"
+        hide_next = arg in SECRET_OPTIONS
+        shown.append(arg)
+    return shlex.join(shown)
 
 
 class ServerLock:

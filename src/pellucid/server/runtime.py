@@ -193,7 +193,7 @@ def plaintext_exposure_warning(settings: ServerSettings) -> str | None:
 def check_port_free(host: str, port: int) -> None:
     """Raise PortInUse if another process listens on host:port (probed with a socket bound and closed at once)."""
     try:
-        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        addresses = socket.getaddrinfo(host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     for family, kind, proto, _, address in addresses:
