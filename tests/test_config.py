@@ -130,7 +130,7 @@ def test_bad_app_urls(url: str) -> None:
 def test_a_config_file_holding_a_token_others_can_read_is_refused(mode: int) -> None:
     path = write_config('[profiles.default]\napi = "grpc://profile:1"\npat = "pel_pat_secret"\n')
     path.chmod(mode)
-    with pytest.raises(UserError, match=f"other users can read it \\(mode {mode:04o}\\): run `chmod 600 {path}`"):
+    with pytest.raises(UserError, match=f"other users may read or change it \\(mode {mode:04o}\\): run `chmod 600 {path}`"):
         resolve_settings()
     path.chmod(0o600)
     assert resolve_settings().pat == "pel_pat_secret"

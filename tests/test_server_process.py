@@ -137,7 +137,8 @@ def test_health_and_reflection_answer_without_a_token(running: ServerProcess) ->
 
 
 def test_the_default_port_is_fixed() -> None:
-    from pellucid.cli import DEFAULT_PORT, build_parser  # here: tests/test_recovery.py imports this module in a subprocess
+    # imported here: tests/test_recovery.py imports this module in a subprocess that may run another pellucid
+    from pellucid.cli import DEFAULT_PORT, build_parser
 
     assert build_parser().parse_args(["server"]).port == DEFAULT_PORT == 7317
 

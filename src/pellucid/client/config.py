@@ -118,12 +118,13 @@ SECRET_KEYS = ("pat", "session_token", "token")
 
 def _refuse_readable_secrets(path: Path, profiles: dict[str, Any]) -> None:
     """Refuse a config file holding a token that group or others can read, as ssh refuses such keys."""
-    if not any(isinstance(p, dict) and any(p.get(k) for k in SECRET_KEYS) for p in profiles.values()):
+    if not isinstance(profiles, dict) or not any(
+            isinstance(p, dict) and any(p.get(k) for k in SECRET_KEYS) for p in profiles.values()):
         return
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise UserError(
-            f"{path} holds a token and other users can read it (mode {mode:04o}): run `chmod 600 {path}`, "
+            f"{path} holds a token and other users may read or change it (mode {mode:04o}): run `chmod 600 {path}`, "
             "and revoke the token if someone else may have read it"
         )
 

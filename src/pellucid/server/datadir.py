@@ -52,7 +52,7 @@ class Owner:
     tls: bool = False
 
     def describe(self) -> str:
-        """"the standalone pellucid server at 127.0.0.1:7317 (pid 42: pellucid server ...)"."""
+        """E.g. 'the standalone pellucid server at 127.0.0.1:7317 (pid 42: pellucid server ...)'."""
         where = f" at {self.address}" if self.address else ""
         return f"the {self.kind} pellucid server{where} (pid {self.pid}: {self.command})"
 

@@ -62,8 +62,8 @@ def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_wor
             bound = server.add_insecure_port(f"{host}:{port}")
         else:
             bound = server.add_secure_port(f"{host}:{port}", credentials)
-    except RuntimeError:  # newer grpcio raises instead of returning 0
-        bound = 0
+    except RuntimeError as exc:  # newer grpcio raises instead of returning 0
+        raise OSError(f"cannot listen on {host}:{port}: {exc}") from None
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     return server, bound, health_servicer
