@@ -130,7 +130,8 @@ def main() -> int:
     plain = plain_round_trips(args.calls, v1.PostModelOutputsRequest(inputs=[request]).SerializeToString())
 
     data_dir = tempfile.mkdtemp(prefix="pellucid-bench-runner-")
-    server = subprocess.Popen([sys.executable, "-m", "pellucid.cli", "server", "--data-dir", data_dir, "--log-level", "warning"],
+    server = subprocess.Popen([sys.executable, "-m", "pellucid.cli", "server", "--data-dir", data_dir, "--port", "0",
+                               "--log-level", "warning"],
                               stdout=subprocess.PIPE, text=True)
     runners: list[subprocess.Popen] = []
     try:
