@@ -92,6 +92,9 @@ class PellucidServer:
             self._lock = self.data_dir.try_lock(kind=STANDALONE)
             if self._lock is None:
                 self.data_dir.wait_for_address(timeout=5.0)
+                # a client checking who owns the dir holds the lock (shared) for an instant: look again
+                self._lock = self.data_dir.try_lock(kind=STANDALONE)
+            if self._lock is None:
                 owner = self.data_dir.owner()
                 holder = owner.describe() if owner else "another pellucid server"
                 raise DataDirInUse(f"{self.data_dir.path} is in use by {holder}; connect to it, or stop it first")
