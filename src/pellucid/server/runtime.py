@@ -7,12 +7,14 @@ Used by `pellucid server` (standalone) and by clients with the `local` target
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from pellucid.server import faults
 from pellucid.server.datadir import DataDir, LocalCredentials, ServerLock
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.server import build_server
@@ -70,6 +72,7 @@ class PellucidServer:
                     "connect to it, or stop it first"
                 )
         try:
+            faults.configure(os.environ.get("PELLUCID_FAULT", ""))  # test-only crash points (server/faults.py)
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
             blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}")
             self.engine = Engine(store, blobs, allow_private_urls=self.settings.allow_private_urls)
