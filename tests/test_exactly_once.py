@@ -72,7 +72,7 @@ def test_an_attempt_commits_its_writes_with_its_response_or_rolls_both_back(tmp_
     def app(app_id: str) -> AppRecord:
         return AppRecord(user_id="alice", id=app_id, created_at=0, modified_at=0)
 
-    stored, owner = log.claim(alice, "r1", "CreateApp", wait=0)
+    _, owner = log.claim(alice, "r1", "CreateApp", wait=0)
     with log.attempt(alice, "r1", owner) as record:
         store.insert_app(app("a1"))
         record(b"a1 made")

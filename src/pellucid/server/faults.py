@@ -6,9 +6,11 @@ once with `os._exit(137)`, the status of a SIGKILL: no cleanup, no response sent
 SQLite transaction left uncommitted. The crash tests (tests/test_exactly_once.py) use it
 to show that a retry gets the stored answer whatever the moment of the crash.
 
-Points: `crash-before-commit` (the mutation and its request-log entry are written but not
-committed) and `crash-after-commit` (committed, the response not yet sent). Unset (always,
-outside tests) a check is one truth test of an empty set.
+Points, in every `replayable` RPC called with a request id (grpc/idempotency.py):
+`crash-before-commit` (the mutation and its request-log entry are written but not
+committed) and `crash-after-commit` (committed, the response not yet sent); CreatePat has
+`crash-after-commit` too. Unset (always, outside tests) a check is one truth test of an
+empty set.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ waits for it instead of running too), then runs inside `attempt()`: the mutation
 and the response it logs commit in one transaction. A crash before that commit leaves
 nothing but the claim, which the restarted server releases (`release_unfinished_requests`)
 so the retry runs afresh; a crash after it leaves the response, which the retry replays.
+
+Why the claim is a transaction of its own rather than the unit's first write: the unit
+holds the store's writer from its first write to its end, and a claim taken at the start
+would hold it through everything the request does before it writes (URL fetches, hashing,
+blob writes). A claim left behind by a crash costs nothing: it is released on restart.
 """
 
 from __future__ import annotations

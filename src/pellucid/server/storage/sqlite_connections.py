@@ -21,6 +21,10 @@ class ThreadConnections:
     and the next batch re-read its pages from the WAL), and SQLite's busy handler, which
     polls by sleeping 1, 2, 5, 10... ms, is only ever needed against other processes.
     Readers keep their own connections, so reads never wait for a write.
+
+    `unit_of_work()` makes several writes of one thread (a request's mutation and its
+    request-log entry) one transaction. Commits are atomic under synchronous=NORMAL too:
+    a power cut may lose the last transactions, but a unit whole, never half of it.
     """
 
     def __init__(self, path: Path, foreign_keys: bool = False) -> None:
