@@ -21,6 +21,7 @@ from pellucid.api import v1
 from pellucid.client._transport import RetryPolicy
 from pellucid.client.user import User
 from pellucid.server.faults import CRASH_EXIT_CODE
+from pellucid.server.records import PageQuery
 from tests.test_server_process import ServerProcess, admin_pat
 
 OK = v1.Status.OK
@@ -95,6 +96,54 @@ def test_an_attempt_commits_its_writes_with_its_response_or_rolls_both_back(tmp_
         store.insert_app(app("a3"))
         record(b"from the newer attempt")
     assert log.claim(alice, "r3", "CreateApp", wait=0) == (b"from the newer attempt", "")
+    store.close()
+
+
+def test_an_attempt_whose_claim_was_taken_over_answers_with_the_attempt_that_applied(tmp_path: Path) -> None:
+    """`replayable` after ClaimLost: its own writes are rolled back and it claims again,
+    so a stalled attempt and the retry that took its claim over apply the call once."""
+    from types import SimpleNamespace
+
+    from pellucid.server.engine import Principal
+    from pellucid.server.engine.requests import RequestLog
+    from pellucid.server.grpc import context as request_context
+    from pellucid.server.grpc.idempotency import replayable
+    from pellucid.server.records import AppRecord
+    from pellucid.server.storage import open_metadata_store
+
+    store = open_metadata_store(str(tmp_path / "m.sqlite3"))
+    now = [1000.0]
+    requests = RequestLog(store, clock=lambda: now[0])
+    alice = Principal("alice", is_admin=False, token_id="t")
+    runs: list[str] = []
+
+    def retry_takes_over(request_id: str) -> None:
+        now[0] += RequestLog.STALE_AFTER + 1  # the first attempt now looks crashed
+        _, owner = requests.claim(alice, request_id, "CreateApp", wait=0)
+        with requests.attempt(alice, request_id, owner) as record:
+            store.insert_app(AppRecord(user_id="alice", id="by-the-retry", created_at=0, modified_at=0))
+            record(v1.App(id="by-the-retry").SerializeToString())
+
+    class Servicer:
+        engine = SimpleNamespace(requests=requests)
+
+        @replayable(v1.App)
+        def CreateApp(self, request: v1.CreateAppRequest, context: Any) -> v1.App:
+            runs.append(request.request_id)
+            if len(runs) == 1:  # stalls before its first write, while the retry runs (in another thread)
+                with ThreadPoolExecutor(1) as other:
+                    other.submit(retry_takes_over, request.request_id).result()
+            app = f"run-{len(runs)}"
+            store.insert_app(AppRecord(user_id="alice", id=app, created_at=0, modified_at=0))
+            return v1.App(id=app)
+
+    tokens = request_context.bind(alice, "trace")
+    try:
+        answer = Servicer().CreateApp(v1.CreateAppRequest(request_id="r1"), SimpleNamespace(time_remaining=lambda: 5.0))
+    finally:
+        request_context.unbind(tokens)
+    assert answer.id == "by-the-retry" and len(runs) == 1
+    assert [a.id for a in store.list_apps("alice", "", PageQuery(limit=10)).items] == ["by-the-retry"]
     store.close()
 
 
