@@ -23,8 +23,8 @@ class ThreadConnections:
     Readers keep their own connections, so reads never wait for a write.
 
     `unit_of_work()` makes several writes of one thread (a request's mutation and its
-    request-log entry) one transaction. Commits are atomic under synchronous=NORMAL too:
-    a power cut may lose the last transactions, but a unit whole, never half of it.
+    request-log entry) one transaction. That holds under synchronous=NORMAL too: a power
+    cut may lose the last commits, but each unit whole, never half of one.
     """
 
     def __init__(self, path: Path, foreign_keys: bool = False) -> None:
