@@ -66,12 +66,104 @@ def test_a_stale_attempt_cannot_touch_a_newer_claim(tmp_path: Path) -> None:
     assert store.claim_request("u", "r1", "CreateApp", now=5.0, stale_after=10, owner="b").outcome is ClaimOutcome.IN_PROGRESS
     assert store.claim_request("u", "r1", "CreateApp", now=20.0, stale_after=10, owner="b").outcome is ClaimOutcome.CLAIMED
     store.release_request("u", "r1", owner="a")  # the stale attempt gives up: b's claim stays
-    store.finish_request("u", "r1", b"from a", now=21.0, owner="a")  # nor can it finish b's claim
+    assert not store.finish_request("u", "r1", b"from a", now=21.0, owner="a")  # nor can it finish b's claim
     assert store.claim_request("u", "r1", "CreateApp", now=22.0, stale_after=10, owner="c").outcome is ClaimOutcome.IN_PROGRESS
-    store.finish_request("u", "r1", b"from b", now=23.0, owner="b")
+    assert store.finish_request("u", "r1", b"from b", now=23.0, owner="b")
     replay = store.claim_request("u", "r1", "CreateApp", now=24.0, stale_after=10, owner="d")
     assert (replay.outcome, replay.response) == (ClaimOutcome.DONE, b"from b")
     store.close()
+
+
+def _app_ids(path: Path) -> list[str]:
+    """What another process reading the file sees: committed rows only."""
+    with sqlite3.connect(path) as conn:
+        return [i for (i,) in conn.execute("SELECT id FROM apps ORDER BY id")]
+
+
+def test_a_unit_of_work_commits_its_writes_with_the_request_log_entry_or_nothing(tmp_path: Path) -> None:
+    from pellucid.server.storage.base import ClaimOutcome
+
+    path = tmp_path / "m.sqlite3"
+    store = open_metadata_store(str(path))
+    assert store.claim_request("u", "r1", "CreateApp", now=0.0, stale_after=10, owner="a").outcome is ClaimOutcome.CLAIMED
+    with store.unit_of_work():
+        store.insert_app(AppRecord(user_id="u", id="a1", created_at=0, modified_at=0))
+        store.insert_app(AppRecord(user_id="u", id="a2", created_at=0, modified_at=0))
+        assert store.get_app("u", "a1") is not None  # this thread reads its own unit's rows
+        assert store.finish_request("u", "r1", b"answer", now=1.0, owner="a")
+        assert _app_ids(path) == []  # nothing is visible, or durable, before the unit ends
+    assert _app_ids(path) == ["a1", "a2"]
+    replay = store.claim_request("u", "r1", "CreateApp", now=2.0, stale_after=10, owner="b")
+    assert (replay.outcome, replay.response) == (ClaimOutcome.DONE, b"answer")
+
+    assert store.claim_request("u", "r2", "CreateApp", now=0.0, stale_after=10, owner="a").outcome is ClaimOutcome.CLAIMED
+    with pytest.raises(RuntimeError, match="after the log"), store.unit_of_work():
+        store.insert_app(AppRecord(user_id="u", id="a3", created_at=0, modified_at=0))
+        store.finish_request("u", "r2", b"lost", now=1.0, owner="a")
+        raise RuntimeError("failed after the log entry was written")
+    assert _app_ids(path) == ["a1", "a2"] and store.get_app("u", "a3") is None
+    assert store.claim_request("u", "r2", "CreateApp", now=2.0, stale_after=10, owner="b").outcome is ClaimOutcome.IN_PROGRESS
+    store.insert_app(AppRecord(user_id="u", id="a3", created_at=0, modified_at=0))  # the writer was handed back
+    store.close()
+
+
+def test_a_failed_write_inside_a_unit_rolls_back_only_its_own_statements(tmp_path: Path) -> None:
+    from pellucid.server.records import TokenRecord, UserRecord
+
+    path = tmp_path / "m.sqlite3"
+    store = open_metadata_store(str(path))
+    store.insert_user(UserRecord(id="someone", is_admin=False, created_at=0),
+                      TokenRecord(id="t1", user_id="someone", kind="pat", token_hash="h1", created_at=0))
+    with store.unit_of_work():
+        store.insert_app(AppRecord(user_id="u", id="kept", created_at=0, modified_at=0))
+        with pytest.raises(Conflict):  # the user row goes in, then its token's id is taken
+            store.insert_user(UserRecord(id="half", is_admin=False, created_at=0),
+                              TokenRecord(id="t1", user_id="half", kind="pat", token_hash="h2", created_at=0))
+        with pytest.raises(Conflict):
+            store.insert_app(AppRecord(user_id="u", id="kept", created_at=0, modified_at=0))
+        store.insert_app(AppRecord(user_id="u", id="after", created_at=0, modified_at=0))
+    assert _app_ids(path) == ["after", "kept"]
+    assert store.get_user("half") is None  # insert_user stayed atomic inside the unit
+    store.close()
+
+
+def test_a_unit_takes_the_writer_at_its_first_write_and_does_not_nest(tmp_path: Path) -> None:
+    import threading
+
+    store = open_metadata_store(str(tmp_path / "m.sqlite3"))
+    other = threading.Thread(target=store.insert_app, args=(AppRecord(user_id="u", id="other", created_at=0, modified_at=0),))
+    with store.unit_of_work():
+        assert store.get_app("u", "other") is None
+        other.start()  # before the unit's first write, another thread's write goes through
+        other.join(timeout=30)
+        assert not other.is_alive()
+        assert store.get_app("u", "other") is not None
+        with pytest.raises(RuntimeError, match="already open"), store.unit_of_work():
+            pass
+    store.close()
+
+
+def test_a_unit_whose_transaction_sqlite_rolled_back_commits_nothing_after_it(tmp_path: Path) -> None:
+    """SQLite rolls a whole transaction back on some errors (a full disk, an I/O error): the
+    unit's later writes must not run outside any transaction and commit one by one."""
+    from pellucid.server.storage.sqlite_connections import ThreadConnections
+
+    connections = ThreadConnections(tmp_path / "t.sqlite3")
+    with connections.write() as conn:
+        conn.execute("CREATE TABLE t (n INTEGER)")
+    with pytest.raises(sqlite3.OperationalError, match="lost its transaction"), connections.unit_of_work():
+        with connections.write() as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(sqlite3.OperationalError, match="disk"), connections.write() as conn:
+            conn.execute("ROLLBACK")  # what SQLite does itself on SQLITE_FULL
+            raise sqlite3.OperationalError("database or disk is full")
+        with connections.write() as conn:
+            conn.execute("INSERT INTO t VALUES (2)")
+    assert connections.get().execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0
+    with connections.write() as conn:  # and the writer is usable again
+        conn.execute("INSERT INTO t VALUES (3)")
+    assert connections.get().execute("SELECT n FROM t").fetchall()[0][0] == 3
+    connections.close()
 
 
 def test_insert_rows_splits_at_the_variable_limit_and_keeps_every_row(tmp_path: Path) -> None:

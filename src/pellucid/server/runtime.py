@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import grpc
 
+from pellucid.server import faults
 from pellucid.server.datadir import STANDALONE, DataDir, LocalCredentials, ServerLock
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.server import build_server
@@ -99,6 +101,7 @@ class PellucidServer:
                 holder = owner.describe() if owner else "another pellucid server"
                 raise DataDirInUse(f"{self.data_dir.path} is in use by {holder}; connect to it, or stop it first")
         try:
+            faults.configure(os.environ.get("PELLUCID_FAULT", ""))  # test-only crash points (server/faults.py)
             if not self.settings.metadata_uri:
                 self.data_dir.create_private_file(self.data_dir.metadata_path)
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")

@@ -1,9 +1,22 @@
-"""The request log: a mutation carrying a request id runs once, however often it is retried."""
+"""The request log: a mutation carrying a request id runs once, however often it is retried.
+
+An attempt first claims its request id (committed at once, so that a concurrent retry
+waits for it instead of running too), then runs inside `attempt()`: the mutation's writes
+and the response it logs commit in one transaction. A crash before that commit leaves
+nothing but the claim, which the restarted server releases (`release_unfinished_requests`)
+so the retry runs afresh; a crash after it leaves the response, which the retry replays.
+
+Why the claim is a transaction of its own rather than the unit's first write: the unit
+holds the store's writer from its first write to its end, and a claim taken at the start
+would hold it through everything the request does before it writes (URL fetches, hashing,
+blob writes). A claim left behind by a crash costs nothing: it is released on restart.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from pellucid.server.engine.access import Principal
 from pellucid.server.engine.errors import Aborted, InvalidArgument
@@ -12,6 +25,11 @@ from pellucid.server.engine.validation import check_text
 from pellucid.server.storage import ClaimOutcome, MetadataStore
 
 MAX_REQUEST_ID_LENGTH = 128
+
+
+class ClaimLost(Exception):
+    """Another attempt took this attempt's claim over (it had looked stale): this one's writes
+    were rolled back; claim again to get that attempt's outcome."""
 
 
 class RequestLog:
@@ -57,8 +75,34 @@ class RequestLog:
                 )
             time.sleep(self.POLL_INTERVAL)
 
-    def finish(self, principal: Principal, request_id: str, response: bytes, owner: str) -> None:
-        self._store.finish_request(principal.user_id, request_id, response, self._clock(), owner)
+    @contextmanager
+    def attempt(self, principal: Principal, request_id: str, owner: str) -> Iterator[Callable[[bytes], None]]:
+        """Run a claimed attempt: its writes and the response given to the `record` it yields
+        commit together when the block ends (the store's `unit_of_work`).
+
+        The block raising rolls its writes back and releases the claim, so a retry runs it
+        afresh; ClaimLost means another attempt owns the request now. A block that ends
+        without recording its response is rolled back too: committing it would apply the
+        mutation with nothing for a retry to replay.
+        """
+        recorded = False
+
+        def record(response: bytes) -> None:
+            nonlocal recorded
+            if not self._store.finish_request(principal.user_id, request_id, response, self._clock(), owner):
+                raise ClaimLost(request_id)
+            recorded = True
+
+        try:
+            with self._store.unit_of_work():
+                yield record
+                if not recorded:
+                    raise RuntimeError(f"request {request_id!r}: the attempt ended without recording its response")
+        except ClaimLost:
+            raise
+        except BaseException:
+            self.release(principal, request_id, owner)
+            raise
 
     def release(self, principal: Principal, request_id: str, owner: str) -> None:
         """The attempt failed without applying anything: a retry may run it afresh."""

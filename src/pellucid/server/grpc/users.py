@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from pellucid.api import v1
+from pellucid.server import faults
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.context import principal
 from pellucid.server.grpc.convert import page_request, to_dict, to_struct, to_timestamp
@@ -48,6 +49,7 @@ class UserServicer(v1.UserServiceServicer):
         token, secret = self.engine.users.create_pat(
             principal(), request.user_id, request.description, request.ttl_seconds, request.request_id
         )
+        faults.crash_point("crash-after-commit", "CreatePat")  # test-only: the token row is committed
         return v1.CreatePatResponse(pat=token_message(token), secret=secret)
 
     def ListPats(self, request: v1.ListPatsRequest, context: grpc.ServicerContext) -> v1.ListPatsResponse:

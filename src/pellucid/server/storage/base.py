@@ -1,13 +1,15 @@
 """The MetadataStore interface: users, tokens, apps, concepts and the request log.
 
 One class per backend implements it (SQLite now; PostgreSQL for scale-out), chosen
-by URI in `open_metadata_store`. Each method is one transaction.
+by URI in `open_metadata_store`. Each method is one transaction, unless it runs inside
+`unit_of_work()`: then it is one step (a savepoint) of the unit's transaction.
 """
 
 from __future__ import annotations
 
 import abc
 import enum
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,20 @@ class MetadataStore(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def unit_of_work(self) -> AbstractContextManager[None]:
+        """A block whose writes, made by this thread, commit as one transaction when it ends, or none do.
+
+        It makes a mutation and its request-log entry (`finish_request`) commit together, so a
+        retry after a crash at any moment finds both or neither. Semantics every backend keeps:
+        the transaction begins at the block's first write (work before it holds no lock);
+        each method called inside is atomic on its own (a savepoint): one that raises leaves
+        the unit's other writes in place; the block raising rolls everything back; reads
+        made by this thread after its first write see the unit's rows. Units do not nest.
+        SQLite holds its one writer for the rest of the block; PostgreSQL would hold one
+        connection in one transaction.
+        """
 
     # users
     @abc.abstractmethod
@@ -236,8 +252,12 @@ class MetadataStore(abc.ABC):
         """Claim a request id for one attempt (`owner`), unless it is done or another attempt runs it."""
 
     @abc.abstractmethod
-    def finish_request(self, user_id: str, request_id: str, response: bytes, now: float, owner: str) -> None:
-        """Store the response, if `owner` still holds the claim."""
+    def finish_request(self, user_id: str, request_id: str, response: bytes, now: float, owner: str) -> bool:
+        """Store the response, if `owner` still holds the claim; False if it does not (nothing stored).
+
+        Called inside the attempt's `unit_of_work()`, so that the response commits with the
+        mutation: False then means another attempt took the claim over, and the caller rolls
+        its unit back rather than apply the request a second time."""
 
     @abc.abstractmethod
     def release_request(self, user_id: str, request_id: str, owner: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -52,6 +53,9 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
 
     def close(self) -> None:
         self._connections.close()
+
+    def unit_of_work(self) -> AbstractContextManager[None]:
+        return self._connections.unit_of_work()
 
     def _page(
         self, sql: str, params: tuple, query: PageQuery, to_record: Callable[[sqlite3.Row], T], seq: str = "seq"
@@ -244,13 +248,13 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
                 return Claim(ClaimOutcome.DONE, bytes(row["response"]))
             return Claim(ClaimOutcome.IN_PROGRESS)
 
-    def finish_request(self, user_id: str, request_id: str, response: bytes, now: float, owner: str) -> None:
+    def finish_request(self, user_id: str, request_id: str, response: bytes, now: float, owner: str) -> bool:
         with self._write() as conn:
-            conn.execute(
+            return conn.execute(
                 "UPDATE request_log SET done = 1, response = ?, updated_at = ?"
                 " WHERE user_id = ? AND request_id = ? AND owner = ? AND done = 0",
                 (response, now, user_id, request_id, owner),
-            )
+            ).rowcount == 1
 
     def release_request(self, user_id: str, request_id: str, owner: str) -> None:
         with self._write() as conn:

@@ -21,6 +21,10 @@ class ThreadConnections:
     and the next batch re-read its pages from the WAL), and SQLite's busy handler, which
     polls by sleeping 1, 2, 5, 10... ms, is only ever needed against other processes.
     Readers keep their own connections, so reads never wait for a write.
+
+    `unit_of_work()` makes several writes of one thread (a request's mutation and its
+    request-log entry) one transaction. That holds under synchronous=NORMAL too: a power
+    cut may lose the last commits, but each unit whole, never half of one.
     """
 
     def __init__(self, path: Path, foreign_keys: bool = False) -> None:
@@ -59,9 +63,59 @@ class ThreadConnections:
 
         Whatever fails (the body, or COMMIT itself: a deferred constraint, a full disk),
         the transaction is rolled back, so the shared writer is never left inside one.
+        Inside `unit_of_work()` the write joins the unit's transaction instead, as a savepoint.
         """
+        unit: _Unit | None = getattr(self._local, "unit", None)
+        if unit is not None:
+            if unit.conn is None:
+                unit.conn = self._begin()  # the unit's first write: lock and transaction last until it ends
+            with self._savepoint(unit) as conn:
+                yield conn
+            return
         if getattr(self._local, "writing", None) is not None:
             raise RuntimeError(f"{self.path}: a write transaction is already open in this thread")
+        conn = self._begin()
+        try:
+            yield conn
+        except BaseException:
+            self._end(conn, commit=False)
+            raise
+        self._end(conn, commit=True)
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[None]:
+        """Every `write()` of this thread until the block ends commits as one transaction, or none does.
+
+        The first write begins the transaction (so the writer lock is not held before: work
+        done ahead of the first write, such as hashing and storing blobs, blocks nobody) and
+        the block's end commits it, or rolls it back if the block raises. Each write inside
+        runs in a savepoint: one that fails rolls back its own statements only, so a store
+        method stays atomic when its caller catches the error (Conflict) and carries on.
+        Reads through `get()` after the first write see the unit's uncommitted rows.
+
+        While the unit holds the writer, other threads' writes wait: keep slow work out of
+        it, and never wait inside it for another thread that writes through these connections.
+        """
+        if getattr(self._local, "unit", None) is not None or getattr(self._local, "writing", None) is not None:
+            raise RuntimeError(f"{self.path}: a write transaction is already open in this thread")
+        unit = self._local.unit = _Unit()
+        try:
+            yield
+        except BaseException:
+            if unit.conn is not None:
+                self._end(unit.conn, commit=False)
+            raise
+        else:
+            if unit.conn is not None:
+                if unit.broken:
+                    self._end(unit.conn, commit=False)
+                    raise sqlite3.OperationalError(f"{self.path}: a write of this unit of work lost its transaction")
+                self._end(unit.conn, commit=True)
+        finally:
+            self._local.unit = None
+
+    def _begin(self) -> sqlite3.Connection:
+        """Take the writer (in turn, under the lock) and begin a transaction on it."""
         if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_SECONDS):
             raise sqlite3.OperationalError(f"{self.path}: database is locked (no write for {BUSY_TIMEOUT_SECONDS:.0f} s)")
         try:
@@ -70,16 +124,53 @@ class ThreadConnections:
                 self._writer.execute("PRAGMA temp_store=MEMORY")  # statement journals of multi-row inserts
             conn = self._local.writing = self._writer
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # SQLite may have rolled back already
-                    conn.execute("ROLLBACK")
-                raise
+        except BaseException:
+            self._local.writing = None
+            self._write_lock.release()
+            raise
+        return conn
+
+    def _end(self, conn: sqlite3.Connection, commit: bool) -> None:
+        """Commit (or roll back) the writer's transaction and hand the writer on."""
+        try:
+            if commit:
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:  # SQLite may have rolled back already
+                        conn.execute("ROLLBACK")
+                    raise
+            elif conn.in_transaction:
+                conn.execute("ROLLBACK")
         finally:
             self._local.writing = None
             self._write_lock.release()
+
+    @contextmanager
+    def _savepoint(self, unit: _Unit) -> Iterator[sqlite3.Connection]:
+        conn = unit.conn
+        assert conn is not None
+        if unit.broken or not conn.in_transaction:
+            # SQLite rolled the whole transaction back (a full disk, an I/O error): a
+            # SAVEPOINT now would begin a new one and commit what follows on its own
+            unit.broken = True
+            raise sqlite3.OperationalError(f"{self.path}: an earlier write of this unit of work lost its transaction")
+        name = f"write_{unit.depth}"
+        unit.depth += 1
+        try:
+            conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
+                else:
+                    unit.broken = True
+                raise
+            conn.execute(f"RELEASE {name}")
+        finally:
+            unit.depth -= 1
 
     def close(self) -> None:
         with self._lock:
@@ -89,6 +180,17 @@ class ThreadConnections:
             self._all.clear()
         self._writer = None
         self._local = threading.local()
+
+
+class _Unit:
+    """A thread's open `unit_of_work()`: its transaction once the first write began it."""
+
+    __slots__ = ("broken", "conn", "depth")
+
+    def __init__(self) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self.depth = 0  # savepoints open inside it
+        self.broken = False  # SQLite rolled its transaction back under a write: it must not commit
 
 
 def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:
