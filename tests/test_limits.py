@@ -224,6 +224,25 @@ def test_many_users_at_their_caps_leave_threads_for_short_calls(tmp_path: Path) 
         first.cancel()
 
 
+def test_300_health_watches_without_a_token_do_not_block_health_checks(tmp_path: Path) -> None:
+    """Unauthenticated streams (health Watch; reflection) are counted per peer address."""
+    with limited_server(tmp_path) as limited, stalled_calls() as held:
+        bob = limited.tenant("bob")
+        watch = health_pb2_grpc.HealthStub(limited.channel).Watch
+        watches = [watch(health_pb2.HealthCheckRequest(), timeout=60) for _ in range(300)]
+        held.calls.extend(watches)
+        refused = 0
+        for call in watches:  # each one either says SERVING and stays open, or is refused
+            try:
+                assert next(call).status == health_pb2.HealthCheckResponse.SERVING
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                assert "peer ipv4:127.0.0.1 already has 32 concurrent streams" in exc.details()
+                refused += 1
+        assert refused == 300 - 32
+        others_still_answer(limited, bob)
+
+
 def others_still_answer_briefly(limited: Limited, other: Tenant) -> None:
     assert limited.healthy()
     assert other.app_id in [a.id for a in other.user.with_options(timeout=ANSWER_WITHIN).list_apps()]
