@@ -35,10 +35,10 @@ def test_the_wait_ends_before_the_callers_deadline_whatever_its_length() -> None
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = channel.unary_unary("/t.Deadlines/Wait")
-            for timeout in (0.5, 3.0, 9.99, 10.0, 30.0, 99.95, 100.4, 999.5, 1000.5, 3599.0, 86399.0):
+            for timeout in (2.0, 3.0, 9.99, 10.0, 30.0, 99.95, 100.4, 999.5, 1000.5, 3599.0, 86399.0):
                 started = time.monotonic()
                 wait = float(call(b"", timeout=timeout))
-                assert 0 < wait <= timeout - (time.monotonic() - started) - min(0.2, timeout / 5), timeout
+                assert 0 < wait <= timeout - (time.monotonic() - started) - 0.2, timeout
     finally:
         server.stop(0)
 
@@ -91,7 +91,7 @@ def test_no_runner_is_not_retried_into_a_deadline(tmp_path: Path) -> None:
         assert credentials is not None
         user = User(base_url=f"grpc://{server.address}", pat=credentials.pat)
         model = user.create_app("no-runner").create_model("m", runner_labels=["cpu"], input_fields=["text"])
-        for timeout in (0.4, 2.0):
+        for timeout in (0.5, 2.0):
             with pytest.raises(errors.Unavailable, match="'m'.*cpu"):
                 model.with_options(timeout=timeout).predict_by_bytes(b"x", "text")
     finally:

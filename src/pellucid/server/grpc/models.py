@@ -19,7 +19,7 @@ from pellucid.server.records import ModelRecord, ModelVersionRecord, OutputConfi
 # hears why ("no runner serves ...") instead of a bare DEADLINE_EXCEEDED. The deadline reaches the
 # server in the grpc-timeout header, which keeps at most 3-4 digits and rounds up: a 30 s timeout
 # arrives up to 100 ms longer, a 300 s one up to 1 s (always under 1%). The margin covers that
-# rounding plus the trip of the answer back, and takes at most a quarter of a short deadline.
+# rounding plus the trip of the answer back, and takes at most an eighth of a short deadline.
 ANSWER_MARGIN = 0.25
 TIMEOUT_ROUNDING = 0.01
 NO_DEADLINE_WAIT = 60.0
@@ -29,7 +29,7 @@ def runner_wait(remaining: float | None) -> float:
     """How long a predict may wait for its runner when the caller has `remaining` seconds left."""
     if remaining is None:
         return NO_DEADLINE_WAIT
-    margin = min(ANSWER_MARGIN + TIMEOUT_ROUNDING * remaining, remaining / 4)
+    margin = min(ANSWER_MARGIN + TIMEOUT_ROUNDING * remaining, remaining / 8)
     return max(remaining - margin, 0.0)
 
 
