@@ -72,7 +72,7 @@ def limited_server(tmp_path: Path, **settings: Any) -> Iterator[Limited]:
 
 
 class Stalled:
-    """Calls a test holds open, each on its own channel-level stream; `close` cancels them all."""
+    """Calls a test holds open; `close` cancels them all and ends their request streams."""
 
     def __init__(self) -> None:
         self.calls: list[grpc.Future] = []
@@ -140,6 +140,11 @@ def others_still_answer(limited: Limited, other: Tenant) -> None:
     assert upload(chunks, metadata=other.metadata, timeout=ANSWER_WITHIN).size == len(b"whole blob")
 
 
+class Echo(Runner):
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:  # noqa: A002
+        return v1.Output(data=v1.Data(text=v1.Text(raw=input.data.text.raw)))
+
+
 def test_300_stalled_streams_of_one_user_do_not_block_health_or_other_users(tmp_path: Path) -> None:
     with limited_server(tmp_path) as limited, stalled_calls() as held:
         alice, bob = limited.tenant("alice"), limited.tenant("bob")
@@ -166,11 +171,6 @@ def test_300_stalled_streams_of_one_user_do_not_block_health_or_other_users(tmp_
         finally:
             runner.stop(drain=False)
             thread.join(ANSWER_WITHIN)
-
-
-class Echo(Runner):
-    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:  # noqa: A002
-        return v1.Output(data=v1.Data(text=v1.Text(raw=input.data.text.raw)))
 
 
 def test_300_predicts_waiting_for_a_runner_do_not_block_health_or_other_users(tmp_path: Path) -> None:
@@ -253,3 +253,16 @@ def test_limits_are_checked_when_the_server_starts(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=next(iter(bad))):
             PellucidServer(ServerSettings(data_dir=tmp_path / "data", **bad)).start()
 
+
+
+def test_server_flags_set_the_limits(capsys: pytest.CaptureFixture[str]) -> None:
+    from pellucid.cli import build_parser
+
+    args = build_parser().parse_args(["server", "--max-streams-per-user", "8", "--max-predicts-per-user", "9",
+                                      "--max-runner-connections-per-user", "10", "--max-workers", "64"])
+    assert (args.max_streams_per_user, args.max_predicts_per_user, args.max_runner_connections_per_user,
+            args.max_workers) == (8, 9, 10, 64)
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["server", "--max-streams-per-user", "0"])
+    assert exited.value.code == 2
+    assert "--max-streams-per-user: must be at least 1, got 0" in capsys.readouterr().err

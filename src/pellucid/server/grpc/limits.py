@@ -32,7 +32,7 @@ MIN_WORKERS = 8
 class CallKind(Enum):
     """A kind of long call; its value: (what, setting, CLI flag, error reason)."""
 
-    STREAM = ("concurrent streams (uploads, downloads)", "max_streams_per_user", "--max-streams-per-user",
+    STREAM = ("concurrent streams", "max_streams_per_user", "--max-streams-per-user",
               "TOO_MANY_STREAMS")
     PREDICT = ("predicts in flight (waiting for or running on a runner)", "max_predicts_per_user",
                "--max-predicts-per-user", "TOO_MANY_PREDICTS")
@@ -87,10 +87,6 @@ class CallLimiter:
         self._lock = threading.Lock()
         self._held: dict[tuple[CallKind, str], int] = {}
         self._total = 0
-
-    def held(self, kind: CallKind, caller: str) -> int:
-        with self._lock:
-            return self._held.get((kind, caller), 0)
 
     def acquire(self, kind: CallKind, caller: str) -> None:
         """Count one more call of `caller`, or refuse it if a cap is reached; `release` it when it ends."""
