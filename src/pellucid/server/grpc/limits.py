@@ -8,6 +8,12 @@ likes. So these calls are counted, per user and in total, when their thread star
 past a cap the call is refused with RESOURCE_EXHAUSTED at once, freeing its thread, and all
 of them together never take more than `max_workers` minus a reserve, so health checks and
 short calls of every user always find a free thread.
+
+gRPC runs the interceptor on its polling thread, before the call is queued for a worker; the
+caller is known only after authentication, so the count is taken when a worker starts the
+call. That is safe because long calls never take the reserved threads: a refused call holds
+its thread only to send its status. (`maximum_concurrent_rpcs` would not help: past it gRPC
+refuses every call, health checks included.)
 """
 
 from __future__ import annotations
