@@ -1,6 +1,7 @@
 """The `pellucid` command: run a server, manage users and tokens.
 
     pellucid server --data-dir DIR [--host 127.0.0.1] [--port 7317] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
+                    [--max-streams-per-user N] ...
     pellucid users create USER_ID [--admin]     (prints the new PAT as its last line)
     pellucid users list
     pellucid whoami
@@ -14,6 +15,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -46,6 +48,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, admin_user_id=args.admin_user, max_workers=args.max_workers,
         allow_private_urls=args.allow_private_urls,
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+        max_streams_per_user=args.max_streams_per_user, max_predicts_per_user=args.max_predicts_per_user,
+        max_runner_connections_per_user=args.max_runner_connections_per_user,
     )
     server = PellucidServer(settings)
     try:
@@ -142,6 +146,21 @@ def cmd_runner_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pellucid", description="pellucid: ML data and inference platform")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -158,8 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--tls-client-ca", type=Path, default=None,
                         help="PEM CA: require client certificates it signed (mutual TLS)")
     server.add_argument("--admin-user", default="admin", help="id of the first user, created on first start")
-    server.add_argument("--max-workers", type=int, default=256,
-                        help="threads serving calls: each connected runner stream and each waiting predict holds one")
+    server.add_argument("--max-workers", type=_at_least(8), default=256,
+                        help="threads serving calls: each stream, runner connection and waiting predict holds one; "
+                             "together they may take three quarters")
+    server.add_argument("--max-streams-per-user", type=_at_least(1), default=32,
+                        help="open upload/download streams per user; past it: RESOURCE_EXHAUSTED")
+    server.add_argument("--max-predicts-per-user", type=_at_least(1), default=64,
+                        help="predicts per user waiting for or running on a runner; past it: RESOURCE_EXHAUSTED")
+    server.add_argument("--max-runner-connections-per-user", type=_at_least(1), default=64,
+                        help="runner processes (Connect streams) per user; past it: RESOURCE_EXHAUSTED")
     server.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
     server.add_argument("--allow-private-urls", action="store_true",
                         help="fetch URL inputs from this machine and private networks too (off: callers could read them)")

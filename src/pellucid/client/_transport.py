@@ -28,6 +28,9 @@ log = logging.getLogger("pellucid.client")
 
 DEFAULT_TIMEOUT = 30.0
 READ_ONLY = frozenset({"PostModelOutputs"})  # predictions change nothing: safe to send again
+# UNAVAILABLE reasons that a retry cannot change: "no runner" comes after the server waited
+# for one until just before the deadline, and a retry would turn it into DEADLINE_EXCEEDED
+FINAL_REASONS = frozenset({"NO_RUNNER"})
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 R = TypeVar("R", bound=Message)
 
@@ -266,7 +269,8 @@ class Connection:
                 code = exc.code() if hasattr(exc, "code") else None
                 pause = retry.backoff(attempt)
                 if (safe and code in retry.retryable and attempt + 1 < retry.max_attempts
-                        and time.monotonic() + pause < deadline):
+                        and time.monotonic() + pause < deadline
+                        and from_rpc_error(exc).details.get("reason") not in FINAL_REASONS):
                     log.debug("%s: %s, retry %d in %.2fs", method, code, attempt + 1, pause)
                     time.sleep(pause)
                     attempt += 1

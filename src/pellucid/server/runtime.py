@@ -21,6 +21,7 @@ import grpc
 from pellucid.server import faults
 from pellucid.server.datadir import STANDALONE, DataDir, LocalCredentials, ServerLock
 from pellucid.server.engine import Engine
+from pellucid.server.grpc.limits import CallLimits
 from pellucid.server.grpc.server import build_server
 from pellucid.server.storage import open_metadata_store
 from pellucid.server.storage.blobs import open_blob_store
@@ -50,7 +51,14 @@ class ServerSettings:
     # Empty: files (and a SQLite file for small blobs) in the data dir.
     blob_uri: str = ""
     admin_user_id: str = "admin"
+    # Threads serving calls. Streams, predicts and runner connections hold one for as long as they
+    # last: they take at most three quarters, per-user caps below (grpc/limits.py).
     max_workers: int = 256
+    # Per user: open UploadBlob/DownloadInputs (and other) streams; predicts waiting for or
+    # running on a runner; runner connections (counted apart, so uploads never lock runners out).
+    max_streams_per_user: int = 32
+    max_predicts_per_user: int = 64
+    max_runner_connections_per_user: int = 64
     # Fetch URL inputs from loopback and private networks too. Off for a shared server:
     # callers could make it read what only it can reach (see engine/fetch.py).
     allow_private_urls: bool = False
@@ -82,6 +90,13 @@ class PellucidServer:
         if host in ("", "0.0.0.0", "::", "[::]"):
             host = "127.0.0.1"
         return f"{host}:{self.port}"
+
+    @property
+    def call_limits(self) -> CallLimits:
+        s = self.settings
+        return CallLimits(max_workers=s.max_workers, max_streams_per_user=s.max_streams_per_user,
+                          max_predicts_per_user=s.max_predicts_per_user,
+                          max_runner_connections_per_user=s.max_runner_connections_per_user)
 
     def start(self) -> str:
         """Check the settings and the port, take the data dir, open the stores and listen.
@@ -115,7 +130,8 @@ class PellucidServer:
                 self.data_dir.write_credentials(LocalCredentials(user_id=user.id, pat=secret))
                 log.info("created the first user %r; its PAT is in %s", user.id, self.data_dir.credentials_path)
             self._server, self.port, _ = build_server(
-                self.engine, self.settings.host, self.settings.port, self.settings.max_workers, credentials
+                self.engine, self.settings.host, self.settings.port, self.settings.max_workers, self.call_limits,
+                credentials,
             )
             self._server.start()
             self._lock.publish(self.address, tls=self.settings.tls)

@@ -17,6 +17,7 @@ from pellucid.server.engine.errors import EngineError
 from pellucid.server.engine.ids import new_id
 from pellucid.server.grpc import context as request_context
 from pellucid.server.grpc.errors import REQUEST_ID_KEY, abort
+from pellucid.server.grpc.limits import CallLimiter, CallLimits, authenticated_user, call_kind, peer_host
 
 log = logging.getLogger("pellucid.server")
 
@@ -29,20 +30,24 @@ MAX_CLIENT_REQUEST_ID = 128
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, limits: CallLimits | None = None) -> None:
         self._engine = engine
+        self.limiter = CallLimiter(limits or CallLimits())
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith(UNAUTHENTICATED_PREFIXES):
+        if handler is None:
             return handler
+        kind = call_kind(method, handler)  # long calls count against the caps of pellucid.server.grpc.limits
+        if method.startswith(UNAUTHENTICATED_PREFIXES):
+            return self.limiter.guard(handler, kind, peer_host)
         metadata = dict(handler_call_details.invocation_metadata or ())
         header = metadata.get("authorization", "")
         secret = header[7:].strip() if header[:7].lower() == "bearer " else ""
         given_id = metadata.get(REQUEST_ID_KEY, "")
         request_id = given_id if 0 < len(given_id) <= MAX_CLIENT_REQUEST_ID else new_id()
-        return _wrap(handler, self._engine, method, secret, request_id)
+        return _wrap(self.limiter.guard(handler, kind, authenticated_user), self._engine, method, secret, request_id)
 
 
 def _wrap(handler: grpc.RpcMethodHandler, engine: Engine, method: str, secret: str, request_id: str) -> grpc.RpcMethodHandler:

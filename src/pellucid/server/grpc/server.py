@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
@@ -17,6 +18,7 @@ from pellucid.server.grpc.concepts import ConceptServicer
 from pellucid.server.grpc.datasets import DatasetServicer
 from pellucid.server.grpc.inputs import InputServicer
 from pellucid.server.grpc.interceptor import AuthInterceptor
+from pellucid.server.grpc.limits import CallLimits
 from pellucid.server.grpc.models import ModelServicer
 from pellucid.server.grpc.runners import RunnerServicer
 from pellucid.server.grpc.users import UserServicer
@@ -35,13 +37,19 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
 
 
 def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_workers: int = 256,
-                 credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int, health.HealthServicer]:
+                 limits: CallLimits | None = None, credentials: grpc.ServerCredentials | None = None,
+                 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A server bound to host:port (0 = a port the OS picks), not yet started; returns the bound port.
 
-    With `credentials` (grpc.ssl_server_credentials) the port speaks TLS only."""
+    With `credentials` (grpc.ssl_server_credentials) the port speaks TLS only. Each call runs
+    on one of `max_workers` threads; `limits` caps the long calls (streams, predicts) so that a
+    quarter of them stay free for short calls (see grpc/limits.py). No
+    `maximum_concurrent_rpcs`: past it gRPC refuses every call, health checks included.
+    """
+    limits = dataclasses.replace(limits or CallLimits(), max_workers=max_workers)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pellucid-rpc"),
-        interceptors=[AuthInterceptor(engine)],
+        interceptors=[AuthInterceptor(engine, limits)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
