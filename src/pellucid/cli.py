@@ -40,7 +40,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         data_dir=Path(args.data_dir) if args.data_dir else default_home(),
         host=args.host, port=args.port, admin_user_id=args.admin_user, max_workers=args.max_workers,
-        allow_private_urls=args.allow_private_urls,
+        allow_private_urls=args.allow_private_urls, max_blob_bytes=args.max_blob_bytes,
     )
     server = PellucidServer(settings)
     try:
@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
     server.add_argument("--allow-private-urls", action="store_true",
                         help="fetch URL inputs from this machine and private networks too (off: callers could read them)")
+    server.add_argument("--max-blob-bytes", type=int, default=1 << 30,
+                        help="largest blob a caller may upload, in bytes (default 1 GiB)")
     server.add_argument("--log-level", default="info")
     server.set_defaults(run=cmd_server)
 

@@ -40,6 +40,12 @@ class ServerSettings:
     # Fetch URL inputs from loopback and private networks too. Off for a shared server:
     # callers could make it read what only it can reach (see engine/fetch.py).
     allow_private_urls: bool = False
+    # Largest blob a caller may store (UploadBlob, or an input's bytes): 1 GiB.
+    max_blob_bytes: int = 1 << 30
+    # Blob garbage collection: how often (seconds; 0 turns it off), and how long an uploaded
+    # blob no input uses is kept (it may be waiting for the PostInputs that will use it).
+    blob_gc_interval_seconds: float = 3600.0
+    blob_gc_grace_seconds: float = 3600.0
 
 
 class PellucidServer:
@@ -51,6 +57,8 @@ class PellucidServer:
         self.engine: Engine | None = None
         self.port = 0
         self._stopped = threading.Event()
+        self._stop_gc = threading.Event()
+        self._gc_thread: threading.Thread | None = None
 
     @property
     def address(self) -> str:
@@ -72,7 +80,9 @@ class PellucidServer:
         try:
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
             blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}")
-            self.engine = Engine(store, blobs, allow_private_urls=self.settings.allow_private_urls)
+            self.engine = Engine(store, blobs, allow_private_urls=self.settings.allow_private_urls,
+                                 max_blob_bytes=self.settings.max_blob_bytes,
+                                 blob_grace_seconds=self.settings.blob_gc_grace_seconds)
             # this process owns the data dir (lock): unfinished claims are from a crashed server
             store.release_unfinished_requests()
             created = self.engine.users.bootstrap(self.settings.admin_user_id)
@@ -85,6 +95,10 @@ class PellucidServer:
             )
             self._server.start()
             self._lock.publish(self.address)
+            if self.settings.blob_gc_interval_seconds > 0:
+                self._gc_thread = threading.Thread(target=self._collect_garbage_periodically, args=(self.engine,),
+                                                   name="pellucid-blob-gc", daemon=True)
+                self._gc_thread.start()
         except BaseException:
             self._release()
             raise
@@ -101,7 +115,23 @@ class PellucidServer:
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
+    def _collect_garbage_periodically(self, engine: Engine) -> None:
+        """Blob garbage collection every blob_gc_interval_seconds, until the server stops."""
+        while not self._stop_gc.wait(self.settings.blob_gc_interval_seconds):
+            try:
+                report = engine.collect_blob_garbage()
+            except Exception:  # noqa: BLE001 - logged; the next run tries again, serving goes on
+                log.exception("blob garbage collection failed")
+                continue
+            if report.blobs_deleted or report.packs_compacted:
+                log.info("blob garbage collection: %d blobs (%d bytes) deleted, %d packs compacted",
+                         report.blobs_deleted, report.bytes_deleted, report.packs_compacted)
+
     def _release(self) -> None:
+        self._stop_gc.set()
+        if self._gc_thread is not None:
+            self._gc_thread.join()  # a run in progress finishes before the stores close
+            self._gc_thread = None
         if self.engine is not None:
             self.engine.close()
             self.engine = None
