@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import pellucid.errors as errors
+from pellucid import errors
 from pellucid.api import v1
 from pellucid.client.input import Inputs
 from pellucid.client.user import User

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import pellucid.errors as errors
+from pellucid import errors
 from pellucid.api import v1
 from pellucid.cli import build_parser
 from pellucid.client.input import Inputs
@@ -98,12 +98,18 @@ def test_the_store_refuses_anything_but_a_sha256_in_every_method(tmp_path: Path)
     digest = store.put_many("alice", [data])[0]
     bad_values = [str(outside), "../outside.bin", "../" * 10 + str(outside).lstrip("/"), digest.upper(),
                   digest + "\n", digest[:-1], ""]
+    calls = [
+        lambda bad: store.size(bad),
+        lambda bad: store.get(bad),
+        lambda bad: store.read_chunks(bad),
+        lambda bad: store.acquire("alice", [bad]),
+        lambda bad: store.put_many("alice", [data], [bad]),
+        lambda bad: store.put_stream("alice", iter([data]), expected_sha256=bad or "-"),
+    ]
     for bad in bad_values:
-        for call in (lambda: store.size(bad), lambda: store.get(bad), lambda: store.read_chunks(bad),
-                     lambda: store.acquire("alice", [bad]), lambda: store.put_many("alice", [data], [bad]),
-                     lambda: store.put_stream("alice", iter([data]), expected_sha256=bad or "-")):
+        for call in calls:
             with pytest.raises(InvalidDigest):
-                call()
+                call(bad)
     assert store.get(digest) == data
     store.close()
 

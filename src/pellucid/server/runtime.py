@@ -120,7 +120,7 @@ class PellucidServer:
         while not self._stop_gc.wait(self.settings.blob_gc_interval_seconds):
             try:
                 report = engine.collect_blob_garbage()
-            except Exception:  # noqa: BLE001 - logged; the next run tries again, serving goes on
+            except Exception:  # logged; the next run tries again, and serving goes on
                 log.exception("blob garbage collection failed")
                 continue
             if report.blobs_deleted or report.packs_compacted:

@@ -14,7 +14,11 @@ from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
 from pellucid.server.engine.fetch import UrlFetcher
-from pellucid.server.engine.inputs import DEFAULT_BLOB_GRACE_SECONDS, DEFAULT_MAX_BLOB_BYTES, Inputs
+from pellucid.server.engine.inputs import (
+    DEFAULT_BLOB_GRACE_SECONDS,
+    DEFAULT_MAX_BLOB_BYTES,
+    Inputs,
+)
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.routing import Router

@@ -262,8 +262,7 @@ class InputTables:
     def blob_references(self) -> Iterator[tuple[str, str]]:
         rows = self._conn().execute("SELECT DISTINCT a.user_id, i.media_sha256 FROM inputs i JOIN apps a ON a.seq = i.app_seq"
                                     " WHERE i.media_sha256 != ''")
-        for user_id, sha256 in rows:
-            yield user_id, sha256
+        yield from ((user_id, sha256) for user_id, sha256 in rows)
 
     def _job(self, conn: sqlite3.Connection, user_id: str, app_id: str, app_seq: int, job_id: str) -> JobRecord | None:
         row = conn.execute("SELECT * FROM input_jobs WHERE app_seq = ? AND id = ?", (app_seq, job_id)).fetchone()
