@@ -252,6 +252,25 @@ def test_a_blob_stored_again_while_it_is_being_collected_is_never_lost(
     store.close()
 
 
+def test_closing_the_store_stops_a_collection_in_progress_and_loses_nothing(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    kept = [os.urandom(500) for _ in range(10)]
+    store.put_many("owner", kept)
+    closer = threading.Thread(target=store.close)
+
+    def close_meanwhile(pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        closer.start()  # close() waits for the collection, which must notice and stop
+        assert store._closing.wait(10)
+        return set()
+
+    report = store.collect_garbage(close_meanwhile, grace_seconds=0)
+    closer.join(10)
+    assert not closer.is_alive() and report.blobs_deleted == 0
+    reopened = LocalBlobStore(tmp_path)
+    assert [reopened.get(sha256_hex(b)) for b in kept] == kept
+    reopened.close()
+
+
 def test_the_server_collects_in_the_background_when_asked_to(tmp_path: Path) -> None:
     running = PellucidServer(ServerSettings(data_dir=tmp_path, blob_gc_interval_seconds=0.05,
                                             blob_gc_grace_seconds=0))

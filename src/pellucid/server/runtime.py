@@ -129,12 +129,12 @@ class PellucidServer:
 
     def _release(self) -> None:
         self._stop_gc.set()
-        if self._gc_thread is not None:
-            self._gc_thread.join()  # a run in progress finishes before the stores close
-            self._gc_thread = None
         if self.engine is not None:
-            self.engine.close()
+            self.engine.close()  # a garbage collection in progress stops at its next step
             self.engine = None
+        if self._gc_thread is not None:
+            self._gc_thread.join()
+            self._gc_thread = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None

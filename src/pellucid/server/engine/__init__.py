@@ -54,9 +54,9 @@ class Engine:
         return self.inputs.collect_garbage(grace_seconds)
 
     def close(self) -> None:
+        self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()
         self.store.close()
-        self.blobs.close()
 
 
 __all__ = ["Engine", "Principal"]

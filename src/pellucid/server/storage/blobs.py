@@ -188,6 +188,7 @@ class LocalBlobStore(BlobStore):
         self._append_lock = threading.Lock()
         self._drained = threading.Condition(self._append_lock)  # an append to a pack finished
         self._gc_lock = threading.Lock()
+        self._closing = threading.Event()  # a collection in progress stops at its next step
         self._readers: dict[int, int] = {}
         self._in_flight: collections.Counter[str] = collections.Counter()  # digests being stored (under _append_lock)
         self._appending: collections.Counter[int] = collections.Counter()  # per pack: appends not yet indexed
@@ -470,6 +471,8 @@ class LocalBlobStore(BlobStore):
         Grace 0 is for tests and for a server with no uploads running.
         """
         with self._gc_lock:
+            if self._closing.is_set():
+                return CollectionReport()
             released = self._release_owners(is_referenced, time.time() - grace_seconds)
             deleted, freed = self._delete_unheld_packed()
             large_deleted, large_freed = self._delete_unheld_files(max(grace_seconds, self.TEMP_FILE_MAX_AGE))
@@ -481,7 +484,7 @@ class LocalBlobStore(BlobStore):
 
     def _release_owners(self, is_referenced: ReferenceCheck, cutoff: float) -> int:
         released, after = 0, ("", "")
-        while True:
+        while not self._closing.is_set():
             batch = [(r[0], r[1]) for r in self._conn().execute(
                 "SELECT sha256, owner FROM owners WHERE (sha256, owner) > (?, ?) AND renewed_at < ?"
                 " ORDER BY sha256, owner LIMIT 500", (*after, cutoff))]
@@ -495,12 +498,15 @@ class LocalBlobStore(BlobStore):
                     before = conn.total_changes
                     conn.executemany("DELETE FROM owners WHERE sha256 = ? AND owner = ? AND renewed_at < ?", stale)
                     released += conn.total_changes - before
+        return released
 
     def _delete_unheld_packed(self) -> tuple[int, int]:
         candidates = [(r[0], r[1]) for r in self._conn().execute(
             "SELECT sha256, size FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.sha256 = b.sha256)")]
         deleted = freed = 0
         for start in range(0, len(candidates), 500):
+            if self._closing.is_set():
+                break
             part = candidates[start:start + 500]
             with self._append_lock, self._connections.write() as conn:
                 for sha256, size in part:
@@ -517,6 +523,8 @@ class LocalBlobStore(BlobStore):
         now = time.time()
         for directory, subdirs, names in os.walk(self.files):
             here = Path(directory)
+            if self._closing.is_set():
+                break
             if here == self.packs:
                 subdirs.clear()
                 continue
@@ -562,6 +570,8 @@ class LocalBlobStore(BlobStore):
         for path in sorted(self.packs.glob("*.pack")):
             number, total = int(path.stem), path.stat().st_size
             dead = total - live.get(number, 0)
+            if self._closing.is_set():
+                break
             if total and dead >= total * self.COMPACT_DEAD_FRACTION:
                 self._compact_pack(number)
                 compacted += 1
@@ -581,6 +591,8 @@ class LocalBlobStore(BlobStore):
         try:
             start = 0
             while start < len(rows):
+                if self._closing.is_set():  # what moved is indexed in its new place; the rest stays put
+                    return
                 batch, batch_bytes = [], 0
                 while start < len(rows) and (not batch or batch_bytes < 64 * CHUNK_BYTES):
                     batch.append(rows[start])
@@ -623,7 +635,8 @@ class LocalBlobStore(BlobStore):
                 self._drained.notify_all()
 
     def close(self) -> None:
-        with self._gc_lock:  # not in the middle of a compaction
+        self._closing.set()
+        with self._gc_lock:  # a collection stops at its next step (a batch, a pack): wait for that
             self._connections.close()
             with self._lock:
                 for fd in self._readers.values():
