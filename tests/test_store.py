@@ -8,7 +8,7 @@ import pytest
 
 from pellucid.server.records import AppRecord, PageQuery
 from pellucid.server.storage import Conflict, open_metadata_store
-from pellucid.server.storage.sqlite_schema import LATEST_VERSION
+from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
 
 def test_migrations_run_on_open_and_are_recorded(tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_migrations_run_on_open_and_are_recorded(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
-    assert versions == list(range(1, LATEST_VERSION + 1))
+    assert versions == [v for v, _ in MIGRATIONS]  # each helper's migration has its own number
     reopened = open_metadata_store(str(path))  # a second open applies nothing twice
     assert reopened.schema_version() == LATEST_VERSION
     reopened.close()
@@ -280,13 +280,13 @@ def test_blobs_roll_over_to_new_packs_read_back_and_a_closed_store_refuses_write
     store.PACK_LIMIT = 50_000  # type: ignore[misc] - a new pack every few batches
     batches = [[bytes([b, i]) * 5_000 for i in range(8)] for b in range(6)]  # 10 KB each, 80 KB a batch
     for batch in batches:
-        store.put_many(batch)
-    store.put_many(batches[0])  # all known: nothing appended
+        store.put_many("alice", batch)
+    store.put_many("alice", batches[0])  # all known: nothing appended
     assert len(list((tmp_path / "blobs" / "packs").glob("*.pack"))) >= 3
     store.close()
     store.close()  # twice is harmless: no descriptor is closed a second time
     with pytest.raises(RuntimeError, match="closed"):
-        store.put_many([b"late" * 100])
+        store.put_many("alice", [b"late" * 100])
     reopened = LocalBlobStore(tmp_path)
     for blob in (blob for batch in batches for blob in batch):
         assert reopened.get(sha256_hex(blob)) == blob

@@ -50,6 +50,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
         max_streams_per_user=args.max_streams_per_user, max_predicts_per_user=args.max_predicts_per_user,
         max_runner_connections_per_user=args.max_runner_connections_per_user,
+        max_blob_bytes=args.max_blob_bytes,
     )
     server = PellucidServer(settings)
     try:
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
     server.add_argument("--allow-private-urls", action="store_true",
                         help="fetch URL inputs from this machine and private networks too (off: callers could read them)")
+    server.add_argument("--max-blob-bytes", type=int, default=1 << 30,
+                        help="largest blob a caller may upload, in bytes (default 1 GiB)")
     server.add_argument("--log-level", default="info")
     server.set_defaults(run=cmd_server)
 

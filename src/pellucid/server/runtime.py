@@ -67,6 +67,12 @@ class ServerSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    # Largest blob a caller may store (UploadBlob, or an input's bytes): 1 GiB.
+    max_blob_bytes: int = 1 << 30
+    # Blob garbage collection: how often (seconds; 0 turns it off), and how long an uploaded
+    # blob no input uses is kept (it may be waiting for the PostInputs that will use it).
+    blob_gc_interval_seconds: float = 3600.0
+    blob_gc_grace_seconds: float = 3600.0
 
     @property
     def tls(self) -> bool:
@@ -82,6 +88,8 @@ class PellucidServer:
         self.engine: Engine | None = None
         self.port = 0
         self._stopped = threading.Event()
+        self._stop_gc = threading.Event()
+        self._gc_thread: threading.Thread | None = None
 
     @property
     def address(self) -> str:
@@ -121,7 +129,9 @@ class PellucidServer:
                 self.data_dir.create_private_file(self.data_dir.metadata_path)
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
             blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}")
-            self.engine = Engine(store, blobs, allow_private_urls=self.settings.allow_private_urls)
+            self.engine = Engine(store, blobs, allow_private_urls=self.settings.allow_private_urls,
+                                 max_blob_bytes=self.settings.max_blob_bytes,
+                                 blob_grace_seconds=self.settings.blob_gc_grace_seconds)
             # this process owns the data dir (lock): unfinished claims are from a crashed server
             store.release_unfinished_requests()
             created = self.engine.users.bootstrap(self.settings.admin_user_id)
@@ -138,6 +148,10 @@ class PellucidServer:
             warning = plaintext_exposure_warning(self.settings)
             if warning:
                 log.warning("%s", warning)
+            if self.settings.blob_gc_interval_seconds > 0:
+                self._gc_thread = threading.Thread(target=self._collect_garbage_periodically, args=(self.engine,),
+                                                   name="pellucid-blob-gc", daemon=True)
+                self._gc_thread.start()
         except BaseException:
             self._release()
             raise
@@ -154,10 +168,26 @@ class PellucidServer:
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
+    def _collect_garbage_periodically(self, engine: Engine) -> None:
+        """Blob garbage collection every blob_gc_interval_seconds, until the server stops."""
+        while not self._stop_gc.wait(self.settings.blob_gc_interval_seconds):
+            try:
+                report = engine.collect_blob_garbage()
+            except Exception:  # logged; the next run tries again, and serving goes on
+                log.exception("blob garbage collection failed")
+                continue
+            if report.blobs_deleted or report.packs_compacted:
+                log.info("blob garbage collection: %d blobs (%d bytes) deleted, %d packs compacted",
+                         report.blobs_deleted, report.bytes_deleted, report.packs_compacted)
+
     def _release(self) -> None:
+        self._stop_gc.set()
         if self.engine is not None:
-            self.engine.close()
+            self.engine.close()  # a garbage collection in progress stops at its next step
             self.engine = None
+        if self._gc_thread is not None:
+            self._gc_thread.join()
+            self._gc_thread = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None

@@ -14,37 +14,49 @@ from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
 from pellucid.server.engine.fetch import UrlFetcher
-from pellucid.server.engine.inputs import Inputs
+from pellucid.server.engine.inputs import (
+    DEFAULT_BLOB_GRACE_SECONDS,
+    DEFAULT_MAX_BLOB_BYTES,
+    Inputs,
+)
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.routing import Router
 from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
-from pellucid.server.storage.blobs import BlobStore
+from pellucid.server.storage.blobs import BlobStore, CollectionReport
 
 
 class Engine:
     """Every resource's rules, over one set of stores."""
 
     def __init__(self, store: MetadataStore, blobs: BlobStore, clock: Callable[[], float] = time.time,
-                 allow_private_urls: bool = False) -> None:
+                 allow_private_urls: bool = False, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+                 blob_grace_seconds: float = DEFAULT_BLOB_GRACE_SECONDS) -> None:
         self.store = store
         self.blobs = blobs
+        # blobs stored before they had owners get them from the inputs that hold them (once)
+        blobs.backfill_owners(store.blob_references)
         self.users = Users(store, clock)
         self.apps = Apps(store, clock)
         self.concepts = Concepts(store, self.apps, clock)
         self.datasets = Datasets(store, self.apps, clock)
-        self.inputs = Inputs(store, blobs, self.apps, clock, UrlFetcher(allow_private=allow_private_urls))
+        self.inputs = Inputs(store, blobs, self.apps, clock, UrlFetcher(allow_private=allow_private_urls),
+                             max_blob_bytes=max_blob_bytes, blob_grace_seconds=blob_grace_seconds)
         self.requests = RequestLog(store, clock)
         self.router = Router()
         self.models = Models(store, self.apps, self.router, clock)
         self.runners = Runners(store, self.router, clock)
 
+    def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
+        """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""
+        return self.inputs.collect_garbage(grace_seconds)
+
     def close(self) -> None:
+        self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()
         self.store.close()
-        self.blobs.close()
 
 
 __all__ = ["Engine", "Principal"]

@@ -21,6 +21,7 @@ from pellucid.server.engine.errors import (
     EngineError,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
 )
 from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.ids import validate_id
@@ -43,11 +44,20 @@ from pellucid.server.records import (
     RegionRecord,
 )
 from pellucid.server.storage import MetadataStore
-from pellucid.server.storage.blobs import BlobStore, sha256_hex
+from pellucid.server.storage.blobs import (
+    BlobStore,
+    BlobTooLarge,
+    CollectionReport,
+    DigestMismatch,
+    is_sha256,
+    sha256_hex,
+)
 
 INPUT_TYPES = ("image", "video", "audio", "text")
 MAX_TEXT_BYTES = 1024 * 1024
 ANNOTATION_ACTIONS = ("merge", "overwrite", "remove")
+DEFAULT_MAX_BLOB_BYTES = 1 << 30
+DEFAULT_BLOB_GRACE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,27 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+def check_sha256(value: str, field: str) -> str:
+    """A client-supplied blob hash: 64 lowercase hex characters, nothing else (it keys files on disk)."""
+    if not is_sha256(value):
+        raise InvalidArgument(f"{field} {value[:80]!r} is not a sha256: give the 64 lowercase hex characters "
+                              "UploadBlob returned", reason="BAD_SHA256", field=field)
+    return value
+
+
+def blob_not_found(field: str, sha256: str) -> NotFound:
+    """The same answer whether nobody stored the blob or someone else did: no existence oracle."""
+    return NotFound(f"{field}: no blob {sha256} in your account: send it with UploadBlob (or send the bytes) first",
+                    reason="BLOB_NOT_FOUND", field=field)
+
+
+def too_large(limit: int, field: str) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"{field}: the blob is larger than this server's limit of {limit} bytes ({limit / (1 << 20):,.1f} MiB); "
+        "the limit is the server setting max_blob_bytes (`pellucid server --max-blob-bytes N`)",
+        reason="BLOB_TOO_LARGE", field=field)
+
+
 def derived_annotation_id(input_id: str, concepts: Iterable[ConceptValue], region: RegionRecord | None) -> str:
     """Same input and same labels or region: same id, so re-running an upload adds nothing twice."""
     labels = ",".join(sorted(f"{c.id}={c.value!r}" for c in concepts))
@@ -105,8 +136,11 @@ class Inputs:
     FETCH_WORKERS = 8
 
     def __init__(self, store: MetadataStore, blobs: BlobStore, apps: Apps, clock: Callable[[], float] = time.time,
-                 urls: UrlFetcher | None = None) -> None:
+                 urls: UrlFetcher | None = None, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+                 blob_grace_seconds: float = DEFAULT_BLOB_GRACE_SECONDS) -> None:
         self._store = store
+        self.max_blob_bytes = max_blob_bytes
+        self.blob_grace_seconds = blob_grace_seconds
         self._blobs = blobs
         self._apps = apps
         self._clock = clock
@@ -122,15 +156,19 @@ class Inputs:
         if job_id:
             validate_id(job_id, "inputs_add_job_id")
         known_datasets = self._existing_datasets(app, {d for s in specs for d in s.dataset_ids})
+        # one query for the batch: the blobs named by hash that this app's owner holds (others: as if absent)
+        named = sorted({m.blob_sha256 for s in specs for m in s.media if is_sha256(m.blob_sha256)})
+        held = self._blobs.acquire(app.user_id, named) if named else {}
         prepared: builtins.list[tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError] = list(
-            self._fetcher.map(lambda pair: self._prepare(app, pair[0], pair[1], known_datasets), enumerate(specs))
+            self._fetcher.map(lambda pair: self._prepare(app, pair[0], pair[1], known_datasets, held), enumerate(specs))
             if any(s.text_url or any(m.url for m in s.media) for s in specs)
-            else (self._prepare(app, i, s, known_datasets) for i, s in enumerate(specs))
+            else (self._prepare(app, i, s, known_datasets, held) for i, s in enumerate(specs))
         )
-        # bytes first (content-addressed, so a crash here leaves nothing to undo), then metadata
+        # bytes first (content-addressed, so a crash here leaves nothing to undo), then metadata;
+        # storing them makes the app's owner an owner of each blob
         payloads = [(p[2], p[0].media_sha256) for p in prepared if not isinstance(p, EngineError) and p[2]]
         if payloads:
-            self._blobs.put_many([data for data, _ in payloads], [sha for _, sha in payloads])
+            self._blobs.put_many(app.user_id, [data for data, _ in payloads], [sha for _, sha in payloads])
         items: builtins.list[IngestItem] = []
         concepts: dict[str, ConceptRecord] = {}
         for p in prepared:
@@ -164,19 +202,22 @@ class Inputs:
     def _existing_datasets(self, app: AppRecord, dataset_ids: set[str]) -> set[str]:
         return self._store.existing_datasets(app.user_id, app.id, sorted(dataset_ids)[:1000])
 
-    def _prepare(self, app: AppRecord, index: int, spec: InputSpec,
-                 datasets: set[str]) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError:
+    def _prepare(self, app: AppRecord, index: int, spec: InputSpec, datasets: set[str],
+                 held: dict[str, int]) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError:
         try:
-            return self._prepare_or_raise(app, spec, datasets)
+            return self._prepare_or_raise(app, spec, datasets, held)
         except EngineError as exc:
             # messages name fields relative to the item (the status is already per item);
             # the field path says where the item sits in the request
             exc.field = f"inputs[{index}]" + (f".{exc.field}" if exc.field else "")
             return exc
 
-    def _prepare_or_raise(self, app: AppRecord, spec: InputSpec,
-                          datasets: set[str]) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes]:
-        """Validate one item and build its records; the bytes returned are to be stored as a blob."""
+    def _prepare_or_raise(self, app: AppRecord, spec: InputSpec, datasets: set[str],
+                          held: dict[str, int]) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes]:
+        """Validate one item and build its records; the bytes returned are to be stored as a blob.
+
+        `held`: the sizes of the blobs named by hash in the batch that the app's owner holds.
+        """
         for dataset_id in spec.dataset_ids:
             validate_id(dataset_id, "dataset_ids")
             if dataset_id not in datasets:
@@ -206,16 +247,17 @@ class Inputs:
             if given != 1:
                 raise InvalidArgument(f"{field}: give exactly one of base64 (bytes), url or blob_sha256", field=field)
             if media.blob_sha256:
-                size = self._blobs.size(media.blob_sha256)
+                sha = check_sha256(media.blob_sha256, f"{field}.blob_sha256")
+                size = held.get(sha)
                 if size is None:
-                    raise NotFound(f"{field}: no blob {media.blob_sha256}: send it with UploadBlob first", field=field)
+                    raise blob_not_found(f"{field}.blob_sha256", sha)
                 # images are checked whole (their end marker matters); video and audio by their header
-                sample = (self._blobs.get(media.blob_sha256) if media.kind == "image"
-                          else next(self._blobs.read_chunks(media.blob_sha256), b""))
+                sample = (self._blobs.get(sha) if media.kind == "image" else next(self._blobs.read_chunks(sha), b""))
                 info = sniff(sample or b"", media.kind, field)
-                sha = media.blob_sha256
             else:
                 payload = media.data or self._urls.fetch(media.url, f"{field}.url")
+                if len(payload) > self.max_blob_bytes:
+                    raise too_large(self.max_blob_bytes, field)
                 info = sniff(payload, media.kind, field)
                 sha, size = sha256_hex(payload), len(payload)
             media_key = sha
@@ -252,12 +294,29 @@ class Inputs:
 
     def upload_blob(self, principal: Principal, user_id: str, app_id: str, chunks: Iterator[bytes],
                     expected_sha256: str = "") -> tuple[str, int]:
-        self._apps.get(principal, user_id, app_id)
-        sha, size = self._blobs.put_stream(chunks)
-        if expected_sha256 and expected_sha256 != sha:
-            raise InvalidArgument(f"the blob's sha256 is {sha}, not {expected_sha256}: the upload was damaged, send it again",
-                                  field="sha256")
-        return sha, size
+        """Store a streamed blob for the app's owner; refused as soon as it passes max_blob_bytes."""
+        app = self._apps.get(principal, user_id, app_id)
+        if expected_sha256:
+            check_sha256(expected_sha256, "sha256")
+        try:
+            return self._blobs.put_stream(app.user_id, chunks, self.max_blob_bytes, expected_sha256)
+        except BlobTooLarge as exc:
+            raise too_large(exc.limit, "data") from None
+        except DigestMismatch as exc:
+            raise InvalidArgument(f"the blob's sha256 is {exc.actual}, not {exc.expected}: the upload was damaged, "
+                                  "send it again", field="sha256") from None
+
+    def collect_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
+        """Delete blobs no input uses any more (once unused for the grace period) and compact their space.
+
+        A blob counts as used by a user while an input in one of that user's apps holds it;
+        the grace period protects blobs uploaded for inputs still on their way (see
+        BlobStore.collect_garbage for why that is safe).
+        """
+        grace = self.blob_grace_seconds if grace_seconds is None else grace_seconds
+        if grace < 0:
+            raise InvalidArgument(f"grace_seconds {grace} is negative", field="grace_seconds")
+        return self._blobs.collect_garbage(self._store.referenced_blobs, grace)
 
     def get_job(self, principal: Principal, user_id: str, app_id: str, job_id: str) -> JobRecord:
         app = self._apps.get(principal, user_id, app_id)
@@ -327,6 +386,10 @@ class Inputs:
         for input_id in input_ids:
             record = found[input_id]
             if record.media_sha256:
+                if not is_sha256(record.media_sha256) or self._blobs.size(record.media_sha256) is None:
+                    # stored before hashes were checked, or its blob is gone: never a path, never INTERNAL
+                    raise NotFound(f"the media of input {input_id!r} is not in the blob store: upload it again",
+                                   reason="BLOB_NOT_FOUND", field="ids")
                 yield record, self._blobs.read_chunks(record.media_sha256)
             else:
                 yield record, iter([record.text.encode()])

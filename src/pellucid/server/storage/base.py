@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,14 @@ class MetadataStore(abc.ABC):
 
     @abc.abstractmethod
     def delete_inputs(self, user_id: str, app_id: str, input_ids: list[str]) -> list[bool]: ...
+
+    @abc.abstractmethod
+    def referenced_blobs(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of the (user_id, sha256) pairs whose blob is the media of an input in that user's apps."""
+
+    @abc.abstractmethod
+    def blob_references(self) -> Iterator[tuple[str, str]]:
+        """Every distinct (user_id, sha256) pair an input holds (to give old blobs their owners)."""
 
     @abc.abstractmethod
     def put_annotations(self, user_id: str, app_id: str, annotations: list[AnnotationRecord], replace: bool) -> list[str]:

@@ -1,18 +1,30 @@
-"""BlobStore: content-addressed bytes (sha256), each stored once.
+"""BlobStore: content-addressed bytes (sha256), each stored once, held per owner.
+
+Bytes are deduplicated across owners, but who may use a blob is not: every blob has
+owner records (owner, sha256), and an input may name a blob by hash only if its owner
+holds one. A blob whose owner records are all gone is garbage (`collect_garbage`).
 
 Small blobs are packed into append-only files indexed in SQLite (see LocalBlobStore);
 blobs of 1 MiB and more are files under `blobs/ab/cd/<sha256>`, written to a temporary
 name and renamed, so a crash never leaves a partial blob under its final name.
+
+Every method that takes a digest refuses anything but 64 lowercase hex characters
+(InvalidDigest), so no caller can make the store name a path outside it.
 """
 
 from __future__ import annotations
 
 import abc
+import collections
 import hashlib
 import os
+import re
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from pellucid.server.storage.sqlite_connections import ThreadConnections, insert_rows
@@ -24,6 +36,41 @@ CHUNK_BYTES = 1024 * 1024
 _IOV_MAX = 1024  # buffers per writev on Linux
 _GIL_HELD_PIECE_BYTES = 2047  # the largest update hashlib makes without releasing the GIL
 _HOLD_GIL_UP_TO = 64 * 1024
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+
+
+class InvalidDigest(ValueError):
+    """Not a sha256 hex digest: refused before it is used as a key or a path."""
+
+
+class BlobTooLarge(ValueError):
+    """A blob passed the size limit while it was arriving; nothing of it was kept."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the blob is larger than {limit} bytes")
+        self.limit = limit
+
+
+class DigestMismatch(ValueError):
+    """The bytes that arrived do not hash to what the sender said; nothing was kept."""
+
+    def __init__(self, actual: str, expected: str) -> None:
+        super().__init__(f"the blob's sha256 is {actual}, not {expected}")
+        self.actual = actual
+        self.expected = expected
+
+
+def is_sha256(value: str) -> bool:
+    """64 lowercase hex characters (fullmatch: no trailing newline slips through)."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
+def check_digest(value: str) -> str:
+    if not is_sha256(value):
+        raise InvalidDigest(f"{value[:80]!r} is not a sha256 digest (64 lowercase hex characters)")
+    return value
 
 
 def sha256_hex(data: bytes) -> str:
@@ -42,22 +89,62 @@ def sha256_hex(data: bytes) -> str:
     return hasher.hexdigest()
 
 
+@dataclass(frozen=True)
+class CollectionReport:
+    """What one `collect_garbage` run did."""
+
+    owners_released: int = 0  # owner records of blobs their owner no longer uses
+    blobs_deleted: int = 0  # blobs no owner holds any more
+    bytes_deleted: int = 0
+    packs_compacted: int = 0  # mostly-dead pack files rewritten and removed
+    pack_bytes_before: int = 0
+    pack_bytes_after: int = 0
+
+
+# (owner, sha256) pairs in; those still in use (by an input, say) out
+ReferenceCheck = Callable[[list[tuple[str, str]]], set[tuple[str, str]]]
+
+
 class BlobStore(abc.ABC):
-    @abc.abstractmethod
-    def put_many(self, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
-        """Store every blob (deduplicated by content) and return their sha256 hex digests
-        (`digests`, when the caller has them already, saves hashing twice)."""
+    """Bytes by sha256, with owner records. Owners are opaque strings to the store (user ids)."""
 
     @abc.abstractmethod
-    def put_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
-        """Store a blob arriving in pieces; returns (sha256, size)."""
+    def put_many(self, owner: str, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
+        """Store every blob (deduplicated by content) for `owner` and return their sha256 hex
+        digests (`digests`, when the caller has them already, saves hashing twice)."""
+
+    @abc.abstractmethod
+    def put_stream(self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None,
+                   expected_sha256: str = "") -> tuple[str, int]:
+        """Store a blob arriving in pieces for `owner`; returns (sha256, size).
+
+        BlobTooLarge as soon as more than `max_bytes` arrived (the rest is not read);
+        DigestMismatch if `expected_sha256` is given and differs. Either way nothing is kept.
+        """
+
+    @abc.abstractmethod
+    def acquire(self, owner: str, digests: list[str]) -> dict[str, int]:
+        """Those of `digests` that `owner` holds, with their sizes; each one's grace period
+        starts again, because the caller is about to reference it (see collect_garbage).
+        A blob held only by others is absent from the answer, exactly like one never stored."""
 
     @abc.abstractmethod
     def size(self, sha256: str) -> int | None:
-        """The blob's size, or None if it is not stored."""
+        """The blob's size, or None if it is not stored (whoever holds it: callers check owners first)."""
 
     @abc.abstractmethod
     def read_chunks(self, sha256: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]: ...
+
+    @abc.abstractmethod
+    def backfill_owners(self, references: Callable[[], Iterable[tuple[str, str]]]) -> int:
+        """Once per store: give owners to blobs stored before owners existed, from the
+        (owner, sha256) pairs `references()` yields (it is called only if needed). Returns
+        how many owner records were added."""
+
+    @abc.abstractmethod
+    def collect_garbage(self, is_referenced: ReferenceCheck, grace_seconds: float) -> CollectionReport:
+        """Release owner records not renewed for `grace_seconds` that `is_referenced` no
+        longer vouches for, delete blobs no owner holds, and reclaim their space."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -70,7 +157,7 @@ class BlobStore(abc.ABC):
 
 class LocalBlobStore(BlobStore):
     """Small blobs appended to pack files (`blobs/packs/NNNNNN.pack`), indexed in SQLite;
-    large ones one file each.
+    large ones one file each. Owner records live in the same SQLite file.
 
     Measured here for 10 KB blobs in batches of 128: one SQLite BLOB row each costs ~77 us
     (overflow pages written to the WAL, then again at checkpoint), a pack append with its
@@ -78,35 +165,74 @@ class LocalBlobStore(BlobStore):
     this VM), a file each ~600 us (file creation on this disk). A batch is appended and
     fdatasync'ed before its index rows commit, so the index never names bytes that are not
     on disk; a crash mid-append leaves only unindexed bytes at the end of a pack, never read.
+
+    Every file it creates is 0600 and every directory 0700 (existing ones are set so on
+    open): blobs are users' data.
     """
 
     PACK_LIMIT = 1 << 30  # start a new pack file after 1 GiB
+    COMPACT_DEAD_FRACTION = 0.5  # rewrite a pack once at least half of it is dead
+    TEMP_FILE_MAX_AGE = 24 * 3600.0  # an upload's temporary file untouched this long is a crash's leftover
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.files = self.root / "blobs"
         self.packs = self.files / "packs"
-        self.packs.mkdir(parents=True, exist_ok=True)
-        self._connections = ThreadConnections(self.root / "blobs.sqlite3")
+        _private_dirs(self.packs)
+        index = self.root / "blobs.sqlite3"
+        new_index = not index.exists()
+        _private_files(index, index.with_name(index.name + "-wal"), index.with_name(index.name + "-shm"))
+        self._connections = ThreadConnections(index)
         self._conn = self._connections.get
         self._lock = threading.Lock()
         self._append_lock = threading.Lock()
+        self._drained = threading.Condition(self._append_lock)  # an append to a pack finished
+        self._gc_lock = threading.Lock()
+        self._closing = threading.Event()  # a collection in progress stops at its next step
         self._readers: dict[int, int] = {}
-        self._conn().execute(
-            "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL,"
-            " size INTEGER NOT NULL) WITHOUT ROWID"
-        )
+        self._in_flight: collections.Counter[str] = collections.Counter()  # digests being stored (under _append_lock)
+        self._appending: collections.Counter[int] = collections.Counter()  # per pack: appends not yet indexed
+        with self._connections.write() as conn:
+            created = not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'blobs'").fetchone()
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL,"
+                " size INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            # keyed by sha256 first: "does anyone hold this blob" is a prefix lookup, no second index
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS owners (sha256 TEXT NOT NULL, owner TEXT NOT NULL, renewed_at REAL NOT NULL,"
+                " PRIMARY KEY (sha256, owner)) WITHOUT ROWID"
+            )
+            conn.execute("CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+            if created and new_index:  # a new store has nothing stored before owners existed
+                conn.execute("INSERT OR IGNORE INTO flags VALUES ('owners_backfilled', '1'), ('modes_fixed', '1')")
+            fix_modes = not conn.execute("SELECT 1 FROM flags WHERE name = 'modes_fixed'").fetchone()
+        if fix_modes:
+            self._fix_modes()
         existing = sorted(int(p.stem) for p in self.packs.glob("*.pack"))
         self._pack = existing[-1] if existing else 1
         self._writer = self._open_pack(self._pack)  # held open for the store's life
+
+    def _fix_modes(self) -> None:
+        """Once per store: files and directories made before they were created private."""
+        for directory, subdirs, names in os.walk(self.files):
+            os.chmod(directory, _DIR_MODE)
+            for name in names:
+                os.chmod(os.path.join(directory, name), _FILE_MODE)
+        with self._connections.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO flags VALUES ('modes_fixed', '1')")
 
     def _pack_path(self, number: int) -> Path:
         return self.packs / f"{number:06d}.pack"
 
     def _open_pack(self, number: int) -> int:
-        return os.open(self._pack_path(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        path = self._pack_path(number)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _FILE_MODE)
+        os.fchmod(fd, _FILE_MODE)  # an existing pack too, and whatever the umask
+        return fd
 
     def _path(self, sha256: str) -> Path:
+        check_digest(sha256)
         return self.files / sha256[:2] / sha256[2:4] / sha256
 
     def _known(self, digests: list[str]) -> set[str]:
@@ -118,67 +244,114 @@ class LocalBlobStore(BlobStore):
                 f"SELECT sha256 FROM blobs WHERE sha256 IN ({','.join('?' * len(part))})", part))
         return known
 
-    def put_many(self, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
-        digests = digests or [sha256_hex(b) for b in blobs]
-        small: dict[str, bytes] = {}
-        for digest, blob in zip(digests, blobs):
-            if len(blob) >= LARGE_BLOB_BYTES:
-                self._write_file(digest, [blob])
-            else:
-                small[digest] = blob
-        if not small:
-            return digests
+    @contextmanager
+    def _storing(self, digests: list[str]) -> Iterator[None]:
+        """Mark `digests` as being stored: garbage collection leaves them alone until their owner records commit."""
         with self._append_lock:
             if self._writer < 0:
                 raise RuntimeError(f"the blob store in {self.root} is closed")
-            known = self._known(list(small))
-            new = {d: b for d, b in small.items() if d not in known}
-            if not new:
-                return digests
-            offset = os.fstat(self._writer).st_size  # after a failed append too: its bytes are never indexed
-            if offset > self.PACK_LIMIT:
-                fresh = self._open_pack(self._pack + 1)  # first: if this fails, the old writer is intact
-                try:
-                    os.fdatasync(self._writer)  # batches still syncing hold their own descriptors (below)
-                except BaseException:
-                    os.close(fresh)
-                    raise
-                os.close(self._writer)
-                self._pack, self._writer, offset = self._pack + 1, fresh, 0
-            rows = []
-            for digest, blob in new.items():
-                rows.append((digest, self._pack, offset, len(blob)))
-                offset += len(blob)
-            _write_all(self._writer, list(new.values()))
-            writer = os.dup(self._writer)  # still this pack's file, even if a rollover closes the writer
-        # sync outside the lock: other batches append meanwhile, and one sync covers them all
+            self._in_flight.update(digests)
         try:
-            os.fdatasync(writer)
+            yield
         finally:
-            os.close(writer)
-        with self._connections.write() as conn:
-            insert_rows(conn, "INSERT INTO blobs (sha256, pack, offset, size)", rows, "ON CONFLICT DO NOTHING")
+            with self._append_lock:
+                self._in_flight.subtract(digests)
+                for digest in digests:
+                    if self._in_flight[digest] <= 0:
+                        del self._in_flight[digest]
+
+    def put_many(self, owner: str, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
+        digests = [check_digest(d) for d in digests] if digests is not None else [sha256_hex(b) for b in blobs]
+        with self._storing(digests):
+            small: dict[str, bytes] = {}
+            for digest, blob in zip(digests, blobs):
+                if len(blob) >= LARGE_BLOB_BYTES:
+                    self._write_file(digest, [blob])
+                else:
+                    small[digest] = blob
+            self._append_and_index(owner, small, list(dict.fromkeys(digests)))
         return digests
 
-    def put_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+    def _append_and_index(self, owner: str, small: dict[str, bytes], owned: list[str]) -> None:
+        """Append the new ones of `small` to the current pack, then index them and record `owner`
+        for every digest of `owned`, in one transaction."""
+        rows: list[tuple[str, int, int, int]] = []
+        writer, pack = -1, 0
+        if small:
+            with self._append_lock:
+                if self._writer < 0:
+                    raise RuntimeError(f"the blob store in {self.root} is closed")
+                known = self._known(list(small))
+                new = {d: b for d, b in small.items() if d not in known}
+                if new:
+                    offset = self._roll_over_if_full()
+                    for digest, blob in new.items():
+                        rows.append((digest, self._pack, offset, len(blob)))
+                        offset += len(blob)
+                    _write_all(self._writer, list(new.values()))
+                    writer, pack = os.dup(self._writer), self._pack  # still this pack's file after a rollover
+                    self._appending[pack] += 1
+        try:
+            if writer >= 0:  # sync outside the lock: other batches append meanwhile, and one sync covers them all
+                os.fdatasync(writer)
+            now = time.time()
+            with self._connections.write() as conn:
+                insert_rows(conn, "INSERT INTO blobs (sha256, pack, offset, size)", rows, "ON CONFLICT DO NOTHING")
+                insert_rows(conn, "INSERT INTO owners (sha256, owner, renewed_at)", [(d, owner, now) for d in owned],
+                            "ON CONFLICT DO UPDATE SET renewed_at = excluded.renewed_at")
+        finally:
+            if writer >= 0:
+                os.close(writer)
+                with self._append_lock:
+                    self._appending[pack] -= 1
+                    self._drained.notify_all()
+
+    def _roll_over_if_full(self) -> int:
+        """The current pack's end (under _append_lock), after starting a new pack if it is full."""
+        offset = os.fstat(self._writer).st_size  # after a failed append too: its bytes are never indexed
+        if offset > self.PACK_LIMIT:
+            self._roll_over()
+            offset = 0
+        return offset
+
+    def _roll_over(self) -> None:
+        fresh = self._open_pack(self._pack + 1)  # first: if this fails, the old writer is intact
+        try:
+            os.fdatasync(self._writer)  # batches still syncing hold their own descriptors
+        except BaseException:
+            os.close(fresh)
+            raise
+        os.close(self._writer)
+        self._pack, self._writer = self._pack + 1, fresh
+
+    def put_stream(self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None,
+                   expected_sha256: str = "") -> tuple[str, int]:
+        if expected_sha256:
+            check_digest(expected_sha256)
         hasher, size = hashlib.sha256(), 0
-        fd, tmp = tempfile.mkstemp(dir=self.files, prefix=".upload-")
+        fd, tmp = tempfile.mkstemp(dir=self.files, prefix=".upload-")  # 0600
         try:
             with os.fdopen(fd, "wb") as out:
                 for chunk in chunks:
-                    hasher.update(chunk)
                     size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise BlobTooLarge(max_bytes)  # before writing it: the rest of the stream is never read
+                    hasher.update(chunk)
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
             digest = hasher.hexdigest()
+            if expected_sha256 and expected_sha256 != digest:
+                raise DigestMismatch(digest, expected_sha256)
             if size < LARGE_BLOB_BYTES:
-                self.put_many([Path(tmp).read_bytes()], [digest])
+                self.put_many(owner, [Path(tmp).read_bytes()], [digest])
             else:
-                final = self._path(digest)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, final)
-                _sync_directory(final.parent)
+                with self._storing([digest]):
+                    final = self._path(digest)
+                    _private_dirs(final.parent)
+                    os.replace(tmp, final)
+                    _sync_directory(final.parent)
+                    self._append_and_index(owner, {}, [digest])
             return digest, size
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -187,39 +360,76 @@ class LocalBlobStore(BlobStore):
         final = self._path(digest)
         if final.exists():
             return
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                out.write(part)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, final)
+        _private_dirs(final.parent)
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")  # 0600
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for part in parts:
+                    out.write(part)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, final)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         _sync_directory(final.parent)
+
+    def acquire(self, owner: str, digests: list[str]) -> dict[str, int]:
+        digests = list(dict.fromkeys(check_digest(d) for d in digests))
+        held: dict[str, int] = {}
+        now = time.time()
+        with self._connections.write() as conn:
+            for start in range(0, len(digests), 900):
+                part = digests[start:start + 900]
+                marks = ",".join("?" * len(part))
+                conn.execute(f"UPDATE owners SET renewed_at = ? WHERE owner = ? AND sha256 IN ({marks})", (now, owner, *part))
+                for sha256, size in conn.execute(
+                        f"SELECT o.sha256, b.size FROM owners o LEFT JOIN blobs b ON b.sha256 = o.sha256"
+                        f" WHERE o.owner = ? AND o.sha256 IN ({marks})", (owner, *part)):
+                    if size is None:  # a large blob: a file of its own
+                        path = self._path(sha256)
+                        size = path.stat().st_size if path.exists() else None
+                    if size is not None:
+                        held[sha256] = size
+        return held
 
     def _location(self, sha256: str) -> tuple[int, int, int] | None:
         row = self._conn().execute("SELECT pack, offset, size FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
         return (row[0], row[1], row[2]) if row else None
 
     def size(self, sha256: str) -> int | None:
-        location = self._location(sha256)
+        location = self._location(check_digest(sha256))
         if location:
             return location[2]
         path = self._path(sha256)
         return path.stat().st_size if path.exists() else None
 
     def _reader(self, pack: int) -> int:
+        """A descriptor of `pack` the caller closes: compaction may close the shared one meanwhile."""
         with self._lock:
             fd = self._readers.get(pack)
             if fd is None:
                 fd = self._readers[pack] = os.open(self._pack_path(pack), os.O_RDONLY)
-            return fd
+            return os.dup(fd)
 
     def read_chunks(self, sha256: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-        location = self._location(sha256)
-        if location:
+        return self._read_chunks(check_digest(sha256), chunk_bytes)  # checked now, not at the first next()
+
+    def _read_chunks(self, sha256: str, chunk_bytes: int) -> Iterator[bytes]:
+        for attempt in range(2):
+            location = self._location(sha256)
+            if not location:
+                break
             pack, offset, size = location
-            data = os.pread(self._reader(pack), size, offset)
+            try:
+                fd = self._reader(pack)
+            except FileNotFoundError:  # compaction moved the blob and removed its pack: look it up again
+                if attempt:
+                    raise
+                continue
+            try:
+                data = os.pread(fd, size, offset)
+            finally:
+                os.close(fd)
             for start in range(0, max(size, 1), chunk_bytes):
                 yield data[start:start + chunk_bytes]
             return
@@ -227,16 +437,215 @@ class LocalBlobStore(BlobStore):
             while chunk := f.read(chunk_bytes):
                 yield chunk
 
+    def backfill_owners(self, references: Callable[[], Iterable[tuple[str, str]]]) -> int:
+        if self._conn().execute("SELECT 1 FROM flags WHERE name = 'owners_backfilled'").fetchone():
+            return 0
+        # inputs made before digests were checked may name anything: only real blobs get owners
+        pairs = {(owner, sha256) for owner, sha256 in references() if is_sha256(sha256)}
+        packed = self._known(sorted({sha256 for _, sha256 in pairs}))
+        now = time.time()
+        rows = [(sha256, owner, now) for owner, sha256 in pairs if sha256 in packed or self._path(sha256).exists()]
+        with self._connections.write() as conn:
+            insert_rows(conn, "INSERT INTO owners (sha256, owner, renewed_at)", rows, "ON CONFLICT DO NOTHING")
+            conn.execute("INSERT OR IGNORE INTO flags VALUES ('owners_backfilled', '1')")
+        return len(rows)
+
+    # garbage collection
+
+    def collect_garbage(self, is_referenced: ReferenceCheck, grace_seconds: float) -> CollectionReport:
+        """Release stale owner records, delete blobs nobody holds, compact packs, remove leftovers.
+
+        Why uploads in flight are safe:
+        - Owner records are written in the same transaction as the index rows of the bytes
+          (or after a large blob's file is in place), and while a blob is being stored its
+          digest is marked in flight: a blob is deleted only if it has no owner record and
+          is not in flight, decided under the append lock, so a concurrent upload either
+          finishes first (and is seen as held) or starts after (and stores the bytes again).
+        - An owner record is released only if it was not renewed for `grace_seconds` and no
+          input references it. Uploading renews it, and so does naming a blob in PostInputs
+          (`acquire`, before the inputs are stored), so the gap between UploadBlob and the
+          PostInputs that uses it, and between that check and the inputs' commit, is covered
+          as long as each takes less than the grace period (1 hour by default). A reference
+          count taken at upload time would not help: an uploaded blob is unreferenced until
+          its PostInputs arrives, whenever that is, so a grace period is needed anyway.
+        Grace 0 is for tests and for a server with no uploads running.
+        """
+        with self._gc_lock:
+            if self._closing.is_set():
+                return CollectionReport()
+            released = self._release_owners(is_referenced, time.time() - grace_seconds)
+            deleted, freed = self._delete_unheld_packed()
+            large_deleted, large_freed = self._delete_unheld_files(max(grace_seconds, self.TEMP_FILE_MAX_AGE))
+            before = self._pack_bytes()
+            compacted = self._compact()
+            return CollectionReport(owners_released=released, blobs_deleted=deleted + large_deleted,
+                                    bytes_deleted=freed + large_freed, packs_compacted=compacted,
+                                    pack_bytes_before=before, pack_bytes_after=self._pack_bytes())
+
+    def _release_owners(self, is_referenced: ReferenceCheck, cutoff: float) -> int:
+        released, after = 0, ("", "")
+        while not self._closing.is_set():
+            batch = [(r[0], r[1]) for r in self._conn().execute(
+                "SELECT sha256, owner FROM owners WHERE (sha256, owner) > (?, ?) AND renewed_at < ?"
+                " ORDER BY sha256, owner LIMIT 500", (*after, cutoff))]
+            if not batch:
+                return released
+            after = batch[-1]
+            in_use = is_referenced([(owner, sha256) for sha256, owner in batch])
+            stale = [(sha256, owner, cutoff) for sha256, owner in batch if (owner, sha256) not in in_use]
+            if stale:
+                with self._connections.write() as conn:  # renewed meanwhile: kept (renewed_at < cutoff again)
+                    before = conn.total_changes
+                    conn.executemany("DELETE FROM owners WHERE sha256 = ? AND owner = ? AND renewed_at < ?", stale)
+                    released += conn.total_changes - before
+        return released
+
+    def _delete_unheld_packed(self) -> tuple[int, int]:
+        candidates = [(r[0], r[1]) for r in self._conn().execute(
+            "SELECT sha256, size FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.sha256 = b.sha256)")]
+        deleted = freed = 0
+        for start in range(0, len(candidates), 500):
+            if self._closing.is_set():
+                break
+            part = candidates[start:start + 500]
+            with self._append_lock, self._connections.write() as conn:
+                for sha256, size in part:
+                    if sha256 in self._in_flight:
+                        continue
+                    if conn.execute("DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS"
+                                    " (SELECT 1 FROM owners o WHERE o.sha256 = ?)", (sha256, sha256)).rowcount:
+                        deleted, freed = deleted + 1, freed + size
+        return deleted, freed
+
+    def _delete_unheld_files(self, temp_max_age: float) -> tuple[int, int]:
+        """Large blobs nobody holds, and temporary files that crashed uploads left behind."""
+        deleted = freed = 0
+        now = time.time()
+        for directory, subdirs, names in os.walk(self.files):
+            here = Path(directory)
+            if self._closing.is_set():
+                break
+            if here == self.packs:
+                subdirs.clear()
+                continue
+            for name in names:
+                if name.startswith((".upload-", ".tmp-")):
+                    path = here / name
+                    try:
+                        if now - path.stat().st_mtime > temp_max_age:
+                            path.unlink()
+                    except FileNotFoundError:
+                        pass
+            digests = [n for n in names if is_sha256(n) and here == self.files / n[:2] / n[2:4]]
+            for start in range(0, len(digests), 500):
+                part = digests[start:start + 500]
+                with self._append_lock, self._connections.write() as conn:  # unlink inside: see collect_garbage
+                    held = {r[0] for r in conn.execute(
+                        f"SELECT DISTINCT sha256 FROM owners WHERE sha256 IN ({','.join('?' * len(part))})", part)}
+                    for digest in part:
+                        if digest in held or digest in self._in_flight:
+                            continue
+                        path = here / digest
+                        try:
+                            size = path.stat().st_size
+                            path.unlink()
+                        except FileNotFoundError:
+                            continue
+                        deleted, freed = deleted + 1, freed + size
+        return deleted, freed
+
+    def _pack_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.packs.glob("*.pack"))
+
+    def _compact(self) -> int:
+        """Rewrite the live blobs of every mostly-dead pack into the current pack, then remove it.
+
+        Crash-safe: the copies are appended and synced before the index points at them, and
+        the old pack is removed only after that commit, so the index never names bytes that
+        are not on disk. A crash in between leaves unindexed bytes (reclaimed by a later
+        compaction) or a pack no row names (removed by the next run).
+        """
+        live = {pack: size for pack, size in self._conn().execute("SELECT pack, SUM(size) FROM blobs GROUP BY pack")}
+        compacted = 0
+        for path in sorted(self.packs.glob("*.pack")):
+            number, total = int(path.stem), path.stat().st_size
+            dead = total - live.get(number, 0)
+            if self._closing.is_set():
+                break
+            if total and dead >= total * self.COMPACT_DEAD_FRACTION:
+                self._compact_pack(number)
+                compacted += 1
+        return compacted
+
+    def _compact_pack(self, number: int) -> None:
+        with self._append_lock:
+            if self._writer < 0:
+                raise RuntimeError(f"the blob store in {self.root} is closed")
+            if number == self._pack:  # no append may land in a pack being compacted
+                self._roll_over()
+            while self._appending[number]:  # appends made before the rollover: wait for their index rows
+                self._drained.wait()
+        rows = [(r[0], r[1], r[2]) for r in self._conn().execute(
+            "SELECT sha256, offset, size FROM blobs WHERE pack = ? ORDER BY offset", (number,))]
+        source = os.open(self._pack_path(number), os.O_RDONLY)
+        try:
+            start = 0
+            while start < len(rows):
+                if self._closing.is_set():  # what moved is indexed in its new place; the rest stays put
+                    return
+                batch, batch_bytes = [], 0
+                while start < len(rows) and (not batch or batch_bytes < 64 * CHUNK_BYTES):
+                    batch.append(rows[start])
+                    batch_bytes += rows[start][2]
+                    start += 1
+                self._move(number, source, batch)
+        finally:
+            os.close(source)
+        with self._connections.write() as conn:
+            if conn.execute("SELECT 1 FROM blobs WHERE pack = ? LIMIT 1", (number,)).fetchone():
+                return  # cannot happen (no append goes there any more); keep the pack rather than lose bytes
+            with self._lock:
+                fd = self._readers.pop(number, None)
+                if fd is not None:
+                    os.close(fd)  # readers hold their own duplicates
+                self._pack_path(number).unlink(missing_ok=True)
+        _sync_directory(self.packs)
+
+    def _move(self, number: int, source: int, rows: list[tuple[str, int, int]]) -> None:
+        data = [os.pread(source, size, offset) for _, offset, size in rows]
+        with self._append_lock:
+            if self._writer < 0:
+                raise RuntimeError(f"the blob store in {self.root} is closed")
+            offset = self._roll_over_if_full()
+            moved = []
+            for (sha256, _, size), blob in zip(rows, data):
+                moved.append((self._pack, offset, sha256, number))
+                offset += size
+            _write_all(self._writer, data)
+            writer, pack = os.dup(self._writer), self._pack
+            self._appending[pack] += 1
+        try:
+            os.fdatasync(writer)
+            with self._connections.write() as conn:
+                conn.executemany("UPDATE blobs SET pack = ?, offset = ? WHERE sha256 = ? AND pack = ?", moved)
+        finally:
+            os.close(writer)
+            with self._append_lock:
+                self._appending[pack] -= 1
+                self._drained.notify_all()
+
     def close(self) -> None:
-        self._connections.close()
-        with self._lock:
-            for fd in self._readers.values():
-                os.close(fd)
-            self._readers.clear()
-        with self._append_lock:  # not under an append; and a descriptor number is closed once only
-            if self._writer >= 0:
-                os.close(self._writer)
-                self._writer = -1
+        self._closing.set()
+        with self._gc_lock:  # a collection stops at its next step (a batch, a pack): wait for that
+            self._connections.close()
+            with self._lock:
+                for fd in self._readers.values():
+                    os.close(fd)
+                self._readers.clear()
+            with self._append_lock:  # not under an append; and a descriptor number is closed once only
+                if self._writer >= 0:
+                    os.close(self._writer)
+                    self._writer = -1
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:
@@ -250,6 +659,32 @@ def _write_all(fd: int, parts: list[bytes]) -> None:
             first += 1
         if written:
             views[first] = views[first][written:]
+
+
+def _private_dirs(path: Path) -> None:
+    """`path` and its missing parents, 0700 (mkdir's mode is masked by the umask, so set it after)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=_DIR_MODE)
+        except FileExistsError:  # another thread made it meanwhile
+            pass
+        os.chmod(directory, _DIR_MODE)
+
+
+def _private_files(*paths: Path) -> None:
+    """Create the first of `paths` empty if missing; set every one that exists to 0600.
+
+    SQLite creates its database 0644 and gives its -wal and -shm files the database's mode:
+    creating the file first is what makes all three private.
+    """
+    os.close(os.open(paths[0], os.O_RDWR | os.O_CREAT, _FILE_MODE))
+    for path in paths:
+        if path.exists():
+            os.chmod(path, _FILE_MODE)
 
 
 def _sync_directory(path: Path) -> None:

@@ -9,6 +9,7 @@ import functools
 import json
 import sqlite3
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from pellucid.server.records import (
@@ -245,6 +246,23 @@ class InputTables:
                     (app_seq, *part)):
                 found[input_id] = (seq, key)
         return found
+
+    def referenced_blobs(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        wanted, found = set(pairs), set()
+        digests = sorted({sha256 for _, sha256 in wanted})
+        conn = self._conn()
+        for start in range(0, len(digests), 900):
+            part = digests[start:start + 900]
+            rows = conn.execute(  # media_sha256 != '' lets SQLite use the partial index inputs_by_media
+                f"SELECT DISTINCT a.user_id, i.media_sha256 FROM inputs i JOIN apps a ON a.seq = i.app_seq"
+                f" WHERE i.media_sha256 != '' AND i.media_sha256 IN ({','.join('?' * len(part))})", part)
+            found.update(pair for pair in map(tuple, rows) if pair in wanted)
+        return found
+
+    def blob_references(self) -> Iterator[tuple[str, str]]:
+        rows = self._conn().execute("SELECT DISTINCT a.user_id, i.media_sha256 FROM inputs i JOIN apps a ON a.seq = i.app_seq"
+                                    " WHERE i.media_sha256 != ''")
+        yield from ((user_id, sha256) for user_id, sha256 in rows)
 
     def _job(self, conn: sqlite3.Connection, user_id: str, app_id: str, app_seq: int, job_id: str) -> JobRecord | None:
         row = conn.execute("SELECT * FROM input_jobs WHERE app_seq = ? AND id = ?", (app_seq, job_id)).fetchone()

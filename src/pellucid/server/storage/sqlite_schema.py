@@ -193,3 +193,7 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 
 MIGRATIONS.append((4, "ALTER TABLE request_log ADD COLUMN owner TEXT NOT NULL DEFAULT ''"))
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 6: which inputs hold a blob, for blob garbage collection (media inputs only: text ones hold none)
+MIGRATIONS.append((6, "CREATE INDEX inputs_by_media ON inputs(media_sha256) WHERE media_sha256 != ''"))
+LATEST_VERSION = MIGRATIONS[-1][0]
