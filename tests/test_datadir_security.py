@@ -13,6 +13,7 @@ from pellucid.client import _embedded
 from pellucid.client.user import User
 from pellucid.server.datadir import command_line
 from pellucid.server.runtime import PellucidServer, ServerSettings
+from tests.media_samples import png
 
 
 @pytest.fixture(autouse=True)
@@ -42,13 +43,14 @@ def test_a_new_data_dir_is_private_to_its_user(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     user = User(base_url=f"local://{data_dir}")
     try:
-        user.create_app("private")
+        app = user.create_app("private")
+        app.inputs().upload_from_bytes(image_bytes=png("private"), input_id="photo")  # a blob in a pack
         written = modes(data_dir)
         for name in ("server.lock", "server.json", "credentials.json", "metadata.sqlite3", "metadata.sqlite3-wal",
                      "metadata.sqlite3-shm"):
             assert written[name] == 0o600, name
-        # the blob store makes its own files (server/storage/blobs.py); everything else is private
-        assert exposed(data_dir, skip=("blobs",)) == {}
+        assert any(path.startswith("blobs/packs/") for path in written)
+        assert exposed(data_dir) == {}
     finally:
         _embedded.forget(str(data_dir))
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
