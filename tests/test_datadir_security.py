@@ -75,10 +75,12 @@ def test_an_existing_data_dir_is_tightened_at_start(tmp_path: Path) -> None:
     server = PellucidServer(ServerSettings(data_dir=data_dir))
     server.start()
     try:
-        assert exposed(data_dir, skip=("a-link",)) == {}
+        assert exposed(data_dir, skip=("a-link", "extra")) == {}
         tightened = modes(data_dir)
-        assert tightened["."] == tightened["extra"] == tightened["extra/nested"] == 0o700
-        assert tightened["extra/nested/notes.txt"] == tightened["metadata.sqlite3"] == tightened["credentials.json"] == 0o600
+        assert tightened["."] == tightened["blobs"] == tightened["blobs/packs"] == 0o700
+        assert tightened["metadata.sqlite3"] == tightened["credentials.json"] == 0o600
+        # what pellucid did not make is left as it was (the data dir itself is 0700 now)
+        assert tightened["extra"] == 0o755 and tightened["extra/nested/notes.txt"] == 0o644
         User(base_url=f"grpc://{server.address}", pat=credentials.pat).list_apps()  # still readable by its user
     finally:
         server.stop(grace=0.5)

@@ -185,12 +185,23 @@ class DataDir:
             return None
 
 
+# What pellucid keeps in a data dir. Only these are tightened, so a data dir pointed at a
+# folder that holds other things too leaves those things as they were.
+OWN_ENTRIES = ("server.", "credentials.json", "metadata.sqlite3", "blobs")
+
+
 def make_private(root: Path) -> None:
-    """Take group and others' permissions off `root` and everything under it (symlinks are not followed)."""
+    """Take group and others' permissions off `root` and everything pellucid keeps in it
+    (symlinks are not followed)."""
     _tighten(root)
-    for folder, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            _tighten(Path(folder) / name)
+    for entry in os.scandir(root):
+        if not entry.name.startswith(OWN_ENTRIES):
+            continue
+        _tighten(Path(entry.path))
+        if entry.is_dir(follow_symlinks=False):
+            for folder, dirs, files in os.walk(entry.path):
+                for name in [*dirs, *files]:
+                    _tighten(Path(folder) / name)
 
 
 def _tighten(path: Path) -> None:
