@@ -123,6 +123,22 @@ class User(Lister, BaseClient):
         return self._call(v1.RunnerServiceStub, "CreateRunner", v1.CreateRunnerRequest(
             user_id=self._user_id, runner=v1.Runner(id=runner_id, labels=list(labels), description=description)))
 
+    def patch_runner(self, runner_id: str, labels: list[str] | None = None,
+                     description: str | None = None) -> v1.Runner:
+        """Change a runner's labels (replaced as a whole) or description.
+
+        Its open streams keep serving the labels they connected with, except that one serving
+        a label the runner loses is closed and reconnects under the new labels.
+        """
+        if isinstance(labels, str):
+            raise UserError("labels must be a list of labels, not one string")
+        runner = v1.Runner(id=runner_id, labels=list(labels or []), description=description or "")
+        paths = [name for name, value in (("labels", labels), ("description", description)) if value is not None]
+        if not paths:
+            raise UserError("patch_runner needs labels= or description=")
+        return self._call(v1.RunnerServiceStub, "PatchRunner", v1.PatchRunnerRequest(
+            user_id=self._user_id, runner=runner, update_mask=field_mask_pb2.FieldMask(paths=paths)))
+
     def runner(self, runner_id: str) -> v1.Runner:
         """A registered runner, with its live connections and capacity."""
         return self._call(v1.RunnerServiceStub, "GetRunner", v1.GetRunnerRequest(user_id=self._user_id, runner_id=runner_id))
