@@ -91,7 +91,7 @@ def test_users_create_prints_the_pat_last(running: ServerProcess) -> None:
     assert again.returncode == 1 and "already exists" in again.stderr
     refused = subprocess.run([*PELLUCID, "users", "create", "eve", "--api", f"grpc://{running.address}", "--pat", pat],
                              capture_output=True, text=True, env=env, timeout=60)
-    assert refused.returncode == 1 and "only admins" in refused.stderr
+    assert refused.returncode == 3 and "only admins" in refused.stderr  # denied
 
 
 def test_a_second_server_on_the_same_data_dir_is_refused(running: ServerProcess) -> None:
