@@ -54,9 +54,23 @@ def test_version_and_usage_errors() -> None:
     assert version.returncode == 0 and version.stdout.strip() == f"pellucid {__version__}"
     assert pellucid("whoami", "--no-such-flag").returncode == 2
     assert pellucid("no-such-command").returncode == 2
+    assert pellucid("whoami", "--timeout", "0").returncode == 2
     bad_target = pellucid("whoami", "--api", "ftp://x/y", "--pat", "p", "--json")
     assert bad_target.returncode == 2
     assert "not a pellucid target" in json.loads(bad_target.stderr)["error"]["message"]
+
+
+def test_server_readiness_as_json(tmp_path: Path) -> None:
+    proc = subprocess.Popen([*PELLUCID, "server", "--data-dir", str(tmp_path / "data"), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        ready = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        assert ready["event"] == "listening" and ready["data_dir"] == str((tmp_path / "data").resolve())
+        whoami = pellucid("whoami", "--json", "--api", f"grpc://{ready['address']}", "--pat", admin_pat(tmp_path / "data"))
+        assert json.loads(whoami.stdout)["id"] == "admin"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
 
 
 def test_json_output_and_options_before_or_after_the_command(standalone: ServerProcess) -> None:

@@ -13,6 +13,7 @@ import pytest
 import pellucid.errors as errors
 from pellucid.api import v1
 from pellucid.client._transport import RetryPolicy
+from pellucid.client.app import App
 from pellucid.client.user import User
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.conftest import RunningServer
@@ -36,6 +37,7 @@ def test_each_object_keeps_its_own_user_id(server: RunningServer, alice: User, u
     assert plain._connection is named._connection  # one channel, two user ids
     assert named.user_id == "someone-else"
     assert plain.user_id == alice.user_id  # the token's own user, not the first caller's
+    assert App(app_id="any", base_url=server.url, pat=pat).user_id == alice.user_id
     assert plain.create_app(f"own-{unique}").user_id == alice.user_id
     with pytest.raises(errors.PermissionDenied):
         named.create_app(f"theirs-{unique}")

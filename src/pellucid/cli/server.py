@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from pellucid.cli.output import emit
+
 
 def add_server_arguments(server: argparse.ArgumentParser) -> None:
     """Every flag of `pellucid server`."""
@@ -27,6 +29,8 @@ def add_server_arguments(server: argparse.ArgumentParser) -> None:
     server.add_argument("--allow-private-urls", action="store_true",
                         help="fetch URL inputs from this machine and private networks too (off: callers could read them)")
     server.add_argument("--log-level", default="info")
+    server.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help='print readiness as one JSON line: {"event": "listening", "address": ..., "data_dir": ...}')
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -52,8 +56,12 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"data dir {server.data_dir.path}", flush=True)
-    print(f"listening on {settings.host}:{server.port}", flush=True)
+    if args.json:
+        emit(True, {"event": "listening", "address": f"{settings.host}:{server.port}",
+                    "data_dir": str(server.data_dir.path)}, "")
+    else:
+        print(f"data dir {server.data_dir.path}", flush=True)
+        print(f"listening on {settings.host}:{server.port}", flush=True)
     while not stop.wait(0.5):
         pass
     print("shutting down", flush=True)

@@ -10,6 +10,17 @@ from pellucid.client.user import User
 GLOBAL_DEFAULTS = {"api": "", "pat": "", "profile": None, "json": False, "timeout": DEFAULT_TIMEOUT}
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above zero")
+    return value
+
+
 def client_options(parser: argparse.ArgumentParser, top_level: bool = False) -> None:
     """--api, --pat, --profile, --timeout and --json. On a subcommand they default to
     nothing, so `pellucid --profile p users list` and `pellucid users list --profile p`
@@ -20,7 +31,7 @@ def client_options(parser: argparse.ArgumentParser, top_level: bool = False) -> 
     parser.add_argument("--pat", default=default, help="personal access token (default: PELLUCID_PAT or the profile)")
     parser.add_argument("--profile", default=default,
                         help="profile of ~/.config/pellucid/config.toml (default: PELLUCID_PROFILE, the file's current_profile)")
-    parser.add_argument("--timeout", type=float, default=default, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive_seconds, default=default, metavar="SECONDS",
                         help=f"deadline of each call (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--json", action="store_true", default=default,
                         help="print data as JSON (and errors as a JSON object on stderr)")
