@@ -66,7 +66,8 @@ def test_server_readiness_as_json(tmp_path: Path) -> None:
     try:
         ready = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
         assert ready["event"] == "listening" and ready["data_dir"] == str((tmp_path / "data").resolve())
-        whoami = pellucid("whoami", "--json", "--api", f"grpc://{ready['address']}", "--pat", admin_pat(tmp_path / "data"))
+        whoami = pellucid("whoami", "--json", "--api", f"grpc://{ready['address']}",
+                          "--pat", admin_pat(tmp_path / "data"))
         assert json.loads(whoami.stdout)["id"] == "admin"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -117,7 +118,8 @@ def test_exit_codes_come_from_one_table() -> None:
 
 def test_global_profile(standalone: ServerProcess, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(f'[profiles.team]\napi = "grpc://{standalone.address}"\npat = "{admin_pat(standalone.data_dir)}"\n')
+    pat = admin_pat(standalone.data_dir)
+    config.write_text(f'[profiles.team]\napi = "grpc://{standalone.address}"\npat = "{pat}"\n')
     config.chmod(0o600)
     env = {"PELLUCID_CONFIG": str(config)}
     before = pellucid("--profile", "team", "whoami", "--json", env=env)

@@ -17,7 +17,6 @@ codes are in `pellucid.cli.output` (0 ok, 1 other, 2 usage, 3 not authenticated 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from pellucid import __version__
 from pellucid.cli import runners, users
@@ -26,7 +25,6 @@ from pellucid.cli.server import add_server_arguments, cmd_server
 from pellucid.cli.session import client_options
 from pellucid.errors import PellucidError
 
-load_runner_class = runners.load_runner_class  # the name tests and scripts import
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +53,3 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         return INTERRUPTED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,7 +30,8 @@ def client_options(parser: argparse.ArgumentParser, top_level: bool = False) -> 
                         help="target, e.g. grpc://host:7000 (default: PELLUCID_API, the profile, else local)")
     parser.add_argument("--pat", default=default, help="personal access token (default: PELLUCID_PAT or the profile)")
     parser.add_argument("--profile", default=default,
-                        help="profile of ~/.config/pellucid/config.toml (default: PELLUCID_PROFILE, the file's current_profile)")
+                        help="profile of ~/.config/pellucid/config.toml "
+                             "(default: PELLUCID_PROFILE, else the file's current_profile)")
     parser.add_argument("--timeout", type=positive_seconds, default=default, metavar="SECONDS",
                         help=f"deadline of each call (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--json", action="store_true", default=default,

@@ -148,7 +148,8 @@ class Runner(BaseClient):
         finally:
             self._pool.shutdown(wait=not self._stop.is_set(), cancel_futures=self._stop.is_set())
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                if handler is not None:  # None: installed outside Python, nothing to put back
+                    signal.signal(signum, handler)
         log.info("runner %s stopped after %d items", self.runner_id, self.items_done)
 
     def _serve_until_stopped(self) -> None:
