@@ -102,7 +102,8 @@ def test_exit_codes(standalone: ServerProcess, tmp_path: Path) -> None:
     assert pellucid("whoami", *api).returncode == 3  # no token anywhere
     missing = pellucid("runner", "start", SLEEPY, "--runner-id", "never-registered", *as_admin(standalone), "--json")
     assert missing.returncode == 4, missing.stderr
-    assert json.loads(missing.stderr.splitlines()[-1])["error"]["code"] == "NOT_FOUND"
+    error = json.loads(missing.stderr.splitlines()[-1])["error"]
+    assert error["code"] == "NOT_FOUND" and "pass --labels a,b to register it" in error["message"]
     assert pellucid("runner", "start", "no/such/file.py:X", *as_admin(standalone)).returncode == 2
     unreachable = pellucid("whoami", "--api", f"grpc://127.0.0.1:{closed_port()}", "--pat", "p", "--timeout", "1")
     assert unreachable.returncode == 5, unreachable.stderr

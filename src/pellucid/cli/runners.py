@@ -12,7 +12,7 @@ from typing import Any
 from pellucid.api import v1
 from pellucid.cli.output import INTERRUPTED, OK, emit
 from pellucid.cli.session import client_options, user
-from pellucid.errors import AlreadyExists, UserError
+from pellucid.errors import AlreadyExists, NotFound, UserError
 
 
 def runner_dict(runner: v1.Runner) -> dict[str, Any]:
@@ -75,6 +75,11 @@ def cmd_runner_start(args: argparse.Namespace) -> int:
          "a second Ctrl-C stops at once)")
     try:
         runner.start()
+    except NotFound as exc:
+        if args.labels is not None or exc.details.get("reason") != "RUNNER_NOT_FOUND":
+            raise
+        raise NotFound(f"{exc.message}, or pass --labels a,b to register it here", request_id=exc.request_id,
+                       details=exc.details, method=exc.method) from None
     except KeyboardInterrupt:  # before serving (loading the model): nothing in hand
         runner.stop(drain=False)
         return INTERRUPTED
