@@ -57,8 +57,11 @@ def exit_code(error: PellucidError) -> int:
 
 
 def emit(as_json: bool, data: Any, text: str) -> None:
-    """Print `data` as one JSON document, or `text` for people."""
-    print(json.dumps(data, sort_keys=True) if as_json else text, flush=True)
+    """Print `data` as one JSON document, or `text` for people (nothing if it is empty)."""
+    if as_json:
+        print(json.dumps(data, sort_keys=True), flush=True)
+    elif text:
+        print(text, flush=True)
 
 
 def report_error(as_json: bool, error: PellucidError, code: int) -> None:
