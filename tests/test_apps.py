@@ -45,6 +45,23 @@ def test_duplicate_app_id(alice: User, unique: str) -> None:
     assert alice.app(f"dup-{unique}").app_info.name == "first"
 
 
+def test_exist_ok_returns_what_exists_so_a_script_can_run_again(alice: User, bob: User, unique: str) -> None:
+    first = alice.create_app(f"again-{unique}", name="first", exist_ok=True)
+    again = alice.create_app(f"again-{unique}", name="second", exist_ok=True)
+    assert again.id == first.id and again.app_info.name == "first"  # returned as it is, not changed
+    assert first.create_dataset("d", description="one", exist_ok=True).id == \
+        again.create_dataset("d", description="two", exist_ok=True).id == "d"
+    assert again.dataset("d").dataset_info.description == "one"
+    model = again.create_model("m", runner_labels=["cpu"], exist_ok=True)
+    assert again.create_model("m", runner_labels=["gpu"], exist_ok=True).id == model.id
+    assert alice.create_runner(f"r-{unique}", ["cpu"], exist_ok=True).labels == \
+        alice.create_runner(f"r-{unique}", ["gpu"], exist_ok=True).labels == ["cpu"]
+    with pytest.raises(errors.AlreadyExists):
+        again.create_dataset("d")
+    bobs = bob.create_app(f"again-{unique}", exist_ok=True)  # ids are per user: bob gets his own
+    assert bobs.app_info.user_id == bob.user_id
+
+
 def test_bad_patch_arguments(alice: User, unique: str) -> None:
     alice.create_app(f"p-{unique}")
     with pytest.raises(errors.UserError, match="action"):

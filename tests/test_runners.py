@@ -192,6 +192,32 @@ def test_a_connection_can_serve_fewer_labels(alice: User, app: App, unique: str)
         Echo(f"narrow-{unique}", labels=["tpu"], **kwargs).start()
 
 
+def test_patching_labels_moves_a_connected_runner_to_the_new_ones(alice: User, bob: User, app: App,
+                                                                   unique: str) -> None:
+    runner_id = f"patched-{unique}"
+    alice.create_runner(runner_id, labels=["cpu"], description="laptop")
+    runner = Echo(runner_id, base_url=alice.base_url, pat=alice._connection.settings.pat)
+    thread = serve(runner)
+    try:
+        patched = alice.patch_runner(runner_id, labels=["gpu", "gpu", "big"])
+        assert list(patched.labels) == ["gpu", "big"] and patched.description == "laptop"
+        # its stream served "cpu", which it lost: it reconnects and serves the new labels
+        gpu = app.create_model("on-gpu", runner_labels=["gpu"]).with_options(timeout=10)
+        assert gpu.predict_by_bytes(b"x", "text").runner_id == runner_id
+        assert list(alice.patch_runner(runner_id, description="desk").labels) == ["gpu", "big"]
+        assert alice.runner(runner_id).description == "desk"
+    finally:
+        runner.stop(drain=False)
+        thread.join(10)
+    with pytest.raises(errors.NotFound):
+        bob.patch_runner(runner_id, labels=["mine"])
+    with pytest.raises(errors.InvalidArgument, match=r"labels\[0\]"):
+        alice.patch_runner(runner_id, labels=["bad label"])
+    with pytest.raises(errors.UserError):
+        alice.patch_runner(runner_id)
+    assert list(alice.runner(runner_id).labels) == ["gpu", "big"]
+
+
 def test_other_users_runners_do_not_serve_my_models(app: App, bob: User, unique: str) -> None:
     bob.create_runner(f"bobs-{unique}", labels=["cpu"])
     runner = Echo(f"bobs-{unique}", base_url=bob.base_url, pat=bob._connection.settings.pat)

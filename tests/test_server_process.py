@@ -93,7 +93,7 @@ def test_users_create_prints_the_pat_last(running: ServerProcess) -> None:
     assert again.returncode == 1 and "already exists" in again.stderr
     refused = subprocess.run([*PELLUCID, "users", "create", "eve", "--api", f"grpc://{running.address}", "--pat", pat],
                              capture_output=True, text=True, env=env, timeout=60)
-    assert refused.returncode == 1 and "only admins" in refused.stderr
+    assert refused.returncode == 3 and "only admins" in refused.stderr  # denied
 
 
 def test_a_second_server_on_the_same_data_dir_is_refused(running: ServerProcess) -> None:
@@ -138,13 +138,14 @@ def test_health_and_reflection_answer_without_a_token(running: ServerProcess) ->
 
 def test_the_default_port_is_fixed() -> None:
     # imported here: tests/test_recovery.py imports this module in a subprocess that may run another pellucid
-    from pellucid.cli import DEFAULT_PORT, build_parser
+    from pellucid.cli import build_parser
+    from pellucid.cli.server import DEFAULT_PORT
 
     assert build_parser().parse_args(["server"]).port == DEFAULT_PORT == 7317
 
 
 def test_a_port_in_use_is_one_line_and_its_own_exit_code_before_anything_is_made(tmp_path: Path) -> None:
-    from pellucid.cli import EXIT_PORT_IN_USE
+    from pellucid.cli.server import EXIT_PORT_IN_USE
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

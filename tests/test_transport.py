@@ -13,6 +13,7 @@ import pytest
 import pellucid.errors as errors
 from pellucid.api import v1
 from pellucid.client._transport import RetryPolicy
+from pellucid.client.app import App
 from pellucid.client.user import User
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.conftest import RunningServer
@@ -26,6 +27,24 @@ def test_resource_objects_share_one_connection(server: RunningServer, alice: Use
     assert app._connection is one._connection
     assert next(one.list_apps())._connection is one._connection
     assert User(base_url=server.url, pat=server.admin_pat)._connection is not one._connection
+
+
+def test_each_object_keeps_its_own_user_id(server: RunningServer, alice: User, unique: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    pat = alice.create_pat(description="fresh connection").secret  # a token no object has used yet
+    named = User(base_url=server.url, pat=pat, user_id="someone-else")
+    plain = User(base_url=server.url, pat=pat)
+    assert plain._connection is named._connection  # one channel, two user ids
+    assert named.user_id == "someone-else"
+    assert plain.user_id == alice.user_id  # the token's own user, not the first caller's
+    assert App(app_id="any", base_url=server.url, pat=pat).user_id == alice.user_id
+    assert plain.create_app(f"own-{unique}").user_id == alice.user_id
+    with pytest.raises(errors.PermissionDenied):
+        named.create_app(f"theirs-{unique}")
+    monkeypatch.setenv("PELLUCID_USER_ID", "from-env")
+    assert User(base_url=server.url, pat=pat).user_id == "from-env"
+    assert User(base_url=server.url, pat=pat, user_id="from-arg").user_id == "from-arg"
+    assert plain.user_id == alice.user_id
 
 
 def test_close_and_context_manager(server: RunningServer, alice: User) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "ItemFailure",
+    "MissingCredentials",
     "NotFound",
     "PartialFailure",
     "PermissionDenied",
@@ -38,6 +39,10 @@ class PellucidError(Exception):
 
 class UserError(PellucidError):
     """The SDK rejected a call before sending it; the message says what to change."""
+
+
+class MissingCredentials(UserError):
+    """No token was found for a target that needs one; the message lists where to put one."""
 
 
 class ApiClientError(PellucidError):

@@ -6,6 +6,7 @@ with them, so a script holding a User, Apps and Datasets opens one channel.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import sys
@@ -335,13 +336,17 @@ _connections_lock = threading.Lock()
 
 
 def get_connection(settings: ClientSettings) -> Connection:
-    """The shared connection for these settings (one channel per target and credentials)."""
+    """The shared connection for these settings (one channel per target and credentials).
+
+    The user id is not part of the key, nor kept by the connection: objects acting as
+    different users with one token share the channel, and each keeps its own user id.
+    """
     key = (settings.target, settings.pat, settings.token, settings.root_certificates_path, settings.client_cert_path,
            settings.client_key_path)
     with _connections_lock:
         connection = _connections.get(key)
         if connection is None:
-            connection = _connections[key] = Connection(settings)
+            connection = _connections[key] = Connection(dataclasses.replace(settings, user_id=""))
         return connection
 
 

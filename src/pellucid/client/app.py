@@ -14,7 +14,7 @@ from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
 from pellucid.client.model import Model, version_proto
 from pellucid.client.urls import split_url
-from pellucid.errors import UserError
+from pellucid.errors import AlreadyExists, UserError
 
 _APP_FIELDS = {"name", "description", "base_workflow", "metadata"}
 
@@ -83,16 +83,22 @@ class App(Lister, BaseClient):
         """The app's inputs and annotations."""
         return Inputs(user_id=self._user_id, app_id=self.id, **self._child_kwargs())
 
-    def create_dataset(self, dataset_id: str, **kwargs: Any) -> Dataset:
-        """Create a dataset (kwargs: description, metadata)."""
+    def create_dataset(self, dataset_id: str, *, exist_ok: bool = False, **kwargs: Any) -> Dataset:
+        """Create a dataset (kwargs: description, metadata); with `exist_ok`, an existing one is
+        returned as it is instead of raising AlreadyExists."""
         unknown = set(kwargs) - {"description", "metadata"}
         if unknown:
             raise UserError(f"create_dataset takes description and metadata; not {sorted(unknown)}")
         dataset = v1.Dataset(id=dataset_id, description=kwargs.get("description", ""))
         if kwargs.get("metadata"):
             dataset.metadata.update(kwargs["metadata"])
-        created = self._call(v1.DatasetServiceStub, "CreateDataset", v1.CreateDatasetRequest(
-            user_id=self._user_id, app_id=self.id, dataset=dataset))
+        try:
+            created = self._call(v1.DatasetServiceStub, "CreateDataset", v1.CreateDatasetRequest(
+                user_id=self._user_id, app_id=self.id, dataset=dataset))
+        except AlreadyExists:
+            if not exist_ok:
+                raise
+            return self.dataset(dataset_id)
         return Dataset._from_proto(created, **self._child_kwargs())
 
     def dataset(self, dataset_id: str, **kwargs: Any) -> Dataset:
@@ -115,8 +121,12 @@ class App(Lister, BaseClient):
 
     # models
 
-    def create_model(self, model_id: str, runner_labels: list[str] | None = None, **kwargs: Any) -> Model:
+    def create_model(self, model_id: str, runner_labels: list[str] | None = None, *, exist_ok: bool = False,
+                     **kwargs: Any) -> Model:
         """Create a model with a first version served by runners carrying `runner_labels`.
+
+        With `exist_ok`, an existing model is returned as it is (at its latest version)
+        instead of raising AlreadyExists.
 
         kwargs: name, description, model_type_id, input_fields (e.g. ["image"]), output_fields,
         and the version's fields: params (default inference params), concepts, output_config,
@@ -134,8 +144,13 @@ class App(Lister, BaseClient):
                          model_type_id=model_fields.get("model_type_id", ""),
                          input_fields=list(model_fields.get("input_fields", [])),
                          output_fields=list(model_fields.get("output_fields", [])))
-        created = self._call(v1.ModelServiceStub, "CreateModel", v1.CreateModelRequest(
-            user_id=self._user_id, app_id=self.id, model=model, version=version_proto(**version_kwargs)))
+        try:
+            created = self._call(v1.ModelServiceStub, "CreateModel", v1.CreateModelRequest(
+                user_id=self._user_id, app_id=self.id, model=model, version=version_proto(**version_kwargs)))
+        except AlreadyExists:
+            if not exist_ok:
+                raise
+            return self.model(model_id)
         return Model._from_proto(created, **self._child_kwargs())
 
     def model(self, model_id: str, model_version: dict[str, str] | None = None, **kwargs: Any) -> Model:

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
+from pellucid.api import v1
 from pellucid.client._transport import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
@@ -46,15 +47,25 @@ class BaseClient:
         if _connection is None:
             settings = resolve_settings(base_url, pat, token, user_id, root_certificates_path, profile)
             _connection = get_connection(settings)
+            user_id = settings.user_id  # argument, else environment, else profile: this object's own
         self._connection = _connection
-        self._user_id = user_id or _connection.settings.user_id
+        # never the connection's: objects with other user ids share it (one channel per target and token)
+        self._user_id = user_id
+        self._token_owner = ""
         self.timeout = timeout
         self.retry = retry
 
     @property
     def user_id(self) -> str:
-        """The user this object acts for (for the local target, read from its credentials)."""
-        return self._user_id or self._connection.user_id
+        """The user this object acts for: the one it was given (argument, environment, profile),
+        else the token's own user (for the local target read from its credentials, otherwise
+        asked of the server once)."""
+        if self._user_id:
+            return self._user_id
+        if not self._token_owner:
+            self._token_owner = self._connection.user_id or self._call(
+                v1.UserServiceStub, "GetUser", v1.GetUserRequest()).id
+        return self._token_owner
 
     @property
     def base_url(self) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pellucid.errors import UserError
+from pellucid.errors import MissingCredentials, UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -182,7 +182,7 @@ def resolve_settings(
 
 
 def missing_credentials(target: str) -> UserError:
-    return UserError(
+    return MissingCredentials(
         f"no credentials for {target}. Supply a personal access token in one of these ways:\n"
         "  - pass pat='...' (or token='...' for a session token) to the constructor;\n"
         f"  - set {ENV_PAT} (or {ENV_SESSION_TOKEN}) in the environment;\n"

@@ -4,7 +4,8 @@ Subclass it, implement `run_input` (or `run_inputs` for a whole request at once)
 `start()` (or run `pellucid runner start file.py:ClassName`). The runner holds one stream
 to the server, receives work items, runs them on `num_parallel_polls` threads and sends the
 outputs back; heartbeats keep its items leased. It reconnects with backoff when the server
-goes away, and on SIGTERM it takes no new work, finishes what it holds and exits.
+goes away, and on SIGTERM or Ctrl-C it takes no new work, finishes what it holds and exits
+(a second Ctrl-C stops it at once).
 """
 
 from __future__ import annotations
@@ -130,17 +131,25 @@ class Runner(BaseClient):
     # serving
 
     def start(self) -> None:
-        """Serve until stop() is called, SIGTERM or Ctrl-C; reconnects when the server goes away."""
+        """Serve until stop() is called, SIGTERM or Ctrl-C; reconnects when the server goes away.
+
+        SIGTERM and a first Ctrl-C drain (no new work; the items in hand are finished and
+        answered); a second Ctrl-C stops at once (`stopped_at_once` is then True, and the
+        items still running are left to the server to give to other runners).
+        """
         if self.check_runner_exists:
             self._call(v1.RunnerServiceStub, "GetRunner", v1.GetRunnerRequest(user_id=self._user_id, runner_id=self.runner_id))
         self.load_model()
-        self._install_signal_handlers()
+        previous = self._install_signal_handlers()
         # one pool for the runner's life: losing a stream must not wait for the items it was running
         self._pool = ThreadPoolExecutor(self.num_parallel_polls, thread_name_prefix=f"runner-{self.runner_id}")
         try:
             self._serve_until_stopped()
         finally:
             self._pool.shutdown(wait=not self._stop.is_set(), cancel_futures=self._stop.is_set())
+            for signum, handler in previous.items():
+                if handler is not None:  # None: installed outside Python, nothing to put back
+                    signal.signal(signum, handler)
         log.info("runner %s stopped after %d items", self.runner_id, self.items_done)
 
     def _serve_until_stopped(self) -> None:
@@ -175,10 +184,33 @@ class Runner(BaseClient):
         """True once the stream is open (for tests and embedding)."""
         return self._connected.wait(timeout)
 
-    def _install_signal_handlers(self) -> None:
+    @property
+    def stopped_at_once(self) -> bool:
+        """True if stop(drain=False) (or a second Ctrl-C) ended serving: items may still be running."""
+        return self._stop.is_set()
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGTERM drains; SIGINT drains the first time and stops at once the second. Returns the
+        handlers replaced, to put back when serving ends."""
         if threading.current_thread() is not threading.main_thread():
-            return
-        signal.signal(signal.SIGTERM, lambda signum, frame: self.stop(drain=True))
+            return {}
+
+        def on_interrupt(signum: int, frame: object) -> None:
+            if self._draining.is_set():
+                log.warning("runner %s: stopping at once", self.runner_id)
+                self.stop(drain=False)
+                return
+            busy = len(self._in_flight)  # no lock: the interrupted main thread may hold it
+            log.warning("runner %s: draining, finishing %d item(s) in hand; Ctrl-C again to stop at once",
+                        self.runner_id, busy)
+            self.stop(drain=True)
+
+        def on_terminate(signum: int, frame: object) -> None:
+            log.info("runner %s: SIGTERM, draining", self.runner_id)
+            self.stop(drain=True)
+
+        return {signal.SIGTERM: signal.signal(signal.SIGTERM, on_terminate),
+                signal.SIGINT: signal.signal(signal.SIGINT, on_interrupt)}
 
     def _end_stream(self) -> None:
         outbox = self._outbox

@@ -13,7 +13,7 @@ from pellucid.api import v1
 from pellucid.client.app import App, app_proto
 from pellucid.client.base import BaseClient
 from pellucid.client.lister import Lister
-from pellucid.errors import UserError
+from pellucid.errors import AlreadyExists, UserError
 
 _APP_FILTERS = {"query", "name", "id"}
 _METADATA_ACTIONS = {
@@ -71,10 +71,19 @@ class User(Lister, BaseClient):
         app.load_info()
         return app
 
-    def create_app(self, app_id: str, base_workflow: str = "Empty", **kwargs: Any) -> App:
-        """Create an app; kwargs may set name, description and metadata (a dict)."""
+    def create_app(self, app_id: str, base_workflow: str = "Empty", *, exist_ok: bool = False, **kwargs: Any) -> App:
+        """Create an app; kwargs may set name, description and metadata (a dict).
+
+        With `exist_ok`, an app that already has this id is returned as it is (unchanged:
+        use patch_app to change it) instead of raising AlreadyExists, so a script can run again.
+        """
         request = v1.CreateAppRequest(app=app_proto(self._user_id, app_id, base_workflow=base_workflow, **kwargs))
-        created = self._call(v1.AppServiceStub, "CreateApp", request)
+        try:
+            created = self._call(v1.AppServiceStub, "CreateApp", request)
+        except AlreadyExists:
+            if not exist_ok:
+                raise
+            return self.app(app_id)
         return App._from_proto(created, **self._child_kwargs())
 
     def list_apps(
@@ -116,12 +125,37 @@ class User(Lister, BaseClient):
 
     # runners
 
-    def create_runner(self, runner_id: str, labels: list[str], description: str = "") -> v1.Runner:
-        """Register a runner; it serves every model version whose runner_labels are all among `labels`."""
+    def create_runner(self, runner_id: str, labels: list[str], description: str = "", *,
+                      exist_ok: bool = False) -> v1.Runner:
+        """Register a runner; it serves every model version whose runner_labels are all among `labels`.
+
+        With `exist_ok`, an existing registration is returned as it is (change it with patch_runner).
+        """
         if isinstance(labels, str):
             raise UserError("labels must be a list of labels, not one string")
-        return self._call(v1.RunnerServiceStub, "CreateRunner", v1.CreateRunnerRequest(
-            user_id=self._user_id, runner=v1.Runner(id=runner_id, labels=list(labels), description=description)))
+        try:
+            return self._call(v1.RunnerServiceStub, "CreateRunner", v1.CreateRunnerRequest(
+                user_id=self._user_id, runner=v1.Runner(id=runner_id, labels=list(labels), description=description)))
+        except AlreadyExists:
+            if not exist_ok:
+                raise
+            return self.runner(runner_id)
+
+    def patch_runner(self, runner_id: str, labels: list[str] | None = None,
+                     description: str | None = None) -> v1.Runner:
+        """Change a runner's labels (replaced as a whole) or description.
+
+        Its open streams keep serving the labels they connected with, except that one serving
+        a label the runner loses is closed and reconnects under the new labels.
+        """
+        if isinstance(labels, str):
+            raise UserError("labels must be a list of labels, not one string")
+        runner = v1.Runner(id=runner_id, labels=list(labels or []), description=description or "")
+        paths = [name for name, value in (("labels", labels), ("description", description)) if value is not None]
+        if not paths:
+            raise UserError("patch_runner needs labels= or description=")
+        return self._call(v1.RunnerServiceStub, "PatchRunner", v1.PatchRunnerRequest(
+            user_id=self._user_id, runner=runner, update_mask=field_mask_pb2.FieldMask(paths=paths)))
 
     def runner(self, runner_id: str) -> v1.Runner:
         """A registered runner, with its live connections and capacity."""

@@ -22,47 +22,50 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from pellucid.api.v1 import model_pb2 as pellucid_dot_api_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpellucid/api/v1/runner.proto\x12\x0fpellucid.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpellucid/api/v1/model.proto\"\xa1\x01\n\x06Runner\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63onnections\x18\x06 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x07 \x01(\x05\"c\n\x13\x43reateRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\'\n\x06runner\x18\x02 \x01(\x0b\x32\x17.pellucid.api.v1.Runner\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x10GetRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\trunner_id\x18\x02 \x01(\t\"j\n\x12ListRunnersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x05\x12\x0e\n\x06labels\x18\x05 \x03(\t\"X\n\x13ListRunnersResponse\x12(\n\x07runners\x18\x01 \x03(\x0b\x32\x17.pellucid.api.v1.Runner\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"M\n\x13\x44\x65leteRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\trunner_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x16\n\x14\x44\x65leteRunnerResponse\"B\n\x0bRunnerHello\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x0e\n\x06labels\x18\x03 \x03(\t\"Z\n\nWorkResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12;\n\x08response\x18\x02 \x01(\x0b\x32).pellucid.api.v1.PostModelOutputsResponse\"/\n\tHeartbeat\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"\xa6\x01\n\rRunnerMessage\x12-\n\x05hello\x18\x01 \x01(\x0b\x32\x1c.pellucid.api.v1.RunnerHelloH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.pellucid.api.v1.WorkResultH\x00\x12/\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.pellucid.api.v1.HeartbeatH\x00\x42\x06\n\x04kind\"N\n\rRunnerWelcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x02\"\xcc\x01\n\x08WorkItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x32\n\x0elease_deadline\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x39\n\x07request\x18\x04 \x01(\x0b\x32(.pellucid.api.v1.PostModelOutputsRequest\x12\x30\n\x0boutput_info\x18\x05 \x01(\x0b\x32\x1b.pellucid.api.v1.OutputInfo\"-\n\nCancelItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa4\x01\n\rServerMessage\x12\x31\n\x07welcome\x18\x01 \x01(\x0b\x32\x1e.pellucid.api.v1.RunnerWelcomeH\x00\x12)\n\x04work\x18\x02 \x01(\x0b\x32\x19.pellucid.api.v1.WorkItemH\x00\x12-\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1b.pellucid.api.v1.CancelItemH\x00\x42\x06\n\x04kind2\xad\x03\n\rRunnerService\x12M\n\x0c\x43reateRunner\x12$.pellucid.api.v1.CreateRunnerRequest\x1a\x17.pellucid.api.v1.Runner\x12G\n\tGetRunner\x12!.pellucid.api.v1.GetRunnerRequest\x1a\x17.pellucid.api.v1.Runner\x12X\n\x0bListRunners\x12#.pellucid.api.v1.ListRunnersRequest\x1a$.pellucid.api.v1.ListRunnersResponse\x12[\n\x0c\x44\x65leteRunner\x12$.pellucid.api.v1.DeleteRunnerRequest\x1a%.pellucid.api.v1.DeleteRunnerResponse\x12M\n\x07\x43onnect\x12\x1e.pellucid.api.v1.RunnerMessage\x1a\x1e.pellucid.api.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpellucid/api/v1/runner.proto\x12\x0fpellucid.api.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpellucid/api/v1/model.proto\"\xa1\x01\n\x06Runner\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63onnections\x18\x06 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x07 \x01(\x05\"c\n\x13\x43reateRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\'\n\x06runner\x18\x02 \x01(\x0b\x32\x17.pellucid.api.v1.Runner\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"6\n\x10GetRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\trunner_id\x18\x02 \x01(\t\"j\n\x12ListRunnersRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x05\x12\x0e\n\x06labels\x18\x05 \x03(\t\"X\n\x13ListRunnersResponse\x12(\n\x07runners\x18\x01 \x03(\x0b\x32\x17.pellucid.api.v1.Runner\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x93\x01\n\x12PatchRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\'\n\x06runner\x18\x02 \x01(\x0b\x32\x17.pellucid.api.v1.Runner\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"M\n\x13\x44\x65leteRunnerRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\trunner_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x16\n\x14\x44\x65leteRunnerResponse\"B\n\x0bRunnerHello\x12\x11\n\trunner_id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\x12\x0e\n\x06labels\x18\x03 \x03(\t\"Z\n\nWorkResult\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12;\n\x08response\x18\x02 \x01(\x0b\x32).pellucid.api.v1.PostModelOutputsResponse\"/\n\tHeartbeat\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"\xa6\x01\n\rRunnerMessage\x12-\n\x05hello\x18\x01 \x01(\x0b\x32\x1c.pellucid.api.v1.RunnerHelloH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.pellucid.api.v1.WorkResultH\x00\x12/\n\theartbeat\x18\x03 \x01(\x0b\x32\x1a.pellucid.api.v1.HeartbeatH\x00\x42\x06\n\x04kind\"N\n\rRunnerWelcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x02\"\xcc\x01\n\x08WorkItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x32\n\x0elease_deadline\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06method\x18\x03 \x01(\t\x12\x39\n\x07request\x18\x04 \x01(\x0b\x32(.pellucid.api.v1.PostModelOutputsRequest\x12\x30\n\x0boutput_info\x18\x05 \x01(\x0b\x32\x1b.pellucid.api.v1.OutputInfo\"-\n\nCancelItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa4\x01\n\rServerMessage\x12\x31\n\x07welcome\x18\x01 \x01(\x0b\x32\x1e.pellucid.api.v1.RunnerWelcomeH\x00\x12)\n\x04work\x18\x02 \x01(\x0b\x32\x19.pellucid.api.v1.WorkItemH\x00\x12-\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1b.pellucid.api.v1.CancelItemH\x00\x42\x06\n\x04kind2\xfa\x03\n\rRunnerService\x12M\n\x0c\x43reateRunner\x12$.pellucid.api.v1.CreateRunnerRequest\x1a\x17.pellucid.api.v1.Runner\x12G\n\tGetRunner\x12!.pellucid.api.v1.GetRunnerRequest\x1a\x17.pellucid.api.v1.Runner\x12X\n\x0bListRunners\x12#.pellucid.api.v1.ListRunnersRequest\x1a$.pellucid.api.v1.ListRunnersResponse\x12K\n\x0bPatchRunner\x12#.pellucid.api.v1.PatchRunnerRequest\x1a\x17.pellucid.api.v1.Runner\x12[\n\x0c\x44\x65leteRunner\x12$.pellucid.api.v1.DeleteRunnerRequest\x1a%.pellucid.api.v1.DeleteRunnerResponse\x12M\n\x07\x43onnect\x12\x1e.pellucid.api.v1.RunnerMessage\x1a\x1e.pellucid.api.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pellucid.api.v1.runner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNNER']._serialized_start=112
-  _globals['_RUNNER']._serialized_end=273
-  _globals['_CREATERUNNERREQUEST']._serialized_start=275
-  _globals['_CREATERUNNERREQUEST']._serialized_end=374
-  _globals['_GETRUNNERREQUEST']._serialized_start=376
-  _globals['_GETRUNNERREQUEST']._serialized_end=430
-  _globals['_LISTRUNNERSREQUEST']._serialized_start=432
-  _globals['_LISTRUNNERSREQUEST']._serialized_end=538
-  _globals['_LISTRUNNERSRESPONSE']._serialized_start=540
-  _globals['_LISTRUNNERSRESPONSE']._serialized_end=628
-  _globals['_DELETERUNNERREQUEST']._serialized_start=630
-  _globals['_DELETERUNNERREQUEST']._serialized_end=707
-  _globals['_DELETERUNNERRESPONSE']._serialized_start=709
-  _globals['_DELETERUNNERRESPONSE']._serialized_end=731
-  _globals['_RUNNERHELLO']._serialized_start=733
-  _globals['_RUNNERHELLO']._serialized_end=799
-  _globals['_WORKRESULT']._serialized_start=801
-  _globals['_WORKRESULT']._serialized_end=891
-  _globals['_HEARTBEAT']._serialized_start=893
-  _globals['_HEARTBEAT']._serialized_end=940
-  _globals['_RUNNERMESSAGE']._serialized_start=943
-  _globals['_RUNNERMESSAGE']._serialized_end=1109
-  _globals['_RUNNERWELCOME']._serialized_start=1111
-  _globals['_RUNNERWELCOME']._serialized_end=1189
-  _globals['_WORKITEM']._serialized_start=1192
-  _globals['_WORKITEM']._serialized_end=1396
-  _globals['_CANCELITEM']._serialized_start=1398
-  _globals['_CANCELITEM']._serialized_end=1443
-  _globals['_SERVERMESSAGE']._serialized_start=1446
-  _globals['_SERVERMESSAGE']._serialized_end=1610
-  _globals['_RUNNERSERVICE']._serialized_start=1613
-  _globals['_RUNNERSERVICE']._serialized_end=2042
+  _globals['_RUNNER']._serialized_start=146
+  _globals['_RUNNER']._serialized_end=307
+  _globals['_CREATERUNNERREQUEST']._serialized_start=309
+  _globals['_CREATERUNNERREQUEST']._serialized_end=408
+  _globals['_GETRUNNERREQUEST']._serialized_start=410
+  _globals['_GETRUNNERREQUEST']._serialized_end=464
+  _globals['_LISTRUNNERSREQUEST']._serialized_start=466
+  _globals['_LISTRUNNERSREQUEST']._serialized_end=572
+  _globals['_LISTRUNNERSRESPONSE']._serialized_start=574
+  _globals['_LISTRUNNERSRESPONSE']._serialized_end=662
+  _globals['_PATCHRUNNERREQUEST']._serialized_start=665
+  _globals['_PATCHRUNNERREQUEST']._serialized_end=812
+  _globals['_DELETERUNNERREQUEST']._serialized_start=814
+  _globals['_DELETERUNNERREQUEST']._serialized_end=891
+  _globals['_DELETERUNNERRESPONSE']._serialized_start=893
+  _globals['_DELETERUNNERRESPONSE']._serialized_end=915
+  _globals['_RUNNERHELLO']._serialized_start=917
+  _globals['_RUNNERHELLO']._serialized_end=983
+  _globals['_WORKRESULT']._serialized_start=985
+  _globals['_WORKRESULT']._serialized_end=1075
+  _globals['_HEARTBEAT']._serialized_start=1077
+  _globals['_HEARTBEAT']._serialized_end=1124
+  _globals['_RUNNERMESSAGE']._serialized_start=1127
+  _globals['_RUNNERMESSAGE']._serialized_end=1293
+  _globals['_RUNNERWELCOME']._serialized_start=1295
+  _globals['_RUNNERWELCOME']._serialized_end=1373
+  _globals['_WORKITEM']._serialized_start=1376
+  _globals['_WORKITEM']._serialized_end=1580
+  _globals['_CANCELITEM']._serialized_start=1582
+  _globals['_CANCELITEM']._serialized_end=1627
+  _globals['_SERVERMESSAGE']._serialized_start=1630
+  _globals['_SERVERMESSAGE']._serialized_end=1794
+  _globals['_RUNNERSERVICE']._serialized_start=1797
+  _globals['_RUNNERSERVICE']._serialized_end=2303
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,11 @@ class RunnerServiceStub:
                 request_serializer=pellucid_dot_api_dot_v1_dot_runner__pb2.ListRunnersRequest.SerializeToString,
                 response_deserializer=pellucid_dot_api_dot_v1_dot_runner__pb2.ListRunnersResponse.FromString,
                 _registered_method=True)
+        self.PatchRunner = channel.unary_unary(
+                '/pellucid.api.v1.RunnerService/PatchRunner',
+                request_serializer=pellucid_dot_api_dot_v1_dot_runner__pb2.PatchRunnerRequest.SerializeToString,
+                response_deserializer=pellucid_dot_api_dot_v1_dot_runner__pb2.Runner.FromString,
+                _registered_method=True)
         self.DeleteRunner = channel.unary_unary(
                 '/pellucid.api.v1.RunnerService/DeleteRunner',
                 request_serializer=pellucid_dot_api_dot_v1_dot_runner__pb2.DeleteRunnerRequest.SerializeToString,
@@ -77,6 +82,12 @@ class RunnerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListRunners(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PatchRunner(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +122,11 @@ def add_RunnerServiceServicer_to_server(servicer, server):
                     servicer.ListRunners,
                     request_deserializer=pellucid_dot_api_dot_v1_dot_runner__pb2.ListRunnersRequest.FromString,
                     response_serializer=pellucid_dot_api_dot_v1_dot_runner__pb2.ListRunnersResponse.SerializeToString,
+            ),
+            'PatchRunner': grpc.unary_unary_rpc_method_handler(
+                    servicer.PatchRunner,
+                    request_deserializer=pellucid_dot_api_dot_v1_dot_runner__pb2.PatchRunnerRequest.FromString,
+                    response_serializer=pellucid_dot_api_dot_v1_dot_runner__pb2.Runner.SerializeToString,
             ),
             'DeleteRunner': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRunner,
@@ -204,6 +220,33 @@ class RunnerService:
             '/pellucid.api.v1.RunnerService/ListRunners',
             pellucid_dot_api_dot_v1_dot_runner__pb2.ListRunnersRequest.SerializeToString,
             pellucid_dot_api_dot_v1_dot_runner__pb2.ListRunnersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PatchRunner(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pellucid.api.v1.RunnerService/PatchRunner',
+            pellucid_dot_api_dot_v1_dot_runner__pb2.PatchRunnerRequest.SerializeToString,
+            pellucid_dot_api_dot_v1_dot_runner__pb2.Runner.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,7 @@ class RunnerServiceStub:
     CreateRunner: _grpc.UnaryUnaryMultiCallable[_runner_pb2.CreateRunnerRequest, _runner_pb2.Runner]
     GetRunner: _grpc.UnaryUnaryMultiCallable[_runner_pb2.GetRunnerRequest, _runner_pb2.Runner]
     ListRunners: _grpc.UnaryUnaryMultiCallable[_runner_pb2.ListRunnersRequest, _runner_pb2.ListRunnersResponse]
+    PatchRunner: _grpc.UnaryUnaryMultiCallable[_runner_pb2.PatchRunnerRequest, _runner_pb2.Runner]
     DeleteRunner: _grpc.UnaryUnaryMultiCallable[_runner_pb2.DeleteRunnerRequest, _runner_pb2.DeleteRunnerResponse]
     Connect: _grpc.StreamStreamMultiCallable[_runner_pb2.RunnerMessage, _runner_pb2.ServerMessage]
 
@@ -51,6 +52,7 @@ class RunnerServiceAsyncStub(RunnerServiceStub):
     CreateRunner: _aio.UnaryUnaryMultiCallable[_runner_pb2.CreateRunnerRequest, _runner_pb2.Runner]  # type: ignore[assignment]
     GetRunner: _aio.UnaryUnaryMultiCallable[_runner_pb2.GetRunnerRequest, _runner_pb2.Runner]  # type: ignore[assignment]
     ListRunners: _aio.UnaryUnaryMultiCallable[_runner_pb2.ListRunnersRequest, _runner_pb2.ListRunnersResponse]  # type: ignore[assignment]
+    PatchRunner: _aio.UnaryUnaryMultiCallable[_runner_pb2.PatchRunnerRequest, _runner_pb2.Runner]  # type: ignore[assignment]
     DeleteRunner: _aio.UnaryUnaryMultiCallable[_runner_pb2.DeleteRunnerRequest, _runner_pb2.DeleteRunnerResponse]  # type: ignore[assignment]
     Connect: _aio.StreamStreamMultiCallable[_runner_pb2.RunnerMessage, _runner_pb2.ServerMessage]  # type: ignore[assignment]
 
@@ -75,6 +77,13 @@ class RunnerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _runner_pb2.ListRunnersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_runner_pb2.ListRunnersResponse, _abc.Awaitable[_runner_pb2.ListRunnersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PatchRunner(
+        self,
+        request: _runner_pb2.PatchRunnerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runner_pb2.Runner, _abc.Awaitable[_runner_pb2.Runner]]: ...
 
     @_abc_1.abstractmethod
     def DeleteRunner(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from pellucid.server.engine.access import Principal, own_namespace
 from pellucid.server.engine.errors import AlreadyExists, InvalidArgument, NotFound
@@ -16,6 +17,7 @@ from pellucid.server.records import RunnerRecord
 from pellucid.server.storage import Conflict, MetadataStore
 
 MAX_CAPACITY = 1024
+PATCHABLE_FIELDS = ("labels", "description")
 
 
 class Runners:
@@ -32,10 +34,9 @@ class Runners:
                description: str = "") -> RunnerRecord:
         owner = own_namespace(principal, user_id, "create runners")
         validate_id(runner_id, "runner_id")
-        for i, label in enumerate(labels):
-            validate_id(label, f"labels[{i}]")
+        labels = _checked_labels(labels)
         check_text(description, "description", MAX_DESCRIPTION_LENGTH)
-        runner = RunnerRecord(owner, runner_id, self._clock(), tuple(dict.fromkeys(labels)), description)
+        runner = RunnerRecord(owner, runner_id, self._clock(), labels, description)
         try:
             self._store.insert_runner(runner)
         except Conflict:
@@ -59,6 +60,35 @@ class Runners:
         scope = f"runners:{owner}:{','.join(sorted(labels))}"
         result = self._store.list_runners(owner, tuple(labels), to_query(page, scope))
         return result.items, next_token(result, scope)
+
+    def patch(self, principal: Principal, user_id: str, runner_id: str,
+              changes: dict[str, tuple[str, ...] | str]) -> RunnerRecord:
+        """Change a registration's labels or description (its owner only).
+
+        Open streams keep the labels they connected with, but a stream serving a label the
+        runner no longer has is closed, so it stops getting that work; its process reconnects
+        under the new registration (and its unfinished items go to other runners).
+        """
+        unknown = sorted(set(changes) - set(PATCHABLE_FIELDS))
+        if unknown or not changes:
+            raise InvalidArgument(f"cannot patch {', '.join(unknown) or 'nothing'}: patchable fields are "
+                                  f"{', '.join(PATCHABLE_FIELDS)}", field="update_mask")
+        owner = own_namespace(principal, user_id, "change runners")
+        runner = self.get(principal, owner, runner_id)
+        updated: dict[str, object] = {}
+        if "labels" in changes:
+            updated["labels"] = _checked_labels(tuple(changes["labels"]))
+        if "description" in changes:
+            updated["description"] = check_text(str(changes["description"]), "description", MAX_DESCRIPTION_LENGTH)
+        runner = replace(runner, **updated)  # type: ignore[arg-type]
+        if not self._store.update_runner(runner):
+            raise NotFound(f"runner {runner_id!r} of user {owner!r} not found", reason="RUNNER_NOT_FOUND",
+                           field="runner_id")
+        kept = frozenset(runner.labels)
+        for session in self._router.sessions_of(owner):
+            if session.runner_id == runner.id and not session.labels <= kept:
+                self._router.close_session(session, "the runner's labels changed")
+        return runner
 
     def delete(self, principal: Principal, user_id: str, runner_id: str) -> None:
         runner = self.get(principal, user_id, runner_id)
@@ -96,3 +126,10 @@ class Runners:
 
     def cancel(self, item_id: str, reason: str) -> None:
         self._router.cancel(item_id, reason)
+
+
+def _checked_labels(labels: tuple[str, ...]) -> tuple[str, ...]:
+    """Each label a valid id; duplicates dropped, order kept."""
+    for i, label in enumerate(labels):
+        validate_id(label, f"labels[{i}]")
+    return tuple(dict.fromkeys(labels))

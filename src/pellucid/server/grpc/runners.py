@@ -45,6 +45,14 @@ class RunnerServicer(v1.RunnerServiceServicer):
         return v1.ListRunnersResponse(runners=[runner_message(r, self.engine.runners.live(r)) for r in runners],
                                       next_page_token=token)
 
+    @replayable(v1.Runner)
+    def PatchRunner(self, request: v1.PatchRunnerRequest, context: grpc.ServicerContext) -> v1.Runner:
+        r = request.runner
+        fields = {"labels": tuple(r.labels), "description": r.description}
+        changes = {path: fields.get(path, ()) for path in request.update_mask.paths}
+        runner = self.engine.runners.patch(principal(), request.user_id, r.id, changes)
+        return runner_message(runner, self.engine.runners.live(runner))
+
     @replayable(v1.DeleteRunnerResponse)
     def DeleteRunner(self, request: v1.DeleteRunnerRequest, context: grpc.ServicerContext) -> v1.DeleteRunnerResponse:
         self.engine.runners.delete(principal(), request.user_id, request.runner_id)

@@ -252,6 +252,10 @@ class MetadataStore(abc.ABC):
         """The user's runners carrying all of `labels`."""
 
     @abc.abstractmethod
+    def update_runner(self, runner: RunnerRecord) -> bool:
+        """Store the runner's labels and description; False if it no longer exists."""
+
+    @abc.abstractmethod
     def delete_runner(self, user_id: str, runner_id: str) -> bool: ...
 
     # request log: makes mutations carrying a request id safe to retry

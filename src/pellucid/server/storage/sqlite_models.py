@@ -143,6 +143,12 @@ class ModelTables:
                " WHERE wanted.value NOT IN (SELECT value FROM json_each(runners.labels))) {after}")
         return self._page(sql, (user_id, json.dumps(list(labels))), query, _runner)
 
+    def update_runner(self, runner: RunnerRecord) -> bool:
+        with self._write() as conn:
+            return conn.execute("UPDATE runners SET labels = ?, description = ? WHERE user_id = ? AND id = ?",
+                                (json.dumps(list(runner.labels)), runner.description, runner.user_id,
+                                 runner.id)).rowcount > 0
+
     def delete_runner(self, user_id: str, runner_id: str) -> bool:
         with self._write() as conn:
             return conn.execute("DELETE FROM runners WHERE user_id = ? AND id = ?", (user_id, runner_id)).rowcount > 0

@@ -1,0 +1,55 @@
+"""The `pellucid` command: run a server, manage users, tokens and runners.
+
+    pellucid server --data-dir DIR [--host 127.0.0.1] [--port 7317] [--tls-cert FILE --tls-key FILE] ...
+    pellucid users create USER_ID [--admin]     (prints the new PAT as its last line)
+    pellucid users list
+    pellucid whoami
+    pellucid runner start path/to/file.py:ClassName [--runner-id ID] [--concurrency N] [--labels a,b]
+    pellucid runner list
+    pellucid --version
+
+Client commands take --api, --pat, --profile, --timeout and --json before or after their
+name; --json prints data as JSON on stdout and errors as a JSON object on stderr. The exit
+codes are in `pellucid.cli.output` (0 ok, 1 other, 2 usage, 3 not authenticated or denied,
+4 not found, 5 server unreachable, 6 the server's port is in use). One module per command group: server, users, runners.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pellucid import __version__
+from pellucid.cli import runners, users
+from pellucid.cli.output import EXIT_CODES_DOC, INTERRUPTED, exit_code, report_error
+from pellucid.cli.server import add_server_arguments, cmd_server
+from pellucid.cli.session import client_options
+from pellucid.errors import PellucidError
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pellucid", description="pellucid: ML data and inference platform",
+                                     epilog=EXIT_CODES_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"pellucid {__version__}")
+    client_options(parser, top_level=True)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    server = commands.add_parser("server", help="run a standalone server that owns a data dir")
+    add_server_arguments(server)
+    server.set_defaults(run=cmd_server)
+
+    users.add_commands(commands)
+    runners.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except PellucidError as exc:
+        code = exit_code(exc)
+        report_error(args.json, exc, code)
+        return code
+    except KeyboardInterrupt:
+        return INTERRUPTED
