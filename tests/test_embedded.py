@@ -119,7 +119,7 @@ def test_a_client_never_takes_the_data_dir_of_a_standalone_server(tmp_path: Path
         owner = DataDir(data_dir).owner()
         assert owner is not None and (owner.kind, owner.pid, owner.address) == ("standalone", server.proc.pid,
                                                                               server.address)
-        assert f"cli.py server --data-dir {data_dir}" in owner.command
+        assert f"server --data-dir {data_dir}" in owner.command
         server.stop()
         down = f"{data_dir} belongs to the standalone pellucid server at {server.address} .* which is not running"
         with pytest.raises(Unavailable, match=down):  # it waits for the server, as a grpc:// client would ...
