@@ -28,14 +28,34 @@ from pellucid.server.records import TokenRecord, UserRecord
 from pellucid.server.storage import Conflict, MetadataStore
 
 PAT, SESSION = "pat", "session"
+MAX_TOKEN_LENGTH = 512  # tokens are about 50 characters
 SESSION_DEFAULT_TTL = 12 * 3600
 SESSION_MAX_TTL = 30 * 24 * 3600
+# A PAT lives at most 366 days, or never expires (ttl_seconds 0) when minted with a PAT.
+PAT_MAX_TTL = 366 * 24 * 3600
 _SECRET_PREFIX = {PAT: "pel_pat_", SESSION: "pel_ses_"}
 
 
 def hash_secret(secret: str) -> str:
     """Tokens are 256 random bits, so a plain SHA-256 is enough (no slow KDF needed)."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _is_token_shaped(secret: str) -> bool:
+    return len(secret) <= MAX_TOKEN_LENGTH and all("!" <= c <= "~" for c in secret)
+
+
+def _check_within_session(principal: Principal, ttl_seconds: int, now: float, what: str) -> None:
+    """A token minted with a session token expires no later than that session (else a stolen or
+    short-lived session could outlast itself). ttl_seconds 0 ("never") is therefore refused too."""
+    left = int(principal.expires_at - now) if principal.expires_at is not None else None
+    if left is None or (ttl_seconds and ttl_seconds <= left):
+        return
+    asked = f"ttl_seconds {ttl_seconds}" if ttl_seconds else "ttl_seconds 0 (never expires)"
+    raise InvalidArgument(
+        f"{asked} would outlive the session token this call was made with: {what} minted with a session "
+        f"expires with it at the latest, so use 1-{max(left, 0)}, or call with a PAT",
+        reason="OUTLIVES_SESSION", field="ttl_seconds")
 
 
 class Users:
@@ -51,6 +71,12 @@ class Users:
                 "no token: send `authorization: Bearer <PAT or session token>` (the SDK does it for you)",
                 reason="NO_TOKEN",
             )
+        if not _is_token_shaped(secret):
+            raise Unauthenticated(
+                "the authorization header is malformed: it must read `Bearer <token>`, the token printable ASCII "
+                "without spaces or control characters (a token read from a file may end in a newline: strip it)",
+                reason="MALFORMED_TOKEN",
+            )
         token = self._store.get_token_by_hash(hash_secret(secret))
         if token is None:
             raise Unauthenticated("the token is not valid: check PELLUCID_PAT or create a new PAT", reason="BAD_TOKEN")
@@ -62,7 +88,8 @@ class Users:
         user = self._store.get_user(token.user_id)
         if user is None:
             raise Unauthenticated("the token's user no longer exists", reason="BAD_TOKEN")
-        return Principal(user_id=user.id, is_admin=user.is_admin, token_id=token.id)
+        return Principal(user_id=user.id, is_admin=user.is_admin, token_id=token.id, is_session=token.kind == SESSION,
+                         expires_at=token.expires_at)
 
     # users
 
@@ -118,15 +145,20 @@ class Users:
     ) -> tuple[TokenRecord, str]:
         target = self_or_admin(principal, user_id, "create tokens")
         check_text(description, "description", MAX_DESCRIPTION_LENGTH)
-        if ttl_seconds < 0:
-            raise InvalidArgument("ttl_seconds must be 0 (never expires) or positive", field="ttl_seconds")
+        if not 0 <= ttl_seconds <= PAT_MAX_TTL:
+            raise InvalidArgument(
+                f"ttl_seconds {ttl_seconds} is out of range: a PAT lives 1-{PAT_MAX_TTL} seconds (366 days), "
+                "or 0 for one that never expires", reason="TTL_OUT_OF_RANGE", field="ttl_seconds")
+        now = self._clock()
+        if principal.is_session:
+            _check_within_session(principal, ttl_seconds, now, "a PAT")
         if self._store.get_user(target) is None:
             raise NotFound(f"user {target!r} not found", field="user_id")
         if request_id:
             replay = self._replay_token(target, request_id)
             if replay is not None:
                 return replay
-        expires = self._clock() + ttl_seconds if ttl_seconds else None
+        expires = now + ttl_seconds if ttl_seconds else None
         token, secret = self._new_token(target, PAT, description, expires, request_id or None)
         self._store.insert_token(token)
         return token, secret
@@ -135,6 +167,11 @@ class Users:
         ttl = ttl_seconds or SESSION_DEFAULT_TTL
         if not 0 < ttl <= SESSION_MAX_TTL:
             raise InvalidArgument(f"ttl_seconds must be 1-{SESSION_MAX_TTL} (0 means 12 hours)", field="ttl_seconds")
+        if principal.is_session:
+            now = self._clock()
+            if not ttl_seconds and principal.expires_at is not None:  # the default ends with the parent session
+                ttl = max(1, min(ttl, int(principal.expires_at - now)))
+            _check_within_session(principal, ttl, now, "a session")
         if request_id:
             replay = self._replay_token(principal.user_id, request_id)
             if replay is not None:
