@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -63,6 +62,3 @@ def _serialize(message: Any) -> bytes:
 def find_method(name: str) -> MethodDescriptor:
     return next(m for m in pellucid_methods() if m.name == name)
 
-
-def stream_of(messages: Iterable[Any]) -> Iterator[Any]:
-    yield from messages

@@ -93,8 +93,8 @@ def _wrap(handler: grpc.RpcMethodHandler, engine: Engine, method: str, secret: s
 
         return run
 
-    kwargs = dict(request_deserializer=_tolerant(handler.request_deserializer),
-                  response_serializer=handler.response_serializer)
+    kwargs = {"request_deserializer": _tolerant(handler.request_deserializer),
+              "response_serializer": handler.response_serializer}
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
     if handler.stream_unary:
