@@ -209,17 +209,23 @@ def test_pat_ttl_past_the_bound_is_refused_before_anything_is_stored(caller: Cal
 def test_a_session_cannot_mint_a_token_that_outlives_it(server: RunningServer, caller: Caller) -> None:
     session = caller.sdk.create_session(ttl_seconds=600)
     as_session = User(base_url=server.url, token=session.secret)
-    for ttl in (0, 601, 3600):
-        with pytest.raises(errors.InvalidArgument, match="outlive the session") as info:
+    for ttl in (0, 300, 3600):  # even a short PAT: it could mint a never-expiring one in turn
+        with pytest.raises(errors.PermissionDenied, match="session token cannot create PATs") as info:
             as_session.create_pat(ttl_seconds=ttl)
         assert "call with a PAT" in str(info.value)
-    pat = as_session.create_pat(ttl_seconds=300).token
-    assert pat.expires_at.seconds <= session.token.expires_at.seconds
+    assert not [t for t in caller.sdk.list_pats(include_inactive=True) if t.description == "from a session"]
     with pytest.raises(errors.InvalidArgument, match="outlive the session"):
         as_session.create_session(ttl_seconds=3600)
     child = as_session.create_session().token  # the default lifetime ends with the parent session
     assert child.expires_at.seconds <= session.token.expires_at.seconds
+    assert as_session.create_session(ttl_seconds=60).token.expires_at.seconds <= session.token.expires_at.seconds
     assert User(base_url=server.url, pat=caller.secret).create_pat(ttl_seconds=3600).token.expires_at.seconds
+
+
+def test_an_admin_session_cannot_create_users(server: RunningServer, admin: User) -> None:
+    as_session = User(base_url=server.url, token=admin.create_session(ttl_seconds=60).secret)
+    with pytest.raises(errors.PermissionDenied, match="session token cannot create users"):
+        as_session.create_user(f"u{uuid.uuid4().hex[:6]}")
 
 
 def test_migration_5_repairs_pats_that_broke_listing(tmp_path: Path) -> None:

@@ -251,9 +251,9 @@ class CreatePatRequest(_message.Message):
     """Empty means the caller; only admins may name somebody else."""
     description: _builtins.str
     ttl_seconds: _builtins.int
-    """Seconds until it expires: 1 to 31622400 (366 days), or 0 for a PAT that never expires.
-    Called with a session token, the PAT must expire with the session at the latest: 1 to
-    the session's remaining seconds (0 is refused then). Anything else is INVALID_ARGUMENT.
+    """Seconds until it expires: 1 to 31622400 (366 days), or 0 for a PAT that never expires;
+    anything else is INVALID_ARGUMENT. PATs are created with a PAT: a session token gets
+    PERMISSION_DENIED (a PAT made with it could outlive the session).
     """
     request_id: _builtins.str
     def __init__(

@@ -45,16 +45,23 @@ def _is_token_shaped(secret: str) -> bool:
     return len(secret) <= MAX_TOKEN_LENGTH and all("!" <= c <= "~" for c in secret)
 
 
-def _check_within_session(principal: Principal, ttl_seconds: int, now: float, what: str) -> None:
-    """A token minted with a session token expires no later than that session (else a stolen or
-    short-lived session could outlast itself). ttl_seconds 0 ("never") is therefore refused too."""
+def _refuse_session(principal: Principal, action: str) -> None:
+    """Session tokens mint no PATs. Capping the PAT at the session's expiry would not be enough:
+    that PAT could mint a never-expiring one, so a stolen or short-lived session could outlive itself."""
+    if principal.is_session:
+        raise PermissionDenied(
+            f"a session token cannot {action}: tokens made with a session would outlive it; call with a PAT",
+            reason="SESSION_CANNOT_MINT_PAT")
+
+
+def _check_within_session(principal: Principal, ttl_seconds: int, now: float) -> None:
+    """A session made with a session token expires no later than that one, so sessions never extend themselves."""
     left = int(principal.expires_at - now) if principal.expires_at is not None else None
-    if left is None or (ttl_seconds and ttl_seconds <= left):
+    if left is None or ttl_seconds <= left:
         return
-    asked = f"ttl_seconds {ttl_seconds}" if ttl_seconds else "ttl_seconds 0 (never expires)"
     raise InvalidArgument(
-        f"{asked} would outlive the session token this call was made with: {what} minted with a session "
-        f"expires with it at the latest, so use 1-{max(left, 0)}, or call with a PAT",
+        f"ttl_seconds {ttl_seconds} would outlive the session token this call was made with: a session made with "
+        f"a session expires with it at the latest, so use 1-{max(left, 0)} (or 0), or call with a PAT",
         reason="OUTLIVES_SESSION", field="ttl_seconds")
 
 
@@ -110,6 +117,7 @@ class Users:
         self, principal: Principal, user_id: str, is_admin: bool, metadata: dict[str, Any], request_id: str
     ) -> tuple[UserRecord, TokenRecord, str]:
         require_admin(principal, "create users")
+        _refuse_session(principal, "create users (each comes with a PAT)")
         validate_id(user_id, "user_id")
         check_metadata(metadata)
         if request_id:
@@ -149,9 +157,8 @@ class Users:
             raise InvalidArgument(
                 f"ttl_seconds {ttl_seconds} is out of range: a PAT lives 1-{PAT_MAX_TTL} seconds (366 days), "
                 "or 0 for one that never expires", reason="TTL_OUT_OF_RANGE", field="ttl_seconds")
+        _refuse_session(principal, "create PATs")
         now = self._clock()
-        if principal.is_session:
-            _check_within_session(principal, ttl_seconds, now, "a PAT")
         if self._store.get_user(target) is None:
             raise NotFound(f"user {target!r} not found", field="user_id")
         if request_id:
@@ -171,7 +178,7 @@ class Users:
             now = self._clock()
             if not ttl_seconds and principal.expires_at is not None:  # the default ends with the parent session
                 ttl = max(1, min(ttl, int(principal.expires_at - now)))
-            _check_within_session(principal, ttl, now, "a session")
+            _check_within_session(principal, ttl, now)
         if request_id:
             replay = self._replay_token(principal.user_id, request_id)
             if replay is not None:
