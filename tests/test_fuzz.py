@@ -14,8 +14,10 @@ default keeps the whole file to about half a minute).
 
 from __future__ import annotations
 
+import base64
 import collections
 import hashlib
+import json
 import math
 import os
 import threading
@@ -59,9 +61,35 @@ class World:
     admin_id: str
     ids: dict[str, list[str]] = field(default_factory=dict)
     needs_seeding: bool = True
+    page_tokens: list[str] = field(default_factory=list)  # genuine ones, seen in answers
+    listings: dict[str, tuple[Any, str]] = field(default_factory=dict)  # List RPC -> (a request, its next token)
 
-    def __repr__(self) -> str:
-        return f"World(user {self.user_id})"
+    def tampered_token(self, which: int, position: Any) -> str:
+        if not self.page_tokens:
+            return ""
+        return _with_position(self.page_tokens[which % len(self.page_tokens)], position)
+
+    def note_page_token(self, response: Any) -> None:
+        token = getattr(response, "next_page_token", "")
+        if token and token not in self.page_tokens and len(self.page_tokens) < 200:
+            self.page_tokens.append(token)
+
+    def harvest_listings(self) -> None:
+        """A genuine next_page_token of every listing, with the request it continues."""
+        for method in pellucid_methods():
+            if not method.name.startswith("List"):
+                continue
+            request = message_class(method.input_type)(page_size=1)
+            for name, value in (("app_id", APP), ("dataset_id", DATASET), ("model_id", MODEL)):
+                if name in method.input_type.fields_by_name:
+                    setattr(request, name, value)
+            try:
+                token = self.raw.call(method, request).next_page_token
+            except grpc.RpcError:
+                continue
+            if token:
+                self.listings[method.name] = (request, token)
+                self.page_tokens.append(token)
 
     def call(self, name: str, request: Any) -> Any:
         return self.raw.call(next(m for m in pellucid_methods() if m.name == name), request)
@@ -71,7 +99,10 @@ class World:
         steps = [
             ("CreateApp", v1.CreateAppRequest(app=v1.App(id=APP))),
             ("CreateDataset", v1.CreateDatasetRequest(app_id=APP, dataset=v1.Dataset(id=DATASET))),
+            ("CreateDataset", v1.CreateDatasetRequest(app_id=APP, dataset=v1.Dataset(id=f"{DATASET}-2"))),
+            ("CreateApp", v1.CreateAppRequest(app=v1.App(id=f"{APP}-2"))),
             ("CreateConcepts", v1.CreateConceptsRequest(app_id=APP, concepts=[v1.Concept(id=CONCEPT)])),
+            ("CreateConcepts", v1.CreateConceptsRequest(app_id=APP, concepts=[v1.Concept(id=f"{CONCEPT}-2")])),
             ("CreateModel", v1.CreateModelRequest(app_id=APP, model=v1.Model(id=MODEL, input_fields=["text"]),
                                                   version=v1.ModelVersion(id="fz-v1", runner_labels=["fz"]))),
             ("CreateModelVersion", v1.CreateModelVersionRequest(app_id=APP, model_id=MODEL, version=v1.ModelVersion(
@@ -90,6 +121,8 @@ class World:
             except grpc.RpcError as exc:
                 assert exc.code() in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.NOT_FOUND), exc.details()
         self.needs_seeding = False
+        if not self.listings:
+            self.harvest_listings()
 
 
 class LiveRunner(Runner):
@@ -172,8 +205,13 @@ def _string_for(world: World, name: str) -> st.SearchStrategy[str]:
     if name == "url":  # never a host that needs the network: DNS here would only be slow
         return st.sampled_from(["", "http://127.0.0.1:9/x.png", "http://10.0.0.1/x", "file:///etc/passwd",
                                 "data:text/plain,hi", "http://[::1]:1/", "ftp://127.0.0.1/x", "http://", "%%%"])
-    if name == "page_token":
-        return st.one_of(st.just(""), st.sampled_from(["eyJhIjoxLCJzIjoiIn0", "e30", "W10", "bnVsbA"]), _strings())
+    if name == "page_token":  # tokens are base64 JSON {"a": position, "s": listing}: tamper with both
+        positions = _positions()
+        tampered = st.builds(lambda a, s: _b64_json({"a": a, "s": s}), positions, st.one_of(_strings(), _json_values()))
+        # a genuine token of some listing with only the position changed: gets past the listing check
+        retagged = st.builds(world.tampered_token, st.integers(0, 10**6), positions)
+        return st.one_of(st.just(""), tampered, retagged, retagged, st.sampled_from(["e30", "W10", "bnVsbA"]),
+                         _strings())
     if name == "request_id":  # a reused one only replays: mostly fresh ones
         return st.one_of(st.just("").map(lambda _: uuid.uuid4().hex), _strings())
     if name == "method":
@@ -193,6 +231,19 @@ PRESENCE = {  # in tenths
     "page": 3,
 }
 
+def _with_position(token: str, position: Any) -> str:
+    decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    return _b64_json({**decoded, "a": position})
+
+
+def _b64_json(value: Any) -> str:
+    try:
+        raw = json.dumps(value).encode()
+    except ValueError:  # an integer too long for str(): still a fine token to tamper with
+        raw = b'{"a": 1' + b"0" * 5000 + b', "s": ""}'
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 INT_LIMITS = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1), FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1), FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
@@ -210,10 +261,16 @@ def _ints(kind: int) -> st.SearchStrategy[int]:
 
 
 def _json_values() -> st.SearchStrategy[Any]:
-    leaves = st.one_of(st.none(), st.booleans(), st.floats(), st.sampled_from([math.nan, math.inf, -math.inf]),
+    leaves = st.one_of(st.none(), st.booleans(), st.floats(), *[st.sampled_from([math.nan, math.inf, -math.inf])] * 2,
                        st.integers(-(2**53), 2**53), _strings())
     return st.recursive(leaves, lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                         st.dictionaries(_strings(), inner, max_size=3)), max_leaves=8)
+
+
+def _positions() -> st.SearchStrategy[Any]:
+    """Keyset positions a client might forge: out of range, wrong types."""
+    edges = [2**63, 2**64, 2**80, -1, -(2**63) - 1, 10**400, 1.5, True, "7", None, [1]]
+    return st.one_of(st.sampled_from(edges), st.sampled_from(edges), st.integers(), st.floats(), _json_values())
 
 
 @st.composite
@@ -310,6 +367,12 @@ def requests(draw: st.DrawFn, world: World, method: MethodDescriptor) -> Any:
             return request
         return draw(messages(world, method.input_type))
 
+    if method.name in world.listings and draw(st.integers(0, 4)) == 0:  # a genuine token, its position forged
+        request, token = world.listings[method.name]
+        forged = type(request)()
+        forged.CopyFrom(request)
+        forged.page_token = _with_position(token, draw(_positions()))
+        return forged
     if not method.client_streaming:
         return one()
     if method.name == "Connect" and draw(st.booleans()):  # most streams start right, to get further
@@ -407,6 +470,7 @@ def test_fuzz_rpc(world: World, method: MethodDescriptor) -> None:
             world.seed()
         try:
             response = world.raw.call(method, request, timeout=deadline)
+            world.note_page_token(response)
             for item in response if isinstance(response, list) else [response]:
                 bad = bad_item_statuses(item)
                 assert not bad, f"{method.name} answered an item with {bad[0]}"
