@@ -8,8 +8,8 @@ Infinity); Structs nest deep and hold NaN; and ids are biased towards resources 
 often. Sometimes a request is random bytes instead of a message.
 
 The calls are made as a real user against a real server, each with a deadline; streaming
-requests are short generated streams. Set PELLUCID_FUZZ_EXAMPLES for a longer run (the
-default keeps the whole file to about half a minute).
+requests are short generated streams. Set PELLUCID_FUZZ_EXAMPLES (examples per RPC, default 50)
+for a longer run; the default keeps the whole file to 15-40 seconds.
 """
 
 from __future__ import annotations
@@ -230,6 +230,7 @@ PRESENCE = {  # in tenths
     "page_token": 3,
     "page": 3,
 }
+
 
 def _with_position(token: str, position: Any) -> str:
     decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
