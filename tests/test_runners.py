@@ -120,9 +120,10 @@ def test_predict_through_a_runner(app: App, echo: Echo, tmp_path: Path) -> None:
     assert model.predict_by_bytes(b"no type given").outputs[0].data.text.raw == "no type given"  # from input_fields
     image = tmp_path / "x.png"
     image.write_bytes(png("predict"))
-    assert model.predict_by_filepath(str(image), "image").outputs[0].data.text.raw == f"{len(png('predict'))} bytes"
+    pictures = app.create_model("echo-images", runner_labels=["cpu"], input_fields=["image"])
+    assert pictures.predict_by_filepath(str(image), "image").outputs[0].data.text.raw == f"{len(png('predict'))} bytes"
     with pytest.raises(errors.InvalidArgument, match="cannot fetch"):  # the runner fetches URLs before the model runs
-        model.predict_by_url("http://127.0.0.1:9/x.png", "image")
+        pictures.predict_by_url("http://127.0.0.1:9/x.png", "image")
     with pytest.raises(errors.InvalidArgument, match="boom"):
         model.predict_by_bytes(b"boom", "text")
     with pytest.raises(errors.UserError):

@@ -161,8 +161,9 @@ def resolve_settings(
     prof = load_profile(profile)
     base = base_url or env.get(ENV_API) or prof.get("api", "") or DEFAULT_TARGET
     target = parse_target(base)
-    pat = pat or env.get(ENV_PAT, "") or prof.get("pat", "")
-    token = token or env.get(ENV_SESSION_TOKEN, "") or prof.get("session_token", "") or prof.get("token", "")
+    pat = clean_token(pat or env.get(ENV_PAT, "") or prof.get("pat", ""), "the PAT")
+    token = clean_token(token or env.get(ENV_SESSION_TOKEN, "") or prof.get("session_token", "") or prof.get("token", ""),
+                        "the session token")
     user_id = user_id or env.get(ENV_USER_ID, "") or prof.get("user_id", "")
     certs = root_certificates_path or env.get(ENV_ROOT_CERTIFICATES) or prof.get("root_certificates_path") or None
     if certs and not Path(certs).is_file():
@@ -179,6 +180,26 @@ def resolve_settings(
         raise missing_credentials(str(target))
     return ClientSettings(target=target, pat=pat, token=token, user_id=user_id, root_certificates_path=certs,
                           client_cert_path=client_cert, client_key_path=client_key)
+
+
+def clean_token(value: str, name: str) -> str:
+    """Strip the whitespace a token read from a file or pasted picks up; refuse what no token holds.
+
+    A token is printable ASCII without spaces; anything else would fail every call with an
+    obscure "Invalid metadata" from gRPC, so say here exactly what is wrong (never the token).
+    """
+    if not isinstance(value, str):
+        raise UserError(f"{name} must be a string, not {type(value).__name__}")
+    value = value.strip()
+    for position, char in enumerate(value, start=1):
+        if not "!" <= char <= "~":
+            what = ("a space" if char == " " else "a tab" if char == "\t" else "a line break" if char in "\r\n"
+                    else f"the control character {char!r}" if not char.isprintable() or ord(char) < 128
+                    else f"the non-ASCII character {char!r}")
+            raise UserError(
+                f"{name} has {what} at character {position} of {len(value)}: a pellucid token is printable ASCII "
+                "without spaces; copy it again, whole (only surrounding whitespace is stripped)")
+    return value
 
 
 def missing_credentials(target: str) -> UserError:

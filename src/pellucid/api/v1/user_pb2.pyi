@@ -251,7 +251,10 @@ class CreatePatRequest(_message.Message):
     """Empty means the caller; only admins may name somebody else."""
     description: _builtins.str
     ttl_seconds: _builtins.int
-    """Seconds until it expires; 0 means never."""
+    """Seconds until it expires: 1 to 31622400 (366 days), or 0 for a PAT that never expires;
+    anything else is INVALID_ARGUMENT. PATs are created with a PAT: a session token gets
+    PERMISSION_DENIED (a PAT made with it could outlive the session).
+    """
     request_id: _builtins.str
     def __init__(
         self,
@@ -400,7 +403,10 @@ class CreateSessionRequest(_message.Message):
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     ttl_seconds: _builtins.int
-    """Seconds until the session token expires; 0 means the server default (12 hours)."""
+    """Seconds until the session token expires, 1 to 2592000 (30 days); 0 means the server
+    default (12 hours). Called with a session token, the new session expires with it at the
+    latest (0 then means the default or the caller's remaining time, whichever is shorter).
+    """
     request_id: _builtins.str
     def __init__(
         self,

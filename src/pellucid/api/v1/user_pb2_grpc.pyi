@@ -33,6 +33,7 @@ class UserServiceStub:
     def __new__(cls, channel: _aio.Channel) -> UserServiceAsyncStub: ...
     GetUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.User]
     CreateUser: _grpc.UnaryUnaryMultiCallable[_user_pb2.CreateUserRequest, _user_pb2.CreateUserResponse]
+    """Admins only, calling with a PAT (a session token cannot: the new user comes with a PAT)."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]
     CreatePat: _grpc.UnaryUnaryMultiCallable[_user_pb2.CreatePatRequest, _user_pb2.CreatePatResponse]
     ListPats: _grpc.UnaryUnaryMultiCallable[_user_pb2.ListPatsRequest, _user_pb2.ListPatsResponse]
@@ -45,6 +46,7 @@ class UserServiceAsyncStub(UserServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetUser: _aio.UnaryUnaryMultiCallable[_user_pb2.GetUserRequest, _user_pb2.User]  # type: ignore[assignment]
     CreateUser: _aio.UnaryUnaryMultiCallable[_user_pb2.CreateUserRequest, _user_pb2.CreateUserResponse]  # type: ignore[assignment]
+    """Admins only, calling with a PAT (a session token cannot: the new user comes with a PAT)."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_pb2.ListUsersRequest, _user_pb2.ListUsersResponse]  # type: ignore[assignment]
     CreatePat: _aio.UnaryUnaryMultiCallable[_user_pb2.CreatePatRequest, _user_pb2.CreatePatResponse]  # type: ignore[assignment]
     ListPats: _aio.UnaryUnaryMultiCallable[_user_pb2.ListPatsRequest, _user_pb2.ListPatsResponse]  # type: ignore[assignment]
@@ -65,7 +67,8 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _user_pb2.CreateUserRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_user_pb2.CreateUserResponse, _abc.Awaitable[_user_pb2.CreateUserResponse]]: ...
+    ) -> _typing.Union[_user_pb2.CreateUserResponse, _abc.Awaitable[_user_pb2.CreateUserResponse]]:
+        """Admins only, calling with a PAT (a session token cannot: the new user comes with a PAT)."""
 
     @_abc_1.abstractmethod
     def ListUsers(

@@ -15,6 +15,9 @@ class Principal:
     user_id: str
     is_admin: bool
     token_id: str
+    # Tokens minted with a session token must not outlive it (see Users.create_pat).
+    is_session: bool = False
+    expires_at: float | None = None
 
 
 def own_namespace(principal: Principal, user_id: str, action: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,14 @@ class VersionSpec:
     output_config: OutputConfig = OutputConfig()
     runner_labels: tuple[str, ...] = ()
     item_timeout_seconds: int = 0
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PredictInput:
+    """What the engine checks of one input of a predict: the content fields it fills, and its metadata."""
+
+    fields: tuple[str, ...] = ()
     metadata: dict[str, Any] | None = None
 
 
@@ -156,15 +164,19 @@ class Models:
 
     # predictions
 
-    def prepare(self, principal: Principal, user_id: str, app_id: str, model_id: str, version_id: str, inputs: int,
-                method: str, inference_params: dict[str, Any], output_config: OutputConfig | None) -> Prediction:
-        if not 1 <= inputs <= MAX_BATCH:
-            raise InvalidArgument(f"a predict takes 1-{MAX_BATCH} inputs, got {inputs}: split larger lists", field="inputs")
+    def prepare(self, principal: Principal, user_id: str, app_id: str, model_id: str, version_id: str,
+                inputs: Sequence[PredictInput], method: str, inference_params: dict[str, Any],
+                output_config: OutputConfig | None) -> Prediction:
+        if not 1 <= len(inputs) <= MAX_BATCH:
+            raise InvalidArgument(f"a predict takes 1-{MAX_BATCH} inputs, got {len(inputs)}: split larger lists",
+                                  field="inputs")
         if method:
             validate_id(method, "method")
         model, version = self.get(principal, user_id, app_id, model_id, version_id)
         if version is None:
             raise NotFound(f"model {model_id!r} has no version: create one with runner_labels", field="version_id")
+        for i, given in enumerate(inputs):
+            _check_predict_input(model, given, f"inputs[{i}]")
         check_metadata(inference_params, "inference_params")
         config = version.output_config
         if output_config is not None:
@@ -188,6 +200,23 @@ class Models:
                                    float(version.item_timeout_seconds), wait, described, abandoned)
 
 
+def _check_predict_input(model: ModelRecord, given: PredictInput, field: str) -> None:
+    """Refuse, before any runner sees it, an input the model says it cannot read (no input_fields: any)."""
+    check_metadata(given.metadata or {}, f"{field}.data.metadata")
+    if not model.input_fields:
+        return
+    accepted = ", ".join(model.input_fields)
+    if not given.fields:
+        raise InvalidArgument(f"{field} has no content: model {model.id!r} reads {accepted} (its input_fields)",
+                              reason="INPUT_FIELD_NOT_ACCEPTED", field=f"{field}.data")
+    for kind in given.fields:
+        if kind not in model.input_fields:
+            raise InvalidArgument(
+                f"{field} holds {kind}, but model {model.id!r} reads only {accepted} (its input_fields): "
+                f"send {accepted}, or use a model that takes {kind}",
+                reason="INPUT_FIELD_NOT_ACCEPTED", field=f"{field}.data.{kind}")
+
+
 def _check_output_config(config: OutputConfig, field: str) -> None:
     if not 0.0 <= config.min_value <= 1.0:
         raise InvalidArgument(f"{field}.min_value {config.min_value} must be in [0, 1]", field=field)
@@ -197,4 +226,4 @@ def _check_output_config(config: OutputConfig, field: str) -> None:
         validate_id(concept_id, f"{field}.select_concepts[{i}]")
 
 
-__all__ = ["Models", "Prediction", "VersionSpec"]
+__all__ = ["Models", "PredictInput", "Prediction", "VersionSpec"]

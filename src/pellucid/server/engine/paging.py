@@ -12,6 +12,8 @@ from pellucid.server.records import Page, PageQuery
 
 DEFAULT_PAGE_SIZE = 128
 MAX_PAGE_SIZE = 1000
+MAX_PAGE_TOKEN_LENGTH = 256  # tokens this server issues are about 60 characters
+MAX_POSITION = 2**63 - 1  # keyset positions are SQLite integers
 
 
 @dataclass(frozen=True)
@@ -42,23 +44,38 @@ def to_query(request: PageRequest, scope: str) -> PageQuery:
         return PageQuery(limit=size, offset=(request.page - 1) * size)
     if not request.page_token:
         return PageQuery(limit=size)
-    try:
-        padded = request.page_token + "=" * (-len(request.page_token) % 4)
-        decoded = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        after, tag = int(decoded["a"]), decoded["s"]
-    except (ValueError, KeyError, TypeError):
+    after = _token_position(request.page_token, scope)
+    return PageQuery(limit=size, after=after)
+
+
+def _token_position(page_token: str, scope: str) -> int:
+    """The keyset position in a token this server issued for this listing; anything else is refused.
+
+    Tokens come back from clients, so every part is checked: size, encoding, JSON shape,
+    types (no bools, floats or strings standing in for numbers) and range (a SQLite integer).
+    """
+    position, tag = None, None
+    if len(page_token) <= MAX_PAGE_TOKEN_LENGTH:
+        try:
+            padded = page_token + "=" * (-len(page_token) % 4)
+            decoded = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        except (ValueError, RecursionError):  # bad base64, not ASCII, not UTF-8 or not JSON (or absurdly nested)
+            decoded = None
+        if isinstance(decoded, dict) and set(decoded) == {"a", "s"}:
+            position, tag = decoded["a"], decoded["s"]
+    if type(position) is not int or not 0 <= position <= MAX_POSITION or not isinstance(tag, str):
         raise InvalidArgument(
             "page_token is not valid: pass the next_page_token of the previous response unchanged",
             reason="INVALID_PAGE_TOKEN",
             field="page_token",
-        ) from None
+        )
     if tag != _scope_tag(scope):
         raise InvalidArgument(
             "page_token belongs to a different listing: pass the next_page_token of this listing",
             reason="INVALID_PAGE_TOKEN",
             field="page_token",
         )
-    return PageQuery(limit=size, after=after)
+    return position
 
 
 def next_token(page: Page, scope: str) -> str:

@@ -28,14 +28,41 @@ from pellucid.server.records import TokenRecord, UserRecord
 from pellucid.server.storage import Conflict, MetadataStore
 
 PAT, SESSION = "pat", "session"
+MAX_TOKEN_LENGTH = 512  # tokens are about 50 characters
 SESSION_DEFAULT_TTL = 12 * 3600
 SESSION_MAX_TTL = 30 * 24 * 3600
+# A PAT lives at most 366 days, or never expires (ttl_seconds 0) when minted with a PAT.
+PAT_MAX_TTL = 366 * 24 * 3600
 _SECRET_PREFIX = {PAT: "pel_pat_", SESSION: "pel_ses_"}
 
 
 def hash_secret(secret: str) -> str:
     """Tokens are 256 random bits, so a plain SHA-256 is enough (no slow KDF needed)."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _is_token_shaped(secret: str) -> bool:
+    return len(secret) <= MAX_TOKEN_LENGTH and all("!" <= c <= "~" for c in secret)
+
+
+def _refuse_session(principal: Principal, action: str) -> None:
+    """Session tokens mint no PATs. Capping the PAT at the session's expiry would not be enough:
+    that PAT could mint a never-expiring one, so a stolen or short-lived session could outlive itself."""
+    if principal.is_session:
+        raise PermissionDenied(
+            f"a session token cannot {action}: tokens made with a session would outlive it; call with a PAT",
+            reason="SESSION_CANNOT_MINT_PAT")
+
+
+def _check_within_session(principal: Principal, ttl_seconds: int, now: float) -> None:
+    """A session made with a session token expires no later than that one, so sessions never extend themselves."""
+    left = int(principal.expires_at - now) if principal.expires_at is not None else None
+    if left is None or ttl_seconds <= left:
+        return
+    raise InvalidArgument(
+        f"ttl_seconds {ttl_seconds} would outlive the session token this call was made with: a session made with "
+        f"a session expires with it at the latest, so use 1-{max(left, 0)} (or 0), or call with a PAT",
+        reason="OUTLIVES_SESSION", field="ttl_seconds")
 
 
 class Users:
@@ -51,6 +78,12 @@ class Users:
                 "no token: send `authorization: Bearer <PAT or session token>` (the SDK does it for you)",
                 reason="NO_TOKEN",
             )
+        if not _is_token_shaped(secret):
+            raise Unauthenticated(
+                "the authorization header is malformed: it must read `Bearer <token>`, the token printable ASCII "
+                "without spaces or control characters (a token read from a file may end in a newline: strip it)",
+                reason="MALFORMED_TOKEN",
+            )
         token = self._store.get_token_by_hash(hash_secret(secret))
         if token is None:
             raise Unauthenticated("the token is not valid: check PELLUCID_PAT or create a new PAT", reason="BAD_TOKEN")
@@ -62,7 +95,8 @@ class Users:
         user = self._store.get_user(token.user_id)
         if user is None:
             raise Unauthenticated("the token's user no longer exists", reason="BAD_TOKEN")
-        return Principal(user_id=user.id, is_admin=user.is_admin, token_id=token.id)
+        return Principal(user_id=user.id, is_admin=user.is_admin, token_id=token.id, is_session=token.kind == SESSION,
+                         expires_at=token.expires_at)
 
     # users
 
@@ -83,6 +117,7 @@ class Users:
         self, principal: Principal, user_id: str, is_admin: bool, metadata: dict[str, Any], request_id: str
     ) -> tuple[UserRecord, TokenRecord, str]:
         require_admin(principal, "create users")
+        _refuse_session(principal, "create users (each comes with a PAT)")
         validate_id(user_id, "user_id")
         check_metadata(metadata)
         if request_id:
@@ -118,15 +153,19 @@ class Users:
     ) -> tuple[TokenRecord, str]:
         target = self_or_admin(principal, user_id, "create tokens")
         check_text(description, "description", MAX_DESCRIPTION_LENGTH)
-        if ttl_seconds < 0:
-            raise InvalidArgument("ttl_seconds must be 0 (never expires) or positive", field="ttl_seconds")
+        if not 0 <= ttl_seconds <= PAT_MAX_TTL:
+            raise InvalidArgument(
+                f"ttl_seconds {ttl_seconds} is out of range: a PAT lives 1-{PAT_MAX_TTL} seconds (366 days), "
+                "or 0 for one that never expires", reason="TTL_OUT_OF_RANGE", field="ttl_seconds")
+        _refuse_session(principal, "create PATs")
+        now = self._clock()
         if self._store.get_user(target) is None:
             raise NotFound(f"user {target!r} not found", field="user_id")
         if request_id:
             replay = self._replay_token(target, request_id)
             if replay is not None:
                 return replay
-        expires = self._clock() + ttl_seconds if ttl_seconds else None
+        expires = now + ttl_seconds if ttl_seconds else None
         token, secret = self._new_token(target, PAT, description, expires, request_id or None)
         self._store.insert_token(token)
         return token, secret
@@ -135,6 +174,11 @@ class Users:
         ttl = ttl_seconds or SESSION_DEFAULT_TTL
         if not 0 < ttl <= SESSION_MAX_TTL:
             raise InvalidArgument(f"ttl_seconds must be 1-{SESSION_MAX_TTL} (0 means 12 hours)", field="ttl_seconds")
+        if principal.is_session:
+            now = self._clock()
+            if not ttl_seconds and principal.expires_at is not None:  # the default ends with the parent session
+                ttl = max(1, min(ttl, int(principal.expires_at - now)))
+            _check_within_session(principal, ttl, now)
         if request_id:
             replay = self._replay_token(principal.user_id, request_id)
             if replay is not None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from pellucid.server.engine import Engine
-from pellucid.server.engine.errors import EngineError
+from pellucid.server.engine.errors import EngineError, InvalidArgument
 from pellucid.server.engine.ids import new_id
+from pellucid.server.engine.validation import MAX_METADATA_DEPTH
 from pellucid.server.grpc import context as request_context
 from pellucid.server.grpc.errors import REQUEST_ID_KEY, abort
 from pellucid.server.grpc.limits import CallLimiter, CallLimits, authenticated_user, call_kind, peer_host
@@ -44,10 +46,19 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return self.limiter.guard(handler, kind, peer_host)
         metadata = dict(handler_call_details.invocation_metadata or ())
         header = metadata.get("authorization", "")
-        secret = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        secret = bearer_secret(header)
         given_id = metadata.get(REQUEST_ID_KEY, "")
         request_id = given_id if 0 < len(given_id) <= MAX_CLIENT_REQUEST_ID else new_id()
         return _wrap(self.limiter.guard(handler, kind, authenticated_user), self._engine, method, secret, request_id)
+
+
+def bearer_secret(header: str) -> str:
+    """The token of an `authorization: Bearer <token>` header.
+
+    A header in any other form is passed on whole, so the engine refuses it as malformed
+    (UNAUTHENTICATED, saying what the header must look like) rather than as "no token".
+    """
+    return header[7:].strip() if header[:7].lower() == "bearer " else header
 
 
 def _wrap(handler: grpc.RpcMethodHandler, engine: Engine, method: str, secret: str, request_id: str) -> grpc.RpcMethodHandler:
@@ -68,7 +79,7 @@ def _wrap(handler: grpc.RpcMethodHandler, engine: Engine, method: str, secret: s
             tokens = None
             try:
                 tokens = enter(context)
-                return behavior(request_or_iterator, context)
+                return behavior(_decoded(request_or_iterator, handler.request_streaming), context)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a status
                 fail(context, exc)
             finally:
@@ -82,7 +93,7 @@ def _wrap(handler: grpc.RpcMethodHandler, engine: Engine, method: str, secret: s
             tokens = None
             try:
                 tokens = enter(context)
-                yield from behavior(request_or_iterator, context)
+                yield from behavior(_decoded(request_or_iterator, handler.request_streaming), context)
             except Exception as exc:  # noqa: BLE001
                 fail(context, exc)
             finally:
@@ -91,7 +102,8 @@ def _wrap(handler: grpc.RpcMethodHandler, engine: Engine, method: str, secret: s
 
         return run
 
-    kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    kwargs = {"request_deserializer": _tolerant(handler.request_deserializer),
+              "response_serializer": handler.response_serializer}
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
     if handler.stream_unary:
@@ -99,3 +111,48 @@ def _wrap(handler: grpc.RpcMethodHandler, engine: Engine, method: str, secret: s
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kwargs)
     return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+
+
+# Requests that fail to decode.
+#
+# grpc decodes a request before any handler runs and answers a failure with INTERNAL
+# "Exception deserializing request!". Each handler's deserializer is wrapped instead: a
+# message that does not decode becomes an Undecodable, which the handler (after
+# authentication) turns into INVALID_ARGUMENT saying why.
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """Stands in for a request message that failed to decode."""
+
+    reason: str
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def run(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is the request's fault
+            return Undecodable(str(exc))
+
+    return run
+
+
+def _decoded(request_or_iterator: Any, streaming: bool) -> Any:
+    if not streaming:
+        return _checked(request_or_iterator)
+    return (_checked(message) for message in request_or_iterator)
+
+
+def _checked(message: Any) -> Any:
+    if not isinstance(message, Undecodable):
+        return message
+    if "depth" in message.reason.lower() or "recursion" in message.reason.lower():
+        why = (f"it nests messages too deeply (metadata and params may nest at most {MAX_METADATA_DEPTH} levels: "
+               "flatten them)")
+    else:
+        why = f"it is not a valid protobuf message of the expected type ({message.reason})"
+    raise InvalidArgument(f"the request could not be decoded: {why}", reason="UNDECODABLE_REQUEST")

@@ -8,7 +8,7 @@ import grpc
 
 from pellucid.api import v1
 from pellucid.server.engine import Engine
-from pellucid.server.engine.models import VersionSpec
+from pellucid.server.engine.models import INPUT_FIELDS, PredictInput, VersionSpec
 from pellucid.server.grpc.context import principal
 from pellucid.server.grpc.convert import page_request, to_dict, to_struct, to_timestamp
 from pellucid.server.grpc.idempotency import replayable
@@ -48,6 +48,12 @@ def version_spec(version: v1.ModelVersion) -> VersionSpec:
                        concepts=concept_values(info.concepts), output_config=output_config_record(info.output_config),
                        runner_labels=tuple(version.runner_labels), item_timeout_seconds=version.item_timeout_seconds,
                        metadata=to_dict(version.metadata))
+
+
+def predict_input(message: v1.Input) -> PredictInput:
+    data = message.data
+    fields = tuple(kind for kind in INPUT_FIELDS if data.HasField(kind))
+    return PredictInput(fields=fields, metadata=to_dict(data.metadata))
 
 
 def version_message(v: ModelVersionRecord) -> v1.ModelVersion:
@@ -116,8 +122,8 @@ class ModelServicer(v1.ModelServiceServicer):
                          context: grpc.ServicerContext) -> v1.PostModelOutputsResponse:
         config = output_config_record(request.output_config) if request.HasField("output_config") else None
         prediction = self.engine.models.prepare(
-            principal(), request.user_id, request.app_id, request.model_id, request.version_id, len(request.inputs),
-            request.method, to_dict(request.inference_params), config)
+            principal(), request.user_id, request.app_id, request.model_id, request.version_id,
+            [predict_input(i) for i in request.inputs], request.method, to_dict(request.inference_params), config)
         version = prediction.version
         routed = v1.PostModelOutputsRequest()
         routed.CopyFrom(request)

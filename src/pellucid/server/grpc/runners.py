@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from pellucid.api import v1
 from pellucid.server.engine import Engine
-from pellucid.server.engine.errors import InvalidArgument
+from pellucid.server.engine.errors import EngineError, InvalidArgument
 from pellucid.server.engine.routing import CLOSE, Cancel, Dispatch, Session
 from pellucid.server.grpc.context import principal
 from pellucid.server.grpc.convert import page_request, to_timestamp
@@ -65,7 +65,8 @@ class RunnerServicer(v1.RunnerServiceServicer):
         runner, session = self.engine.runners.connect(principal(), first.hello.runner_id, first.hello.capacity,
                                                       tuple(first.hello.labels))
         log.info("runner %s connected (session %s, capacity %d)", runner.id, session.id, session.capacity)
-        reader = threading.Thread(target=self._read, args=(request_iterator, session), daemon=True,
+        failures: list[EngineError] = []  # a bad message ends the stream with its error
+        reader = threading.Thread(target=self._read, args=(request_iterator, session, failures), daemon=True,
                                   name=f"pellucid-runner-{runner.id}")
         reader.start()
         try:
@@ -76,13 +77,15 @@ class RunnerServicer(v1.RunnerServiceServicer):
                 if message is None:
                     continue
                 if message is CLOSE:
+                    if failures:
+                        raise failures[0]
                     return
                 yield _server_message(message)
         finally:
             self.engine.runners.disconnect(session)
             log.info("runner %s disconnected (session %s)", runner.id, session.id)
 
-    def _read(self, request_iterator: Iterator[v1.RunnerMessage], session: Session) -> None:
+    def _read(self, request_iterator: Iterator[v1.RunnerMessage], session: Session, failures: list[EngineError]) -> None:
         try:
             for message in request_iterator:
                 kind = message.WhichOneof("kind")
@@ -93,6 +96,8 @@ class RunnerServicer(v1.RunnerServiceServicer):
                     self.engine.runners.heartbeat(session, message.heartbeat.draining, tuple(message.heartbeat.item_ids))
         except grpc.RpcError:
             pass  # the stream ended: the session is closed below
+        except EngineError as exc:  # e.g. a message that does not decode
+            failures.append(exc)
         finally:
             self.engine.runners.disconnect(session)
 

@@ -194,6 +194,17 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 MIGRATIONS.append((4, "ALTER TABLE request_log ADD COLUMN owner TEXT NOT NULL DEFAULT ''"))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
+# PATs minted before lifetimes were bounded (engine.users.PAT_MAX_TTL, 366 days) could expire
+# past what a Timestamp holds, which failed every ListPats of their user: clamp them to the bound.
+MIGRATIONS.append(
+    (
+        5,
+        """
+        UPDATE tokens SET expires_at = created_at + 31622400
+        WHERE kind = 'pat' AND expires_at IS NOT NULL AND expires_at > created_at + 31622400
+        """,
+    )
+)
 # 6: which inputs hold a blob, for blob garbage collection (media inputs only: text ones hold none)
 MIGRATIONS.append((6, "CREATE INDEX inputs_by_media ON inputs(media_sha256) WHERE media_sha256 != ''"))
 LATEST_VERSION = MIGRATIONS[-1][0]
