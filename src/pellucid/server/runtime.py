@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,7 @@ class PellucidServer:
         self._stopped = threading.Event()
         self._stop_gc = threading.Event()
         self._gc_thread: threading.Thread | None = None
+        self._handlers: ThreadPoolExecutor | None = None
 
     @property
     def address(self) -> str:
@@ -139,10 +141,11 @@ class PellucidServer:
                 user, secret = created
                 self.data_dir.write_credentials(LocalCredentials(user_id=user.id, pat=secret))
                 log.info("created the first user %r; its PAT is in %s", user.id, self.data_dir.credentials_path)
-            self._server, self.port, _ = build_server(
+            built = build_server(
                 self.engine, self.settings.host, self.settings.port, self.settings.max_workers, self.call_limits,
                 credentials,
             )
+            self._server, self.port, self._handlers = built.server, built.port, built.executor
             self._server.start()
             self._lock.publish(self.address, tls=self.settings.tls)
             warning = plaintext_exposure_warning(self.settings)
@@ -162,8 +165,23 @@ class PellucidServer:
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
+        self._drain_handlers(grace)
         self._release()
         self._stopped.set()
+
+    def _drain_handlers(self, grace: float) -> None:
+        """Wait for handlers still running after grpc's stop (it cancels calls, it does not join
+        their threads): closing the stores under a handler that is still writing crashed SQLite."""
+        if self._handlers is None:
+            return
+        handlers, self._handlers = self._handlers, None
+        if self.engine is not None:
+            self.engine.router.close()  # wakes predicts waiting for a runner
+        drained = threading.Thread(target=handlers.shutdown, kwargs={"wait": True}, name="pellucid-drain", daemon=True)
+        drained.start()
+        drained.join(grace + 5.0)
+        if drained.is_alive():
+            log.warning("calls were still running %.0f s after shutdown began; closing the stores anyway", grace + 5.0)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from concurrent import futures
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -36,9 +36,18 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
 ]
 
 
+class BuiltServer(NamedTuple):
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    # the threads that run handlers: grpc's stop() cancels calls but does not wait for their
+    # handlers to return, so whoever closes the stores afterwards drains this first
+    executor: futures.ThreadPoolExecutor
+
+
 def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_workers: int = 256,
                  limits: CallLimits | None = None, credentials: grpc.ServerCredentials | None = None,
-                 ) -> tuple[grpc.Server, int, health.HealthServicer]:
+                 ) -> BuiltServer:
     """A server bound to host:port (0 = a port the OS picks), not yet started; returns the bound port.
 
     With `credentials` (grpc.ssl_server_credentials) the port speaks TLS only. Each call runs
@@ -47,8 +56,9 @@ def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_wor
     `maximum_concurrent_rpcs`: past it gRPC refuses every call, health checks included.
     """
     limits = dataclasses.replace(limits or CallLimits(), max_workers=max_workers)
+    executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pellucid-rpc")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pellucid-rpc"),
+        executor,
         interceptors=[AuthInterceptor(engine, limits)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -74,4 +84,4 @@ def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_wor
         raise OSError(f"cannot listen on {host}:{port}: {exc}") from None
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
-    return server, bound, health_servicer
+    return BuiltServer(server, bound, health_servicer, executor)

@@ -173,6 +173,16 @@ class ThreadConnections:
             unit.depth -= 1
 
     def close(self) -> None:
+        """Close every connection; a write transaction in progress ends first (closing the writer
+        under it crashes SQLite). Callers stop their readers before closing."""
+        taken = self._write_lock.acquire(timeout=BUSY_TIMEOUT_SECONDS)
+        try:
+            self._close_all()
+        finally:
+            if taken:
+                self._write_lock.release()
+
+    def _close_all(self) -> None:
         with self._lock:
             self._closed = True
             for conn in self._all:
