@@ -123,7 +123,7 @@ def main() -> int:
     print(f"exported to {export_path} ({export_path.stat().st_size:,} bytes)")
 
     step("serve a model from a runner process (examples/runners/colour_model.py)")
-    model = app.create_model("colour", runner_labels=["demo"], input_fields=["image"], concepts=list(COLOURS))
+    model = app.create_model("colour", runner_labels=["demo"], input_fields=["image", "text"], concepts=list(COLOURS))
     try:
         user.create_runner("demo-runner", labels=["demo"], description="the demo's example runner")
     except AlreadyExists:
