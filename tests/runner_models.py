@@ -13,7 +13,7 @@ from pellucid.client.runner import Runner
 class Sleepy(Runner):
     """Echoes the text's length after sleeping $SLEEP seconds; touches $STARTED when an item starts."""
 
-    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:  # noqa: A002
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
         marker = os.environ.get("STARTED")
         if marker:
             Path(marker).write_text(self.runner_id)

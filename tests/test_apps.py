@@ -213,5 +213,5 @@ def test_concepts_are_chunked_by_the_sdk_and_bounded_by_the_server(alice: User, 
 
 
 def test_unknown_constructor_arguments_are_named(alice: User) -> None:
-    with pytest.raises(errors.UserError, match="unknown arguments \\['name'\\].*create_app"):
+    with pytest.raises(errors.UserError, match=r"unknown arguments \\['name'\\].*create_app"):
         App(app_id="x", user_id=alice.user_id, name="n")

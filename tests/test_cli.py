@@ -174,7 +174,7 @@ def test_a_second_ctrl_c_stops_a_runner_at_once(standalone: ServerProcess, tmp_p
     user = User(base_url=f"grpc://{standalone.address}", pat=admin_pat(standalone.data_dir))
     model = user.create_app("ctrl-c").create_model("m", runner_labels=["slow"])
     runner, started, log = start_runner(standalone, "stubborn", tmp_path, 600, "--labels", "slow")
-    thread, answers = predict_in_background(model, timeout=5)
+    thread, _answers = predict_in_background(model, timeout=5)
     try:
         wait_for(started.exists)
         runner.send_signal(signal.SIGINT)

@@ -41,7 +41,7 @@ def test_local_uses_pellucid_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 @pytest.mark.parametrize("url", ["grpc://nohost", "ftp://x:1", "local://relative/path", "grpc://h:p"])
 def test_bad_targets_say_which_forms_work(url: str) -> None:
-    with pytest.raises(UserError, match="grpc://host:port|absolute path"):
+    with pytest.raises(UserError, match=r"grpc://host:port|absolute path"):
         parse_target(url)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -102,7 +103,7 @@ def test_loader_failures_are_reported_with_their_index(dataset: Dataset, tmp_pat
 
 def test_failures_file_retries_just_those(dataset: Dataset, tmp_path: Path) -> None:
     class Flaky(ListLoader):
-        broken = {2, 5}
+        broken: ClassVar[set[int]] = {2, 5}
 
         def __getitem__(self, index: int):  # type: ignore[no-untyped-def]
             if index in self.broken:

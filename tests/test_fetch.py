@@ -160,7 +160,7 @@ def test_a_malformed_url_is_the_item_s_error(url: str) -> None:
 def test_a_malformed_redirect_is_the_item_s_error(web: tuple[int, dict]) -> None:
     port, routes = web
     routes["/bad"] = (302, "http://[::1/x")
-    with pytest.raises(InvalidArgument, match="not a valid URL|bad redirect"):
+    with pytest.raises(InvalidArgument, match=r"not a valid URL|bad redirect"):
         UrlFetcher(allow_private=True).fetch(f"http://127.0.0.1:{port}/bad", "f")
 
 
@@ -168,7 +168,7 @@ def test_a_server_that_dribbles_cannot_hold_the_fetch_past_its_deadline() -> Non
     stop = threading.Event()
 
     class Dribble(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", "1000")
             self.end_headers()
@@ -204,7 +204,7 @@ def test_https_certificates_are_verified(tmp_path: Path) -> None:
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     try:  # a self-signed certificate: no trusted authority vouches for it
-        with pytest.raises(InvalidArgument, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        with pytest.raises(InvalidArgument, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             UrlFetcher(allow_private=True).fetch(f"https://127.0.0.1:{port}/cat.png", "f")
     finally:
         server.shutdown()

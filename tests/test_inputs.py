@@ -165,7 +165,7 @@ def test_list_filters_run_on_the_server(app: App, inputs: Inputs) -> None:
     assert [i.id for i in inputs.list_inputs(input_type="text", page_no=1, per_page=4)] == ["t0", "t1", "t2", "t3"]
     assert len(list(inputs.list_inputs(dataset_id="d1"))) == 15
     assert [i.id for i in inputs.list_inputs(dataset_id="d1", input_type="text")] == ["t1", "t3", "t5", "t7", "t9"]
-    assert list(inputs.list_inputs(dataset_id="d1", input_type="image"))[0].dataset_ids == ["d1"]
+    assert next(iter(inputs.list_inputs(dataset_id="d1", input_type="image"))).dataset_ids == ["d1"]
     with pytest.raises(errors.UserError, match="input_type"):
         list(inputs.list_inputs(input_type="pdf"))
     with pytest.raises(errors.NotFound):

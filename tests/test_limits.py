@@ -141,7 +141,7 @@ def others_still_answer(limited: Limited, other: Tenant) -> None:
 
 
 class Echo(Runner):
-    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:  # noqa: A002
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
         return v1.Output(data=v1.Data(text=v1.Text(raw=input.data.text.raw)))
 
 
@@ -188,7 +188,7 @@ def test_300_predicts_waiting_for_a_runner_do_not_block_health_or_other_users(tm
         assert_refused(held.refused(), "64 predicts in flight", "max_predicts_per_user=64", "--max-predicts-per-user")
         others_still_answer(limited, bob)
         # bob's own predict waits for a runner like any other, and says which one is missing
-        with pytest.raises(errors.Unavailable, match="unserved.*gpu"):
+        with pytest.raises(errors.Unavailable, match=r"unserved.*gpu"):
             bob.user.app(bob.app_id).model("unserved").with_options(timeout=1.0).predict_by_bytes(b"x", "text")
 
 

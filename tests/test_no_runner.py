@@ -91,7 +91,7 @@ def test_no_runner_is_not_retried_into_a_deadline(tmp_path: Path) -> None:
         user = User(base_url=f"grpc://{server.address}", pat=credentials.pat)
         model = user.create_app("no-runner").create_model("m", runner_labels=["cpu"], input_fields=["text"])
         for timeout in (0.5, 2.0):
-            with pytest.raises(errors.Unavailable, match="'m'.*cpu"):
+            with pytest.raises(errors.Unavailable, match=r"'m'.*cpu"):
                 model.with_options(timeout=timeout).predict_by_bytes(b"x", "text")
     finally:
         server.stop(grace=0.5)

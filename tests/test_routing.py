@@ -49,7 +49,7 @@ def dispatched(session: Session, timeout: float = 2.0) -> Dispatch:
 
 
 def test_no_runner_is_unavailable_naming_the_model(router: Router) -> None:
-    with pytest.raises(Unavailable, match="model m.*cpu"):
+    with pytest.raises(Unavailable, match=r"model m.*cpu"):
         router.submit("u", frozenset({"cpu"}), b"", 5.0, 0.2, "model m")
 
 

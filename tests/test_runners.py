@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 class Echo(Runner):
     """In-process runner: reports what it saw, fails on "boom"."""
 
-    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:  # noqa: A002
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
         text = input.data.text.raw or f"{len(input.data.image.base64)} bytes"
         if text == "slow":
             time.sleep(3)

@@ -202,7 +202,7 @@ def test_writers_in_many_threads_all_commit_and_reads_inside_a_write_see_it(tmp_
                     # a helper that reads through get() inside the transaction sees the row
                     seen = connections.get().execute("SELECT COUNT(*) FROM t WHERE thread = ?", (thread,)).fetchone()[0]
                     assert seen == n + 1
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the main thread re-raises what a worker hit
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]

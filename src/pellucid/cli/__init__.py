@@ -26,7 +26,6 @@ from pellucid.cli.session import client_options
 from pellucid.errors import PellucidError
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pellucid", description="pellucid: ML data and inference platform",
                                      epilog=EXIT_CODES_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -69,7 +69,7 @@ def parse_target(url: str) -> Target:
         if not path.startswith("/"):
             raise UserError(f"base_url {url!r}: a local target names an absolute path, e.g. local:///home/me/.pellucid")
         return Target("local", str(Path(path).resolve()))
-    for prefix, scheme, default_port in (("grpc://", "grpc", None), ("grpcs://", "grpcs", 443),
+    for prefix, scheme, default_port in (("grpc://", "grpc", None), ("grpcs://", "grpcs", 443),  # noqa: B007
                                          ("https://", "grpcs", 443), ("http://", "grpc", None)):
         if url.startswith(prefix):
             hostport = url[len(prefix):]

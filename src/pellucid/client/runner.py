@@ -57,7 +57,7 @@ def fetch_media(item: v1.Input, timeout: float = 20.0) -> None:
             if not media.url.lower().startswith(("http://", "https://")):
                 raise ValueError(f"{kind} url {media.url!r} is not http(s)")
             try:
-                with urllib.request.urlopen(media.url, timeout=timeout) as response:  # noqa: S310 - scheme checked
+                with urllib.request.urlopen(media.url, timeout=timeout) as response:
                     data = response.read(MAX_FETCH_BYTES + 1)
             except (OSError, ValueError) as exc:
                 raise ValueError(f"cannot fetch {media.url}: {exc}") from None
@@ -108,7 +108,7 @@ class Runner(BaseClient):
     def load_model(self) -> None:
         """Called once by start(), before the first item: load weights, warm up."""
 
-    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:  # noqa: A002 - the reference's name
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
         """Compute the output for one input; `output_info.params` holds the inference parameters."""
         raise NotImplementedError(f"{type(self).__name__} must implement run_input (or run_inputs)")
 

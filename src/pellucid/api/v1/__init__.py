@@ -3,7 +3,11 @@
 Every message, enum, stub and servicer of pellucid.api.v1, whichever file defines it.
 """
 
-from pellucid.api.v1.app_pb2 import (  # noqa: F401
+from pellucid.api.v1.app_pb2 import (
+    METADATA_ACTION_MERGE,
+    METADATA_ACTION_OVERWRITE,
+    METADATA_ACTION_REMOVE,
+    METADATA_ACTION_UNSPECIFIED,
     App,
     CreateAppRequest,
     DeleteAppRequest,
@@ -11,23 +15,19 @@ from pellucid.api.v1.app_pb2 import (  # noqa: F401
     GetAppRequest,
     ListAppsRequest,
     ListAppsResponse,
-    METADATA_ACTION_MERGE,
-    METADATA_ACTION_OVERWRITE,
-    METADATA_ACTION_REMOVE,
-    METADATA_ACTION_UNSPECIFIED,
     MetadataAction,
     PatchAppRequest,
 )
-from pellucid.api.v1.app_pb2_grpc import (  # noqa: F401
+from pellucid.api.v1.app_pb2_grpc import (
     AppServiceServicer,
     AppServiceStub,
     add_AppServiceServicer_to_server,
 )
-from pellucid.api.v1.common_pb2 import (  # noqa: F401
+from pellucid.api.v1.common_pb2 import (
     ErrorDetail,
     Status,
 )
-from pellucid.api.v1.concept_pb2 import (  # noqa: F401
+from pellucid.api.v1.concept_pb2 import (
     Concept,
     CreateConceptsRequest,
     CreateConceptsResponse,
@@ -37,12 +37,12 @@ from pellucid.api.v1.concept_pb2 import (  # noqa: F401
     PatchConceptsRequest,
     PatchConceptsResponse,
 )
-from pellucid.api.v1.concept_pb2_grpc import (  # noqa: F401
+from pellucid.api.v1.concept_pb2_grpc import (
     ConceptServiceServicer,
     ConceptServiceStub,
     add_ConceptServiceServicer_to_server,
 )
-from pellucid.api.v1.dataset_pb2 import (  # noqa: F401
+from pellucid.api.v1.dataset_pb2 import (
     CreateDatasetRequest,
     CreateDatasetVersionRequest,
     Dataset,
@@ -54,17 +54,17 @@ from pellucid.api.v1.dataset_pb2 import (  # noqa: F401
     DeleteDatasetVersionResponse,
     GetDatasetRequest,
     GetDatasetStatsRequest,
-    ListDatasetVersionsRequest,
-    ListDatasetVersionsResponse,
     ListDatasetsRequest,
     ListDatasetsResponse,
+    ListDatasetVersionsRequest,
+    ListDatasetVersionsResponse,
 )
-from pellucid.api.v1.dataset_pb2_grpc import (  # noqa: F401
+from pellucid.api.v1.dataset_pb2_grpc import (
     DatasetServiceServicer,
     DatasetServiceStub,
     add_DatasetServiceServicer_to_server,
 )
-from pellucid.api.v1.input_pb2 import (  # noqa: F401
+from pellucid.api.v1.input_pb2 import (
     ANNOTATION_ACTION_MERGE,
     ANNOTATION_ACTION_OVERWRITE,
     ANNOTATION_ACTION_REMOVE,
@@ -105,12 +105,12 @@ from pellucid.api.v1.input_pb2 import (  # noqa: F401
     Text,
     Video,
 )
-from pellucid.api.v1.input_pb2_grpc import (  # noqa: F401
+from pellucid.api.v1.input_pb2_grpc import (
     InputServiceServicer,
     InputServiceStub,
     add_InputServiceServicer_to_server,
 )
-from pellucid.api.v1.model_pb2 import (  # noqa: F401
+from pellucid.api.v1.model_pb2 import (
     CreateModelRequest,
     CreateModelVersionRequest,
     DeleteModelRequest,
@@ -118,10 +118,10 @@ from pellucid.api.v1.model_pb2 import (  # noqa: F401
     DeleteModelVersionRequest,
     DeleteModelVersionResponse,
     GetModelRequest,
-    ListModelVersionsRequest,
-    ListModelVersionsResponse,
     ListModelsRequest,
     ListModelsResponse,
+    ListModelVersionsRequest,
+    ListModelVersionsResponse,
     Model,
     ModelVersion,
     Output,
@@ -130,12 +130,12 @@ from pellucid.api.v1.model_pb2 import (  # noqa: F401
     PostModelOutputsRequest,
     PostModelOutputsResponse,
 )
-from pellucid.api.v1.model_pb2_grpc import (  # noqa: F401
+from pellucid.api.v1.model_pb2_grpc import (
     ModelServiceServicer,
     ModelServiceStub,
     add_ModelServiceServicer_to_server,
 )
-from pellucid.api.v1.runner_pb2 import (  # noqa: F401
+from pellucid.api.v1.runner_pb2 import (
     CancelItem,
     CreateRunnerRequest,
     DeleteRunnerRequest,
@@ -153,12 +153,12 @@ from pellucid.api.v1.runner_pb2 import (  # noqa: F401
     WorkItem,
     WorkResult,
 )
-from pellucid.api.v1.runner_pb2_grpc import (  # noqa: F401
+from pellucid.api.v1.runner_pb2_grpc import (
     RunnerServiceServicer,
     RunnerServiceStub,
     add_RunnerServiceServicer_to_server,
 )
-from pellucid.api.v1.user_pb2 import (  # noqa: F401
+from pellucid.api.v1.user_pb2 import (
     CreatePatRequest,
     CreatePatResponse,
     CreateSessionRequest,
@@ -175,7 +175,7 @@ from pellucid.api.v1.user_pb2 import (  # noqa: F401
     Token,
     User,
 )
-from pellucid.api.v1.user_pb2_grpc import (  # noqa: F401
+from pellucid.api.v1.user_pb2_grpc import (
     UserServiceServicer,
     UserServiceStub,
     add_UserServiceServicer_to_server,
@@ -186,6 +186,10 @@ __all__ = [
     "ANNOTATION_ACTION_OVERWRITE",
     "ANNOTATION_ACTION_REMOVE",
     "ANNOTATION_ACTION_UNSPECIFIED",
+    "METADATA_ACTION_MERGE",
+    "METADATA_ACTION_OVERWRITE",
+    "METADATA_ACTION_REMOVE",
+    "METADATA_ACTION_UNSPECIFIED",
     "Annotation",
     "AnnotationAction",
     "AnnotationResult",
@@ -278,10 +282,6 @@ __all__ = [
     "ListRunnersResponse",
     "ListUsersRequest",
     "ListUsersResponse",
-    "METADATA_ACTION_MERGE",
-    "METADATA_ACTION_OVERWRITE",
-    "METADATA_ACTION_REMOVE",
-    "METADATA_ACTION_UNSPECIFIED",
     "MetadataAction",
     "Model",
     "ModelServiceServicer",

@@ -40,7 +40,7 @@ class VersionSpec:
     description: str = ""
     params: dict[str, Any] | None = None
     concepts: tuple[ConceptValue, ...] = ()
-    output_config: OutputConfig = OutputConfig()
+    output_config: OutputConfig = OutputConfig()  # noqa: RUF009 - frozen, so one shared default is safe
     runner_labels: tuple[str, ...] = ()
     item_timeout_seconds: int = 0
     metadata: dict[str, Any] | None = None

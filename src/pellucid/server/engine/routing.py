@@ -43,7 +43,7 @@ class Session:
     runner_id: str
     labels: frozenset[str]
     capacity: int
-    outbox: "collections.deque[object] | None" = None
+    outbox: collections.deque[object] | None = None
     in_flight: dict[str, float] = field(default_factory=dict)
     # items taken back from this session (cancelled, or their lease ran out) that its
     # runner may still be computing: they keep their slots until it answers or stops

@@ -215,7 +215,7 @@ class LocalBlobStore(BlobStore):
 
     def _fix_modes(self) -> None:
         """Once per store: files and directories made before they were created private."""
-        for directory, subdirs, names in os.walk(self.files):
+        for directory, _subdirs, names in os.walk(self.files):
             os.chmod(directory, _DIR_MODE)
             for name in names:
                 os.chmod(os.path.join(directory, name), _FILE_MODE)
@@ -618,7 +618,7 @@ class LocalBlobStore(BlobStore):
                 raise RuntimeError(f"the blob store in {self.root} is closed")
             offset = self._roll_over_if_full()
             moved = []
-            for (sha256, _, size), blob in zip(rows, data):
+            for (sha256, _, size), _blob in zip(rows, data):
                 moved.append((self._pack, offset, sha256, number))
                 offset += size
             _write_all(self._writer, data)
