@@ -56,16 +56,16 @@ class SyntheticPngs:
     def __init__(self, side: int) -> None:
         self.template = bytearray(encode_png(side, side, hashlib.shake_128(b"bench").digest(side * side * 3), level=0))
         self.idat = self.template.index(b"IDAT") + 4  # start of the chunk's data
-        self.length = struct.unpack(">I", self.template[self.idat - 8:self.idat - 4])[0]
+        self.length = struct.unpack(">I", self.template[self.idat - 8 : self.idat - 4])[0]
         self.raw = self.idat + 2 + 5  # zlib header, stored-block header
         self.raw_end = self.idat + self.length - 4  # adler32 follows the raw bytes
 
     def __call__(self, index: int) -> bytes:
         png = bytearray(self.template)
-        png[self.raw + 1:self.raw + 9] = index.to_bytes(8, "little")  # after row 0's filter byte
-        png[self.raw_end:self.raw_end + 4] = struct.pack(">I", zlib.adler32(png[self.raw:self.raw_end]))
+        png[self.raw + 1 : self.raw + 9] = index.to_bytes(8, "little")  # after row 0's filter byte
+        png[self.raw_end : self.raw_end + 4] = struct.pack(">I", zlib.adler32(png[self.raw : self.raw_end]))
         end = self.idat + self.length
-        png[end:end + 4] = struct.pack(">I", zlib.crc32(png[self.idat - 4:end]))
+        png[end : end + 4] = struct.pack(">I", zlib.crc32(png[self.idat - 4 : end]))
         return bytes(png)
 
 
@@ -90,8 +90,9 @@ class SyntheticImages(DataLoader):
     def __getitem__(self, index: int) -> VisualClassificationFeatures:
         if index % max(self.n // 4, 1) == 0:
             self.rss_samples.append((index, rss_mb()))
-        return VisualClassificationFeatures(image_bytes=synthetic_png(self.first + index, self.side),
-                                            labels=[self.labels[index % len(self.labels)]])
+        return VisualClassificationFeatures(
+            image_bytes=synthetic_png(self.first + index, self.side), labels=[self.labels[index % len(self.labels)]]
+        )
 
 
 class SlowStorageImages(SyntheticImages):
@@ -120,7 +121,8 @@ def raw_streaming(n: int, side: int, first: int = 0) -> tuple[float, int]:
         return b""
 
     handler = grpc.method_handlers_generic_handler(
-        "bench.Raw", {"Upload": grpc.stream_unary_rpc_method_handler(upload)})
+        "bench.Raw", {"Upload": grpc.stream_unary_rpc_method_handler(upload)}
+    )
     server = grpc.server(futures.ThreadPoolExecutor(4))
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -146,14 +148,28 @@ def reference_design(user: User, app_id: str, n: int, side: int, first: int) -> 
         indices = range(start, min(start + 128, n))
         job_id = uuid.uuid4().hex
         ids = [f"ref-{uuid.uuid4().hex[:8]}" for _ in indices]
-        inputs = [v1.Input(id=input_id, dataset_ids=["reference"], data=v1.Data(
-            image=v1.Image(base64=synthetic_png(first + i, side)), concepts=[v1.Concept(id="cat", name="cat", value=1.0)]))
-            for input_id, i in zip(ids, indices)]
-        app._call(v1.InputServiceStub, "PostInputs", v1.PostInputsRequest(
-            app_id=app_id, inputs=inputs, inputs_add_job_id=job_id), timeout=600)
+        inputs = [
+            v1.Input(
+                id=input_id,
+                dataset_ids=["reference"],
+                data=v1.Data(
+                    image=v1.Image(base64=synthetic_png(first + i, side)),
+                    concepts=[v1.Concept(id="cat", name="cat", value=1.0)],
+                ),
+            )
+            for input_id, i in zip(ids, indices)
+        ]
+        app._call(
+            v1.InputServiceStub,
+            "PostInputs",
+            v1.PostInputsRequest(app_id=app_id, inputs=inputs, inputs_add_job_id=job_id),
+            timeout=600,
+        )
         count = 10
         while True:
-            job = app._call(v1.InputServiceStub, "GetInputsAddJob", v1.GetInputsAddJobRequest(app_id=app_id, job_id=job_id))
+            job = app._call(
+                v1.InputServiceStub, "GetInputsAddJob", v1.GetInputsAddJobRequest(app_id=app_id, job_id=job_id)
+            )
             if job.stored + job.duplicates + job.failed >= len(inputs):
                 break
             time.sleep(backoff(count))
@@ -192,7 +208,9 @@ def run(args: argparse.Namespace, homes: list[str]) -> int:
     side = int((args.image_bytes / 3) ** 0.5)
     image_size = len(synthetic_png(0, side))
     homes += [tempfile.mkdtemp(prefix=f"pellucid-bench-{round_ + 1}-") for round_ in range(args.rounds)]
-    print(f"{args.n:,} synthetic PNGs of {image_size:,} bytes ({side}x{side} noise); embedded servers in {', '.join(homes)}")
+    print(
+        f"{args.n:,} synthetic PNGs of {image_size:,} bytes ({side}x{side} noise); embedded servers in {', '.join(homes)}"
+    )
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, grpcio {grpc.__version__}\n")
 
     raw_runs: list[float] = []
@@ -214,8 +232,10 @@ def run(args: argparse.Namespace, homes: list[str]) -> int:
             _embedded.forget(home)
         raw_runs.append(raw_seconds)
         ours_runs.append(result.seconds)
-        print(f"round {round_ + 1}: raw {args.n / raw_seconds:,.0f}/s, pellucid {args.n / result.seconds:,.0f}/s, "
-              f"ratio {raw_seconds / result.seconds:.2f}")
+        print(
+            f"round {round_ + 1}: raw {args.n / raw_seconds:,.0f}/s, pellucid {args.n / result.seconds:,.0f}/s, "
+            f"ratio {raw_seconds / result.seconds:.2f}"
+        )
     raw_seconds, ours_seconds = statistics.median(raw_runs), statistics.median(ours_runs)
     ours_ratio = statistics.median(r / o for r, o in zip(raw_runs, ours_runs))
     raw_rate = args.n / raw_seconds
@@ -225,8 +245,11 @@ def run(args: argparse.Namespace, homes: list[str]) -> int:
     assert len(rerun.duplicate_ids) == args.n, rerun
 
     slow_n = min(args.n, 5_000)
-    slow = user.app("bench").create_dataset("slow-storage").upload_dataset(
-        SlowStorageImages(slow_n, side, first=(args.rounds + 1) * args.n), progress=False)
+    slow = (
+        user.app("bench")
+        .create_dataset("slow-storage")
+        .upload_dataset(SlowStorageImages(slow_n, side, first=(args.rounds + 1) * args.n), progress=False)
+    )
     assert slow.ok and len(slow.stored_ids) == slow_n, slow
 
     reference_seconds = None
@@ -250,17 +273,26 @@ def run(args: argparse.Namespace, homes: list[str]) -> int:
     rows.append(("pellucid Dataset.upload_dataset", ours_seconds, ours_ratio))
     rows.append(("re-run of the same upload (all duplicates)", rerun.seconds, (args.n / rerun.seconds) / raw_rate))
     if reference_seconds is not None:
-        rows.append(("reference design (10 threads x unary 128 + job poll)", reference_seconds,
-                     (args.n / reference_seconds) / raw_rate))
+        rows.append(
+            (
+                "reference design (10 threads x unary 128 + job poll)",
+                reference_seconds,
+                (args.n / reference_seconds) / raw_rate,
+            )
+        )
     print(f"{'path':56} {'seconds':>8} {'inputs/s':>10} {'MB/s':>8} {'vs raw':>7}")
     for name, seconds, ratio in rows:
         print(f"{name:56} {seconds:8.2f} {args.n / seconds:10,.0f} {mb / seconds:8.1f} {ratio:7.2f}")
     if reference_seconds is not None:
         print(f"\npellucid / reference design: {reference_seconds / ours_seconds:.2f}x")
-    print(f"\nloader whose reads each wait 1 ms (network storage), {slow_n:,} images: "
-          f"{slow_n / slow.seconds:,.0f} inputs/s (batches are read in parallel; one reader: at most 1,000/s)")
-    print(f"\nlist_inputs over {listed:,} inputs: {list_seconds:.2f}s, {listed / list_seconds:,.0f} items/s; "
-          f"per quarter: {', '.join(f'{r:,.0f}/s' for r in quarter_rates)} (flat = linear time)")
+    print(
+        f"\nloader whose reads each wait 1 ms (network storage), {slow_n:,} images: "
+        f"{slow_n / slow.seconds:,.0f} inputs/s (batches are read in parallel; one reader: at most 1,000/s)"
+    )
+    print(
+        f"\nlist_inputs over {listed:,} inputs: {list_seconds:.2f}s, {listed / list_seconds:,.0f} items/s; "
+        f"per quarter: {', '.join(f'{r:,.0f}/s' for r in quarter_rates)} (flat = linear time)"
+    )
     samples = ", ".join(f"{i:,}: {mb_:.0f} MB" for i, mb_ in loader.rss_samples)
     print(f"RSS during the upload (item: RSS): {samples}; before {rss_before:.0f} MB, after {rss_after:.0f} MB")
     return 0

@@ -76,7 +76,9 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 
 def plain_round_trips(calls: int, payload: bytes) -> list[float]:
-    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    bare = subprocess.Popen(
+        [sys.executable, "-c", BARE_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(bare.stdout.readline())  # type: ignore[union-attr]
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -96,9 +98,26 @@ def plain_round_trips(calls: int, payload: bytes) -> list[float]:
 
 def start_runner(address: str, pat: str, runner_id: str, concurrency: int, model: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pellucid.cli", "runner", "start", f"{Path(__file__).resolve()}:{model}",
-         "--runner-id", runner_id, "--concurrency", str(concurrency), "--api", f"grpc://{address}",
-         "--pat", pat, "--log-level", "warning"], stdout=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "pellucid.cli",
+            "runner",
+            "start",
+            f"{Path(__file__).resolve()}:{model}",
+            "--runner-id",
+            runner_id,
+            "--concurrency",
+            str(concurrency),
+            "--api",
+            f"grpc://{address}",
+            "--pat",
+            pat,
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def throughput(model, seconds: float, callers: int, request: v1.Input) -> float:  # type: ignore[no-untyped-def]
@@ -130,9 +149,22 @@ def main() -> int:
     plain = plain_round_trips(args.calls, v1.PostModelOutputsRequest(inputs=[request]).SerializeToString())
 
     data_dir = tempfile.mkdtemp(prefix="pellucid-bench-runner-")
-    server = subprocess.Popen([sys.executable, "-m", "pellucid.cli", "server", "--data-dir", data_dir, "--port", "0",
-                               "--log-level", "warning"],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pellucid.cli",
+            "server",
+            "--data-dir",
+            data_dir,
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     runners: list[subprocess.Popen] = []
     try:
         address = ""
@@ -145,8 +177,10 @@ def main() -> int:
         pat = json.loads((Path(data_dir) / "credentials.json").read_text())["pat"]
         user = User(base_url=f"grpc://{address}", pat=pat)
         app = user.create_app("bench")
-        models = {"Trivial": app.create_model("trivial", runner_labels=["trivial"]),
-                  "Busy": app.create_model("busy", runner_labels=["busy"])}
+        models = {
+            "Trivial": app.create_model("trivial", runner_labels=["trivial"]),
+            "Busy": app.create_model("busy", runner_labels=["busy"]),
+        }
 
         def connect(kind: str, n: int) -> None:
             """Exactly n runner processes serving `kind`."""

@@ -42,6 +42,7 @@ def make_image_folder(folder: Path, per_label: int = 12) -> Path:
     (folder / "red" / "broken.png").write_bytes(b"this is not a picture")  # fails alone, with its reason
     return folder
 
+
 APP_ID = "demo"
 
 
@@ -70,8 +71,28 @@ def main() -> int:
     print(f"created {app!r}: name={app.app_info.name!r} metadata={dict(app.app_info.metadata)}")
 
     step("create concepts")
-    animals = ["cat", "dog", "bird", "fish", "horse", "cow", "sheep", "goat", "duck", "frog",
-               "bear", "wolf", "fox", "deer", "owl", "bee", "ant", "crab", "seal", "lion"]
+    animals = [
+        "cat",
+        "dog",
+        "bird",
+        "fish",
+        "horse",
+        "cow",
+        "sheep",
+        "goat",
+        "duck",
+        "frog",
+        "bear",
+        "wolf",
+        "fox",
+        "deer",
+        "owl",
+        "bee",
+        "ant",
+        "crab",
+        "seal",
+        "lion",
+    ]
     created = app.create_concepts(animals, labels=[a.title() for a in animals])
     print(f"created {len(created)} concepts")
 
@@ -129,9 +150,20 @@ def main() -> int:
     except AlreadyExists:
         pass
     runner = subprocess.Popen(
-        [sys.executable, "-m", "pellucid.cli", "runner", "start",
-         str(ROOT / "examples" / "runners" / "colour_model.py") + ":ColourModel", "--runner-id", "demo-runner",
-         "--concurrency", "2"], env={**os.environ, "PELLUCID_API": user.base_url})
+        [
+            sys.executable,
+            "-m",
+            "pellucid.cli",
+            "runner",
+            "start",
+            str(ROOT / "examples" / "runners" / "colour_model.py") + ":ColourModel",
+            "--runner-id",
+            "demo-runner",
+            "--concurrency",
+            "2",
+        ],
+        env={**os.environ, "PELLUCID_API": user.base_url},
+    )
     try:
         deadline = time.monotonic() + 60
         while user.runner("demo-runner").connections == 0:
@@ -141,18 +173,23 @@ def main() -> int:
         picture = next((work / "images" / "green").glob("*.png"))
         by_bytes = model.predict_by_bytes(picture.read_bytes(), "image")
         print(f"by bytes ({picture.name}): {describe(by_bytes.outputs[0])} [runner {by_bytes.runner_id}]")
-        by_file = model.predict_by_filepath(str(next((work / "images" / "blue").glob("*.png"))), "image",
-                                            output_config={"max_concepts": 1})
+        by_file = model.predict_by_filepath(
+            str(next((work / "images" / "blue").glob("*.png"))), "image", output_config={"max_concepts": 1}
+        )
         print(f"by file, top concept only: {describe(by_file.outputs[0])}")
-        batch = [Input(id=f"img{i}", data=Data(image=Image(base64=p.read_bytes())))
-                 for i, p in enumerate(sorted((work / "images" / "red").glob("red_0[0-3].png")))]
+        batch = [
+            Input(id=f"img{i}", data=Data(image=Image(base64=p.read_bytes())))
+            for i, p in enumerate(sorted((work / "images" / "red").glob("red_0[0-3].png")))
+        ]
         batch.append(Input(id="a-review", data=Data(text=Text(raw="Stopped working after a week, very disappointing"))))
         batch.append(Input(id="corrupt", data=Data(image=Image(base64=b"\x89PNG but broken"))))
         response = model.predict(batch)
         print(f"a batch of {len(batch)} (one request; each input has its own status):")
         for output in response.outputs:
             status = "ok" if output.status.code == 0 else output.status.message
-            print(f"  {output.input.id:13} {describe(output) if output.status.code == 0 else '':32} {status if output.status.code else ''}")
+            print(
+                f"  {output.input.id:13} {describe(output) if output.status.code == 0 else '':32} {status if output.status.code else ''}"
+            )
     finally:
         runner.send_signal(signal.SIGTERM)  # it finishes what it holds, then exits
         print(f"runner stopped (exit code {runner.wait(timeout=30)})")

@@ -31,9 +31,18 @@ class RunningServer:
 def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the developer's ~/.pellucid, config file or PELLUCID_* variables."""
     home = tmp_path_factory.mktemp("home")
-    for name in ("PELLUCID_API", "PELLUCID_PAT", "PELLUCID_SESSION_TOKEN", "PELLUCID_USER_ID",
-                 "PELLUCID_ROOT_CERTIFICATES_PATH", "PELLUCID_PROFILE", "PELLUCID_CONFIG", "PELLUCID_FAULT",
-                 "PELLUCID_CLIENT_CERT", "PELLUCID_CLIENT_KEY"):
+    for name in (
+        "PELLUCID_API",
+        "PELLUCID_PAT",
+        "PELLUCID_SESSION_TOKEN",
+        "PELLUCID_USER_ID",
+        "PELLUCID_ROOT_CERTIFICATES_PATH",
+        "PELLUCID_PROFILE",
+        "PELLUCID_CONFIG",
+        "PELLUCID_FAULT",
+        "PELLUCID_CLIENT_CERT",
+        "PELLUCID_CLIENT_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))

@@ -46,7 +46,9 @@ class RawClient:
         kwargs = {"request_serializer": _serialize, "response_deserializer": response_class.FromString}
         path = self._path(method)
         if method.client_streaming and method.server_streaming:
-            return list(self.channel.stream_stream(path, **kwargs)(iter(request), timeout=timeout, metadata=self.metadata))
+            return list(
+                self.channel.stream_stream(path, **kwargs)(iter(request), timeout=timeout, metadata=self.metadata)
+            )
         if method.client_streaming:
             return self.channel.stream_unary(path, **kwargs)(iter(request), timeout=timeout, metadata=self.metadata)
         if method.server_streaming:
@@ -61,4 +63,3 @@ def _serialize(message: Any) -> bytes:
 
 def find_method(name: str) -> MethodDescriptor:
     return next(m for m in pellucid_methods() if m.name == name)
-

@@ -18,7 +18,9 @@ class Sleepy(Runner):
         if marker:
             Path(marker).write_text(self.runner_id)
         time.sleep(float(os.environ.get("SLEEP", "0")))
-        output = v1.Output(data=v1.Data(concepts=[v1.Concept(id="length", value=min(1.0, len(input.data.text.raw) / 100))]))
+        output = v1.Output(
+            data=v1.Data(concepts=[v1.Concept(id="length", value=min(1.0, len(input.data.text.raw) / 100))])
+        )
         output.data.metadata.update({"runner": self.runner_id, "pid": os.getpid()})
         return output
 

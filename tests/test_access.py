@@ -42,16 +42,19 @@ def streaming(service: str, method: str) -> tuple[bool, bool]:
     raise KeyError(method)
 
 
-@pytest.mark.parametrize(("service", "method", "stub", "request_type"), all_methods(),
-                         ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    ("service", "method", "stub", "request_type"), all_methods(), ids=lambda x: x if isinstance(x, str) else ""
+)
 @pytest.mark.parametrize("header", [None, "Bearer nonsense", "Basic abc"])
-def test_every_rpc_refuses_calls_without_a_valid_token(server: RunningServer, service: str, method: str,
-                                                      stub: type, request_type: type, header: str | None) -> None:
+def test_every_rpc_refuses_calls_without_a_valid_token(
+    server: RunningServer, service: str, method: str, stub: type, request_type: type, header: str | None
+) -> None:
     with grpc.insecure_channel(server.server.address) as channel:
         metadata = [("authorization", header)] if header else []
         with pytest.raises(grpc.RpcError) as info:
-            call_any(getattr(stub(channel), method), streaming(service, method), request_type(), timeout=5,
-                     metadata=metadata)
+            call_any(
+                getattr(stub(channel), method), streaming(service, method), request_type(), timeout=5, metadata=metadata
+            )
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 

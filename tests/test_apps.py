@@ -16,8 +16,9 @@ from tests.conftest import RunningServer
 
 
 def test_create_get_patch_delete(alice: User, unique: str) -> None:
-    app = alice.create_app(f"app-{unique}", base_workflow="Universal", name="Photos", description="d",
-                           metadata={"team": "vision", "n": 1})
+    app = alice.create_app(
+        f"app-{unique}", base_workflow="Universal", name="Photos", description="d", metadata={"team": "vision", "n": 1}
+    )
     assert (app.app_info.name, app.app_info.base_workflow) == ("Photos", "Universal")
     assert app.app_info.created_at.seconds > 0
     fetched = alice.app(app.id)
@@ -49,13 +50,19 @@ def test_exist_ok_returns_what_exists_so_a_script_can_run_again(alice: User, bob
     first = alice.create_app(f"again-{unique}", name="first", exist_ok=True)
     again = alice.create_app(f"again-{unique}", name="second", exist_ok=True)
     assert again.id == first.id and again.app_info.name == "first"  # returned as it is, not changed
-    assert first.create_dataset("d", description="one", exist_ok=True).id == \
-        again.create_dataset("d", description="two", exist_ok=True).id == "d"
+    assert (
+        first.create_dataset("d", description="one", exist_ok=True).id
+        == again.create_dataset("d", description="two", exist_ok=True).id
+        == "d"
+    )
     assert again.dataset("d").dataset_info.description == "one"
     model = again.create_model("m", runner_labels=["cpu"], exist_ok=True)
     assert again.create_model("m", runner_labels=["gpu"], exist_ok=True).id == model.id
-    assert alice.create_runner(f"r-{unique}", ["cpu"], exist_ok=True).labels == \
-        alice.create_runner(f"r-{unique}", ["gpu"], exist_ok=True).labels == ["cpu"]
+    assert (
+        alice.create_runner(f"r-{unique}", ["cpu"], exist_ok=True).labels
+        == alice.create_runner(f"r-{unique}", ["gpu"], exist_ok=True).labels
+        == ["cpu"]
+    )
     with pytest.raises(errors.AlreadyExists):
         again.create_dataset("d")
     bobs = bob.create_app(f"again-{unique}", exist_ok=True)  # ids are per user: bob gets his own
@@ -178,7 +185,9 @@ def test_failed_mutation_can_be_retried_with_its_request_id(server: RunningServe
         stub = v1.AppServiceStub(channel)
         meta = [("authorization", f"Bearer {pat}")]
         with pytest.raises(grpc.RpcError):
-            stub.DeleteApp(v1.DeleteAppRequest(app_id=f"later-{unique}", request_id=request_id), timeout=5, metadata=meta)
+            stub.DeleteApp(
+                v1.DeleteAppRequest(app_id=f"later-{unique}", request_id=request_id), timeout=5, metadata=meta
+            )
         alice.create_app(f"later-{unique}")
         stub.DeleteApp(v1.DeleteAppRequest(app_id=f"later-{unique}", request_id=request_id), timeout=5, metadata=meta)
     with pytest.raises(errors.NotFound):
@@ -193,7 +202,10 @@ def test_concepts_batch_reports_each_item(alice: User, unique: str) -> None:
     failure = info.value
     assert [c.id for c in failure.succeeded] == ["fox"]
     assert [(f.index, f.item_id, type(f.error)) for f in failure.failed] == [
-        (0, "cat", errors.AlreadyExists), (1, "bad id", errors.InvalidArgument), (3, "fox", errors.AlreadyExists)]
+        (0, "cat", errors.AlreadyExists),
+        (1, "bad id", errors.InvalidArgument),
+        (3, "fox", errors.AlreadyExists),
+    ]
     assert [c.id for c in app.list_concepts()] == ["cat", "dog", "fox"]
     assert app.get_concept("dog").name == "Dog"
     with pytest.raises(errors.NotFound):
@@ -206,12 +218,15 @@ def test_concepts_are_chunked_by_the_sdk_and_bounded_by_the_server(alice: User, 
     assert len(app.create_concepts(ids)) == 300
     assert [c.id for c in app.list_concepts(per_page=128)] == ids
     with pytest.raises(errors.InvalidArgument, match="at most 128"):
-        app._call(v1.ConceptServiceStub, "CreateConcepts", v1.CreateConceptsRequest(
-            app_id=app.id, concepts=[v1.Concept(id=f"z{i}") for i in range(129)]))
+        app._call(
+            v1.ConceptServiceStub,
+            "CreateConcepts",
+            v1.CreateConceptsRequest(app_id=app.id, concepts=[v1.Concept(id=f"z{i}") for i in range(129)]),
+        )
     with pytest.raises(errors.UserError):
         app.create_concepts(["a", "b"], labels=["only one"])
 
 
 def test_unknown_constructor_arguments_are_named(alice: User) -> None:
-    with pytest.raises(errors.UserError, match=r"unknown arguments \\['name'\\].*create_app"):
+    with pytest.raises(errors.UserError, match=r"unknown arguments \['name'\].*create_app"):
         App(app_id="x", user_id=alice.user_id, name="n")

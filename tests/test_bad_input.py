@@ -87,21 +87,35 @@ def _struct_requests(c: Caller, bad: dict[str, Any]) -> dict[str, tuple[str, Any
     version = v1.ModelVersion(output_info=v1.OutputInfo(params=s))
     return {
         "app.metadata": ("CreateApp", v1.CreateAppRequest(app=v1.App(id=f"x{uuid.uuid4().hex[:6]}", metadata=s))),
-        "patch app.metadata": ("PatchApp", v1.PatchAppRequest(app=v1.App(id=c.app_id, metadata=s),
-                                                               update_mask={"paths": ["metadata"]})),
+        "patch app.metadata": (
+            "PatchApp",
+            v1.PatchAppRequest(app=v1.App(id=c.app_id, metadata=s), update_mask={"paths": ["metadata"]}),
+        ),
         "user.metadata": ("CreateUser", v1.CreateUserRequest(user_id=f"u{uuid.uuid4().hex[:6]}", metadata=s)),
-        "dataset.metadata": ("CreateDataset", v1.CreateDatasetRequest(
-            app_id=c.app_id, dataset=v1.Dataset(id=f"d{uuid.uuid4().hex[:6]}", metadata=s))),
-        "dataset version metadata": ("CreateDatasetVersion", v1.CreateDatasetVersionRequest(
-            app_id=c.app_id, dataset_id="ds", metadata=s)),
-        "model version params": ("CreateModel", v1.CreateModelRequest(
-            app_id=c.app_id, model=v1.Model(id=f"m{uuid.uuid4().hex[:6]}"), version=version)),
-        "model version metadata": ("CreateModelVersion", v1.CreateModelVersionRequest(
-            app_id=c.app_id, model_id="m", version=v1.ModelVersion(metadata=s))),
-        "inference_params": ("PostModelOutputs", v1.PostModelOutputsRequest(
-            app_id=c.app_id, model_id="m", inputs=[text_input("hi")], inference_params=s)),
-        "predict input metadata": ("PostModelOutputs", v1.PostModelOutputsRequest(
-            app_id=c.app_id, model_id="m", inputs=[text_input("hi", bad)])),
+        "dataset.metadata": (
+            "CreateDataset",
+            v1.CreateDatasetRequest(app_id=c.app_id, dataset=v1.Dataset(id=f"d{uuid.uuid4().hex[:6]}", metadata=s)),
+        ),
+        "dataset version metadata": (
+            "CreateDatasetVersion",
+            v1.CreateDatasetVersionRequest(app_id=c.app_id, dataset_id="ds", metadata=s),
+        ),
+        "model version params": (
+            "CreateModel",
+            v1.CreateModelRequest(app_id=c.app_id, model=v1.Model(id=f"m{uuid.uuid4().hex[:6]}"), version=version),
+        ),
+        "model version metadata": (
+            "CreateModelVersion",
+            v1.CreateModelVersionRequest(app_id=c.app_id, model_id="m", version=v1.ModelVersion(metadata=s)),
+        ),
+        "inference_params": (
+            "PostModelOutputs",
+            v1.PostModelOutputsRequest(app_id=c.app_id, model_id="m", inputs=[text_input("hi")], inference_params=s),
+        ),
+        "predict input metadata": (
+            "PostModelOutputs",
+            v1.PostModelOutputsRequest(app_id=c.app_id, model_id="m", inputs=[text_input("hi", bad)]),
+        ),
     }
 
 
@@ -120,8 +134,10 @@ def test_non_finite_user_metadata_from_an_admin(server: RunningServer) -> None:
     raw = RawClient(server.server.address, f"Bearer {server.admin_pat}")
     try:
         with pytest.raises(grpc.RpcError) as info:
-            raw.call(find_method("CreateUser"), v1.CreateUserRequest(user_id=f"u{uuid.uuid4().hex[:6]}",
-                                                                     metadata=struct({"x": [1, math.nan]})))
+            raw.call(
+                find_method("CreateUser"),
+                v1.CreateUserRequest(user_id=f"u{uuid.uuid4().hex[:6]}", metadata=struct({"x": [1, math.nan]})),
+            )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "metadata.x[1] is nan" in info.value.details()
     finally:
@@ -129,9 +145,14 @@ def test_non_finite_user_metadata_from_an_admin(server: RunningServer) -> None:
 
 
 def test_a_nan_item_fails_alone_in_a_batch(caller: Caller) -> None:
-    request = v1.PostInputsRequest(app_id=caller.app_id, inputs=[
-        text_input("first", {"n": 1}, "first"), text_input("second", {"n": math.nan}, "second"),
-        text_input("third", {"n": 3}, "third")])
+    request = v1.PostInputsRequest(
+        app_id=caller.app_id,
+        inputs=[
+            text_input("first", {"n": 1}, "first"),
+            text_input("second", {"n": math.nan}, "second"),
+            text_input("third", {"n": 3}, "third"),
+        ],
+    )
     response = caller.call("PostInputs", request)
     assert [r.status.code for r in response.results] == [v1.Status.OK, v1.Status.INVALID_ARGUMENT, v1.Status.OK]
     assert "data.metadata.n is nan" in response.results[1].status.message
@@ -145,8 +166,12 @@ def test_a_nan_item_fails_alone_in_a_batch(caller: Caller) -> None:
 def test_metadata_nested_past_the_limit(caller: Caller) -> None:
     app = caller.sdk.app(caller.app_id)
     app.create_dataset("fine", metadata=nested(MAX_METADATA_DEPTH))
-    message = caller.fails("CreateDataset", v1.CreateDatasetRequest(
-        app_id=caller.app_id, dataset=v1.Dataset(id="deep", metadata=struct(nested(MAX_METADATA_DEPTH + 1)))))
+    message = caller.fails(
+        "CreateDataset",
+        v1.CreateDatasetRequest(
+            app_id=caller.app_id, dataset=v1.Dataset(id="deep", metadata=struct(nested(MAX_METADATA_DEPTH + 1)))
+        ),
+    )
     assert f"more than {MAX_METADATA_DEPTH} levels" in message and "dataset" not in [d.id for d in app.list_datasets()]
 
 
@@ -241,8 +266,11 @@ def test_migration_5_repairs_pats_that_broke_listing(tmp_path: Path) -> None:
         conn.execute("INSERT INTO users (id, is_admin, metadata, created_at) VALUES ('u', 0, '{}', ?)", (now,))
         rows = [("huge", now + 2**62), ("fine", now + 3600), ("never", None)]
         for token_id, expires in rows:
-            conn.execute("INSERT INTO tokens (id, user_id, kind, description, token_hash, created_at, expires_at) "
-                         "VALUES (?, 'u', 'pat', '', ?, ?, ?)", (token_id, token_id, now, expires))
+            conn.execute(
+                "INSERT INTO tokens (id, user_id, kind, description, token_hash, created_at, expires_at) "
+                "VALUES (?, 'u', 'pat', '', ?, ?, ?)",
+                (token_id, token_id, now, expires),
+            )
     with pytest.raises(ValueError):
         to_timestamp(now + 2**62)  # what failed every ListPats of that user
     store = SqliteMetadataStore(path)
@@ -259,6 +287,7 @@ def test_migration_5_repairs_pats_that_broke_listing(tmp_path: Path) -> None:
 
 def _all() -> Any:
     from pellucid.server.records import PageQuery
+
     return PageQuery(limit=100)
 
 
@@ -319,8 +348,11 @@ def test_tampered_page_tokens_on_every_list_rpc(server: RunningServer, caller: C
             for token in [*TAMPERED_TOKENS, *others]:
                 with pytest.raises(grpc.RpcError) as info:
                     client.call(method, _list_request(caller, method, token))
-                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method.name, token[:40],
-                                                                                info.value.details())
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (
+                    method.name,
+                    token[:40],
+                    info.value.details(),
+                )
                 assert "page_token" in info.value.details()
     finally:
         admin.close()
@@ -348,12 +380,15 @@ def test_surrounding_whitespace_is_stripped_from_a_pat(server: RunningServer, ca
     assert User(base_url=server.url, pat=f"  {caller.secret}\r\n").get_user_info().id == caller.user_id
 
 
-@pytest.mark.parametrize(("pat", "what"), [
-    ("pel_pat_ab cd", "a space at character 11"),
-    ("pel_pat_ab\ncd", "a line break"),
-    ("pel_pat_ab\x00cd", "control character"),
-    ("pel_pat_\u00e9t\u00e9", "non-ASCII character"),
-])
+@pytest.mark.parametrize(
+    ("pat", "what"),
+    [
+        ("pel_pat_ab cd", "a space at character 11"),
+        ("pel_pat_ab\ncd", "a line break"),
+        ("pel_pat_ab\x00cd", "control character"),
+        ("pel_pat_\u00e9t\u00e9", "non-ASCII character"),
+    ],
+)
 def test_a_pat_with_inner_junk_is_refused_by_the_client(server: RunningServer, pat: str, what: str) -> None:
     with pytest.raises(errors.UserError, match=what) as info:
         User(base_url=server.url, pat=pat).get_user_info()
@@ -363,7 +398,9 @@ def test_a_pat_with_inner_junk_is_refused_by_the_client(server: RunningServer, p
 
 
 # (gRPC itself will not send control characters or non-ASCII in a header: the client check covers those)
-@pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer pel_pat_a b", "pel_pat_no_scheme x", "Bearer " + "x" * 600])
+@pytest.mark.parametrize(
+    "header", ["Basic dXNlcjpwYXNz", "Bearer pel_pat_a b", "pel_pat_no_scheme x", "Bearer " + "x" * 600]
+)
 def test_a_malformed_authorization_header_is_unauthenticated(server: RunningServer, header: str) -> None:
     raw = RawClient(server.server.address, header)
     try:
@@ -382,10 +419,13 @@ def test_an_input_type_the_model_does_not_read_is_refused(caller: Caller) -> Non
     app = caller.sdk.app(caller.app_id)
     app.create_model("reader", input_fields=["text"])  # no runner: refused before routing, at once
     image = v1.Input(data=v1.Data(image=v1.Image(base64=png("x"))))
-    message = caller.fails("PostModelOutputs", v1.PostModelOutputsRequest(
-        app_id=caller.app_id, model_id="reader", inputs=[text_input("fine"), image]))
+    message = caller.fails(
+        "PostModelOutputs",
+        v1.PostModelOutputsRequest(app_id=caller.app_id, model_id="reader", inputs=[text_input("fine"), image]),
+    )
     assert "inputs[1] holds image" in message and "reads only text" in message
-    assert "no content" in caller.fails("PostModelOutputs", v1.PostModelOutputsRequest(
-        app_id=caller.app_id, model_id="reader", inputs=[v1.Input()]))
+    assert "no content" in caller.fails(
+        "PostModelOutputs", v1.PostModelOutputsRequest(app_id=caller.app_id, model_id="reader", inputs=[v1.Input()])
+    )
     with pytest.raises(errors.InvalidArgument, match="input_fields"):
         app.model("reader").predict_by_bytes(png("y"), "image")

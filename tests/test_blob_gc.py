@@ -67,9 +67,11 @@ def _by_hash(inputs: Inputs, input_id: str, sha256: str, kind: str = "image") ->
 
 
 def _upload_blob(inputs: Inputs, data: bytes) -> str:
-    chunks = [data[i:i + 256 * 1024] for i in range(0, len(data), 256 * 1024)]
-    messages = (v1.BlobChunk(data=c, **({"user_id": inputs.user_id, "app_id": inputs.app_id} if i == 0 else {}))
-                for i, c in enumerate(chunks))
+    chunks = [data[i : i + 256 * 1024] for i in range(0, len(data), 256 * 1024)]
+    messages = (
+        v1.BlobChunk(data=c, **({"user_id": inputs.user_id, "app_id": inputs.app_id} if i == 0 else {}))
+        for i, c in enumerate(chunks)
+    )
     return inputs._stream_blob(messages).sha256
 
 
@@ -77,8 +79,11 @@ def test_deleted_inputs_lose_their_bytes_and_the_pack_shrinks(gc_server: GcServe
     inputs = gc_server.user().create_app("photos").inputs()
     images = {f"img-{i}": png(f"gc {uuid.uuid4()} {i}", side=24) for i in range(40)}
     video = b"\x00\x00\x00\x18ftypisom" + os.urandom(LARGE_BLOB_BYTES)  # a large blob: a file of its own
-    result = inputs.upload_inputs([Inputs.get_input_from_bytes(i, image_bytes=b) for i, b in images.items()]
-                                  + [Inputs.get_input_from_bytes("video", video_bytes=video)], show_log=False)
+    result = inputs.upload_inputs(
+        [Inputs.get_input_from_bytes(i, image_bytes=b) for i, b in images.items()]
+        + [Inputs.get_input_from_bytes("video", video_bytes=video)],
+        show_log=False,
+    )
     assert result.ok
     gc_server.engine.collect_blob_garbage(grace_seconds=0)  # nothing of this is garbage yet
     packed = gc_server.pack_bytes()
@@ -178,8 +183,8 @@ def test_compaction_keeps_the_index_sound_and_removes_packs_nothing_names(tmp_pa
     keep = [os.urandom(3_000) for _ in range(30)]
     drop = [os.urandom(3_000) for _ in range(30)]
     for start in range(0, 30, 5):
-        store.put_many("keeper", keep[start:start + 5])
-        store.put_many("dropper", drop[start:start + 5])
+        store.put_many("keeper", keep[start : start + 5])
+        store.put_many("dropper", drop[start : start + 5])
     (tmp_path / "blobs" / "packs" / "000000.pack").write_bytes(b"left by a crash")  # no row names it
 
     def only_keeper(pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -201,7 +206,8 @@ def test_compaction_keeps_the_index_sound_and_removes_packs_nothing_names(tmp_pa
 
 
 def test_a_crash_between_the_moved_index_and_removing_the_old_pack_loses_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = LocalBlobStore(tmp_path)
     keep = [os.urandom(2_000) for _ in range(5)]
     store.put_many("keeper", keep)
@@ -225,7 +231,8 @@ def test_a_crash_between_the_moved_index_and_removing_the_old_pack_loses_nothing
 
 
 def test_a_blob_stored_again_while_it_is_being_collected_is_never_lost(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The race the in-flight marks close: a put finds a blob already stored and skips its bytes,
     then a collection runs before the put records its owner: the collection must keep the blob."""
     store = LocalBlobStore(tmp_path)
@@ -245,7 +252,10 @@ def test_a_blob_stored_again_while_it_is_being_collected_is_never_lost(
     monkeypatch.undo()
     assert collections and collections[0].owners_released == 2  # it did run in that window
     assert store.get(sha256_hex(small)) == small and store.get(sha256_hex(large)) == large
-    assert set(store.acquire("stayer", [sha256_hex(small), sha256_hex(large)])) == {sha256_hex(small), sha256_hex(large)}
+    assert set(store.acquire("stayer", [sha256_hex(small), sha256_hex(large)])) == {
+        sha256_hex(small),
+        sha256_hex(large),
+    }
     store.collect_garbage(_all_referenced, grace_seconds=0)
     assert store.get(sha256_hex(small)) == small and store.get(sha256_hex(large)) == large
     _index_is_sound(store)
@@ -272,8 +282,7 @@ def test_closing_the_store_stops_a_collection_in_progress_and_loses_nothing(tmp_
 
 
 def test_the_server_collects_in_the_background_when_asked_to(tmp_path: Path) -> None:
-    running = PellucidServer(ServerSettings(data_dir=tmp_path, blob_gc_interval_seconds=0.05,
-                                            blob_gc_grace_seconds=0))
+    running = PellucidServer(ServerSettings(data_dir=tmp_path, blob_gc_interval_seconds=0.05, blob_gc_grace_seconds=0))
     running.start()
     try:
         credentials = running.data_dir.read_credentials()

@@ -42,17 +42,22 @@ def _post_by_hash(inputs: Inputs, input_id: str, sha256: str, kind: str = "image
 
 
 def _upload_blob(inputs: Inputs, data: bytes, sha256: str = "") -> v1.BlobRef:
-    chunks = [data[i:i + 64 * 1024] for i in range(0, max(len(data), 1), 64 * 1024)]
-    messages = (v1.BlobChunk(data=c, **({"user_id": inputs.user_id, "app_id": inputs.app_id, "sha256": sha256}
-                                        if i == 0 else {})) for i, c in enumerate(chunks))
+    chunks = [data[i : i + 64 * 1024] for i in range(0, max(len(data), 1), 64 * 1024)]
+    messages = (
+        v1.BlobChunk(
+            data=c, **({"user_id": inputs.user_id, "app_id": inputs.app_id, "sha256": sha256} if i == 0 else {})
+        )
+        for i, c in enumerate(chunks)
+    )
     return inputs._stream_blob(messages)
 
 
 # --- hashes that are paths ---------------------------------------------------------------------
 
 
-def test_a_path_given_as_blob_sha256_is_refused_and_its_file_never_read(alice: User, unique: str,
-                                                                        tmp_path: Path) -> None:
+def test_a_path_given_as_blob_sha256_is_refused_and_its_file_never_read(
+    alice: User, unique: str, tmp_path: Path
+) -> None:
     secret = tmp_path / "secret.png"
     secret.write_bytes(png("outside the blob store"))
     text_file = tmp_path / "notes.txt"
@@ -96,8 +101,15 @@ def test_the_store_refuses_anything_but_a_sha256_in_every_method(tmp_path: Path)
     outside.write_bytes(b"not yours")
     data = b"inside"
     digest = store.put_many("alice", [data])[0]
-    bad_values = [str(outside), "../outside.bin", "../" * 10 + str(outside).lstrip("/"), digest.upper(),
-                  digest + "\n", digest[:-1], ""]
+    bad_values = [
+        str(outside),
+        "../outside.bin",
+        "../" * 10 + str(outside).lstrip("/"),
+        digest.upper(),
+        digest + "\n",
+        digest[:-1],
+        "",
+    ]
     calls = [
         lambda bad: store.size(bad),
         lambda bad: store.get(bad),
@@ -118,7 +130,8 @@ def test_the_store_refuses_anything_but_a_sha256_in_every_method(tmp_path: Path)
 
 
 def test_a_blob_can_be_named_only_by_a_user_who_uploaded_it_and_others_cannot_tell_it_exists(
-        alice: User, bob: User, unique: str) -> None:
+    alice: User, bob: User, unique: str
+) -> None:
     alice_inputs = alice.create_app(f"own-{unique}").inputs()
     bob_inputs = bob.create_app(f"own-{unique}").inputs()
     private = png(f"alice's photo {unique}")
@@ -133,8 +146,11 @@ def test_a_blob_can_be_named_only_by_a_user_who_uploaded_it_and_others_cannot_te
     code_absent, reason_absent = _post_by_hash(bob_inputs, "absent", never_stored)
     assert code == code_text == code_absent == "NOT_FOUND"
     # word for word the same answer as for a blob nobody stored: no existence oracle
-    assert reason.replace(private_sha, "H") == reason_text.replace(streamed.sha256, "H") \
+    assert (
+        reason.replace(private_sha, "H")
+        == reason_text.replace(streamed.sha256, "H")
         == reason_absent.replace(never_stored, "H")
+    )
     assert "first bytes" not in reason_text and "54 4f 50" not in reason_text
     with pytest.raises(errors.NotFound):
         bob_inputs.download_inputs(["stolen"])
@@ -172,8 +188,9 @@ def test_ownership_is_checked_for_the_whole_batch_at_once(alice: User, bob: User
 
 @pytest.fixture
 def small_limit_server(tmp_path: Path) -> Iterator[tuple[PellucidServer, User]]:
-    running = PellucidServer(ServerSettings(data_dir=tmp_path / "data", max_blob_bytes=LARGE_BLOB_BYTES + 1000,
-                                            blob_gc_interval_seconds=0))
+    running = PellucidServer(
+        ServerSettings(data_dir=tmp_path / "data", max_blob_bytes=LARGE_BLOB_BYTES + 1000, blob_gc_interval_seconds=0)
+    )
     running.start()
     credentials = running.data_dir.read_credentials()
     assert credentials is not None
@@ -182,7 +199,8 @@ def small_limit_server(tmp_path: Path) -> Iterator[tuple[PellucidServer, User]]:
 
 
 def test_an_upload_past_the_size_limit_is_refused_as_it_passes_and_nothing_is_kept(
-        small_limit_server: tuple[PellucidServer, User]) -> None:
+    small_limit_server: tuple[PellucidServer, User],
+) -> None:
     running, admin = small_limit_server
     inputs = admin.create_app("limits").inputs()
     blobs_dir = running.data_dir.path / "blobs"
@@ -191,8 +209,9 @@ def test_an_upload_past_the_size_limit_is_refused_as_it_passes_and_nothing_is_ke
     def endless() -> Iterator[v1.BlobChunk]:  # 64 MiB if nothing stops it
         for i in range(256):
             pulled.append(i)
-            yield v1.BlobChunk(data=os.urandom(256 * 1024),
-                               **({"user_id": inputs.user_id, "app_id": inputs.app_id} if i == 0 else {}))
+            yield v1.BlobChunk(
+                data=os.urandom(256 * 1024), **({"user_id": inputs.user_id, "app_id": inputs.app_id} if i == 0 else {})
+            )
 
     with pytest.raises(errors.RateLimited) as refused:
         inputs._stream_blob(endless())

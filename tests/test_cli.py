@@ -35,8 +35,9 @@ def standalone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
 
 
 def pellucid(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PELLUCID, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*PELLUCID, *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
 
 
 def as_admin(server: ServerProcess) -> list[str]:
@@ -61,13 +62,18 @@ def test_version_and_usage_errors() -> None:
 
 
 def test_server_readiness_as_json(tmp_path: Path) -> None:
-    proc = subprocess.Popen([*PELLUCID, "server", "--data-dir", str(tmp_path / "data"), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [*PELLUCID, "server", "--data-dir", str(tmp_path / "data"), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         ready = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
         assert ready["event"] == "listening" and ready["data_dir"] == str((tmp_path / "data").resolve())
-        whoami = pellucid("whoami", "--json", "--api", f"grpc://{ready['address']}",
-                          "--pat", admin_pat(tmp_path / "data"))
+        whoami = pellucid(
+            "whoami", "--json", "--api", f"grpc://{ready['address']}", "--pat", admin_pat(tmp_path / "data")
+        )
         assert json.loads(whoami.stdout)["id"] == "admin"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -131,19 +137,37 @@ def test_global_profile(standalone: ServerProcess, tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "profile 'nope'" in unknown.stderr
 
 
-def start_runner(server: ServerProcess, runner_id: str, tmp_path: Path, sleep: float,
-                 *extra: str) -> tuple[subprocess.Popen[str], Path, Path]:
+def start_runner(
+    server: ServerProcess, runner_id: str, tmp_path: Path, sleep: float, *extra: str
+) -> tuple[subprocess.Popen[str], Path, Path]:
     """The runner process, the file it touches when an item starts, and its stderr (a file)."""
     started, log = tmp_path / f"{runner_id}.started", tmp_path / f"{runner_id}.log"
     env = {**os.environ, "SLEEP": str(sleep), "STARTED": str(started), "PYTHONPATH": os.pathsep.join(sys.path)}
     with log.open("w") as stderr:
-        proc = subprocess.Popen([*PELLUCID, "runner", "start", SLEEPY, "--runner-id", runner_id, "--concurrency", "1",
-                                 *as_admin(server), *extra], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+        proc = subprocess.Popen(
+            [
+                *PELLUCID,
+                "runner",
+                "start",
+                SLEEPY,
+                "--runner-id",
+                runner_id,
+                "--concurrency",
+                "1",
+                *as_admin(server),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+        )
     return proc, started, log
 
 
 def test_runner_start_updates_the_labels_of_an_existing_runner_and_drains_on_ctrl_c(
-        standalone: ServerProcess, tmp_path: Path) -> None:
+    standalone: ServerProcess, tmp_path: Path
+) -> None:
     user = User(base_url=f"grpc://{standalone.address}", pat=admin_pat(standalone.data_dir))
     model = user.create_app("labels").create_model("m", runner_labels=["fresh"])
     user.create_runner("relabelled", labels=["stale"])
@@ -166,8 +190,9 @@ def test_runner_start_updates_the_labels_of_an_existing_runner_and_drains_on_ctr
     assert isinstance(answers[0], v1.PostModelOutputsResponse) and answers[0].runner_id == "relabelled"
     assert "draining, finishing 1 item(s) in hand" in log.read_text()
     listed = json.loads(pellucid("runner", "list", "--json", *as_admin(standalone)).stdout)
-    assert {"id": "relabelled", "labels": ["fresh", "cpu"], "connections": 0}.items() <= \
-        next(r for r in listed if r["id"] == "relabelled").items()
+    assert {"id": "relabelled", "labels": ["fresh", "cpu"], "connections": 0}.items() <= next(
+        r for r in listed if r["id"] == "relabelled"
+    ).items()
 
 
 def test_a_second_ctrl_c_stops_a_runner_at_once(standalone: ServerProcess, tmp_path: Path) -> None:

@@ -63,8 +63,10 @@ def test_argument_beats_environment_beats_profile(monkeypatch: pytest.MonkeyPatc
 
 
 def test_named_profile(monkeypatch: pytest.MonkeyPatch) -> None:
-    write_config('current_profile = "work"\n[profiles.work]\napi = "grpc://work:1"\npat = "w"\n'
-                 '[profiles.home]\napi = "grpc://home:1"\npat = "h"\n')
+    write_config(
+        'current_profile = "work"\n[profiles.work]\napi = "grpc://work:1"\npat = "w"\n'
+        '[profiles.home]\napi = "grpc://home:1"\npat = "h"\n'
+    )
     assert resolve_settings().pat == "w"
     monkeypatch.setenv("PELLUCID_PROFILE", "home")
     assert resolve_settings().pat == "h"
@@ -83,8 +85,15 @@ def test_missing_credentials_lists_every_remedy() -> None:
     with pytest.raises(UserError) as info:
         resolve_settings(base_url="grpc://h:1")
     text = str(info.value)
-    for remedy in ("pat=", "PELLUCID_PAT", "PELLUCID_SESSION_TOKEN", "config.toml", "PELLUCID_PROFILE", "local",
-                   "pellucid users create"):
+    for remedy in (
+        "pat=",
+        "PELLUCID_PAT",
+        "PELLUCID_SESSION_TOKEN",
+        "config.toml",
+        "PELLUCID_PROFILE",
+        "local",
+        "pellucid users create",
+    ):
         assert remedy in text
 
 
@@ -130,7 +139,9 @@ def test_bad_app_urls(url: str) -> None:
 def test_a_config_file_holding_a_token_others_can_read_is_refused(mode: int) -> None:
     path = write_config('[profiles.default]\napi = "grpc://profile:1"\npat = "pel_pat_secret"\n')
     path.chmod(mode)
-    with pytest.raises(UserError, match=f"other users may read or change it \\(mode {mode:04o}\\): run `chmod 600 {path}`"):
+    with pytest.raises(
+        UserError, match=f"other users may read or change it \\(mode {mode:04o}\\): run `chmod 600 {path}`"
+    ):
         resolve_settings()
     path.chmod(0o600)
     assert resolve_settings().pat == "pel_pat_secret"

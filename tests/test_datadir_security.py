@@ -46,8 +46,14 @@ def test_a_new_data_dir_is_private_to_its_user(tmp_path: Path) -> None:
         app = user.create_app("private")
         app.inputs().upload_from_bytes(image_bytes=png("private"), input_id="photo")  # a blob in a pack
         written = modes(data_dir)
-        for name in ("server.lock", "server.json", "credentials.json", "metadata.sqlite3", "metadata.sqlite3-wal",
-                     "metadata.sqlite3-shm"):
+        for name in (
+            "server.lock",
+            "server.json",
+            "credentials.json",
+            "metadata.sqlite3",
+            "metadata.sqlite3-wal",
+            "metadata.sqlite3-shm",
+        ):
             assert written[name] == 0o600, name
         assert any(path.startswith("blobs/packs/") for path in written)
         assert exposed(data_dir) == {}
@@ -87,6 +93,7 @@ def test_an_existing_data_dir_is_tightened_at_start(tmp_path: Path) -> None:
 
 
 def test_the_owner_record_hides_tokens_given_on_the_command_line() -> None:
-    shown = command_line(["pellucid", "runner", "start", "m.py:M", "--pat", "pel_pat_secret", "--token=sess_secret",
-                          "--labels", "a b"])
+    shown = command_line(
+        ["pellucid", "runner", "start", "m.py:M", "--pat", "pel_pat_secret", "--token=sess_secret", "--labels", "a b"]
+    )
     assert shown == "pellucid runner start m.py:M --pat '***' '--token=***' --labels 'a b'"

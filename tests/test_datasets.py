@@ -69,10 +69,22 @@ def test_dataset_crud(app: App, dataset: Dataset) -> None:
 def test_every_task_type(app: App, dataset: Dataset) -> None:
     loaders = [
         ListLoader("visual_classification", [VisualClassificationFeatures(image_bytes=png("c"), labels=["cat"])]),
-        ListLoader("visual_detection", [VisualDetectionFeatures(image_bytes=png("d"), labels=["cat", "dog"],
-                                                                bboxes=[[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]])]),
-        ListLoader("visual_segmentation", [VisualSegmentationFeatures(
-            image_bytes=png("s"), labels=["dog"], polygons=[[[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]]])]),
+        ListLoader(
+            "visual_detection",
+            [
+                VisualDetectionFeatures(
+                    image_bytes=png("d"), labels=["cat", "dog"], bboxes=[[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]]
+                )
+            ],
+        ),
+        ListLoader(
+            "visual_segmentation",
+            [
+                VisualSegmentationFeatures(
+                    image_bytes=png("s"), labels=["dog"], polygons=[[[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]]]
+                )
+            ],
+        ),
         ListLoader("visual_captioning", [VisualCaptioningFeatures(image_bytes=png("cap"), caption="a cat on a mat")]),
         ListLoader("text_classification", [TextFeatures(text="great movie", labels=["positive"])]),
         ListLoader("multimodal_dataset", [MultiModalFeatures(text="a dog", image_bytes=png("mm"), labels=["dog"])]),
@@ -133,8 +145,13 @@ def test_upload_from_folder(dataset: Dataset, tmp_path: Path) -> None:
     assert len(result.stored_ids) == 5
     assert len(result.failed) == 1 and "broken.png" in result.failed[0].source
     labels = {i.data.metadata["filename"]: [c.id for c in i.data.concepts] for i in dataset.list_inputs()}
-    assert labels == {"cat/a.PNG": ["cat"], "cat/b.png": ["cat"], "dog/c.Png": ["dog"], "nested/bird/d.png": ["bird"],
-                      "top.png": []}
+    assert labels == {
+        "cat/a.PNG": ["cat"],
+        "cat/b.png": ["cat"],
+        "dog/c.Png": ["dog"],
+        "nested/bird/d.png": ["bird"],
+        "top.png": [],
+    }
     with pytest.raises(errors.UserError, match="not a folder"):
         dataset.upload_from_folder(str(tmp_path / "nope"))
 
@@ -148,7 +165,7 @@ def test_upload_from_csv(dataset: Dataset, tmp_path: Path) -> None:
         "r3,third text,neg,\"{'lang': 'fr'}\",\n"
         "r4,fourth text,neg,,not-a-point\n"
         "\n"
-        "r5,fifth text,\"bad label\",,\n"
+        'r5,fifth text,"bad label",,\n'
     )
     result = dataset.upload_from_csv(str(csv_path), input_type="text", csv_type="raw", labels=True, progress=False)
     assert sorted(result.stored_ids) == ["r1", "r2", "r3"]
@@ -194,12 +211,14 @@ def test_memory_stays_bounded(dataset: Dataset) -> None:
 
 
 def test_versions(dataset: Dataset) -> None:
-    dataset.upload_dataset(ListLoader("text_classification", [TextFeatures(text=f"v {i}", labels=["a"]) for i in range(5)]),
-                           progress=False)
+    dataset.upload_dataset(
+        ListLoader("text_classification", [TextFeatures(text=f"v {i}", labels=["a"]) for i in range(5)]), progress=False
+    )
     version = dataset.create_version(description="first five", metadata={"split": "train"})
     assert version.stats.inputs == 5 and version.description == "first five"
-    dataset.upload_dataset(ListLoader("text_classification", [TextFeatures(text=f"w {i}") for i in range(3)]),
-                           progress=False)
+    dataset.upload_dataset(
+        ListLoader("text_classification", [TextFeatures(text=f"w {i}") for i in range(3)]), progress=False
+    )
     assert dataset.get_stats().inputs == 8 and dataset.get_stats(version.id).inputs == 5
     assert len(list(dataset.list_inputs(version_id=version.id))) == 5
     assert [v.id for v in dataset.list_versions()] == [version.id]
@@ -213,11 +232,27 @@ def test_versions(dataset: Dataset) -> None:
 
 def test_export_and_import_round_trip(alice: User, app: App, dataset: Dataset, tmp_path: Path, unique: str) -> None:
     loaders = [
-        ListLoader("visual_detection", [VisualDetectionFeatures(image_bytes=png(f"x{i}"), labels=["cat"],
-                                                                bboxes=[[0.1, 0.2, 0.3, 0.4]], metadata={"i": i},
-                                                                geo_info=[1.5, 2.5]) for i in range(3)]),
-        ListLoader("visual_segmentation", [VisualSegmentationFeatures(
-            image_bytes=png("seg"), labels=["dog"], polygons=[[[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]]])]),
+        ListLoader(
+            "visual_detection",
+            [
+                VisualDetectionFeatures(
+                    image_bytes=png(f"x{i}"),
+                    labels=["cat"],
+                    bboxes=[[0.1, 0.2, 0.3, 0.4]],
+                    metadata={"i": i},
+                    geo_info=[1.5, 2.5],
+                )
+                for i in range(3)
+            ],
+        ),
+        ListLoader(
+            "visual_segmentation",
+            [
+                VisualSegmentationFeatures(
+                    image_bytes=png("seg"), labels=["dog"], polygons=[[[0.1, 0.1], [0.9, 0.1], [0.5, 0.9]]]
+                )
+            ],
+        ),
         ListLoader("text_classification", [TextFeatures(text="hello", labels=["greeting"])]),
     ]
     for loader in loaders:
@@ -243,8 +278,9 @@ def test_export_and_import_round_trip(alice: User, app: App, dataset: Dataset, t
                     assert archive.read(record["file"]) == original.read(record["file"])
 
     def canonical(rows: list[dict]) -> list[dict]:  # type: ignore[type-arg]
-        return sorted(({**r, "annotations": sorted(r["annotations"], key=lambda a: a["id"])} for r in rows),
-                      key=lambda r: r["id"])
+        return sorted(
+            ({**r, "annotations": sorted(r["annotations"], key=lambda a: a["id"])} for r in rows), key=lambda r: r["id"]
+        )
 
     assert canonical(again) == canonical(records)
     with pytest.raises(errors.UserError, match="not a pellucid dataset export"):
@@ -252,8 +288,9 @@ def test_export_and_import_round_trip(alice: User, app: App, dataset: Dataset, t
 
 
 def test_dataset_urls_and_deleting_with_inputs(app: App, dataset: Dataset, server) -> None:  # type: ignore[no-untyped-def]
-    dataset.upload_dataset(ListLoader("text_classification", [TextFeatures(text=f"gone {i}") for i in range(3)]),
-                           progress=False)
+    dataset.upload_dataset(
+        ListLoader("text_classification", [TextFeatures(text=f"gone {i}") for i in range(3)]), progress=False
+    )
     pat = app._connection.settings.pat
     by_url = Dataset(url=f"{server.url}/{app.user_id}/{app.id}/datasets/train", pat=pat)
     assert by_url.load_info().input_count == 3
@@ -266,8 +303,13 @@ def test_a_broken_source_ends_the_upload_with_a_report(dataset: Dataset) -> None
 
     def items():  # type: ignore[no-untyped-def]
         for i in range(5):
-            yield UploadItem(i, f"row {i}", lambda i=i: __import__("pellucid.client.input", fromlist=["Inputs"])
-                             .Inputs.get_text_input("", f"source {i}", dataset_id="train"))
+            yield UploadItem(
+                i,
+                f"row {i}",
+                lambda i=i: __import__("pellucid.client.input", fromlist=["Inputs"]).Inputs.get_text_input(
+                    "", f"source {i}", dataset_id="train"
+                ),
+            )
         raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
 
     result = dataset._inputs._uploader(progress=False).run(items())
@@ -356,8 +398,14 @@ def test_built_inputs_are_gathered_within_the_byte_limit_and_odd_items_fail_alon
     assert result.ok and len(result.stored_ids) == 60
     assert max(ahead) <= (2 + 2) * 4  # batches in flight, the one gathered, the one waiting: 4 inputs each
 
-    mixed = inputs.upload_inputs([Inputs.get_text_input("fine-1", "one"), "not an input",  # type: ignore[list-item]
-                                  Inputs.get_text_input("fine-2", "two")], show_log=False)
+    mixed = inputs.upload_inputs(
+        [
+            Inputs.get_text_input("fine-1", "one"),
+            "not an input",  # type: ignore[list-item]
+            Inputs.get_text_input("fine-2", "two"),
+        ],
+        show_log=False,
+    )
     assert sorted(mixed.stored_ids) == ["fine-1", "fine-2"]
     assert [(f.index, f.code) for f in mixed.failed] == [(1, "INVALID_ARGUMENT")]
 

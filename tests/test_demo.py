@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_demo_runs_end_to_end_twice_on_a_fresh_data_dir(tmp_path: Path) -> None:
     env = {**os.environ, "PELLUCID_HOME": str(tmp_path / "home")}
     for run in (1, 2):
-        result = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py")], cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=180)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "demo.py")],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert result.returncode == 0, f"run {run}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         assert "demo finished in" in result.stdout
         assert "a-review      negative" in result.stdout  # the runner answered the batch, text included

@@ -29,8 +29,14 @@ SCRIPT = textwrap.dedent(
 
 
 def start(app_id: str, home: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, app_id], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PELLUCID_HOME": str(home)})
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, app_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PELLUCID_HOME": str(home)},
+    )
 
 
 def finish(proc: subprocess.Popen) -> None:
@@ -90,8 +96,12 @@ class StandaloneServer:
     """`pellucid server` on a data dir, in a subprocess."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "pellucid.cli", "server", "--data-dir", str(data_dir),
-                                      "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pellucid.cli", "server", "--data-dir", str(data_dir), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         lines = []
         for line in self.proc.stdout:  # type: ignore[union-attr]
             lines.append(line)
@@ -117,8 +127,11 @@ def test_a_client_never_takes_the_data_dir_of_a_standalone_server(tmp_path: Path
     try:
         user.create_app("before-restart")  # through the standalone server, as its first user
         owner = DataDir(data_dir).owner()
-        assert owner is not None and (owner.kind, owner.pid, owner.address) == ("standalone", server.proc.pid,
-                                                                              server.address)
+        assert owner is not None and (owner.kind, owner.pid, owner.address) == (
+            "standalone",
+            server.proc.pid,
+            server.address,
+        )
         assert f"server --data-dir {data_dir}" in owner.command
         server.stop()
         down = f"{data_dir} belongs to the standalone pellucid server at {server.address} .* which is not running"
@@ -140,8 +153,12 @@ def test_a_data_dir_in_use_is_named_with_the_process_holding_it(tmp_path: Path) 
     home = tmp_path / "home"
     owner = start("from-owner", home)
     assert report(owner) == (["from-owner"], True)
-    refused = subprocess.run([sys.executable, "-m", "pellucid.cli", "server", "--data-dir", str(home), "--port", "0"],
-                             capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "pellucid.cli", "server", "--data-dir", str(home), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     finish(owner)
     assert refused.returncode == 1
     assert "is in use by the embedded pellucid server at 127.0.0.1:" in refused.stderr

@@ -39,7 +39,8 @@ def serve(data_dir: Path, monkeypatch: pytest.MonkeyPatch, fault: str = "", *ext
 def call(server: ServerProcess, stub_type: Any, method: str, request: Any) -> Any:
     with grpc.insecure_channel(server.address) as channel:
         return getattr(stub_type(channel), method)(
-            request, timeout=10, metadata=[("authorization", f"Bearer {admin_pat(server.data_dir)}")])
+            request, timeout=10, metadata=[("authorization", f"Bearer {admin_pat(server.data_dir)}")]
+        )
 
 
 def code_of(server: ServerProcess, stub_type: Any, method: str, request: Any) -> grpc.StatusCode:
@@ -147,8 +148,9 @@ def test_an_attempt_whose_claim_was_taken_over_answers_with_the_attempt_that_app
     store.close()
 
 
-def test_a_retry_after_a_crash_after_the_commit_gets_the_stored_answer(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_retry_after_a_crash_after_the_commit_gets_the_stored_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data_dir = tmp_path / "data"
     server = serve(data_dir, monkeypatch, "crash-after-commit:CreateApp")
     create_app = v1.CreateAppRequest(app=v1.App(id="crashed", name="made once"), request_id=uuid.uuid4().hex)
@@ -158,17 +160,21 @@ def test_a_retry_after_a_crash_after_the_commit_gets_the_stored_answer(tmp_path:
     app = call(server, v1.AppServiceStub, "CreateApp", create_app)  # not ALREADY_EXISTS for the app it made
     assert (app.id, app.name) == ("crashed", "made once")
     assert [a.id for a in call(server, v1.AppServiceStub, "ListApps", v1.ListAppsRequest()).apps] == ["crashed"]
-    post = v1.PostInputsRequest(app_id="crashed", inputs=text_inputs(5), inputs_add_job_id="job1",
-                                request_id=uuid.uuid4().hex)
+    post = v1.PostInputsRequest(
+        app_id="crashed", inputs=text_inputs(5), inputs_add_job_id="job1", request_id=uuid.uuid4().hex
+    )
     crash(server, v1.InputServiceStub, "PostInputs", post)
 
     server = serve(data_dir, monkeypatch, "crash-after-commit:CreateConcepts")
     posted = call(server, v1.InputServiceStub, "PostInputs", post)
     assert [(r.status.code, r.duplicate) for r in posted.results] == [(OK, False)] * 5  # stored, not "duplicate"
-    job = call(server, v1.InputServiceStub, "GetInputsAddJob", v1.GetInputsAddJobRequest(app_id="crashed", job_id="job1"))
+    job = call(
+        server, v1.InputServiceStub, "GetInputsAddJob", v1.GetInputsAddJobRequest(app_id="crashed", job_id="job1")
+    )
     assert (job.received, job.stored, job.duplicates) == (5, 5, 0)  # the job counted the batch once
-    concepts = v1.CreateConceptsRequest(app_id="crashed", concepts=[v1.Concept(id="cat"), v1.Concept(id="dog")],
-                                        request_id=uuid.uuid4().hex)
+    concepts = v1.CreateConceptsRequest(
+        app_id="crashed", concepts=[v1.Concept(id="cat"), v1.Concept(id="dog")], request_id=uuid.uuid4().hex
+    )
     crash(server, v1.ConceptServiceStub, "CreateConcepts", concepts)
 
     server = serve(data_dir, monkeypatch, "crash-after-commit:CreatePat")
@@ -189,8 +195,9 @@ def test_a_retry_after_a_crash_after_the_commit_gets_the_stored_answer(tmp_path:
         server.stop()
 
 
-def test_a_crash_before_the_commit_leaves_nothing_and_the_retry_applies_once(tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crash_before_the_commit_leaves_nothing_and_the_retry_applies_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data_dir = tmp_path / "data"
     server = serve(data_dir, monkeypatch, "crash-before-commit:CreateApp")
     create_app = v1.CreateAppRequest(app=v1.App(id="crashed"), request_id=uuid.uuid4().hex)
@@ -199,8 +206,9 @@ def test_a_crash_before_the_commit_leaves_nothing_and_the_retry_applies_once(tmp
     server = serve(data_dir, monkeypatch, "crash-before-commit:PostInputs")
     assert code_of(server, v1.AppServiceStub, "GetApp", v1.GetAppRequest(app_id="crashed")) == grpc.StatusCode.NOT_FOUND
     assert call(server, v1.AppServiceStub, "CreateApp", create_app).id == "crashed"  # the crashed claim does not block
-    post = v1.PostInputsRequest(app_id="crashed", inputs=text_inputs(3), inputs_add_job_id="job1",
-                                request_id=uuid.uuid4().hex)
+    post = v1.PostInputsRequest(
+        app_id="crashed", inputs=text_inputs(3), inputs_add_job_id="job1", request_id=uuid.uuid4().hex
+    )
     crash(server, v1.InputServiceStub, "PostInputs", post)
 
     server = serve(data_dir, monkeypatch, "crash-before-commit:CreateDataset")
@@ -213,21 +221,27 @@ def test_a_crash_before_the_commit_leaves_nothing_and_the_retry_applies_once(tmp
 
     server = serve(data_dir, monkeypatch)
     try:
-        assert not call(server, v1.DatasetServiceStub, "ListDatasets", v1.ListDatasetsRequest(app_id="crashed")).datasets
+        assert not call(
+            server, v1.DatasetServiceStub, "ListDatasets", v1.ListDatasetsRequest(app_id="crashed")
+        ).datasets
         assert call(server, v1.DatasetServiceStub, "CreateDataset", dataset).id == "d1"
         assert call(server, v1.DatasetServiceStub, "CreateDataset", dataset).id == "d1"  # and replays from now on
     finally:
         server.stop()
 
 
-def test_the_sdk_retries_through_a_server_crash_and_gets_the_app_it_made(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sdk_retries_through_a_server_crash_and_gets_the_app_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The SDK retries UNAVAILABLE with the same request id until the restarted server answers."""
     data_dir = tmp_path / "data"
     server = serve(data_dir, monkeypatch, "crash-after-commit:CreateApp")
     port = server.address.rsplit(":", 1)[1]
-    user = User(base_url=f"grpc://{server.address}", pat=admin_pat(data_dir),
-                retry=RetryPolicy(max_attempts=1000, initial_backoff=0.05, max_backoff=0.2))
+    user = User(
+        base_url=f"grpc://{server.address}",
+        pat=admin_pat(data_dir),
+        retry=RetryPolicy(max_attempts=1000, initial_backoff=0.05, max_backoff=0.2),
+    )
     with ThreadPoolExecutor(1) as caller:
         created = caller.submit(user.create_app, "via-sdk", description="made once")
         assert server.proc.wait(timeout=30) == CRASH_EXIT_CODE

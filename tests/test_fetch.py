@@ -54,13 +54,25 @@ def web() -> Iterator[tuple[int, dict[str, tuple[int, str]]]]:
     server.shutdown()
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:{port}/cat.png", "http://localhost:{port}/cat.png", "http://[::1]:{port}/cat.png",
-    "http://10.1.2.3/x.png", "http://192.168.0.1/x.png", "http://169.254.169.254/latest/meta-data/",
-    "http://100.64.0.1/x.png", "http://0.0.0.0:{port}/cat.png", "http://[::ffff:127.0.0.1]:{port}/cat.png",
-    "http://2130706433:{port}/cat.png", "http://evil.example@127.0.0.1:{port}/cat.png",
-    "http://[::7f00:1]/x.png", "http://[64:ff9b::a00:1]/x.png", "http://[2002:7f00:1::]/x.png",  # IPv4 inside IPv6
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/cat.png",
+        "http://localhost:{port}/cat.png",
+        "http://[::1]:{port}/cat.png",
+        "http://10.1.2.3/x.png",
+        "http://192.168.0.1/x.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://100.64.0.1/x.png",
+        "http://0.0.0.0:{port}/cat.png",
+        "http://[::ffff:127.0.0.1]:{port}/cat.png",
+        "http://2130706433:{port}/cat.png",
+        "http://evil.example@127.0.0.1:{port}/cat.png",
+        "http://[::7f00:1]/x.png",
+        "http://[64:ff9b::a00:1]/x.png",
+        "http://[2002:7f00:1::]/x.png",  # IPv4 inside IPv6
+    ],
+)
 def test_a_shared_server_refuses_loopback_and_private_addresses(url: str, web: tuple[int, dict]) -> None:
     url = url.format(port=web[0])
     with pytest.raises(InvalidArgument) as caught:
@@ -105,10 +117,13 @@ def test_a_default_server_fails_the_private_url_item_alone(tmp_path: Path, web: 
         assert credentials is not None
         user = User(base_url=f"grpc://127.0.0.1:{server.port}", pat=credentials.pat)
         inputs = user.create_app("fetch").inputs()
-        result = inputs.upload_inputs([
-            Inputs.get_input_from_bytes("local-bytes", image_bytes=png("bytes")),
-            Inputs.get_input_from_url("loopback", image_url=f"http://127.0.0.1:{web[0]}/cat.png"),
-        ], show_log=False)
+        result = inputs.upload_inputs(
+            [
+                Inputs.get_input_from_bytes("local-bytes", image_bytes=png("bytes")),
+                Inputs.get_input_from_url("loopback", image_url=f"http://127.0.0.1:{web[0]}/cat.png"),
+            ],
+            show_log=False,
+        )
         assert list(result.stored_ids) == ["local-bytes"]
         (failure,) = result.failed
         assert failure.input_id == "loopback" and failure.code == "INVALID_ARGUMENT"
@@ -130,7 +145,9 @@ def resolving(monkeypatch: pytest.MonkeyPatch, names: dict[str, list[str]], once
         if once and host in asked:
             raise socket.gaierror(f"{host}: asked twice")
         asked.add(host)
-        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in names[host]]
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in names[host]
+        ]
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
@@ -143,7 +160,8 @@ def test_every_address_a_name_resolves_to_must_be_public(monkeypatch: pytest.Mon
 
 
 def test_the_fetch_connects_to_the_address_it_checked_and_tries_the_next_one(
-        monkeypatch: pytest.MonkeyPatch, web: tuple[int, dict]) -> None:
+    monkeypatch: pytest.MonkeyPatch, web: tuple[int, dict]
+) -> None:
     port = web[0]
     resolving(monkeypatch, {"pinned.test": ["127.0.0.1"]}, once=True)
     assert UrlFetcher(allow_private=True).fetch(f"http://pinned.test:{port}/cat.png", "f") == CAT
@@ -196,9 +214,28 @@ def test_https_certificates_are_verified(tmp_path: Path) -> None:
     if openssl is None:
         pytest.skip("openssl is needed to make a certificate")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     server, port = start_web({"/cat.png": (200, "")})
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)

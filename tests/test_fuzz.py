@@ -103,17 +103,43 @@ class World:
             ("CreateApp", v1.CreateAppRequest(app=v1.App(id=f"{APP}-2"))),
             ("CreateConcepts", v1.CreateConceptsRequest(app_id=APP, concepts=[v1.Concept(id=CONCEPT)])),
             ("CreateConcepts", v1.CreateConceptsRequest(app_id=APP, concepts=[v1.Concept(id=f"{CONCEPT}-2")])),
-            ("CreateModel", v1.CreateModelRequest(app_id=APP, model=v1.Model(id=MODEL, input_fields=["text"]),
-                                                  version=v1.ModelVersion(id="fz-v1", runner_labels=["fz"]))),
-            ("CreateModelVersion", v1.CreateModelVersionRequest(app_id=APP, model_id=MODEL, version=v1.ModelVersion(
-                id="fz-v1", runner_labels=["fz"]))),
-            ("CreateModel", v1.CreateModelRequest(app_id=APP, model=v1.Model(id=SERVED, input_fields=["text", "image"]),
-                                                  version=v1.ModelVersion(runner_labels=["fz-live"]))),
+            (
+                "CreateModel",
+                v1.CreateModelRequest(
+                    app_id=APP,
+                    model=v1.Model(id=MODEL, input_fields=["text"]),
+                    version=v1.ModelVersion(id="fz-v1", runner_labels=["fz"]),
+                ),
+            ),
+            (
+                "CreateModelVersion",
+                v1.CreateModelVersionRequest(
+                    app_id=APP, model_id=MODEL, version=v1.ModelVersion(id="fz-v1", runner_labels=["fz"])
+                ),
+            ),
+            (
+                "CreateModel",
+                v1.CreateModelRequest(
+                    app_id=APP,
+                    model=v1.Model(id=SERVED, input_fields=["text", "image"]),
+                    version=v1.ModelVersion(runner_labels=["fz-live"]),
+                ),
+            ),
             ("CreateRunner", v1.CreateRunnerRequest(runner=v1.Runner(id=RUNNER, labels=["fz"]))),
-            ("PostInputs", v1.PostInputsRequest(app_id=APP, inputs=[
-                v1.Input(id=INPUT, dataset_ids=[DATASET], data=v1.Data(text=v1.Text(raw="fuzz"))),
-                v1.Input(id=f"{INPUT}-img", data=v1.Data(image=v1.Image(base64=IMAGE)))])),
-            ("CreateDatasetVersion", v1.CreateDatasetVersionRequest(app_id=APP, dataset_id=DATASET, version_id="fz-dv")),
+            (
+                "PostInputs",
+                v1.PostInputsRequest(
+                    app_id=APP,
+                    inputs=[
+                        v1.Input(id=INPUT, dataset_ids=[DATASET], data=v1.Data(text=v1.Text(raw="fuzz"))),
+                        v1.Input(id=f"{INPUT}-img", data=v1.Data(image=v1.Image(base64=IMAGE))),
+                    ],
+                ),
+            ),
+            (
+                "CreateDatasetVersion",
+                v1.CreateDatasetVersionRequest(app_id=APP, dataset_id=DATASET, version_id="fz-dv"),
+            ),
         ]
         for name, request in steps:
             try:
@@ -144,8 +170,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert credentials is not None
         admin = RawClient(server.address, f"Bearer {credentials.pat}")
         user_id = f"fuzzer-{uuid.uuid4().hex[:6]}"
-        created = admin.call(next(m for m in pellucid_methods() if m.name == "CreateUser"),
-                             v1.CreateUserRequest(user_id=user_id))
+        created = admin.call(
+            next(m for m in pellucid_methods() if m.name == "CreateUser"), v1.CreateUserRequest(user_id=user_id)
+        )
         admin_id = admin.call(next(m for m in pellucid_methods() if m.name == "GetUser"), v1.GetUserRequest()).id
         admin.close()
         raw = RawClient(server.address, f"Bearer {created.secret}")
@@ -185,33 +212,72 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 # strategies, from the descriptors
 
 NASTY_STRINGS = [
-    "", " ", "\x00", "a\x00b", "../../etc/passwd", "/etc/passwd", "..", ".", "C:\\Windows", "~/.ssh/id_rsa",
-    "%00", "%2e%2e%2f", "' OR 1=1 --", "\u202e", "\ufeff", "\U0001f600" * 50, "é" * 300, "x" * 129,
-    "a" * 100_000, "null", "NaN", "-1", "9" * 40, "\n", "\r\n", "\t",
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "..",
+    ".",
+    "C:\\Windows",
+    "~/.ssh/id_rsa",
+    "%00",
+    "%2e%2e%2f",
+    "' OR 1=1 --",
+    "\u202e",
+    "\ufeff",
+    "\U0001f600" * 50,
+    "é" * 300,
+    "x" * 129,
+    "a" * 100_000,
+    "null",
+    "NaN",
+    "-1",
+    "9" * 40,
+    "\n",
+    "\r\n",
+    "\t",
 ]
 HEX = "0123456789abcdef"
 
 
 def _strings() -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(NASTY_STRINGS), st.text(max_size=40),
-                     st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=20))
+    return st.one_of(
+        st.sampled_from(NASTY_STRINGS),
+        st.text(max_size=40),
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=20),
+    )
 
 
 def _string_for(world: World, name: str) -> st.SearchStrategy[str]:
     known = world.ids.get(name, [])
     if name in ("blob_sha256", "sha256"):
-        return st.one_of(st.just(hashlib.sha256(IMAGE).hexdigest()), st.text(alphabet=HEX, min_size=64, max_size=64),
-                         _strings())
+        return st.one_of(
+            st.just(hashlib.sha256(IMAGE).hexdigest()), st.text(alphabet=HEX, min_size=64, max_size=64), _strings()
+        )
     if name == "url":  # never a host that needs the network: DNS here would only be slow
-        return st.sampled_from(["", "http://127.0.0.1:9/x.png", "http://10.0.0.1/x", "file:///etc/passwd",
-                                "data:text/plain,hi", "http://[::1]:1/", "ftp://127.0.0.1/x", "http://", "%%%"])
+        return st.sampled_from(
+            [
+                "",
+                "http://127.0.0.1:9/x.png",
+                "http://10.0.0.1/x",
+                "file:///etc/passwd",
+                "data:text/plain,hi",
+                "http://[::1]:1/",
+                "ftp://127.0.0.1/x",
+                "http://",
+                "%%%",
+            ]
+        )
     if name == "page_token":  # tokens are base64 JSON {"a": position, "s": listing}: tamper with both
         positions = _positions()
         tampered = st.builds(lambda a, s: _b64_json({"a": a, "s": s}), positions, st.one_of(_strings(), _json_values()))
         # a genuine token of some listing with only the position changed: gets past the listing check
         retagged = st.builds(world.tampered_token, st.integers(0, 10**6), positions)
-        return st.one_of(st.just(""), tampered, retagged, retagged, st.sampled_from(["e30", "W10", "bnVsbA"]),
-                         _strings())
+        return st.one_of(
+            st.just(""), tampered, retagged, retagged, st.sampled_from(["e30", "W10", "bnVsbA"]), _strings()
+        )
     if name == "request_id":  # a reused one only replays: mostly fresh ones
         return st.one_of(st.just("").map(lambda _: uuid.uuid4().hex), _strings())
     if name == "method":
@@ -224,8 +290,10 @@ def _string_for(world: World, name: str) -> st.SearchStrategy[str]:
 
 
 PRESENCE = {  # in tenths
-    **dict.fromkeys(["user_id", "app_id", "dataset_id", "model_id", "concept_id", "input_id", "runner_id",
-                     "version_id", "pat_id"], 9),
+    **dict.fromkeys(
+        ["user_id", "app_id", "dataset_id", "model_id", "concept_id", "input_id", "runner_id", "version_id", "pat_id"],
+        9,
+    ),
     "request_id": 3,
     "page_token": 3,
     "page": 3,
@@ -246,26 +314,62 @@ def _b64_json(value: Any) -> str:
 
 
 INT_LIMITS = {
-    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1), FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1), FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1), FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1), FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1), FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
 
 
 def _ints(kind: int) -> st.SearchStrategy[int]:
     low, high = INT_LIMITS[kind]
-    edges = [v for v in (0, 1, -1, 2, 127, 128, 129, 1000, 1001, 3600, 31622400, 31622401, 2**31 - 1, -(2**31),
-                         2**53, 2**62, low, high) if low <= v <= high]
+    edges = [
+        v
+        for v in (
+            0,
+            1,
+            -1,
+            2,
+            127,
+            128,
+            129,
+            1000,
+            1001,
+            3600,
+            31622400,
+            31622401,
+            2**31 - 1,
+            -(2**31),
+            2**53,
+            2**62,
+            low,
+            high,
+        )
+        if low <= v <= high
+    ]
     return st.one_of(st.sampled_from(edges), st.integers(low, high), st.integers(-3, 300).filter(lambda v: low <= v))
 
 
 def _json_values() -> st.SearchStrategy[Any]:
-    leaves = st.one_of(st.none(), st.booleans(), st.floats(), *[st.sampled_from([math.nan, math.inf, -math.inf])] * 2,
-                       st.integers(-(2**53), 2**53), _strings())
-    return st.recursive(leaves, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                        st.dictionaries(_strings(), inner, max_size=3)), max_leaves=8)
+    leaves = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.floats(),
+        *[st.sampled_from([math.nan, math.inf, -math.inf])] * 2,
+        st.integers(-(2**53), 2**53),
+        _strings(),
+    )
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_strings(), inner, max_size=3)),
+        max_leaves=8,
+    )
 
 
 def _positions() -> st.SearchStrategy[Any]:
@@ -285,8 +389,17 @@ def _structs(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def _bytes(name: str) -> st.SearchStrategy[bytes]:
-    samples = [b"", IMAGE, IMAGE[:40], b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"RIFF\x00\x00\x00\x00WAVE",
-               b"\x00" * 1000, b"%PDF-1.4"]
+    samples = [
+        b"",
+        IMAGE,
+        IMAGE[:40],
+        b"\x89PNG\r\n\x1a\n",
+        b"\xff\xd8\xff",
+        b"GIF89a",
+        b"RIFF\x00\x00\x00\x00WAVE",
+        b"\x00" * 1000,
+        b"%PDF-1.4",
+    ]
     return st.one_of(st.sampled_from(samples), st.binary(max_size=200))
 
 
@@ -322,8 +435,13 @@ def messages(draw: st.DrawFn, world: World, descriptor: Descriptor, depth: int =
         if f.is_repeated:
             count = draw(st.sampled_from([1, 1, 1, 1, 2, 3, 0, 129]))
             if f.message_type is not None:
-                items = draw(st.lists(messages(world, f.message_type, depth + 1, sparse), min_size=min(count, 3),
-                                      max_size=min(count, 3)))
+                items = draw(
+                    st.lists(
+                        messages(world, f.message_type, depth + 1, sparse),
+                        min_size=min(count, 3),
+                        max_size=min(count, 3),
+                    )
+                )
                 container = getattr(message, f.name)
                 for i in range(count):
                     container.add().CopyFrom(items[i % len(items)])
@@ -358,6 +476,7 @@ def _scalars(world: World, f: FieldDescriptor) -> st.SearchStrategy[Any]:
 @st.composite
 def requests(draw: st.DrawFn, world: World, method: MethodDescriptor) -> Any:
     """A request (a list of them for a client stream), sometimes random bytes in place of a message."""
+
     def one() -> Any:
         mode = draw(st.integers(0, 15))
         if mode == 0:
@@ -377,8 +496,13 @@ def requests(draw: st.DrawFn, world: World, method: MethodDescriptor) -> Any:
     if not method.client_streaming:
         return one()
     if method.name == "Connect" and draw(st.booleans()):  # most streams start right, to get further
-        hello = v1.RunnerMessage(hello=v1.RunnerHello(runner_id=RUNNER, capacity=draw(st.integers(-2, 4)),
-                                                      labels=draw(st.lists(st.sampled_from(["fz", "x"]), max_size=2))))
+        hello = v1.RunnerMessage(
+            hello=v1.RunnerHello(
+                runner_id=RUNNER,
+                capacity=draw(st.integers(-2, 4)),
+                labels=draw(st.lists(st.sampled_from(["fz", "x"]), max_size=2)),
+            )
+        )
         return [hello, *[one() for _ in range(draw(st.integers(0, 3)))]]
     return [one() for _ in range(draw(st.integers(0, 4)))]
 
@@ -389,23 +513,34 @@ def valid_request(world: World, method: MethodDescriptor) -> Any:
     text = v1.Data(text=v1.Text(raw=f"text {fresh}"))
     known = {
         "CreateApp": v1.CreateAppRequest(app=v1.App(id=f"a{fresh}", metadata=_plain_struct())),
-        "PatchApp": v1.PatchAppRequest(app=v1.App(id=APP, description="d", metadata=_plain_struct()),
-                                       update_mask={"paths": ["metadata", "description"]}),
+        "PatchApp": v1.PatchAppRequest(
+            app=v1.App(id=APP, description="d", metadata=_plain_struct()),
+            update_mask={"paths": ["metadata", "description"]},
+        ),
         "CreateDataset": v1.CreateDatasetRequest(app_id=APP, dataset=v1.Dataset(id=f"d{fresh}")),
         "CreateDatasetVersion": v1.CreateDatasetVersionRequest(app_id=APP, dataset_id=DATASET, version_id=f"v{fresh}"),
         "CreateConcepts": v1.CreateConceptsRequest(app_id=APP, concepts=[v1.Concept(id=f"c{fresh}", name="n")]),
         "PatchConcepts": v1.PatchConceptsRequest(app_id=APP, concepts=[v1.Concept(id=CONCEPT, name="n")]),
-        "PostInputs": v1.PostInputsRequest(app_id=APP, inputs=[v1.Input(id=f"i{fresh}", data=text,
-                                                                         dataset_ids=[DATASET])]),
-        "PostAnnotations": v1.PostAnnotationsRequest(app_id=APP, annotations=[v1.Annotation(
-            input_id=INPUT, data=v1.Data(concepts=[v1.Concept(id=CONCEPT, value=1)]))]),
-        "PatchAnnotations": v1.PatchAnnotationsRequest(app_id=APP, annotations=[v1.Annotation(
-            input_id=INPUT, data=v1.Data(concepts=[v1.Concept(id=CONCEPT, value=1)]))]),
+        "PostInputs": v1.PostInputsRequest(
+            app_id=APP, inputs=[v1.Input(id=f"i{fresh}", data=text, dataset_ids=[DATASET])]
+        ),
+        "PostAnnotations": v1.PostAnnotationsRequest(
+            app_id=APP,
+            annotations=[v1.Annotation(input_id=INPUT, data=v1.Data(concepts=[v1.Concept(id=CONCEPT, value=1)]))],
+        ),
+        "PatchAnnotations": v1.PatchAnnotationsRequest(
+            app_id=APP,
+            annotations=[v1.Annotation(input_id=INPUT, data=v1.Data(concepts=[v1.Concept(id=CONCEPT, value=1)]))],
+        ),
         "DownloadInputs": v1.DownloadInputsRequest(app_id=APP, ids=[INPUT, f"{INPUT}-img"]),
-        "CreateModel": v1.CreateModelRequest(app_id=APP, model=v1.Model(id=f"m{fresh}", input_fields=["image"]),
-                                             version=v1.ModelVersion(runner_labels=["fz"])),
-        "CreateModelVersion": v1.CreateModelVersionRequest(app_id=APP, model_id=MODEL,
-                                                           version=v1.ModelVersion(runner_labels=["fz"])),
+        "CreateModel": v1.CreateModelRequest(
+            app_id=APP,
+            model=v1.Model(id=f"m{fresh}", input_fields=["image"]),
+            version=v1.ModelVersion(runner_labels=["fz"]),
+        ),
+        "CreateModelVersion": v1.CreateModelVersionRequest(
+            app_id=APP, model_id=MODEL, version=v1.ModelVersion(runner_labels=["fz"])
+        ),
         "PostModelOutputs": v1.PostModelOutputsRequest(app_id=APP, model_id=SERVED, inputs=[v1.Input(data=text)]),
         "CreateRunner": v1.CreateRunnerRequest(runner=v1.Runner(id=f"r{fresh}", labels=["fz"])),
         "UploadBlob": v1.BlobChunk(app_id=APP, data=IMAGE),
@@ -440,7 +575,7 @@ def bad_item_statuses(message: Any) -> list[str]:
     for f, value in message.ListFields():
         if f.message_type is None or (f.message_type.GetOptions().map_entry):
             continue
-        for item in (value if f.is_repeated else [value]):
+        for item in value if f.is_repeated else [value]:
             found.extend(bad_item_statuses(item))
     return found
 
@@ -463,8 +598,9 @@ FUZZED = sorted(pellucid_methods(), key=lambda m: (m.containing_service.name, m.
 def test_fuzz_rpc(world: World, method: MethodDescriptor) -> None:
     deadline = WAITING.get(method.name, CALL_DEADLINE)
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None, print_blob=True, suppress_health_check=list(HealthCheck)
+    )
     @given(request=requests(world, method))
     def call(request: Any) -> None:
         if world.needs_seeding:
@@ -493,8 +629,15 @@ def test_fuzz_rpc(world: World, method: MethodDescriptor) -> None:
 
 def test_every_service_is_fuzzed() -> None:
     services = {m.containing_service.name for m in FUZZED}
-    assert services == {"AppService", "ConceptService", "DatasetService", "InputService", "ModelService",
-                        "RunnerService", "UserService"}
+    assert services == {
+        "AppService",
+        "ConceptService",
+        "DatasetService",
+        "InputService",
+        "ModelService",
+        "RunnerService",
+        "UserService",
+    }
     assert len(FUZZED) >= 45
 
 

@@ -9,7 +9,9 @@ def test_valid_ids_pass(good: str) -> None:
     assert validate_id(good, "app_id") == good
 
 
-@pytest.mark.parametrize("bad", ["", "-leading", "_leading", "has space", "dots.in.it", "slash/", "ü", "x" * (MAX_ID_LENGTH + 1)])
+@pytest.mark.parametrize(
+    "bad", ["", "-leading", "_leading", "has space", "dots.in.it", "slash/", "ü", "x" * (MAX_ID_LENGTH + 1)]
+)
 def test_invalid_ids_name_the_allowed_form(bad: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         validate_id(bad, "app_id")

@@ -48,8 +48,9 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_builders_make_the_documented_messages(tmp_path: Path) -> None:
-    image = Inputs.get_input_from_bytes("a", image_bytes=b"xx", dataset_id="d", labels=["cat"],
-                                        geo_info=[2.35, 48.85], metadata={"k": "v"})
+    image = Inputs.get_input_from_bytes(
+        "a", image_bytes=b"xx", dataset_id="d", labels=["cat"], geo_info=[2.35, 48.85], metadata={"k": "v"}
+    )
     assert image.data.image.base64 == b"xx" and list(image.dataset_ids) == ["d"]
     assert [(c.id, c.name, c.value) for c in image.data.concepts] == [("cat", "cat", 1.0)]
     assert image.data.geo.geo_point.latitude == pytest.approx(48.85)
@@ -100,10 +101,20 @@ def test_bad_items_fail_alone(inputs: Inputs) -> None:
         Inputs.get_input_from_bytes("corrupt", image_bytes=png("c")[:-20]),
         Inputs.get_input_from_bytes("notimage", image_bytes=b"just some text, not a picture"),
         Inputs.get_input_from_bytes("badlabel", image_bytes=png("l"), labels=["has space"]),
-        v1.Input(id="badbox", data=v1.Data(image=v1.Image(base64=png("b")), regions=[
-            Inputs.get_bbox_proto("x", "cat", [0.5, 0.5, 1.5, 0.9]).data.regions[0]])),
-        v1.Input(id="twopoints", data=v1.Data(image=v1.Image(base64=png("p")), regions=[
-            Inputs.get_mask_proto("x", "cat", [[0.1, 0.1], [0.2, 0.2]]).data.regions[0]])),
+        v1.Input(
+            id="badbox",
+            data=v1.Data(
+                image=v1.Image(base64=png("b")),
+                regions=[Inputs.get_bbox_proto("x", "cat", [0.5, 0.5, 1.5, 0.9]).data.regions[0]],
+            ),
+        ),
+        v1.Input(
+            id="twopoints",
+            data=v1.Data(
+                image=v1.Image(base64=png("p")),
+                regions=[Inputs.get_mask_proto("x", "cat", [[0.1, 0.1], [0.2, 0.2]]).data.regions[0]],
+            ),
+        ),
         Inputs.get_input_from_bytes("bad id!", image_bytes=png("i")),
         Inputs.get_input_from_bytes("badgeo", image_bytes=png("g"), geo_info=[200, 0]),
     ]
@@ -119,8 +130,9 @@ def test_bad_items_fail_alone(inputs: Inputs) -> None:
 
 def test_a_taken_id_with_other_content_fails_alone(inputs: Inputs) -> None:
     inputs.upload_text("mine", "original")
-    result = inputs.upload_inputs([Inputs.get_text_input("mine", "different"), Inputs.get_text_input("other", "x")],
-                                  show_log=False)
+    result = inputs.upload_inputs(
+        [Inputs.get_text_input("mine", "different"), Inputs.get_text_input("other", "x")], show_log=False
+    )
     assert result.stored_ids == ["other"]
     assert result.failed[0].code == "ALREADY_EXISTS" and "different content" in result.failed[0].reason
     assert inputs.download_inputs(["mine"]) == [b"original"]  # nothing stored was changed
@@ -141,8 +153,10 @@ def test_url_inputs_are_fetched(inputs: Inputs, web: str) -> None:
 
 
 def test_multimodal_and_geo(inputs: Inputs) -> None:
-    inputs.upload_inputs([Inputs.get_multimodal_input("mm", raw_text="a red cat", image_bytes=png("mm"),
-                                                      geo_info=[-122.4, 37.8])], show_log=False)
+    inputs.upload_inputs(
+        [Inputs.get_multimodal_input("mm", raw_text="a red cat", image_bytes=png("mm"), geo_info=[-122.4, 37.8])],
+        show_log=False,
+    )
     stored = inputs.get_input("mm")
     assert stored.input_type == "image" and stored.data.text.raw == "a red cat"
     assert stored.data.geo.geo_point.longitude == pytest.approx(-122.4)
@@ -179,11 +193,14 @@ def test_unknown_dataset_fails_the_item(inputs: Inputs) -> None:
 
 def test_annotations(app: App, inputs: Inputs) -> None:
     inputs.upload_from_bytes("pic", image_bytes=png("pic"))
-    result = inputs.upload_annotations([
-        Inputs.get_bbox_proto("pic", "cat", [0.1, 0.1, 0.4, 0.5], annot_id="box1"),
-        Inputs.get_mask_proto("pic", "dog", [[0.5, 0.5], [0.9, 0.5], [0.7, 0.9]], annot_id="mask1"),
-        Inputs.get_bbox_proto("ghost", "cat", [0.1, 0.1, 0.4, 0.5]),
-    ], show_log=False)
+    result = inputs.upload_annotations(
+        [
+            Inputs.get_bbox_proto("pic", "cat", [0.1, 0.1, 0.4, 0.5], annot_id="box1"),
+            Inputs.get_mask_proto("pic", "dog", [[0.5, 0.5], [0.9, 0.5], [0.7, 0.9]], annot_id="mask1"),
+            Inputs.get_bbox_proto("ghost", "cat", [0.1, 0.1, 0.4, 0.5]),
+        ],
+        show_log=False,
+    )
     assert result.stored_ids == ["box1", "mask1"]
     assert result.failed[0].code == "NOT_FOUND"
     listed = {a.id: a for a in inputs.list_annotations([v1.Input(id="pic")])}
@@ -194,12 +211,15 @@ def test_annotations(app: App, inputs: Inputs) -> None:
     inputs.patch_annotations([extra], action="merge")
     merged = next(a for a in inputs.list_annotations([v1.Input(id="pic")]) if a.id == "box1")
     assert [c.id for c in merged.data.concepts] == ["fluffy"] and len(merged.data.regions) == 1
-    inputs.patch_annotations([v1.Annotation(id="box1", input_id="pic", data=v1.Data(
-        concepts=[v1.Concept(id="fluffy")]))], action="remove")
+    inputs.patch_annotations(
+        [v1.Annotation(id="box1", input_id="pic", data=v1.Data(concepts=[v1.Concept(id="fluffy")]))], action="remove"
+    )
     removed = next(a for a in inputs.list_annotations([v1.Input(id="pic")]) if a.id == "box1")
     assert list(removed.data.concepts) == [] and len(removed.data.regions) == 1
-    inputs.patch_annotations([v1.Annotation(id="box1", input_id="pic", data=v1.Data(
-        concepts=[v1.Concept(id="other", value=1.0)]))], action="overwrite")
+    inputs.patch_annotations(
+        [v1.Annotation(id="box1", input_id="pic", data=v1.Data(concepts=[v1.Concept(id="other", value=1.0)]))],
+        action="overwrite",
+    )
     replaced = next(a for a in inputs.list_annotations([v1.Input(id="pic")]) if a.id == "box1")
     assert [c.id for c in replaced.data.concepts] == ["other"] and not replaced.data.regions
     missing = inputs.patch_annotations([v1.Annotation(id="nope", input_id="pic")], action="merge")
@@ -217,7 +237,9 @@ def test_patch_concepts(app: App, inputs: Inputs) -> None:
 
 
 def test_delete_inputs(inputs: Inputs) -> None:
-    inputs.upload_inputs([Inputs.get_text_input(f"d{i}", f"delete me {i}", labels=["x"]) for i in range(3)], show_log=False)
+    inputs.upload_inputs(
+        [Inputs.get_text_input(f"d{i}", f"delete me {i}", labels=["x"]) for i in range(3)], show_log=False
+    )
     inputs.delete_inputs(["d0", v1.Input(id="d1")])
     assert [i.id for i in inputs.list_inputs()] == ["d2"]
     assert [a.input_id for a in inputs.list_annotations()] == ["d2"]
@@ -254,6 +276,9 @@ def test_audio_and_folder_and_csv_builders(inputs: Inputs, tmp_path: Path) -> No
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "a.TXT").write_text("alpha")
     assert [b.data.text.raw for b in Inputs.get_text_inputs_from_folder(str(tmp_path / "texts"))] == ["alpha"]
-    (tmp_path / "rows.csv").write_text("input,concepts\nfirst,a\nsecond,\"b,c\"\n")
+    (tmp_path / "rows.csv").write_text('input,concepts\nfirst,a\nsecond,"b,c"\n')
     rows = Inputs.get_inputs_from_csv(str(tmp_path / "rows.csv"))
-    assert [(r.data.text.raw, [c.id for c in r.data.concepts]) for r in rows] == [("first", ["a"]), ("second", ["b", "c"])]
+    assert [(r.data.text.raw, [c.id for c in r.data.concepts]) for r in rows] == [
+        ("first", ["a"]),
+        ("second", ["b", "c"]),
+    ]

@@ -156,8 +156,12 @@ def test_300_stalled_streams_of_one_user_do_not_block_health_or_other_users(tmp_
         alice_fast = alice.user.with_options(timeout=ANSWER_WITHIN)
         assert alice_fast.list_apps()  # the holder's own short calls are not capped
         with pytest.raises(errors.RateLimited, match="max_streams_per_user"):  # the SDK's error for the cap
-            alice.user._connection.send_stream(v1.InputServiceStub, "UploadBlob",
-                                               iter([v1.BlobChunk(data=b"x", app_id=alice.app_id)]), timeout=ANSWER_WITHIN)
+            alice.user._connection.send_stream(
+                v1.InputServiceStub,
+                "UploadBlob",
+                iter([v1.BlobChunk(data=b"x", app_id=alice.app_id)]),
+                timeout=ANSWER_WITHIN,
+            )
 
         # runner connections are counted apart: a user at the stream cap still serves predicts
         alice.user.create_runner("echo", labels=["cpu"])
@@ -179,8 +183,9 @@ def test_300_predicts_waiting_for_a_runner_do_not_block_health_or_other_users(tm
         for tenant in (alice, bob):
             tenant.user.app(tenant.app_id).create_model("unserved", runner_labels=["gpu"], input_fields=["text"])
         predict = v1.ModelServiceStub(limited.channel).PostModelOutputs
-        request = v1.PostModelOutputsRequest(app_id=alice.app_id, model_id="unserved",
-                                             inputs=[v1.Input(data=v1.Data(text=v1.Text(raw="x")))])
+        request = v1.PostModelOutputsRequest(
+            app_id=alice.app_id, model_id="unserved", inputs=[v1.Input(data=v1.Data(text=v1.Text(raw="x")))]
+        )
         for _ in range(300):
             held.add(predict.future(request, metadata=alice.metadata, timeout=60))
         held.wait_finished(300 - 64)
@@ -194,8 +199,10 @@ def test_300_predicts_waiting_for_a_runner_do_not_block_health_or_other_users(tm
 
 def test_many_users_at_their_caps_leave_threads_for_short_calls(tmp_path: Path) -> None:
     """All long calls together take at most three quarters of the threads (here 12 of 16)."""
-    with limited_server(tmp_path, max_workers=16, max_streams_per_user=5, max_runner_connections_per_user=1) as limited, \
-            stalled_calls() as held:
+    with (
+        limited_server(tmp_path, max_workers=16, max_streams_per_user=5, max_runner_connections_per_user=1) as limited,
+        stalled_calls() as held,
+    ):
         tenants = [limited.tenant(f"user{i}") for i in range(5)]
         for tenant in tenants[:4]:
             stall_uploads(limited.channel, tenant, held, 5)
@@ -204,8 +211,10 @@ def test_many_users_at_their_caps_leave_threads_for_short_calls(tmp_path: Path) 
         assert_refused(held.refused(), "the server is busy", "--max-workers")
         others_still_answer_briefly(limited, tenants[4])
 
-    with limited_server(tmp_path / "runners", max_workers=16, max_runner_connections_per_user=1) as limited, \
-            stalled_calls() as held:
+    with (
+        limited_server(tmp_path / "runners", max_workers=16, max_runner_connections_per_user=1) as limited,
+        stalled_calls() as held,
+    ):
         carol = limited.tenant("carol")
         carol.user.create_runner("r", labels=[])
         connect = v1.RunnerServiceStub(limited.channel).Connect
@@ -254,14 +263,28 @@ def test_limits_are_checked_when_the_server_starts(tmp_path: Path) -> None:
             PellucidServer(ServerSettings(data_dir=tmp_path / "data", **bad)).start()
 
 
-
 def test_server_flags_set_the_limits(capsys: pytest.CaptureFixture[str]) -> None:
     from pellucid.cli import build_parser
 
-    args = build_parser().parse_args(["server", "--max-streams-per-user", "8", "--max-predicts-per-user", "9",
-                                      "--max-runner-connections-per-user", "10", "--max-workers", "64"])
-    assert (args.max_streams_per_user, args.max_predicts_per_user, args.max_runner_connections_per_user,
-            args.max_workers) == (8, 9, 10, 64)
+    args = build_parser().parse_args(
+        [
+            "server",
+            "--max-streams-per-user",
+            "8",
+            "--max-predicts-per-user",
+            "9",
+            "--max-runner-connections-per-user",
+            "10",
+            "--max-workers",
+            "64",
+        ]
+    )
+    assert (
+        args.max_streams_per_user,
+        args.max_predicts_per_user,
+        args.max_runner_connections_per_user,
+        args.max_workers,
+    ) == (8, 9, 10, 64)
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["server", "--max-streams-per-user", "0"])
     assert exited.value.code == 2

@@ -253,9 +253,7 @@ def test_png_with_a_flipped_ihdr_byte_fails_its_checksum() -> None:
     png[19] ^= 0x01  # lowest byte of the width
     error = _rejected(bytes(png))
     assert error.reason == "CORRUPT_MEDIA"
-    assert error.message == (
-        "PNG image is corrupt: IHDR checksum mismatch (re-export it or send the original file)"
-    )
+    assert error.message == ("PNG image is corrupt: IHDR checksum mismatch (re-export it or send the original file)")
 
 
 def test_png_with_bytes_after_iend_is_corrupt() -> None:

@@ -1,4 +1,4 @@
-""""No runner" at any deadline: the caller hears which model and labels lack a runner, never a bare
+""" "No runner" at any deadline: the caller hears which model and labels lack a runner, never a bare
 DEADLINE_EXCEEDED, however long its deadline (the grpc-timeout header rounds long ones up)."""
 
 from __future__ import annotations
@@ -46,15 +46,15 @@ def test_the_wait_ends_before_the_callers_deadline_whatever_its_length() -> None
 def test_300_callers_with_the_default_deadline_all_hear_no_runner(tmp_path: Path) -> None:
     """One ~30 s test: the SDK's default deadline, 300 callers waiting at once, no runner."""
     assert DEFAULT_TIMEOUT == 30.0
-    server = PellucidServer(ServerSettings(data_dir=tmp_path / "data", max_workers=512,
-                                           max_predicts_per_user=CALLERS))
+    server = PellucidServer(ServerSettings(data_dir=tmp_path / "data", max_workers=512, max_predicts_per_user=CALLERS))
     server.start()
     try:
         credentials = server.data_dir.read_credentials()
         assert credentials is not None
         user = User(base_url=f"grpc://{server.address}", pat=credentials.pat)
-        model = user.create_app("no-runner").create_model("detector", runner_labels=["gpu", "large"],
-                                                          input_fields=["text"])
+        model = user.create_app("no-runner").create_model(
+            "detector", runner_labels=["gpu", "large"], input_fields=["text"]
+        )
         outcomes: list[tuple[BaseException | None, float]] = [(None, 0.0)] * CALLERS
 
         def predict(i: int) -> None:

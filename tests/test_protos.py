@@ -8,16 +8,19 @@ from pathlib import Path
 import pellucid.api.v1 as v1
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = [importlib.import_module(f"pellucid.api.v1.{p.stem}")
-           for p in sorted((ROOT / "src" / "pellucid" / "api" / "v1").glob("*_pb2.py"))]
+MODULES = [
+    importlib.import_module(f"pellucid.api.v1.{p.stem}")
+    for p in sorted((ROOT / "src" / "pellucid" / "api" / "v1").glob("*_pb2.py"))
+]
 # Reads whose names say so less plainly (a prediction changes nothing), content-addressed uploads
 # (the same bytes give the same blob), and the runner stream (not a call that is retried).
 NATURALLY_IDEMPOTENT = {"DownloadInputs", "UploadBlob", "PostModelOutputs", "Connect"}
 
 
 def test_generated_code_is_up_to_date() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -39,8 +39,10 @@ USER_FILES: dict[str, bytes] = {
 def blocks() -> list[tuple[str, str, int]]:
     """(language, code, line number) of each fenced block, in order."""
     text = README.read_text()
-    return [(m.group(1), m.group(2), text.count("\n", 0, m.start()) + 2)
-            for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)]
+    return [
+        (m.group(1), m.group(2), text.count("\n", 0, m.start()) + 2)
+        for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)
+    ]
 
 
 def test_the_readme_has_python_blocks_and_a_runner_line() -> None:
@@ -60,8 +62,9 @@ def test_every_python_block_runs_twice_in_a_row(tmp_path: Path, monkeypatch: pyt
         for run in (1, 2):
             for lang, code, line in blocks():
                 if lang == "sh" and run == 1:
-                    runners += [start(command, tmp_path) for command in code.splitlines()
-                                if command.startswith(RUNNER_LINE)]
+                    runners += [
+                        start(command, tmp_path) for command in code.splitlines() if command.startswith(RUNNER_LINE)
+                    ]
                 if lang != "python":
                     continue
                 first = code.splitlines()[0]
@@ -73,8 +76,9 @@ def test_every_python_block_runs_twice_in_a_row(tmp_path: Path, monkeypatch: pyt
                     for proc in runners:
                         proc.poll()
                     logs = "".join((tmp_path / f"runner-{p.pid}.log").read_text() for p in runners)
-                    raise AssertionError(f"run {run}: the block at README.md line {line} failed: {exc!r}\n"
-                                         f"runner logs:\n{logs}") from exc
+                    raise AssertionError(
+                        f"run {run}: the block at README.md line {line} failed: {exc!r}\nrunner logs:\n{logs}"
+                    ) from exc
     finally:
         for proc in runners:  # before the embedded server stops: runners must not outlive it here
             proc.send_signal(signal.SIGTERM)
@@ -87,7 +91,8 @@ def start(command: str, cwd: Path) -> subprocess.Popen[bytes]:
     args = shlex.split(command, comments=True)
     assert args[0] == "pellucid"
     with (cwd / "runner.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pellucid.cli", *args[1:]], cwd=cwd, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pellucid.cli", *args[1:]], cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+        )
     (cwd / "runner.log").rename(cwd / f"runner-{proc.pid}.log")
     return proc

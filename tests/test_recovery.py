@@ -29,8 +29,9 @@ class Images(DataLoader):
         return N
 
     def __getitem__(self, index: int) -> VisualClassificationFeatures:
-        return VisualClassificationFeatures(image_bytes=png(f"recovery-{index}", side=16), labels=["cat"],
-                                            metadata={"index": index})
+        return VisualClassificationFeatures(
+            image_bytes=png(f"recovery-{index}", side=16), labels=["cat"], metadata={"index": index}
+        )
 
 
 def client(address: str, data_dir: Path, **kwargs: object) -> User:
@@ -95,8 +96,10 @@ def test_client_killed_mid_upload(tmp_path: Path) -> None:
         user = client(server.address, data_dir)
         dataset = user.create_app("recovery").create_dataset("images")
         root = str(Path(__file__).resolve().parent.parent)
-        proc = subprocess.Popen([sys.executable, "-c", UPLOADER, f"grpc://{server.address}", admin_pat(data_dir), root],
-                                env={**os.environ, "PYTHONPATH": root})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", UPLOADER, f"grpc://{server.address}", admin_pat(data_dir), root],
+            env={**os.environ, "PYTHONPATH": root},
+        )
         while dataset.get_stats().inputs < N // 3:
             assert proc.poll() is None, "the uploader ended before it could be killed"
             time.sleep(0.01)
@@ -114,8 +117,12 @@ def test_client_killed_mid_upload(tmp_path: Path) -> None:
 def test_failures_file_is_json_lines(tmp_path: Path) -> None:
     from pellucid.client.uploads import FailedItem, UploadResult, read_failures
 
-    result = UploadResult(failed=[FailedItem(3, "a", "x.png", "INVALID_ARGUMENT", "bad"),
-                                  FailedItem(9, "", "y.png", "UNAVAILABLE", "down")])
+    result = UploadResult(
+        failed=[
+            FailedItem(3, "a", "x.png", "INVALID_ARGUMENT", "bad"),
+            FailedItem(9, "", "y.png", "UNAVAILABLE", "down"),
+        ]
+    )
     path = result.write_failures(tmp_path / "f.jsonl")
     assert [json.loads(line)["index"] for line in path.read_text().splitlines()] == [3, 9]
     assert read_failures(path) == {3, 9}

@@ -35,8 +35,11 @@ class Echo(Runner):
             time.sleep(3)
         if text == "boom":
             raise ValueError("cannot handle boom")
-        output = v1.Output(data=v1.Data(concepts=[v1.Concept(id="a", value=0.9), v1.Concept(id="b", value=0.5),
-                                                  v1.Concept(id="c", value=0.1)]))
+        output = v1.Output(
+            data=v1.Data(
+                concepts=[v1.Concept(id="a", value=0.9), v1.Concept(id="b", value=0.5), v1.Concept(id="c", value=0.1)]
+            )
+        )
         output.data.text.raw = text
         output.data.metadata.update({"runner": self.runner_id, "params": dict(output_info.params)})
         return output
@@ -87,8 +90,14 @@ def test_runner_registry(alice: User, bob: User, unique: str) -> None:
 
 
 def test_model_crud_and_versions(app: App, server: RunningServer) -> None:
-    model = app.create_model("clf", runner_labels=["cpu"], name="Classifier", input_fields=["image"],
-                             params={"threshold": 0.5}, concepts=["cat", "dog"])
+    model = app.create_model(
+        "clf",
+        runner_labels=["cpu"],
+        name="Classifier",
+        input_fields=["image"],
+        params={"threshold": 0.5},
+        concepts=["cat", "dog"],
+    )
     assert model.model_info.model_version.runner_labels == ["cpu"]
     assert dict(model.model_info.model_version.output_info.params) == {"threshold": 0.5}
     second = model.create_version(runner_labels=["gpu"], description="bigger")
@@ -96,8 +105,10 @@ def test_model_crud_and_versions(app: App, server: RunningServer) -> None:
     assert app.model("clf").model_info.model_version.id == second.version_id  # latest by default
     pinned = app.model("clf", model_version={"id": model.version_id})
     assert list(pinned.model_info.model_version.runner_labels) == ["cpu"]
-    by_url = Model(url=f"{server.url}/{app.user_id}/{app.id}/models/clf/versions/{model.version_id}",
-                   pat=app._connection.settings.pat)
+    by_url = Model(
+        url=f"{server.url}/{app.user_id}/{app.id}/models/clf/versions/{model.version_id}",
+        pat=app._connection.settings.pat,
+    )
     assert by_url.version_id == model.version_id and by_url.load_info().id == "clf"
     assert [m.id for m in app.list_models()] == ["clf"]
     model.delete_version(second.version_id)
@@ -144,13 +155,21 @@ def test_one_bad_input_does_not_fail_the_others(app: App, echo: Echo) -> None:
     inputs = [v1.Input(id=f"i{i}", data=v1.Data(text=v1.Text(raw="boom" if i == 1 else f"text {i}"))) for i in range(4)]
     response = model.predict(inputs)
     assert [o.input.id for o in response.outputs] == ["i0", "i1", "i2", "i3"]
-    assert [o.status.code for o in response.outputs] == [v1.Status.OK, v1.Status.INVALID_ARGUMENT, v1.Status.OK, v1.Status.OK]
+    assert [o.status.code for o in response.outputs] == [
+        v1.Status.OK,
+        v1.Status.INVALID_ARGUMENT,
+        v1.Status.OK,
+        v1.Status.OK,
+    ]
     assert "boom" in response.outputs[1].status.message
     with pytest.raises(errors.UserError, match="at most 128"):
         model.predict([inputs[0]] * 129)
     with pytest.raises(errors.InvalidArgument, match="1-128"):
-        model._call(v1.ModelServiceStub, "PostModelOutputs", v1.PostModelOutputsRequest(
-            app_id=app.id, model_id="batch", inputs=[inputs[0]] * 129))
+        model._call(
+            v1.ModelServiceStub,
+            "PostModelOutputs",
+            v1.PostModelOutputsRequest(app_id=app.id, model_id="batch", inputs=[inputs[0]] * 129),
+        )
 
 
 def test_output_config(app: App, echo: Echo) -> None:
@@ -167,7 +186,10 @@ def test_output_config(app: App, echo: Echo) -> None:
 
 
 def test_selector_labels(app: App, echo: Echo) -> None:
-    assert app.create_model("both", runner_labels=["cpu", "small"]).predict_by_bytes(b"ok", "text").runner_id == echo.runner_id
+    assert (
+        app.create_model("both", runner_labels=["cpu", "small"]).predict_by_bytes(b"ok", "text").runner_id
+        == echo.runner_id
+    )
     assert app.create_model("any", runner_labels=[]).predict_by_bytes(b"ok", "text").runner_id == echo.runner_id
     unserved = app.create_model("gpu", runner_labels=["cpu", "gpu"]).with_options(timeout=1.0)
     started = time.monotonic()
@@ -193,8 +215,9 @@ def test_a_connection_can_serve_fewer_labels(alice: User, app: App, unique: str)
         Echo(f"narrow-{unique}", labels=["tpu"], **kwargs).start()
 
 
-def test_patching_labels_moves_a_connected_runner_to_the_new_ones(alice: User, bob: User, app: App,
-                                                                   unique: str) -> None:
+def test_patching_labels_moves_a_connected_runner_to_the_new_ones(
+    alice: User, bob: User, app: App, unique: str
+) -> None:
     runner_id = f"patched-{unique}"
     alice.create_runner(runner_id, labels=["cpu"], description="laptop")
     runner = Echo(runner_id, base_url=alice.base_url, pat=alice._connection.settings.pat)
@@ -235,14 +258,19 @@ def test_load_is_balanced(alice: User, app: App, unique: str) -> None:
     runners = []
     for n in range(2):
         alice.create_runner(f"pool{n}-{unique}", labels=["pool"])
-        runners.append(Echo(f"pool{n}-{unique}", base_url=alice.base_url, pat=alice._connection.settings.pat,
-                            num_parallel_polls=1))
+        runners.append(
+            Echo(f"pool{n}-{unique}", base_url=alice.base_url, pat=alice._connection.settings.pat, num_parallel_polls=1)
+        )
     threads = [serve(r) for r in runners]
     try:
         model = app.create_model("pooled", runner_labels=["pool"])
         seen: list[str] = []
-        workers = [threading.Thread(target=lambda: seen.extend(
-            model.predict_by_bytes(b"x", "text").runner_id for _ in range(10))) for _ in range(4)]
+        workers = [
+            threading.Thread(
+                target=lambda: seen.extend(model.predict_by_bytes(b"x", "text").runner_id for _ in range(10))
+            )
+            for _ in range(4)
+        ]
         for w in workers:
             w.start()
         for w in workers:
@@ -265,15 +293,37 @@ def standalone(tmp_path: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
-def start_runner(server: ServerProcess, runner_id: str, tmp_path: Path, sleep: float = 0.0,
-                 log_level: str = "info") -> tuple[subprocess.Popen, Path]:
+def start_runner(
+    server: ServerProcess, runner_id: str, tmp_path: Path, sleep: float = 0.0, log_level: str = "info"
+) -> tuple[subprocess.Popen, Path]:
     started = tmp_path / f"{runner_id}.started"
     env = {**os.environ, "SLEEP": str(sleep), "STARTED": str(started), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pellucid.cli", "runner", "start", str(ROOT / "tests" / "runner_models.py") + ":Sleepy",
-         "--runner-id", runner_id, "--labels", "proc", "--concurrency", "1", "--api", f"grpc://{server.address}",
-         "--pat", admin_pat(server.data_dir), "--log-level", log_level],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "pellucid.cli",
+            "runner",
+            "start",
+            str(ROOT / "tests" / "runner_models.py") + ":Sleepy",
+            "--runner-id",
+            runner_id,
+            "--labels",
+            "proc",
+            "--concurrency",
+            "1",
+            "--api",
+            f"grpc://{server.address}",
+            "--pat",
+            admin_pat(server.data_dir),
+            "--log-level",
+            log_level,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     return proc, started
 
 

@@ -27,8 +27,12 @@ PELLUCID = [sys.executable, "-m", "pellucid.cli"]
 class ServerProcess:
     def __init__(self, data_dir: Path, *extra: str) -> None:
         self.data_dir = data_dir
-        self.proc = subprocess.Popen([*PELLUCID, "server", "--data-dir", str(data_dir), "--port", "0", *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [*PELLUCID, "server", "--data-dir", str(data_dir), "--port", "0", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         self.address = ""
         deadline = time.monotonic() + 30
@@ -69,15 +73,22 @@ def test_serves_health_reflection_and_the_api(running: ServerProcess) -> None:
     assert json.loads((running.data_dir / "server.json").read_text())["address"] == running.address
     with grpc.insecure_channel(running.address) as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="pellucid.api.v1.AppService"), timeout=5)
+            health_pb2.HealthCheckRequest(service="pellucid.api.v1.AppService"), timeout=5
+        )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = reflection.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5,
-            metadata=[("authorization", f"Bearer {admin_pat(running.data_dir)}")])
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+            timeout=5,
+            metadata=[("authorization", f"Bearer {admin_pat(running.data_dir)}")],
+        )
         names = {s.name for reply in replies for s in reply.list_services_response.service}
-    assert {"pellucid.api.v1.AppService", "pellucid.api.v1.UserService", "pellucid.api.v1.ConceptService",
-            "grpc.health.v1.Health"} <= names
+    assert {
+        "pellucid.api.v1.AppService",
+        "pellucid.api.v1.UserService",
+        "pellucid.api.v1.ConceptService",
+        "grpc.health.v1.Health",
+    } <= names
     user = User(base_url=f"grpc://{running.address}", pat=admin_pat(running.data_dir))
     assert user.create_app("from-test").id == "from-test"
 
@@ -91,14 +102,20 @@ def test_users_create_prints_the_pat_last(running: ServerProcess) -> None:
     assert dave.get_user_info().id == "dave"
     again = subprocess.run([*PELLUCID, "users", "create", "dave"], capture_output=True, text=True, env=env, timeout=60)
     assert again.returncode == 1 and "already exists" in again.stderr
-    refused = subprocess.run([*PELLUCID, "users", "create", "eve", "--api", f"grpc://{running.address}", "--pat", pat],
-                             capture_output=True, text=True, env=env, timeout=60)
+    refused = subprocess.run(
+        [*PELLUCID, "users", "create", "eve", "--api", f"grpc://{running.address}", "--pat", pat],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert refused.returncode == 3 and "only admins" in refused.stderr  # denied
 
 
 def test_a_second_server_on_the_same_data_dir_is_refused(running: ServerProcess) -> None:
-    result = subprocess.run([*PELLUCID, "server", "--data-dir", str(running.data_dir)], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [*PELLUCID, "server", "--data-dir", str(running.data_dir)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1
     assert running.address in result.stderr
 
@@ -124,10 +141,17 @@ def test_health_and_reflection_answer_without_a_token(running: ServerProcess) ->
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        replies = list(reflection.ServerReflectionInfo(iter([
-            reflection_pb2.ServerReflectionRequest(list_services=""),
-            reflection_pb2.ServerReflectionRequest(file_containing_symbol="pellucid.api.v1.AppService"),
-        ]), timeout=5))
+        replies = list(
+            reflection.ServerReflectionInfo(
+                iter(
+                    [
+                        reflection_pb2.ServerReflectionRequest(list_services=""),
+                        reflection_pb2.ServerReflectionRequest(file_containing_symbol="pellucid.api.v1.AppService"),
+                    ]
+                ),
+                timeout=5,
+            )
+        )
         names = {s.name for s in replies[0].list_services_response.service}
         assert "pellucid.api.v1.AppService" in names
         assert replies[1].file_descriptor_response.file_descriptor_proto  # grpcurl describes calls from these
@@ -152,8 +176,12 @@ def test_a_port_in_use_is_one_line_and_its_own_exit_code_before_anything_is_made
         taken.listen()
         port = taken.getsockname()[1]
         data_dir = tmp_path / "data"
-        result = subprocess.run([*PELLUCID, "server", "--data-dir", str(data_dir), "--port", str(port)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [*PELLUCID, "server", "--data-dir", str(data_dir), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == EXIT_PORT_IN_USE
     assert len(result.stderr.splitlines()) == 1 and f"port {port} on 127.0.0.1 is in use" in result.stderr
     assert result.stdout == ""

@@ -62,12 +62,22 @@ def test_a_stale_attempt_cannot_touch_a_newer_claim(tmp_path: Path) -> None:
     from pellucid.server.storage.base import ClaimOutcome
 
     store = open_metadata_store(str(tmp_path / "m.sqlite3"))
-    assert store.claim_request("u", "r1", "CreateApp", now=0.0, stale_after=10, owner="a").outcome is ClaimOutcome.CLAIMED
-    assert store.claim_request("u", "r1", "CreateApp", now=5.0, stale_after=10, owner="b").outcome is ClaimOutcome.IN_PROGRESS
-    assert store.claim_request("u", "r1", "CreateApp", now=20.0, stale_after=10, owner="b").outcome is ClaimOutcome.CLAIMED
+    assert (
+        store.claim_request("u", "r1", "CreateApp", now=0.0, stale_after=10, owner="a").outcome is ClaimOutcome.CLAIMED
+    )
+    assert (
+        store.claim_request("u", "r1", "CreateApp", now=5.0, stale_after=10, owner="b").outcome
+        is ClaimOutcome.IN_PROGRESS
+    )
+    assert (
+        store.claim_request("u", "r1", "CreateApp", now=20.0, stale_after=10, owner="b").outcome is ClaimOutcome.CLAIMED
+    )
     store.release_request("u", "r1", owner="a")  # the stale attempt gives up: b's claim stays
     assert not store.finish_request("u", "r1", b"from a", now=21.0, owner="a")  # nor can it finish b's claim
-    assert store.claim_request("u", "r1", "CreateApp", now=22.0, stale_after=10, owner="c").outcome is ClaimOutcome.IN_PROGRESS
+    assert (
+        store.claim_request("u", "r1", "CreateApp", now=22.0, stale_after=10, owner="c").outcome
+        is ClaimOutcome.IN_PROGRESS
+    )
     assert store.finish_request("u", "r1", b"from b", now=23.0, owner="b")
     replay = store.claim_request("u", "r1", "CreateApp", now=24.0, stale_after=10, owner="d")
     assert (replay.outcome, replay.response) == (ClaimOutcome.DONE, b"from b")
@@ -85,7 +95,9 @@ def test_a_unit_of_work_commits_its_writes_with_the_request_log_entry_or_nothing
 
     path = tmp_path / "m.sqlite3"
     store = open_metadata_store(str(path))
-    assert store.claim_request("u", "r1", "CreateApp", now=0.0, stale_after=10, owner="a").outcome is ClaimOutcome.CLAIMED
+    assert (
+        store.claim_request("u", "r1", "CreateApp", now=0.0, stale_after=10, owner="a").outcome is ClaimOutcome.CLAIMED
+    )
     with store.unit_of_work():
         store.insert_app(AppRecord(user_id="u", id="a1", created_at=0, modified_at=0))
         store.insert_app(AppRecord(user_id="u", id="a2", created_at=0, modified_at=0))
@@ -96,13 +108,18 @@ def test_a_unit_of_work_commits_its_writes_with_the_request_log_entry_or_nothing
     replay = store.claim_request("u", "r1", "CreateApp", now=2.0, stale_after=10, owner="b")
     assert (replay.outcome, replay.response) == (ClaimOutcome.DONE, b"answer")
 
-    assert store.claim_request("u", "r2", "CreateApp", now=0.0, stale_after=10, owner="a").outcome is ClaimOutcome.CLAIMED
+    assert (
+        store.claim_request("u", "r2", "CreateApp", now=0.0, stale_after=10, owner="a").outcome is ClaimOutcome.CLAIMED
+    )
     with pytest.raises(RuntimeError, match="after the log"), store.unit_of_work():
         store.insert_app(AppRecord(user_id="u", id="a3", created_at=0, modified_at=0))
         store.finish_request("u", "r2", b"lost", now=1.0, owner="a")
         raise RuntimeError("failed after the log entry was written")
     assert _app_ids(path) == ["a1", "a2"] and store.get_app("u", "a3") is None
-    assert store.claim_request("u", "r2", "CreateApp", now=2.0, stale_after=10, owner="b").outcome is ClaimOutcome.IN_PROGRESS
+    assert (
+        store.claim_request("u", "r2", "CreateApp", now=2.0, stale_after=10, owner="b").outcome
+        is ClaimOutcome.IN_PROGRESS
+    )
     store.insert_app(AppRecord(user_id="u", id="a3", created_at=0, modified_at=0))  # the writer was handed back
     store.close()
 
@@ -112,13 +129,17 @@ def test_a_failed_write_inside_a_unit_rolls_back_only_its_own_statements(tmp_pat
 
     path = tmp_path / "m.sqlite3"
     store = open_metadata_store(str(path))
-    store.insert_user(UserRecord(id="someone", is_admin=False, created_at=0),
-                      TokenRecord(id="t1", user_id="someone", kind="pat", token_hash="h1", created_at=0))
+    store.insert_user(
+        UserRecord(id="someone", is_admin=False, created_at=0),
+        TokenRecord(id="t1", user_id="someone", kind="pat", token_hash="h1", created_at=0),
+    )
     with store.unit_of_work():
         store.insert_app(AppRecord(user_id="u", id="kept", created_at=0, modified_at=0))
         with pytest.raises(Conflict):  # the user row goes in, then its token's id is taken
-            store.insert_user(UserRecord(id="half", is_admin=False, created_at=0),
-                              TokenRecord(id="t1", user_id="half", kind="pat", token_hash="h2", created_at=0))
+            store.insert_user(
+                UserRecord(id="half", is_admin=False, created_at=0),
+                TokenRecord(id="t1", user_id="half", kind="pat", token_hash="h2", created_at=0),
+            )
         with pytest.raises(Conflict):
             store.insert_app(AppRecord(user_id="u", id="kept", created_at=0, modified_at=0))
         store.insert_app(AppRecord(user_id="u", id="after", created_at=0, modified_at=0))
@@ -131,7 +152,9 @@ def test_a_unit_takes_the_writer_at_its_first_write_and_does_not_nest(tmp_path: 
     import threading
 
     store = open_metadata_store(str(tmp_path / "m.sqlite3"))
-    other = threading.Thread(target=store.insert_app, args=(AppRecord(user_id="u", id="other", created_at=0, modified_at=0),))
+    other = threading.Thread(
+        target=store.insert_app, args=(AppRecord(user_id="u", id="other", created_at=0, modified_at=0),)
+    )
     with store.unit_of_work():
         assert store.get_app("u", "other") is None
         other.start()  # before the unit's first write, another thread's write goes through
@@ -177,10 +200,13 @@ def test_insert_rows_splits_at_the_variable_limit_and_keeps_every_row(tmp_path: 
         conn.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT NOT NULL, c BLOB)")
         conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 30)  # 10 rows of 3 per statement
         insert_rows(conn, "INSERT INTO t (a, b, c)", [(i, f"row {i}", bytes([i % 256])) for i in range(95)])
-        insert_rows(conn, "INSERT INTO t (a, b, c)", [(i, "again", b"") for i in range(90, 100)], "ON CONFLICT DO NOTHING")
+        insert_rows(
+            conn, "INSERT INTO t (a, b, c)", [(i, "again", b"") for i in range(90, 100)], "ON CONFLICT DO NOTHING"
+        )
     rows = connections.get().execute("SELECT a, b, c FROM t ORDER BY a").fetchall()
-    assert [tuple(r) for r in rows] == [(i, f"row {i}", bytes([i % 256])) for i in range(95)] + \
-        [(i, "again", b"") for i in range(95, 100)]
+    assert [tuple(r) for r in rows] == [(i, f"row {i}", bytes([i % 256])) for i in range(95)] + [
+        (i, "again", b"") for i in range(95, 100)
+    ]
     connections.close()
 
 
@@ -228,7 +254,8 @@ def test_blob_digests_match_hashlib_at_every_size_around_the_piece_boundary() ->
 
 
 def test_pack_appends_keep_every_part_in_order_past_the_writev_limit_and_after_short_writes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import random
 
     from pellucid.server.storage import blobs
@@ -239,7 +266,7 @@ def test_pack_appends_keep_every_part_in_order_past_the_writev_limit_and_after_s
     def short_writev(fd: int, buffers: list) -> int:  # what a signal or a full pipe can do to writev
         calls.append(len(buffers))
         data = b"".join(bytes(b) for b in buffers)
-        return real_writev(fd, [data[:rng.randint(1, len(data))]])
+        return real_writev(fd, [data[: rng.randint(1, len(data))]])
 
     monkeypatch.setattr(blobs.os, "writev", short_writev)
     fd = os.open(tmp_path / "pack", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -249,7 +276,6 @@ def test_pack_appends_keep_every_part_in_order_past_the_writev_limit_and_after_s
         os.close(fd)
     assert (tmp_path / "pack").read_bytes() == b"".join(parts)
     assert max(calls) <= 1024 and len(calls) > 2
-
 
 
 def test_a_commit_that_fails_is_rolled_back_and_the_next_write_works(tmp_path: Path) -> None:

@@ -29,8 +29,9 @@ def test_resource_objects_share_one_connection(server: RunningServer, alice: Use
     assert User(base_url=server.url, pat=server.admin_pat)._connection is not one._connection
 
 
-def test_each_object_keeps_its_own_user_id(server: RunningServer, alice: User, unique: str,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_object_keeps_its_own_user_id(
+    server: RunningServer, alice: User, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pat = alice.create_pat(description="fresh connection").secret  # a token no object has used yet
     named = User(base_url=server.url, pat=pat, user_id="someone-else")
     plain = User(base_url=server.url, pat=pat)
@@ -172,8 +173,10 @@ def test_a_batch_framed_from_serialized_inputs_parses_as_the_request_it_stands_f
     from pellucid.client._protos import encode_with_repeated
 
     header = v1.PostInputsRequest(user_id="u", app_id="a", inputs_add_job_id="job", request_id="r1")
-    inputs = [v1.Input(id=f"in-{size}", data=v1.Data(image=v1.Image(base64=b"x" * size)))
-              for size in (0, 1, 100, 127, 128, 16_383, 16_384, 300_000)]
+    inputs = [
+        v1.Input(id=f"in-{size}", data=v1.Data(image=v1.Image(base64=b"x" * size)))
+        for size in (0, 1, 100, 127, 128, 16_383, 16_384, 300_000)
+    ]
     inputs.append(v1.Input())  # serializes to zero bytes: still one element
     framed = encode_with_repeated(header, "inputs", [i.SerializeToString() for i in inputs])
     expected = v1.PostInputsRequest()
@@ -213,6 +216,8 @@ def test_an_encoded_batch_goes_to_its_method_with_its_bytes_and_is_retried_under
         assert {m["authorization"] for m, _ in recorder.calls} == {"Bearer pel_pat_secret"}
         assert len(bodies) == attempts and len({bytes(b) for b in bodies}) == 1  # the same bytes every time
         parsed = v1.PostInputsRequest.FromString(bodies[0])
-        assert parsed.request_id == request.request_id and parsed.app_id == "a" and parsed.inputs[0].data.text.raw == "one"
+        assert (
+            parsed.request_id == request.request_id and parsed.app_id == "a" and parsed.inputs[0].data.text.raw == "one"
+        )
     finally:
         server.stop(0)

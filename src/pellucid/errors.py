@@ -115,8 +115,17 @@ class DeadlineExceeded(ApiError):
 
 _BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
     cls.code: cls
-    for cls in (InvalidArgument, NotFound, AlreadyExists, PermissionDenied, Unauthenticated, FailedPrecondition,
-                RateLimited, Unavailable, DeadlineExceeded)
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        Unauthenticated,
+        FailedPrecondition,
+        RateLimited,
+        Unavailable,
+        DeadlineExceeded,
+    )
 }
 _BY_VALUE: dict[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.StatusCode}
 

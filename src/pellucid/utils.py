@@ -24,4 +24,4 @@ class Chunker(Generic[T]):
 
     def __iter__(self) -> Iterator[list[T]]:
         for start in range(0, len(self.seq), self.size):
-            yield list(self.seq[start:start + self.size])
+            yield list(self.seq[start : start + self.size])

@@ -27,8 +27,12 @@ from pellucid.errors import PellucidError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pellucid", description="pellucid: ML data and inference platform",
-                                     epilog=EXIT_CODES_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="pellucid",
+        description="pellucid: ML data and inference platform",
+        epilog=EXIT_CODES_DOC,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"pellucid {__version__}")
     client_options(parser, top_level=True)
     commands = parser.add_subparsers(dest="command", required=True)

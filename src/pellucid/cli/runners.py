@@ -16,8 +16,13 @@ from pellucid.errors import AlreadyExists, NotFound, UserError
 
 
 def runner_dict(runner: v1.Runner) -> dict[str, Any]:
-    return {"id": runner.id, "labels": list(runner.labels), "description": runner.description,
-            "connections": runner.connections, "capacity": runner.capacity}
+    return {
+        "id": runner.id,
+        "labels": list(runner.labels),
+        "description": runner.description,
+        "connections": runner.connections,
+        "capacity": runner.capacity,
+    }
 
 
 def load_runner_class(spec: str) -> type:
@@ -49,8 +54,11 @@ def register(args: argparse.Namespace, runner_id: str, labels: list[str]) -> Non
     labels = list(dict.fromkeys(labels))
     try:
         created = client.create_runner(runner_id, labels)
-        emit(args.json, {"event": "registered", "runner": runner_dict(created)},
-             f"registered runner {runner_id} with labels {','.join(labels) or '(none)'}")
+        emit(
+            args.json,
+            {"event": "registered", "runner": runner_dict(created)},
+            f"registered runner {runner_id} with labels {','.join(labels) or '(none)'}",
+        )
         return
     except AlreadyExists:
         pass
@@ -58,8 +66,11 @@ def register(args: argparse.Namespace, runner_id: str, labels: list[str]) -> Non
     if before == labels:
         return
     updated = client.patch_runner(runner_id, labels=labels)
-    emit(args.json, {"event": "labels_updated", "before": before, "runner": runner_dict(updated)},
-         f"runner {runner_id}: labels changed from {','.join(before) or '(none)'} to {','.join(labels) or '(none)'}")
+    emit(
+        args.json,
+        {"event": "labels_updated", "before": before, "runner": runner_dict(updated)},
+        f"runner {runner_id}: labels changed from {','.join(before) or '(none)'} to {','.join(labels) or '(none)'}",
+    )
 
 
 def cmd_runner_start(args: argparse.Namespace) -> int:
@@ -68,18 +79,31 @@ def cmd_runner_start(args: argparse.Namespace) -> int:
     runner_id = args.runner_id or cls.__name__.lower()
     if args.labels is not None:
         register(args, runner_id, [label.strip() for label in args.labels.split(",") if label.strip()])
-    runner = cls(runner_id=runner_id, num_parallel_polls=args.concurrency, base_url=args.api or "",
-                 pat=args.pat or "", profile=args.profile, timeout=args.timeout)
-    emit(args.json, {"event": "starting", "runner_id": runner_id, "concurrency": args.concurrency},
-         f"runner {runner_id} starting ({args.concurrency} at a time; Ctrl-C finishes the items in hand, "
-         "a second Ctrl-C stops at once)")
+    runner = cls(
+        runner_id=runner_id,
+        num_parallel_polls=args.concurrency,
+        base_url=args.api or "",
+        pat=args.pat or "",
+        profile=args.profile,
+        timeout=args.timeout,
+    )
+    emit(
+        args.json,
+        {"event": "starting", "runner_id": runner_id, "concurrency": args.concurrency},
+        f"runner {runner_id} starting ({args.concurrency} at a time; Ctrl-C finishes the items in hand, "
+        "a second Ctrl-C stops at once)",
+    )
     try:
         runner.start()
     except NotFound as exc:
         if args.labels is not None or exc.details.get("reason") != "RUNNER_NOT_FOUND":
             raise
-        raise NotFound(f"{exc.message}, or pass --labels a,b to register it here", request_id=exc.request_id,
-                       details=exc.details, method=exc.method) from None
+        raise NotFound(
+            f"{exc.message}, or pass --labels a,b to register it here",
+            request_id=exc.request_id,
+            details=exc.details,
+            method=exc.method,
+        ) from None
     except KeyboardInterrupt:  # before serving (loading the model): nothing in hand
         runner.stop(drain=False)
         return INTERRUPTED
@@ -93,21 +117,28 @@ def cmd_runner_start(args: argparse.Namespace) -> int:
 
 def cmd_runner_list(args: argparse.Namespace) -> int:
     runners = list(user(args).list_runners())
-    emit(args.json, [runner_dict(r) for r in runners],
-         "\n".join(f"{r.id}\t{','.join(r.labels) or '-'}\t{r.connections} connected" for r in runners))
+    emit(
+        args.json,
+        [runner_dict(r) for r in runners],
+        "\n".join(f"{r.id}\t{','.join(r.labels) or '-'}\t{r.connections} connected" for r in runners),
+    )
     return OK
 
 
 def add_commands(commands: Any) -> None:
     runner = commands.add_parser("runner", help="serve a model; see your runners").add_subparsers(
-        dest="runner_command", required=True)
+        dest="runner_command", required=True
+    )
     start = runner.add_parser("start", help="start a runner from user code: path/to/file.py:ClassName")
     start.add_argument("target", help="path/to/file.py:ClassName (a pellucid.client.runner.Runner subclass)")
     start.add_argument("--runner-id", default="", help="registered runner id (default: the class name, lowercased)")
     start.add_argument("--concurrency", type=int, default=4, help="items run at once")
-    start.add_argument("--labels", default=None,
-                       help="comma-separated labels: register the runner with them, or change an existing "
-                            "runner's labels to exactly these (without --labels they stay as registered)")
+    start.add_argument(
+        "--labels",
+        default=None,
+        help="comma-separated labels: register the runner with them, or change an existing "
+        "runner's labels to exactly these (without --labels they stay as registered)",
+    )
     start.add_argument("--log-level", default="info", help="debug logs one line per item")
     client_options(start)
     start.set_defaults(run=cmd_runner_start)

@@ -39,33 +39,68 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 def add_server_arguments(server: argparse.ArgumentParser) -> None:
     """Every flag of `pellucid server`."""
     server.add_argument("--data-dir", default="", help="where state lives (default: PELLUCID_HOME or ~/.pellucid)")
-    server.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on; beyond loopback, use TLS (a warning is logged without it)")
-    server.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"default {DEFAULT_PORT}; 0 lets the OS pick a free port. "
-                             f"If it is in use, the server exits with code {EXIT_PORT_IN_USE} before touching the data dir")
+    server.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; beyond loopback, use TLS (a warning is logged without it)",
+    )
+    server.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"default {DEFAULT_PORT}; 0 lets the OS pick a free port. "
+        f"If it is in use, the server exits with code {EXIT_PORT_IN_USE} before touching the data dir",
+    )
     server.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate (chain): serve TLS only")
     server.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
-    server.add_argument("--tls-client-ca", type=Path, default=None,
-                        help="PEM CA: require client certificates it signed (mutual TLS)")
+    server.add_argument(
+        "--tls-client-ca", type=Path, default=None, help="PEM CA: require client certificates it signed (mutual TLS)"
+    )
     server.add_argument("--admin-user", default="admin", help="id of the first user, created on first start")
-    server.add_argument("--max-workers", type=_at_least(8), default=256,
-                        help="threads serving calls: each stream, runner connection and waiting predict holds one; "
-                             "together they may take three quarters")
-    server.add_argument("--max-streams-per-user", type=_at_least(1), default=32,
-                        help="open upload/download streams per user; past it: RESOURCE_EXHAUSTED")
-    server.add_argument("--max-predicts-per-user", type=_at_least(1), default=64,
-                        help="predicts per user waiting for or running on a runner; past it: RESOURCE_EXHAUSTED")
-    server.add_argument("--max-runner-connections-per-user", type=_at_least(1), default=64,
-                        help="runner processes (Connect streams) per user; past it: RESOURCE_EXHAUSTED")
+    server.add_argument(
+        "--max-workers",
+        type=_at_least(8),
+        default=256,
+        help="threads serving calls: each stream, runner connection and waiting predict holds one; "
+        "together they may take three quarters",
+    )
+    server.add_argument(
+        "--max-streams-per-user",
+        type=_at_least(1),
+        default=32,
+        help="open upload/download streams per user; past it: RESOURCE_EXHAUSTED",
+    )
+    server.add_argument(
+        "--max-predicts-per-user",
+        type=_at_least(1),
+        default=64,
+        help="predicts per user waiting for or running on a runner; past it: RESOURCE_EXHAUSTED",
+    )
+    server.add_argument(
+        "--max-runner-connections-per-user",
+        type=_at_least(1),
+        default=64,
+        help="runner processes (Connect streams) per user; past it: RESOURCE_EXHAUSTED",
+    )
     server.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get on shutdown")
-    server.add_argument("--allow-private-urls", action="store_true",
-                        help="fetch URL inputs from this machine and private networks too (off: callers could read them)")
-    server.add_argument("--max-blob-bytes", type=_at_least(1), default=1 << 30,
-                        help="largest blob a caller may upload, in bytes (default 1 GiB)")
+    server.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        help="fetch URL inputs from this machine and private networks too (off: callers could read them)",
+    )
+    server.add_argument(
+        "--max-blob-bytes",
+        type=_at_least(1),
+        default=1 << 30,
+        help="largest blob a caller may upload, in bytes (default 1 GiB)",
+    )
     server.add_argument("--log-level", default="info")
-    server.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help='print readiness as one JSON line: {"event": "listening", "address": ..., "data_dir": ...}')
+    server.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help='print readiness as one JSON line: {"event": "listening", "address": ..., "data_dir": ...}',
+    )
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -75,10 +110,16 @@ def cmd_server(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServerSettings(
         data_dir=Path(args.data_dir) if args.data_dir else default_home(),
-        host=args.host, port=args.port, admin_user_id=args.admin_user, max_workers=args.max_workers,
+        host=args.host,
+        port=args.port,
+        admin_user_id=args.admin_user,
+        max_workers=args.max_workers,
         allow_private_urls=args.allow_private_urls,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
-        max_streams_per_user=args.max_streams_per_user, max_predicts_per_user=args.max_predicts_per_user,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        max_streams_per_user=args.max_streams_per_user,
+        max_predicts_per_user=args.max_predicts_per_user,
         max_runner_connections_per_user=args.max_runner_connections_per_user,
         max_blob_bytes=args.max_blob_bytes,
     )
@@ -102,8 +143,11 @@ def cmd_server(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if args.json:
-        emit(True, {"event": "listening", "address": f"{settings.host}:{server.port}",
-                    "data_dir": str(server.data_dir.path)}, "")
+        emit(
+            True,
+            {"event": "listening", "address": f"{settings.host}:{server.port}", "data_dir": str(server.data_dir.path)},
+            "",
+        )
     else:
         print(f"data dir {server.data_dir.path}", flush=True)
         if settings.tls:

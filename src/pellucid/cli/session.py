@@ -26,16 +26,28 @@ def client_options(parser: argparse.ArgumentParser, top_level: bool = False) -> 
     nothing, so `pellucid --profile p users list` and `pellucid users list --profile p`
     mean the same."""
     default = None if top_level else argparse.SUPPRESS
-    parser.add_argument("--api", default=default,
-                        help="target, e.g. grpc://host:7000 (default: PELLUCID_API, the profile, else local)")
+    parser.add_argument(
+        "--api", default=default, help="target, e.g. grpc://host:7000 (default: PELLUCID_API, the profile, else local)"
+    )
     parser.add_argument("--pat", default=default, help="personal access token (default: PELLUCID_PAT or the profile)")
-    parser.add_argument("--profile", default=default,
-                        help="profile of ~/.config/pellucid/config.toml "
-                             "(default: PELLUCID_PROFILE, else the file's current_profile)")
-    parser.add_argument("--timeout", type=positive_seconds, default=default, metavar="SECONDS",
-                        help=f"deadline of each call (default {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--json", action="store_true", default=default,
-                        help="print data as JSON (and errors as a JSON object on stderr)")
+    parser.add_argument(
+        "--profile",
+        default=default,
+        help="profile of ~/.config/pellucid/config.toml (default: PELLUCID_PROFILE, else the file's current_profile)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=default,
+        metavar="SECONDS",
+        help=f"deadline of each call (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default,
+        help="print data as JSON (and errors as a JSON object on stderr)",
+    )
     if top_level:
         parser.set_defaults(**GLOBAL_DEFAULTS)
 

@@ -1,7 +1,7 @@
 """The pellucid SDK: resource classes over the generated stubs.
 
-    from pellucid.client.user import User
-    app = User().create_app("my-app")
+from pellucid.client.user import User
+app = User().create_app("my-app")
 """
 
 from pellucid.client.app import App

@@ -70,9 +70,11 @@ def standalone_is_down(data_dir: str | Path) -> str:
     owner = folder.owner()
     if owner is None or owner.kind != STANDALONE or folder.is_owned():
         return ""
-    return (f"{folder.path} belongs to {owner.describe()}, which is not running: start it again "
-            f"(`pellucid server --data-dir {folder.path}`), or delete {folder.lock_path} to let scripts serve "
-            "the dir in-process")
+    return (
+        f"{folder.path} belongs to {owner.describe()}, which is not running: start it again "
+        f"(`pellucid server --data-dir {folder.path}`), or delete {folder.lock_path} to let scripts serve "
+        "the dir in-process"
+    )
 
 
 def forget(data_dir: str) -> None:

@@ -18,7 +18,9 @@ def utf8(data: bytes) -> str:
         raise UserError(f"text must be UTF-8: {exc}") from None
 
 
-def concepts(labels: Sequence[str] | None, label_ids: Sequence[str] | None = None, value: float = 1.0) -> list[v1.Concept]:
+def concepts(
+    labels: Sequence[str] | None, label_ids: Sequence[str] | None = None, value: float = 1.0
+) -> list[v1.Concept]:
     """Concepts for labels; the id is the label unless `label_ids` gives one per label."""
     labels = list(labels or [])
     if isinstance(labels, str):
@@ -81,18 +83,26 @@ def bbox_region(label: str, bbox: Sequence[float], label_id: str | None = None, 
         raise UserError(f"bbox must be [xmin, ymin, xmax, ymax], got {bbox!r}")
     xmin, ymin, xmax, ymax = (float(v) for v in bbox)
     box = v1.BoundingBox(top_row=ymin, left_col=xmin, bottom_row=ymax, right_col=xmax)
-    return v1.Region(id=region_id, region_info=v1.RegionInfo(bounding_box=box),
-                     data=v1.Data(concepts=concepts([label], [label_id] if label_id else None)))
+    return v1.Region(
+        id=region_id,
+        region_info=v1.RegionInfo(bounding_box=box),
+        data=v1.Data(concepts=concepts([label], [label_id] if label_id else None)),
+    )
 
 
-def polygon_region(label: str, points: Sequence[Sequence[float]], label_id: str | None = None, region_id: str = "") -> v1.Region:
+def polygon_region(
+    label: str, points: Sequence[Sequence[float]], label_id: str | None = None, region_id: str = ""
+) -> v1.Region:
     """A polygon given as [[x, y], ...], normalised to [0, 1]."""
     try:
         polygon = v1.Polygon(points=[v1.Point(row=float(y), col=float(x)) for x, y in points])
     except (TypeError, ValueError):
         raise UserError(f"a polygon is a list of [x, y] points, got {points!r}") from None
-    return v1.Region(id=region_id, region_info=v1.RegionInfo(polygon=polygon),
-                     data=v1.Data(concepts=concepts([label], [label_id] if label_id else None)))
+    return v1.Region(
+        id=region_id,
+        region_info=v1.RegionInfo(polygon=polygon),
+        data=v1.Data(concepts=concepts([label], [label_id] if label_id else None)),
+    )
 
 
 def encode_with_repeated(header: Message, field: str, items: Sequence[bytes]) -> bytes:
@@ -117,8 +127,15 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def concept_batches(call: Any, method: str, request_type: type, user_id: str, app_id: str,
-                    concept_ids: Sequence[str], names: Sequence[str]) -> list[v1.Concept]:
+def concept_batches(
+    call: Any,
+    method: str,
+    request_type: type,
+    user_id: str,
+    app_id: str,
+    concept_ids: Sequence[str],
+    names: Sequence[str],
+) -> list[v1.Concept]:
     """Send (id, name) pairs 128 at a time to CreateConcepts or PatchConcepts; the concepts
     that succeeded, or PartialFailure naming those that did not (the others are applied)."""
     from pellucid.errors import ItemFailure, PartialFailure, error_class
@@ -126,13 +143,15 @@ def concept_batches(call: Any, method: str, request_type: type, user_id: str, ap
     done: list[v1.Concept] = []
     failed: list[ItemFailure] = []
     for start in range(0, len(concept_ids), 128):
-        chunk = [v1.Concept(id=i, name=n) for i, n in zip(concept_ids[start:start + 128], names[start:start + 128])]
+        chunk = [v1.Concept(id=i, name=n) for i, n in zip(concept_ids[start : start + 128], names[start : start + 128])]
         response = call(v1.ConceptServiceStub, method, request_type(user_id=user_id, app_id=app_id, concepts=chunk))
         for offset, (concept, status) in enumerate(zip(response.concepts, response.statuses)):
             if status.code == v1.Status.OK:
                 done.append(concept)
             else:
-                failed.append(ItemFailure(start + offset, concept.id, error_class(status.code)(status.message, method=method)))
+                failed.append(
+                    ItemFailure(start + offset, concept.id, error_class(status.code)(status.message, method=method))
+                )
     if failed:
         raise PartialFailure("concepts", done, failed)
     return done

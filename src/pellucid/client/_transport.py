@@ -77,8 +77,12 @@ class EncodedRequest:
         return cls(response_type, encode_with_repeated(header, field, items), header.request_id)  # type: ignore[attr-defined]
 
 
-class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                           grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class _MetadataInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
     """Adds `authorization: Bearer <token>` and the SDK's user agent to every call."""
 
     def __init__(self, secret: Callable[[], str]) -> None:
@@ -87,8 +91,9 @@ class _MetadataInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamCli
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         metadata = list(details.metadata or ())
         metadata.append(("authorization", f"Bearer {self._secret()}"))
-        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
-                            details.wait_for_ready, details.compression)
+        return _CallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready, details.compression
+        )
 
     def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
         return continuation(self._details(details), request)
@@ -162,9 +167,11 @@ class Connection:
             with open(path, "rb") as f:
                 return f.read()
 
-        return grpc.ssl_channel_credentials(root_certificates=read(settings.root_certificates_path),
-                                            private_key=read(settings.client_key_path),
-                                            certificate_chain=read(settings.client_cert_path))
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(settings.root_certificates_path),
+            private_key=read(settings.client_key_path),
+            certificate_chain=read(settings.client_cert_path),
+        )
 
     def _local_address(self) -> str:
         from pellucid.client._embedded import local_address
@@ -217,8 +224,12 @@ class Connection:
     def _encoded_rpc(self, stub_type: type, method: str, response_type: type[Message]) -> Any:
         """`method` of `stub_type`'s service taking already-serialized bytes."""
         path = f"/{_service_name(stub_type)}/{method}"
-        return self._cached((stub_type, method), lambda channel: channel.unary_unary(
-            path, request_serializer=None, response_deserializer=response_type.FromString))
+        return self._cached(
+            (stub_type, method),
+            lambda channel: channel.unary_unary(
+                path, request_serializer=None, response_deserializer=response_type.FromString
+            ),
+        )
 
     def _cached(self, key: Any, make: Callable[[grpc.Channel], Any]) -> Any:
         """A stub or callable on the current channel: never one on a channel that `close()`
@@ -235,8 +246,15 @@ class Connection:
 
     # calls
 
-    def call(self, stub_type: type, method: str, request: R | Message | EncodedRequest, *, timeout: float | None = None,
-             retry: RetryPolicy = DEFAULT_RETRY) -> Any:
+    def call(
+        self,
+        stub_type: type,
+        method: str,
+        request: R | Message | EncodedRequest,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> Any:
         """Call a unary RPC with a deadline, retrying when that is safe; errors become pellucid.errors.
 
         The deadline (`timeout` seconds, default 30) covers all attempts. A call is retried
@@ -258,8 +276,9 @@ class Connection:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DeadlineExceeded(f"no answer within the {timeout:g}s deadline (pass timeout= to allow longer)",
-                                       method=method)
+                raise DeadlineExceeded(
+                    f"no answer within the {timeout:g}s deadline (pass timeout= to allow longer)", method=method
+                )
             try:
                 if isinstance(request, EncodedRequest):
                     rpc = self._encoded_rpc(stub_type, method, request.response_type)
@@ -269,9 +288,13 @@ class Connection:
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 pause = retry.backoff(attempt)
-                if (safe and code in retry.retryable and attempt + 1 < retry.max_attempts
-                        and time.monotonic() + pause < deadline
-                        and from_rpc_error(exc).details.get("reason") not in FINAL_REASONS):
+                if (
+                    safe
+                    and code in retry.retryable
+                    and attempt + 1 < retry.max_attempts
+                    and time.monotonic() + pause < deadline
+                    and from_rpc_error(exc).details.get("reason") not in FINAL_REASONS
+                ):
                     log.debug("%s: %s, retry %d in %.2fs", method, code, attempt + 1, pause)
                     time.sleep(pause)
                     attempt += 1
@@ -295,14 +318,17 @@ class Connection:
         elif "Socket closed" not in error.message:
             return error
         elif settings.target.scheme == "grpc":
-            error.message += (f" (did {location} close it because it speaks TLS? then use grpcs://{location} "
-                              "with root_certificates_path)")
+            error.message += (
+                f" (did {location} close it because it speaks TLS? then use grpcs://{location} "
+                "with root_certificates_path)"
+            )
         elif settings.target.scheme == "grpcs" and not settings.client_cert_path:
-            error.message += (f" (if {location} requires client certificates, set {ENV_CLIENT_CERT} and "
-                              f"{ENV_CLIENT_KEY}, or client_cert and client_key in the profile)")
+            error.message += (
+                f" (if {location} requires client certificates, set {ENV_CLIENT_CERT} and "
+                f"{ENV_CLIENT_KEY}, or client_cert and client_key in the profile)"
+            )
         error.args = (str(error),)
         return error
-
 
     def send_stream(self, stub_type: type, method: str, requests: Iterator[Message], *, timeout: float) -> Any:
         """A client-streaming call: one deadline, errors mapped; not retried (a stream is not replayable)."""
@@ -320,7 +346,7 @@ class Connection:
 
 
 def _service_name(stub_type: type) -> str:
-    """"pellucid.api.v1.InputService" for InputServiceStub, from the generated module's descriptor."""
+    """ "pellucid.api.v1.InputService" for InputServiceStub, from the generated module's descriptor."""
     module = sys.modules[stub_type.__module__]
     name = stub_type.__name__.removesuffix("Stub")
     for pb2 in vars(module).values():
@@ -341,12 +367,16 @@ def get_connection(settings: ClientSettings) -> Connection:
     The user id is not part of the key, nor kept by the connection: objects acting as
     different users with one token share the channel, and each keeps its own user id.
     """
-    key = (settings.target, settings.pat, settings.token, settings.root_certificates_path, settings.client_cert_path,
-           settings.client_key_path)
+    key = (
+        settings.target,
+        settings.pat,
+        settings.token,
+        settings.root_certificates_path,
+        settings.client_cert_path,
+        settings.client_key_path,
+    )
     with _connections_lock:
         connection = _connections.get(key)
         if connection is None:
             connection = _connections[key] = Connection(dataclasses.replace(settings, user_id=""))
         return connection
-
-

@@ -93,8 +93,11 @@ class App(Lister, BaseClient):
         if kwargs.get("metadata"):
             dataset.metadata.update(kwargs["metadata"])
         try:
-            created = self._call(v1.DatasetServiceStub, "CreateDataset", v1.CreateDatasetRequest(
-                user_id=self._user_id, app_id=self.id, dataset=dataset))
+            created = self._call(
+                v1.DatasetServiceStub,
+                "CreateDataset",
+                v1.CreateDatasetRequest(user_id=self._user_id, app_id=self.id, dataset=dataset),
+            )
         except AlreadyExists:
             if not exist_ok:
                 raise
@@ -103,7 +106,9 @@ class App(Lister, BaseClient):
 
     def dataset(self, dataset_id: str, **kwargs: Any) -> Dataset:
         """The dataset `dataset_id`, checked to exist (raises NotFound otherwise)."""
-        dataset = Dataset(dataset_id=dataset_id, app_id=self.id, user_id=self._user_id, **self._child_kwargs(), **kwargs)
+        dataset = Dataset(
+            dataset_id=dataset_id, app_id=self.id, user_id=self._user_id, **self._child_kwargs(), **kwargs
+        )
         dataset.load_info()
         return dataset
 
@@ -116,13 +121,19 @@ class App(Lister, BaseClient):
     def delete_dataset(self, dataset_id: str, delete_inputs: bool = False) -> None:
         """Delete a dataset (its inputs stay in the app unless `delete_inputs`, and then only
         those in no other dataset)."""
-        self._call(v1.DatasetServiceStub, "DeleteDataset", v1.DeleteDatasetRequest(
-            user_id=self._user_id, app_id=self.id, dataset_id=dataset_id, delete_inputs=delete_inputs))
+        self._call(
+            v1.DatasetServiceStub,
+            "DeleteDataset",
+            v1.DeleteDatasetRequest(
+                user_id=self._user_id, app_id=self.id, dataset_id=dataset_id, delete_inputs=delete_inputs
+            ),
+        )
 
     # models
 
-    def create_model(self, model_id: str, runner_labels: list[str] | None = None, *, exist_ok: bool = False,
-                     **kwargs: Any) -> Model:
+    def create_model(
+        self, model_id: str, runner_labels: list[str] | None = None, *, exist_ok: bool = False, **kwargs: Any
+    ) -> Model:
         """Create a model with a first version served by runners carrying `runner_labels`.
 
         With `exist_ok`, an existing model is returned as it is (at its latest version)
@@ -132,21 +143,33 @@ class App(Lister, BaseClient):
         and the version's fields: params (default inference params), concepts, output_config,
         item_timeout_seconds, version_id, version_description.
         """
-        model_fields = {k: kwargs.pop(k) for k in ("name", "description", "model_type_id", "input_fields", "output_fields")
-                        if k in kwargs}
+        model_fields = {
+            k: kwargs.pop(k)
+            for k in ("name", "description", "model_type_id", "input_fields", "output_fields")
+            if k in kwargs
+        }
         version_kwargs = {"runner_labels": runner_labels or []}
         if "version_id" in kwargs:
             version_kwargs["id"] = kwargs.pop("version_id")
         if "version_description" in kwargs:
             version_kwargs["description"] = kwargs.pop("version_description")
         version_kwargs.update(kwargs)
-        model = v1.Model(id=model_id, name=model_fields.get("name", ""), description=model_fields.get("description", ""),
-                         model_type_id=model_fields.get("model_type_id", ""),
-                         input_fields=list(model_fields.get("input_fields", [])),
-                         output_fields=list(model_fields.get("output_fields", [])))
+        model = v1.Model(
+            id=model_id,
+            name=model_fields.get("name", ""),
+            description=model_fields.get("description", ""),
+            model_type_id=model_fields.get("model_type_id", ""),
+            input_fields=list(model_fields.get("input_fields", [])),
+            output_fields=list(model_fields.get("output_fields", [])),
+        )
         try:
-            created = self._call(v1.ModelServiceStub, "CreateModel", v1.CreateModelRequest(
-                user_id=self._user_id, app_id=self.id, model=model, version=version_proto(**version_kwargs)))
+            created = self._call(
+                v1.ModelServiceStub,
+                "CreateModel",
+                v1.CreateModelRequest(
+                    user_id=self._user_id, app_id=self.id, model=model, version=version_proto(**version_kwargs)
+                ),
+            )
         except AlreadyExists:
             if not exist_ok:
                 raise
@@ -155,13 +178,24 @@ class App(Lister, BaseClient):
 
     def model(self, model_id: str, model_version: dict[str, str] | None = None, **kwargs: Any) -> Model:
         """The model `model_id` (at `model_version={"id": ...}`, else the latest), checked to exist."""
-        model = Model(model_id=model_id, app_id=self.id, user_id=self._user_id, model_version=model_version,
-                      **self._child_kwargs(), **kwargs)
+        model = Model(
+            model_id=model_id,
+            app_id=self.id,
+            user_id=self._user_id,
+            model_version=model_version,
+            **self._child_kwargs(),
+            **kwargs,
+        )
         model.load_info()
         return model
 
-    def list_models(self, filter_by: dict[str, Any] | None = None, only_in_app: bool = True,
-                    page_no: int | None = None, per_page: int | None = None) -> Iterator[Model]:
+    def list_models(
+        self,
+        filter_by: dict[str, Any] | None = None,
+        only_in_app: bool = True,
+        page_no: int | None = None,
+        per_page: int | None = None,
+    ) -> Iterator[Model]:
         """The app's models; `filter_by={"query": text}` keeps ids or names containing text."""
         filter_by = dict(filter_by or {})
         unknown = set(filter_by) - {"query", "name", "id"}
@@ -176,8 +210,11 @@ class App(Lister, BaseClient):
             yield Model._from_proto(proto, **self._child_kwargs())
 
     def delete_model(self, model_id: str) -> None:
-        self._call(v1.ModelServiceStub, "DeleteModel", v1.DeleteModelRequest(user_id=self._user_id, app_id=self.id,
-                                                                              model_id=model_id))
+        self._call(
+            v1.ModelServiceStub,
+            "DeleteModel",
+            v1.DeleteModelRequest(user_id=self._user_id, app_id=self.id, model_id=model_id),
+        )
 
     # concepts
 
@@ -191,8 +228,9 @@ class App(Lister, BaseClient):
         if labels is not None and len(labels) != len(concept_ids):
             raise UserError(f"labels has {len(labels)} names for {len(concept_ids)} concept ids")
         names = labels or [""] * len(concept_ids)
-        return _protos.concept_batches(self._call, "CreateConcepts", v1.CreateConceptsRequest, self._user_id, self.id,
-                                       concept_ids, names)
+        return _protos.concept_batches(
+            self._call, "CreateConcepts", v1.CreateConceptsRequest, self._user_id, self.id, concept_ids, names
+        )
 
     def list_concepts(self, page_no: int | None = None, per_page: int | None = None) -> Iterator[v1.Concept]:
         """Yield the app's concepts in creation order."""
@@ -201,5 +239,8 @@ class App(Lister, BaseClient):
         yield from self.list_pages_generator(endpoint, v1.ListConceptsRequest, request, page_no, per_page)
 
     def get_concept(self, concept_id: str) -> v1.Concept:
-        return self._call(v1.ConceptServiceStub, "GetConcept", v1.GetConceptRequest(
-            user_id=self._user_id, app_id=self.id, concept_id=concept_id))
+        return self._call(
+            v1.ConceptServiceStub,
+            "GetConcept",
+            v1.GetConceptRequest(user_id=self._user_id, app_id=self.id, concept_id=concept_id),
+        )

@@ -63,8 +63,9 @@ class BaseClient:
         if self._user_id:
             return self._user_id
         if not self._token_owner:
-            self._token_owner = self._connection.user_id or self._call(
-                v1.UserServiceStub, "GetUser", v1.GetUserRequest()).id
+            self._token_owner = (
+                self._connection.user_id or self._call(v1.UserServiceStub, "GetUser", v1.GetUserRequest()).id
+            )
         return self._token_owner
 
     @property
@@ -72,8 +73,9 @@ class BaseClient:
         return str(self._connection.settings.target)
 
     def _call(self, stub: type, method: str, request: Message, timeout: float | None = None) -> Any:
-        return self._connection.call(stub, method, request, timeout=timeout if timeout is not None else self.timeout,
-                                     retry=self.retry)
+        return self._connection.call(
+            stub, method, request, timeout=timeout if timeout is not None else self.timeout, retry=self.retry
+        )
 
     def _child_kwargs(self) -> dict[str, Any]:
         return {"timeout": self.timeout, "retry": self.retry, "_connection": self._connection}

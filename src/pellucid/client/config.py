@@ -65,14 +65,18 @@ def parse_target(url: str) -> Target:
     if url in ("local", "local:", "local://"):
         return Target("local", str(default_home().resolve()))
     if url.startswith("local://"):
-        path = url[len("local://"):]
+        path = url[len("local://") :]
         if not path.startswith("/"):
             raise UserError(f"base_url {url!r}: a local target names an absolute path, e.g. local:///home/me/.pellucid")
         return Target("local", str(Path(path).resolve()))
-    for prefix, scheme, default_port in (("grpc://", "grpc", None), ("grpcs://", "grpcs", 443),  # noqa: B007
-                                         ("https://", "grpcs", 443), ("http://", "grpc", None)):
+    for prefix, scheme, default_port in (  # noqa: B007 - both are used after the break
+        ("grpc://", "grpc", None),
+        ("grpcs://", "grpcs", 443),
+        ("https://", "grpcs", 443),
+        ("http://", "grpc", None),
+    ):
         if url.startswith(prefix):
-            hostport = url[len(prefix):]
+            hostport = url[len(prefix) :]
             break
     else:
         scheme, default_port, hostport = "grpc", None, url
@@ -119,7 +123,8 @@ SECRET_KEYS = ("pat", "session_token", "token")
 def _refuse_readable_secrets(path: Path, profiles: dict[str, Any]) -> None:
     """Refuse a config file holding a token that group or others can read, as ssh refuses such keys."""
     if not isinstance(profiles, dict) or not any(
-            isinstance(p, dict) and any(p.get(k) for k in SECRET_KEYS) for p in profiles.values()):
+        isinstance(p, dict) and any(p.get(k) for k in SECRET_KEYS) for p in profiles.values()
+    ):
         return
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
@@ -162,8 +167,10 @@ def resolve_settings(
     base = base_url or env.get(ENV_API) or prof.get("api", "") or DEFAULT_TARGET
     target = parse_target(base)
     pat = clean_token(pat or env.get(ENV_PAT, "") or prof.get("pat", ""), "the PAT")
-    token = clean_token(token or env.get(ENV_SESSION_TOKEN, "") or prof.get("session_token", "") or prof.get("token", ""),
-                        "the session token")
+    token = clean_token(
+        token or env.get(ENV_SESSION_TOKEN, "") or prof.get("session_token", "") or prof.get("token", ""),
+        "the session token",
+    )
     user_id = user_id or env.get(ENV_USER_ID, "") or prof.get("user_id", "")
     certs = root_certificates_path or env.get(ENV_ROOT_CERTIFICATES) or prof.get("root_certificates_path") or None
     if certs and not Path(certs).is_file():
@@ -171,15 +178,24 @@ def resolve_settings(
     client_cert = client_cert_path or env.get(ENV_CLIENT_CERT) or prof.get("client_cert") or None
     client_key = client_key_path or env.get(ENV_CLIENT_KEY) or prof.get("client_key") or None
     if bool(client_cert) != bool(client_key):
-        raise UserError(f"a client certificate needs its private key and the other way round: set both "
-                        f"{ENV_CLIENT_CERT} and {ENV_CLIENT_KEY} (or client_cert and client_key in the profile)")
+        raise UserError(
+            f"a client certificate needs its private key and the other way round: set both "
+            f"{ENV_CLIENT_CERT} and {ENV_CLIENT_KEY} (or client_cert and client_key in the profile)"
+        )
     for name, value in (("client certificate", client_cert), ("client key", client_key)):
         if value and not Path(value).is_file():
             raise UserError(f"{name} {value!r} is not a file")
     if not (pat or token) and not target.is_local:
         raise missing_credentials(str(target))
-    return ClientSettings(target=target, pat=pat, token=token, user_id=user_id, root_certificates_path=certs,
-                          client_cert_path=client_cert, client_key_path=client_key)
+    return ClientSettings(
+        target=target,
+        pat=pat,
+        token=token,
+        user_id=user_id,
+        root_certificates_path=certs,
+        client_cert_path=client_cert,
+        client_key_path=client_key,
+    )
 
 
 def clean_token(value: str, name: str) -> str:
@@ -193,12 +209,21 @@ def clean_token(value: str, name: str) -> str:
     value = value.strip()
     for position, char in enumerate(value, start=1):
         if not "!" <= char <= "~":
-            what = ("a space" if char == " " else "a tab" if char == "\t" else "a line break" if char in "\r\n"
-                    else f"the control character {char!r}" if not char.isprintable() or ord(char) < 128
-                    else f"the non-ASCII character {char!r}")
+            what = (
+                "a space"
+                if char == " "
+                else "a tab"
+                if char == "\t"
+                else "a line break"
+                if char in "\r\n"
+                else f"the control character {char!r}"
+                if not char.isprintable() or ord(char) < 128
+                else f"the non-ASCII character {char!r}"
+            )
             raise UserError(
                 f"{name} has {what} at character {position} of {len(value)}: a pellucid token is printable ASCII "
-                "without spaces; copy it again, whole (only surrounding whitespace is stripped)")
+                "without spaces; copy it again, whole (only surrounding whitespace is stripped)"
+            )
     return value
 
 
@@ -207,7 +232,7 @@ def missing_credentials(target: str) -> UserError:
         f"no credentials for {target}. Supply a personal access token in one of these ways:\n"
         "  - pass pat='...' (or token='...' for a session token) to the constructor;\n"
         f"  - set {ENV_PAT} (or {ENV_SESSION_TOKEN}) in the environment;\n"
-        f"  - add pat = \"...\" to a profile in {config_path()} (select it with {ENV_PROFILE});\n"
+        f'  - add pat = "..." to a profile in {config_path()} (select it with {ENV_PROFILE});\n'
         "  - or use the embedded target `local`, whose server writes the first user's PAT to\n"
         f"    credentials.json in its data dir ({ENV_HOME}, default ~/.pellucid).\n"
         "An admin creates PATs with `pellucid users create USER_ID`."

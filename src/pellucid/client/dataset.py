@@ -40,17 +40,34 @@ A pellucid dataset export is a zip file holding:
 
 Coordinates are fractions of the image size. Dataset.upload_from_archive imports it.
 """
-_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif", "image/webp": ".webp",
-               "image/bmp": ".bmp", "image/tiff": ".tiff", "text/plain": ".txt"}
+_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "image/bmp": ".bmp",
+    "image/tiff": ".tiff",
+    "text/plain": ".txt",
+}
 
 
 class Dataset(Lister, BaseClient):
     """A dataset of an app, addressed by `url` (`<base>/<user_id>/<app_id>/datasets/<id>`) or
     by `dataset_id` with `app_id` (and `user_id`). Constructing one makes no call."""
 
-    def __init__(self, url: str = "", dataset_id: str = "", base_url: str = "", pat: str = "", token: str = "",
-                 root_certificates_path: str | None = None, *, app_id: str = "", user_id: str = "",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: str = "",
+        dataset_id: str = "",
+        base_url: str = "",
+        pat: str = "",
+        token: str = "",
+        root_certificates_path: str | None = None,
+        *,
+        app_id: str = "",
+        user_id: str = "",
+        **kwargs: Any,
+    ) -> None:
         if url and dataset_id:
             raise UserError("give either url or dataset_id, not both")
         if url:
@@ -58,7 +75,9 @@ class Dataset(Lister, BaseClient):
             user_id, app_id, dataset_id = parsed.user_id, parsed.app_id, parsed.resource_id
             base_url = base_url or parsed.base
         if not dataset_id or not app_id:
-            raise UserError("Dataset needs dataset_id and app_id, or a url like <base>/<user_id>/<app_id>/datasets/<id>")
+            raise UserError(
+                "Dataset needs dataset_id and app_id, or a url like <base>/<user_id>/<app_id>/datasets/<id>"
+            )
         self.dataset_info: v1.Dataset | None = kwargs.pop("_dataset_info", None)
         BaseClient.__init__(self, user_id, base_url, pat, token, root_certificates_path, **kwargs)
         Lister.__init__(self)
@@ -81,13 +100,24 @@ class Dataset(Lister, BaseClient):
 
     # ingestion
 
-    def _run(self, items: Iterator[UploadItem], total: int | None, *, batch_size: int, concurrency: int,
-             retry_from: str | os.PathLike[str] | None, progress: bool, log_warnings: bool,
-             get_upload_status: bool = False, description: str = "Uploading",
-             before: dict[str, Any] | None = None) -> UploadResult:
+    def _run(
+        self,
+        items: Iterator[UploadItem],
+        total: int | None,
+        *,
+        batch_size: int,
+        concurrency: int,
+        retry_from: str | os.PathLike[str] | None,
+        progress: bool,
+        log_warnings: bool,
+        get_upload_status: bool = False,
+        description: str = "Uploading",
+        before: dict[str, Any] | None = None,
+    ) -> UploadResult:
         only = read_failures(retry_from) if retry_from else None
-        uploader = self._inputs._uploader(batch_size=batch_size, concurrency=concurrency, progress=progress,
-                                          description=f"{description} to {self.id}")
+        uploader = self._inputs._uploader(
+            batch_size=batch_size, concurrency=concurrency, progress=progress, description=f"{description} to {self.id}"
+        )
         result = uploader.run(items, total, only)
         if log_warnings and result.failed:
             result.write_failures(f"upload_failures_{self.id}_{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
@@ -95,9 +125,17 @@ class Dataset(Lister, BaseClient):
             result.upload_status = self.get_upload_status(pre_upload_stats=before, delete_version=True)
         return result
 
-    def upload_dataset(self, dataloader: Any, batch_size: int = 128, get_upload_status: bool = False,
-                       log_warnings: bool = False, *, retry_from: str | os.PathLike[str] | None = None,
-                       concurrency: int = 4, progress: bool = True) -> UploadResult:
+    def upload_dataset(
+        self,
+        dataloader: Any,
+        batch_size: int = 128,
+        get_upload_status: bool = False,
+        log_warnings: bool = False,
+        *,
+        retry_from: str | os.PathLike[str] | None = None,
+        concurrency: int = 4,
+        progress: bool = True,
+    ) -> UploadResult:
         """Upload every item of a loader (see pellucid.datasets for the protocol).
 
         Items are read as their batch is packed; labels, boxes and polygons are stored with
@@ -108,38 +146,78 @@ class Dataset(Lister, BaseClient):
         from pellucid.datasets.convert import loader_items
 
         before = self.get_upload_status(pre_upload=True) if get_upload_status else None
-        return self._run(loader_items(dataloader, self.id), len(dataloader), batch_size=batch_size, before=before,
-                         concurrency=concurrency, retry_from=retry_from, progress=progress, log_warnings=log_warnings,
-                         get_upload_status=get_upload_status)
+        return self._run(
+            loader_items(dataloader, self.id),
+            len(dataloader),
+            batch_size=batch_size,
+            before=before,
+            concurrency=concurrency,
+            retry_from=retry_from,
+            progress=progress,
+            log_warnings=log_warnings,
+            get_upload_status=get_upload_status,
+        )
 
-    def upload_from_csv(self, csv_path: str = "", input_type: str = "text", csv_type: str = "raw", labels: bool = True,
-                        batch_size: int = 128, **kwargs: Any) -> UploadResult:
+    def upload_from_csv(
+        self,
+        csv_path: str = "",
+        input_type: str = "text",
+        csv_type: str = "raw",
+        labels: bool = True,
+        batch_size: int = 128,
+        **kwargs: Any,
+    ) -> UploadResult:
         """Upload the rows of a CSV file (header: input[, inputid, concepts, metadata, geopoints])."""
         from pellucid.datasets.loaders import CsvLoader
 
         return self.upload_dataset(CsvLoader(csv_path, input_type, csv_type or "raw", labels), batch_size, **kwargs)
 
-    def upload_from_folder(self, folder_path: str = "", input_type: str = "image", labels: bool = False,
-                           batch_size: int = 128, **kwargs: Any) -> UploadResult:
+    def upload_from_folder(
+        self,
+        folder_path: str = "",
+        input_type: str = "image",
+        labels: bool = False,
+        batch_size: int = 128,
+        **kwargs: Any,
+    ) -> UploadResult:
         """Upload every image (or .txt) file under a folder, recursively; with labels, each
         file is labelled with the name of its folder."""
         from pellucid.datasets.loaders import FolderLoader
 
         return self.upload_dataset(FolderLoader(folder_path, input_type, labels), batch_size, **kwargs)
 
-    def upload_from_archive(self, archive_path: str | os.PathLike[str], batch_size: int = 128, *,
-                            concurrency: int = 4, progress: bool = True) -> UploadResult:
+    def upload_from_archive(
+        self,
+        archive_path: str | os.PathLike[str],
+        batch_size: int = 128,
+        *,
+        concurrency: int = 4,
+        progress: bool = True,
+    ) -> UploadResult:
         """Import an archive written by `export` into this dataset, keeping input and annotation ids."""
         from pellucid.datasets.loaders import ArchiveLoader
 
         archive = ArchiveLoader(archive_path)
         try:
-            items = (UploadItem(i, f"{archive.path}: {r['id']}", functools.partial(_archive_input, archive, r, self.id))
-                     for i, r in enumerate(archive.records()))
-            result = self._run(items, len(archive), batch_size=batch_size, concurrency=concurrency, retry_from=None,
-                               progress=progress, log_warnings=False, description="Importing")
-            annotations = [v1.Annotation(id=a["id"], input_id=r["id"], data=_annotation_data(a))
-                           for r in archive.records() for a in r["annotations"]]
+            items = (
+                UploadItem(i, f"{archive.path}: {r['id']}", functools.partial(_archive_input, archive, r, self.id))
+                for i, r in enumerate(archive.records())
+            )
+            result = self._run(
+                items,
+                len(archive),
+                batch_size=batch_size,
+                concurrency=concurrency,
+                retry_from=None,
+                progress=progress,
+                log_warnings=False,
+                description="Importing",
+            )
+            annotations = [
+                v1.Annotation(id=a["id"], input_id=r["id"], data=_annotation_data(a))
+                for r in archive.records()
+                for a in r["annotations"]
+            ]
         finally:
             archive.close()
         if annotations:
@@ -154,8 +232,9 @@ class Dataset(Lister, BaseClient):
         unknown = set(kwargs) - {"id", "description", "metadata"}
         if unknown:
             raise UserError(f"create_version takes id, description and metadata; not {sorted(unknown)}")
-        request = v1.CreateDatasetVersionRequest(**self._ids(), version_id=kwargs.get("id", ""),
-                                                 description=kwargs.get("description", ""))
+        request = v1.CreateDatasetVersionRequest(
+            **self._ids(), version_id=kwargs.get("id", ""), description=kwargs.get("description", "")
+        )
         if kwargs.get("metadata"):
             request.metadata.update(kwargs["metadata"])
         return self._call(v1.DatasetServiceStub, "CreateDatasetVersion", request)
@@ -167,14 +246,26 @@ class Dataset(Lister, BaseClient):
     def delete_version(self, version_id: str = "") -> None:
         if not version_id:
             raise UserError("delete_version needs a version_id")
-        self._call(v1.DatasetServiceStub, "DeleteDatasetVersion", v1.DeleteDatasetVersionRequest(**self._ids(), version_id=version_id))
+        self._call(
+            v1.DatasetServiceStub,
+            "DeleteDatasetVersion",
+            v1.DeleteDatasetVersionRequest(**self._ids(), version_id=version_id),
+        )
 
     def get_stats(self, version_id: str = "") -> v1.DatasetStats:
         """Counts of inputs (by type), annotations, regions and concepts, now or in a version."""
-        return self._call(v1.DatasetServiceStub, "GetDatasetStats", v1.GetDatasetStatsRequest(**self._ids(), version_id=version_id))
+        return self._call(
+            v1.DatasetServiceStub, "GetDatasetStats", v1.GetDatasetStatsRequest(**self._ids(), version_id=version_id)
+        )
 
-    def get_upload_status(self, dataloader: Any = None, delete_version: bool = False, timeout: int = 600,
-                          pre_upload_stats: dict[str, Any] | None = None, pre_upload: bool = False) -> dict[str, Any]:
+    def get_upload_status(
+        self,
+        dataloader: Any = None,
+        delete_version: bool = False,
+        timeout: int = 600,
+        pre_upload_stats: dict[str, Any] | None = None,
+        pre_upload: bool = False,
+    ) -> dict[str, Any]:
         """The dataset's counts, as a dict; prints them, with the change since `pre_upload_stats`.
 
         `pre_upload=True` returns the current counts without making a version (call it before
@@ -192,11 +283,15 @@ class Dataset(Lister, BaseClient):
             self.delete_version(version.id)
         else:
             stats["version_id"] = version.id
-        lines = [f"dataset {self.id}: {stats['inputs']} inputs {stats['inputs_by_type']}, "
-                 f"{stats['annotations']} annotations, {stats['regions']} regions"]
+        lines = [
+            f"dataset {self.id}: {stats['inputs']} inputs {stats['inputs_by_type']}, "
+            f"{stats['annotations']} annotations, {stats['regions']} regions"
+        ]
         if pre_upload_stats:
-            lines.append(f"  since before the upload: +{stats['inputs'] - pre_upload_stats.get('inputs', 0)} inputs, "
-                         f"+{stats['annotations'] - pre_upload_stats.get('annotations', 0)} annotations")
+            lines.append(
+                f"  since before the upload: +{stats['inputs'] - pre_upload_stats.get('inputs', 0)} inputs, "
+                f"+{stats['annotations'] - pre_upload_stats.get('annotations', 0)} annotations"
+            )
         if dataloader is not None:
             lines.append(f"  the loader has {len(dataloader)} items")
         print("\n".join(lines))
@@ -204,13 +299,28 @@ class Dataset(Lister, BaseClient):
 
     # reading
 
-    def list_inputs(self, page_no: int | None = None, per_page: int | None = None, input_type: str | None = None,
-                    *, version_id: str = "") -> Iterator[v1.Input]:
+    def list_inputs(
+        self,
+        page_no: int | None = None,
+        per_page: int | None = None,
+        input_type: str | None = None,
+        *,
+        version_id: str = "",
+    ) -> Iterator[v1.Input]:
         """The dataset's inputs (or a version's), in the order they joined it."""
         return self._inputs.list_inputs(self.id, page_no, per_page, input_type, dataset_version_id=version_id)
 
-    def export(self, save_path: str = "", archive_url: str = "", local_archive_path: str = "", split: str = "all",
-               num_workers: int = 4, *, version_id: str = "", progress: bool = True) -> Path:
+    def export(
+        self,
+        save_path: str = "",
+        archive_url: str = "",
+        local_archive_path: str = "",
+        split: str = "all",
+        num_workers: int = 4,
+        *,
+        version_id: str = "",
+        progress: bool = True,
+    ) -> Path:
         """Write the dataset (or a version) to a zip archive; the format is in EXPORT_FORMAT_DOC.
 
         Media are fetched by `num_workers` concurrent downloads. The archive is written to
@@ -241,7 +351,7 @@ class Dataset(Lister, BaseClient):
                 media = {i.id: i for i in page if i.input_type != "text"}
                 files: dict[str, tuple[str, str]] = {}
                 share = -(-len(media) // num_workers) or 1
-                parts = [list(media)[i:i + share] for i in range(0, len(media), share)]
+                parts = [list(media)[i : i + share] for i in range(0, len(media), share)]
                 with ThreadPoolExecutor(num_workers) as pool:
                     downloaded = pool.map(lambda ids: list(self._inputs.iter_input_bytes(ids)), parts)
                 for input_id, data, mime in (d for part in downloaded for d in part):
@@ -250,14 +360,24 @@ class Dataset(Lister, BaseClient):
                     archive.writestr(name, data)
                     files[input_id] = (name, mime)
                 for item in page:
-                    lines.write(json.dumps(_input_record(item, files.get(item.id), annotations.get(item.id, []))) + "\n")
+                    lines.write(
+                        json.dumps(_input_record(item, files.get(item.id), annotations.get(item.id, []))) + "\n"
+                    )
                     count += 1
                 bar.update(len(page))
             lines.close()
             archive.write(lines_path, "inputs.jsonl", zipfile.ZIP_DEFLATED)
-            manifest = {"format": "pellucid.dataset-export", "version": 1, "user_id": self._user_id,
-                        "app_id": self.app_id, "dataset_id": self.id, "dataset_version_id": version_id,
-                        "split": split, "exported_at": time.time(), "inputs": count}
+            manifest = {
+                "format": "pellucid.dataset-export",
+                "version": 1,
+                "user_id": self._user_id,
+                "app_id": self.app_id,
+                "dataset_id": self.id,
+                "dataset_version_id": version_id,
+                "split": split,
+                "exported_at": time.time(),
+                "inputs": count,
+            }
             archive.writestr("manifest.json", json.dumps(manifest, indent=2))
         lines_path.unlink()
         bar.close()
@@ -266,8 +386,13 @@ class Dataset(Lister, BaseClient):
 
 
 def _stats_dict(stats: v1.DatasetStats) -> dict[str, Any]:
-    return {"inputs": stats.inputs, "inputs_by_type": dict(stats.inputs_by_type), "annotations": stats.annotations,
-            "regions": stats.regions, "concept_counts": dict(stats.concept_counts)}
+    return {
+        "inputs": stats.inputs,
+        "inputs_by_type": dict(stats.inputs_by_type),
+        "annotations": stats.annotations,
+        "regions": stats.regions,
+        "concept_counts": dict(stats.concept_counts),
+    }
 
 
 def _concepts(concepts: Any) -> list[dict[str, Any]]:
@@ -279,17 +404,39 @@ def _input_record(item: v1.Input, file: tuple[str, str] | None, annotations: lis
 
     geo = item.data.geo.geo_point if item.data.HasField("geo") else None
     return {
-        "id": item.id, "input_type": item.input_type, "file": file[0] if file else None,
-        "mime": file[1] if file else "text/plain", "text": item.data.text.raw,
-        "metadata": json_format.MessageToDict(item.data.metadata), "geo": [geo.longitude, geo.latitude] if geo else None,
+        "id": item.id,
+        "input_type": item.input_type,
+        "file": file[0] if file else None,
+        "mime": file[1] if file else "text/plain",
+        "text": item.data.text.raw,
+        "metadata": json_format.MessageToDict(item.data.metadata),
+        "geo": [geo.longitude, geo.latitude] if geo else None,
         "concepts": _concepts(item.data.concepts),
-        "annotations": [{"id": a.id, "concepts": _concepts(a.data.concepts), "regions": [
-            {"id": r.id,
-             "bbox": [r.region_info.bounding_box.top_row, r.region_info.bounding_box.left_col,
-                      r.region_info.bounding_box.bottom_row, r.region_info.bounding_box.right_col]
-             if r.region_info.HasField("bounding_box") else None,
-             "polygon": [[p.row, p.col] for p in r.region_info.polygon.points] if r.region_info.HasField("polygon") else None,
-             "concepts": _concepts(r.data.concepts)} for r in a.data.regions]} for a in annotations],
+        "annotations": [
+            {
+                "id": a.id,
+                "concepts": _concepts(a.data.concepts),
+                "regions": [
+                    {
+                        "id": r.id,
+                        "bbox": [
+                            r.region_info.bounding_box.top_row,
+                            r.region_info.bounding_box.left_col,
+                            r.region_info.bounding_box.bottom_row,
+                            r.region_info.bounding_box.right_col,
+                        ]
+                        if r.region_info.HasField("bounding_box")
+                        else None,
+                        "polygon": [[p.row, p.col] for p in r.region_info.polygon.points]
+                        if r.region_info.HasField("polygon")
+                        else None,
+                        "concepts": _concepts(r.data.concepts),
+                    }
+                    for r in a.data.regions
+                ],
+            }
+            for a in annotations
+        ],
     }
 
 

@@ -43,12 +43,16 @@ class Lister:
         if per_page is not None and (not isinstance(per_page, int) or not 1 <= per_page <= MAX_PER_PAGE):
             raise UserError(f"per_page must be an integer from 1 to {MAX_PER_PAGE}, got {per_page!r}")
         if page_no is not None:
-            response = endpoint(proto_message(**request_data, page=page_no, page_size=per_page or self.default_page_size))
+            response = endpoint(
+                proto_message(**request_data, page=page_no, page_size=per_page or self.default_page_size)
+            )
             yield from _items(response)
             return
         token = ""
         while True:
-            response = endpoint(proto_message(**request_data, page_size=per_page or LIST_ALL_PAGE_SIZE, page_token=token))
+            response = endpoint(
+                proto_message(**request_data, page_size=per_page or LIST_ALL_PAGE_SIZE, page_token=token)
+            )
             yield from _items(response)
             token = response.next_page_token  # type: ignore[attr-defined]
             if not token:
@@ -57,10 +61,7 @@ class Lister:
 
 def _items(response: Message) -> list[Any]:
     """The one repeated message field of a List response (found by type, not by position)."""
-    fields = [
-        f for f in response.DESCRIPTOR.fields
-        if f.is_repeated and f.type == FieldDescriptor.TYPE_MESSAGE
-    ]
+    fields = [f for f in response.DESCRIPTOR.fields if f.is_repeated and f.type == FieldDescriptor.TYPE_MESSAGE]
     if len(fields) != 1:
         raise TypeError(f"{response.DESCRIPTOR.full_name} is not a List response with one repeated item field")
     return list(getattr(response, fields[0].name))

@@ -18,8 +18,16 @@ from pellucid.errors import UserError, error_class
 
 MAX_PREDICT_INPUTS = 128
 INPUT_TYPES = ("image", "text", "video", "audio")
-_VERSION_FIELDS = {"id", "description", "runner_labels", "params", "concepts", "output_config",
-                   "item_timeout_seconds", "metadata"}
+_VERSION_FIELDS = {
+    "id",
+    "description",
+    "runner_labels",
+    "params",
+    "concepts",
+    "output_config",
+    "item_timeout_seconds",
+    "metadata",
+}
 
 
 def output_config_proto(config: dict[str, Any] | None) -> v1.OutputConfig | None:
@@ -37,8 +45,11 @@ def output_config_proto(config: dict[str, Any] | None) -> v1.OutputConfig | None
             selected.append(v1.Concept(id=c.get("id") or c.get("name", ""), name=c.get("name", "")))
         else:
             selected.append(v1.Concept(id=str(c)))
-    return v1.OutputConfig(min_value=float(config.get("min_value", 0.0)), max_concepts=int(config.get("max_concepts", 0)),
-                           select_concepts=selected)
+    return v1.OutputConfig(
+        min_value=float(config.get("min_value", 0.0)),
+        max_concepts=int(config.get("max_concepts", 0)),
+        select_concepts=selected,
+    )
 
 
 def version_proto(**kwargs: Any) -> v1.ModelVersion:
@@ -48,15 +59,23 @@ def version_proto(**kwargs: Any) -> v1.ModelVersion:
     labels = kwargs.get("runner_labels") or []
     if isinstance(labels, str):
         raise UserError("runner_labels must be a list of labels, not one string")
-    info = v1.OutputInfo(concepts=[c if isinstance(c, v1.Concept) else v1.Concept(id=str(c), name=str(c))
-                                   for c in kwargs.get("concepts") or []])
+    info = v1.OutputInfo(
+        concepts=[
+            c if isinstance(c, v1.Concept) else v1.Concept(id=str(c), name=str(c)) for c in kwargs.get("concepts") or []
+        ]
+    )
     if kwargs.get("params"):
         info.params.update(kwargs["params"])
     config = output_config_proto(kwargs.get("output_config"))
     if config is not None:
         info.output_config.CopyFrom(config)
-    version = v1.ModelVersion(id=kwargs.get("id", ""), description=kwargs.get("description", ""), output_info=info,
-                              runner_labels=list(labels), item_timeout_seconds=int(kwargs.get("item_timeout_seconds", 0)))
+    version = v1.ModelVersion(
+        id=kwargs.get("id", ""),
+        description=kwargs.get("description", ""),
+        output_info=info,
+        runner_labels=list(labels),
+        item_timeout_seconds=int(kwargs.get("item_timeout_seconds", 0)),
+    )
     if kwargs.get("metadata"):
         version.metadata.update(kwargs["metadata"])
     return version
@@ -67,9 +86,20 @@ class Model(Lister, BaseClient):
     with `app_id` (and `user_id`). `model_version={"id": "..."}` pins a version; the default is
     the latest. Constructing one makes no call."""
 
-    def __init__(self, url: str = "", model_id: str = "", model_version: dict[str, str] | None = None,
-                 base_url: str = "", pat: str = "", token: str = "", root_certificates_path: str | None = None, *,
-                 app_id: str = "", user_id: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: str = "",
+        model_id: str = "",
+        model_version: dict[str, str] | None = None,
+        base_url: str = "",
+        pat: str = "",
+        token: str = "",
+        root_certificates_path: str | None = None,
+        *,
+        app_id: str = "",
+        user_id: str = "",
+        **kwargs: Any,
+    ) -> None:
         version_id = (model_version or {}).get("id", "")
         if url and model_id:
             raise UserError("give either url or model_id, not both")
@@ -79,7 +109,9 @@ class Model(Lister, BaseClient):
             version_id = version_id or parsed.version_id
             base_url = base_url or parsed.base
         if not model_id or not app_id:
-            raise UserError("Model needs model_id and app_id, or a url like <base>/<user_id>/<app_id>/models/<model_id>")
+            raise UserError(
+                "Model needs model_id and app_id, or a url like <base>/<user_id>/<app_id>/models/<model_id>"
+            )
         self.model_info: v1.Model | None = kwargs.pop("_model_info", None)
         BaseClient.__init__(self, user_id, base_url, pat, token, root_certificates_path, **kwargs)
         Lister.__init__(self)
@@ -88,8 +120,14 @@ class Model(Lister, BaseClient):
     @classmethod
     def _from_proto(cls, proto: v1.Model, **kwargs: Any) -> Model:
         version = {"id": proto.model_version.id} if proto.HasField("model_version") else None
-        return cls(model_id=proto.id, app_id=proto.app_id, user_id=proto.user_id, model_version=version,
-                   _model_info=proto, **kwargs)
+        return cls(
+            model_id=proto.id,
+            app_id=proto.app_id,
+            user_id=proto.user_id,
+            model_version=version,
+            _model_info=proto,
+            **kwargs,
+        )
 
     def __repr__(self) -> str:
         return f"Model(user_id={self._user_id!r}, app_id={self.app_id!r}, model_id={self.id!r}, version={self.version_id!r})"
@@ -99,7 +137,9 @@ class Model(Lister, BaseClient):
 
     def load_info(self) -> v1.Model:
         """Fetch the model and its version (raises NotFound if either is missing)."""
-        self.model_info = self._call(v1.ModelServiceStub, "GetModel", v1.GetModelRequest(**self._ids(version_id=self.version_id)))
+        self.model_info = self._call(
+            v1.ModelServiceStub, "GetModel", v1.GetModelRequest(**self._ids(version_id=self.version_id))
+        )
         return self.model_info
 
     # versions
@@ -107,25 +147,46 @@ class Model(Lister, BaseClient):
     def create_version(self, **kwargs: Any) -> Model:
         """A new version (kwargs: id, description, runner_labels, params, concepts, output_config,
         item_timeout_seconds, metadata); returns a Model pinned to it."""
-        version = self._call(v1.ModelServiceStub, "CreateModelVersion", v1.CreateModelVersionRequest(
-            **self._ids(), version=version_proto(**kwargs)))
-        return Model(model_id=self.id, app_id=self.app_id, user_id=self._user_id, model_version={"id": version.id},
-                     **self._child_kwargs())
+        version = self._call(
+            v1.ModelServiceStub,
+            "CreateModelVersion",
+            v1.CreateModelVersionRequest(**self._ids(), version=version_proto(**kwargs)),
+        )
+        return Model(
+            model_id=self.id,
+            app_id=self.app_id,
+            user_id=self._user_id,
+            model_version={"id": version.id},
+            **self._child_kwargs(),
+        )
 
     def list_versions(self, page_no: int | None = None, per_page: int | None = None) -> Iterator[Model]:
         """One Model per version, oldest first."""
         endpoint = functools.partial(self._call, v1.ModelServiceStub, "ListModelVersions")
         for version in self.list_pages_generator(endpoint, v1.ListModelVersionsRequest, self._ids(), page_no, per_page):
-            yield Model(model_id=self.id, app_id=self.app_id, user_id=self._user_id, model_version={"id": version.id},
-                        **self._child_kwargs())
+            yield Model(
+                model_id=self.id,
+                app_id=self.app_id,
+                user_id=self._user_id,
+                model_version={"id": version.id},
+                **self._child_kwargs(),
+            )
 
     def delete_version(self, version_id: str) -> None:
-        self._call(v1.ModelServiceStub, "DeleteModelVersion", v1.DeleteModelVersionRequest(**self._ids(version_id=version_id)))
+        self._call(
+            v1.ModelServiceStub, "DeleteModelVersion", v1.DeleteModelVersionRequest(**self._ids(version_id=version_id))
+        )
 
     # predictions
 
-    def predict(self, inputs: Sequence[v1.Input], inference_params: dict[str, Any] | None = None,
-                output_config: dict[str, Any] | None = None, *, method: str = "") -> v1.PostModelOutputsResponse:
+    def predict(
+        self,
+        inputs: Sequence[v1.Input],
+        inference_params: dict[str, Any] | None = None,
+        output_config: dict[str, Any] | None = None,
+        *,
+        method: str = "",
+    ) -> v1.PostModelOutputsResponse:
         """Predict on up to 128 inputs; each output has its own status (one bad input does not fail the others)."""
         if isinstance(inputs, v1.Input):
             inputs = [inputs]
@@ -133,7 +194,9 @@ class Model(Lister, BaseClient):
             raise UserError("predict needs at least one input")
         if len(inputs) > MAX_PREDICT_INPUTS:
             raise UserError(f"predict takes at most {MAX_PREDICT_INPUTS} inputs, got {len(inputs)}: split the list")
-        request = v1.PostModelOutputsRequest(**self._ids(version_id=self.version_id), inputs=list(inputs), method=method)
+        request = v1.PostModelOutputsRequest(
+            **self._ids(version_id=self.version_id), inputs=list(inputs), method=method
+        )
         if inference_params:
             if not isinstance(inference_params, dict):
                 raise UserError("inference_params must be a dict")
@@ -143,12 +206,17 @@ class Model(Lister, BaseClient):
             request.output_config.CopyFrom(config)
         return self._call(v1.ModelServiceStub, "PostModelOutputs", request)
 
-    def _predict_one(self, message: v1.Input, inference_params: dict[str, Any] | None,
-                     output_config: dict[str, Any] | None) -> v1.PostModelOutputsResponse:
+    def _predict_one(
+        self, message: v1.Input, inference_params: dict[str, Any] | None, output_config: dict[str, Any] | None
+    ) -> v1.PostModelOutputsResponse:
         response = self.predict([message], inference_params, output_config)
-        status = response.outputs[0].status if response.outputs else v1.Status(code=v1.Status.UNKNOWN, message="no output")
+        status = (
+            response.outputs[0].status if response.outputs else v1.Status(code=v1.Status.UNKNOWN, message="no output")
+        )
         if status.code != v1.Status.OK:
-            raise error_class(status.code)(f"the model failed on this input: {status.message}", method="PostModelOutputs")
+            raise error_class(status.code)(
+                f"the model failed on this input: {status.message}", method="PostModelOutputs"
+            )
         return response
 
     def _input_type(self, input_type: str | None) -> str:
@@ -161,25 +229,43 @@ class Model(Lister, BaseClient):
             raise UserError(f"input_type {input_type!r}: use one of {', '.join(INPUT_TYPES)}")
         return input_type
 
-    def predict_by_bytes(self, input_bytes: bytes, input_type: str | None = None,
-                         inference_params: dict[str, Any] | None = None,
-                         output_config: dict[str, Any] | None = None) -> v1.PostModelOutputsResponse:
+    def predict_by_bytes(
+        self,
+        input_bytes: bytes,
+        input_type: str | None = None,
+        inference_params: dict[str, Any] | None = None,
+        output_config: dict[str, Any] | None = None,
+    ) -> v1.PostModelOutputsResponse:
         """Predict on bytes of an image, text (UTF-8), video or audio; raises if the model failed on it."""
         kind = self._input_type(input_type)
-        message = _protos.make_input(**{kind: v1.Text(raw=_protos.utf8(input_bytes)) if kind == "text"
-                                        else getattr(v1, kind.title())(base64=bytes(input_bytes))})
+        message = _protos.make_input(
+            **{
+                kind: v1.Text(raw=_protos.utf8(input_bytes))
+                if kind == "text"
+                else getattr(v1, kind.title())(base64=bytes(input_bytes))
+            }
+        )
         return self._predict_one(message, inference_params, output_config)
 
-    def predict_by_url(self, url: str, input_type: str | None = None, inference_params: dict[str, Any] | None = None,
-                       output_config: dict[str, Any] | None = None) -> v1.PostModelOutputsResponse:
+    def predict_by_url(
+        self,
+        url: str,
+        input_type: str | None = None,
+        inference_params: dict[str, Any] | None = None,
+        output_config: dict[str, Any] | None = None,
+    ) -> v1.PostModelOutputsResponse:
         """Predict on a URL; the runner receives the URL (and fetches it if it needs the bytes)."""
         kind = self._input_type(input_type)
         message = _protos.make_input(**{kind: getattr(v1, kind.title())(url=url)})
         return self._predict_one(message, inference_params, output_config)
 
-    def predict_by_filepath(self, filepath: str, input_type: str | None = None,
-                            inference_params: dict[str, Any] | None = None,
-                            output_config: dict[str, Any] | None = None) -> v1.PostModelOutputsResponse:
+    def predict_by_filepath(
+        self,
+        filepath: str,
+        input_type: str | None = None,
+        inference_params: dict[str, Any] | None = None,
+        output_config: dict[str, Any] | None = None,
+    ) -> v1.PostModelOutputsResponse:
         try:
             data = Path(filepath).read_bytes()
         except OSError as exc:

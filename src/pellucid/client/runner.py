@@ -82,8 +82,17 @@ class Runner(BaseClient):
         labels (keyword): serve with only these of the registered labels (default: all of them).
     """
 
-    def __init__(self, runner_id: str, user_id: str = "", check_runner_exists: bool = True, base_url: str = "",
-                 pat: str = "", token: str = "", num_parallel_polls: int = 4, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        runner_id: str,
+        user_id: str = "",
+        check_runner_exists: bool = True,
+        base_url: str = "",
+        pat: str = "",
+        token: str = "",
+        num_parallel_polls: int = 4,
+        **kwargs: Any,
+    ) -> None:
         if not runner_id:
             raise UserError("Runner needs a runner_id (register one with User.create_runner)")
         if not isinstance(num_parallel_polls, int) or num_parallel_polls < 1:
@@ -138,7 +147,9 @@ class Runner(BaseClient):
         items still running are left to the server to give to other runners).
         """
         if self.check_runner_exists:
-            self._call(v1.RunnerServiceStub, "GetRunner", v1.GetRunnerRequest(user_id=self._user_id, runner_id=self.runner_id))
+            self._call(
+                v1.RunnerServiceStub, "GetRunner", v1.GetRunnerRequest(user_id=self._user_id, runner_id=self.runner_id)
+            )
         self.load_model()
         previous = self._install_signal_handlers()
         # one pool for the runner's life: losing a stream must not wait for the items it was running
@@ -162,8 +173,12 @@ class Runner(BaseClient):
                 if self._stop.is_set():
                     break
                 error = from_rpc_error(exc, "Connect") if isinstance(exc, grpc.RpcError) else exc
-                if error.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
-                                  grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                if error.code in (
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                ):
                     raise error from None
                 backoff = min(5.0, max(0.2, backoff * 2))
                 pause = random.uniform(backoff / 2, backoff)
@@ -201,16 +216,19 @@ class Runner(BaseClient):
                 self.stop(drain=False)
                 return
             busy = len(self._in_flight)  # no lock: the interrupted main thread may hold it
-            log.warning("runner %s: draining, finishing %d item(s) in hand; Ctrl-C again to stop at once",
-                        self.runner_id, busy)
+            log.warning(
+                "runner %s: draining, finishing %d item(s) in hand; Ctrl-C again to stop at once", self.runner_id, busy
+            )
             self.stop(drain=True)
 
         def on_terminate(signum: int, frame: object) -> None:
             log.info("runner %s: SIGTERM, draining", self.runner_id)
             self.stop(drain=True)
 
-        return {signal.SIGTERM: signal.signal(signal.SIGTERM, on_terminate),
-                signal.SIGINT: signal.signal(signal.SIGINT, on_interrupt)}
+        return {
+            signal.SIGTERM: signal.signal(signal.SIGTERM, on_terminate),
+            signal.SIGINT: signal.signal(signal.SIGINT, on_interrupt),
+        }
 
     def _end_stream(self) -> None:
         outbox = self._outbox
@@ -226,8 +244,11 @@ class Runner(BaseClient):
 
     def _serve_stream(self) -> None:
         outbox: queue.Queue[object] = queue.Queue()
-        outbox.put(v1.RunnerMessage(hello=v1.RunnerHello(runner_id=self.runner_id, capacity=self.num_parallel_polls,
-                                                         labels=self.labels)))
+        outbox.put(
+            v1.RunnerMessage(
+                hello=v1.RunnerHello(runner_id=self.runner_id, capacity=self.num_parallel_polls, labels=self.labels)
+            )
+        )
         self._outbox = outbox
         stream = self._connection.stub(v1.RunnerServiceStub).Connect(self._requests(outbox))
         heartbeat_every = [1.0]
@@ -249,8 +270,12 @@ class Runner(BaseClient):
                 kind = message.WhichOneof("kind")
                 if kind == "welcome":
                     heartbeat_every[0] = message.welcome.heartbeat_seconds or 1.0
-                    log.info("runner %s connected (labels %s, %d at a time)", self.runner_id,
-                             ", ".join(message.welcome.labels) or "none", self.num_parallel_polls)
+                    log.info(
+                        "runner %s connected (labels %s, %d at a time)",
+                        self.runner_id,
+                        ", ".join(message.welcome.labels) or "none",
+                        self.num_parallel_polls,
+                    )
                     self._connected.set()
                     heart.start()
                 elif kind == "work":
@@ -280,9 +305,15 @@ class Runner(BaseClient):
             else:
                 handler = getattr(self, f"run_{method}", None)
                 if handler is None:
-                    outputs = [v1.Output(status=v1.Status(code=v1.Status.UNIMPLEMENTED,
-                                                          message=f"runner {self.runner_id} has no method {method!r}"))
-                               for _ in inputs]
+                    outputs = [
+                        v1.Output(
+                            status=v1.Status(
+                                code=v1.Status.UNIMPLEMENTED,
+                                message=f"runner {self.runner_id} has no method {method!r}",
+                            )
+                        )
+                        for _ in inputs
+                    ]
                 else:
                     outputs = handler(inputs, work.output_info)
             if len(outputs) != len(inputs):
@@ -292,8 +323,9 @@ class Runner(BaseClient):
         for item, output in zip(inputs, outputs):
             output.input.id = item.id
             apply_output_config(output, work.output_info.output_config)
-        result = v1.RunnerMessage(result=v1.WorkResult(item_id=work.item_id,
-                                                       response=v1.PostModelOutputsResponse(outputs=outputs)))
+        result = v1.RunnerMessage(
+            result=v1.WorkResult(item_id=work.item_id, response=v1.PostModelOutputsResponse(outputs=outputs))
+        )
         with self._lock:  # queue the result before the item stops counting as busy, so a drain cannot end first
             cancelled = work.item_id in self._cancelled
             if not cancelled:
@@ -302,5 +334,12 @@ class Runner(BaseClient):
             self._cancelled.discard(work.item_id)
             self.items_done += 1
         failed = sum(o.status.code != v1.Status.OK for o in outputs)
-        log.debug("item %s: %s on %d inputs (%d failed) in %.1f ms%s", work.item_id, method, len(inputs), failed,
-                  (time.perf_counter() - started) * 1000, " (cancelled, not sent)" if cancelled else "")
+        log.debug(
+            "item %s: %s on %d inputs (%d failed) in %.1f ms%s",
+            work.item_id,
+            method,
+            len(inputs),
+            failed,
+            (time.perf_counter() - started) * 1000,
+            " (cancelled, not sent)" if cancelled else "",
+        )

@@ -63,7 +63,7 @@ class IdList(MutableSequence[str]):
     def _get(self, index: int) -> str:
         if index in self._other:
             return self._other[index]
-        return self._packed[index * 16:(index + 1) * 16].hex()
+        return self._packed[index * 16 : (index + 1) * 16].hex()
 
     def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
         if isinstance(index, slice):
@@ -138,8 +138,10 @@ class UploadResult:
 
     def __str__(self) -> str:
         rate = len(self.ids) / self.seconds if self.seconds else 0.0
-        return (f"{len(self.stored_ids)} stored, {len(self.duplicate_ids)} already there, {len(self.failed)} failed "
-                f"in {self.seconds:.1f}s ({rate:,.0f} inputs/s)")
+        return (
+            f"{len(self.stored_ids)} stored, {len(self.duplicate_ids)} already there, {len(self.failed)} failed "
+            f"in {self.seconds:.1f}s ({rate:,.0f} inputs/s)"
+        )
 
     def write_failures(self, path: str | Path) -> Path:
         """One JSON object per failed item; pass the file as `retry_from=` to upload just these again."""
@@ -167,10 +169,21 @@ def read_failures(path: str | Path) -> set[int]:
 class Uploader:
     """Runs one bulk upload over a connection; create one per upload."""
 
-    def __init__(self, call: Callable[..., Any], stream_blob: Callable[[Iterator[v1.BlobChunk]], v1.BlobRef],
-                 user_id: str, app_id: str, *, batch_size: int = MAX_BATCH_INPUTS,
-                 max_batch_bytes: int = MAX_BATCH_BYTES, concurrency: int = 4, job_id: str = "",
-                 progress: bool = True, description: str = "Uploading inputs", batch_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        call: Callable[..., Any],
+        stream_blob: Callable[[Iterator[v1.BlobChunk]], v1.BlobRef],
+        user_id: str,
+        app_id: str,
+        *,
+        batch_size: int = MAX_BATCH_INPUTS,
+        max_batch_bytes: int = MAX_BATCH_BYTES,
+        concurrency: int = 4,
+        job_id: str = "",
+        progress: bool = True,
+        description: str = "Uploading inputs",
+        batch_timeout: float = 120.0,
+    ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"batch_size must be a positive integer (at most {MAX_BATCH_INPUTS}), got {batch_size!r}")
         if batch_size > MAX_BATCH_INPUTS:
@@ -195,8 +208,13 @@ class Uploader:
         `concurrency` batches are read at once: reads that wait on storage overlap.
         """
         started = time.perf_counter()
-        bar = tqdm(total=len(only) if only is not None else total, desc=self._description, unit="input",
-                   disable=not self._progress, smoothing=0.1)
+        bar = tqdm(
+            total=len(only) if only is not None else total,
+            desc=self._description,
+            unit="input",
+            disable=not self._progress,
+            smoothing=0.1,
+        )
         slots = threading.BoundedSemaphore(self._concurrency)
         pending: set[Future] = set()
         batch: list[UploadItem] = []
@@ -227,8 +245,11 @@ class Uploader:
                     break
                 except Exception as exc:  # noqa: BLE001 - the source broke: stop reading, report, keep what was sent
                     with self._lock:
-                        self.result.failed.append(FailedItem(-1, "", "source", "ABORTED",
-                                                             f"reading the source failed: {type(exc).__name__}: {exc}"))
+                        self.result.failed.append(
+                            FailedItem(
+                                -1, "", "source", "ABORTED", f"reading the source failed: {type(exc).__name__}: {exc}"
+                            )
+                        )
                     break
                 if only is not None and item.index not in only:
                     continue
@@ -301,9 +322,13 @@ class Uploader:
             media = getattr(message.data, kind)
             if len(media.base64) >= LARGE_FILE_BYTES:
                 data = media.base64
-                chunks = (v1.BlobChunk(data=data[i:i + BLOB_CHUNK_BYTES],
-                                       **({"user_id": self._user_id, "app_id": self._app_id} if i == 0 else {}))
-                          for i in range(0, len(data), BLOB_CHUNK_BYTES))
+                chunks = (
+                    v1.BlobChunk(
+                        data=data[i : i + BLOB_CHUNK_BYTES],
+                        **({"user_id": self._user_id, "app_id": self._app_id} if i == 0 else {}),
+                    )
+                    for i in range(0, len(data), BLOB_CHUNK_BYTES)
+                )
                 ref = self._stream_blob(chunks)
                 media.ClearField("base64")
                 media.blob_sha256 = ref.sha256
@@ -325,11 +350,16 @@ class Uploader:
             with self._lock:
                 for (item, input_id, _), result in zip(batch, response.results):
                     if result.status.code == v1.Status.OK:
-                        (self.result.duplicate_ids if result.duplicate else self.result.stored_ids).append(result.input_id)
+                        (self.result.duplicate_ids if result.duplicate else self.result.stored_ids).append(
+                            result.input_id
+                        )
                     else:
                         code = error_class(result.status.code).code.name
-                        self.result.failed.append(FailedItem(item.index, result.input_id or input_id, item.source,
-                                                             code, result.status.message))
+                        self.result.failed.append(
+                            FailedItem(
+                                item.index, result.input_id or input_id, item.source, code, result.status.message
+                            )
+                        )
                 self.result.bytes_sent += batch_bytes
         bar.update(len(batch))
         bar.set_postfix_str(f"{self.result.bytes_sent / 1e6:,.1f} MB", refresh=False)

@@ -48,5 +48,7 @@ def split_url(url: str, kind: str = "") -> ResourceUrl:
         try:
             parse_target(base)
         except UserError:
-            raise UserError(f"url {url!r}: {base!r} is not a pellucid base; the url should look like {example}") from None
+            raise UserError(
+                f"url {url!r}: {base!r} is not a pellucid base; the url should look like {example}"
+            ) from None
     return ResourceUrl(base, user_id, app_id, kind, resource_id, version_id)

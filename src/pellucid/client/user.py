@@ -125,8 +125,9 @@ class User(Lister, BaseClient):
 
     # runners
 
-    def create_runner(self, runner_id: str, labels: list[str], description: str = "", *,
-                      exist_ok: bool = False) -> v1.Runner:
+    def create_runner(
+        self, runner_id: str, labels: list[str], description: str = "", *, exist_ok: bool = False
+    ) -> v1.Runner:
         """Register a runner; it serves every model version whose runner_labels are all among `labels`.
 
         With `exist_ok`, an existing registration is returned as it is (change it with patch_runner).
@@ -134,15 +135,21 @@ class User(Lister, BaseClient):
         if isinstance(labels, str):
             raise UserError("labels must be a list of labels, not one string")
         try:
-            return self._call(v1.RunnerServiceStub, "CreateRunner", v1.CreateRunnerRequest(
-                user_id=self._user_id, runner=v1.Runner(id=runner_id, labels=list(labels), description=description)))
+            return self._call(
+                v1.RunnerServiceStub,
+                "CreateRunner",
+                v1.CreateRunnerRequest(
+                    user_id=self._user_id, runner=v1.Runner(id=runner_id, labels=list(labels), description=description)
+                ),
+            )
         except AlreadyExists:
             if not exist_ok:
                 raise
             return self.runner(runner_id)
 
-    def patch_runner(self, runner_id: str, labels: list[str] | None = None,
-                     description: str | None = None) -> v1.Runner:
+    def patch_runner(
+        self, runner_id: str, labels: list[str] | None = None, description: str | None = None
+    ) -> v1.Runner:
         """Change a runner's labels (replaced as a whole) or description.
 
         Its open streams keep serving the labels they connected with, except that one serving
@@ -154,15 +161,23 @@ class User(Lister, BaseClient):
         paths = [name for name, value in (("labels", labels), ("description", description)) if value is not None]
         if not paths:
             raise UserError("patch_runner needs labels= or description=")
-        return self._call(v1.RunnerServiceStub, "PatchRunner", v1.PatchRunnerRequest(
-            user_id=self._user_id, runner=runner, update_mask=field_mask_pb2.FieldMask(paths=paths)))
+        return self._call(
+            v1.RunnerServiceStub,
+            "PatchRunner",
+            v1.PatchRunnerRequest(
+                user_id=self._user_id, runner=runner, update_mask=field_mask_pb2.FieldMask(paths=paths)
+            ),
+        )
 
     def runner(self, runner_id: str) -> v1.Runner:
         """A registered runner, with its live connections and capacity."""
-        return self._call(v1.RunnerServiceStub, "GetRunner", v1.GetRunnerRequest(user_id=self._user_id, runner_id=runner_id))
+        return self._call(
+            v1.RunnerServiceStub, "GetRunner", v1.GetRunnerRequest(user_id=self._user_id, runner_id=runner_id)
+        )
 
-    def list_runners(self, filter_by: dict[str, Any] | None = None, page_no: int | None = None,
-                     per_page: int | None = None) -> Iterator[v1.Runner]:
+    def list_runners(
+        self, filter_by: dict[str, Any] | None = None, page_no: int | None = None, per_page: int | None = None
+    ) -> Iterator[v1.Runner]:
         """The user's runners; `filter_by={"labels": [...]}` keeps those carrying all these labels."""
         filter_by = dict(filter_by or {})
         unknown = set(filter_by) - {"labels"}
@@ -177,7 +192,9 @@ class User(Lister, BaseClient):
 
     def delete_runner(self, runner_id: str) -> None:
         """Delete a runner registration; its open streams are closed."""
-        self._call(v1.RunnerServiceStub, "DeleteRunner", v1.DeleteRunnerRequest(user_id=self._user_id, runner_id=runner_id))
+        self._call(
+            v1.RunnerServiceStub, "DeleteRunner", v1.DeleteRunnerRequest(user_id=self._user_id, runner_id=runner_id)
+        )
 
     # the user itself
 
@@ -189,8 +206,11 @@ class User(Lister, BaseClient):
 
     def create_pat(self, description: str = "", ttl_seconds: int = 0) -> NewToken:
         """A new personal access token for this user; keep `.secret`, it is not shown again."""
-        response = self._call(v1.UserServiceStub, "CreatePat", v1.CreatePatRequest(
-            user_id=self._user_id, description=description, ttl_seconds=ttl_seconds))
+        response = self._call(
+            v1.UserServiceStub,
+            "CreatePat",
+            v1.CreatePatRequest(user_id=self._user_id, description=description, ttl_seconds=ttl_seconds),
+        )
         return NewToken(response.pat, response.secret)
 
     def list_pats(
@@ -203,7 +223,9 @@ class User(Lister, BaseClient):
 
     def revoke_pat(self, pat_id: str) -> v1.Token:
         """Revoke a PAT at once; calls carrying it fail with Unauthenticated from then on."""
-        return self._call(v1.UserServiceStub, "RevokePat", v1.RevokePatRequest(user_id=self._user_id, pat_id=pat_id)).pat
+        return self._call(
+            v1.UserServiceStub, "RevokePat", v1.RevokePatRequest(user_id=self._user_id, pat_id=pat_id)
+        ).pat
 
     def create_session(self, ttl_seconds: int = 0) -> NewToken:
         """A session token (default 12 hours) to hand to a short-lived process instead of the PAT."""

@@ -39,23 +39,35 @@ def features_to_input(features: Any, task: str, dataset_id: str) -> v1.Input:
     if allowed is None:
         raise UserError(f"loader task {task!r} is not one of {', '.join(FEATURES_BY_TASK)}")
     if not isinstance(features, allowed):
-        raise UserError(f"a {task} loader returned {type(features).__name__}; expected {' or '.join(a.__name__ for a in allowed)}")
-    common = dict(input_id=features.id or "", dataset_id=dataset_id, metadata=features.metadata, geo_info=features.geo_info)
+        raise UserError(
+            f"a {task} loader returned {type(features).__name__}; expected {' or '.join(a.__name__ for a in allowed)}"
+        )
+    common = dict(
+        input_id=features.id or "", dataset_id=dataset_id, metadata=features.metadata, geo_info=features.geo_info
+    )
     if isinstance(features, TextFeatures):
         if not features.text:
             raise UserError("TextFeatures.text is empty")
-        return _protos.make_input(text=v1.Text(raw=features.text), labels=features.labels,
-                                  label_ids=features.label_ids, **common)
+        return _protos.make_input(
+            text=v1.Text(raw=features.text), labels=features.labels, label_ids=features.label_ids, **common
+        )
     image = _image(features)
     if isinstance(features, MultiModalFeatures):
         if image is None and not features.text:
             raise UserError("MultiModalFeatures needs text, an image or both")
-        return _protos.make_input(image=image, text=v1.Text(raw=features.text) if features.text else None,
-                                  labels=features.labels, label_ids=features.label_ids, **common)
+        return _protos.make_input(
+            image=image,
+            text=v1.Text(raw=features.text) if features.text else None,
+            labels=features.labels,
+            label_ids=features.label_ids,
+            **common,
+        )
     if image is None:
         raise UserError(f"{type(features).__name__} needs image_path, image_bytes or image_url")
     if isinstance(features, VisualCaptioningFeatures):
-        return _protos.make_input(image=image, text=v1.Text(raw=features.caption) if features.caption else None, **common)
+        return _protos.make_input(
+            image=image, text=v1.Text(raw=features.caption) if features.caption else None, **common
+        )
     if isinstance(features, VisualDetectionFeatures):
         regions = _regions(features.labels, features.label_ids, features.bboxes, _protos.bbox_region, "bboxes")
         return _protos.make_input(image=image, regions=regions, **common)
@@ -84,7 +96,9 @@ def loader_items(loader: Any, dataset_id: str) -> Iterator[UploadItem]:
     name = getattr(loader, "source", lambda i: f"item {i}")
     if isinstance(loader, CsvLoader):  # one pass over the file instead of a seek per row
         for row in loader:
-            yield UploadItem(row.index, name(row.index), lambda row=row: features_to_input(row.features(), task, dataset_id))
+            yield UploadItem(
+                row.index, name(row.index), lambda row=row: features_to_input(row.features(), task, dataset_id)
+            )
         return
     for index in range(len(loader)):
         yield UploadItem(index, name(index), lambda index=index: features_to_input(loader[index], task, dataset_id))

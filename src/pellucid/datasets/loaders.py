@@ -41,8 +41,11 @@ class FolderLoader(DataLoader):
         self.input_type, self.labels = input_type, labels
         extensions = IMAGE_EXTENSIONS if input_type == "image" else TEXT_EXTENSIONS
         # broken links are kept, so that they are reported as failures rather than silently skipped
-        self.files = sorted(p for p in self.root.rglob("*")
-                            if (p.is_file() or (p.is_symlink() and not p.is_dir())) and p.suffix.lower() in extensions)
+        self.files = sorted(
+            p
+            for p in self.root.rglob("*")
+            if (p.is_file() or (p.is_symlink() and not p.is_dir())) and p.suffix.lower() in extensions
+        )
 
     @property
     def task(self) -> str:
@@ -74,8 +77,9 @@ class CsvLoader(DataLoader):
     alone when it is built.
     """
 
-    def __init__(self, csv_path: str | os.PathLike[str], input_type: str = "text", csv_type: str = "raw",
-                 labels: bool = True) -> None:
+    def __init__(
+        self, csv_path: str | os.PathLike[str], input_type: str = "text", csv_type: str = "raw", labels: bool = True
+    ) -> None:
         if input_type not in ("text", "image", "video", "audio"):
             raise UserError(f"input_type {input_type!r}: use text, image, video or audio")
         if csv_type not in ("raw", "url", "file_path"):
@@ -89,13 +93,17 @@ class CsvLoader(DataLoader):
                 reader = csv.reader(f)
                 header = next(reader, None)
                 if header is None:
-                    raise UserError(f"{self.path} is empty: the first row must name the columns ({', '.join(CSV_COLUMNS)})")
+                    raise UserError(
+                        f"{self.path} is empty: the first row must name the columns ({', '.join(CSV_COLUMNS)})"
+                    )
                 self.columns = [h.strip().lower() for h in header]
                 self._count = sum(1 for row in reader if any(cell.strip() for cell in row))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise UserError(f"cannot read {self.path}: {exc}") from None
         if "input" not in self.columns:
-            raise UserError(f"{self.path}: the header {header} has no 'input' column; columns are {', '.join(CSV_COLUMNS)}")
+            raise UserError(
+                f"{self.path}: the header {header} has no 'input' column; columns are {', '.join(CSV_COLUMNS)}"
+            )
         unknown = set(self.columns) - set(CSV_COLUMNS)
         if unknown:
             raise UserError(f"{self.path}: unknown columns {sorted(unknown)}; use {', '.join(CSV_COLUMNS)}")
@@ -155,7 +163,9 @@ class _CsvRow:
                 raise UserError("text from URLs: use csv_type 'raw' or 'file_path'")
             return TextFeatures(text=path.read_text(encoding="utf-8"), **common)
         if loader.input_type != "image":
-            raise UserError(f"CSV upload of {loader.input_type} is not supported by the dataset loader; use Inputs.upload_inputs")
+            raise UserError(
+                f"CSV upload of {loader.input_type} is not supported by the dataset loader; use Inputs.upload_inputs"
+            )
         if loader.csv_type == "url":
             return MultiModalFeatures(image_url=value, **common)
         return MultiModalFeatures(image_path=str(loader.path.parent / value), **common)
@@ -200,8 +210,10 @@ class ArchiveLoader:
         except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
             raise UserError(f"{self.path} is not a pellucid dataset export: {exc}") from None
         if self.manifest.get("format") != EXPORT_FORMAT or self.manifest.get("version") != EXPORT_VERSION:
-            raise UserError(f"{self.path}: unknown export format {self.manifest.get('format')!r} "
-                            f"version {self.manifest.get('version')!r}")
+            raise UserError(
+                f"{self.path}: unknown export format {self.manifest.get('format')!r} "
+                f"version {self.manifest.get('version')!r}"
+            )
 
     def __len__(self) -> int:
         return int(self.manifest["inputs"])

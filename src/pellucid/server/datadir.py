@@ -61,7 +61,9 @@ SECRET_OPTIONS = ("--pat", "--token", "--session-token")
 
 
 def this_process(kind: str) -> Owner:
-    return Owner(kind=kind, pid=os.getpid(), command=command_line(sys.argv) if sys.argv and sys.argv[0] else sys.executable)
+    return Owner(
+        kind=kind, pid=os.getpid(), command=command_line(sys.argv) if sys.argv and sys.argv[0] else sys.executable
+    )
 
 
 def command_line(argv: list[str]) -> str:
@@ -174,8 +176,11 @@ class DataDir:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
 
     def write_credentials(self, credentials: LocalCredentials) -> None:
-        _write_atomic(self.credentials_path, json.dumps({"user_id": credentials.user_id, "pat": credentials.pat}),
-                      PRIVATE_FILE_MODE)
+        _write_atomic(
+            self.credentials_path,
+            json.dumps({"user_id": credentials.user_id, "pat": credentials.pat}),
+            PRIVATE_FILE_MODE,
+        )
 
     def read_credentials(self) -> LocalCredentials | None:
         try:
@@ -213,7 +218,9 @@ def _tighten(path: Path) -> None:
     except FileNotFoundError:
         pass  # removed meanwhile (a temporary file)
     except OSError as exc:  # e.g. a file another user owns
-        log.warning("cannot make %s private to this user (%s): other users may read it; fix its owner or mode", path, exc)
+        log.warning(
+            "cannot make %s private to this user (%s): other users may read it; fix its owner or mode", path, exc
+        )
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:

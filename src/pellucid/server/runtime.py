@@ -104,9 +104,12 @@ class PellucidServer:
     @property
     def call_limits(self) -> CallLimits:
         s = self.settings
-        return CallLimits(max_workers=s.max_workers, max_streams_per_user=s.max_streams_per_user,
-                          max_predicts_per_user=s.max_predicts_per_user,
-                          max_runner_connections_per_user=s.max_runner_connections_per_user)
+        return CallLimits(
+            max_workers=s.max_workers,
+            max_streams_per_user=s.max_streams_per_user,
+            max_predicts_per_user=s.max_predicts_per_user,
+            max_runner_connections_per_user=s.max_runner_connections_per_user,
+        )
 
     def start(self) -> str:
         """Check the settings and the port, take the data dir, open the stores and listen.
@@ -131,9 +134,13 @@ class PellucidServer:
                 self.data_dir.create_private_file(self.data_dir.metadata_path)
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
             blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}")
-            self.engine = Engine(store, blobs, allow_private_urls=self.settings.allow_private_urls,
-                                 max_blob_bytes=self.settings.max_blob_bytes,
-                                 blob_grace_seconds=self.settings.blob_gc_grace_seconds)
+            self.engine = Engine(
+                store,
+                blobs,
+                allow_private_urls=self.settings.allow_private_urls,
+                max_blob_bytes=self.settings.max_blob_bytes,
+                blob_grace_seconds=self.settings.blob_gc_grace_seconds,
+            )
             # this process owns the data dir (lock): unfinished claims are from a crashed server
             store.release_unfinished_requests()
             created = self.engine.users.bootstrap(self.settings.admin_user_id)
@@ -142,7 +149,11 @@ class PellucidServer:
                 self.data_dir.write_credentials(LocalCredentials(user_id=user.id, pat=secret))
                 log.info("created the first user %r; its PAT is in %s", user.id, self.data_dir.credentials_path)
             built = build_server(
-                self.engine, self.settings.host, self.settings.port, self.settings.max_workers, self.call_limits,
+                self.engine,
+                self.settings.host,
+                self.settings.port,
+                self.settings.max_workers,
+                self.call_limits,
                 credentials,
             )
             self._server, self.port, self._handlers = built.server, built.port, built.executor
@@ -152,8 +163,9 @@ class PellucidServer:
             if warning:
                 log.warning("%s", warning)
             if self.settings.blob_gc_interval_seconds > 0:
-                self._gc_thread = threading.Thread(target=self._collect_garbage_periodically, args=(self.engine,),
-                                                   name="pellucid-blob-gc", daemon=True)
+                self._gc_thread = threading.Thread(
+                    target=self._collect_garbage_periodically, args=(self.engine,), name="pellucid-blob-gc", daemon=True
+                )
                 self._gc_thread.start()
         except BaseException:
             self._release()
@@ -195,8 +207,12 @@ class PellucidServer:
                 log.exception("blob garbage collection failed")
                 continue
             if report.blobs_deleted or report.packs_compacted:
-                log.info("blob garbage collection: %d blobs (%d bytes) deleted, %d packs compacted",
-                         report.blobs_deleted, report.bytes_deleted, report.packs_compacted)
+                log.info(
+                    "blob garbage collection: %d blobs (%d bytes) deleted, %d packs compacted",
+                    report.blobs_deleted,
+                    report.bytes_deleted,
+                    report.packs_compacted,
+                )
 
     def _release(self) -> None:
         self._stop_gc.set()
@@ -215,7 +231,9 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
     """TLS credentials from the settings' PEM files (None: plaintext), checked before anything starts."""
     if settings.tls_cert is None and settings.tls_key is None:
         if settings.tls_client_ca is not None:
-            raise TlsSettingsError("a client CA needs TLS: give the server's certificate and key too (--tls-cert, --tls-key)")
+            raise TlsSettingsError(
+                "a client CA needs TLS: give the server's certificate and key too (--tls-cert, --tls-key)"
+            )
         return None
     if settings.tls_cert is None or settings.tls_key is None:
         raise TlsSettingsError("TLS needs both a certificate and its private key (--tls-cert FILE --tls-key FILE)")
@@ -232,7 +250,9 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
         try:
             context.load_verify_locations(settings.tls_client_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise TlsSettingsError(f"cannot use the client CA {settings.tls_client_ca}: {exc} (a PEM file is needed)") from None
+            raise TlsSettingsError(
+                f"cannot use the client CA {settings.tls_client_ca}: {exc} (a PEM file is needed)"
+            ) from None
         client_ca = Path(settings.tls_client_ca).read_bytes()
     pair = (Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())
     return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
@@ -268,12 +288,16 @@ def check_port_free(host: str, port: int) -> None:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: a closed port's TIME_WAIT is no owner
+            probe.setsockopt(
+                socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+            )  # as gRPC does: a closed port's TIME_WAIT is no owner
             try:
                 probe.bind(address)
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
-                    raise PortInUse(f"port {port} on {host} is in use by another process; stop it, or pass --port N "
-                                    "(--port 0 picks a free one)") from None
+                    raise PortInUse(
+                        f"port {port} on {host} is in use by another process; stop it, or pass --port N "
+                        "(--port 0 picks a free one)"
+                    ) from None
                 if exc.errno != errno.EADDRNOTAVAIL:  # e.g. no IPv6 on this machine: gRPC skips it too
                     raise

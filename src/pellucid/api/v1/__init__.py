@@ -3,11 +3,7 @@
 Every message, enum, stub and servicer of pellucid.api.v1, whichever file defines it.
 """
 
-from pellucid.api.v1.app_pb2 import (
-    METADATA_ACTION_MERGE,
-    METADATA_ACTION_OVERWRITE,
-    METADATA_ACTION_REMOVE,
-    METADATA_ACTION_UNSPECIFIED,
+from pellucid.api.v1.app_pb2 import (  # noqa: F401
     App,
     CreateAppRequest,
     DeleteAppRequest,
@@ -15,19 +11,23 @@ from pellucid.api.v1.app_pb2 import (
     GetAppRequest,
     ListAppsRequest,
     ListAppsResponse,
+    METADATA_ACTION_MERGE,
+    METADATA_ACTION_OVERWRITE,
+    METADATA_ACTION_REMOVE,
+    METADATA_ACTION_UNSPECIFIED,
     MetadataAction,
     PatchAppRequest,
 )
-from pellucid.api.v1.app_pb2_grpc import (
+from pellucid.api.v1.app_pb2_grpc import (  # noqa: F401
     AppServiceServicer,
     AppServiceStub,
     add_AppServiceServicer_to_server,
 )
-from pellucid.api.v1.common_pb2 import (
+from pellucid.api.v1.common_pb2 import (  # noqa: F401
     ErrorDetail,
     Status,
 )
-from pellucid.api.v1.concept_pb2 import (
+from pellucid.api.v1.concept_pb2 import (  # noqa: F401
     Concept,
     CreateConceptsRequest,
     CreateConceptsResponse,
@@ -37,12 +37,12 @@ from pellucid.api.v1.concept_pb2 import (
     PatchConceptsRequest,
     PatchConceptsResponse,
 )
-from pellucid.api.v1.concept_pb2_grpc import (
+from pellucid.api.v1.concept_pb2_grpc import (  # noqa: F401
     ConceptServiceServicer,
     ConceptServiceStub,
     add_ConceptServiceServicer_to_server,
 )
-from pellucid.api.v1.dataset_pb2 import (
+from pellucid.api.v1.dataset_pb2 import (  # noqa: F401
     CreateDatasetRequest,
     CreateDatasetVersionRequest,
     Dataset,
@@ -54,17 +54,17 @@ from pellucid.api.v1.dataset_pb2 import (
     DeleteDatasetVersionResponse,
     GetDatasetRequest,
     GetDatasetStatsRequest,
-    ListDatasetsRequest,
-    ListDatasetsResponse,
     ListDatasetVersionsRequest,
     ListDatasetVersionsResponse,
+    ListDatasetsRequest,
+    ListDatasetsResponse,
 )
-from pellucid.api.v1.dataset_pb2_grpc import (
+from pellucid.api.v1.dataset_pb2_grpc import (  # noqa: F401
     DatasetServiceServicer,
     DatasetServiceStub,
     add_DatasetServiceServicer_to_server,
 )
-from pellucid.api.v1.input_pb2 import (
+from pellucid.api.v1.input_pb2 import (  # noqa: F401
     ANNOTATION_ACTION_MERGE,
     ANNOTATION_ACTION_OVERWRITE,
     ANNOTATION_ACTION_REMOVE,
@@ -105,12 +105,12 @@ from pellucid.api.v1.input_pb2 import (
     Text,
     Video,
 )
-from pellucid.api.v1.input_pb2_grpc import (
+from pellucid.api.v1.input_pb2_grpc import (  # noqa: F401
     InputServiceServicer,
     InputServiceStub,
     add_InputServiceServicer_to_server,
 )
-from pellucid.api.v1.model_pb2 import (
+from pellucid.api.v1.model_pb2 import (  # noqa: F401
     CreateModelRequest,
     CreateModelVersionRequest,
     DeleteModelRequest,
@@ -118,10 +118,10 @@ from pellucid.api.v1.model_pb2 import (
     DeleteModelVersionRequest,
     DeleteModelVersionResponse,
     GetModelRequest,
-    ListModelsRequest,
-    ListModelsResponse,
     ListModelVersionsRequest,
     ListModelVersionsResponse,
+    ListModelsRequest,
+    ListModelsResponse,
     Model,
     ModelVersion,
     Output,
@@ -130,12 +130,12 @@ from pellucid.api.v1.model_pb2 import (
     PostModelOutputsRequest,
     PostModelOutputsResponse,
 )
-from pellucid.api.v1.model_pb2_grpc import (
+from pellucid.api.v1.model_pb2_grpc import (  # noqa: F401
     ModelServiceServicer,
     ModelServiceStub,
     add_ModelServiceServicer_to_server,
 )
-from pellucid.api.v1.runner_pb2 import (
+from pellucid.api.v1.runner_pb2 import (  # noqa: F401
     CancelItem,
     CreateRunnerRequest,
     DeleteRunnerRequest,
@@ -153,12 +153,12 @@ from pellucid.api.v1.runner_pb2 import (
     WorkItem,
     WorkResult,
 )
-from pellucid.api.v1.runner_pb2_grpc import (
+from pellucid.api.v1.runner_pb2_grpc import (  # noqa: F401
     RunnerServiceServicer,
     RunnerServiceStub,
     add_RunnerServiceServicer_to_server,
 )
-from pellucid.api.v1.user_pb2 import (
+from pellucid.api.v1.user_pb2 import (  # noqa: F401
     CreatePatRequest,
     CreatePatResponse,
     CreateSessionRequest,
@@ -175,7 +175,7 @@ from pellucid.api.v1.user_pb2 import (
     Token,
     User,
 )
-from pellucid.api.v1.user_pb2_grpc import (
+from pellucid.api.v1.user_pb2_grpc import (  # noqa: F401
     UserServiceServicer,
     UserServiceStub,
     add_UserServiceServicer_to_server,
@@ -186,10 +186,6 @@ __all__ = [
     "ANNOTATION_ACTION_OVERWRITE",
     "ANNOTATION_ACTION_REMOVE",
     "ANNOTATION_ACTION_UNSPECIFIED",
-    "METADATA_ACTION_MERGE",
-    "METADATA_ACTION_OVERWRITE",
-    "METADATA_ACTION_REMOVE",
-    "METADATA_ACTION_UNSPECIFIED",
     "Annotation",
     "AnnotationAction",
     "AnnotationResult",
@@ -282,6 +278,10 @@ __all__ = [
     "ListRunnersResponse",
     "ListUsersRequest",
     "ListUsersResponse",
+    "METADATA_ACTION_MERGE",
+    "METADATA_ACTION_OVERWRITE",
+    "METADATA_ACTION_REMOVE",
+    "METADATA_ACTION_UNSPECIFIED",
     "MetadataAction",
     "Model",
     "ModelServiceServicer",

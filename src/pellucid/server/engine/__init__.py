@@ -31,9 +31,15 @@ from pellucid.server.storage.blobs import BlobStore, CollectionReport
 class Engine:
     """Every resource's rules, over one set of stores."""
 
-    def __init__(self, store: MetadataStore, blobs: BlobStore, clock: Callable[[], float] = time.time,
-                 allow_private_urls: bool = False, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
-                 blob_grace_seconds: float = DEFAULT_BLOB_GRACE_SECONDS) -> None:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        clock: Callable[[], float] = time.time,
+        allow_private_urls: bool = False,
+        max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+        blob_grace_seconds: float = DEFAULT_BLOB_GRACE_SECONDS,
+    ) -> None:
         self.store = store
         self.blobs = blobs
         # blobs stored before they had owners get them from the inputs that hold them (once)
@@ -42,8 +48,15 @@ class Engine:
         self.apps = Apps(store, clock)
         self.concepts = Concepts(store, self.apps, clock)
         self.datasets = Datasets(store, self.apps, clock)
-        self.inputs = Inputs(store, blobs, self.apps, clock, UrlFetcher(allow_private=allow_private_urls),
-                             max_blob_bytes=max_blob_bytes, blob_grace_seconds=blob_grace_seconds)
+        self.inputs = Inputs(
+            store,
+            blobs,
+            self.apps,
+            clock,
+            UrlFetcher(allow_private=allow_private_urls),
+            max_blob_bytes=max_blob_bytes,
+            blob_grace_seconds=blob_grace_seconds,
+        )
         self.requests = RequestLog(store, clock)
         self.router = Router()
         self.models = Models(store, self.apps, self.router, clock)

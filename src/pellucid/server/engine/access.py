@@ -59,4 +59,6 @@ def self_or_admin(principal: Principal, user_id: str, action: str) -> str:
 
 def require_admin(principal: Principal, action: str) -> None:
     if not principal.is_admin:
-        raise PermissionDenied(f"only admins can {action}; user {principal.user_id!r} is not an admin", reason="NOT_ADMIN")
+        raise PermissionDenied(
+            f"only admins can {action}; user {principal.user_id!r} is not an admin", reason="NOT_ADMIN"
+        )

@@ -31,8 +31,15 @@ class Apps:
         self._clock = clock
 
     def create(
-        self, principal: Principal, user_id: str, app_id: str, *, name: str = "", description: str = "",
-        base_workflow: str = "", metadata: dict[str, Any] | None = None,
+        self,
+        principal: Principal,
+        user_id: str,
+        app_id: str,
+        *,
+        name: str = "",
+        description: str = "",
+        base_workflow: str = "",
+        metadata: dict[str, Any] | None = None,
     ) -> AppRecord:
         owner = own_namespace(principal, user_id, "create apps in the namespace")
         validate_id(app_id, "app_id")
@@ -41,15 +48,22 @@ class Apps:
         check_text(base_workflow, "base_workflow", MAX_NAME_LENGTH)
         now = self._clock()
         app = AppRecord(
-            user_id=owner, id=app_id, created_at=now, modified_at=now, name=name or app_id,
-            description=description, base_workflow=base_workflow, metadata=check_metadata(metadata or {}),
+            user_id=owner,
+            id=app_id,
+            created_at=now,
+            modified_at=now,
+            name=name or app_id,
+            description=description,
+            base_workflow=base_workflow,
+            metadata=check_metadata(metadata or {}),
         )
         try:
             self._store.insert_app(app)
         except Conflict:
             raise AlreadyExists(
                 f"app {app_id!r} already exists for user {owner!r}: pick another id or delete that app first",
-                reason="APP_EXISTS", field="app_id",
+                reason="APP_EXISTS",
+                field="app_id",
             ) from None
         return app
 

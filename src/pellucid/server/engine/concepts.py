@@ -46,7 +46,9 @@ class Concepts:
                 validate_id(concept_id, f"concepts[{i}].id")
                 check_text(name, f"concepts[{i}].name", MAX_NAME_LENGTH)
                 if concept_id in seen:
-                    raise AlreadyExists(f"concept {concept_id!r} appears more than once in this request", field=f"concepts[{i}].id")
+                    raise AlreadyExists(
+                        f"concept {concept_id!r} appears more than once in this request", field=f"concepts[{i}].id"
+                    )
             except EngineError as exc:
                 results[i] = ConceptResult(None, exc)
                 continue
@@ -62,12 +64,18 @@ class Concepts:
                     results[i] = ConceptResult(concept)
                 else:
                     results[i] = ConceptResult(
-                        None, AlreadyExists(f"concept {concept.id!r} already exists in app {app.id!r}", reason="CONCEPT_EXISTS", field=f"concepts[{i}].id")
+                        None,
+                        AlreadyExists(
+                            f"concept {concept.id!r} already exists in app {app.id!r}",
+                            reason="CONCEPT_EXISTS",
+                            field=f"concepts[{i}].id",
+                        ),
                     )
         return [r for r in results if r is not None]
 
-    def rename(self, principal: Principal, user_id: str, app_id: str,
-               items: builtins.list[tuple[str, str]]) -> builtins.list[ConceptResult]:
+    def rename(
+        self, principal: Principal, user_id: str, app_id: str, items: builtins.list[tuple[str, str]]
+    ) -> builtins.list[ConceptResult]:
         """Give existing concepts new names; each (id, name) succeeds or fails on its own."""
         check_batch(len(items), "concepts")
         app = self._apps.get(principal, user_id, app_id)
@@ -83,8 +91,13 @@ class Concepts:
         renamed = {c.id: c for c in self._store.rename_concepts(app.user_id, app.id, names)} if names else {}
         for i, (concept_id, _) in enumerate(items):
             if results[i] is None:
-                results[i] = ConceptResult(renamed[concept_id]) if concept_id in renamed else ConceptResult(
-                    None, NotFound(f"concept {concept_id!r} not found in app {app.id!r}", field=f"concepts[{i}].id"))
+                results[i] = (
+                    ConceptResult(renamed[concept_id])
+                    if concept_id in renamed
+                    else ConceptResult(
+                        None, NotFound(f"concept {concept_id!r} not found in app {app.id!r}", field=f"concepts[{i}].id")
+                    )
+                )
         return [r for r in results if r is not None]
 
     def get(self, principal: Principal, user_id: str, app_id: str, concept_id: str) -> ConceptRecord:
@@ -102,5 +115,3 @@ class Concepts:
         scope = f"concepts:{app.user_id}:{app.id}"
         result = self._store.list_concepts(app.user_id, app.id, to_query(page, scope))
         return result.items, next_token(result, scope)
-
-

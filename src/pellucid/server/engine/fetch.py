@@ -28,8 +28,9 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 
 
 class UrlFetcher:
-    def __init__(self, allow_private: bool = False, timeout: float = FETCH_TIMEOUT,
-                 max_bytes: int = MAX_FETCH_BYTES) -> None:
+    def __init__(
+        self, allow_private: bool = False, timeout: float = FETCH_TIMEOUT, max_bytes: int = MAX_FETCH_BYTES
+    ) -> None:
         self.allow_private = allow_private
         self.timeout = timeout  # for the whole fetch, redirects included, not per socket read
         self.max_bytes = max_bytes
@@ -46,27 +47,36 @@ class UrlFetcher:
                 raise InvalidArgument(f"{field} {url!r} is not a valid URL", field=field) from None
             if scheme not in ("http", "https") or not host:
                 raise InvalidArgument(f"{field} {url!r} is not an http(s) URL: send the bytes instead", field=field)
-            status, location, body = self._get(parts, self._addresses(host, port, url, field), port, deadline, url, field)
+            status, location, body = self._get(
+                parts, self._addresses(host, port, url, field), port, deadline, url, field
+            )
             if status in _REDIRECTS and location:
                 try:
                     url = urllib.parse.urljoin(url, location)
                 except (ValueError, UnicodeError):
-                    raise InvalidArgument(f"cannot fetch {field} {given!r}: bad redirect to {location!r}",
-                                          reason="FETCH_FAILED", field=field) from None
+                    raise InvalidArgument(
+                        f"cannot fetch {field} {given!r}: bad redirect to {location!r}",
+                        reason="FETCH_FAILED",
+                        field=field,
+                    ) from None
                 continue
             if status != 200:
-                raise InvalidArgument(f"cannot fetch {field} {url!r}: HTTP {status}", reason="FETCH_FAILED", field=field)
+                raise InvalidArgument(
+                    f"cannot fetch {field} {url!r}: HTTP {status}", reason="FETCH_FAILED", field=field
+                )
             return body
-        raise InvalidArgument(f"cannot fetch {field} {given!r}: more than {MAX_REDIRECTS} redirects",
-                              reason="FETCH_FAILED", field=field)
+        raise InvalidArgument(
+            f"cannot fetch {field} {given!r}: more than {MAX_REDIRECTS} redirects", reason="FETCH_FAILED", field=field
+        )
 
     def _addresses(self, host: str, port: int, url: str, field: str) -> list[str]:
         """The addresses of `host` to connect to, after checking every one it resolves to."""
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
-            raise InvalidArgument(f"cannot fetch {field} {url!r}: {host} does not resolve ({exc})",
-                                  reason="FETCH_FAILED", field=field) from None
+            raise InvalidArgument(
+                f"cannot fetch {field} {url!r}: {host} does not resolve ({exc})", reason="FETCH_FAILED", field=field
+            ) from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not self.allow_private:
             private = [a for a in addresses if not is_public(a)]
@@ -74,46 +84,62 @@ class UrlFetcher:
                 raise InvalidArgument(
                     f"{field} {url!r}: {host} is a private address ({private[0]}), which this server does not fetch "
                     "from: send the bytes instead (or start the server with --allow-private-urls)",
-                    reason="PRIVATE_URL", field=field)
+                    reason="PRIVATE_URL",
+                    field=field,
+                )
         return addresses
 
-    def _get(self, parts: urllib.parse.SplitResult, addresses: list[str], port: int, deadline: float, url: str,
-             field: str) -> tuple[int, str, bytes]:
+    def _get(
+        self, parts: urllib.parse.SplitResult, addresses: list[str], port: int, deadline: float, url: str, field: str
+    ) -> tuple[int, str, bytes]:
         """GET from the first of `addresses` that answers; (status, Location, body)."""
         https = parts.scheme.lower() == "https"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         failure: Exception | None = None
         for address in addresses:
-            connection = (_PinnedHTTPS if https else _PinnedHTTP)(parts.hostname or "", port, address,
-                                                                  max(deadline - time.monotonic(), 0.001))
+            connection = (_PinnedHTTPS if https else _PinnedHTTP)(
+                parts.hostname or "", port, address, max(deadline - time.monotonic(), 0.001)
+            )
             try:
                 try:
                     connection.connect()
                 except OSError as exc:  # this address does not answer: try the next one
                     failure = exc
                     continue
-                connection.request("GET", path, headers={"Host": parts.netloc.rpartition("@")[2],
-                                                         "User-Agent": "pellucid-server"})
+                connection.request(
+                    "GET", path, headers={"Host": parts.netloc.rpartition("@")[2], "User-Agent": "pellucid-server"}
+                )
                 response = connection.getresponse()
                 if response.status != 200:
                     return response.status, response.getheader("Location") or "", b""
                 return 200, "", self._read(connection, response, deadline, url, field)
             except (OSError, http.client.HTTPException, ValueError) as exc:
-                raise InvalidArgument(f"cannot fetch {field} {url!r}: {exc}", reason="FETCH_FAILED", field=field) from None
+                raise InvalidArgument(
+                    f"cannot fetch {field} {url!r}: {exc}", reason="FETCH_FAILED", field=field
+                ) from None
             finally:
                 connection.close()
         raise InvalidArgument(f"cannot fetch {field} {url!r}: {failure}", reason="FETCH_FAILED", field=field)
 
-    def _read(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse, deadline: float,
-              url: str, field: str) -> bytes:
+    def _read(
+        self,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        deadline: float,
+        url: str,
+        field: str,
+    ) -> bytes:
         """The body, in pieces, each read given only the time left: a server that sends a byte
         now and then cannot hold the fetch (and a worker) past the deadline."""
         chunks, size = [], 0
         while size <= self.max_bytes:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise InvalidArgument(f"cannot fetch {field} {url!r}: it took longer than {self.timeout:g}s",
-                                      reason="FETCH_FAILED", field=field)
+                raise InvalidArgument(
+                    f"cannot fetch {field} {url!r}: it took longer than {self.timeout:g}s",
+                    reason="FETCH_FAILED",
+                    field=field,
+                )
             if connection.sock is not None:
                 connection.sock.settimeout(left)
             chunk = response.read1(min(_READ_BYTES, self.max_bytes + 1 - size))

@@ -107,37 +107,56 @@ def _digest(*parts: str) -> str:
 def check_sha256(value: str, field: str) -> str:
     """A client-supplied blob hash: 64 lowercase hex characters, nothing else (it keys files on disk)."""
     if not is_sha256(value):
-        raise InvalidArgument(f"{field} {value[:80]!r} is not a sha256: give the 64 lowercase hex characters "
-                              "UploadBlob returned", reason="BAD_SHA256", field=field)
+        raise InvalidArgument(
+            f"{field} {value[:80]!r} is not a sha256: give the 64 lowercase hex characters UploadBlob returned",
+            reason="BAD_SHA256",
+            field=field,
+        )
     return value
 
 
 def blob_not_found(field: str, sha256: str) -> NotFound:
     """The same answer whether nobody stored the blob or someone else did: no existence oracle."""
-    return NotFound(f"{field}: no blob {sha256} in your account: send it with UploadBlob (or send the bytes) first",
-                    reason="BLOB_NOT_FOUND", field=field)
+    return NotFound(
+        f"{field}: no blob {sha256} in your account: send it with UploadBlob (or send the bytes) first",
+        reason="BLOB_NOT_FOUND",
+        field=field,
+    )
 
 
 def too_large(limit: int, field: str) -> ResourceExhausted:
     return ResourceExhausted(
         f"{field}: the blob is larger than this server's limit of {limit} bytes ({limit / (1 << 20):,.1f} MiB); "
         "the limit is the server setting max_blob_bytes (`pellucid server --max-blob-bytes N`)",
-        reason="BLOB_TOO_LARGE", field=field)
+        reason="BLOB_TOO_LARGE",
+        field=field,
+    )
 
 
 def derived_annotation_id(input_id: str, concepts: Iterable[ConceptValue], region: RegionRecord | None) -> str:
     """Same input and same labels or region: same id, so re-running an upload adds nothing twice."""
     labels = ",".join(sorted(f"{c.id}={c.value!r}" for c in concepts))
-    shape = "" if region is None else f"{region.bbox!r}|{region.polygon!r}|{','.join(sorted(c.id for c in region.concepts))}"
+    shape = (
+        ""
+        if region is None
+        else f"{region.bbox!r}|{region.polygon!r}|{','.join(sorted(c.id for c in region.concepts))}"
+    )
     return _digest("annotation", input_id, labels, shape)[:32]
 
 
 class Inputs:
     FETCH_WORKERS = 8
 
-    def __init__(self, store: MetadataStore, blobs: BlobStore, apps: Apps, clock: Callable[[], float] = time.time,
-                 urls: UrlFetcher | None = None, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
-                 blob_grace_seconds: float = DEFAULT_BLOB_GRACE_SECONDS) -> None:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        apps: Apps,
+        clock: Callable[[], float] = time.time,
+        urls: UrlFetcher | None = None,
+        max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+        blob_grace_seconds: float = DEFAULT_BLOB_GRACE_SECONDS,
+    ) -> None:
         self._store = store
         self.max_blob_bytes = max_blob_bytes
         self.blob_grace_seconds = blob_grace_seconds
@@ -149,8 +168,9 @@ class Inputs:
 
     # ingestion
 
-    def post(self, principal: Principal, user_id: str, app_id: str, specs: builtins.list[InputSpec],
-             job_id: str = "") -> tuple[builtins.list[InputOutcome], JobRecord | None]:
+    def post(
+        self, principal: Principal, user_id: str, app_id: str, specs: builtins.list[InputSpec], job_id: str = ""
+    ) -> tuple[builtins.list[InputOutcome], JobRecord | None]:
         check_batch(len(specs), "inputs")
         app = self._apps.get(principal, user_id, app_id)
         if job_id:
@@ -182,9 +202,14 @@ class Inputs:
                         concepts[c.id] = ConceptRecord(app.user_id, app.id, c.id, c.name or c.id, record.created_at)
         now = self._clock()
         failed_early = sum(isinstance(p, EngineError) for p in prepared)
-        job = JobRecord(app.user_id, app.id, job_id, now, now, received=len(specs), failed=failed_early) if job_id else None
-        stored, totals = self._store.ingest(app.user_id, app.id, items, list(concepts.values()), job) if items or job \
-            else ([], None)
+        job = (
+            JobRecord(app.user_id, app.id, job_id, now, now, received=len(specs), failed=failed_early)
+            if job_id
+            else None
+        )
+        stored, totals = (
+            self._store.ingest(app.user_id, app.id, items, list(concepts.values()), job) if items or job else ([], None)
+        )
         outcomes, results = [], iter(zip(items, stored))
         for p in prepared:
             if isinstance(p, EngineError):
@@ -192,9 +217,16 @@ class Inputs:
                 continue
             item, result = next(results)
             if result == "conflict":
-                outcomes.append(InputOutcome(item.input.id, AlreadyExists(
-                    f"input id {item.input.id!r} already holds different content: choose another id or delete that input",
-                    reason="INPUT_ID_TAKEN", field="id")))
+                outcomes.append(
+                    InputOutcome(
+                        item.input.id,
+                        AlreadyExists(
+                            f"input id {item.input.id!r} already holds different content: choose another id or delete that input",
+                            reason="INPUT_ID_TAKEN",
+                            field="id",
+                        ),
+                    )
+                )
             else:
                 outcomes.append(InputOutcome(item.input.id, duplicate=result == "duplicate"))
         return outcomes, totals
@@ -202,8 +234,9 @@ class Inputs:
     def _existing_datasets(self, app: AppRecord, dataset_ids: set[str]) -> set[str]:
         return self._store.existing_datasets(app.user_id, app.id, sorted(dataset_ids)[:1000])
 
-    def _prepare(self, app: AppRecord, index: int, spec: InputSpec, datasets: set[str],
-                 held: dict[str, int]) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError:
+    def _prepare(
+        self, app: AppRecord, index: int, spec: InputSpec, datasets: set[str], held: dict[str, int]
+    ) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError:
         try:
             return self._prepare_or_raise(app, spec, datasets, held)
         except EngineError as exc:
@@ -212,8 +245,9 @@ class Inputs:
             exc.field = f"inputs[{index}]" + (f".{exc.field}" if exc.field else "")
             return exc
 
-    def _prepare_or_raise(self, app: AppRecord, spec: InputSpec, datasets: set[str],
-                          held: dict[str, int]) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes]:
+    def _prepare_or_raise(
+        self, app: AppRecord, spec: InputSpec, datasets: set[str], held: dict[str, int]
+    ) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes]:
         """Validate one item and build its records; the bytes returned are to be stored as a blob.
 
         `held`: the sizes of the blobs named by hash in the batch that the app's owner holds.
@@ -221,8 +255,11 @@ class Inputs:
         for dataset_id in spec.dataset_ids:
             validate_id(dataset_id, "dataset_ids")
             if dataset_id not in datasets:
-                raise NotFound(f"dataset {dataset_id!r} not found in app {app.id!r}: create it first",
-                               reason="DATASET_NOT_FOUND", field="dataset_ids")
+                raise NotFound(
+                    f"dataset {dataset_id!r} not found in app {app.id!r}: create it first",
+                    reason="DATASET_NOT_FOUND",
+                    field="dataset_ids",
+                )
         text = spec.text
         if spec.text_url:
             raw = self._urls.fetch(spec.text_url, "data.text.url")
@@ -238,8 +275,9 @@ class Inputs:
         media_key, payload = "", b""
         if len(spec.media) > 1:
             kinds = ", ".join(m.kind for m in spec.media)
-            raise InvalidArgument(f"one input holds one of image, video or audio (plus text), not {kinds}",
-                                  field="data")
+            raise InvalidArgument(
+                f"one input holds one of image, video or audio (plus text), not {kinds}", field="data"
+            )
         if spec.media:
             media = spec.media[0]
             field = f"data.{media.kind}"
@@ -252,7 +290,7 @@ class Inputs:
                 if size is None:
                     raise blob_not_found(f"{field}.blob_sha256", sha)
                 # images are checked whole (their end marker matters); video and audio by their header
-                sample = (self._blobs.get(sha) if media.kind == "image" else next(self._blobs.read_chunks(sha), b""))
+                sample = self._blobs.get(sha) if media.kind == "image" else next(self._blobs.read_chunks(sha), b"")
                 info = sniff(sample or b"", media.kind, field)
             else:
                 payload = media.data or self._urls.fetch(media.url, f"{field}.url")
@@ -261,16 +299,23 @@ class Inputs:
                 info = sniff(payload, media.kind, field)
                 sha, size = sha256_hex(payload), len(payload)
             media_key = sha
-            media_fields = dict(media_sha256=sha, media_size=size, media_mime=info.mime, media_url=media.url,
-                                width=info.width, height=info.height)
+            media_fields = dict(
+                media_sha256=sha,
+                media_size=size,
+                media_mime=info.mime,
+                media_url=media.url,
+                width=info.width,
+                height=info.height,
+            )
         elif not text:
             raise InvalidArgument("no content: give an image, video, audio or text", field="data")
         metadata = check_metadata(spec.metadata or {}, "data.metadata")
         if spec.geo is not None:
             lon, lat = spec.geo
             if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-                raise InvalidArgument(f"geo point ({lon}, {lat}) is out of range: longitude -180..180, latitude -90..90",
-                                      field="data.geo")
+                raise InvalidArgument(
+                    f"geo point ({lon}, {lat}) is out of range: longitude -180..180, latitude -90..90", field="data.geo"
+                )
         labels = _checked_concepts(spec.labels, "data.concepts")
         regions = [_checked_region(r, f"data.regions[{i}]") for i, r in enumerate(spec.regions)]
         input_type = spec.media[0].kind if spec.media else "text"
@@ -281,19 +326,34 @@ class Inputs:
         now = self._clock()
         annotations = []
         if labels:
-            annotations.append(AnnotationRecord(input_id, derived_annotation_id(input_id, labels, None), now, concepts=tuple(labels)))
+            annotations.append(
+                AnnotationRecord(input_id, derived_annotation_id(input_id, labels, None), now, concepts=tuple(labels))
+            )
         for region in regions:
             region = replace(region, id=region.id or derived_annotation_id(input_id, (), region))
-            annotations.append(AnnotationRecord(input_id, derived_annotation_id(input_id, (), region), now, regions=(region,)))
+            annotations.append(
+                AnnotationRecord(input_id, derived_annotation_id(input_id, (), region), now, regions=(region,))
+            )
         record = InputRecord(
-            user_id=app.user_id, app_id=app.id, id=input_id, input_type=input_type, content_key=content_key,
-            created_at=now, text=text, text_url=spec.text_url, metadata=metadata, geo=spec.geo,
-            labels=tuple(labels), dataset_ids=tuple(dict.fromkeys(spec.dataset_ids)), **media_fields,
+            user_id=app.user_id,
+            app_id=app.id,
+            id=input_id,
+            input_type=input_type,
+            content_key=content_key,
+            created_at=now,
+            text=text,
+            text_url=spec.text_url,
+            metadata=metadata,
+            geo=spec.geo,
+            labels=tuple(labels),
+            dataset_ids=tuple(dict.fromkeys(spec.dataset_ids)),
+            **media_fields,
         )
         return record, annotations, payload
 
-    def upload_blob(self, principal: Principal, user_id: str, app_id: str, chunks: Iterator[bytes],
-                    expected_sha256: str = "") -> tuple[str, int]:
+    def upload_blob(
+        self, principal: Principal, user_id: str, app_id: str, chunks: Iterator[bytes], expected_sha256: str = ""
+    ) -> tuple[str, int]:
         """Store a streamed blob for the app's owner; refused as soon as it passes max_blob_bytes."""
         app = self._apps.get(principal, user_id, app_id)
         if expected_sha256:
@@ -303,8 +363,10 @@ class Inputs:
         except BlobTooLarge as exc:
             raise too_large(exc.limit, "data") from None
         except DigestMismatch as exc:
-            raise InvalidArgument(f"the blob's sha256 is {exc.actual}, not {exc.expected}: the upload was damaged, "
-                                  "send it again", field="sha256") from None
+            raise InvalidArgument(
+                f"the blob's sha256 is {exc.actual}, not {exc.expected}: the upload was damaged, send it again",
+                field="sha256",
+            ) from None
 
     def collect_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete blobs no input uses any more (once unused for the grace period) and compact their space.
@@ -336,8 +398,17 @@ class Inputs:
             raise NotFound(f"input {input_id!r} not found in app {app.id!r}", field="input_id")
         return found[input_id]
 
-    def list(self, principal: Principal, user_id: str, app_id: str, page: PageRequest, dataset_id: str = "",
-             version_id: str = "", input_type: str = "", ids: builtins.list[str] | None = None) -> tuple[builtins.list[InputRecord], str]:
+    def list(
+        self,
+        principal: Principal,
+        user_id: str,
+        app_id: str,
+        page: PageRequest,
+        dataset_id: str = "",
+        version_id: str = "",
+        input_type: str = "",
+        ids: builtins.list[str] | None = None,
+    ) -> tuple[builtins.list[InputRecord], str]:
         app = self._apps.get(principal, user_id, app_id)
         if input_type and input_type not in INPUT_TYPES:
             raise InvalidArgument(f"input_type {input_type!r}: use one of {', '.join(INPUT_TYPES)}", field="input_type")
@@ -350,13 +421,22 @@ class Inputs:
             raise InvalidArgument(f"ids has {len(ids)} items: filter by at most 1000 ids per call", field="ids")
         scope = f"inputs:{app.user_id}:{app.id}:{dataset_id}:{version_id}:{input_type}:{','.join(ids or [])}"
         try:
-            result = self._store.list_inputs(app.user_id, app.id, to_query(page, scope), dataset_id=dataset_id,
-                                             version_id=version_id, input_type=input_type, ids=ids)
+            result = self._store.list_inputs(
+                app.user_id,
+                app.id,
+                to_query(page, scope),
+                dataset_id=dataset_id,
+                version_id=version_id,
+                input_type=input_type,
+                ids=ids,
+            )
         except LookupError as exc:
             raise NotFound(f"{exc} in app {app.id!r}", field="dataset_id") from None
         return result.items, next_token(result, scope)
 
-    def delete(self, principal: Principal, user_id: str, app_id: str, input_ids: builtins.list[str]) -> builtins.list[InputOutcome]:
+    def delete(
+        self, principal: Principal, user_id: str, app_id: str, input_ids: builtins.list[str]
+    ) -> builtins.list[InputOutcome]:
         check_batch(len(input_ids), "ids")
         app = self._apps.get(principal, user_id, app_id)
         outcomes: builtins.list[InputOutcome | None] = []
@@ -369,13 +449,22 @@ class Inputs:
             except EngineError as exc:
                 outcomes.append(InputOutcome(input_id, exc))
         deleted = iter(self._store.delete_inputs(app.user_id, app.id, valid))
-        return [o if o is not None else (
-            InputOutcome(input_ids[i]) if next(deleted) else
-            InputOutcome(input_ids[i], NotFound(f"input {input_ids[i]!r} not found in app {app.id!r}", field=f"ids[{i}]")))
-            for i, o in enumerate(outcomes)]
+        return [
+            o
+            if o is not None
+            else (
+                InputOutcome(input_ids[i])
+                if next(deleted)
+                else InputOutcome(
+                    input_ids[i], NotFound(f"input {input_ids[i]!r} not found in app {app.id!r}", field=f"ids[{i}]")
+                )
+            )
+            for i, o in enumerate(outcomes)
+        ]
 
-    def download(self, principal: Principal, user_id: str, app_id: str,
-                 input_ids: builtins.list[str]) -> Iterator[tuple[InputRecord, Iterator[bytes]]]:
+    def download(
+        self, principal: Principal, user_id: str, app_id: str, input_ids: builtins.list[str]
+    ) -> Iterator[tuple[InputRecord, Iterator[bytes]]]:
         """Each input with an iterator over its bytes (media, or the UTF-8 text); NotFound if any is missing."""
         check_batch(len(input_ids), "ids")
         app = self._apps.get(principal, user_id, app_id)
@@ -388,26 +477,32 @@ class Inputs:
             if record.media_sha256:
                 if not is_sha256(record.media_sha256) or self._blobs.size(record.media_sha256) is None:
                     # stored before hashes were checked, or its blob is gone: never a path, never INTERNAL
-                    raise NotFound(f"the media of input {input_id!r} is not in the blob store: upload it again",
-                                   reason="BLOB_NOT_FOUND", field="ids")
+                    raise NotFound(
+                        f"the media of input {input_id!r} is not in the blob store: upload it again",
+                        reason="BLOB_NOT_FOUND",
+                        field="ids",
+                    )
                 yield record, self._blobs.read_chunks(record.media_sha256)
             else:
                 yield record, iter([record.text.encode()])
 
     # annotations
 
-    def post_annotations(self, principal: Principal, user_id: str, app_id: str,
-                         annotations: builtins.list[AnnotationRecord]) -> builtins.list[AnnotationOutcome]:
+    def post_annotations(
+        self, principal: Principal, user_id: str, app_id: str, annotations: builtins.list[AnnotationRecord]
+    ) -> builtins.list[AnnotationOutcome]:
         return self._put_annotations(principal, user_id, app_id, annotations, "create")
 
-    def patch_annotations(self, principal: Principal, user_id: str, app_id: str, annotations: builtins.list[AnnotationRecord],
-                          action: str) -> builtins.list[AnnotationOutcome]:
+    def patch_annotations(
+        self, principal: Principal, user_id: str, app_id: str, annotations: builtins.list[AnnotationRecord], action: str
+    ) -> builtins.list[AnnotationOutcome]:
         if action not in ANNOTATION_ACTIONS:
             raise InvalidArgument(f"action {action!r}: use one of {', '.join(ANNOTATION_ACTIONS)}", field="action")
         return self._put_annotations(principal, user_id, app_id, annotations, action)
 
-    def _put_annotations(self, principal: Principal, user_id: str, app_id: str, annotations: builtins.list[AnnotationRecord],
-                         action: str) -> builtins.list[AnnotationOutcome]:
+    def _put_annotations(
+        self, principal: Principal, user_id: str, app_id: str, annotations: builtins.list[AnnotationRecord], action: str
+    ) -> builtins.list[AnnotationOutcome]:
         check_batch(len(annotations), "annotations")
         app = self._apps.get(principal, user_id, app_id)
         now = self._clock()
@@ -422,7 +517,9 @@ class Inputs:
                 if action == "create" and not (concepts or regions):
                     raise InvalidArgument(f"{where}: an annotation needs concepts or regions", field=f"{where}.data")
                 regions = tuple(replace(r, id=r.id or derived_annotation_id(a.input_id, (), r)) for r in regions)
-                annotation_id = a.id or derived_annotation_id(a.input_id, concepts, regions[0] if len(regions) == 1 and not concepts else None)
+                annotation_id = a.id or derived_annotation_id(
+                    a.input_id, concepts, regions[0] if len(regions) == 1 and not concepts else None
+                )
                 if action != "create" and not a.id:
                     raise InvalidArgument(f"{where}: patching needs the annotation id", field=f"{where}.id")
                 validate_id(annotation_id, f"{where}.id")
@@ -435,23 +532,39 @@ class Inputs:
             for i, a in ready:
                 current = existing.get((a.input_id, a.id))
                 if current is None:
-                    outcomes[i] = AnnotationOutcome(None, NotFound(
-                        f"annotation {a.id!r} of input {a.input_id!r} not found", field=f"annotations[{i}].id"))
+                    outcomes[i] = AnnotationOutcome(
+                        None,
+                        NotFound(
+                            f"annotation {a.id!r} of input {a.input_id!r} not found", field=f"annotations[{i}].id"
+                        ),
+                    )
                     continue
                 merged.append((i, _apply(current, a, action)))
             ready = merged
         if ready:
-            results = self._store.put_annotations(app.user_id, app.id, [a for _, a in ready], replace=action != "create")
+            results = self._store.put_annotations(
+                app.user_id, app.id, [a for _, a in ready], replace=action != "create"
+            )
             for (i, a), result in zip(ready, results):
                 if result == "missing_input":
-                    outcomes[i] = AnnotationOutcome(None, NotFound(f"input {a.input_id!r} not found in app {app.id!r}",
-                                                                   field=f"annotations[{i}].input_id"))
+                    outcomes[i] = AnnotationOutcome(
+                        None,
+                        NotFound(
+                            f"input {a.input_id!r} not found in app {app.id!r}", field=f"annotations[{i}].input_id"
+                        ),
+                    )
                 else:
                     outcomes[i] = AnnotationOutcome(a, duplicate=result == "duplicate")
         return [o for o in outcomes if o is not None]
 
-    def list_annotations(self, principal: Principal, user_id: str, app_id: str, page: PageRequest,
-                         input_ids: builtins.list[str] | None = None) -> tuple[builtins.list[AnnotationRecord], str]:
+    def list_annotations(
+        self,
+        principal: Principal,
+        user_id: str,
+        app_id: str,
+        page: PageRequest,
+        input_ids: builtins.list[str] | None = None,
+    ) -> tuple[builtins.list[AnnotationRecord], str]:
         app = self._apps.get(principal, user_id, app_id)
         for i, input_id in enumerate(input_ids or []):
             validate_id(input_id, f"input_ids[{i}]")
@@ -468,7 +581,9 @@ def _checked_concepts(concepts: Iterable[ConceptValue], field: str) -> builtins.
         validate_id(c.id, f"{field}[{i}].id (the label)")
         check_text(c.name, f"{field}[{i}].name", MAX_NAME_LENGTH)
         if not 0.0 <= c.value <= 1.0:
-            raise InvalidArgument(f"{field}[{i}].value {c.value} is out of range: use 0 (absent) to 1 (present)", field=field)
+            raise InvalidArgument(
+                f"{field}[{i}].value {c.value} is out of range: use 0 (absent) to 1 (present)", field=field
+            )
         checked.append(c)
     return checked
 
@@ -484,7 +599,9 @@ def _checked_region(region: RegionRecord, field: str) -> RegionRecord:
             raise InvalidArgument(
                 f"{field}: bounding box (top_row={top}, left_col={left}, bottom_row={bottom}, right_col={right}) is out of range: "
                 "coordinates are fractions of the image size in [0, 1], with top < bottom and left < right",
-                reason="BAD_BOX", field=field)
+                reason="BAD_BOX",
+                field=field,
+            )
     if region.polygon is not None:
         if len(region.polygon) < 3:
             raise InvalidArgument(f"{field}: a polygon needs at least 3 points", field=field)
@@ -500,8 +617,11 @@ def _apply(current: AnnotationRecord, given: AnnotationRecord, action: str) -> A
     if action == "remove":
         drop_concepts = {c.id for c in given.concepts}
         drop_regions = {r.id for r in given.regions}
-        return replace(current, concepts=tuple(c for c in current.concepts if c.id not in drop_concepts),
-                       regions=tuple(r for r in current.regions if r.id not in drop_regions))
+        return replace(
+            current,
+            concepts=tuple(c for c in current.concepts if c.id not in drop_concepts),
+            regions=tuple(r for r in current.regions if r.id not in drop_regions),
+        )
     concepts = {c.id: c for c in current.concepts} | {c.id: c for c in given.concepts}
     regions = {r.id: r for r in current.regions} | {r.id: r for r in given.regions}
     return replace(current, concepts=tuple(concepts.values()), regions=tuple(regions.values()))

@@ -95,9 +95,7 @@ def sniff(data: bytes, kind: str, field: str = "data") -> MediaInfo:
     if kind not in _CHOICES:
         raise ValueError(f"kind must be 'image', 'video' or 'audio', not {kind!r}")
     if not data:
-        raise InvalidArgument(
-            f"{kind} is empty (0 bytes): send the file's contents", reason=EMPTY_MEDIA, field=field
-        )
+        raise InvalidArgument(f"{kind} is empty (0 bytes): send the file's contents", reason=EMPTY_MEDIA, field=field)
 
     name = _identify(data)
     if name == "mp4" and kind == "audio" and _M4A_BRANDS.intersection(_ftyp_brands(data)):
@@ -152,10 +150,15 @@ def encode_png(width: int, height: int, pixels: bytes, level: int = 6) -> bytes:
     stride = width * 3
     raw = bytearray(height * (stride + 1))
     for y in range(height):  # each row is a zero filter byte and the row's pixels
-        raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)] = pixels[y * stride:(y + 1) * stride]
+        raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)] = pixels[y * stride : (y + 1) * stride]
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit, truecolour, no interlace
     return b"".join(
-        (_PNG_SIGNATURE, _png_chunk(b"IHDR", header), _png_chunk(b"IDAT", zlib.compress(raw, level)), _png_chunk(b"IEND", b""))
+        (
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(raw, level)),
+            _png_chunk(b"IEND", b""),
+        )
     )
 
 

@@ -65,7 +65,9 @@ class Prediction:
 
 
 class Models:
-    def __init__(self, store: MetadataStore, apps: Apps, router: Router, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: MetadataStore, apps: Apps, router: Router, clock: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
         self._apps = apps
         self._router = router
@@ -81,19 +83,39 @@ class Models:
             validate_id(concept.id, f"version.output_info.concepts[{i}].id")
         timeout = spec.item_timeout_seconds or 60
         if not 1 <= timeout <= MAX_ITEM_TIMEOUT:
-            raise InvalidArgument(f"item_timeout_seconds must be 1-{MAX_ITEM_TIMEOUT}", field="version.item_timeout_seconds")
+            raise InvalidArgument(
+                f"item_timeout_seconds must be 1-{MAX_ITEM_TIMEOUT}", field="version.item_timeout_seconds"
+            )
         _check_output_config(spec.output_config, "version.output_info.output_config")
         return ModelVersionRecord(
-            user_id=user_id, app_id=app_id, model_id=model_id, id=version_id, created_at=self._clock(),
-            description=spec.description, params=check_metadata(spec.params or {}, "version.output_info.params"),
-            concepts=spec.concepts, output_config=spec.output_config,
-            runner_labels=tuple(dict.fromkeys(spec.runner_labels)), item_timeout_seconds=timeout,
+            user_id=user_id,
+            app_id=app_id,
+            model_id=model_id,
+            id=version_id,
+            created_at=self._clock(),
+            description=spec.description,
+            params=check_metadata(spec.params or {}, "version.output_info.params"),
+            concepts=spec.concepts,
+            output_config=spec.output_config,
+            runner_labels=tuple(dict.fromkeys(spec.runner_labels)),
+            item_timeout_seconds=timeout,
             metadata=check_metadata(spec.metadata or {}, "version.metadata"),
         )
 
-    def create(self, principal: Principal, user_id: str, app_id: str, model_id: str, *, name: str = "",
-               description: str = "", model_type_id: str = "", input_fields: tuple[str, ...] = (),
-               output_fields: tuple[str, ...] = (), version: VersionSpec = VersionSpec()) -> tuple[ModelRecord, ModelVersionRecord]:
+    def create(
+        self,
+        principal: Principal,
+        user_id: str,
+        app_id: str,
+        model_id: str,
+        *,
+        name: str = "",
+        description: str = "",
+        model_type_id: str = "",
+        input_fields: tuple[str, ...] = (),
+        output_fields: tuple[str, ...] = (),
+        version: VersionSpec = VersionSpec(),
+    ) -> tuple[ModelRecord, ModelVersionRecord]:
         app = self._apps.get(principal, user_id, app_id)
         validate_id(model_id, "model_id")
         check_text(name, "name", MAX_NAME_LENGTH)
@@ -101,11 +123,22 @@ class Models:
         check_text(model_type_id, "model_type_id", MAX_NAME_LENGTH)
         unknown = [f for f in input_fields if f not in INPUT_FIELDS]
         if unknown:
-            raise InvalidArgument(f"input_fields {unknown}: use some of {', '.join(INPUT_FIELDS)}", field="input_fields")
+            raise InvalidArgument(
+                f"input_fields {unknown}: use some of {', '.join(INPUT_FIELDS)}", field="input_fields"
+            )
         now = self._clock()
-        model = ModelRecord(user_id=app.user_id, app_id=app.id, id=model_id, created_at=now, modified_at=now,
-                            name=name or model_id, description=description, model_type_id=model_type_id,
-                            input_fields=tuple(input_fields), output_fields=tuple(output_fields))
+        model = ModelRecord(
+            user_id=app.user_id,
+            app_id=app.id,
+            id=model_id,
+            created_at=now,
+            modified_at=now,
+            name=name or model_id,
+            description=description,
+            model_type_id=model_type_id,
+            input_fields=tuple(input_fields),
+            output_fields=tuple(output_fields),
+        )
         first = self._version(app.user_id, app.id, model_id, version)
         try:
             self._store.insert_model(model, first)
@@ -113,13 +146,16 @@ class Models:
             raise AlreadyExists(f"model {model_id!r} already exists in app {app.id!r}", field="model_id") from None
         return model, first
 
-    def get(self, principal: Principal, user_id: str, app_id: str, model_id: str,
-            version_id: str = "") -> tuple[ModelRecord, ModelVersionRecord | None]:
+    def get(
+        self, principal: Principal, user_id: str, app_id: str, model_id: str, version_id: str = ""
+    ) -> tuple[ModelRecord, ModelVersionRecord | None]:
         app = self._apps.get(principal, user_id, app_id)
         validate_id(model_id, "model_id")
         model = self._store.get_model(app.user_id, app.id, model_id)
         if model is None:
-            raise NotFound(f"model {model_id!r} not found in app {app.id!r}", reason="MODEL_NOT_FOUND", field="model_id")
+            raise NotFound(
+                f"model {model_id!r} not found in app {app.id!r}", reason="MODEL_NOT_FOUND", field="model_id"
+            )
         if version_id:
             validate_id(version_id, "version_id")
         version = self._store.get_model_version(app.user_id, app.id, model_id, version_id)
@@ -127,8 +163,9 @@ class Models:
             raise NotFound(f"version {version_id!r} of model {model_id!r} not found", field="version_id")
         return model, version
 
-    def list(self, principal: Principal, user_id: str, app_id: str, page: PageRequest,
-             text: str = "") -> tuple[builtins.list[tuple[ModelRecord, ModelVersionRecord | None]], str]:
+    def list(
+        self, principal: Principal, user_id: str, app_id: str, page: PageRequest, text: str = ""
+    ) -> tuple[builtins.list[tuple[ModelRecord, ModelVersionRecord | None]], str]:
         app = self._apps.get(principal, user_id, app_id)
         check_text(text, "query", MAX_NAME_LENGTH)
         scope = f"models:{app.user_id}:{app.id}:{text}"
@@ -141,18 +178,22 @@ class Models:
         if not self._store.delete_model(model.user_id, model.app_id, model.id):
             raise NotFound(f"model {model_id!r} not found", field="model_id")
 
-    def create_version(self, principal: Principal, user_id: str, app_id: str, model_id: str,
-                       spec: VersionSpec) -> ModelVersionRecord:
+    def create_version(
+        self, principal: Principal, user_id: str, app_id: str, model_id: str, spec: VersionSpec
+    ) -> ModelVersionRecord:
         model, _ = self.get(principal, user_id, app_id, model_id)
         version = self._version(model.user_id, model.app_id, model.id, spec)
         try:
             self._store.insert_model_version(version)
         except Conflict:
-            raise AlreadyExists(f"version {version.id!r} of model {model_id!r} already exists", field="version.id") from None
+            raise AlreadyExists(
+                f"version {version.id!r} of model {model_id!r} already exists", field="version.id"
+            ) from None
         return version
 
-    def list_versions(self, principal: Principal, user_id: str, app_id: str, model_id: str,
-                      page: PageRequest) -> tuple[builtins.list[ModelVersionRecord], str]:
+    def list_versions(
+        self, principal: Principal, user_id: str, app_id: str, model_id: str, page: PageRequest
+    ) -> tuple[builtins.list[ModelVersionRecord], str]:
         model, _ = self.get(principal, user_id, app_id, model_id)
         scope = f"model-versions:{model.user_id}:{model.app_id}:{model.id}"
         result = self._store.list_model_versions(model.user_id, model.app_id, model.id, to_query(page, scope))
@@ -164,12 +205,22 @@ class Models:
 
     # predictions
 
-    def prepare(self, principal: Principal, user_id: str, app_id: str, model_id: str, version_id: str,
-                inputs: Sequence[PredictInput], method: str, inference_params: dict[str, Any],
-                output_config: OutputConfig | None) -> Prediction:
+    def prepare(
+        self,
+        principal: Principal,
+        user_id: str,
+        app_id: str,
+        model_id: str,
+        version_id: str,
+        inputs: Sequence[PredictInput],
+        method: str,
+        inference_params: dict[str, Any],
+        output_config: OutputConfig | None,
+    ) -> Prediction:
         if not 1 <= len(inputs) <= MAX_BATCH:
-            raise InvalidArgument(f"a predict takes 1-{MAX_BATCH} inputs, got {len(inputs)}: split larger lists",
-                                  field="inputs")
+            raise InvalidArgument(
+                f"a predict takes 1-{MAX_BATCH} inputs, got {len(inputs)}: split larger lists", field="inputs"
+            )
         if method:
             validate_id(method, "method")
         model, version = self.get(principal, user_id, app_id, model_id, version_id)
@@ -188,16 +239,24 @@ class Models:
             )
         return Prediction(model, version, {**version.params, **inference_params}, config)
 
-    def route(self, prediction: Prediction, payload: bytes, wait: float,
-              abandoned: threading.Event | None = None) -> tuple[bytes, str]:
+    def route(
+        self, prediction: Prediction, payload: bytes, wait: float, abandoned: threading.Event | None = None
+    ) -> tuple[bytes, str]:
         """Run a prepared prediction on a runner; returns (the runner's response, its id).
 
         Waits at most `wait` seconds; setting `abandoned` (the caller went away) cancels it.
         """
         version = prediction.version
         described = f"model {version.model_id!r} (version {version.id}) of app {version.app_id!r}"
-        return self._router.submit(version.user_id, frozenset(version.runner_labels), payload,
-                                   float(version.item_timeout_seconds), wait, described, abandoned)
+        return self._router.submit(
+            version.user_id,
+            frozenset(version.runner_labels),
+            payload,
+            float(version.item_timeout_seconds),
+            wait,
+            described,
+            abandoned,
+        )
 
 
 def _check_predict_input(model: ModelRecord, given: PredictInput, field: str) -> None:
@@ -207,14 +266,19 @@ def _check_predict_input(model: ModelRecord, given: PredictInput, field: str) ->
         return
     accepted = ", ".join(model.input_fields)
     if not given.fields:
-        raise InvalidArgument(f"{field} has no content: model {model.id!r} reads {accepted} (its input_fields)",
-                              reason="INPUT_FIELD_NOT_ACCEPTED", field=f"{field}.data")
+        raise InvalidArgument(
+            f"{field} has no content: model {model.id!r} reads {accepted} (its input_fields)",
+            reason="INPUT_FIELD_NOT_ACCEPTED",
+            field=f"{field}.data",
+        )
     for kind in given.fields:
         if kind not in model.input_fields:
             raise InvalidArgument(
                 f"{field} holds {kind}, but model {model.id!r} reads only {accepted} (its input_fields): "
                 f"send {accepted}, or use a model that takes {kind}",
-                reason="INPUT_FIELD_NOT_ACCEPTED", field=f"{field}.data.{kind}")
+                reason="INPUT_FIELD_NOT_ACCEPTED",
+                field=f"{field}.data.{kind}",
+            )
 
 
 def _check_output_config(config: OutputConfig, field: str) -> None:

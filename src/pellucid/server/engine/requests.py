@@ -57,8 +57,9 @@ class RequestLog:
             self._store.purge_requests(now - self.RETENTION)
         deadline = time.monotonic() + max(wait, 0.0)
         while True:
-            claim = self._store.claim_request(principal.user_id, request_id, method, self._clock(), self.STALE_AFTER,
-                                              owner)
+            claim = self._store.claim_request(
+                principal.user_id, request_id, method, self._clock(), self.STALE_AFTER, owner
+            )
             if claim.outcome is ClaimOutcome.CLAIMED:
                 return None, owner
             if claim.outcome is ClaimOutcome.DONE:
@@ -66,7 +67,8 @@ class RequestLog:
             if claim.outcome is ClaimOutcome.OTHER_METHOD:
                 raise InvalidArgument(
                     f"request_id {request_id!r} was already used for a different call: use a new request id per call",
-                    reason="REQUEST_ID_REUSED", field="request_id",
+                    reason="REQUEST_ID_REUSED",
+                    field="request_id",
                 )
             if time.monotonic() >= deadline:
                 raise Aborted(

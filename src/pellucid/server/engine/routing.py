@@ -106,7 +106,9 @@ class Router:
     # runner side
 
     def open_session(self, user_id: str, runner_id: str, labels: frozenset[str], capacity: int) -> Session:
-        session = Session(new_id(), user_id, runner_id, labels, capacity, collections.deque(), last_seen=time.monotonic())
+        session = Session(
+            new_id(), user_id, runner_id, labels, capacity, collections.deque(), last_seen=time.monotonic()
+        )
         with self._lock:
             self._sessions[session.id] = session
             self._dispatch_locked()
@@ -164,8 +166,16 @@ class Router:
 
     # caller side
 
-    def submit(self, user_id: str, selector: frozenset[str], payload: bytes, timeout: float, wait: float,
-               description: str, abandoned: threading.Event | None = None) -> tuple[bytes, str]:
+    def submit(
+        self,
+        user_id: str,
+        selector: frozenset[str],
+        payload: bytes,
+        timeout: float,
+        wait: float,
+        description: str,
+        abandoned: threading.Event | None = None,
+    ) -> tuple[bytes, str]:
         """Run one item and return (result, runner id); waits at most `wait` seconds, and stops
         waiting (cancelling the item on its runner) as soon as `abandoned` is set."""
         item = Item(new_id(), user_id, selector, payload, timeout, time.monotonic() + wait, description)
@@ -214,19 +224,26 @@ class Router:
 
     def _expire_locked(self, item: Item) -> None:
         if item.ever_matched:
-            item.error = DeadlineExceeded(f"{item.description} did not answer before the deadline "
-                                          f"(tried {item.attempts + 1} time(s)); pass a longer timeout or add runners")
+            item.error = DeadlineExceeded(
+                f"{item.description} did not answer before the deadline "
+                f"(tried {item.attempts + 1} time(s)); pass a longer timeout or add runners"
+            )
         else:
             labels = ", ".join(sorted(item.selector)) or "(any)"
             item.error = Unavailable(
                 f"no runner serves {item.description}: start a runner whose labels include {labels} "
-                f"(pellucid runner start ...)", reason="NO_RUNNER")
+                f"(pellucid runner start ...)",
+                reason="NO_RUNNER",
+            )
         self._withdraw_locked(item, "the caller's deadline passed")
         self._finish_locked(item)
 
     def _eligible(self, item: Item) -> list[Session]:
-        return [s for s in self._sessions.values()
-                if not s.closed and s.user_id == item.user_id and item.selector <= s.labels]
+        return [
+            s
+            for s in self._sessions.values()
+            if not s.closed and s.user_id == item.user_id and item.selector <= s.labels
+        ]
 
     def _dispatch_locked(self) -> None:
         now = time.monotonic()
@@ -242,8 +259,9 @@ class Router:
                 waiting.append(item)
                 continue
             # sessions that have not held this item first, then the least loaded, then the least recent
-            session = min(free, key=lambda s: (s.id in item.tried, (len(s.in_flight) + len(s.zombies)) / s.capacity,
-                                               s.dispatched))
+            session = min(
+                free, key=lambda s: (s.id in item.tried, (len(s.in_flight) + len(s.zombies)) / s.capacity, s.dispatched)
+            )
             session.dispatched = next(self._order)
             item.tried.add(session.id)
             item.session = session

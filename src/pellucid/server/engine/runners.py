@@ -30,8 +30,9 @@ class Runners:
     def heartbeat_seconds(self) -> float:
         return self._router.heartbeat_seconds
 
-    def create(self, principal: Principal, user_id: str, runner_id: str, labels: tuple[str, ...],
-               description: str = "") -> RunnerRecord:
+    def create(
+        self, principal: Principal, user_id: str, runner_id: str, labels: tuple[str, ...], description: str = ""
+    ) -> RunnerRecord:
         owner = own_namespace(principal, user_id, "create runners")
         validate_id(runner_id, "runner_id")
         labels = _checked_labels(labels)
@@ -48,12 +49,16 @@ class Runners:
         validate_id(runner_id, "runner_id")
         runner = self._store.get_runner(owner, runner_id)
         if runner is None:
-            raise NotFound(f"runner {runner_id!r} of user {owner!r} not found: create it with User.create_runner",
-                           reason="RUNNER_NOT_FOUND", field="runner_id")
+            raise NotFound(
+                f"runner {runner_id!r} of user {owner!r} not found: create it with User.create_runner",
+                reason="RUNNER_NOT_FOUND",
+                field="runner_id",
+            )
         return runner
 
-    def list(self, principal: Principal, user_id: str, page: PageRequest,
-             labels: tuple[str, ...] = ()) -> tuple[builtins.list[RunnerRecord], str]:
+    def list(
+        self, principal: Principal, user_id: str, page: PageRequest, labels: tuple[str, ...] = ()
+    ) -> tuple[builtins.list[RunnerRecord], str]:
         owner = own_namespace(principal, user_id, "list the runners")
         for i, label in enumerate(labels):
             validate_id(label, f"labels[{i}]")
@@ -61,8 +66,9 @@ class Runners:
         result = self._store.list_runners(owner, tuple(labels), to_query(page, scope))
         return result.items, next_token(result, scope)
 
-    def patch(self, principal: Principal, user_id: str, runner_id: str,
-              changes: dict[str, tuple[str, ...] | str]) -> RunnerRecord:
+    def patch(
+        self, principal: Principal, user_id: str, runner_id: str, changes: dict[str, tuple[str, ...] | str]
+    ) -> RunnerRecord:
         """Change a registration's labels or description (its owner only).
 
         Open streams keep the labels they connected with, but a stream serving a label the
@@ -71,8 +77,10 @@ class Runners:
         """
         unknown = sorted(set(changes) - set(PATCHABLE_FIELDS))
         if unknown or not changes:
-            raise InvalidArgument(f"cannot patch {', '.join(unknown) or 'nothing'}: patchable fields are "
-                                  f"{', '.join(PATCHABLE_FIELDS)}", field="update_mask")
+            raise InvalidArgument(
+                f"cannot patch {', '.join(unknown) or 'nothing'}: patchable fields are {', '.join(PATCHABLE_FIELDS)}",
+                field="update_mask",
+            )
         owner = own_namespace(principal, user_id, "change runners")
         runner = self.get(principal, owner, runner_id)
         updated: dict[str, object] = {}
@@ -82,8 +90,9 @@ class Runners:
             updated["description"] = check_text(str(changes["description"]), "description", MAX_DESCRIPTION_LENGTH)
         runner = replace(runner, **updated)  # type: ignore[arg-type]
         if not self._store.update_runner(runner):
-            raise NotFound(f"runner {runner_id!r} of user {owner!r} not found", reason="RUNNER_NOT_FOUND",
-                           field="runner_id")
+            raise NotFound(
+                f"runner {runner_id!r} of user {owner!r} not found", reason="RUNNER_NOT_FOUND", field="runner_id"
+            )
         kept = frozenset(runner.labels)
         for session in self._router.sessions_of(owner):
             if session.runner_id == runner.id and not session.labels <= kept:
@@ -102,16 +111,20 @@ class Runners:
 
     # the runner's stream
 
-    def connect(self, principal: Principal, runner_id: str, capacity: int,
-                labels: tuple[str, ...] = ()) -> tuple[RunnerRecord, Session]:
+    def connect(
+        self, principal: Principal, runner_id: str, capacity: int, labels: tuple[str, ...] = ()
+    ) -> tuple[RunnerRecord, Session]:
         """Open a session; `labels` (if any) narrow the registered labels for this connection."""
         runner = self.get(principal, "", runner_id)
         if not 1 <= capacity <= MAX_CAPACITY:
             raise InvalidArgument(f"capacity must be 1-{MAX_CAPACITY}, got {capacity}", field="hello.capacity")
         unknown = sorted(set(labels) - set(runner.labels))
         if unknown:
-            raise InvalidArgument(f"runner {runner.id!r} announced labels {unknown} it is not registered with "
-                                  f"(registered: {', '.join(runner.labels) or 'none'})", field="hello.labels")
+            raise InvalidArgument(
+                f"runner {runner.id!r} announced labels {unknown} it is not registered with "
+                f"(registered: {', '.join(runner.labels) or 'none'})",
+                field="hello.labels",
+            )
         serving = frozenset(labels or runner.labels)
         return runner, self._router.open_session(runner.user_id, runner.id, serving, capacity)
 

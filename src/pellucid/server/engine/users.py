@@ -51,7 +51,8 @@ def _refuse_session(principal: Principal, action: str) -> None:
     if principal.is_session:
         raise PermissionDenied(
             f"a session token cannot {action}: tokens made with a session would outlive it; call with a PAT",
-            reason="SESSION_CANNOT_MINT_PAT")
+            reason="SESSION_CANNOT_MINT_PAT",
+        )
 
 
 def _check_within_session(principal: Principal, ttl_seconds: int, now: float) -> None:
@@ -62,7 +63,9 @@ def _check_within_session(principal: Principal, ttl_seconds: int, now: float) ->
     raise InvalidArgument(
         f"ttl_seconds {ttl_seconds} would outlive the session token this call was made with: a session made with "
         f"a session expires with it at the latest, so use 1-{max(left, 0)} (or 0), or call with a PAT",
-        reason="OUTLIVES_SESSION", field="ttl_seconds")
+        reason="OUTLIVES_SESSION",
+        field="ttl_seconds",
+    )
 
 
 class Users:
@@ -95,8 +98,13 @@ class Users:
         user = self._store.get_user(token.user_id)
         if user is None:
             raise Unauthenticated("the token's user no longer exists", reason="BAD_TOKEN")
-        return Principal(user_id=user.id, is_admin=user.is_admin, token_id=token.id, is_session=token.kind == SESSION,
-                         expires_at=token.expires_at)
+        return Principal(
+            user_id=user.id,
+            is_admin=user.is_admin,
+            token_id=token.id,
+            is_session=token.kind == SESSION,
+            expires_at=token.expires_at,
+        )
 
     # users
 
@@ -156,7 +164,10 @@ class Users:
         if not 0 <= ttl_seconds <= PAT_MAX_TTL:
             raise InvalidArgument(
                 f"ttl_seconds {ttl_seconds} is out of range: a PAT lives 1-{PAT_MAX_TTL} seconds (366 days), "
-                "or 0 for one that never expires", reason="TTL_OUT_OF_RANGE", field="ttl_seconds")
+                "or 0 for one that never expires",
+                reason="TTL_OUT_OF_RANGE",
+                field="ttl_seconds",
+            )
         _refuse_session(principal, "create PATs")
         now = self._clock()
         if self._store.get_user(target) is None:
@@ -208,8 +219,14 @@ class Users:
     ) -> tuple[TokenRecord, str]:
         secret = _SECRET_PREFIX[kind] + secrets.token_urlsafe(32)
         token = TokenRecord(
-            id=new_id(), user_id=user_id, kind=kind, token_hash=hash_secret(secret), created_at=self._clock(),
-            description=description, expires_at=expires_at, request_id=request_id,
+            id=new_id(),
+            user_id=user_id,
+            kind=kind,
+            token_hash=hash_secret(secret),
+            created_at=self._clock(),
+            description=description,
+            expires_at=expires_at,
+            request_id=request_id,
         )
         return token, secret
 
@@ -223,7 +240,9 @@ class Users:
         if token is None:
             return None
         if token.revoked_at is not None:
-            raise PermissionDenied(f"request {request_id!r} made token {token.id}, which was revoked since", field="request_id")
+            raise PermissionDenied(
+                f"request {request_id!r} made token {token.id}, which was revoked since", field="request_id"
+            )
         secret = _SECRET_PREFIX[token.kind] + secrets.token_urlsafe(32)
         self._store.replace_token_hash(token.id, hash_secret(secret))
         return replace(token, token_hash=hash_secret(secret)), secret

@@ -43,7 +43,9 @@ def _check_json_value(value: Any, path: str, depth: int) -> None:
         if depth > MAX_METADATA_DEPTH:
             raise InvalidArgument(
                 f"{path} nests objects and lists more than {MAX_METADATA_DEPTH} levels deep: flatten it",
-                reason="METADATA_TOO_DEEP", field=path)
+                reason="METADATA_TOO_DEEP",
+                field=path,
+            )
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
@@ -56,10 +58,13 @@ def _check_json_value(value: Any, path: str, depth: int) -> None:
         if not math.isfinite(value):
             raise InvalidArgument(
                 f"{path} is {value}: numbers must be finite (JSON has no NaN or Infinity); send null or a string",
-                reason="NON_FINITE_NUMBER", field=path)
+                reason="NON_FINITE_NUMBER",
+                field=path,
+            )
     elif value is not None and not isinstance(value, str | int):
-        raise InvalidArgument(f"{path} is a {type(value).__name__}: use a string, number, bool, null, list or object",
-                              field=path)
+        raise InvalidArgument(
+            f"{path} is a {type(value).__name__}: use a string, number, bool, null, list or object", field=path
+        )
 
 
 def _key_path(path: str, key: str) -> str:

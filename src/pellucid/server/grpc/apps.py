@@ -21,9 +21,14 @@ _METADATA_ACTIONS = {
 
 def app_message(app: AppRecord) -> v1.App:
     return v1.App(
-        id=app.id, user_id=app.user_id, name=app.name, description=app.description,
-        base_workflow=app.base_workflow, metadata=to_struct(app.metadata),
-        created_at=to_timestamp(app.created_at), modified_at=to_timestamp(app.modified_at),
+        id=app.id,
+        user_id=app.user_id,
+        name=app.name,
+        description=app.description,
+        base_workflow=app.base_workflow,
+        metadata=to_struct(app.metadata),
+        created_at=to_timestamp(app.created_at),
+        modified_at=to_timestamp(app.modified_at),
     )
 
 
@@ -34,10 +39,17 @@ class AppServicer(v1.AppServiceServicer):
     @replayable(v1.App)
     def CreateApp(self, request: v1.CreateAppRequest, context: grpc.ServicerContext) -> v1.App:
         app = request.app
-        return app_message(self.engine.apps.create(
-            principal(), app.user_id, app.id, name=app.name, description=app.description,
-            base_workflow=app.base_workflow, metadata=to_dict(app.metadata),
-        ))
+        return app_message(
+            self.engine.apps.create(
+                principal(),
+                app.user_id,
+                app.id,
+                name=app.name,
+                description=app.description,
+                base_workflow=app.base_workflow,
+                metadata=to_dict(app.metadata),
+            )
+        )
 
     def GetApp(self, request: v1.GetAppRequest, context: grpc.ServicerContext) -> v1.App:
         return app_message(self.engine.apps.get(principal(), request.user_id, request.app_id))
@@ -52,9 +64,11 @@ class AppServicer(v1.AppServiceServicer):
         changes = {}
         for path in request.update_mask.paths:
             changes[path] = to_dict(app.metadata) if path == "metadata" else getattr(app, path, None)
-        return app_message(self.engine.apps.patch(
-            principal(), app.user_id, app.id, changes, _METADATA_ACTIONS.get(request.metadata_action, "?")
-        ))
+        return app_message(
+            self.engine.apps.patch(
+                principal(), app.user_id, app.id, changes, _METADATA_ACTIONS.get(request.metadata_action, "?")
+            )
+        )
 
     @replayable(v1.DeleteAppResponse)
     def DeleteApp(self, request: v1.DeleteAppRequest, context: grpc.ServicerContext) -> v1.DeleteAppResponse:

@@ -15,14 +15,20 @@ from pellucid.server.records import ConceptRecord
 
 
 def concept_message(concept: ConceptRecord) -> v1.Concept:
-    return v1.Concept(id=concept.id, name=concept.name, app_id=concept.app_id, user_id=concept.user_id,
-                      created_at=to_timestamp(concept.created_at))
+    return v1.Concept(
+        id=concept.id,
+        name=concept.name,
+        app_id=concept.app_id,
+        user_id=concept.user_id,
+        created_at=to_timestamp(concept.created_at),
+    )
 
 
 def concept_results(results: list[ConceptResult], asked: list[v1.Concept]) -> tuple[list[v1.Concept], list[v1.Status]]:
     """Per-item concepts and statuses, in request order (a failed item echoes what was asked)."""
-    concepts = [concept_message(r.concept) if r.concept else v1.Concept(id=a.id, name=a.name)
-                for r, a in zip(results, asked)]
+    concepts = [
+        concept_message(r.concept) if r.concept else v1.Concept(id=a.id, name=a.name) for r, a in zip(results, asked)
+    ]
     return concepts, [item_status(r.error) for r in results]
 
 
@@ -31,7 +37,9 @@ class ConceptServicer(v1.ConceptServiceServicer):
         self.engine = engine
 
     @replayable(v1.CreateConceptsResponse)
-    def CreateConcepts(self, request: v1.CreateConceptsRequest, context: grpc.ServicerContext) -> v1.CreateConceptsResponse:
+    def CreateConcepts(
+        self, request: v1.CreateConceptsRequest, context: grpc.ServicerContext
+    ) -> v1.CreateConceptsResponse:
         results = self.engine.concepts.create(
             principal(), request.user_id, request.app_id, [(c.id, c.name) for c in request.concepts]
         )
@@ -39,7 +47,9 @@ class ConceptServicer(v1.ConceptServiceServicer):
         return v1.CreateConceptsResponse(concepts=concepts, statuses=statuses)
 
     @replayable(v1.PatchConceptsResponse)
-    def PatchConcepts(self, request: v1.PatchConceptsRequest, context: grpc.ServicerContext) -> v1.PatchConceptsResponse:
+    def PatchConcepts(
+        self, request: v1.PatchConceptsRequest, context: grpc.ServicerContext
+    ) -> v1.PatchConceptsResponse:
         results = self.engine.concepts.rename(
             principal(), request.user_id, request.app_id, [(c.id, c.name) for c in request.concepts]
         )
@@ -47,7 +57,9 @@ class ConceptServicer(v1.ConceptServiceServicer):
         return v1.PatchConceptsResponse(concepts=concepts, statuses=statuses)
 
     def GetConcept(self, request: v1.GetConceptRequest, context: grpc.ServicerContext) -> v1.Concept:
-        return concept_message(self.engine.concepts.get(principal(), request.user_id, request.app_id, request.concept_id))
+        return concept_message(
+            self.engine.concepts.get(principal(), request.user_id, request.app_id, request.concept_id)
+        )
 
     def ListConcepts(self, request: v1.ListConceptsRequest, context: grpc.ServicerContext) -> v1.ListConceptsResponse:
         concepts, token = self.engine.concepts.list(principal(), request.user_id, request.app_id, page_request(request))

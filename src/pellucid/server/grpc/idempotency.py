@@ -29,7 +29,9 @@ def replayable(response_type: type[M]) -> Callable:
     use this (they would be stored): token-minting calls replay in the engine instead.
     """
 
-    def decorate(method: Callable[[Any, Any, grpc.ServicerContext], M]) -> Callable[[Any, Any, grpc.ServicerContext], M]:
+    def decorate(
+        method: Callable[[Any, Any, grpc.ServicerContext], M],
+    ) -> Callable[[Any, Any, grpc.ServicerContext], M]:
         name = method.__name__
 
         @functools.wraps(method)

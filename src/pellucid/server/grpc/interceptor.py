@@ -61,7 +61,9 @@ def bearer_secret(header: str) -> str:
     return header[7:].strip() if header[:7].lower() == "bearer " else header
 
 
-def _wrap(handler: grpc.RpcMethodHandler, engine: Engine, method: str, secret: str, request_id: str) -> grpc.RpcMethodHandler:
+def _wrap(
+    handler: grpc.RpcMethodHandler, engine: Engine, method: str, secret: str, request_id: str
+) -> grpc.RpcMethodHandler:
     def enter(context: grpc.ServicerContext) -> tuple:
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         return request_context.bind(engine.users.authenticate(secret), request_id)
@@ -102,8 +104,10 @@ def _wrap(handler: grpc.RpcMethodHandler, engine: Engine, method: str, secret: s
 
         return run
 
-    kwargs = {"request_deserializer": _tolerant(handler.request_deserializer),
-              "response_serializer": handler.response_serializer}
+    kwargs = {
+        "request_deserializer": _tolerant(handler.request_deserializer),
+        "response_serializer": handler.response_serializer,
+    }
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
     if handler.stream_unary:
@@ -151,8 +155,10 @@ def _checked(message: Any) -> Any:
     if not isinstance(message, Undecodable):
         return message
     if "depth" in message.reason.lower() or "recursion" in message.reason.lower():
-        why = (f"it nests messages too deeply (metadata and params may nest at most {MAX_METADATA_DEPTH} levels: "
-               "flatten them)")
+        why = (
+            f"it nests messages too deeply (metadata and params may nest at most {MAX_METADATA_DEPTH} levels: "
+            "flatten them)"
+        )
     else:
         why = f"it is not a valid protobuf message of the expected type ({message.reason})"
     raise InvalidArgument(f"the request could not be decoded: {why}", reason="UNDECODABLE_REQUEST")

@@ -38,12 +38,19 @@ MIN_WORKERS = 8
 class CallKind(Enum):
     """A kind of long call; its value: (what, setting, CLI flag, error reason)."""
 
-    STREAM = ("concurrent streams", "max_streams_per_user", "--max-streams-per-user",
-              "TOO_MANY_STREAMS")
-    PREDICT = ("predicts in flight (waiting for or running on a runner)", "max_predicts_per_user",
-               "--max-predicts-per-user", "TOO_MANY_PREDICTS")
-    RUNNER = ("runner connections", "max_runner_connections_per_user", "--max-runner-connections-per-user",
-              "TOO_MANY_RUNNER_CONNECTIONS")
+    STREAM = ("concurrent streams", "max_streams_per_user", "--max-streams-per-user", "TOO_MANY_STREAMS")
+    PREDICT = (
+        "predicts in flight (waiting for or running on a runner)",
+        "max_predicts_per_user",
+        "--max-predicts-per-user",
+        "TOO_MANY_PREDICTS",
+    )
+    RUNNER = (
+        "runner connections",
+        "max_runner_connections_per_user",
+        "--max-runner-connections-per-user",
+        "TOO_MANY_RUNNER_CONNECTIONS",
+    )
 
 
 def call_kind(method: str, handler: grpc.RpcMethodHandler) -> CallKind | None:
@@ -103,13 +110,17 @@ class CallLimiter:
             if held >= cap:
                 raise ResourceExhausted(
                     f"{caller} already has {held} {what}, the most one caller may have (limit {setting}={cap}): "
-                    f"finish or cancel some first, or start the server with a higher {flag}", reason=reason)
+                    f"finish or cancel some first, or start the server with a higher {flag}",
+                    reason=reason,
+                )
             if self._total >= total_cap:
                 raise ResourceExhausted(
                     f"the server is busy: {self._total} long calls (streams, predicts, runner connections) are "
                     f"running, the most its {self.limits.max_workers} threads allow while keeping "
                     f"{reserved_workers(self.limits.max_workers)} for short calls: retry later, or start the "
-                    f"server with a higher --max-workers (max_workers)", reason="SERVER_BUSY")
+                    f"server with a higher --max-workers (max_workers)",
+                    reason="SERVER_BUSY",
+                )
             self._held[(kind, caller)] = held + 1
             self._total += 1
 
@@ -122,8 +133,9 @@ class CallLimiter:
             else:
                 del self._held[(kind, caller)]
 
-    def guard(self, handler: grpc.RpcMethodHandler, kind: CallKind | None,
-              caller: Callable[[grpc.ServicerContext], str]) -> grpc.RpcMethodHandler:
+    def guard(
+        self, handler: grpc.RpcMethodHandler, kind: CallKind | None, caller: Callable[[grpc.ServicerContext], str]
+    ) -> grpc.RpcMethodHandler:
         """The handler, counting each call against `kind`'s caps for `caller(context)` while it runs."""
         if kind is None:
             return handler
@@ -156,7 +168,9 @@ class CallLimiter:
 
             return run
 
-        kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        kwargs = dict(
+            request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **kwargs)
         if handler.stream_unary:

@@ -38,16 +38,25 @@ def output_config_record(config: v1.OutputConfig) -> OutputConfig:
 
 
 def output_config_message(config: OutputConfig) -> v1.OutputConfig:
-    return v1.OutputConfig(min_value=config.min_value, max_concepts=config.max_concepts,
-                           select_concepts=[v1.Concept(id=c) for c in config.select_concepts])
+    return v1.OutputConfig(
+        min_value=config.min_value,
+        max_concepts=config.max_concepts,
+        select_concepts=[v1.Concept(id=c) for c in config.select_concepts],
+    )
 
 
 def version_spec(version: v1.ModelVersion) -> VersionSpec:
     info = version.output_info
-    return VersionSpec(id=version.id, description=version.description, params=to_dict(info.params),
-                       concepts=concept_values(info.concepts), output_config=output_config_record(info.output_config),
-                       runner_labels=tuple(version.runner_labels), item_timeout_seconds=version.item_timeout_seconds,
-                       metadata=to_dict(version.metadata))
+    return VersionSpec(
+        id=version.id,
+        description=version.description,
+        params=to_dict(info.params),
+        concepts=concept_values(info.concepts),
+        output_config=output_config_record(info.output_config),
+        runner_labels=tuple(version.runner_labels),
+        item_timeout_seconds=version.item_timeout_seconds,
+        metadata=to_dict(version.metadata),
+    )
 
 
 def predict_input(message: v1.Input) -> PredictInput:
@@ -58,19 +67,37 @@ def predict_input(message: v1.Input) -> PredictInput:
 
 def version_message(v: ModelVersionRecord) -> v1.ModelVersion:
     return v1.ModelVersion(
-        id=v.id, model_id=v.model_id, app_id=v.app_id, user_id=v.user_id, description=v.description,
-        output_info=v1.OutputInfo(params=to_struct(v.params), concepts=concept_messages(v.concepts),
-                                  output_config=output_config_message(v.output_config)),
-        runner_labels=list(v.runner_labels), item_timeout_seconds=v.item_timeout_seconds,
-        metadata=to_struct(v.metadata), created_at=to_timestamp(v.created_at),
+        id=v.id,
+        model_id=v.model_id,
+        app_id=v.app_id,
+        user_id=v.user_id,
+        description=v.description,
+        output_info=v1.OutputInfo(
+            params=to_struct(v.params),
+            concepts=concept_messages(v.concepts),
+            output_config=output_config_message(v.output_config),
+        ),
+        runner_labels=list(v.runner_labels),
+        item_timeout_seconds=v.item_timeout_seconds,
+        metadata=to_struct(v.metadata),
+        created_at=to_timestamp(v.created_at),
     )
 
 
 def model_message(m: ModelRecord, version: ModelVersionRecord | None) -> v1.Model:
-    return v1.Model(id=m.id, app_id=m.app_id, user_id=m.user_id, name=m.name, description=m.description,
-                    model_type_id=m.model_type_id, input_fields=list(m.input_fields), output_fields=list(m.output_fields),
-                    model_version=version_message(version) if version else None,
-                    created_at=to_timestamp(m.created_at), modified_at=to_timestamp(m.modified_at))
+    return v1.Model(
+        id=m.id,
+        app_id=m.app_id,
+        user_id=m.user_id,
+        name=m.name,
+        description=m.description,
+        model_type_id=m.model_type_id,
+        input_fields=list(m.input_fields),
+        output_fields=list(m.output_fields),
+        model_version=version_message(version) if version else None,
+        created_at=to_timestamp(m.created_at),
+        modified_at=to_timestamp(m.modified_at),
+    )
 
 
 class ModelServicer(v1.ModelServiceServicer):
@@ -81,18 +108,28 @@ class ModelServicer(v1.ModelServiceServicer):
     def CreateModel(self, request: v1.CreateModelRequest, context: grpc.ServicerContext) -> v1.Model:
         m = request.model
         model, version = self.engine.models.create(
-            principal(), request.user_id, request.app_id, m.id, name=m.name, description=m.description,
-            model_type_id=m.model_type_id, input_fields=tuple(m.input_fields), output_fields=tuple(m.output_fields),
-            version=version_spec(request.version))
+            principal(),
+            request.user_id,
+            request.app_id,
+            m.id,
+            name=m.name,
+            description=m.description,
+            model_type_id=m.model_type_id,
+            input_fields=tuple(m.input_fields),
+            output_fields=tuple(m.output_fields),
+            version=version_spec(request.version),
+        )
         return model_message(model, version)
 
     def GetModel(self, request: v1.GetModelRequest, context: grpc.ServicerContext) -> v1.Model:
-        return model_message(*self.engine.models.get(principal(), request.user_id, request.app_id, request.model_id,
-                                                     request.version_id))
+        return model_message(
+            *self.engine.models.get(principal(), request.user_id, request.app_id, request.model_id, request.version_id)
+        )
 
     def ListModels(self, request: v1.ListModelsRequest, context: grpc.ServicerContext) -> v1.ListModelsResponse:
-        models, token = self.engine.models.list(principal(), request.user_id, request.app_id, page_request(request),
-                                                request.query)
+        models, token = self.engine.models.list(
+            principal(), request.user_id, request.app_id, page_request(request), request.query
+        )
         return v1.ListModelsResponse(models=[model_message(m, v) for m, v in models], next_page_token=token)
 
     @replayable(v1.DeleteModelResponse)
@@ -101,37 +138,61 @@ class ModelServicer(v1.ModelServiceServicer):
         return v1.DeleteModelResponse()
 
     @replayable(v1.ModelVersion)
-    def CreateModelVersion(self, request: v1.CreateModelVersionRequest, context: grpc.ServicerContext) -> v1.ModelVersion:
-        return version_message(self.engine.models.create_version(principal(), request.user_id, request.app_id,
-                                                                 request.model_id, version_spec(request.version)))
+    def CreateModelVersion(
+        self, request: v1.CreateModelVersionRequest, context: grpc.ServicerContext
+    ) -> v1.ModelVersion:
+        return version_message(
+            self.engine.models.create_version(
+                principal(), request.user_id, request.app_id, request.model_id, version_spec(request.version)
+            )
+        )
 
-    def ListModelVersions(self, request: v1.ListModelVersionsRequest,
-                          context: grpc.ServicerContext) -> v1.ListModelVersionsResponse:
-        versions, token = self.engine.models.list_versions(principal(), request.user_id, request.app_id,
-                                                           request.model_id, page_request(request))
+    def ListModelVersions(
+        self, request: v1.ListModelVersionsRequest, context: grpc.ServicerContext
+    ) -> v1.ListModelVersionsResponse:
+        versions, token = self.engine.models.list_versions(
+            principal(), request.user_id, request.app_id, request.model_id, page_request(request)
+        )
         return v1.ListModelVersionsResponse(versions=[version_message(v) for v in versions], next_page_token=token)
 
     @replayable(v1.DeleteModelVersionResponse)
-    def DeleteModelVersion(self, request: v1.DeleteModelVersionRequest,
-                           context: grpc.ServicerContext) -> v1.DeleteModelVersionResponse:
-        self.engine.models.delete_version(principal(), request.user_id, request.app_id, request.model_id,
-                                          request.version_id)
+    def DeleteModelVersion(
+        self, request: v1.DeleteModelVersionRequest, context: grpc.ServicerContext
+    ) -> v1.DeleteModelVersionResponse:
+        self.engine.models.delete_version(
+            principal(), request.user_id, request.app_id, request.model_id, request.version_id
+        )
         return v1.DeleteModelVersionResponse()
 
-    def PostModelOutputs(self, request: v1.PostModelOutputsRequest,
-                         context: grpc.ServicerContext) -> v1.PostModelOutputsResponse:
+    def PostModelOutputs(
+        self, request: v1.PostModelOutputsRequest, context: grpc.ServicerContext
+    ) -> v1.PostModelOutputsResponse:
         config = output_config_record(request.output_config) if request.HasField("output_config") else None
         prediction = self.engine.models.prepare(
-            principal(), request.user_id, request.app_id, request.model_id, request.version_id,
-            [predict_input(i) for i in request.inputs], request.method, to_dict(request.inference_params), config)
+            principal(),
+            request.user_id,
+            request.app_id,
+            request.model_id,
+            request.version_id,
+            [predict_input(i) for i in request.inputs],
+            request.method,
+            to_dict(request.inference_params),
+            config,
+        )
         version = prediction.version
         routed = v1.PostModelOutputsRequest()
         routed.CopyFrom(request)
         routed.user_id, routed.app_id, routed.version_id = version.user_id, version.app_id, version.id
         routed.method = request.method or "predict"
-        work = v1.WorkItem(method=routed.method, request=routed, output_info=v1.OutputInfo(
-            params=to_struct(prediction.params), concepts=concept_messages(version.concepts),
-            output_config=output_config_message(prediction.output_config)))
+        work = v1.WorkItem(
+            method=routed.method,
+            request=routed,
+            output_info=v1.OutputInfo(
+                params=to_struct(prediction.params),
+                concepts=concept_messages(version.concepts),
+                output_config=output_config_message(prediction.output_config),
+            ),
+        )
         wait = runner_wait(context.time_remaining())
         abandoned = threading.Event()
         if not context.add_callback(abandoned.set):  # runs when the call ends, including when the caller cancels it

@@ -22,8 +22,15 @@ log = logging.getLogger("pellucid.server")
 
 
 def runner_message(runner: RunnerRecord, live: tuple[int, int] = (0, 0)) -> v1.Runner:
-    return v1.Runner(id=runner.id, user_id=runner.user_id, labels=list(runner.labels), description=runner.description,
-                     created_at=to_timestamp(runner.created_at), connections=live[0], capacity=live[1])
+    return v1.Runner(
+        id=runner.id,
+        user_id=runner.user_id,
+        labels=list(runner.labels),
+        description=runner.description,
+        created_at=to_timestamp(runner.created_at),
+        connections=live[0],
+        capacity=live[1],
+    )
 
 
 class RunnerServicer(v1.RunnerServiceServicer):
@@ -33,17 +40,21 @@ class RunnerServicer(v1.RunnerServiceServicer):
     @replayable(v1.Runner)
     def CreateRunner(self, request: v1.CreateRunnerRequest, context: grpc.ServicerContext) -> v1.Runner:
         r = request.runner
-        return runner_message(self.engine.runners.create(principal(), request.user_id, r.id, tuple(r.labels), r.description))
+        return runner_message(
+            self.engine.runners.create(principal(), request.user_id, r.id, tuple(r.labels), r.description)
+        )
 
     def GetRunner(self, request: v1.GetRunnerRequest, context: grpc.ServicerContext) -> v1.Runner:
         runner = self.engine.runners.get(principal(), request.user_id, request.runner_id)
         return runner_message(runner, self.engine.runners.live(runner))
 
     def ListRunners(self, request: v1.ListRunnersRequest, context: grpc.ServicerContext) -> v1.ListRunnersResponse:
-        runners, token = self.engine.runners.list(principal(), request.user_id, page_request(request),
-                                                  tuple(request.labels))
-        return v1.ListRunnersResponse(runners=[runner_message(r, self.engine.runners.live(r)) for r in runners],
-                                      next_page_token=token)
+        runners, token = self.engine.runners.list(
+            principal(), request.user_id, page_request(request), tuple(request.labels)
+        )
+        return v1.ListRunnersResponse(
+            runners=[runner_message(r, self.engine.runners.live(r)) for r in runners], next_page_token=token
+        )
 
     @replayable(v1.Runner)
     def PatchRunner(self, request: v1.PatchRunnerRequest, context: grpc.ServicerContext) -> v1.Runner:
@@ -58,20 +69,32 @@ class RunnerServicer(v1.RunnerServiceServicer):
         self.engine.runners.delete(principal(), request.user_id, request.runner_id)
         return v1.DeleteRunnerResponse()
 
-    def Connect(self, request_iterator: Iterator[v1.RunnerMessage], context: grpc.ServicerContext) -> Iterator[v1.ServerMessage]:
+    def Connect(
+        self, request_iterator: Iterator[v1.RunnerMessage], context: grpc.ServicerContext
+    ) -> Iterator[v1.ServerMessage]:
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("kind") != "hello":
             raise InvalidArgument("a runner stream starts with a RunnerHello", field="hello")
-        runner, session = self.engine.runners.connect(principal(), first.hello.runner_id, first.hello.capacity,
-                                                      tuple(first.hello.labels))
+        runner, session = self.engine.runners.connect(
+            principal(), first.hello.runner_id, first.hello.capacity, tuple(first.hello.labels)
+        )
         log.info("runner %s connected (session %s, capacity %d)", runner.id, session.id, session.capacity)
         failures: list[EngineError] = []  # a bad message ends the stream with its error
-        reader = threading.Thread(target=self._read, args=(request_iterator, session, failures), daemon=True,
-                                  name=f"pellucid-runner-{runner.id}")
+        reader = threading.Thread(
+            target=self._read,
+            args=(request_iterator, session, failures),
+            daemon=True,
+            name=f"pellucid-runner-{runner.id}",
+        )
         reader.start()
         try:
-            yield v1.ServerMessage(welcome=v1.RunnerWelcome(session_id=session.id, labels=sorted(session.labels),
-                                                            heartbeat_seconds=self.engine.runners.heartbeat_seconds))
+            yield v1.ServerMessage(
+                welcome=v1.RunnerWelcome(
+                    session_id=session.id,
+                    labels=sorted(session.labels),
+                    heartbeat_seconds=self.engine.runners.heartbeat_seconds,
+                )
+            )
             while context.is_active():
                 message = session.next_message(timeout=0.5)
                 if message is None:
@@ -85,15 +108,20 @@ class RunnerServicer(v1.RunnerServiceServicer):
             self.engine.runners.disconnect(session)
             log.info("runner %s disconnected (session %s)", runner.id, session.id)
 
-    def _read(self, request_iterator: Iterator[v1.RunnerMessage], session: Session, failures: list[EngineError]) -> None:
+    def _read(
+        self, request_iterator: Iterator[v1.RunnerMessage], session: Session, failures: list[EngineError]
+    ) -> None:
         try:
             for message in request_iterator:
                 kind = message.WhichOneof("kind")
                 if kind == "result":
-                    self.engine.runners.complete(session, message.result.item_id,
-                                                 message.result.response.SerializeToString())
+                    self.engine.runners.complete(
+                        session, message.result.item_id, message.result.response.SerializeToString()
+                    )
                 elif kind == "heartbeat":
-                    self.engine.runners.heartbeat(session, message.heartbeat.draining, tuple(message.heartbeat.item_ids))
+                    self.engine.runners.heartbeat(
+                        session, message.heartbeat.draining, tuple(message.heartbeat.item_ids)
+                    )
         except grpc.RpcError:
             pass  # the stream ended: the session is closed below
         except EngineError as exc:  # e.g. a message that does not decode

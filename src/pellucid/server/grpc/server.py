@@ -45,9 +45,14 @@ class BuiltServer(NamedTuple):
     executor: futures.ThreadPoolExecutor
 
 
-def build_server(engine: Engine, host: str = "127.0.0.1", port: int = 0, max_workers: int = 256,
-                 limits: CallLimits | None = None, credentials: grpc.ServerCredentials | None = None,
-                 ) -> BuiltServer:
+def build_server(
+    engine: Engine,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_workers: int = 256,
+    limits: CallLimits | None = None,
+    credentials: grpc.ServerCredentials | None = None,
+) -> BuiltServer:
     """A server bound to host:port (0 = a port the OS picks), not yet started; returns the bound port.
 
     With `credentials` (grpc.ssl_server_credentials) the port speaks TLS only. Each call runs

@@ -15,14 +15,19 @@ _KINDS = {"pat": v1.Token.PAT, "session": v1.Token.SESSION}
 
 
 def user_message(user: UserRecord) -> v1.User:
-    return v1.User(id=user.id, is_admin=user.is_admin, metadata=to_struct(user.metadata),
-                   created_at=to_timestamp(user.created_at))
+    return v1.User(
+        id=user.id, is_admin=user.is_admin, metadata=to_struct(user.metadata), created_at=to_timestamp(user.created_at)
+    )
 
 
 def token_message(token: TokenRecord) -> v1.Token:
     return v1.Token(
-        id=token.id, user_id=token.user_id, kind=_KINDS[token.kind], description=token.description,
-        created_at=to_timestamp(token.created_at), expires_at=to_timestamp(token.expires_at),
+        id=token.id,
+        user_id=token.user_id,
+        kind=_KINDS[token.kind],
+        description=token.description,
+        created_at=to_timestamp(token.created_at),
+        expires_at=to_timestamp(token.expires_at),
         revoked_at=to_timestamp(token.revoked_at),
     )
 
@@ -60,8 +65,12 @@ class UserServicer(v1.UserServiceServicer):
 
     def RevokePat(self, request: v1.RevokePatRequest, context: grpc.ServicerContext) -> v1.RevokePatResponse:
         # Revoking twice is harmless, so a retry needs no request log.
-        return v1.RevokePatResponse(pat=token_message(self.engine.users.revoke_pat(principal(), request.user_id, request.pat_id)))
+        return v1.RevokePatResponse(
+            pat=token_message(self.engine.users.revoke_pat(principal(), request.user_id, request.pat_id))
+        )
 
-    def CreateSession(self, request: v1.CreateSessionRequest, context: grpc.ServicerContext) -> v1.CreateSessionResponse:
+    def CreateSession(
+        self, request: v1.CreateSessionRequest, context: grpc.ServicerContext
+    ) -> v1.CreateSessionResponse:
         token, secret = self.engine.users.create_session(principal(), request.ttl_seconds, request.request_id)
         return v1.CreateSessionResponse(session=token_message(token), secret=secret)

@@ -102,7 +102,9 @@ class MetadataStore(abc.ABC):
     def get_token_by_request(self, user_id: str, request_id: str) -> TokenRecord | None: ...
 
     @abc.abstractmethod
-    def list_tokens(self, user_id: str, kind: str, include_inactive: bool, now: float, query: PageQuery) -> Page[TokenRecord]: ...
+    def list_tokens(
+        self, user_id: str, kind: str, include_inactive: bool, now: float, query: PageQuery
+    ) -> Page[TokenRecord]: ...
 
     @abc.abstractmethod
     def replace_token_hash(self, token_id: str, token_hash: str) -> None: ...
@@ -167,15 +169,18 @@ class MetadataStore(abc.ABC):
         """Freeze the dataset's current inputs under a new version; returns it with its stats."""
 
     @abc.abstractmethod
-    def list_dataset_versions(self, user_id: str, app_id: str, dataset_id: str, query: PageQuery) -> Page[DatasetVersionRecord]: ...
+    def list_dataset_versions(
+        self, user_id: str, app_id: str, dataset_id: str, query: PageQuery
+    ) -> Page[DatasetVersionRecord]: ...
 
     @abc.abstractmethod
     def delete_dataset_version(self, user_id: str, app_id: str, dataset_id: str, version_id: str) -> bool: ...
 
     # inputs and annotations
     @abc.abstractmethod
-    def ingest(self, user_id: str, app_id: str, items: list[IngestItem], concepts: list[ConceptRecord],
-               job: JobRecord | None) -> tuple[list[str], JobRecord | None]:
+    def ingest(
+        self, user_id: str, app_id: str, items: list[IngestItem], concepts: list[ConceptRecord], job: JobRecord | None
+    ) -> tuple[list[str], JobRecord | None]:
         """Store a batch in one transaction. Per item: "new", "duplicate" (same id, same
         content: memberships and annotations are added) or "conflict" (id taken by other
         content). `concepts` are created where missing. `job` carries the counts the engine
@@ -189,8 +194,16 @@ class MetadataStore(abc.ABC):
     def get_inputs(self, user_id: str, app_id: str, input_ids: list[str]) -> dict[str, InputRecord]: ...
 
     @abc.abstractmethod
-    def list_inputs(self, user_id: str, app_id: str, query: PageQuery, dataset_id: str = "", version_id: str = "",
-                    input_type: str = "", ids: list[str] | None = None) -> Page[InputRecord]: ...
+    def list_inputs(
+        self,
+        user_id: str,
+        app_id: str,
+        query: PageQuery,
+        dataset_id: str = "",
+        version_id: str = "",
+        input_type: str = "",
+        ids: list[str] | None = None,
+    ) -> Page[InputRecord]: ...
 
     @abc.abstractmethod
     def delete_inputs(self, user_id: str, app_id: str, input_ids: list[str]) -> list[bool]: ...
@@ -204,15 +217,21 @@ class MetadataStore(abc.ABC):
         """Every distinct (user_id, sha256) pair an input holds (to give old blobs their owners)."""
 
     @abc.abstractmethod
-    def put_annotations(self, user_id: str, app_id: str, annotations: list[AnnotationRecord], replace: bool) -> list[str]:
+    def put_annotations(
+        self, user_id: str, app_id: str, annotations: list[AnnotationRecord], replace: bool
+    ) -> list[str]:
         """Insert (or, with replace, overwrite) annotations. Per item: "new", "duplicate",
         "updated" or "missing_input"."""
 
     @abc.abstractmethod
-    def get_annotations(self, user_id: str, app_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], AnnotationRecord]: ...
+    def get_annotations(
+        self, user_id: str, app_id: str, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], AnnotationRecord]: ...
 
     @abc.abstractmethod
-    def list_annotations(self, user_id: str, app_id: str, query: PageQuery, input_ids: list[str] | None = None) -> Page[AnnotationRecord]: ...
+    def list_annotations(
+        self, user_id: str, app_id: str, query: PageQuery, input_ids: list[str] | None = None
+    ) -> Page[AnnotationRecord]: ...
 
     # models and runners
     @abc.abstractmethod
@@ -232,11 +251,15 @@ class MetadataStore(abc.ABC):
     def insert_model_version(self, version: ModelVersionRecord) -> None: ...
 
     @abc.abstractmethod
-    def get_model_version(self, user_id: str, app_id: str, model_id: str, version_id: str = "") -> ModelVersionRecord | None:
+    def get_model_version(
+        self, user_id: str, app_id: str, model_id: str, version_id: str = ""
+    ) -> ModelVersionRecord | None:
         """The version (the latest if version_id is empty)."""
 
     @abc.abstractmethod
-    def list_model_versions(self, user_id: str, app_id: str, model_id: str, query: PageQuery) -> Page[ModelVersionRecord]: ...
+    def list_model_versions(
+        self, user_id: str, app_id: str, model_id: str, query: PageQuery
+    ) -> Page[ModelVersionRecord]: ...
 
     @abc.abstractmethod
     def delete_model_version(self, user_id: str, app_id: str, model_id: str, version_id: str) -> bool: ...
@@ -260,8 +283,9 @@ class MetadataStore(abc.ABC):
 
     # request log: makes mutations carrying a request id safe to retry
     @abc.abstractmethod
-    def claim_request(self, user_id: str, request_id: str, method: str, now: float, stale_after: float,
-                      owner: str) -> Claim:
+    def claim_request(
+        self, user_id: str, request_id: str, method: str, now: float, stale_after: float, owner: str
+    ) -> Claim:
         """Claim a request id for one attempt (`owner`), unless it is done or another attempt runs it."""
 
     @abc.abstractmethod
@@ -288,7 +312,7 @@ class MetadataStore(abc.ABC):
 def open_metadata_store(uri: str) -> MetadataStore:
     """Open the store a URI names: `sqlite:///path/to/file.sqlite3` (or a bare path)."""
     if uri.startswith("sqlite://"):
-        path = uri[len("sqlite://"):]
+        path = uri[len("sqlite://") :]
     elif "://" not in uri:
         path = uri
     else:

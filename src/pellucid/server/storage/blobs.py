@@ -85,7 +85,7 @@ def sha256_hex(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
     hasher, view = hashlib.sha256(), memoryview(data)
     for start in range(0, len(view), _GIL_HELD_PIECE_BYTES):
-        hasher.update(view[start:start + _GIL_HELD_PIECE_BYTES])
+        hasher.update(view[start : start + _GIL_HELD_PIECE_BYTES])
     return hasher.hexdigest()
 
 
@@ -114,8 +114,9 @@ class BlobStore(abc.ABC):
         digests (`digests`, when the caller has them already, saves hashing twice)."""
 
     @abc.abstractmethod
-    def put_stream(self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None,
-                   expected_sha256: str = "") -> tuple[str, int]:
+    def put_stream(
+        self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None, expected_sha256: str = ""
+    ) -> tuple[str, int]:
         """Store a blob arriving in pieces for `owner`; returns (sha256, size).
 
         BlobTooLarge as soon as more than `max_bytes` arrived (the rest is not read);
@@ -239,9 +240,11 @@ class LocalBlobStore(BlobStore):
         known: set[str] = set()
         conn = self._conn()
         for start in range(0, len(digests), 900):
-            part = digests[start:start + 900]
-            known.update(r[0] for r in conn.execute(
-                f"SELECT sha256 FROM blobs WHERE sha256 IN ({','.join('?' * len(part))})", part))
+            part = digests[start : start + 900]
+            known.update(
+                r[0]
+                for r in conn.execute(f"SELECT sha256 FROM blobs WHERE sha256 IN ({','.join('?' * len(part))})", part)
+            )
         return known
 
     @contextmanager
@@ -297,8 +300,12 @@ class LocalBlobStore(BlobStore):
             now = time.time()
             with self._connections.write() as conn:
                 insert_rows(conn, "INSERT INTO blobs (sha256, pack, offset, size)", rows, "ON CONFLICT DO NOTHING")
-                insert_rows(conn, "INSERT INTO owners (sha256, owner, renewed_at)", [(d, owner, now) for d in owned],
-                            "ON CONFLICT DO UPDATE SET renewed_at = excluded.renewed_at")
+                insert_rows(
+                    conn,
+                    "INSERT INTO owners (sha256, owner, renewed_at)",
+                    [(d, owner, now) for d in owned],
+                    "ON CONFLICT DO UPDATE SET renewed_at = excluded.renewed_at",
+                )
         finally:
             if writer >= 0:
                 os.close(writer)
@@ -324,8 +331,9 @@ class LocalBlobStore(BlobStore):
         os.close(self._writer)
         self._pack, self._writer = self._pack + 1, fresh
 
-    def put_stream(self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None,
-                   expected_sha256: str = "") -> tuple[str, int]:
+    def put_stream(
+        self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None, expected_sha256: str = ""
+    ) -> tuple[str, int]:
         if expected_sha256:
             check_digest(expected_sha256)
         hasher, size = hashlib.sha256(), 0
@@ -379,12 +387,16 @@ class LocalBlobStore(BlobStore):
         now = time.time()
         with self._connections.write() as conn:
             for start in range(0, len(digests), 900):
-                part = digests[start:start + 900]
+                part = digests[start : start + 900]
                 marks = ",".join("?" * len(part))
-                conn.execute(f"UPDATE owners SET renewed_at = ? WHERE owner = ? AND sha256 IN ({marks})", (now, owner, *part))
+                conn.execute(
+                    f"UPDATE owners SET renewed_at = ? WHERE owner = ? AND sha256 IN ({marks})", (now, owner, *part)
+                )
                 for sha256, size in conn.execute(
-                        f"SELECT o.sha256, b.size FROM owners o LEFT JOIN blobs b ON b.sha256 = o.sha256"
-                        f" WHERE o.owner = ? AND o.sha256 IN ({marks})", (owner, *part)):
+                    f"SELECT o.sha256, b.size FROM owners o LEFT JOIN blobs b ON b.sha256 = o.sha256"
+                    f" WHERE o.owner = ? AND o.sha256 IN ({marks})",
+                    (owner, *part),
+                ):
                     if size is None:  # a large blob: a file of its own
                         path = self._path(sha256)
                         size = path.stat().st_size if path.exists() else None
@@ -431,7 +443,7 @@ class LocalBlobStore(BlobStore):
             finally:
                 os.close(fd)
             for start in range(0, max(size, 1), chunk_bytes):
-                yield data[start:start + chunk_bytes]
+                yield data[start : start + chunk_bytes]
             return
         with open(self._path(sha256), "rb") as f:
             while chunk := f.read(chunk_bytes):
@@ -478,16 +490,26 @@ class LocalBlobStore(BlobStore):
             large_deleted, large_freed = self._delete_unheld_files(max(grace_seconds, self.TEMP_FILE_MAX_AGE))
             before = self._pack_bytes()
             compacted = self._compact()
-            return CollectionReport(owners_released=released, blobs_deleted=deleted + large_deleted,
-                                    bytes_deleted=freed + large_freed, packs_compacted=compacted,
-                                    pack_bytes_before=before, pack_bytes_after=self._pack_bytes())
+            return CollectionReport(
+                owners_released=released,
+                blobs_deleted=deleted + large_deleted,
+                bytes_deleted=freed + large_freed,
+                packs_compacted=compacted,
+                pack_bytes_before=before,
+                pack_bytes_after=self._pack_bytes(),
+            )
 
     def _release_owners(self, is_referenced: ReferenceCheck, cutoff: float) -> int:
         released, after = 0, ("", "")
         while not self._closing.is_set():
-            batch = [(r[0], r[1]) for r in self._conn().execute(
-                "SELECT sha256, owner FROM owners WHERE (sha256, owner) > (?, ?) AND renewed_at < ?"
-                " ORDER BY sha256, owner LIMIT 500", (*after, cutoff))]
+            batch = [
+                (r[0], r[1])
+                for r in self._conn().execute(
+                    "SELECT sha256, owner FROM owners WHERE (sha256, owner) > (?, ?) AND renewed_at < ?"
+                    " ORDER BY sha256, owner LIMIT 500",
+                    (*after, cutoff),
+                )
+            ]
             if not batch:
                 return released
             after = batch[-1]
@@ -501,19 +523,25 @@ class LocalBlobStore(BlobStore):
         return released
 
     def _delete_unheld_packed(self) -> tuple[int, int]:
-        candidates = [(r[0], r[1]) for r in self._conn().execute(
-            "SELECT sha256, size FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.sha256 = b.sha256)")]
+        candidates = [
+            (r[0], r[1])
+            for r in self._conn().execute(
+                "SELECT sha256, size FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.sha256 = b.sha256)"
+            )
+        ]
         deleted = freed = 0
         for start in range(0, len(candidates), 500):
             if self._closing.is_set():
                 break
-            part = candidates[start:start + 500]
+            part = candidates[start : start + 500]
             with self._append_lock, self._connections.write() as conn:
                 for sha256, size in part:
                     if sha256 in self._in_flight:
                         continue
-                    if conn.execute("DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS"
-                                    " (SELECT 1 FROM owners o WHERE o.sha256 = ?)", (sha256, sha256)).rowcount:
+                    if conn.execute(
+                        "DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM owners o WHERE o.sha256 = ?)",
+                        (sha256, sha256),
+                    ).rowcount:
                         deleted, freed = deleted + 1, freed + size
         return deleted, freed
 
@@ -538,10 +566,14 @@ class LocalBlobStore(BlobStore):
                         pass
             digests = [n for n in names if is_sha256(n) and here == self.files / n[:2] / n[2:4]]
             for start in range(0, len(digests), 500):
-                part = digests[start:start + 500]
+                part = digests[start : start + 500]
                 with self._append_lock, self._connections.write() as conn:  # unlink inside: see collect_garbage
-                    held = {r[0] for r in conn.execute(
-                        f"SELECT DISTINCT sha256 FROM owners WHERE sha256 IN ({','.join('?' * len(part))})", part)}
+                    held = {
+                        r[0]
+                        for r in conn.execute(
+                            f"SELECT DISTINCT sha256 FROM owners WHERE sha256 IN ({','.join('?' * len(part))})", part
+                        )
+                    }
                     for digest in part:
                         if digest in held or digest in self._in_flight:
                             continue
@@ -585,8 +617,12 @@ class LocalBlobStore(BlobStore):
                 self._roll_over()
             while self._appending[number]:  # appends made before the rollover: wait for their index rows
                 self._drained.wait()
-        rows = [(r[0], r[1], r[2]) for r in self._conn().execute(
-            "SELECT sha256, offset, size FROM blobs WHERE pack = ? ORDER BY offset", (number,))]
+        rows = [
+            (r[0], r[1], r[2])
+            for r in self._conn().execute(
+                "SELECT sha256, offset, size FROM blobs WHERE pack = ? ORDER BY offset", (number,)
+            )
+        ]
         source = os.open(self._pack_path(number), os.O_RDONLY)
         try:
             start = 0
@@ -653,7 +689,7 @@ def _write_all(fd: int, parts: list[bytes]) -> None:
     views = [memoryview(p) for p in parts if p]
     first = 0
     while first < len(views):
-        written = os.writev(fd, views[first:first + _IOV_MAX])
+        written = os.writev(fd, views[first : first + _IOV_MAX])
         while first < len(views) and written >= len(views[first]):  # a short write resumes mid-part
             written -= len(views[first])
             first += 1
@@ -699,7 +735,7 @@ def _sync_directory(path: Path) -> None:
 def open_blob_store(uri: str) -> BlobStore:
     """`file:///path/to/dir` (or a bare path): the embedded store."""
     if uri.startswith("file://"):
-        return LocalBlobStore(Path(uri[len("file://"):]))
+        return LocalBlobStore(Path(uri[len("file://") :]))
     if "://" not in uri:
         return LocalBlobStore(Path(uri))
     raise ValueError(f"unsupported blob store {uri.split('://')[0]!r}: use file:///path/to/dir")

@@ -37,7 +37,9 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
 
     def _migrate(self) -> None:
         with self._write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at REAL NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at REAL NOT NULL)"
+            )
             current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
             if current > LATEST_VERSION:
                 raise RuntimeError(
@@ -103,7 +105,17 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
         conn.execute(
             "INSERT INTO tokens (id, user_id, kind, description, token_hash, request_id, created_at, expires_at, revoked_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (t.id, t.user_id, t.kind, t.description, t.token_hash, t.request_id, t.created_at, t.expires_at, t.revoked_at),
+            (
+                t.id,
+                t.user_id,
+                t.kind,
+                t.description,
+                t.token_hash,
+                t.request_id,
+                t.created_at,
+                t.expires_at,
+                t.revoked_at,
+            ),
         )
 
     def insert_token(self, token: TokenRecord) -> None:
@@ -122,12 +134,16 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
         return _token(row) if row else None
 
     def get_token_by_request(self, user_id: str, request_id: str) -> TokenRecord | None:
-        row = self._conn().execute(
-            "SELECT * FROM tokens WHERE user_id = ? AND request_id = ?", (user_id, request_id)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT * FROM tokens WHERE user_id = ? AND request_id = ?", (user_id, request_id))
+            .fetchone()
+        )
         return _token(row) if row else None
 
-    def list_tokens(self, user_id: str, kind: str, include_inactive: bool, now: float, query: PageQuery) -> Page[TokenRecord]:
+    def list_tokens(
+        self, user_id: str, kind: str, include_inactive: bool, now: float, query: PageQuery
+    ) -> Page[TokenRecord]:
         sql = "SELECT * FROM tokens WHERE user_id = ? AND kind = ? {after}"
         params: tuple = (user_id, kind)
         if not include_inactive:
@@ -152,8 +168,16 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
                 conn.execute(
                     "INSERT INTO apps (user_id, id, name, description, base_workflow, metadata, created_at, modified_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (app.user_id, app.id, app.name, app.description, app.base_workflow, json.dumps(app.metadata),
-                     app.created_at, app.modified_at),
+                    (
+                        app.user_id,
+                        app.id,
+                        app.name,
+                        app.description,
+                        app.base_workflow,
+                        json.dumps(app.metadata),
+                        app.created_at,
+                        app.modified_at,
+                    ),
                 )
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from None
@@ -166,9 +190,7 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
         sql, params = "SELECT * FROM apps WHERE user_id = ? {after}", (user_id,)
         if text:
             pattern = like_pattern(text)
-            sql = sql.replace(
-                "{after}", "AND (lower(id) LIKE ? ESCAPE '\\' OR lower(name) LIKE ? ESCAPE '\\') {after}"
-            )
+            sql = sql.replace("{after}", "AND (lower(id) LIKE ? ESCAPE '\\' OR lower(name) LIKE ? ESCAPE '\\') {after}")
             params = (user_id, pattern, pattern)
         return self._page(sql, params, query, _app)
 
@@ -177,8 +199,15 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
             conn.execute(
                 "UPDATE apps SET name = ?, description = ?, base_workflow = ?, metadata = ?, modified_at = ?"
                 " WHERE user_id = ? AND id = ?",
-                (app.name, app.description, app.base_workflow, json.dumps(app.metadata), app.modified_at,
-                 app.user_id, app.id),
+                (
+                    app.name,
+                    app.description,
+                    app.base_workflow,
+                    json.dumps(app.metadata),
+                    app.modified_at,
+                    app.user_id,
+                    app.id,
+                ),
             )
 
     def delete_app(self, user_id: str, app_id: str) -> bool:
@@ -229,8 +258,9 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
 
     # request log
 
-    def claim_request(self, user_id: str, request_id: str, method: str, now: float, stale_after: float,
-                      owner: str) -> Claim:
+    def claim_request(
+        self, user_id: str, request_id: str, method: str, now: float, stale_after: float, owner: str
+    ) -> Claim:
         with self._write() as conn:
             row = conn.execute(
                 "SELECT method, done, response, updated_at FROM request_log WHERE user_id = ? AND request_id = ?",
@@ -251,16 +281,21 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
 
     def finish_request(self, user_id: str, request_id: str, response: bytes, now: float, owner: str) -> bool:
         with self._write() as conn:
-            return conn.execute(
-                "UPDATE request_log SET done = 1, response = ?, updated_at = ?"
-                " WHERE user_id = ? AND request_id = ? AND owner = ? AND done = 0",
-                (response, now, user_id, request_id, owner),
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    "UPDATE request_log SET done = 1, response = ?, updated_at = ?"
+                    " WHERE user_id = ? AND request_id = ? AND owner = ? AND done = 0",
+                    (response, now, user_id, request_id, owner),
+                ).rowcount
+                == 1
+            )
 
     def release_request(self, user_id: str, request_id: str, owner: str) -> None:
         with self._write() as conn:
-            conn.execute("DELETE FROM request_log WHERE user_id = ? AND request_id = ? AND done = 0 AND owner = ?",
-                         (user_id, request_id, owner))
+            conn.execute(
+                "DELETE FROM request_log WHERE user_id = ? AND request_id = ? AND done = 0 AND owner = ?",
+                (user_id, request_id, owner),
+            )
 
     def release_unfinished_requests(self) -> int:
         with self._write() as conn:
@@ -272,26 +307,39 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
 
 
 def _user(row: sqlite3.Row) -> UserRecord:
-    return UserRecord(id=row["id"], is_admin=bool(row["is_admin"]), created_at=row["created_at"],
-                      metadata=json.loads(row["metadata"]))
+    return UserRecord(
+        id=row["id"], is_admin=bool(row["is_admin"]), created_at=row["created_at"], metadata=json.loads(row["metadata"])
+    )
 
 
 def _token(row: sqlite3.Row) -> TokenRecord:
     return TokenRecord(
-        id=row["id"], user_id=row["user_id"], kind=row["kind"], token_hash=row["token_hash"],
-        created_at=row["created_at"], description=row["description"], expires_at=row["expires_at"],
-        revoked_at=row["revoked_at"], request_id=row["request_id"],
+        id=row["id"],
+        user_id=row["user_id"],
+        kind=row["kind"],
+        token_hash=row["token_hash"],
+        created_at=row["created_at"],
+        description=row["description"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        request_id=row["request_id"],
     )
 
 
 def _app(row: sqlite3.Row) -> AppRecord:
     return AppRecord(
-        user_id=row["user_id"], id=row["id"], created_at=row["created_at"], modified_at=row["modified_at"],
-        name=row["name"], description=row["description"], base_workflow=row["base_workflow"],
+        user_id=row["user_id"],
+        id=row["id"],
+        created_at=row["created_at"],
+        modified_at=row["modified_at"],
+        name=row["name"],
+        description=row["description"],
+        base_workflow=row["base_workflow"],
         metadata=json.loads(row["metadata"]),
     )
 
 
 def _concept(row: Any) -> ConceptRecord:
-    return ConceptRecord(user_id=row["user_id"], app_id=row["app_id"], id=row["id"], name=row["name"],
-                         created_at=row["created_at"])
+    return ConceptRecord(
+        user_id=row["user_id"], app_id=row["app_id"], id=row["id"], name=row["name"], created_at=row["created_at"]
+    )

@@ -117,7 +117,9 @@ class ThreadConnections:
     def _begin(self) -> sqlite3.Connection:
         """Take the writer (in turn, under the lock) and begin a transaction on it."""
         if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_SECONDS):
-            raise sqlite3.OperationalError(f"{self.path}: database is locked (no write for {BUSY_TIMEOUT_SECONDS:.0f} s)")
+            raise sqlite3.OperationalError(
+                f"{self.path}: database is locked (no write for {BUSY_TIMEOUT_SECONDS:.0f} s)"
+            )
         try:
             if self._writer is None:
                 self._writer = self._open()
@@ -215,7 +217,7 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any
     width = len(rows[0])
     per_statement = max(1, _variable_limit(conn) // width)
     for start in range(0, len(rows), per_statement):
-        chunk = rows[start:start + per_statement]
+        chunk = rows[start : start + per_statement]
         conn.execute(_values_sql(head, tail, width, len(chunk)), [value for row in chunk for value in row])
 
 

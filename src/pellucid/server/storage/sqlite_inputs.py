@@ -61,8 +61,14 @@ class InputTables:
             with self._write() as conn:
                 conn.execute(
                     "INSERT INTO datasets (app_seq, id, description, metadata, created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (self._app_seq(conn, dataset.user_id, dataset.app_id), dataset.id, dataset.description,
-                     json.dumps(dataset.metadata), dataset.created_at, dataset.modified_at),
+                    (
+                        self._app_seq(conn, dataset.user_id, dataset.app_id),
+                        dataset.id,
+                        dataset.description,
+                        json.dumps(dataset.metadata),
+                        dataset.created_at,
+                        dataset.modified_at,
+                    ),
                 )
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from None
@@ -83,7 +89,9 @@ class InputTables:
             return set()
         rows = self._conn().execute(
             f"SELECT d.id FROM datasets d JOIN apps a ON a.seq = d.app_seq WHERE a.user_id = ? AND a.id = ?"
-            f" AND d.id IN ({','.join('?' * len(dataset_ids))})", (user_id, app_id, *dataset_ids))
+            f" AND d.id IN ({','.join('?' * len(dataset_ids))})",
+            (user_id, app_id, *dataset_ids),
+        )
         return {r[0] for r in rows}
 
     def list_datasets(self, user_id: str, app_id: str, query: PageQuery) -> Page[DatasetRecord]:
@@ -107,29 +115,41 @@ class InputTables:
     def _stats(self, conn: sqlite3.Connection, membership: str, key: int) -> DatasetStats:
         """Stats over the inputs of `membership` (dataset_inputs or dataset_version_inputs) row `key`."""
         column = "dataset_seq" if membership == "dataset_inputs" else "version_seq"
-        by_type = dict(conn.execute(
-            f"SELECT i.input_type, COUNT(*) FROM {membership} m JOIN inputs i ON i.seq = m.input_seq"
-            f" WHERE m.{column} = ? GROUP BY i.input_type", (key,)).fetchall())
+        by_type = dict(
+            conn.execute(
+                f"SELECT i.input_type, COUNT(*) FROM {membership} m JOIN inputs i ON i.seq = m.input_seq"
+                f" WHERE m.{column} = ? GROUP BY i.input_type",
+                (key,),
+            ).fetchall()
+        )
         annotations, regions, concepts = 0, 0, Counter[str]()
         rows = conn.execute(
             f"SELECT a.concepts, a.regions FROM {membership} m JOIN annotations a ON a.input_seq = m.input_seq"
-            f" WHERE m.{column} = ?", (key,))
+            f" WHERE m.{column} = ?",
+            (key,),
+        )
         for concepts_json, regions_json in rows:
             annotations += 1
             concepts.update(c["id"] for c in json.loads(concepts_json))
             for region in json.loads(regions_json):
                 regions += 1
                 concepts.update(c["id"] for c in region["concepts"])
-        return DatasetStats(inputs=sum(by_type.values()), inputs_by_type=by_type, annotations=annotations,
-                            regions=regions, concept_counts=dict(concepts))
+        return DatasetStats(
+            inputs=sum(by_type.values()),
+            inputs_by_type=by_type,
+            annotations=annotations,
+            regions=regions,
+            concept_counts=dict(concepts),
+        )
 
     def dataset_stats(self, user_id: str, app_id: str, dataset_id: str, version_id: str = "") -> DatasetStats:
         conn = self._conn()
         dataset_seq = self._dataset_seq(conn, self._app_seq(conn, user_id, app_id), dataset_id)
         if not version_id:
             return self._stats(conn, "dataset_inputs", dataset_seq)
-        row = conn.execute("SELECT stats FROM dataset_versions WHERE dataset_seq = ? AND id = ?",
-                           (dataset_seq, version_id)).fetchone()
+        row = conn.execute(
+            "SELECT stats FROM dataset_versions WHERE dataset_seq = ? AND id = ?", (dataset_seq, version_id)
+        ).fetchone()
         if row is None:
             raise LookupError(f"version {version_id!r} of dataset {dataset_id!r} does not exist")
         return _stats_from_json(row[0])
@@ -137,12 +157,20 @@ class InputTables:
     def insert_dataset_version(self, version: DatasetVersionRecord) -> DatasetVersionRecord:
         try:
             with self._write() as conn:
-                dataset_seq = self._dataset_seq(conn, self._app_seq(conn, version.user_id, version.app_id), version.dataset_id)
+                dataset_seq = self._dataset_seq(
+                    conn, self._app_seq(conn, version.user_id, version.app_id), version.dataset_id
+                )
                 stats = self._stats(conn, "dataset_inputs", dataset_seq)
                 cursor = conn.execute(
                     "INSERT INTO dataset_versions (dataset_seq, id, description, metadata, stats, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (dataset_seq, version.id, version.description, json.dumps(version.metadata),
-                     json.dumps(stats.__dict__), version.created_at),
+                    (
+                        dataset_seq,
+                        version.id,
+                        version.description,
+                        json.dumps(version.metadata),
+                        json.dumps(stats.__dict__),
+                        version.created_at,
+                    ),
                 )
                 conn.execute(
                     "INSERT INTO dataset_version_inputs (version_seq, input_seq) SELECT ?, input_seq FROM dataset_inputs WHERE dataset_seq = ?",
@@ -152,7 +180,9 @@ class InputTables:
             raise Conflict(str(exc)) from None
         return DatasetVersionRecord(**{**version.__dict__, "stats": stats})
 
-    def list_dataset_versions(self, user_id: str, app_id: str, dataset_id: str, query: PageQuery) -> Page[DatasetVersionRecord]:
+    def list_dataset_versions(
+        self, user_id: str, app_id: str, dataset_id: str, query: PageQuery
+    ) -> Page[DatasetVersionRecord]:
         sql = (
             "SELECT v.seq AS seq, v.id AS id, v.description AS description, v.metadata AS metadata, v.stats AS stats,"
             " v.created_at AS created_at, ? AS user_id, ? AS app_id, ? AS dataset_id FROM dataset_versions v"
@@ -168,19 +198,28 @@ class InputTables:
                 dataset_seq = self._dataset_seq(conn, self._app_seq(conn, user_id, app_id), dataset_id)
             except LookupError:
                 return False
-            return conn.execute("DELETE FROM dataset_versions WHERE dataset_seq = ? AND id = ?",
-                                (dataset_seq, version_id)).rowcount > 0
+            return (
+                conn.execute(
+                    "DELETE FROM dataset_versions WHERE dataset_seq = ? AND id = ?", (dataset_seq, version_id)
+                ).rowcount
+                > 0
+            )
 
     # inputs
 
-    def ingest(self, user_id: str, app_id: str, items: list[IngestItem], concepts: list[ConceptRecord],
-               job: JobRecord | None) -> tuple[list[str], JobRecord | None]:
+    def ingest(
+        self, user_id: str, app_id: str, items: list[IngestItem], concepts: list[ConceptRecord], job: JobRecord | None
+    ) -> tuple[list[str], JobRecord | None]:
         outcomes: list[str] = []
         with self._write() as conn:
             app_seq = self._app_seq(conn, user_id, app_id)
             if concepts:
-                insert_rows(conn, "INSERT INTO concepts (app_seq, id, name, created_at)",
-                            [(app_seq, c.id, c.name, c.created_at) for c in concepts], "ON CONFLICT DO NOTHING")
+                insert_rows(
+                    conn,
+                    "INSERT INTO concepts (app_seq, id, name, created_at)",
+                    [(app_seq, c.id, c.name, c.created_at) for c in concepts],
+                    "ON CONFLICT DO NOTHING",
+                )
             known = self._input_keys(conn, app_seq, [item.input.id for item in items])
             rows: list[tuple[Any, ...]] = []
             fresh: dict[str, str] = {}
@@ -190,11 +229,27 @@ class InputTables:
                 if key is None:
                     fresh[record.id] = record.content_key
                     outcomes.append("new")
-                    rows.append((app_seq, record.id, record.input_type, record.content_key, record.media_sha256,
-                                 record.media_size, record.media_mime, record.media_url, record.width, record.height,
-                                 record.text, record.text_url, json.dumps(record.metadata) if record.metadata else "{}",
-                                 record.geo[0] if record.geo else None, record.geo[1] if record.geo else None,
-                                 _concepts_json(record.labels), record.created_at))
+                    rows.append(
+                        (
+                            app_seq,
+                            record.id,
+                            record.input_type,
+                            record.content_key,
+                            record.media_sha256,
+                            record.media_size,
+                            record.media_mime,
+                            record.media_url,
+                            record.width,
+                            record.height,
+                            record.text,
+                            record.text_url,
+                            json.dumps(record.metadata) if record.metadata else "{}",
+                            record.geo[0] if record.geo else None,
+                            record.geo[1] if record.geo else None,
+                            _concepts_json(record.labels),
+                            record.created_at,
+                        )
+                    )
                 else:
                     outcomes.append("duplicate" if key == record.content_key else "conflict")
             if rows:
@@ -211,13 +266,21 @@ class InputTables:
                     if dataset_id not in dataset_seqs:
                         dataset_seqs[dataset_id] = self._dataset_seq(conn, app_seq, dataset_id)
                     memberships.append((dataset_seqs[dataset_id], input_seq))
-                annotations += [(input_seq, a.id, _concepts_json(a.concepts), _regions_json(a.regions), a.created_at)
-                                for a in item.annotations]
+                annotations += [
+                    (input_seq, a.id, _concepts_json(a.concepts), _regions_json(a.regions), a.created_at)
+                    for a in item.annotations
+                ]
             if memberships:
-                insert_rows(conn, "INSERT INTO dataset_inputs (dataset_seq, input_seq)", memberships, "ON CONFLICT DO NOTHING")
+                insert_rows(
+                    conn, "INSERT INTO dataset_inputs (dataset_seq, input_seq)", memberships, "ON CONFLICT DO NOTHING"
+                )
             if annotations:
-                insert_rows(conn, "INSERT INTO annotations (input_seq, id, concepts, regions, created_at)", annotations,
-                            "ON CONFLICT DO NOTHING")
+                insert_rows(
+                    conn,
+                    "INSERT INTO annotations (input_seq, id, concepts, regions, created_at)",
+                    annotations,
+                    "ON CONFLICT DO NOTHING",
+                )
             totals = None
             if job is not None:
                 counts = Counter(outcomes)
@@ -229,8 +292,15 @@ class InputTables:
                 conn.execute(
                     "UPDATE input_jobs SET received = received + ?, stored = stored + ?, duplicates = duplicates + ?,"
                     " failed = failed + ?, modified_at = ? WHERE app_seq = ? AND id = ?",
-                    (job.received, counts["new"], counts["duplicate"], job.failed + counts["conflict"], job.modified_at,
-                     app_seq, job.id),
+                    (
+                        job.received,
+                        counts["new"],
+                        counts["duplicate"],
+                        job.failed + counts["conflict"],
+                        job.modified_at,
+                        app_seq,
+                        job.id,
+                    ),
                 )
                 totals = self._job(conn, user_id, app_id, app_seq, job.id)
         return outcomes, totals
@@ -240,10 +310,11 @@ class InputTables:
         """seq and content key of those of `input_ids` that exist."""
         found = {}
         for start in range(0, len(input_ids), 900):
-            part = input_ids[start:start + 900]
+            part = input_ids[start : start + 900]
             for input_id, seq, key in conn.execute(
-                    f"SELECT id, seq, content_key FROM inputs WHERE app_seq = ? AND id IN ({','.join('?' * len(part))})",
-                    (app_seq, *part)):
+                f"SELECT id, seq, content_key FROM inputs WHERE app_seq = ? AND id IN ({','.join('?' * len(part))})",
+                (app_seq, *part),
+            ):
                 found[input_id] = (seq, key)
         return found
 
@@ -252,40 +323,56 @@ class InputTables:
         digests = sorted({sha256 for _, sha256 in wanted})
         conn = self._conn()
         for start in range(0, len(digests), 900):
-            part = digests[start:start + 900]
+            part = digests[start : start + 900]
             rows = conn.execute(  # media_sha256 != '' lets SQLite use the partial index inputs_by_media
                 f"SELECT DISTINCT a.user_id, i.media_sha256 FROM inputs i JOIN apps a ON a.seq = i.app_seq"
-                f" WHERE i.media_sha256 != '' AND i.media_sha256 IN ({','.join('?' * len(part))})", part)
+                f" WHERE i.media_sha256 != '' AND i.media_sha256 IN ({','.join('?' * len(part))})",
+                part,
+            )
             found.update(pair for pair in map(tuple, rows) if pair in wanted)
         return found
 
     def blob_references(self) -> Iterator[tuple[str, str]]:
-        rows = self._conn().execute("SELECT DISTINCT a.user_id, i.media_sha256 FROM inputs i JOIN apps a ON a.seq = i.app_seq"
-                                    " WHERE i.media_sha256 != ''")
+        rows = self._conn().execute(
+            "SELECT DISTINCT a.user_id, i.media_sha256 FROM inputs i JOIN apps a ON a.seq = i.app_seq"
+            " WHERE i.media_sha256 != ''"
+        )
         yield from ((user_id, sha256) for user_id, sha256 in rows)
 
     def _job(self, conn: sqlite3.Connection, user_id: str, app_id: str, app_seq: int, job_id: str) -> JobRecord | None:
         row = conn.execute("SELECT * FROM input_jobs WHERE app_seq = ? AND id = ?", (app_seq, job_id)).fetchone()
         if row is None:
             return None
-        return JobRecord(user_id=user_id, app_id=app_id, id=row["id"], created_at=row["created_at"],
-                         modified_at=row["modified_at"], received=row["received"], stored=row["stored"],
-                         duplicates=row["duplicates"], failed=row["failed"])
+        return JobRecord(
+            user_id=user_id,
+            app_id=app_id,
+            id=row["id"],
+            created_at=row["created_at"],
+            modified_at=row["modified_at"],
+            received=row["received"],
+            stored=row["stored"],
+            duplicates=row["duplicates"],
+            failed=row["failed"],
+        )
 
     def get_job(self, user_id: str, app_id: str, job_id: str) -> JobRecord | None:
         conn = self._conn()
         return self._job(conn, user_id, app_id, self._app_seq(conn, user_id, app_id), job_id)
 
-    def _with_datasets(self, conn: sqlite3.Connection, user_id: str, app_id: str, rows: list[sqlite3.Row]) -> list[InputRecord]:
+    def _with_datasets(
+        self, conn: sqlite3.Connection, user_id: str, app_id: str, rows: list[sqlite3.Row]
+    ) -> list[InputRecord]:
         if not rows:
             return []
         seqs = [r["seq"] for r in rows]
         memberships: dict[int, list[str]] = {}
         for start in range(0, len(seqs), 900):
-            part = seqs[start:start + 900]
+            part = seqs[start : start + 900]
             for input_seq, dataset_id in conn.execute(
                 f"SELECT di.input_seq, d.id FROM dataset_inputs di JOIN datasets d ON d.seq = di.dataset_seq"
-                f" WHERE di.input_seq IN ({','.join('?' * len(part))}) ORDER BY d.seq", part):
+                f" WHERE di.input_seq IN ({','.join('?' * len(part))}) ORDER BY d.seq",
+                part,
+            ):
                 memberships.setdefault(input_seq, []).append(dataset_id)
         return [_input(user_id, app_id, r, tuple(memberships.get(r["seq"], ()))) for r in rows]
 
@@ -294,20 +381,32 @@ class InputTables:
         app_seq = self._app_seq(conn, user_id, app_id)
         rows: list[sqlite3.Row] = []
         for start in range(0, len(input_ids), 900):
-            part = input_ids[start:start + 900]
-            rows += conn.execute(f"SELECT seq, {_INPUT_COLUMNS} FROM inputs WHERE app_seq = ? AND id IN ({','.join('?' * len(part))})",
-                                 (app_seq, *part)).fetchall()
+            part = input_ids[start : start + 900]
+            rows += conn.execute(
+                f"SELECT seq, {_INPUT_COLUMNS} FROM inputs WHERE app_seq = ? AND id IN ({','.join('?' * len(part))})",
+                (app_seq, *part),
+            ).fetchall()
         return {r.id: r for r in self._with_datasets(conn, user_id, app_id, rows)}
 
-    def list_inputs(self, user_id: str, app_id: str, query: PageQuery, dataset_id: str = "", version_id: str = "",
-                    input_type: str = "", ids: list[str] | None = None) -> Page[InputRecord]:
+    def list_inputs(
+        self,
+        user_id: str,
+        app_id: str,
+        query: PageQuery,
+        dataset_id: str = "",
+        version_id: str = "",
+        input_type: str = "",
+        ids: list[str] | None = None,
+    ) -> Page[InputRecord]:
         conn = self._conn()
         app_seq = self._app_seq(conn, user_id, app_id)
         columns = ", ".join(f"i.{c.strip()}" for c in _INPUT_COLUMNS.split(","))
         params: list[Any] = []
         if version_id:
             dataset_seq = self._dataset_seq(conn, app_seq, dataset_id)
-            row = conn.execute("SELECT seq FROM dataset_versions WHERE dataset_seq = ? AND id = ?", (dataset_seq, version_id)).fetchone()
+            row = conn.execute(
+                "SELECT seq FROM dataset_versions WHERE dataset_seq = ? AND id = ?", (dataset_seq, version_id)
+            ).fetchone()
             if row is None:
                 raise LookupError(f"version {version_id!r} of dataset {dataset_id!r} does not exist")
             sql = f"SELECT m.input_seq AS seq, {columns} FROM dataset_version_inputs m JOIN inputs i ON i.seq = m.input_seq WHERE m.version_seq = ?"
@@ -333,17 +432,23 @@ class InputTables:
     def delete_inputs(self, user_id: str, app_id: str, input_ids: list[str]) -> list[bool]:
         with self._write() as conn:
             app_seq = self._app_seq(conn, user_id, app_id)
-            return [conn.execute("DELETE FROM inputs WHERE app_seq = ? AND id = ?", (app_seq, i)).rowcount > 0
-                    for i in input_ids]
+            return [
+                conn.execute("DELETE FROM inputs WHERE app_seq = ? AND id = ?", (app_seq, i)).rowcount > 0
+                for i in input_ids
+            ]
 
     # annotations
 
-    def put_annotations(self, user_id: str, app_id: str, annotations: list[AnnotationRecord], replace: bool) -> list[str]:
+    def put_annotations(
+        self, user_id: str, app_id: str, annotations: list[AnnotationRecord], replace: bool
+    ) -> list[str]:
         outcomes = []
         with self._write() as conn:
             app_seq = self._app_seq(conn, user_id, app_id)
             for a in annotations:
-                row = conn.execute("SELECT seq FROM inputs WHERE app_seq = ? AND id = ?", (app_seq, a.input_id)).fetchone()
+                row = conn.execute(
+                    "SELECT seq FROM inputs WHERE app_seq = ? AND id = ?", (app_seq, a.input_id)
+                ).fetchone()
                 if row is None:
                     outcomes.append("missing_input")
                     continue
@@ -355,14 +460,18 @@ class InputTables:
                 if cursor.rowcount == 1:
                     outcomes.append("new")
                 elif replace:
-                    conn.execute("UPDATE annotations SET concepts = ?, regions = ? WHERE input_seq = ? AND id = ?",
-                                 (*values, row[0], a.id))
+                    conn.execute(
+                        "UPDATE annotations SET concepts = ?, regions = ? WHERE input_seq = ? AND id = ?",
+                        (*values, row[0], a.id),
+                    )
                     outcomes.append("updated")
                 else:
                     outcomes.append("duplicate")
             concept_ids = {c.id: c.name for a in annotations for c in _all_concepts(a)}
-            conn.executemany("INSERT INTO concepts (app_seq, id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                             [(app_seq, cid, name or cid, annotations[0].created_at) for cid, name in concept_ids.items()])
+            conn.executemany(
+                "INSERT INTO concepts (app_seq, id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(app_seq, cid, name or cid, annotations[0].created_at) for cid, name in concept_ids.items()],
+            )
         return outcomes
 
     _ANNOTATION_SELECT = (
@@ -370,17 +479,23 @@ class InputTables:
         " a.created_at AS created_at FROM annotations a JOIN inputs i ON i.seq = a.input_seq WHERE i.app_seq = ?"
     )
 
-    def get_annotations(self, user_id: str, app_id: str, keys: list[tuple[str, str]]) -> dict[tuple[str, str], AnnotationRecord]:
+    def get_annotations(
+        self, user_id: str, app_id: str, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], AnnotationRecord]:
         conn = self._conn()
         app_seq = self._app_seq(conn, user_id, app_id)
         found = {}
         for input_id, annotation_id in keys:
-            row = conn.execute(self._ANNOTATION_SELECT + " AND i.id = ? AND a.id = ?", (app_seq, input_id, annotation_id)).fetchone()
+            row = conn.execute(
+                self._ANNOTATION_SELECT + " AND i.id = ? AND a.id = ?", (app_seq, input_id, annotation_id)
+            ).fetchone()
             if row:
                 found[(input_id, annotation_id)] = _annotation(row)
         return found
 
-    def list_annotations(self, user_id: str, app_id: str, query: PageQuery, input_ids: list[str] | None = None) -> Page[AnnotationRecord]:
+    def list_annotations(
+        self, user_id: str, app_id: str, query: PageQuery, input_ids: list[str] | None = None
+    ) -> Page[AnnotationRecord]:
         conn = self._conn()
         sql, params = self._ANNOTATION_SELECT, [self._app_seq(conn, user_id, app_id)]
         if input_ids:
@@ -407,19 +522,27 @@ def _concepts_from(data: list[dict]) -> tuple[ConceptValue, ...]:
 def _regions_json(regions: tuple[RegionRecord, ...]) -> str:
     if not regions:
         return "[]"
-    return json.dumps([
-        {"id": r.id, "bbox": list(r.bbox) if r.bbox else None,
-         "polygon": [list(p) for p in r.polygon] if r.polygon is not None else None,
-         "concepts": json.loads(_concepts_json(r.concepts))}
-        for r in regions
-    ])
+    return json.dumps(
+        [
+            {
+                "id": r.id,
+                "bbox": list(r.bbox) if r.bbox else None,
+                "polygon": [list(p) for p in r.polygon] if r.polygon is not None else None,
+                "concepts": json.loads(_concepts_json(r.concepts)),
+            }
+            for r in regions
+        ]
+    )
 
 
 def _regions_from(text: str) -> tuple[RegionRecord, ...]:
     return tuple(
-        RegionRecord(id=r["id"], bbox=tuple(r["bbox"]) if r["bbox"] else None,
-                     polygon=tuple(tuple(p) for p in r["polygon"]) if r["polygon"] is not None else None,
-                     concepts=_concepts_from(r["concepts"]))
+        RegionRecord(
+            id=r["id"],
+            bbox=tuple(r["bbox"]) if r["bbox"] else None,
+            polygon=tuple(tuple(p) for p in r["polygon"]) if r["polygon"] is not None else None,
+            concepts=_concepts_from(r["concepts"]),
+        )
         for r in json.loads(text)
     )
 
@@ -429,28 +552,60 @@ def _stats_from_json(text: str) -> DatasetStats:
 
 
 def _dataset(row: sqlite3.Row) -> DatasetRecord:
-    return DatasetRecord(user_id=row["user_id"], app_id=row["app_id"], id=row["id"], created_at=row["created_at"],
-                         modified_at=row["modified_at"], description=row["description"],
-                         metadata=json.loads(row["metadata"]), input_count=row["input_count"])
+    return DatasetRecord(
+        user_id=row["user_id"],
+        app_id=row["app_id"],
+        id=row["id"],
+        created_at=row["created_at"],
+        modified_at=row["modified_at"],
+        description=row["description"],
+        metadata=json.loads(row["metadata"]),
+        input_count=row["input_count"],
+    )
 
 
 def _version(row: sqlite3.Row) -> DatasetVersionRecord:
-    return DatasetVersionRecord(user_id=row["user_id"], app_id=row["app_id"], dataset_id=row["dataset_id"], id=row["id"],
-                                created_at=row["created_at"], description=row["description"],
-                                metadata=json.loads(row["metadata"]), stats=_stats_from_json(row["stats"]))
+    return DatasetVersionRecord(
+        user_id=row["user_id"],
+        app_id=row["app_id"],
+        dataset_id=row["dataset_id"],
+        id=row["id"],
+        created_at=row["created_at"],
+        description=row["description"],
+        metadata=json.loads(row["metadata"]),
+        stats=_stats_from_json(row["stats"]),
+    )
 
 
 def _input(user_id: str, app_id: str, row: sqlite3.Row, dataset_ids: tuple[str, ...]) -> InputRecord:
     geo = (row["geo_lon"], row["geo_lat"]) if row["geo_lon"] is not None else None
     return InputRecord(
-        user_id=user_id, app_id=app_id, id=row["id"], input_type=row["input_type"], content_key=row["content_key"],
-        created_at=row["created_at"], media_sha256=row["media_sha256"], media_size=row["media_size"],
-        media_mime=row["media_mime"], media_url=row["media_url"], width=row["width"], height=row["height"],
-        text=row["text"], text_url=row["text_url"], metadata=json.loads(row["metadata"]), geo=geo,
-        labels=_concepts_from(json.loads(row["labels"])), dataset_ids=dataset_ids,
+        user_id=user_id,
+        app_id=app_id,
+        id=row["id"],
+        input_type=row["input_type"],
+        content_key=row["content_key"],
+        created_at=row["created_at"],
+        media_sha256=row["media_sha256"],
+        media_size=row["media_size"],
+        media_mime=row["media_mime"],
+        media_url=row["media_url"],
+        width=row["width"],
+        height=row["height"],
+        text=row["text"],
+        text_url=row["text_url"],
+        metadata=json.loads(row["metadata"]),
+        geo=geo,
+        labels=_concepts_from(json.loads(row["labels"])),
+        dataset_ids=dataset_ids,
     )
 
 
 def _annotation(row: sqlite3.Row) -> AnnotationRecord:
-    return AnnotationRecord(input_id=row["input_id"], id=row["id"], created_at=row["created_at"],
-                            concepts=_concepts_from(json.loads(row["concepts"])), regions=_regions_from(row["regions"]))
+    return AnnotationRecord(
+        input_id=row["input_id"],
+        id=row["id"],
+        created_at=row["created_at"],
+        concepts=_concepts_from(json.loads(row["concepts"])),
+        regions=_regions_from(row["regions"]),
+    )

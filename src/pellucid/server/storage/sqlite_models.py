@@ -26,8 +26,10 @@ class ModelTables:
     _app_seq: Any
 
     def _model_seq(self, conn: sqlite3.Connection, user_id: str, app_id: str, model_id: str) -> int | None:
-        row = conn.execute("SELECT m.seq FROM models m JOIN apps a ON a.seq = m.app_seq WHERE a.user_id = ? AND a.id = ?"
-                           " AND m.id = ?", (user_id, app_id, model_id)).fetchone()
+        row = conn.execute(
+            "SELECT m.seq FROM models m JOIN apps a ON a.seq = m.app_seq WHERE a.user_id = ? AND a.id = ? AND m.id = ?",
+            (user_id, app_id, model_id),
+        ).fetchone()
         return row[0] if row else None
 
     def insert_model(self, model: ModelRecord, version: ModelVersionRecord) -> None:
@@ -36,9 +38,17 @@ class ModelTables:
                 cursor = conn.execute(
                     "INSERT INTO models (app_seq, id, name, description, model_type_id, input_fields, output_fields,"
                     " created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self._app_seq(conn, model.user_id, model.app_id), model.id, model.name, model.description,
-                     model.model_type_id, json.dumps(model.input_fields), json.dumps(model.output_fields),
-                     model.created_at, model.modified_at),
+                    (
+                        self._app_seq(conn, model.user_id, model.app_id),
+                        model.id,
+                        model.name,
+                        model.description,
+                        model.model_type_id,
+                        json.dumps(model.input_fields),
+                        json.dumps(model.output_fields),
+                        model.created_at,
+                        model.modified_at,
+                    ),
                 )
                 self._insert_version(conn, cursor.lastrowid, version)
         except sqlite3.IntegrityError as exc:
@@ -46,15 +56,28 @@ class ModelTables:
 
     @staticmethod
     def _insert_version(conn: sqlite3.Connection, model_seq: int, v: ModelVersionRecord) -> None:
-        output_info = {"params": v.params, "concepts": [[c.id, c.name] for c in v.concepts],
-                       "output_config": {"min_value": v.output_config.min_value,
-                                         "max_concepts": v.output_config.max_concepts,
-                                         "select_concepts": list(v.output_config.select_concepts)}}
+        output_info = {
+            "params": v.params,
+            "concepts": [[c.id, c.name] for c in v.concepts],
+            "output_config": {
+                "min_value": v.output_config.min_value,
+                "max_concepts": v.output_config.max_concepts,
+                "select_concepts": list(v.output_config.select_concepts),
+            },
+        }
         conn.execute(
             "INSERT INTO model_versions (model_seq, id, description, output_info, runner_labels, item_timeout_seconds,"
             " metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (model_seq, v.id, v.description, json.dumps(output_info), json.dumps(list(v.runner_labels)),
-             v.item_timeout_seconds, json.dumps(v.metadata), v.created_at),
+            (
+                model_seq,
+                v.id,
+                v.description,
+                json.dumps(output_info),
+                json.dumps(list(v.runner_labels)),
+                v.item_timeout_seconds,
+                json.dumps(v.metadata),
+                v.created_at,
+            ),
         )
 
     _MODEL_SELECT = (
@@ -98,7 +121,9 @@ class ModelTables:
         " v.created_at AS created_at, ? AS user_id, ? AS app_id, ? AS model_id FROM model_versions v WHERE v.model_seq = ?"
     )
 
-    def get_model_version(self, user_id: str, app_id: str, model_id: str, version_id: str = "") -> ModelVersionRecord | None:
+    def get_model_version(
+        self, user_id: str, app_id: str, model_id: str, version_id: str = ""
+    ) -> ModelVersionRecord | None:
         conn = self._conn()
         seq = self._model_seq(conn, user_id, app_id, model_id)
         if seq is None:
@@ -110,44 +135,62 @@ class ModelTables:
             row = conn.execute(self._VERSION_SELECT + " ORDER BY v.seq DESC LIMIT 1", params).fetchone()
         return _version(row) if row else None
 
-    def list_model_versions(self, user_id: str, app_id: str, model_id: str, query: PageQuery) -> Page[ModelVersionRecord]:
+    def list_model_versions(
+        self, user_id: str, app_id: str, model_id: str, query: PageQuery
+    ) -> Page[ModelVersionRecord]:
         conn = self._conn()
         seq = self._model_seq(conn, user_id, app_id, model_id)
         if seq is None:
             raise LookupError(f"model {model_id!r} does not exist")
-        return self._page(self._VERSION_SELECT + " {after}", (user_id, app_id, model_id, seq), query, _version, seq="v.seq")
+        return self._page(
+            self._VERSION_SELECT + " {after}", (user_id, app_id, model_id, seq), query, _version, seq="v.seq"
+        )
 
     def delete_model_version(self, user_id: str, app_id: str, model_id: str, version_id: str) -> bool:
         with self._write() as conn:
             seq = self._model_seq(conn, user_id, app_id, model_id)
-            return seq is not None and conn.execute(
-                "DELETE FROM model_versions WHERE model_seq = ? AND id = ?", (seq, version_id)).rowcount > 0
+            return (
+                seq is not None
+                and conn.execute(
+                    "DELETE FROM model_versions WHERE model_seq = ? AND id = ?", (seq, version_id)
+                ).rowcount
+                > 0
+            )
 
     # runners
 
     def insert_runner(self, runner: RunnerRecord) -> None:
         try:
             with self._write() as conn:
-                conn.execute("INSERT INTO runners (user_id, id, labels, description, created_at) VALUES (?, ?, ?, ?, ?)",
-                             (runner.user_id, runner.id, json.dumps(list(runner.labels)), runner.description,
-                              runner.created_at))
+                conn.execute(
+                    "INSERT INTO runners (user_id, id, labels, description, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (runner.user_id, runner.id, json.dumps(list(runner.labels)), runner.description, runner.created_at),
+                )
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from None
 
     def get_runner(self, user_id: str, runner_id: str) -> RunnerRecord | None:
-        row = self._conn().execute("SELECT * FROM runners WHERE user_id = ? AND id = ?", (user_id, runner_id)).fetchone()
+        row = (
+            self._conn().execute("SELECT * FROM runners WHERE user_id = ? AND id = ?", (user_id, runner_id)).fetchone()
+        )
         return _runner(row) if row else None
 
     def list_runners(self, user_id: str, labels: tuple[str, ...], query: PageQuery) -> Page[RunnerRecord]:
-        sql = ("SELECT * FROM runners WHERE user_id = ? AND NOT EXISTS (SELECT 1 FROM json_each(?) wanted"
-               " WHERE wanted.value NOT IN (SELECT value FROM json_each(runners.labels))) {after}")
+        sql = (
+            "SELECT * FROM runners WHERE user_id = ? AND NOT EXISTS (SELECT 1 FROM json_each(?) wanted"
+            " WHERE wanted.value NOT IN (SELECT value FROM json_each(runners.labels))) {after}"
+        )
         return self._page(sql, (user_id, json.dumps(list(labels))), query, _runner)
 
     def update_runner(self, runner: RunnerRecord) -> bool:
         with self._write() as conn:
-            return conn.execute("UPDATE runners SET labels = ?, description = ? WHERE user_id = ? AND id = ?",
-                                (json.dumps(list(runner.labels)), runner.description, runner.user_id,
-                                 runner.id)).rowcount > 0
+            return (
+                conn.execute(
+                    "UPDATE runners SET labels = ?, description = ? WHERE user_id = ? AND id = ?",
+                    (json.dumps(list(runner.labels)), runner.description, runner.user_id, runner.id),
+                ).rowcount
+                > 0
+            )
 
     def delete_runner(self, user_id: str, runner_id: str) -> bool:
         with self._write() as conn:
@@ -155,26 +198,46 @@ class ModelTables:
 
 
 def _model(row: sqlite3.Row) -> ModelRecord:
-    return ModelRecord(user_id=row["user_id"], app_id=row["app_id"], id=row["id"], created_at=row["created_at"],
-                       modified_at=row["modified_at"], name=row["name"], description=row["description"],
-                       model_type_id=row["model_type_id"], input_fields=tuple(json.loads(row["input_fields"])),
-                       output_fields=tuple(json.loads(row["output_fields"])))
+    return ModelRecord(
+        user_id=row["user_id"],
+        app_id=row["app_id"],
+        id=row["id"],
+        created_at=row["created_at"],
+        modified_at=row["modified_at"],
+        name=row["name"],
+        description=row["description"],
+        model_type_id=row["model_type_id"],
+        input_fields=tuple(json.loads(row["input_fields"])),
+        output_fields=tuple(json.loads(row["output_fields"])),
+    )
 
 
 def _version(row: sqlite3.Row) -> ModelVersionRecord:
     info = json.loads(row["output_info"])
     config = info.get("output_config", {})
     return ModelVersionRecord(
-        user_id=row["user_id"], app_id=row["app_id"], model_id=row["model_id"], id=row["id"],
-        created_at=row["created_at"], description=row["description"], params=info.get("params", {}),
+        user_id=row["user_id"],
+        app_id=row["app_id"],
+        model_id=row["model_id"],
+        id=row["id"],
+        created_at=row["created_at"],
+        description=row["description"],
+        params=info.get("params", {}),
         concepts=tuple(ConceptValue(i, n) for i, n in info.get("concepts", [])),
-        output_config=OutputConfig(config.get("min_value", 0.0), config.get("max_concepts", 0),
-                                   tuple(config.get("select_concepts", ()))),
-        runner_labels=tuple(json.loads(row["runner_labels"])), item_timeout_seconds=row["item_timeout_seconds"],
+        output_config=OutputConfig(
+            config.get("min_value", 0.0), config.get("max_concepts", 0), tuple(config.get("select_concepts", ()))
+        ),
+        runner_labels=tuple(json.loads(row["runner_labels"])),
+        item_timeout_seconds=row["item_timeout_seconds"],
         metadata=json.loads(row["metadata"]),
     )
 
 
 def _runner(row: sqlite3.Row) -> RunnerRecord:
-    return RunnerRecord(user_id=row["user_id"], id=row["id"], created_at=row["created_at"],
-                        labels=tuple(json.loads(row["labels"])), description=row["description"])
+    return RunnerRecord(
+        user_id=row["user_id"],
+        id=row["id"],
+        created_at=row["created_at"],
+        labels=tuple(json.loads(row["labels"])),
+        description=row["description"],
+    )
