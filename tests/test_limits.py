@@ -234,7 +234,7 @@ def test_many_users_at_their_caps_leave_threads_for_short_calls(tmp_path: Path) 
 
 
 def test_300_health_watches_without_a_token_do_not_block_health_checks(tmp_path: Path) -> None:
-    """Unauthenticated streams (health Watch; reflection) are counted per peer address."""
+    """Unauthenticated streams (health Watch; reflection) are counted together, as one caller."""
     with limited_server(tmp_path) as limited, stalled_calls() as held:
         bob = limited.tenant("bob")
         watch = health_pb2_grpc.HealthStub(limited.channel).Watch
@@ -246,7 +246,7 @@ def test_300_health_watches_without_a_token_do_not_block_health_checks(tmp_path:
                 assert next(call).status == health_pb2.HealthCheckResponse.SERVING
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
-                assert "peer ipv4:127.0.0.1 already has 32 concurrent streams" in exc.details()
+                assert "callers without a token (all together) already has 32 concurrent streams" in exc.details()
                 refused += 1
         assert refused == 300 - 32
         others_still_answer(limited, bob)
@@ -289,3 +289,30 @@ def test_server_flags_set_the_limits(capsys: pytest.CaptureFixture[str]) -> None
         build_parser().parse_args(["server", "--max-streams-per-user", "0"])
     assert exited.value.code == 2
     assert "--max-streams-per-user: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_callers_without_a_token_cannot_take_the_long_calls_of_authenticated_users(tmp_path: Path) -> None:
+    """Unauthenticated streams from many addresses together hold at most one caller's share.
+
+    Counted per peer address, anyone could open health Watch streams from a few
+    addresses (here IPv4 and IPv6 loopback) until every authenticated user's upload,
+    predict and runner connection was refused as SERVER_BUSY.
+    """
+    with limited_server(tmp_path, host="[::]", max_workers=80) as limited, stalled_calls() as held:
+        bob = limited.tenant("bob")
+        channels = [grpc.insecure_channel(f"{host}:{limited.server.port}") for host in ("127.0.0.1", "[::1]")]
+        try:
+            for channel in channels:
+                watch = health_pb2_grpc.HealthStub(channel).Watch
+                watches = [watch(health_pb2.HealthCheckRequest(), timeout=60) for _ in range(32)]
+                held.calls.extend(watches)
+                for call in watches:  # each one is serving (and stays open) or refused
+                    try:
+                        next(call)
+                    except grpc.RpcError as exc:
+                        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+            others_still_answer(limited, bob)
+        finally:
+            held.close()
+            for channel in channels:
+                channel.close()

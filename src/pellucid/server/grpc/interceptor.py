@@ -19,7 +19,7 @@ from pellucid.server.engine.ids import new_id
 from pellucid.server.engine.validation import MAX_METADATA_DEPTH
 from pellucid.server.grpc import context as request_context
 from pellucid.server.grpc.errors import REQUEST_ID_KEY, abort
-from pellucid.server.grpc.limits import CallLimiter, CallLimits, authenticated_user, call_kind, peer_host
+from pellucid.server.grpc.limits import CallLimiter, CallLimits, authenticated_user, call_kind, unauthenticated_callers
 
 log = logging.getLogger("pellucid.server")
 
@@ -43,7 +43,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return handler
         kind = call_kind(method, handler)  # long calls count against the caps of pellucid.server.grpc.limits
         if method.startswith(UNAUTHENTICATED_PREFIXES):
-            return self.limiter.guard(handler, kind, peer_host)
+            return self.limiter.guard(handler, kind, unauthenticated_callers)
         metadata = dict(handler_call_details.invocation_metadata or ())
         header = metadata.get("authorization", "")
         secret = bearer_secret(header)

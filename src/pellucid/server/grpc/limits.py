@@ -180,10 +180,14 @@ class CallLimiter:
         return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
 
 
-def peer_host(context: grpc.ServicerContext) -> str:
-    """Who an unauthenticated call comes from: its peer's address without the port."""
-    peer = context.peer() or "unknown"
-    return f"peer {peer.rsplit(':', 1)[0] if peer.count(':') > 1 else peer}"
+def unauthenticated_callers(context: grpc.ServicerContext) -> str:
+    """Calls without a token (health Watch, reflection) all count as one caller.
+
+    Counted per peer address, a few addresses (IPv4 and IPv6 loopback, an IPv6 prefix)
+    held every long call the server allows, and authenticated users' uploads, predicts
+    and runner connections were refused as SERVER_BUSY.
+    """
+    return "callers without a token (all together)"
 
 
 def authenticated_user(context: grpc.ServicerContext) -> str:
