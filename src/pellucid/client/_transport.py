@@ -32,6 +32,9 @@ READ_ONLY = frozenset({"PostModelOutputs"})  # predictions change nothing: safe 
 # UNAVAILABLE reasons that a retry cannot change: "no runner" comes after the server waited
 # for one until just before the deadline, and a retry would turn it into DEADLINE_EXCEEDED
 FINAL_REASONS = frozenset({"NO_RUNNER"})
+# RESOURCE_EXHAUSTED reasons that pass as other calls end (the server's per-user and total caps
+# on long calls): retried like UNAVAILABLE. Others (a blob over the size limit) are final.
+BUSY_REASONS = frozenset({"TOO_MANY_INPUT_BATCHES", "TOO_MANY_PREDICTS", "TOO_MANY_STREAMS", "SERVER_BUSY"})
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 R = TypeVar("R", bound=Message)
 
@@ -288,13 +291,11 @@ class Connection:
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 pause = retry.backoff(attempt)
-                if (
-                    safe
-                    and code in retry.retryable
-                    and attempt + 1 < retry.max_attempts
-                    and time.monotonic() + pause < deadline
-                    and from_rpc_error(exc).details.get("reason") not in FINAL_REASONS
-                ):
+                reason = from_rpc_error(exc).details.get("reason")
+                transient = (code in retry.retryable and reason not in FINAL_REASONS) or (
+                    code == grpc.StatusCode.RESOURCE_EXHAUSTED and reason in BUSY_REASONS
+                )
+                if safe and transient and attempt + 1 < retry.max_attempts and time.monotonic() + pause < deadline:
                     log.debug("%s: %s, retry %d in %.2fs", method, code, attempt + 1, pause)
                     time.sleep(pause)
                     attempt += 1

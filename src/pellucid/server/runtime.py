@@ -59,6 +59,8 @@ class ServerSettings:
     # running on a runner; runner connections (counted apart, so uploads never lock runners out).
     max_streams_per_user: int = 32
     max_predicts_per_user: int = 64
+    # PostInputs calls in flight: each holds a thread while the server fetches its URL inputs
+    max_input_batches_per_user: int = 32
     max_runner_connections_per_user: int = 64
     # Fetch URL inputs from loopback and private networks too. Off for a shared server:
     # callers could make it read what only it can reach (see engine/fetch.py).
@@ -108,6 +110,7 @@ class PellucidServer:
             max_workers=s.max_workers,
             max_streams_per_user=s.max_streams_per_user,
             max_predicts_per_user=s.max_predicts_per_user,
+            max_input_batches_per_user=s.max_input_batches_per_user,
             max_runner_connections_per_user=s.max_runner_connections_per_user,
         )
 
