@@ -13,7 +13,6 @@ import os
 import socket
 import ssl
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pellucid.server import faults
 from pellucid.server.datadir import STANDALONE, DataDir, LocalCredentials, ServerLock
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.limits import CallLimits
+from pellucid.server.grpc.pool import HandlerPool
 from pellucid.server.grpc.server import build_server
 from pellucid.server.storage import open_metadata_store
 from pellucid.server.storage.blobs import open_blob_store
@@ -93,7 +93,7 @@ class PellucidServer:
         self._stopped = threading.Event()
         self._stop_gc = threading.Event()
         self._gc_thread: threading.Thread | None = None
-        self._handlers: ThreadPoolExecutor | None = None
+        self._handlers: HandlerPool | None = None
 
     @property
     def address(self) -> str:
