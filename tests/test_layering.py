@@ -1,0 +1,125 @@
+"""The import graph of pellucid's own modules: which package may import which.
+
+Read statically from the source, function-level (lazy) imports included: a lazy import hides
+a cycle from the interpreter, not from the design.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import pellucid
+
+SRC = Path(pellucid.__file__).parent.parent
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in (SRC / "pellucid").rglob("*.py"):
+        if "_pb2" in path.name:
+            continue
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """The pellucid modules `name` imports anywhere in its body (a `from package import submodule`
+    counts as the submodule)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names)
+    return {m for m in found if m in MODULES and m != name}
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph.get(node, ()):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def _package_graph(depth: int) -> dict[str, set[str]]:
+    def package(module: str) -> str:
+        return ".".join(module.split(".")[:depth])
+
+    graph: dict[str, set[str]] = {}
+    for module, imported in GRAPH.items():
+        for other in imported:
+            if package(module) != package(other):
+                graph.setdefault(package(module), set()).add(package(other))
+    return graph
+
+
+def test_the_graph_sees_lazy_and_relative_imports() -> None:
+    # the client reads loaders (a function-level import would count the same)
+    assert "pellucid.datasets.loaders" in GRAPH["pellucid.client.dataset"]
+    assert "pellucid.client._protos" in GRAPH["pellucid.client.loader_inputs"]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_datasets_describe_data_and_import_nothing_from_the_client() -> None:
+    """Turning loader items into inputs is client code; pellucid.datasets stays below it."""
+    offending = {
+        module: sorted(m for m in imported if m.startswith("pellucid.client"))
+        for module, imported in GRAPH.items()
+        if module.startswith("pellucid.datasets")
+    }
+    assert {m: i for m, i in offending.items() if i} == {}
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_no_import_cycles_between_packages(depth: int) -> None:
+    """pellucid.client, .datasets, .cli, .server.grpc, .server.engine, ... form a hierarchy."""
+    assert _cycles(_package_graph(depth)) == []
+
+
+@pytest.mark.parametrize("package", ["pellucid.client", "pellucid.cli", "pellucid.datasets"])
+def test_no_import_cycles_between_modules(package: str) -> None:
+    inside = {
+        m: {i for i in imported if i.startswith(package)} for m, imported in GRAPH.items() if m.startswith(package)
+    }
+    assert _cycles(inside) == []
