@@ -7,11 +7,18 @@ a cycle from the interpreter, not from the design.
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from pathlib import Path
 
 import pytest
 
 import pellucid
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 SRC = Path(pellucid.__file__).parent.parent
 
@@ -123,3 +130,35 @@ def test_no_import_cycles_between_modules(package: str) -> None:
         m: {i for i in imported if i.startswith(package)} for m, imported in GRAPH.items() if m.startswith(package)
     }
     assert _cycles(inside) == []
+
+
+# The distribution each top-level import comes from, where the names differ.
+DISTRIBUTION_OF_IMPORT = {
+    "grpc": "grpcio",
+    "grpc_health": "grpcio-health-checking",
+    "grpc_reflection": "grpcio-reflection",
+    "google": "protobuf",
+}
+
+
+def _third_party_imports() -> set[str]:
+    """The distributions src/pellucid imports (the generated modules included: they need protobuf and grpc)."""
+    found = set()
+    for path in (SRC / "pellucid").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                if top != "pellucid" and top not in sys.stdlib_module_names and top != "__future__":
+                    found.add(DISTRIBUTION_OF_IMPORT.get(top, top))
+    return found
+
+
+def test_the_runtime_dependencies_are_what_the_package_imports() -> None:
+    """A dependency nothing imports is weight on every install (numpy was one: only the example
+    runner uses it, so it is the `examples` extra); an import nothing declares breaks one."""
+    pyproject = tomllib.loads((SRC.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in pyproject["project"]["dependencies"]}
+    assert declared == _third_party_imports()
