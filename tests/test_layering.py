@@ -38,12 +38,12 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imports(name: str, path: Path) -> set[str]:
-    """The pellucid modules `name` imports anywhere in its body (a `from package import submodule`
-    counts as the submodule)."""
-    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+def _imports(name: str, source: str, is_package: bool = False) -> set[str]:
+    """The pellucid modules `name` imports anywhere in its `source` (a `from package import
+    submodule` counts as the submodule)."""
+    package = name.split(".") if is_package else name.split(".")[:-1]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -54,7 +54,9 @@ def _imports(name: str, path: Path) -> set[str]:
     return {m for m in found if m in MODULES and m != name}
 
 
-GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+GRAPH = {
+    name: _imports(name, path.read_text(encoding="utf-8"), path.name == "__init__.py") for name, path in MODULES.items()
+}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -101,10 +103,22 @@ def _package_graph(depth: int) -> dict[str, set[str]]:
     return graph
 
 
-def test_the_graph_sees_lazy_and_relative_imports() -> None:
-    # the client reads loaders (a function-level import would count the same)
+def test_the_graph_sees_lazy_relative_and_submodule_imports() -> None:
+    source = """
+from pellucid.client import _protos
+from . import uploads
+
+def later():
+    from ..datasets.loaders import CsvLoader
+    import pellucid.errors
+"""
+    assert _imports("pellucid.client.example", source) == {
+        "pellucid.client._protos",
+        "pellucid.client.uploads",
+        "pellucid.datasets.loaders",
+        "pellucid.errors",
+    }
     assert "pellucid.datasets.loaders" in GRAPH["pellucid.client.dataset"]
-    assert "pellucid.client._protos" in GRAPH["pellucid.client.loader_inputs"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
