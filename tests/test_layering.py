@@ -122,16 +122,6 @@ def later():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_datasets_describe_data_and_import_nothing_from_the_client() -> None:
-    """Turning loader items into inputs is client code; pellucid.datasets stays below it."""
-    offending = {
-        module: sorted(m for m in imported if m.startswith("pellucid.client"))
-        for module, imported in GRAPH.items()
-        if module.startswith("pellucid.datasets")
-    }
-    assert {m: i for m, i in offending.items() if i} == {}
-
-
 @pytest.mark.parametrize("depth", [2, 3])
 def test_no_import_cycles_between_packages(depth: int) -> None:
     """pellucid.client, .datasets, .cli, .server.grpc, .server.engine, ... form a hierarchy."""
@@ -144,6 +134,51 @@ def test_no_import_cycles_between_modules(package: str) -> None:
         m: {i for i in imported if i.startswith(package)} for m, imported in GRAPH.items() if m.startswith(package)
     }
     assert _cycles(inside) == []
+
+
+# (importer, what it must not import): each layer talks only to the one below it
+LAYER_RULES = [
+    ("pellucid.server", "pellucid.client"),
+    ("pellucid.server", "pellucid.cli"),
+    ("pellucid.server.engine", "pellucid.api"),
+    ("pellucid.server.engine", "pellucid.server.grpc"),
+    ("pellucid.server.storage", "pellucid.api"),
+    ("pellucid.server.storage", "pellucid.server.engine"),
+    ("pellucid.server.storage", "pellucid.server.grpc"),
+    ("pellucid.server.grpc", "pellucid.server.storage"),
+    # turning loader items into inputs is client code: datasets only describe data
+    ("pellucid.datasets", "pellucid.client"),
+]
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+@pytest.mark.parametrize(("importer", "forbidden"), LAYER_RULES)
+def test_layers_import_only_downwards(importer: str, forbidden: str) -> None:
+    """Servicers translate, the engine decides, stores store (docs/architecture.md)."""
+    found = sorted(
+        f"{module} -> {other}"
+        for module, imported in GRAPH.items()
+        if _within(module, importer)
+        for other in imported
+        if _within(other, forbidden)
+    )
+    assert found == []
+
+
+def test_engine_and_stores_see_no_protobuf_or_grpc() -> None:
+    """The engine and the stores speak plain records: a second protocol adapter can call them."""
+    found = []
+    for module, path in MODULES.items():
+        if _within(module, "pellucid.server.engine") or _within(module, "pellucid.server.storage"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                found += [f"{module}: {n}" for n in names if n.split(".")[0] in ("grpc", "google")]
+    assert found == []
 
 
 # The distribution each top-level import comes from, where the names differ.
