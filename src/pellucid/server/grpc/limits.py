@@ -188,7 +188,9 @@ class CallLimiter:
             return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kwargs)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kwargs)
-        return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+        raise ValueError("a method handler with no behaviour to guard")
 
 
 def unauthenticated_callers(context: grpc.ServicerContext) -> str:
