@@ -63,7 +63,7 @@ def build_server(
     limits = dataclasses.replace(limits or CallLimits(), max_workers=max_workers)
     executor = HandlerPool(max_workers, thread_name_prefix="pellucid-rpc")
     server = grpc.server(
-        executor,
+        executor,  # type: ignore[arg-type]  # grpc takes any Executor; its stubs name ThreadPoolExecutor
         interceptors=[AuthInterceptor(engine, limits)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
