@@ -45,7 +45,7 @@ class RunnerServicer(v1.RunnerServiceServicer):
     @replayable(v1.Runner)
     def PatchRunner(self, request: v1.PatchRunnerRequest, context: grpc.ServicerContext) -> v1.Runner:
         r = request.runner
-        fields = {"labels": tuple(r.labels), "description": r.description}
+        fields: dict[str, tuple[str, ...] | str] = {"labels": tuple(r.labels), "description": r.description}
         changes = {path: fields.get(path, ()) for path in request.update_mask.paths}
         runner = self.engine.runners.patch(principal(), request.user_id, r.id, changes)
         return runner_message(runner, self.engine.runners.live(runner))

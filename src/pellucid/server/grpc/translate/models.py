@@ -86,9 +86,10 @@ def model_message(m: ModelRecord, version: ModelVersionRecord | None) -> v1.Mode
 def predict_input(message: v1.Input) -> PredictInput:
     """The engine's view of one input: its content fields and metadata; the rest rides along in `extra`."""
     data = message.data
+    present = {descriptor.name for descriptor, _ in data.ListFields()}
     media = []
     for kind in INPUT_FIELDS:
-        if not data.HasField(kind):
+        if kind not in present:
             continue
         if kind == "text":
             media.append(Media("text", data.text.raw.encode("utf-8", "surrogatepass"), data.text.url))
@@ -98,9 +99,13 @@ def predict_input(message: v1.Input) -> PredictInput:
     rest = v1.Input()
     rest.CopyFrom(message)
     rest.id = ""
-    for kind in INPUT_FIELDS:
-        rest.data.ClearField(kind)
+    rest.data.ClearField("image")
+    rest.data.ClearField("video")
+    rest.data.ClearField("audio")
+    rest.data.ClearField("text")
     rest.data.ClearField("metadata")
+    if not rest.data.ByteSize():
+        rest.ClearField("data")
     extra = rest.SerializeToString() if rest.ByteSize() else b""
     metadata = to_dict(data.metadata) if data.HasField("metadata") else None
     return PredictInput(message.id, tuple(media), metadata, extra)
