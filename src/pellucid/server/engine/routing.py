@@ -23,8 +23,7 @@ import collections
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pellucid.server.engine.errors import Aborted, DeadlineExceeded, Unavailable
@@ -155,6 +154,31 @@ class Ticket:
         )
 
 
+class _Critical:
+    """Router._critical: a plain class, as cheap as a context manager gets (one per call)."""
+
+    __slots__ = ("_router",)
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    def __enter__(self) -> None:
+        router = self._router
+        router._lock.acquire()
+        router._depth += 1
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        router = self._router
+        try:
+            if router._depth == 1 and kind is None:
+                events = router._events
+                while events:
+                    router._handle_locked(events.popleft())
+        finally:
+            router._depth -= 1
+            router._lock.release()
+
+
 class Router:
     def __init__(
         self,
@@ -175,7 +199,11 @@ class Router:
         self._lock = threading.RLock()
         self._streams: dict[str, _Stream] = {}
         self._events: collections.deque[QueueEvent] = collections.deque()
-        self._draining_events = False
+        self._depth = 0  # how deep this thread is in critical sections (under self._lock)
+        self._critical_section = _Critical(self)
+        # per owner, how many items may be claimable: ENQUEUED events add one, claims take one,
+        # streams that find nothing set it to 0; ticks and new streams set it to "unknown" (inf)
+        self._claimable: dict[str, float] = {}
         self._order = itertools.count(1)
         self.closed = False
         self._unsubscribe = queue.subscribe(self._on_event)
@@ -194,6 +222,7 @@ class Router:
         with self._critical():
             self._streams[info.id] = _Stream(info, last_seen=self.clock())
             self.queue.register_worker(Worker(info.id, user_id, runner_id, labels, capacity))
+            self._claimable[user_id] = float("inf")  # items may be waiting for these labels
             self._offer_locked(user_id)
         return info
 
@@ -295,6 +324,7 @@ class Router:
         self.queue.expire()
         with self._critical():
             for owner in {s.info.user_id for s in self._streams.values()}:
+                self._claimable[owner] = float("inf")  # the poll behind the notifications
                 self._offer_locked(owner)
 
     def _watch(self, tick_seconds: float) -> None:
@@ -315,21 +345,10 @@ class Router:
 
     # internals
 
-    @contextmanager
-    def _critical(self) -> Iterator[None]:
+    def _critical(self) -> _Critical:
         """Hold the lock; queue events that arrive meanwhile (also from this thread's own calls
         into the queue) are handled when the outermost holder is done, not in the middle."""
-        with self._lock:
-            outermost = not self._draining_events
-            self._draining_events = True
-            try:
-                yield
-                if outermost:
-                    while self._events:
-                        self._handle_locked(self._events.popleft())
-            finally:
-                if outermost:
-                    self._draining_events = False
+        return self._critical_section
 
     def _on_event(self, event: QueueEvent) -> None:
         with self._critical():
@@ -337,6 +356,7 @@ class Router:
 
     def _handle_locked(self, event: QueueEvent) -> None:
         if event.kind is EventKind.ENQUEUED:
+            self._claimable[event.owner] = self._claimable.get(event.owner, 0) + 1
             self._offer_locked(event.owner)
             return
         freed = False
@@ -368,18 +388,23 @@ class Router:
 
     def _offer_locked(self, owner: str) -> None:
         """Streams with free slots claim what they can, one item at a time to the least loaded."""
+        if not self._claimable.get(owner):
+            return  # nothing announced since every stream last found nothing
         streams = [
             s
             for s in self._streams.values()
             if s.info.user_id == owner and not s.closed and not s.draining and s.load < s.info.capacity
         ]
         now = None
-        while streams:
+        found_nothing = 0
+        while streams and self._claimable.get(owner):
             stream = min(streams, key=lambda s: (s.load / s.info.capacity, s.dispatched))
             leases = self.queue.claim(stream.info.id, 1, self._session_timeout)
             if not leases:
                 streams.remove(stream)  # nothing it can take now
+                found_nothing += 1
                 continue
+            self._claimable[owner] = max(self._claimable[owner] - len(leases), 0)
             now = now if now is not None else (time.time(), self.clock())
             for lease in leases:
                 stream.in_flight[lease.item_id] = lease
@@ -387,3 +412,8 @@ class Router:
             stream.dispatched = next(self._order)
             if stream.load >= stream.info.capacity:
                 streams.remove(stream)
+        if found_nothing and found_nothing == self._open_streams(owner):
+            self._claimable[owner] = 0  # every stream looked and found nothing: wait for news
+
+    def _open_streams(self, owner: str) -> int:
+        return sum(1 for s in self._streams.values() if s.info.user_id == owner and not s.closed and not s.draining)

@@ -145,25 +145,30 @@ class MemoryWorkQueue(WorkQueue):
             self._reclaim_locked(now, events)
             claimable = self._claimable.get(worker.owner)
             if claimable:
-                for item_id in list(claimable):
+                taken: list[_Item] = []
+                expired: list[_Item] = []
+                for item_id in claimable:  # oldest first; changed after the loop
                     item = self._items[item_id]
                     if now >= item.spec.deadline:
-                        self._finish_locked(item, ItemState.EXPIRED, "its deadline passed", events)
-                        continue
-                    if not item.spec.selector <= worker.labels:
-                        continue
-                    del claimable[item_id]
+                        expired.append(item)
+                    elif item.spec.selector <= worker.labels:
+                        taken.append(item)
+                        if len(taken) >= limit:
+                            break
+                for item in expired:
+                    self._finish_locked(item, ItemState.EXPIRED, "its deadline passed", events)
+                held = self._held[worker.id]
+                for item in taken:
+                    del claimable[item.id]
                     item.state, item.worker_id, item.runner_id = ItemState.LEASED, worker.id, worker.runner_id
                     item.attempts += 1
                     item.attempt_ends = now + item.spec.run_seconds
                     item.lease_until = min(now + visibility_seconds, item.attempt_ends)
                     heapq.heappush(self._leases, (item.lease_until, next(self._order), item.id))
-                    self._held[worker.id].add(item.id)
+                    held.add(item.id)
                     leases.append(
                         Lease(item.id, item.spec.payload, item.lease_until, item.attempt_ends, item.attempts, now)
                     )
-                    if len(leases) >= limit:
-                        break
         self._emit(events)
         return leases
 
