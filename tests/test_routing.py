@@ -245,3 +245,14 @@ def test_closing_the_router_answers_waiting_callers(clock: FakeClock) -> None:
     router.close()
     thread.join(5)
     assert isinstance(out[0], Unavailable) and "stopping" in str(out[0])
+
+
+def test_an_async_caller_is_called_back_without_a_waiting_thread(router: Router) -> None:
+    stream = router.open_stream("u", "r", frozenset({"cpu"}), 1)
+    ticket = router.submit("u", frozenset({"cpu"}), b"p", 5.0, 5.0, "model m")
+    answered = threading.Event()
+    ticket.add_done_callback(lambda outcome: answered.set())
+    assert not answered.is_set()
+    router.complete(stream.id, dispatched(router, stream).item_id, b"ok")
+    assert answered.is_set()  # called from the completing thread, at once
+    assert ticket.wait() == (b"ok", "r")  # returns at once: the item has finished
