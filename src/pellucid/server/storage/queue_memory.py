@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -65,7 +65,7 @@ class MemoryWorkQueue(WorkQueue):
     # callers
 
     def enqueue(self, item: NewItem) -> str:
-        record = _Item(uuid.uuid4().hex, item)
+        record = _Item(os.urandom(16).hex(), item)
         with self._lock:
             if self._closed:
                 record.state, record.message = ItemState.CANCELLED, "the queue is closed"
@@ -73,7 +73,7 @@ class MemoryWorkQueue(WorkQueue):
                 record.done.set()
                 return record.id
             self._items[record.id] = record
-            self._claimable.setdefault(item.owner, OrderedDict())[record.id] = None
+            self._line_locked(item.owner)[record.id] = None
         self._emit([QueueEvent(EventKind.ENQUEUED, record.id, item.owner)])
         return record.id
 
@@ -213,12 +213,11 @@ class MemoryWorkQueue(WorkQueue):
             if item.state.finished:
                 return False
             if item.worker_id and item.worker_id != worker_id:
-                self._held.get(item.worker_id, set()).discard(item_id)
+                self._drop_hold_locked(item.worker_id, item_id)
             worker = self._workers.get(worker_id)
             item.worker_id = worker_id
             item.runner_id = worker.runner_id if worker is not None else item.runner_id
             item.result = result
-            self._claimable.get(item.spec.owner, OrderedDict()).pop(item_id, None)
             self._finish_locked(item, ItemState.SUCCEEDED, "", events)
         self._emit(events)
         return True
@@ -276,15 +275,30 @@ class MemoryWorkQueue(WorkQueue):
     def _finish_locked(self, item: _Item, state: ItemState, message: str, events: list[QueueEvent]) -> None:
         answered_by = item.worker_id if state is ItemState.SUCCEEDED else ""
         if item.state is ItemState.LEASED and state is not ItemState.SUCCEEDED:
-            self._held.get(item.worker_id, set()).discard(item.id)
-        self._claimable.get(item.spec.owner, OrderedDict()).pop(item.id, None)
+            self._drop_hold_locked(item.worker_id, item.id)
+        elif item.state is ItemState.PENDING:
+            claimable = self._claimable.get(item.spec.owner)
+            if claimable is not None:
+                claimable.pop(item.id, None)
         item.state, item.message = state, message
         item.done.set()
         events.append(QueueEvent(EventKind.FINISHED, item.id, item.spec.owner, answered_by, message))
 
+    def _line_locked(self, owner: str) -> OrderedDict[str, None]:
+        """The owner's claimable items, oldest first."""
+        line = self._claimable.get(owner)
+        if line is None:
+            line = self._claimable[owner] = OrderedDict()
+        return line
+
+    def _drop_hold_locked(self, worker_id: str, item_id: str) -> None:
+        held = self._held.get(worker_id)
+        if held is not None:
+            held.discard(item_id)
+
     def _make_claimable_locked(self, item: _Item, events: list[QueueEvent]) -> None:
         """The holder let go (or its lease ran out): to the front of the line, or failed if out of attempts."""
-        self._held.get(item.worker_id, set()).discard(item.id)
+        self._drop_hold_locked(item.worker_id, item.id)
         if item.attempts >= item.spec.max_attempts:
             self._finish_locked(
                 item,
@@ -295,7 +309,7 @@ class MemoryWorkQueue(WorkQueue):
             return
         item.state = ItemState.PENDING
         item.lease_until = 0.0
-        claimable = self._claimable.setdefault(item.spec.owner, OrderedDict())
+        claimable = self._line_locked(item.spec.owner)
         claimable[item.id] = None
         claimable.move_to_end(item.id, last=False)
         events.append(QueueEvent(EventKind.ENQUEUED, item.id, item.spec.owner))
