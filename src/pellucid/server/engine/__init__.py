@@ -27,8 +27,7 @@ from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
-from pellucid.server.storage.queue import WorkQueue
-from pellucid.server.storage.queue_memory import MemoryWorkQueue
+from pellucid.server.storage.queue import WorkQueue, open_work_queue
 
 
 class Engine:
@@ -66,7 +65,7 @@ class Engine:
             blob_grace_seconds=blob_grace_seconds,
         )
         self.requests = RequestLog(store, clock)
-        self.queue = queue if queue is not None else MemoryWorkQueue(router_clock)
+        self.queue = queue if queue is not None else open_work_queue("memory:", router_clock)
         self.router = Router(self.queue, router_clock)
         self.models = Models(store, self.apps, self.router, clock, work_codec)
         self.runners = Runners(store, self.router, clock)
