@@ -115,7 +115,7 @@ class PredictResult:
 
 
 class WorkCodec(Protocol):
-    """The runner wire format, implemented by the runner-facing adapter (grpc/translate/predict.py)."""
+    """The runner wire format, implemented by the runner-facing adapter (grpc/translate/runners.py)."""
 
     def encode_work(self, work: RunnerWork) -> bytes:
         """The payload a runner receives for `work`."""
