@@ -256,3 +256,31 @@ def test_an_async_caller_is_called_back_without_a_waiting_thread(router: Router)
     router.complete(stream.id, dispatched(router, stream).item_id, b"ok")
     assert answered.is_set()  # called from the completing thread, at once
     assert ticket.wait() == (b"ok", "r")  # returns at once: the item has finished
+
+
+def test_replicas_share_a_queue_and_take_over_a_dead_replicas_items(clock: FakeClock) -> None:
+    """Two routers over one queue, as two replicas over one PostgreSQL queue will be: a runner
+    on replica A serves a caller on replica B, and when A dies (its heartbeats stop, nothing is
+    released) a runner on B claims A's item once its lease lapses."""
+    queue = MemoryWorkQueue(clock)
+    replica_a = Router(queue, clock, heartbeat_seconds=0.5, tick_seconds=0)
+    replica_b = Router(queue, clock, heartbeat_seconds=0.5, tick_seconds=0)
+    try:
+        on_a = replica_a.open_stream("u", "ra", frozenset({"cpu"}), 1)
+        ticket = replica_b.submit("u", frozenset({"cpu"}), b"p", 5.0, 30.0, "model m")
+        replica_a.complete(on_a.id, dispatched(replica_a, on_a).item_id, b"from a")
+        assert ticket.wait() == (b"from a", "ra")
+
+        second = replica_b.submit("u", frozenset({"cpu"}), b"p", 5.0, 30.0, "model m")
+        held = dispatched(replica_a, on_a)  # then replica A is gone: no heartbeat, no tick, no release
+        on_b = replica_b.open_stream("u", "rb", frozenset({"cpu"}), 1)
+        assert not orders(replica_b, on_b)
+        clock.advance(1.5)  # the lease: 3 heartbeats of 0.5 s
+        replica_b.tick()
+        taken = dispatched(replica_b, on_b)
+        assert taken.item_id == held.item_id
+        replica_b.complete(on_b.id, taken.item_id, b"from b")
+        assert second.wait() == (b"from b", "rb")
+    finally:
+        replica_b.close()
+        replica_a.close()
