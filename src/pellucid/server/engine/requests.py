@@ -22,7 +22,7 @@ from pellucid.server.engine.access import Principal
 from pellucid.server.engine.errors import Aborted, InvalidArgument
 from pellucid.server.engine.ids import new_id
 from pellucid.server.engine.validation import check_text
-from pellucid.server.storage import ClaimOutcome, MetadataStore
+from pellucid.server.storage import ClaimOutcome, RequestLogStore
 
 MAX_REQUEST_ID_LENGTH = 128
 
@@ -38,7 +38,7 @@ class RequestLog:
     PURGE_EVERY = 600.0
     POLL_INTERVAL = 0.02
 
-    def __init__(self, store: MetadataStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: RequestLogStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
         self._last_purge = 0.0

@@ -26,7 +26,7 @@ from pellucid.server.records import (
     PageQuery,
     RegionRecord,
 )
-from pellucid.server.storage.base import Conflict
+from pellucid.server.storage.base import AnnotationResult, Conflict, IngestResult
 from pellucid.server.storage.sqlite_connections import insert_rows
 
 _INPUT_COLUMNS = (
@@ -209,8 +209,8 @@ class InputTables:
 
     def ingest(
         self, user_id: str, app_id: str, items: list[IngestItem], concepts: list[ConceptRecord], job: JobRecord | None
-    ) -> tuple[list[str], JobRecord | None]:
-        outcomes: list[str] = []
+    ) -> tuple[list[IngestResult], JobRecord | None]:
+        outcomes: list[IngestResult] = []
         with self._write() as conn:
             app_seq = self._app_seq(conn, user_id, app_id)
             if concepts:
@@ -228,7 +228,7 @@ class InputTables:
                 key = known.get(record.id, (None, None))[1] or fresh.get(record.id)
                 if key is None:
                     fresh[record.id] = record.content_key
-                    outcomes.append("new")
+                    outcomes.append(IngestResult.NEW)
                     rows.append(
                         (
                             app_seq,
@@ -251,14 +251,14 @@ class InputTables:
                         )
                     )
                 else:
-                    outcomes.append("duplicate" if key == record.content_key else "conflict")
+                    outcomes.append(IngestResult.DUPLICATE if key == record.content_key else IngestResult.CONFLICT)
             if rows:
                 insert_rows(conn, f"INSERT INTO inputs (app_seq, {_INPUT_COLUMNS})", rows)
                 known.update(self._input_keys(conn, app_seq, list(fresh)))
             dataset_seqs: dict[str, int] = {}
             memberships, annotations = [], []
             for item, outcome in zip(items, outcomes):
-                if outcome == "conflict":
+                if outcome is IngestResult.CONFLICT:
                     continue
                 record = item.input
                 input_seq = known[record.id][0]
@@ -294,9 +294,9 @@ class InputTables:
                     " failed = failed + ?, modified_at = ? WHERE app_seq = ? AND id = ?",
                     (
                         job.received,
-                        counts["new"],
-                        counts["duplicate"],
-                        job.failed + counts["conflict"],
+                        counts[IngestResult.NEW],
+                        counts[IngestResult.DUPLICATE],
+                        job.failed + counts[IngestResult.CONFLICT],
                         job.modified_at,
                         app_seq,
                         job.id,
@@ -441,7 +441,7 @@ class InputTables:
 
     def put_annotations(
         self, user_id: str, app_id: str, annotations: list[AnnotationRecord], replace: bool
-    ) -> list[str]:
+    ) -> list[AnnotationResult]:
         outcomes = []
         with self._write() as conn:
             app_seq = self._app_seq(conn, user_id, app_id)
@@ -450,7 +450,7 @@ class InputTables:
                     "SELECT seq FROM inputs WHERE app_seq = ? AND id = ?", (app_seq, a.input_id)
                 ).fetchone()
                 if row is None:
-                    outcomes.append("missing_input")
+                    outcomes.append(AnnotationResult.MISSING_INPUT)
                     continue
                 values = (_concepts_json(a.concepts), _regions_json(a.regions))
                 cursor = conn.execute(
@@ -458,15 +458,15 @@ class InputTables:
                     (row[0], a.id, *values, a.created_at),
                 )
                 if cursor.rowcount == 1:
-                    outcomes.append("new")
+                    outcomes.append(AnnotationResult.NEW)
                 elif replace:
                     conn.execute(
                         "UPDATE annotations SET concepts = ?, regions = ? WHERE input_seq = ? AND id = ?",
                         (*values, row[0], a.id),
                     )
-                    outcomes.append("updated")
+                    outcomes.append(AnnotationResult.UPDATED)
                 else:
-                    outcomes.append("duplicate")
+                    outcomes.append(AnnotationResult.DUPLICATE)
             concept_ids = {c.id: c.name for a in annotations for c in _all_concepts(a)}
             conn.executemany(
                 "INSERT INTO concepts (app_seq, id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
