@@ -251,3 +251,40 @@ def test_the_sdk_retries_through_a_server_crash_and_gets_the_app_it_made(
             assert [(a.id, a.app_info.description) for a in user.list_apps()] == [("via-sdk", "made once")]
         finally:
             restarted.stop()
+
+
+def test_starting_a_replica_keeps_the_claims_of_live_replicas_and_releases_those_of_gone_ones(
+    tmp_path: Path,
+) -> None:
+    """Two server processes share one metadata store (--metadata): the second one's start
+    must not release the first one's claim (its attempt is still running); the first one
+    stopping releases it; a replica silent past the bound is gone for the next one to start."""
+    from pellucid.server.runtime import PellucidServer, ServerSettings
+    from pellucid.server.storage import ClaimOutcome
+
+    settings = ServerSettings(data_dir=tmp_path / "a", metadata_uri=f"sqlite://{tmp_path / 'shared.sqlite3'}")
+    first = PellucidServer(settings)
+    first.start()
+    second = PellucidServer(ServerSettings(data_dir=tmp_path / "b", metadata_uri=settings.metadata_uri))
+    try:
+        assert first.engine is not None
+        store = first.engine.store
+        claim = store.claim_request("u", "r1", "CreateApp", 0.0, 1e12, owner="o1", replica=first.replica_id)
+        assert claim.outcome is ClaimOutcome.CLAIMED
+        second.start()
+        retry = store.claim_request("u", "r1", "CreateApp", 1.0, 1e12, owner="o2", replica=second.replica_id)
+        assert retry.outcome is ClaimOutcome.IN_PROGRESS  # first is alive: its attempt keeps the claim
+        first.stop()
+        assert second.engine is not None
+        store = second.engine.store
+        retry = store.claim_request("u", "r1", "CreateApp", 2.0, 1e12, owner="o2", replica=second.replica_id)
+        assert retry.outcome is ClaimOutcome.CLAIMED  # first stopped: it released what it held
+        store.renew_replica("silent", 100.0)  # a replica that died without stopping, last seen at t=100
+        store.claim_request("u", "r2", "CreateApp", 100.0, 1e12, owner="o3", replica="silent")
+        assert store.release_gone_replicas(alive_since=50.0, this_replica=second.replica_id) == 0
+        assert store.release_gone_replicas(alive_since=101.0, this_replica=second.replica_id) == 1
+        again = store.claim_request("u", "r2", "CreateApp", 102.0, 1e12, owner="o4", replica=second.replica_id)
+        assert again.outcome is ClaimOutcome.CLAIMED
+    finally:
+        first.stop()
+        second.stop()

@@ -39,6 +39,7 @@ class Engine:
         allow_private_urls: bool = False,
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
         blob_grace_seconds: float = DEFAULT_BLOB_GRACE_SECONDS,
+        replica_id: str = "",
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -57,7 +58,7 @@ class Engine:
             max_blob_bytes=max_blob_bytes,
             blob_grace_seconds=blob_grace_seconds,
         )
-        self.requests = RequestLog(store, clock)
+        self.requests = RequestLog(store, clock, replica_id)
         self.router = Router()
         self.models = Models(store, self.apps, self.router, clock)
         self.runners = Runners(store, self.router, clock)

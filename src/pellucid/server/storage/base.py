@@ -309,9 +309,17 @@ class RequestLogStore(Transactional):
 
     @abc.abstractmethod
     def claim_request(
-        self, user_id: str, request_id: str, method: str, now: float, stale_after: float, owner: str
+        self,
+        user_id: str,
+        request_id: str,
+        method: str,
+        now: float,
+        stale_after: float,
+        owner: str,
+        replica: str = "",
     ) -> Claim:
-        """Claim a request id for one attempt (`owner`), unless it is done or another attempt runs it."""
+        """Claim a request id for one attempt (`owner`, run by server process `replica`),
+        unless it is done or another attempt runs it."""
 
     @abc.abstractmethod
     def finish_request(self, user_id: str, request_id: str, response: bytes, now: float, owner: str) -> bool:
@@ -325,10 +333,21 @@ class RequestLogStore(Transactional):
     def release_request(self, user_id: str, request_id: str, owner: str) -> None:
         """Drop the claim, if `owner` still holds it."""
 
+    # replicas: server processes sharing the store. Each heartbeats; the claims of one that
+    # is gone (stopped, or silent for long) are released, those of live ones never.
     @abc.abstractmethod
-    def release_unfinished_requests(self) -> int:
-        """Forget every claim still in progress: called when the one server owning the store
-        starts, so claims left by a crashed process do not block retries of their requests."""
+    def renew_replica(self, replica_id: str, now: float) -> None:
+        """Record that the replica is alive now (at its start, then every few seconds)."""
+
+    @abc.abstractmethod
+    def retire_replica(self, replica_id: str) -> int:
+        """The replica stops: forget it and release its unfinished claims (how many)."""
+
+    @abc.abstractmethod
+    def release_gone_replicas(self, alive_since: float, this_replica: str) -> int:
+        """Release the unfinished claims of every replica but `this_replica` whose last heartbeat
+        is older than `alive_since` (or which has none), and forget those replicas.
+        Returns how many claims were released."""
 
     @abc.abstractmethod
     def purge_requests(self, older_than: float) -> int: ...

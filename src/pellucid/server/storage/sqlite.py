@@ -260,7 +260,14 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
     # request log
 
     def claim_request(
-        self, user_id: str, request_id: str, method: str, now: float, stale_after: float, owner: str
+        self,
+        user_id: str,
+        request_id: str,
+        method: str,
+        now: float,
+        stale_after: float,
+        owner: str,
+        replica: str = "",
     ) -> Claim:
         with self._write() as conn:
             row = conn.execute(
@@ -269,9 +276,10 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
             ).fetchone()
             if row is None or (not row["done"] and row["updated_at"] < now - stale_after):
                 conn.execute(
-                    "INSERT OR REPLACE INTO request_log (user_id, request_id, method, done, response, updated_at, owner)"
-                    " VALUES (?, ?, ?, 0, NULL, ?, ?)",
-                    (user_id, request_id, method, now, owner),
+                    "INSERT OR REPLACE INTO request_log"
+                    " (user_id, request_id, method, done, response, updated_at, owner, replica)"
+                    " VALUES (?, ?, ?, 0, NULL, ?, ?, ?)",
+                    (user_id, request_id, method, now, owner, replica),
                 )
                 return Claim(ClaimOutcome.CLAIMED)
             if row["method"] != method:
@@ -298,9 +306,26 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
                 (user_id, request_id, owner),
             )
 
-    def release_unfinished_requests(self) -> int:
+    def renew_replica(self, replica_id: str, now: float) -> None:
         with self._write() as conn:
-            return conn.execute("DELETE FROM request_log WHERE done = 0").rowcount
+            conn.execute(
+                "INSERT INTO replicas (id, heartbeat_at) VALUES (?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (replica_id, now),
+            )
+
+    def retire_replica(self, replica_id: str) -> int:
+        with self._write() as conn:
+            conn.execute("DELETE FROM replicas WHERE id = ?", (replica_id,))
+            return conn.execute("DELETE FROM request_log WHERE done = 0 AND replica = ?", (replica_id,)).rowcount
+
+    def release_gone_replicas(self, alive_since: float, this_replica: str) -> int:
+        with self._write() as conn:
+            conn.execute("DELETE FROM replicas WHERE heartbeat_at < ? AND id != ?", (alive_since, this_replica))
+            return conn.execute(
+                "DELETE FROM request_log WHERE done = 0 AND replica != ? AND replica NOT IN (SELECT id FROM replicas)",
+                (this_replica,),
+            ).rowcount
 
     def purge_requests(self, older_than: float) -> int:
         with self._write() as conn:
