@@ -84,3 +84,22 @@ def bob(server: RunningServer, admin: User) -> User:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def _postgres_session() -> Iterator[None]:
+    """Stops the tests' PostgreSQL (tests/pg.py) when the session ends, if a test started it."""
+    yield
+    from tests import pg
+
+    pg.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def metadata_uri(request: pytest.FixtureRequest, tmp_path: Path, _postgres_session: None) -> str:
+    """The URI of an empty metadata store, once per backend: the store contract holds for each."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'metadata.sqlite3'}"
+    from tests import pg
+
+    return pg.new_database()

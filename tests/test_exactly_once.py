@@ -59,14 +59,14 @@ def text_inputs(n: int) -> list[v1.Input]:
     return [v1.Input(data=v1.Data(text=v1.Text(raw=f"crash text {i}"))) for i in range(n)]
 
 
-def test_an_attempt_commits_its_writes_with_its_response_or_rolls_both_back(tmp_path: Path) -> None:
+def test_an_attempt_commits_its_writes_with_its_response_or_rolls_both_back(metadata_uri: str) -> None:
     """RequestLog.attempt in process: the request log's side of the unit of work."""
     from pellucid.server.engine import Principal
     from pellucid.server.engine.requests import ClaimLost, RequestLog
     from pellucid.server.records import AppRecord
     from pellucid.server.storage import open_metadata_store
 
-    store = open_metadata_store(str(tmp_path / "m.sqlite3"))
+    store = open_metadata_store(metadata_uri)
     now = [1000.0]
     log = RequestLog(store, clock=lambda: now[0])
     alice = Principal("alice", is_admin=False, token_id="t")
@@ -100,7 +100,7 @@ def test_an_attempt_commits_its_writes_with_its_response_or_rolls_both_back(tmp_
     store.close()
 
 
-def test_an_attempt_whose_claim_was_taken_over_answers_with_the_attempt_that_applied(tmp_path: Path) -> None:
+def test_an_attempt_whose_claim_was_taken_over_answers_with_the_attempt_that_applied(metadata_uri: str) -> None:
     """`replayable` after ClaimLost: its own writes are rolled back and it claims again,
     so a stalled attempt and the retry that took its claim over apply the call once."""
     from types import SimpleNamespace
@@ -112,7 +112,7 @@ def test_an_attempt_whose_claim_was_taken_over_answers_with_the_attempt_that_app
     from pellucid.server.records import AppRecord
     from pellucid.server.storage import open_metadata_store
 
-    store = open_metadata_store(str(tmp_path / "m.sqlite3"))
+    store = open_metadata_store(metadata_uri)
     now = [1000.0]
     requests = RequestLog(store, clock=lambda: now[0])
     alice = Principal("alice", is_admin=False, token_id="t")

@@ -1,4 +1,4 @@
-"""The SQLite MetadataStore: migrations on open, WAL, keyset pages."""
+"""The MetadataStore contract, over SQLite and PostgreSQL (the `metadata_uri` fixture), and SQLite's plumbing."""
 
 import os
 import sqlite3
@@ -39,8 +39,8 @@ def test_unknown_store_scheme() -> None:
         open_metadata_store("mysql://x")
 
 
-def test_keyset_pages_cover_everything_once(tmp_path: Path) -> None:
-    store = open_metadata_store(str(tmp_path / "m.sqlite3"))
+def test_keyset_pages_cover_everything_once(metadata_uri: str) -> None:
+    store = open_metadata_store(metadata_uri)
     for i in range(25):
         store.insert_app(AppRecord(user_id="u", id=f"app{i:02d}", created_at=i, modified_at=i))
     store.insert_app(AppRecord(user_id="other", id="app00", created_at=0, modified_at=0))
@@ -55,13 +55,15 @@ def test_keyset_pages_cover_everything_once(tmp_path: Path) -> None:
         after = page.next_after
     assert seen == [f"app{i:02d}" for i in range(25)]
     assert [a.id for a in store.list_apps("u", "app1", PageQuery(limit=100)).items] == [f"app1{i}" for i in range(10)]
+    store.insert_app(AppRecord(user_id="u", id="a_b%c", created_at=0, modified_at=0))
+    assert [a.id for a in store.list_apps("u", "_b%", PageQuery(limit=100)).items] == ["a_b%c"]  # no wildcards
     store.close()
 
 
-def test_a_stale_attempt_cannot_touch_a_newer_claim(tmp_path: Path) -> None:
+def test_a_stale_attempt_cannot_touch_a_newer_claim(metadata_uri: str) -> None:
     from pellucid.server.storage.base import ClaimOutcome
 
-    store = open_metadata_store(str(tmp_path / "m.sqlite3"))
+    store = open_metadata_store(metadata_uri)
     assert (
         store.claim_request("u", "r1", "CreateApp", now=0.0, stale_after=10, owner="a").outcome is ClaimOutcome.CLAIMED
     )
@@ -78,23 +80,66 @@ def test_a_stale_attempt_cannot_touch_a_newer_claim(tmp_path: Path) -> None:
         store.claim_request("u", "r1", "CreateApp", now=22.0, stale_after=10, owner="c").outcome
         is ClaimOutcome.IN_PROGRESS
     )
+    assert store.claim_request("u", "r1", "DeleteApp", now=22.0, stale_after=10, owner="c").outcome is (
+        ClaimOutcome.OTHER_METHOD
+    )
     assert store.finish_request("u", "r1", b"from b", now=23.0, owner="b")
     replay = store.claim_request("u", "r1", "CreateApp", now=24.0, stale_after=10, owner="d")
     assert (replay.outcome, replay.response) == (ClaimOutcome.DONE, b"from b")
+    assert store.purge_requests(older_than=23.5) == 1
+    assert store.claim_request("u", "r1", "CreateApp", now=25.0, stale_after=10, owner="e").outcome is (
+        ClaimOutcome.CLAIMED
+    )
     store.close()
 
 
-def _app_ids(path: Path) -> list[str]:
-    """What another process reading the file sees: committed rows only."""
-    with sqlite3.connect(path) as conn:
-        return [i for (i,) in conn.execute("SELECT id FROM apps ORDER BY id")]
-
-
-def test_a_unit_of_work_commits_its_writes_with_the_request_log_entry_or_nothing(tmp_path: Path) -> None:
+def test_claims_of_gone_replicas_are_released_and_those_of_live_ones_kept(metadata_uri: str) -> None:
     from pellucid.server.storage.base import ClaimOutcome
 
-    path = tmp_path / "m.sqlite3"
-    store = open_metadata_store(str(path))
+    store = open_metadata_store(metadata_uri)
+    store.renew_replica("live", 100.0)
+    store.renew_replica("silent", 10.0)
+    store.renew_replica("me", 100.0)
+    for request_id, replica in [
+        ("r-live", "live"),
+        ("r-silent", "silent"),
+        ("r-unknown", "never-seen"),
+        ("r-me", "me"),
+    ]:
+        claim = store.claim_request("u", request_id, "CreateApp", 50.0, 1e9, owner=request_id, replica=replica)
+        assert claim.outcome is ClaimOutcome.CLAIMED
+    assert store.finish_request("u", "r-me", b"done", 51.0, owner="r-me")
+    store.claim_request("u", "r-me-open", "CreateApp", 50.0, 1e9, owner="o", replica="me")
+    assert store.release_gone_replicas(alive_since=60.0, this_replica="me") == 2  # silent's and never-seen's
+
+    def outcome(request_id: str) -> ClaimOutcome:
+        return store.claim_request("u", request_id, "CreateApp", 70.0, 1e9, owner="x", replica="me").outcome
+
+    assert outcome("r-live") is ClaimOutcome.IN_PROGRESS and outcome("r-me-open") is ClaimOutcome.IN_PROGRESS
+    assert outcome("r-silent") is ClaimOutcome.CLAIMED and outcome("r-unknown") is ClaimOutcome.CLAIMED
+    assert outcome("r-me") is ClaimOutcome.DONE  # a finished request is never released
+    assert store.retire_replica("live") == 1
+    assert outcome("r-live") is ClaimOutcome.CLAIMED
+    store.renew_replica("live", 80.0)  # a renewal after a retirement brings it back
+    assert store.release_gone_replicas(alive_since=float("inf"), this_replica="me") == 0  # x's claims are me's
+    store.close()
+
+
+def _committed_app_ids(uri: str) -> list[str]:
+    """What another process reading the store sees: committed rows only."""
+    if uri.startswith("sqlite://"):
+        with sqlite3.connect(uri[len("sqlite://") :]) as conn:
+            return [i for (i,) in conn.execute("SELECT id FROM apps ORDER BY id")]
+    import psycopg
+
+    with psycopg.connect(uri) as pg:
+        return [i for (i,) in pg.execute("SELECT id FROM apps ORDER BY id")]
+
+
+def test_a_unit_of_work_commits_its_writes_with_the_request_log_entry_or_nothing(metadata_uri: str) -> None:
+    from pellucid.server.storage.base import ClaimOutcome
+
+    store = open_metadata_store(metadata_uri)
     assert (
         store.claim_request("u", "r1", "CreateApp", now=0.0, stale_after=10, owner="a").outcome is ClaimOutcome.CLAIMED
     )
@@ -103,8 +148,8 @@ def test_a_unit_of_work_commits_its_writes_with_the_request_log_entry_or_nothing
         store.insert_app(AppRecord(user_id="u", id="a2", created_at=0, modified_at=0))
         assert store.get_app("u", "a1") is not None  # this thread reads its own unit's rows
         assert store.finish_request("u", "r1", b"answer", now=1.0, owner="a")
-        assert _app_ids(path) == []  # nothing is visible, or durable, before the unit ends
-    assert _app_ids(path) == ["a1", "a2"]
+        assert _committed_app_ids(metadata_uri) == []  # nothing is visible, or durable, before the unit ends
+    assert _committed_app_ids(metadata_uri) == ["a1", "a2"]
     replay = store.claim_request("u", "r1", "CreateApp", now=2.0, stale_after=10, owner="b")
     assert (replay.outcome, replay.response) == (ClaimOutcome.DONE, b"answer")
 
@@ -115,7 +160,7 @@ def test_a_unit_of_work_commits_its_writes_with_the_request_log_entry_or_nothing
         store.insert_app(AppRecord(user_id="u", id="a3", created_at=0, modified_at=0))
         store.finish_request("u", "r2", b"lost", now=1.0, owner="a")
         raise RuntimeError("failed after the log entry was written")
-    assert _app_ids(path) == ["a1", "a2"] and store.get_app("u", "a3") is None
+    assert _committed_app_ids(metadata_uri) == ["a1", "a2"] and store.get_app("u", "a3") is None
     assert (
         store.claim_request("u", "r2", "CreateApp", now=2.0, stale_after=10, owner="b").outcome
         is ClaimOutcome.IN_PROGRESS
@@ -124,11 +169,10 @@ def test_a_unit_of_work_commits_its_writes_with_the_request_log_entry_or_nothing
     store.close()
 
 
-def test_a_failed_write_inside_a_unit_rolls_back_only_its_own_statements(tmp_path: Path) -> None:
+def test_a_failed_write_inside_a_unit_rolls_back_only_its_own_statements(metadata_uri: str) -> None:
     from pellucid.server.records import TokenRecord, UserRecord
 
-    path = tmp_path / "m.sqlite3"
-    store = open_metadata_store(str(path))
+    store = open_metadata_store(metadata_uri)
     store.insert_user(
         UserRecord(id="someone", is_admin=False, created_at=0),
         TokenRecord(id="t1", user_id="someone", kind="pat", token_hash="h1", created_at=0),
@@ -143,15 +187,15 @@ def test_a_failed_write_inside_a_unit_rolls_back_only_its_own_statements(tmp_pat
         with pytest.raises(Conflict):
             store.insert_app(AppRecord(user_id="u", id="kept", created_at=0, modified_at=0))
         store.insert_app(AppRecord(user_id="u", id="after", created_at=0, modified_at=0))
-    assert _app_ids(path) == ["after", "kept"]
+    assert _committed_app_ids(metadata_uri) == ["after", "kept"]
     assert store.get_user("half") is None  # insert_user stayed atomic inside the unit
     store.close()
 
 
-def test_a_unit_takes_the_writer_at_its_first_write_and_does_not_nest(tmp_path: Path) -> None:
+def test_a_unit_takes_the_writer_at_its_first_write_and_does_not_nest(metadata_uri: str) -> None:
     import threading
 
-    store = open_metadata_store(str(tmp_path / "m.sqlite3"))
+    store = open_metadata_store(metadata_uri)
     other = threading.Thread(
         target=store.insert_app, args=(AppRecord(user_id="u", id="other", created_at=0, modified_at=0),)
     )
