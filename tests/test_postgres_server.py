@@ -1,0 +1,32 @@
+"""End-to-end suites again, against a server whose metadata is in PostgreSQL (tests/pg.py).
+
+The tests are those of the imported modules: in this module they get this module's
+`server` and `admin`, so each runs once over SQLite (in its own module) and once here.
+`PELLUCID_TEST_METADATA=postgresql make test` runs every suite over PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from pellucid.client.user import User
+from tests.conftest import RunningServer, running_server
+from tests.test_apps import *  # noqa: F403
+from tests.test_datasets import *  # noqa: F403
+from tests.test_inputs import *  # noqa: F403
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, _postgres_session: None) -> Iterator[RunningServer]:
+    data_dir = tmp_path_factory.mktemp("pg-server-data")
+    for running in running_server(data_dir, "postgresql"):
+        assert running.server.settings.metadata_uri.startswith("postgresql://")
+        assert not running.server.data_dir.metadata_path.exists()  # no SQLite store was opened
+        yield running
+
+
+@pytest.fixture(scope="module")
+def admin(server: RunningServer) -> User:
+    return server.client(server.admin_pat)
