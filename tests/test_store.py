@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pellucid.server.records import AppRecord, PageQuery
+from pellucid.server.records import AppRecord, IngestItem, PageQuery
 from pellucid.server.storage import Conflict, open_metadata_store
 from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
@@ -361,3 +361,103 @@ def test_blobs_roll_over_to_new_packs_read_back_and_a_closed_store_refuses_write
     for blob in (blob for batch in batches for blob in batch):
         assert reopened.get(sha256_hex(blob)) == blob
     reopened.close()
+
+
+def _text_input(input_id: str, text: str, **extra: object) -> IngestItem:
+    from pellucid.server.records import InputRecord
+
+    record = InputRecord(
+        user_id="u", app_id="app", id=input_id, input_type="text", content_key=f"key:{text}", created_at=1.0, text=text
+    )
+    return IngestItem(input=InputRecord(**{**record.__dict__, **extra}))
+
+
+def test_ingest_and_put_annotations_report_typed_results_per_item(metadata_uri: str) -> None:
+    from pellucid.server.records import AnnotationRecord, ConceptRecord, ConceptValue, DatasetRecord, JobRecord
+    from pellucid.server.storage import AnnotationResult, IngestResult
+
+    store = open_metadata_store(metadata_uri)
+    store.insert_app(AppRecord(user_id="u", id="app", created_at=0, modified_at=0))
+    store.insert_dataset(DatasetRecord(user_id="u", app_id="app", id="ds", created_at=0, modified_at=0))
+    cat = ConceptValue("cat", "Cat")
+    first = _text_input("a", "one", labels=(cat,), dataset_ids=("ds",), geo=(2.5, 48.5), metadata={"k": [1]})
+    job = JobRecord(user_id="u", app_id="app", id="job", created_at=1, modified_at=1, received=4, failed=1)
+    results, totals = store.ingest(
+        "u",
+        "app",
+        [first, _text_input("b", "two"), _text_input("a", "one"), _text_input("b", "other")],
+        [ConceptRecord("u", "app", "cat", "Cat", 1.0)],
+        job,
+    )
+    assert results == [IngestResult.NEW, IngestResult.NEW, IngestResult.DUPLICATE, IngestResult.CONFLICT]
+    assert totals is not None and (totals.received, totals.stored, totals.duplicates, totals.failed) == (4, 2, 1, 2)
+    again, totals = store.ingest("u", "app", [_text_input("a", "one"), _text_input("c", "three")], [], job)
+    assert again == [IngestResult.DUPLICATE, IngestResult.NEW]
+    assert totals is not None and (totals.received, totals.stored, totals.duplicates) == (8, 3, 2)
+    stored = store.get_inputs("u", "app", ["a", "b", "missing"])
+    assert sorted(stored) == ["a", "b"] and stored["b"].text == "two"
+    assert stored["a"].labels == (ConceptValue("cat", "Cat", 1.0),) and stored["a"].dataset_ids == ("ds",)
+    assert stored["a"].geo == (2.5, 48.5) and stored["a"].metadata == {"k": [1]}
+    assert [i.id for i in store.list_inputs("u", "app", PageQuery(limit=10), dataset_id="ds").items] == ["a"]
+    assert store.get_concept("u", "app", "cat") is not None
+
+    dog = (ConceptValue("dog", "Dog"),)
+    annotations = [
+        AnnotationRecord("a", "n1", 2.0, dog),
+        AnnotationRecord("missing", "n2", 2.0, dog),
+        AnnotationRecord("a", "n1", 2.0, (cat,)),
+    ]
+    assert store.put_annotations("u", "app", annotations, replace=False) == [
+        AnnotationResult.NEW,
+        AnnotationResult.MISSING_INPUT,
+        AnnotationResult.DUPLICATE,
+    ]
+    assert store.put_annotations("u", "app", annotations[2:], replace=True) == [AnnotationResult.UPDATED]
+    assert store.get_annotations("u", "app", [("a", "n1")])[("a", "n1")].concepts == (ConceptValue("cat", "Cat"),)
+    assert store.get_concept("u", "app", "dog") is not None  # concepts an annotation names are created
+    assert store.dataset_stats("u", "app", "ds").annotations == 1
+    assert store.delete_inputs("u", "app", ["a", "nope", "a"]) == [True, False, False]
+    store.close()
+
+
+def test_replicas_opening_one_database_at_once_migrate_it_once(metadata_uri: str) -> None:
+    """Two replicas starting together: the migrations run once (an advisory lock on PostgreSQL,
+    the write lock on SQLite) and both stores open."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: open_metadata_store(metadata_uri), range(4)))
+    assert {s.schema_version() for s in stores} == {stores[0].schema_version()}
+    for s in stores:
+        s.close()
+
+
+def test_two_stores_ingesting_the_same_ids_at_once_store_each_once(metadata_uri: str) -> None:
+    """What two replicas do when a client's batches overlap: every id stored once, each item NEW
+    in exactly one of the batches, DUPLICATE in the other."""
+    import threading
+
+    from pellucid.server.storage import IngestResult
+
+    first, second = open_metadata_store(metadata_uri), open_metadata_store(metadata_uri)
+    first.insert_app(AppRecord(user_id="u", id="app", created_at=0, modified_at=0))
+    items = [_text_input(f"i{n}", f"text {n}") for n in range(200)]
+    results: dict[int, list] = {}
+    start = threading.Barrier(2)
+
+    def ingest(n: int, store: object) -> None:
+        start.wait()
+        results[n] = store.ingest("u", "app", items if n == 0 else items[::-1], [], None)[0]  # type: ignore[attr-defined]
+
+    threads = [threading.Thread(target=ingest, args=(n, s)) for n, s in enumerate((first, second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    news = [a is IngestResult.NEW for a in results[0]], [b is IngestResult.NEW for b in results[1][::-1]]
+    assert all(a != b for a, b in zip(*news))  # NEW in one batch, DUPLICATE in the other
+    assert set(results[0]) | set(results[1]) <= {IngestResult.NEW, IngestResult.DUPLICATE}
+    page = first.list_inputs("u", "app", PageQuery(limit=1000))
+    assert sorted(i.id for i in page.items) == sorted(i.input.id for i in items)
+    first.close()
+    second.close()
