@@ -1,6 +1,7 @@
 """The MetadataStore contract, over SQLite and PostgreSQL (the `metadata_uri` fixture), and SQLite's plumbing."""
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -461,3 +462,43 @@ def test_two_stores_ingesting_the_same_ids_at_once_store_each_once(metadata_uri:
     assert sorted(i.id for i in page.items) == sorted(i.input.id for i in items)
     first.close()
     second.close()
+
+
+def test_postgresql_unreachable_or_lost_is_store_unavailable_and_the_pool_recovers(
+    monkeypatch: pytest.MonkeyPatch, _postgres_session: None
+) -> None:
+    """A database that cannot be reached is StoreUnavailable (UNAVAILABLE to callers, who retry),
+    never an internal error; connections the server cut are replaced by the pool."""
+    import psycopg
+
+    from pellucid.server.storage import StoreUnavailable, postgres_connections
+    from tests import pg
+
+    monkeypatch.setattr(postgres_connections, "CONNECT_TIMEOUT_SECONDS", 0.5)
+    with pytest.raises(
+        StoreUnavailable, match=re.escape("cannot connect to PostgreSQL at postgresql://u:***@127.0.0.1:1/x")
+    ):
+        open_metadata_store("postgresql://u:secret@127.0.0.1:1/x?connect_timeout=1")
+
+    uri = pg.new_database()
+    store = open_metadata_store(uri)
+    store.insert_app(AppRecord(user_id="u", id="before", created_at=0, modified_at=0))
+    database = uri.split("/")[3].split("?")[0]
+    with psycopg.connect(pg.postgres_server().get_uri(), autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        )
+    failures = 0
+    for _ in range(25):  # each cut connection fails one call, then the pool replaces it
+        try:
+            assert store.get_app("u", "before") is not None
+            break
+        except StoreUnavailable as exc:
+            assert "unavailable" in str(exc)
+            failures += 1
+    else:
+        raise AssertionError("the store did not recover")
+    assert failures >= 1
+    store.insert_app(AppRecord(user_id="u", id="after", created_at=0, modified_at=0))
+    store.close()

@@ -20,6 +20,7 @@ from pellucid.server.engine.validation import MAX_METADATA_DEPTH
 from pellucid.server.grpc import context as request_context
 from pellucid.server.grpc.errors import REQUEST_ID_KEY, abort
 from pellucid.server.grpc.limits import CallLimiter, CallLimits, authenticated_user, call_kind, peer_host
+from pellucid.server.storage import StoreUnavailable
 
 log = logging.getLogger("pellucid.server")
 
@@ -71,6 +72,9 @@ def _wrap(
     def fail(context: grpc.ServicerContext, exc: BaseException) -> None:
         if isinstance(exc, EngineError):
             abort(context, exc, request_id)
+        if isinstance(exc, StoreUnavailable):  # a database down: retryable, and not the caller's fault
+            log.warning("%s failed, a store is unavailable (request id %s): %s", method, request_id, exc)
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{method}: storage is unavailable, retry later")
         if context.code() is not None:  # the servicer aborted the call itself
             raise exc
         log.exception("internal error in %s (request id %s)", method, request_id)

@@ -10,6 +10,7 @@ from pellucid.server.storage.base import (
     MetadataStore,
     ModelStore,
     RequestLogStore,
+    StoreUnavailable,
     UserStore,
 )
 from pellucid.server.storage.registry import open_metadata_store
@@ -24,6 +25,7 @@ __all__ = [
     "MetadataStore",
     "ModelStore",
     "RequestLogStore",
+    "StoreUnavailable",
     "UserStore",
     "open_metadata_store",
 ]

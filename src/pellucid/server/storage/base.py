@@ -41,6 +41,10 @@ class Conflict(Exception):
     """A row with the same key already exists."""
 
 
+class StoreUnavailable(ConnectionError):
+    """The store cannot be reached now (a database down, a network cut): the call may be retried."""
+
+
 class ClaimOutcome(enum.Enum):
     CLAIMED = "claimed"  # first time: the caller runs the request
     DONE = "done"  # already ran: replay the stored response

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from pellucid.server.records import (
     AppRecord,
@@ -26,7 +27,7 @@ from pellucid.server.records import (
     TokenRecord,
     UserRecord,
 )
-from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore
+from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore, StoreUnavailable
 from pellucid.server.storage.postgres_connections import PoolConnections
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
 from pellucid.server.storage.postgres_schema import LATEST_VERSION, MIGRATIONS
@@ -78,8 +79,11 @@ class PostgresMetadataStore(PostgresInputTables, MetadataStore):
 
     @contextmanager
     def _read(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._connections.read() as conn:
-            yield conn
+        try:
+            with self._connections.read() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
 
     @contextmanager
     def _write(self) -> Iterator[psycopg.Connection[Any]]:
@@ -89,6 +93,13 @@ class PostgresMetadataStore(PostgresInputTables, MetadataStore):
                 yield conn
         except psycopg.errors.IntegrityError as exc:
             raise Conflict(str(exc).strip()) from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        """A lost or refused connection: the pool replaces it, and the caller may retry."""
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreUnavailable(f"PostgreSQL at {self._connections.description} is unavailable: {reason}")
 
     def schema_version(self) -> int:
         with self._read() as conn:

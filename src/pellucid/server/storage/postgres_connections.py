@@ -12,16 +12,14 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from pellucid.server.storage.base import StoreUnavailable
+
 DEFAULT_POOL_MIN = 2
 DEFAULT_POOL_MAX = 20
 CONNECT_TIMEOUT_SECONDS = 10.0
 
 # query parameters of a postgresql:// URI that pellucid reads (libpq would refuse them)
 POOL_PARAMETERS = ("pool_min_size", "pool_max_size")
-
-
-class StoreUnavailable(ConnectionError):
-    """The database cannot be reached (the message says where and why)."""
 
 
 def split_pool_parameters(uri: str) -> tuple[str, int, int]:

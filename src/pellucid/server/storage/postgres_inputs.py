@@ -269,7 +269,7 @@ class PostgresInputTables:
                     "INSERT INTO concepts (app_seq, id, name, created_at)"
                     " SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::double precision[])"
                     " ON CONFLICT DO NOTHING",
-                    (app_seq, [c.id for c in concepts], [c.name for c in concepts], [c.created_at for c in concepts]),
+                    (app_seq, *map(list, zip(*sorted((c.id, c.name, c.created_at) for c in concepts)))),
                 )
             ids = [item.input.id for item in items]
             known = self._input_keys(conn, app_seq, ids)
@@ -280,7 +280,9 @@ class PostgresInputTables:
             inserted: dict[str, int] = {}
             if first:
                 columns: list[list[Any]] = [[] for _ in _INPUT_COLUMNS]
-                for record in first.values():
+                # in id order: replicas inserting overlapping batches take the unique index's
+                # locks in the same order, so one waits for the other instead of deadlocking
+                for record in sorted(first.values(), key=lambda r: r.id):
                     for column, value in zip(columns, _input_values(record)):
                         column.append(value)
                 for row in conn.execute(_INSERT_INPUTS, (app_seq, *columns)).fetchall():
@@ -316,7 +318,8 @@ class PostgresInputTables:
                     (input_seq, a.id, concepts_json(a.concepts), regions_json(a.regions), a.created_at)
                     for a in item.annotations
                 ]
-            if member_inputs:
+            if member_inputs:  # sorted, like the inputs: the same lock order in every replica
+                member_datasets, member_inputs = map(list, zip(*sorted(zip(member_datasets, member_inputs))))
                 conn.execute(
                     "INSERT INTO dataset_inputs (dataset_seq, input_seq)"
                     " SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
@@ -327,7 +330,7 @@ class PostgresInputTables:
                     "INSERT INTO annotations (input_seq, id, concepts, regions, created_at)"
                     " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::double precision[])"
                     " ON CONFLICT DO NOTHING",
-                    [list(column) for column in zip(*annotations)],
+                    [list(column) for column in zip(*sorted(annotations, key=lambda a: (a[0], a[1])))],
                 )
             totals = None
             if job is not None:
