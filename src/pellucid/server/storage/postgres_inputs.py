@@ -79,7 +79,7 @@ _INPUT_TYPES = (
 )
 _INSERT_INPUTS = (
     f"INSERT INTO inputs (app_seq, {', '.join(_INPUT_COLUMNS)}) SELECT %s, * FROM unnest("
-    + ", ".join(f"%s::{t}[]" for t in _INPUT_TYPES)
+    + ", ".join(f"%b::{t}[]" for t in _INPUT_TYPES)
     + ") ON CONFLICT (app_seq, id) DO NOTHING RETURNING id, seq"
 )
 _SELECT_INPUT_COLUMNS = ", ".join(f"i.{c} AS {c}" for c in _INPUT_COLUMNS)
@@ -271,12 +271,12 @@ class PostgresInputTables:
                     " ON CONFLICT DO NOTHING",
                     (app_seq, *map(list, zip(*sorted((c.id, c.name, c.created_at) for c in concepts)))),
                 )
-            ids = [item.input.id for item in items]
-            known = self._input_keys(conn, app_seq, ids)
-            first: dict[str, InputRecord] = {}  # the batch's first item of each id not stored yet
+            # every id is inserted (ON CONFLICT DO NOTHING), and only those that were not are
+            # looked up: a fresh batch costs one statement, not a lookup and an insert
+            known: dict[str, tuple[int, str]] = {}
+            first: dict[str, InputRecord] = {}  # the batch's first item of each id
             for item in items:
-                if item.input.id not in known:
-                    first.setdefault(item.input.id, item.input)
+                first.setdefault(item.input.id, item.input)
             inserted: dict[str, int] = {}
             if first:
                 columns: list[list[Any]] = [[] for _ in _INPUT_COLUMNS]
@@ -287,8 +287,8 @@ class PostgresInputTables:
                         column.append(value)
                 for row in conn.execute(_INSERT_INPUTS, (app_seq, *columns)).fetchall():
                     inserted[row["id"]] = int(row["seq"])
-                raced = [i for i in first if i not in inserted]  # another replica stored them meanwhile
-                known.update(self._input_keys(conn, app_seq, raced))
+                stored_before = [i for i in first if i not in inserted]  # earlier, or by another replica now
+                known.update(self._input_keys(conn, app_seq, stored_before))
                 known.update({i: (seq, first[i].content_key) for i, seq in inserted.items()})
             outcomes: list[IngestResult] = []
             counted_new: set[str] = set()
