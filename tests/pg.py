@@ -8,6 +8,7 @@ Each test gets a database of its own (CREATE DATABASE is a few ms), so tests sta
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 import uuid
@@ -50,4 +51,5 @@ def stop() -> None:
     with _lock:
         if _server is not None:
             _server.cleanup()
+            shutil.rmtree(Path(_server.pgdata).parent, ignore_errors=True)
             _server = None

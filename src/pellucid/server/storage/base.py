@@ -88,7 +88,7 @@ class Transactional(abc.ABC):
         each method called inside is atomic on its own (a savepoint): one that raises leaves
         the unit's other writes in place; the block raising rolls everything back; reads
         made by this thread after its first write see the unit's rows. Units do not nest.
-        SQLite holds its one writer for the rest of the block; PostgreSQL would hold one
+        SQLite holds its one writer for the rest of the block; PostgreSQL holds one pooled
         connection in one transaction.
         """
 
