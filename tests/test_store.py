@@ -502,3 +502,98 @@ def test_postgresql_unreachable_or_lost_is_store_unavailable_and_the_pool_recove
     assert failures >= 1
     store.insert_app(AppRecord(user_id="u", id="after", created_at=0, modified_at=0))
     store.close()
+
+
+def test_users_tokens_models_runners_and_dataset_versions_round_trip(metadata_uri: str) -> None:
+    """Every area's reads return what its writes stored, on every backend."""
+    from pellucid.server.records import (
+        ConceptValue,
+        DatasetRecord,
+        DatasetVersionRecord,
+        ModelRecord,
+        ModelVersionRecord,
+        OutputConfig,
+        RunnerRecord,
+        TokenRecord,
+        UserRecord,
+    )
+
+    store = open_metadata_store(metadata_uri)
+    store.insert_user(UserRecord(id="u", is_admin=True, created_at=1, metadata={"a": 1}))
+    assert store.get_user("u") == UserRecord(id="u", is_admin=True, created_at=1, metadata={"a": 1})
+    assert store.count_users() == 1 and [u.id for u in store.list_users(PageQuery(limit=5)).items] == ["u"]
+    pat = TokenRecord(id="t1", user_id="u", kind="pat", token_hash="h1", created_at=1, request_id="req", expires_at=50)
+    store.insert_token(pat)
+    store.insert_token(TokenRecord(id="t2", user_id="u", kind="pat", token_hash="h2", created_at=2))
+    with pytest.raises(Conflict):
+        store.insert_token(TokenRecord(id="t3", user_id="u", kind="pat", token_hash="h2", created_at=3))
+    assert store.get_token_by_hash("h1") == pat and store.get_token_by_request("u", "req") == pat
+    assert [t.id for t in store.list_tokens("u", "pat", False, 60.0, PageQuery(limit=5)).items] == ["t2"]
+    assert store.revoke_token("t2", 70.0).revoked_at == 70.0
+    assert store.list_tokens("u", "pat", False, 60.0, PageQuery(limit=5)).items == []
+    assert len(store.list_tokens("u", "pat", True, 60.0, PageQuery(limit=5)).items) == 2
+    store.replace_token_hash("t1", "h9")
+    assert store.get_token("u", "t1") is not None and store.get_token_by_hash("h9") is not None
+
+    store.insert_app(AppRecord(user_id="u", id="app", created_at=0, modified_at=0))
+    version = ModelVersionRecord(
+        user_id="u",
+        app_id="app",
+        model_id="m",
+        id="v1",
+        created_at=1,
+        params={"p": 1},
+        concepts=(ConceptValue("cat", "Cat"),),
+        output_config=OutputConfig(0.5, 3, ("cat",)),
+        runner_labels=("gpu",),
+        item_timeout_seconds=7,
+    )
+    model = ModelRecord(
+        user_id="u", app_id="app", id="m", created_at=1, modified_at=1, name="Model", input_fields=("image",)
+    )
+    store.insert_model(model, version)
+    with pytest.raises(Conflict):
+        store.insert_model(model, version)
+    store.insert_model_version(ModelVersionRecord(user_id="u", app_id="app", model_id="m", id="v2", created_at=2))
+    assert store.get_model_version("u", "app", "m", "v1") == version
+    latest = store.get_model_version("u", "app", "m")
+    assert latest is not None and latest.id == "v2"
+    assert [v.id for v in store.list_model_versions("u", "app", "m", PageQuery(limit=5)).items] == ["v1", "v2"]
+    assert [m.id for m in store.list_models("u", "app", "MOD", PageQuery(limit=5)).items] == ["m"]
+    model_now = store.get_model("u", "app", "m")
+    assert model_now is not None and model_now.modified_at == 2 and model_now.input_fields == ("image",)
+    assert store.delete_model_version("u", "app", "m", "v2") and not store.delete_model_version("u", "app", "m", "v2")
+
+    store.insert_runner(RunnerRecord(user_id="u", id="r1", created_at=1, labels=("gpu", "eu")))
+    store.insert_runner(RunnerRecord(user_id="u", id="r2", created_at=1, labels=("cpu",)))
+    assert [r.id for r in store.list_runners("u", ("gpu",), PageQuery(limit=5)).items] == ["r1"]
+    assert [r.id for r in store.list_runners("u", (), PageQuery(limit=5)).items] == ["r1", "r2"]
+    assert store.list_runners("u", ("gpu", "cpu"), PageQuery(limit=5)).items == []
+    assert store.update_runner(RunnerRecord(user_id="u", id="r2", created_at=1, labels=("cpu", "gpu")))
+    assert [r.id for r in store.list_runners("u", ("gpu",), PageQuery(limit=5)).items] == ["r1", "r2"]
+    assert store.delete_runner("u", "r2") and store.get_runner("u", "r2") is None
+
+    store.insert_dataset(DatasetRecord(user_id="u", app_id="app", id="ds", created_at=0, modified_at=0))
+    store.ingest("u", "app", [_text_input("a", "one", app_id="app", dataset_ids=("ds",))], [], None)
+    frozen = store.insert_dataset_version(
+        DatasetVersionRecord(user_id="u", app_id="app", dataset_id="ds", id="dv1", created_at=3)
+    )
+    assert frozen.stats.inputs == 1 and frozen.stats.inputs_by_type == {"text": 1}
+    store.ingest("u", "app", [_text_input("b", "two", dataset_ids=("ds",))], [], None)
+    listed = store.list_inputs("u", "app", PageQuery(limit=5), dataset_id="ds", version_id="dv1").items
+    assert [i.id for i in listed] == ["a"] and store.dataset_stats("u", "app", "ds", "dv1").inputs == 1
+    assert store.dataset_stats("u", "app", "ds").inputs == 2
+    assert [v.id for v in store.list_dataset_versions("u", "app", "ds", PageQuery(limit=5)).items] == ["dv1"]
+    assert store.delete_dataset("u", "app", "ds", delete_inputs=True)
+    assert store.get_inputs("u", "app", ["a", "b"]) == {}
+    assert store.delete_app("u", "app") and store.get_model("u", "app", "m") is None
+    store.close()
+
+
+def test_which_blobs_inputs_hold(metadata_uri: str) -> None:
+    store = open_metadata_store(metadata_uri)
+    store.insert_app(AppRecord(user_id="u", id="app", created_at=0, modified_at=0))
+    store.ingest("u", "app", [_text_input("a", "one", input_type="image", media_sha256="f" * 64)], [], None)
+    assert store.referenced_blobs([("u", "f" * 64), ("other", "f" * 64), ("u", "0" * 64)]) == {("u", "f" * 64)}
+    assert list(store.blob_references()) == [("u", "f" * 64)]
+    store.close()
