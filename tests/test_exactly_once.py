@@ -9,6 +9,7 @@ the client retries with the same request id, as the SDK does after UNAVAILABLE.
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -265,7 +266,9 @@ def test_starting_a_replica_keeps_the_claims_of_live_replicas_and_releases_those
     settings = ServerSettings(data_dir=tmp_path / "a", metadata_uri=f"sqlite://{tmp_path / 'shared.sqlite3'}")
     first = PellucidServer(settings)
     first.start()
-    second = PellucidServer(ServerSettings(data_dir=tmp_path / "b", metadata_uri=settings.metadata_uri))
+    second = PellucidServer(
+        ServerSettings(data_dir=tmp_path / "b", metadata_uri=settings.metadata_uri, replica_heartbeat_seconds=0.05)
+    )
     try:
         assert first.engine is not None
         store = first.engine.store
@@ -285,6 +288,15 @@ def test_starting_a_replica_keeps_the_claims_of_live_replicas_and_releases_those
         assert store.release_gone_replicas(alive_since=101.0, this_replica=second.replica_id) == 1
         again = store.claim_request("u", "r2", "CreateApp", 102.0, 1e12, owner="o4", replica=second.replica_id)
         assert again.outcome is ClaimOutcome.CLAIMED
+        # a replica killed while the others run: their heartbeats release its claims, no restart needed
+        store.renew_replica("killed", time.time() - 3600)
+        store.claim_request("u", "r3", "CreateApp", 0.0, 1e12, owner="o5", replica="killed")
+        deadline = time.monotonic() + 10
+        while store.claim_request("u", "r3", "CreateApp", 1.0, 1e12, "o6", second.replica_id).outcome is not (
+            ClaimOutcome.CLAIMED
+        ):
+            assert time.monotonic() < deadline, "the heartbeat never released the killed replica's claim"
+            time.sleep(0.02)
     finally:
         first.stop()
         second.stop()

@@ -201,10 +201,16 @@ class PellucidServer:
         self._heartbeat_thread.start()
 
     def _heartbeat(self, store: MetadataStore) -> None:
-        """Renew this replica's heartbeat until the server stops (a failure is retried next beat)."""
+        """Renew this replica's heartbeat until the server stops, and release the claims of
+        replicas gone silent meanwhile (killed, not stopped), so retries of their requests need
+        not wait for a restart. A failure (the database away) is retried at the next beat."""
         while not self._stop_gc.wait(self.settings.replica_heartbeat_seconds):
             try:
-                store.renew_replica(self.replica_id, time.time())
+                now = time.time()
+                store.renew_replica(self.replica_id, now)
+                released = store.release_gone_replicas(now - self.settings.replica_gone_seconds, self.replica_id)
+                if released:
+                    log.info("released %d request claims of server processes gone silent", released)
             except Exception:
                 log.exception("replica heartbeat failed")
 
