@@ -15,7 +15,6 @@ import ssl
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from pellucid.server import faults
 from pellucid.server.datadir import STANDALONE, DataDir, LocalCredentials, ServerLock
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.limits import CallLimits
+from pellucid.server.grpc.pool import HandlerPool
 from pellucid.server.grpc.server import build_server
 from pellucid.server.storage import MetadataStore, open_metadata_store
 from pellucid.server.storage.blobs import open_blob_store
@@ -61,6 +61,8 @@ class ServerSettings:
     # running on a runner; runner connections (counted apart, so uploads never lock runners out).
     max_streams_per_user: int = 32
     max_predicts_per_user: int = 64
+    # PostInputs calls in flight: each holds a thread while the server fetches its URL inputs
+    max_input_batches_per_user: int = 32
     max_runner_connections_per_user: int = 64
     # Fetch URL inputs from loopback and private networks too. Off for a shared server:
     # callers could make it read what only it can reach (see engine/fetch.py).
@@ -97,7 +99,7 @@ class PellucidServer:
         self._stopped = threading.Event()
         self._stop_gc = threading.Event()
         self._gc_thread: threading.Thread | None = None
-        self._handlers: ThreadPoolExecutor | None = None
+        self._handlers: HandlerPool | None = None
         # this process among the replicas sharing the metadata store (its request claims carry it)
         self.replica_id = uuid.uuid4().hex
         self._heartbeat_thread: threading.Thread | None = None
@@ -117,6 +119,7 @@ class PellucidServer:
             max_workers=s.max_workers,
             max_streams_per_user=s.max_streams_per_user,
             max_predicts_per_user=s.max_predicts_per_user,
+            max_input_batches_per_user=s.max_input_batches_per_user,
             max_runner_connections_per_user=s.max_runner_connections_per_user,
         )
 

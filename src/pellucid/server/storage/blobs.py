@@ -597,11 +597,12 @@ class LocalBlobStore(BlobStore):
         are not on disk. A crash in between leaves unindexed bytes (reclaimed by a later
         compaction) or a pack no row names (removed by the next run).
         """
-        live = {pack: size for pack, size in self._conn().execute("SELECT pack, SUM(size) FROM blobs GROUP BY pack")}
         compacted = 0
         for path in sorted(self.packs.glob("*.pack")):
             number, total = int(path.stem), path.stat().st_size
-            dead = total - live.get(number, 0)
+            # read now, not before the loop: the current pack has grown by the live blobs moved into it
+            live = self._conn().execute("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE pack = ?", (number,)).fetchone()
+            dead = total - live[0]
             if self._closing.is_set():
                 break
             if total and dead >= total * self.COMPACT_DEAD_FRACTION:
