@@ -20,7 +20,6 @@ from pellucid.server.engine.validation import MAX_METADATA_DEPTH
 from pellucid.server.grpc import context as request_context
 from pellucid.server.grpc.errors import REQUEST_ID_KEY, abort
 from pellucid.server.grpc.limits import CallLimiter, CallLimits, authenticated_user, call_kind, unauthenticated_callers
-from pellucid.server.storage import StoreUnavailable
 
 log = logging.getLogger("pellucid.server")
 
@@ -77,7 +76,9 @@ def _wrap(
     def fail(context: grpc.ServicerContext, exc: BaseException) -> None:
         if isinstance(exc, EngineError):
             abort(context, exc, request_id)
-        if isinstance(exc, StoreUnavailable):  # a database down: retryable, and not the caller's fault
+        # a connection the server needs failed (the stores raise StoreUnavailable, a ConnectionError,
+        # while a database is down): retryable, and not the caller's fault
+        if isinstance(exc, ConnectionError):
             log.warning("%s failed, a store is unavailable (request id %s): %s", method, request_id, exc)
             context.abort(grpc.StatusCode.UNAVAILABLE, f"{method}: storage is unavailable, retry later")
         # the servicer aborted the call itself (grpc has ServicerContext.code() since 1.38; types-grpcio lacks it)

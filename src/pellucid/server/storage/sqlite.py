@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pellucid.server.records import (
     AppRecord,
@@ -188,7 +188,7 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
         return app_from_row(row) if row else None
 
     def list_apps(self, user_id: str, text: str, query: PageQuery) -> Page[AppRecord]:
-        sql, params = "SELECT * FROM apps WHERE user_id = ? {after}", (user_id,)
+        sql, params = "SELECT * FROM apps WHERE user_id = ? {after}", tuple[Any, ...]((user_id,))
         if text:
             pattern = like_pattern(text)
             sql = sql.replace("{after}", "AND (lower(id) LIKE ? ESCAPE '\\' OR lower(name) LIKE ? ESCAPE '\\') {after}")

@@ -326,7 +326,7 @@ class InputTables:
         return found
 
     def referenced_blobs(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        wanted, found = set(pairs), set()
+        wanted, found = set(pairs), set[tuple[str, str]]()
         digests = sorted({sha256 for _, sha256 in wanted})
         conn = self._conn()
         for start in range(0, len(digests), 900):
@@ -504,7 +504,7 @@ class InputTables:
         self, user_id: str, app_id: str, query: PageQuery, input_ids: list[str] | None = None
     ) -> Page[AnnotationRecord]:
         conn = self._conn()
-        sql, params = self._ANNOTATION_SELECT, [self._app_seq(conn, user_id, app_id)]
+        sql, params = self._ANNOTATION_SELECT, list[Any]([self._app_seq(conn, user_id, app_id)])
         if input_ids:
             sql += f" AND i.id IN ({','.join('?' * len(input_ids))})"
             params += input_ids
