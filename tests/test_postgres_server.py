@@ -30,3 +30,29 @@ def server(tmp_path_factory: pytest.TempPathFactory, _postgres_session: None) ->
 @pytest.fixture(scope="module")
 def admin(server: RunningServer) -> User:
     return server.client(server.admin_pat)
+
+
+def test_connections_the_database_cut_answer_unavailable_and_the_sdk_retries_through(
+    server: RunningServer, admin: User
+) -> None:
+    """PostgreSQL restarting (here: ending every session of the server) is UNAVAILABLE, which the
+    SDK retries, not INTERNAL; the pool replaces the cut connections."""
+    import grpc
+    import psycopg
+
+    from pellucid.api import v1
+    from tests import pg
+
+    admin.create_app("before-the-cut")
+    database = server.server.settings.metadata_uri.split("/")[3].split("?")[0]
+    with psycopg.connect(pg.postgres_server().get_uri(), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        )
+    with grpc.insecure_channel(server.server.address) as channel, pytest.raises(grpc.RpcError) as info:
+        v1.AppServiceStub(channel).ListApps(
+            v1.ListAppsRequest(), timeout=10, metadata=[("authorization", f"Bearer {server.admin_pat}")]
+        )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "before-the-cut" in [a.id for a in admin.list_apps()]
