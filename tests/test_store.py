@@ -597,3 +597,22 @@ def test_which_blobs_inputs_hold(metadata_uri: str) -> None:
     assert store.referenced_blobs([("u", "f" * 64), ("other", "f" * 64), ("u", "0" * 64)]) == {("u", "f" * 64)}
     assert list(store.blob_references()) == [("u", "f" * 64)]
     store.close()
+
+
+def test_postgresql_uri_pool_sizes_are_read_and_the_rest_reaches_libpq_unchanged(_postgres_session: None) -> None:
+    from pellucid.server.storage.postgres_connections import split_pool_parameters
+    from tests import pg
+
+    uri = "postgresql://u:p@h:5/db?sslmode=require&pool_max_size=40&options=-c%20statement_timeout%3D5s&pool_min_size=4"
+    assert split_pool_parameters(uri) == (
+        "postgresql://u:p@h:5/db?sslmode=require&options=-c%20statement_timeout%3D5s",
+        4,
+        40,
+    )
+    for bad in ("pool_max_size=0", "pool_min_size=x", "pool_min_size=5&pool_max_size=2"):
+        with pytest.raises(ValueError, match="pool_m"):
+            split_pool_parameters(f"postgresql://h/db?{bad}")
+    store = open_metadata_store(pg.new_database() + "&options=-c%20statement_timeout%3D1234&pool_max_size=3")
+    with store._connections.read() as conn:  # type: ignore[attr-defined]
+        assert conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] == "1234ms"
+    store.close()

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import dict_row
@@ -23,21 +23,24 @@ POOL_PARAMETERS = ("pool_min_size", "pool_max_size")
 
 
 def split_pool_parameters(uri: str) -> tuple[str, int, int]:
-    """The URI for libpq without pellucid's pool parameters, and the pool's min and max sizes."""
+    """The URI for libpq without pellucid's pool parameters, and the pool's min and max sizes.
+
+    The other query parameters are passed on byte for byte (re-encoding them would turn an
+    `options=-c%20x%3Dy` into something libpq reads differently)."""
     parts = urlsplit(uri)
-    query = parse_qsl(parts.query, keep_blank_values=True)
     sizes = {"pool_min_size": DEFAULT_POOL_MIN, "pool_max_size": DEFAULT_POOL_MAX}
     rest = []
-    for key, value in query:
+    for piece in parts.query.split("&") if parts.query else []:
+        key, _, value = piece.partition("=")
         if key in POOL_PARAMETERS:
             if not value.isdigit() or int(value) < 1:
                 raise ValueError(f"{key}={value!r} in the metadata URI: give a whole number of connections, at least 1")
             sizes[key] = int(value)
         else:
-            rest.append((key, value))
+            rest.append(piece)
     if sizes["pool_min_size"] > sizes["pool_max_size"]:
         raise ValueError("pool_min_size is larger than pool_max_size in the metadata URI")
-    return urlunsplit(parts._replace(query=urlencode(rest))), sizes["pool_min_size"], sizes["pool_max_size"]
+    return urlunsplit(parts._replace(query="&".join(rest))), sizes["pool_min_size"], sizes["pool_max_size"]
 
 
 def redacted(uri: str) -> str:
