@@ -616,3 +616,31 @@ def test_postgresql_uri_pool_sizes_are_read_and_the_rest_reaches_libpq_unchanged
     with store._connections.read() as conn:  # type: ignore[attr-defined]
         assert conn.execute("SHOW statement_timeout").fetchone()["statement_timeout"] == "1234ms"
     store.close()
+
+
+def test_a_unit_whose_postgresql_connection_is_cut_commits_nothing_and_says_unavailable(
+    _postgres_session: None,
+) -> None:
+    import psycopg
+
+    from pellucid.server.storage import StoreUnavailable
+    from tests import pg
+
+    uri = pg.new_database()
+    store = open_metadata_store(uri)
+    with pytest.raises(StoreUnavailable), store.unit_of_work():
+        store.insert_app(AppRecord(user_id="u", id="lost", created_at=0, modified_at=0))
+        with psycopg.connect(pg.postgres_server().get_uri(), autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (uri.split("/")[3].split("?")[0],),
+            )
+    assert _committed_app_ids(uri) == []
+    for _ in range(5):  # the pool replaces the connections cut under it
+        try:
+            store.insert_app(AppRecord(user_id="u", id="later", created_at=0, modified_at=0))
+            break
+        except StoreUnavailable:
+            continue
+    assert _committed_app_ids(uri) == ["later"]
+    store.close()

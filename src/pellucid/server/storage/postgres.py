@@ -110,7 +110,17 @@ class PostgresMetadataStore(PostgresInputTables, MetadataStore):
         self._connections.close()
 
     def unit_of_work(self) -> AbstractContextManager[None]:
-        return self._connections.unit_of_work()
+        return self._unit_of_work()
+
+    @contextmanager
+    def _unit_of_work(self) -> Iterator[None]:
+        """The connections' unit, with a connection lost at its commit (or rollback) reported as
+        StoreUnavailable like any other call's."""
+        try:
+            with self._connections.unit_of_work():
+                yield
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
 
     def _page(
         self,
