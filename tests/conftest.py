@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,10 +51,25 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, _postgres_session: None) -> Iterator[RunningServer]:
     data_dir = tmp_path_factory.mktemp("server-data")
     # the URL tests fetch from a loopback web server; tests/test_fetch.py covers the refusing default
-    running = PellucidServer(ServerSettings(data_dir=data_dir, port=0, allow_private_urls=True))
+    yield from running_server(data_dir, os.environ.get("PELLUCID_TEST_METADATA", "sqlite"))
+
+
+def running_server(data_dir: Path, metadata: str) -> Iterator[RunningServer]:
+    """A server on `data_dir` with its metadata in SQLite (in the data dir) or in PostgreSQL
+    (tests/pg.py): `PELLUCID_TEST_METADATA=postgresql make test` runs every suite over PostgreSQL."""
+    metadata_uri = ""
+    if metadata == "postgresql":
+        from tests import pg
+
+        metadata_uri = pg.new_database()
+    elif metadata != "sqlite":
+        raise ValueError(f"PELLUCID_TEST_METADATA={metadata!r}: use sqlite or postgresql")
+    running = PellucidServer(
+        ServerSettings(data_dir=data_dir, port=0, allow_private_urls=True, metadata_uri=metadata_uri)
+    )
     running.start()
     credentials = running.data_dir.read_credentials()
     assert credentials is not None
@@ -84,3 +100,22 @@ def bob(server: RunningServer, admin: User) -> User:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def _postgres_session() -> Iterator[None]:
+    """Stops the tests' PostgreSQL (tests/pg.py) when the session ends, if a test started it."""
+    yield
+    from tests import pg
+
+    pg.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def metadata_uri(request: pytest.FixtureRequest, tmp_path: Path, _postgres_session: None) -> str:
+    """The URI of an empty metadata store, once per backend: the store contract holds for each."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'metadata.sqlite3'}"
+    from tests import pg
+
+    return pg.new_database()

@@ -213,3 +213,23 @@ def test_a_second_ctrl_c_stops_a_runner_at_once(standalone: ServerProcess, tmp_p
         thread.join(10)
     assert "stopping at once" in log.read_text()
     wait_for(lambda: not connected(user, "stubborn"))
+
+
+def test_server_metadata_uri_chooses_the_store_and_an_unknown_scheme_names_the_accepted_ones(tmp_path: Path) -> None:
+    metadata = tmp_path / "elsewhere" / "meta.sqlite3"
+    proc = subprocess.Popen(
+        [*PELLUCID, "server", "--data-dir", str(tmp_path / "data"), "--metadata", f"sqlite://{metadata}", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        ready = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+        assert ready["event"] == "listening"
+        assert metadata.exists() and not (tmp_path / "data" / "metadata.sqlite3").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    refused = pellucid("server", "--data-dir", str(tmp_path / "data2"), "--metadata", "mysql://db/x")
+    assert refused.returncode == 2
+    assert "'mysql'" in refused.stderr and "sqlite:///" in refused.stderr and "postgresql://" in refused.stderr

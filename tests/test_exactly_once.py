@@ -9,6 +9,7 @@ the client retries with the same request id, as the SDK does after UNAVAILABLE.
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,14 +60,14 @@ def text_inputs(n: int) -> list[v1.Input]:
     return [v1.Input(data=v1.Data(text=v1.Text(raw=f"crash text {i}"))) for i in range(n)]
 
 
-def test_an_attempt_commits_its_writes_with_its_response_or_rolls_both_back(tmp_path: Path) -> None:
+def test_an_attempt_commits_its_writes_with_its_response_or_rolls_both_back(metadata_uri: str) -> None:
     """RequestLog.attempt in process: the request log's side of the unit of work."""
     from pellucid.server.engine import Principal
     from pellucid.server.engine.requests import ClaimLost, RequestLog
     from pellucid.server.records import AppRecord
     from pellucid.server.storage import open_metadata_store
 
-    store = open_metadata_store(str(tmp_path / "m.sqlite3"))
+    store = open_metadata_store(metadata_uri)
     now = [1000.0]
     log = RequestLog(store, clock=lambda: now[0])
     alice = Principal("alice", is_admin=False, token_id="t")
@@ -100,7 +101,7 @@ def test_an_attempt_commits_its_writes_with_its_response_or_rolls_both_back(tmp_
     store.close()
 
 
-def test_an_attempt_whose_claim_was_taken_over_answers_with_the_attempt_that_applied(tmp_path: Path) -> None:
+def test_an_attempt_whose_claim_was_taken_over_answers_with_the_attempt_that_applied(metadata_uri: str) -> None:
     """`replayable` after ClaimLost: its own writes are rolled back and it claims again,
     so a stalled attempt and the retry that took its claim over apply the call once."""
     from types import SimpleNamespace
@@ -112,7 +113,7 @@ def test_an_attempt_whose_claim_was_taken_over_answers_with_the_attempt_that_app
     from pellucid.server.records import AppRecord
     from pellucid.server.storage import open_metadata_store
 
-    store = open_metadata_store(str(tmp_path / "m.sqlite3"))
+    store = open_metadata_store(metadata_uri)
     now = [1000.0]
     requests = RequestLog(store, clock=lambda: now[0])
     alice = Principal("alice", is_admin=False, token_id="t")
@@ -251,3 +252,51 @@ def test_the_sdk_retries_through_a_server_crash_and_gets_the_app_it_made(
             assert [(a.id, a.app_info.description) for a in user.list_apps()] == [("via-sdk", "made once")]
         finally:
             restarted.stop()
+
+
+def test_starting_a_replica_keeps_the_claims_of_live_replicas_and_releases_those_of_gone_ones(
+    tmp_path: Path,
+) -> None:
+    """Two server processes share one metadata store (--metadata): the second one's start
+    must not release the first one's claim (its attempt is still running); the first one
+    stopping releases it; a replica silent past the bound is gone for the next one to start."""
+    from pellucid.server.runtime import PellucidServer, ServerSettings
+    from pellucid.server.storage import ClaimOutcome
+
+    settings = ServerSettings(data_dir=tmp_path / "a", metadata_uri=f"sqlite://{tmp_path / 'shared.sqlite3'}")
+    first = PellucidServer(settings)
+    first.start()
+    second = PellucidServer(
+        ServerSettings(data_dir=tmp_path / "b", metadata_uri=settings.metadata_uri, replica_heartbeat_seconds=0.05)
+    )
+    try:
+        assert first.engine is not None
+        store = first.engine.store
+        claim = store.claim_request("u", "r1", "CreateApp", 0.0, 1e12, owner="o1", replica=first.replica_id)
+        assert claim.outcome is ClaimOutcome.CLAIMED
+        second.start()
+        retry = store.claim_request("u", "r1", "CreateApp", 1.0, 1e12, owner="o2", replica=second.replica_id)
+        assert retry.outcome is ClaimOutcome.IN_PROGRESS  # first is alive: its attempt keeps the claim
+        first.stop()
+        assert second.engine is not None
+        store = second.engine.store
+        retry = store.claim_request("u", "r1", "CreateApp", 2.0, 1e12, owner="o2", replica=second.replica_id)
+        assert retry.outcome is ClaimOutcome.CLAIMED  # first stopped: it released what it held
+        store.renew_replica("silent", 100.0)  # a replica that died without stopping, last seen at t=100
+        store.claim_request("u", "r2", "CreateApp", 100.0, 1e12, owner="o3", replica="silent")
+        assert store.release_gone_replicas(alive_since=50.0, this_replica=second.replica_id) == 0
+        assert store.release_gone_replicas(alive_since=101.0, this_replica=second.replica_id) == 1
+        again = store.claim_request("u", "r2", "CreateApp", 102.0, 1e12, owner="o4", replica=second.replica_id)
+        assert again.outcome is ClaimOutcome.CLAIMED
+        # a replica killed while the others run: their heartbeats release its claims, no restart needed
+        store.renew_replica("killed", time.time() - 3600)
+        store.claim_request("u", "r3", "CreateApp", 0.0, 1e12, owner="o5", replica="killed")
+        deadline = time.monotonic() + 10
+        while store.claim_request("u", "r3", "CreateApp", 1.0, 1e12, "o6", second.replica_id).outcome is not (
+            ClaimOutcome.CLAIMED
+        ):
+            assert time.monotonic() < deadline, "the heartbeat never released the killed replica's claim"
+            time.sleep(0.02)
+    finally:
+        first.stop()
+        second.stop()

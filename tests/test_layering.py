@@ -187,6 +187,7 @@ DISTRIBUTION_OF_IMPORT = {
     "grpc_health": "grpcio-health-checking",
     "grpc_reflection": "grpcio-reflection",
     "google": "protobuf",
+    "psycopg_pool": "psycopg-pool",
 }
 
 

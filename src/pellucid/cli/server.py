@@ -40,6 +40,13 @@ def add_server_arguments(server: argparse.ArgumentParser) -> None:
     """Every flag of `pellucid server`."""
     server.add_argument("--data-dir", default="", help="where state lives (default: PELLUCID_HOME or ~/.pellucid)")
     server.add_argument(
+        "--metadata",
+        default="",
+        metavar="URI",
+        help="metadata store: sqlite:///path/file.sqlite3 or postgresql://user@host:5432/db"
+        " (default: SQLite in the data dir)",
+    )
+    server.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to listen on; beyond loopback, use TLS (a warning is logged without it)",
@@ -143,6 +150,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         max_runner_connections_per_user=args.max_runner_connections_per_user,
         max_blob_bytes=args.max_blob_bytes,
         queue_uri=args.queue,
+        metadata_uri=args.metadata,
     )
     server = PellucidServer(settings)
     try:
@@ -150,7 +158,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     except PortInUse as exc:
         print(f"pellucid server: {exc}", file=sys.stderr)
         return EXIT_PORT_IN_USE
-    except TlsSettingsError as exc:
+    except (TlsSettingsError, ValueError) as exc:  # ValueError: a store URI this pellucid cannot open
         print(f"pellucid server: {exc}", file=sys.stderr)
         return 2
     except (DataDirInUse, OSError) as exc:  # e.g. a data dir or port this user may not use

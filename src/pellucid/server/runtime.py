@@ -13,6 +13,8 @@ import os
 import socket
 import ssl
 import threading
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from pellucid.server.grpc.limits import CallLimits
 from pellucid.server.grpc.pool import HandlerPool
 from pellucid.server.grpc.server import build_server
 from pellucid.server.grpc.translate.runners import ProtoWorkCodec
-from pellucid.server.storage import open_metadata_store
+from pellucid.server.storage import MetadataStore, open_metadata_store
 from pellucid.server.storage.blobs import open_blob_store
 from pellucid.server.storage.queue import check_work_queue_uri, open_work_queue
 
@@ -81,6 +83,10 @@ class ServerSettings:
     # blob no input uses is kept (it may be waiting for the PostInputs that will use it).
     blob_gc_interval_seconds: float = 3600.0
     blob_gc_grace_seconds: float = 3600.0
+    # Replicas sharing a metadata store heartbeat this often; one silent for replica_gone_seconds
+    # is gone, and the next replica to start releases its unfinished request claims.
+    replica_heartbeat_seconds: float = 5.0
+    replica_gone_seconds: float = 30.0
 
     @property
     def tls(self) -> bool:
@@ -99,6 +105,9 @@ class PellucidServer:
         self._stop_gc = threading.Event()
         self._gc_thread: threading.Thread | None = None
         self._handlers: HandlerPool | None = None
+        # this process among the replicas sharing the metadata store (its request claims carry it)
+        self.replica_id = uuid.uuid4().hex
+        self._heartbeat_thread: threading.Thread | None = None
 
     @property
     def address(self) -> str:
@@ -152,9 +161,9 @@ class PellucidServer:
                 blob_grace_seconds=self.settings.blob_gc_grace_seconds,
                 queue=queue,
                 work_codec=ProtoWorkCodec(),
+                replica_id=self.replica_id,
             )
-            # this process owns the data dir (lock): unfinished claims are from a crashed server
-            store.release_unfinished_requests()
+            self._join_replicas(store)
             created = self.engine.users.bootstrap(self.settings.admin_user_id)
             if created is not None:
                 user, secret = created
@@ -183,6 +192,39 @@ class PellucidServer:
             self._release()
             raise
         return self.address
+
+    def _join_replicas(self, store: MetadataStore) -> None:
+        """Announce this replica and release the request claims of gone ones, never of live ones.
+
+        With the metadata in the data dir (the default), this process holds the data dir's
+        lock: no other replica can be running, so every other replica's claims are left by a
+        crash and released now. A store shared by replicas (--metadata URI) releases only
+        those of replicas whose heartbeat is older than replica_gone_seconds."""
+        now = time.time()
+        store.renew_replica(self.replica_id, now)
+        exclusive = not self.settings.metadata_uri
+        alive_since = float("inf") if exclusive else now - self.settings.replica_gone_seconds
+        released = store.release_gone_replicas(alive_since, self.replica_id)
+        if released:
+            log.info("released %d request claims left by server processes that are gone", released)
+        self._heartbeat_thread = threading.Thread(
+            target=self._heartbeat, args=(store,), name="pellucid-replica-heartbeat", daemon=True
+        )
+        self._heartbeat_thread.start()
+
+    def _heartbeat(self, store: MetadataStore) -> None:
+        """Renew this replica's heartbeat until the server stops, and release the claims of
+        replicas gone silent meanwhile (killed, not stopped), so retries of their requests need
+        not wait for a restart. A failure (the database away) is retried at the next beat."""
+        while not self._stop_gc.wait(self.settings.replica_heartbeat_seconds):
+            try:
+                now = time.time()
+                store.renew_replica(self.replica_id, now)
+                released = store.release_gone_replicas(now - self.settings.replica_gone_seconds, self.replica_id)
+                if released:
+                    log.info("released %d request claims of server processes gone silent", released)
+            except Exception:
+                log.exception("replica heartbeat failed")
 
     def stop(self, grace: float = 5.0) -> None:
         """Finish in-flight calls (up to `grace` seconds), then release the data dir."""
@@ -228,6 +270,14 @@ class PellucidServer:
 
     def _release(self) -> None:
         self._stop_gc.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join()
+            self._heartbeat_thread = None
+            if self.engine is not None:
+                try:  # handlers are drained: claims still open are from calls that were cut off
+                    self.engine.store.retire_replica(self.replica_id)
+                except Exception:
+                    log.exception("could not retire replica %s", self.replica_id)
         if self.engine is not None:
             self.engine.close()  # a garbage collection in progress stops at its next step
             self.engine = None

@@ -44,6 +44,7 @@ class Engine:
         queue: WorkQueue | None = None,
         work_codec: WorkCodec | None = None,
         router_clock: Callable[[], float] = time.time,
+        replica_id: str = "",
     ) -> None:
         """`queue` defaults to the in-memory one; `work_codec` is the runner wire format that the
         runner-facing adapter provides (without one, predictions are refused)."""
@@ -64,7 +65,7 @@ class Engine:
             max_blob_bytes=max_blob_bytes,
             blob_grace_seconds=blob_grace_seconds,
         )
-        self.requests = RequestLog(store, clock)
+        self.requests = RequestLog(store, clock, replica_id)
         self.queue = queue if queue is not None else open_work_queue("memory:", router_clock)
         self.router = Router(self.queue, router_clock)
         self.models = Models(store, self.apps, self.router, clock, work_codec)

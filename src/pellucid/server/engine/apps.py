@@ -19,14 +19,14 @@ from pellucid.server.engine.validation import (
     check_text,
 )
 from pellucid.server.records import AppRecord
-from pellucid.server.storage import Conflict, MetadataStore
+from pellucid.server.storage import AppStore, Conflict
 
 PATCHABLE_FIELDS = ("name", "description", "base_workflow", "metadata")
 METADATA_ACTIONS = ("merge", "overwrite", "remove")
 
 
 class Apps:
-    def __init__(self, store: MetadataStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: AppStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
 

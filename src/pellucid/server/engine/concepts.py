@@ -14,7 +14,7 @@ from pellucid.server.engine.ids import validate_id
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
 from pellucid.server.engine.validation import MAX_NAME_LENGTH, check_batch, check_text
 from pellucid.server.records import ConceptRecord
-from pellucid.server.storage import MetadataStore
+from pellucid.server.storage import AppStore
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class ConceptResult:
 
 
 class Concepts:
-    def __init__(self, store: MetadataStore, apps: Apps, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: AppStore, apps: Apps, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._apps = apps
         self._clock = clock

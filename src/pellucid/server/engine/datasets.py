@@ -18,11 +18,11 @@ from pellucid.server.engine.validation import (
     check_text,
 )
 from pellucid.server.records import DatasetRecord, DatasetStats, DatasetVersionRecord
-from pellucid.server.storage import Conflict, MetadataStore
+from pellucid.server.storage import Conflict, InputStore
 
 
 class Datasets:
-    def __init__(self, store: MetadataStore, apps: Apps, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: InputStore, apps: Apps, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._apps = apps
         self._clock = clock

@@ -43,7 +43,7 @@ from pellucid.server.records import (
     JobRecord,
     RegionRecord,
 )
-from pellucid.server.storage import MetadataStore
+from pellucid.server.storage import AnnotationResult, IngestResult, InputStore
 from pellucid.server.storage.blobs import (
     BlobStore,
     BlobTooLarge,
@@ -149,7 +149,7 @@ class Inputs:
 
     def __init__(
         self,
-        store: MetadataStore,
+        store: InputStore,
         blobs: BlobStore,
         apps: Apps,
         clock: Callable[[], float] = time.time,
@@ -216,7 +216,7 @@ class Inputs:
                 outcomes.append(InputOutcome("", p))
                 continue
             item, result = next(results)
-            if result == "conflict":
+            if result is IngestResult.CONFLICT:
                 outcomes.append(
                     InputOutcome(
                         item.input.id,
@@ -228,7 +228,7 @@ class Inputs:
                     )
                 )
             else:
-                outcomes.append(InputOutcome(item.input.id, duplicate=result == "duplicate"))
+                outcomes.append(InputOutcome(item.input.id, duplicate=result is IngestResult.DUPLICATE))
         return outcomes, totals
 
     def _existing_datasets(self, app: AppRecord, dataset_ids: set[str]) -> set[str]:
@@ -546,7 +546,7 @@ class Inputs:
                 app.user_id, app.id, [a for _, a in ready], replace=action != "create"
             )
             for (i, a), result in zip(ready, results):
-                if result == "missing_input":
+                if result is AnnotationResult.MISSING_INPUT:
                     outcomes[i] = AnnotationOutcome(
                         None,
                         NotFound(
@@ -554,7 +554,7 @@ class Inputs:
                         ),
                     )
                 else:
-                    outcomes[i] = AnnotationOutcome(a, duplicate=result == "duplicate")
+                    outcomes[i] = AnnotationOutcome(a, duplicate=result is AnnotationResult.DUPLICATE)
         return [o for o in outcomes if o is not None]
 
     def list_annotations(

@@ -3,13 +3,14 @@
 An attempt first claims its request id (committed at once, so that a concurrent retry
 waits for it instead of running too), then runs inside `attempt()`: the mutation's writes
 and the response it logs commit in one transaction. A crash before that commit leaves
-nothing but the claim, which the restarted server releases (`release_unfinished_requests`)
-so the retry runs afresh; a crash after it leaves the response, which the retry replays.
+nothing but the claim, released once its server process (replica) is known to be gone
+(`release_gone_replicas`: at once when the restarted server owns the store alone, after the
+heartbeat bound when replicas share it) so the retry runs afresh; a crash after it leaves the response, which the retry replays.
 
 Why the claim is a transaction of its own rather than the unit's first write: the unit
 holds the store's writer from its first write to its end, and a claim taken at the start
 would hold it through everything the request does before it writes (URL fetches, hashing,
-blob writes). A claim left behind by a crash costs nothing: it is released on restart.
+blob writes). A claim left behind by a crash costs nothing: it is released with its replica.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pellucid.server.engine.access import Principal
 from pellucid.server.engine.errors import Aborted, InvalidArgument
 from pellucid.server.engine.ids import new_id
 from pellucid.server.engine.validation import check_text
-from pellucid.server.storage import ClaimOutcome, MetadataStore
+from pellucid.server.storage import ClaimOutcome, RequestLogStore
 
 MAX_REQUEST_ID_LENGTH = 128
 
@@ -38,8 +39,9 @@ class RequestLog:
     PURGE_EVERY = 600.0
     POLL_INTERVAL = 0.02
 
-    def __init__(self, store: MetadataStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: RequestLogStore, clock: Callable[[], float] = time.time, replica_id: str = "") -> None:
         self._store = store
+        self._replica_id = replica_id  # the server process whose attempts claim: see release_gone_replicas
         self._clock = clock
         self._last_purge = 0.0
 
@@ -58,7 +60,7 @@ class RequestLog:
         deadline = time.monotonic() + max(wait, 0.0)
         while True:
             claim = self._store.claim_request(
-                principal.user_id, request_id, method, self._clock(), self.STALE_AFTER, owner
+                principal.user_id, request_id, method, self._clock(), self.STALE_AFTER, owner, self._replica_id
             )
             if claim.outcome is ClaimOutcome.CLAIMED:
                 return None, owner

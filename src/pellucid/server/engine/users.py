@@ -25,7 +25,7 @@ from pellucid.server.engine.validation import (
     check_text,
 )
 from pellucid.server.records import TokenRecord, UserRecord
-from pellucid.server.storage import Conflict, MetadataStore
+from pellucid.server.storage import Conflict, UserStore
 
 PAT, SESSION = "pat", "session"
 MAX_TOKEN_LENGTH = 512  # tokens are about 50 characters
@@ -69,7 +69,7 @@ def _check_within_session(principal: Principal, ttl_seconds: int, now: float) ->
 
 
 class Users:
-    def __init__(self, store: MetadataStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: UserStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
 

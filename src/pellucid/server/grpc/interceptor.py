@@ -76,6 +76,11 @@ def _wrap(
     def fail(context: grpc.ServicerContext, exc: BaseException) -> None:
         if isinstance(exc, EngineError):
             abort(context, exc, request_id)
+        # a connection the server needs failed (the stores raise StoreUnavailable, a ConnectionError,
+        # while a database is down): retryable, and not the caller's fault
+        if isinstance(exc, ConnectionError):
+            log.warning("%s failed, a store is unavailable (request id %s): %s", method, request_id, exc)
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{method}: storage is unavailable, retry later")
         # the servicer aborted the call itself (grpc has ServicerContext.code() since 1.38; types-grpcio lacks it)
         if context.code() is not None:  # type: ignore[attr-defined]
             raise exc

@@ -1,10 +1,31 @@
 """Stores: where state lives. They store and fetch; rules and permissions live in the engine."""
 
 from pellucid.server.storage.base import (
+    AnnotationResult,
+    AppStore,
     ClaimOutcome,
     Conflict,
+    IngestResult,
+    InputStore,
     MetadataStore,
-    open_metadata_store,
+    ModelStore,
+    RequestLogStore,
+    StoreUnavailable,
+    UserStore,
 )
+from pellucid.server.storage.registry import open_metadata_store
 
-__all__ = ["ClaimOutcome", "Conflict", "MetadataStore", "open_metadata_store"]
+__all__ = [
+    "AnnotationResult",
+    "AppStore",
+    "ClaimOutcome",
+    "Conflict",
+    "IngestResult",
+    "InputStore",
+    "MetadataStore",
+    "ModelStore",
+    "RequestLogStore",
+    "StoreUnavailable",
+    "UserStore",
+    "open_metadata_store",
+]

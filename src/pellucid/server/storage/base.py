@@ -1,8 +1,12 @@
-"""The MetadataStore interface: users, tokens, apps, concepts and the request log.
+"""The metadata store's interfaces, one per area, and `MetadataStore`, their composition.
 
-One class per backend implements it (SQLite now; PostgreSQL for scale-out), chosen
-by URI in `open_metadata_store`. Each method is one transaction, unless it runs inside
-`unit_of_work()`: then it is one step (a savepoint) of the unit's transaction.
+Engine modules depend on the area they use (`UserStore`, `AppStore`, `InputStore`,
+`ModelStore`, `RequestLogStore`); a backend (SQLite, PostgreSQL) implements them all in
+one class, opened by URI in `pellucid.server.storage.registry`. Each method is one
+transaction, unless it runs inside `unit_of_work()`: then it is one step (a savepoint) of
+the unit's transaction.
+
+This module imports no backend: backends import it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ import enum
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 
 from pellucid.server.records import (
     AnnotationRecord,
@@ -38,6 +41,10 @@ class Conflict(Exception):
     """A row with the same key already exists."""
 
 
+class StoreUnavailable(ConnectionError):
+    """The store cannot be reached now (a database down, a network cut): the call may be retried."""
+
+
 class ClaimOutcome(enum.Enum):
     CLAIMED = "claimed"  # first time: the caller runs the request
     DONE = "done"  # already ran: replay the stored response
@@ -51,14 +58,25 @@ class Claim:
     response: bytes = b""
 
 
-class MetadataStore(abc.ABC):
-    """Metadata of every resource. Implementations must be safe to use from many threads."""
+class IngestResult(enum.Enum):
+    """What `InputStore.ingest` did with one item."""
 
-    @abc.abstractmethod
-    def schema_version(self) -> int: ...
+    NEW = "new"  # stored
+    DUPLICATE = "duplicate"  # the id holds the same content: memberships and annotations added
+    CONFLICT = "conflict"  # the id holds other content: nothing stored
 
-    @abc.abstractmethod
-    def close(self) -> None: ...
+
+class AnnotationResult(enum.Enum):
+    """What `InputStore.put_annotations` did with one annotation."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"  # it existed and replace was off: left as it was
+    UPDATED = "updated"  # it existed and replace was on: overwritten
+    MISSING_INPUT = "missing_input"  # its input does not exist: nothing stored
+
+
+class Transactional(abc.ABC):
+    """What every area shares: the unit of work that makes several writes one transaction."""
 
     @abc.abstractmethod
     def unit_of_work(self) -> AbstractContextManager[None]:
@@ -70,11 +88,14 @@ class MetadataStore(abc.ABC):
         each method called inside is atomic on its own (a savepoint): one that raises leaves
         the unit's other writes in place; the block raising rolls everything back; reads
         made by this thread after its first write see the unit's rows. Units do not nest.
-        SQLite holds its one writer for the rest of the block; PostgreSQL would hold one
+        SQLite holds its one writer for the rest of the block; PostgreSQL holds one pooled
         connection in one transaction.
         """
 
-    # users
+
+class UserStore(Transactional):
+    """Users and their tokens (PATs, session tokens)."""
+
     @abc.abstractmethod
     def insert_user(self, user: UserRecord, first_token: TokenRecord | None = None) -> None:
         """Insert a user (and optionally its first token) atomically; Conflict if the id is taken."""
@@ -88,7 +109,6 @@ class MetadataStore(abc.ABC):
     @abc.abstractmethod
     def count_users(self) -> int: ...
 
-    # tokens
     @abc.abstractmethod
     def insert_token(self, token: TokenRecord) -> None: ...
 
@@ -112,7 +132,10 @@ class MetadataStore(abc.ABC):
     @abc.abstractmethod
     def revoke_token(self, token_id: str, revoked_at: float) -> TokenRecord: ...
 
-    # apps
+
+class AppStore(Transactional):
+    """Apps and their concepts."""
+
     @abc.abstractmethod
     def insert_app(self, app: AppRecord) -> None: ...
 
@@ -129,7 +152,6 @@ class MetadataStore(abc.ABC):
     def delete_app(self, user_id: str, app_id: str) -> bool:
         """Delete the app and everything in it; False if there was none."""
 
-    # concepts
     @abc.abstractmethod
     def insert_concepts(self, concepts: list[ConceptRecord]) -> list[bool]:
         """Insert what is new; one flag per concept, False where the id already existed."""
@@ -144,7 +166,10 @@ class MetadataStore(abc.ABC):
     def rename_concepts(self, user_id: str, app_id: str, names: dict[str, str]) -> list[ConceptRecord]:
         """Set names of existing concepts; returns those that existed."""
 
-    # datasets
+
+class InputStore(Transactional):
+    """Datasets and their versions, inputs, annotations and input jobs."""
+
     @abc.abstractmethod
     def insert_dataset(self, dataset: DatasetRecord) -> None: ...
 
@@ -176,13 +201,12 @@ class MetadataStore(abc.ABC):
     @abc.abstractmethod
     def delete_dataset_version(self, user_id: str, app_id: str, dataset_id: str, version_id: str) -> bool: ...
 
-    # inputs and annotations
     @abc.abstractmethod
     def ingest(
         self, user_id: str, app_id: str, items: list[IngestItem], concepts: list[ConceptRecord], job: JobRecord | None
-    ) -> tuple[list[str], JobRecord | None]:
-        """Store a batch in one transaction. Per item: "new", "duplicate" (same id, same
-        content: memberships and annotations are added) or "conflict" (id taken by other
+    ) -> tuple[list[IngestResult], JobRecord | None]:
+        """Store a batch in one transaction. Per item: NEW, DUPLICATE (same id, same
+        content: memberships and annotations are added) or CONFLICT (id taken by other
         content). `concepts` are created where missing. `job` carries the counts the engine
         saw (received, failed before storage); the store adds what it stored, the duplicates
         and the conflicts, and returns the job's totals."""
@@ -219,9 +243,8 @@ class MetadataStore(abc.ABC):
     @abc.abstractmethod
     def put_annotations(
         self, user_id: str, app_id: str, annotations: list[AnnotationRecord], replace: bool
-    ) -> list[str]:
-        """Insert (or, with replace, overwrite) annotations. Per item: "new", "duplicate",
-        "updated" or "missing_input"."""
+    ) -> list[AnnotationResult]:
+        """Insert (or, with replace, overwrite) annotations; one result per annotation."""
 
     @abc.abstractmethod
     def get_annotations(
@@ -233,7 +256,10 @@ class MetadataStore(abc.ABC):
         self, user_id: str, app_id: str, query: PageQuery, input_ids: list[str] | None = None
     ) -> Page[AnnotationRecord]: ...
 
-    # models and runners
+
+class ModelStore(Transactional):
+    """Models, model versions and runners."""
+
     @abc.abstractmethod
     def insert_model(self, model: ModelRecord, version: ModelVersionRecord) -> None:
         """Insert a model with its first version atomically; Conflict if the id is taken."""
@@ -281,12 +307,23 @@ class MetadataStore(abc.ABC):
     @abc.abstractmethod
     def delete_runner(self, user_id: str, runner_id: str) -> bool: ...
 
-    # request log: makes mutations carrying a request id safe to retry
+
+class RequestLogStore(Transactional):
+    """The request log: makes mutations carrying a request id safe to retry."""
+
     @abc.abstractmethod
     def claim_request(
-        self, user_id: str, request_id: str, method: str, now: float, stale_after: float, owner: str
+        self,
+        user_id: str,
+        request_id: str,
+        method: str,
+        now: float,
+        stale_after: float,
+        owner: str,
+        replica: str = "",
     ) -> Claim:
-        """Claim a request id for one attempt (`owner`), unless it is done or another attempt runs it."""
+        """Claim a request id for one attempt (`owner`, run by server process `replica`),
+        unless it is done or another attempt runs it."""
 
     @abc.abstractmethod
     def finish_request(self, user_id: str, request_id: str, response: bytes, now: float, owner: str) -> bool:
@@ -300,24 +337,31 @@ class MetadataStore(abc.ABC):
     def release_request(self, user_id: str, request_id: str, owner: str) -> None:
         """Drop the claim, if `owner` still holds it."""
 
+    # replicas: server processes sharing the store. Each heartbeats; the claims of one that
+    # is gone (stopped, or silent for long) are released, those of live ones never.
     @abc.abstractmethod
-    def release_unfinished_requests(self) -> int:
-        """Forget every claim still in progress: called when the one server owning the store
-        starts, so claims left by a crashed process do not block retries of their requests."""
+    def renew_replica(self, replica_id: str, now: float) -> None:
+        """Record that the replica is alive now (at its start, then every few seconds)."""
+
+    @abc.abstractmethod
+    def retire_replica(self, replica_id: str) -> int:
+        """The replica stops: forget it and release its unfinished claims (how many)."""
+
+    @abc.abstractmethod
+    def release_gone_replicas(self, alive_since: float, this_replica: str) -> int:
+        """Release the unfinished claims of every replica but `this_replica` whose last heartbeat
+        is older than `alive_since` (or which has none), and forget those replicas.
+        Returns how many claims were released."""
 
     @abc.abstractmethod
     def purge_requests(self, older_than: float) -> int: ...
 
 
-def open_metadata_store(uri: str) -> MetadataStore:
-    """Open the store a URI names: `sqlite:///path/to/file.sqlite3` (or a bare path)."""
-    if uri.startswith("sqlite://"):
-        path = uri[len("sqlite://") :]
-    elif "://" not in uri:
-        path = uri
-    else:
-        scheme = uri.split("://", 1)[0]
-        raise ValueError(f"unsupported metadata store {scheme!r}: use sqlite:///path/to/file.sqlite3")
-    from pellucid.server.storage.sqlite import SqliteMetadataStore
+class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore):
+    """Metadata of every resource, every area in one backend. Safe to use from many threads."""
 
-    return SqliteMetadataStore(Path(path))
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

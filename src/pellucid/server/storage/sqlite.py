@@ -18,6 +18,7 @@ from pellucid.server.records import (
     UserRecord,
 )
 from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore
+from pellucid.server.storage.rows import app_from_row, concept_from_row, token_from_row, user_from_row
 from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
@@ -90,10 +91,10 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
 
     def get_user(self, user_id: str) -> UserRecord | None:
         row = self._conn().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
-        return _user(row) if row else None
+        return user_from_row(row) if row else None
 
     def list_users(self, query: PageQuery) -> Page[UserRecord]:
-        return self._page("SELECT * FROM users WHERE 1=1 {after}", (), query, _user)
+        return self._page("SELECT * FROM users WHERE 1=1 {after}", (), query, user_from_row)
 
     def count_users(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM users").fetchone()[0]
@@ -127,11 +128,11 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
 
     def get_token(self, user_id: str, token_id: str) -> TokenRecord | None:
         row = self._conn().execute("SELECT * FROM tokens WHERE user_id = ? AND id = ?", (user_id, token_id)).fetchone()
-        return _token(row) if row else None
+        return token_from_row(row) if row else None
 
     def get_token_by_hash(self, token_hash: str) -> TokenRecord | None:
         row = self._conn().execute("SELECT * FROM tokens WHERE token_hash = ?", (token_hash,)).fetchone()
-        return _token(row) if row else None
+        return token_from_row(row) if row else None
 
     def get_token_by_request(self, user_id: str, request_id: str) -> TokenRecord | None:
         row = (
@@ -139,7 +140,7 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
             .execute("SELECT * FROM tokens WHERE user_id = ? AND request_id = ?", (user_id, request_id))
             .fetchone()
         )
-        return _token(row) if row else None
+        return token_from_row(row) if row else None
 
     def list_tokens(
         self, user_id: str, kind: str, include_inactive: bool, now: float, query: PageQuery
@@ -149,7 +150,7 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
         if not include_inactive:
             sql = sql.replace("{after}", "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) {after}")
             params = (*params, now)
-        return self._page(sql, params, query, _token)
+        return self._page(sql, params, query, token_from_row)
 
     def replace_token_hash(self, token_id: str, token_hash: str) -> None:
         with self._write() as conn:
@@ -158,7 +159,7 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
     def revoke_token(self, token_id: str, revoked_at: float) -> TokenRecord:
         with self._write() as conn:
             conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (revoked_at, token_id))
-            return _token(conn.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone())
+            return token_from_row(conn.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone())
 
     # apps
 
@@ -184,15 +185,15 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
 
     def get_app(self, user_id: str, app_id: str) -> AppRecord | None:
         row = self._conn().execute("SELECT * FROM apps WHERE user_id = ? AND id = ?", (user_id, app_id)).fetchone()
-        return _app(row) if row else None
+        return app_from_row(row) if row else None
 
     def list_apps(self, user_id: str, text: str, query: PageQuery) -> Page[AppRecord]:
-        sql, params = "SELECT * FROM apps WHERE user_id = ? {after}", (user_id,)
+        sql, params = "SELECT * FROM apps WHERE user_id = ? {after}", tuple[Any, ...]((user_id,))
         if text:
             pattern = like_pattern(text)
             sql = sql.replace("{after}", "AND (lower(id) LIKE ? ESCAPE '\\' OR lower(name) LIKE ? ESCAPE '\\') {after}")
             params = (user_id, pattern, pattern)
-        return self._page(sql, params, query, _app)
+        return self._page(sql, params, query, app_from_row)
 
     def update_app(self, app: AppRecord) -> None:
         with self._write() as conn:
@@ -241,10 +242,10 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
 
     def get_concept(self, user_id: str, app_id: str, concept_id: str) -> ConceptRecord | None:
         row = self._conn().execute(self._CONCEPT_SELECT + " AND c.id = ?", (user_id, app_id, concept_id)).fetchone()
-        return _concept(row) if row else None
+        return concept_from_row(row) if row else None
 
     def list_concepts(self, user_id: str, app_id: str, query: PageQuery) -> Page[ConceptRecord]:
-        return self._page(self._CONCEPT_SELECT + " {after}", (user_id, app_id), query, _concept, seq="c.seq")
+        return self._page(self._CONCEPT_SELECT + " {after}", (user_id, app_id), query, concept_from_row, seq="c.seq")
 
     def rename_concepts(self, user_id: str, app_id: str, names: dict[str, str]) -> list[ConceptRecord]:
         with self._write() as conn:
@@ -259,7 +260,14 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
     # request log
 
     def claim_request(
-        self, user_id: str, request_id: str, method: str, now: float, stale_after: float, owner: str
+        self,
+        user_id: str,
+        request_id: str,
+        method: str,
+        now: float,
+        stale_after: float,
+        owner: str,
+        replica: str = "",
     ) -> Claim:
         with self._write() as conn:
             row = conn.execute(
@@ -268,9 +276,10 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
             ).fetchone()
             if row is None or (not row["done"] and row["updated_at"] < now - stale_after):
                 conn.execute(
-                    "INSERT OR REPLACE INTO request_log (user_id, request_id, method, done, response, updated_at, owner)"
-                    " VALUES (?, ?, ?, 0, NULL, ?, ?)",
-                    (user_id, request_id, method, now, owner),
+                    "INSERT OR REPLACE INTO request_log"
+                    " (user_id, request_id, method, done, response, updated_at, owner, replica)"
+                    " VALUES (?, ?, ?, 0, NULL, ?, ?, ?)",
+                    (user_id, request_id, method, now, owner, replica),
                 )
                 return Claim(ClaimOutcome.CLAIMED)
             if row["method"] != method:
@@ -297,49 +306,27 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
                 (user_id, request_id, owner),
             )
 
-    def release_unfinished_requests(self) -> int:
+    def renew_replica(self, replica_id: str, now: float) -> None:
         with self._write() as conn:
-            return conn.execute("DELETE FROM request_log WHERE done = 0").rowcount
+            conn.execute(
+                "INSERT INTO replicas (id, heartbeat_at) VALUES (?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (replica_id, now),
+            )
+
+    def retire_replica(self, replica_id: str) -> int:
+        with self._write() as conn:
+            conn.execute("DELETE FROM replicas WHERE id = ?", (replica_id,))
+            return conn.execute("DELETE FROM request_log WHERE done = 0 AND replica = ?", (replica_id,)).rowcount
+
+    def release_gone_replicas(self, alive_since: float, this_replica: str) -> int:
+        with self._write() as conn:
+            conn.execute("DELETE FROM replicas WHERE heartbeat_at < ? AND id != ?", (alive_since, this_replica))
+            return conn.execute(
+                "DELETE FROM request_log WHERE done = 0 AND replica != ? AND replica NOT IN (SELECT id FROM replicas)",
+                (this_replica,),
+            ).rowcount
 
     def purge_requests(self, older_than: float) -> int:
         with self._write() as conn:
             return conn.execute("DELETE FROM request_log WHERE updated_at < ?", (older_than,)).rowcount
-
-
-def _user(row: sqlite3.Row) -> UserRecord:
-    return UserRecord(
-        id=row["id"], is_admin=bool(row["is_admin"]), created_at=row["created_at"], metadata=json.loads(row["metadata"])
-    )
-
-
-def _token(row: sqlite3.Row) -> TokenRecord:
-    return TokenRecord(
-        id=row["id"],
-        user_id=row["user_id"],
-        kind=row["kind"],
-        token_hash=row["token_hash"],
-        created_at=row["created_at"],
-        description=row["description"],
-        expires_at=row["expires_at"],
-        revoked_at=row["revoked_at"],
-        request_id=row["request_id"],
-    )
-
-
-def _app(row: sqlite3.Row) -> AppRecord:
-    return AppRecord(
-        user_id=row["user_id"],
-        id=row["id"],
-        created_at=row["created_at"],
-        modified_at=row["modified_at"],
-        name=row["name"],
-        description=row["description"],
-        base_workflow=row["base_workflow"],
-        metadata=json.loads(row["metadata"]),
-    )
-
-
-def _concept(row: Any) -> ConceptRecord:
-    return ConceptRecord(
-        user_id=row["user_id"], app_id=row["app_id"], id=row["id"], name=row["name"], created_at=row["created_at"]
-    )

@@ -222,8 +222,8 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any
 
 
 def _variable_limit(conn: sqlite3.Connection) -> int:
-    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+
-    return getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit else 999
+    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+ (so is the constant)
+    return getlimit(getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER")) if getlimit else 999  # noqa: B009
 
 
 @functools.lru_cache(maxsize=256)

@@ -5,7 +5,6 @@ A mixin of SqliteMetadataStore: it uses its connections, transactions and pages.
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 from collections import Counter
@@ -15,7 +14,6 @@ from typing import Any
 from pellucid.server.records import (
     AnnotationRecord,
     ConceptRecord,
-    ConceptValue,
     DatasetRecord,
     DatasetStats,
     DatasetVersionRecord,
@@ -24,9 +22,18 @@ from pellucid.server.records import (
     JobRecord,
     Page,
     PageQuery,
-    RegionRecord,
 )
-from pellucid.server.storage.base import Conflict
+from pellucid.server.storage.base import AnnotationResult, Conflict, IngestResult
+from pellucid.server.storage.rows import (
+    all_concepts,
+    annotation_from_row,
+    concepts_json,
+    dataset_from_row,
+    dataset_version_from_row,
+    input_from_row,
+    regions_json,
+    stats_from_json,
+)
 from pellucid.server.storage.sqlite_connections import insert_rows
 
 _INPUT_COLUMNS = (
@@ -82,7 +89,7 @@ class InputTables:
 
     def get_dataset(self, user_id: str, app_id: str, dataset_id: str) -> DatasetRecord | None:
         row = self._conn().execute(self._DATASET_SELECT + " AND d.id = ?", (user_id, app_id, dataset_id)).fetchone()
-        return _dataset(row) if row else None
+        return dataset_from_row(row) if row else None
 
     def existing_datasets(self, user_id: str, app_id: str, dataset_ids: list[str]) -> set[str]:
         if not dataset_ids:
@@ -95,7 +102,7 @@ class InputTables:
         return {r[0] for r in rows}
 
     def list_datasets(self, user_id: str, app_id: str, query: PageQuery) -> Page[DatasetRecord]:
-        return self._page(self._DATASET_SELECT + " {after}", (user_id, app_id), query, _dataset, seq="d.seq")
+        return self._page(self._DATASET_SELECT + " {after}", (user_id, app_id), query, dataset_from_row, seq="d.seq")
 
     def delete_dataset(self, user_id: str, app_id: str, dataset_id: str, delete_inputs: bool) -> bool:
         with self._write() as conn:
@@ -128,10 +135,10 @@ class InputTables:
             f" WHERE m.{column} = ?",
             (key,),
         )
-        for concepts_json, regions_json in rows:
+        for concepts_text, regions_text in rows:
             annotations += 1
-            concepts.update(c["id"] for c in json.loads(concepts_json))
-            for region in json.loads(regions_json):
+            concepts.update(c["id"] for c in json.loads(concepts_text))
+            for region in json.loads(regions_text):
                 regions += 1
                 concepts.update(c["id"] for c in region["concepts"])
         return DatasetStats(
@@ -152,7 +159,7 @@ class InputTables:
         ).fetchone()
         if row is None:
             raise LookupError(f"version {version_id!r} of dataset {dataset_id!r} does not exist")
-        return _stats_from_json(row[0])
+        return stats_from_json(row[0])
 
     def insert_dataset_version(self, version: DatasetVersionRecord) -> DatasetVersionRecord:
         try:
@@ -190,7 +197,7 @@ class InputTables:
         )
         conn = self._conn()
         dataset_seq = self._dataset_seq(conn, self._app_seq(conn, user_id, app_id), dataset_id)
-        return self._page(sql, (user_id, app_id, dataset_id, dataset_seq), query, _version, seq="v.seq")
+        return self._page(sql, (user_id, app_id, dataset_id, dataset_seq), query, dataset_version_from_row, seq="v.seq")
 
     def delete_dataset_version(self, user_id: str, app_id: str, dataset_id: str, version_id: str) -> bool:
         with self._write() as conn:
@@ -209,8 +216,8 @@ class InputTables:
 
     def ingest(
         self, user_id: str, app_id: str, items: list[IngestItem], concepts: list[ConceptRecord], job: JobRecord | None
-    ) -> tuple[list[str], JobRecord | None]:
-        outcomes: list[str] = []
+    ) -> tuple[list[IngestResult], JobRecord | None]:
+        outcomes: list[IngestResult] = []
         with self._write() as conn:
             app_seq = self._app_seq(conn, user_id, app_id)
             if concepts:
@@ -228,7 +235,7 @@ class InputTables:
                 key = known.get(record.id, (None, None))[1] or fresh.get(record.id)
                 if key is None:
                     fresh[record.id] = record.content_key
-                    outcomes.append("new")
+                    outcomes.append(IngestResult.NEW)
                     rows.append(
                         (
                             app_seq,
@@ -246,19 +253,19 @@ class InputTables:
                             json.dumps(record.metadata) if record.metadata else "{}",
                             record.geo[0] if record.geo else None,
                             record.geo[1] if record.geo else None,
-                            _concepts_json(record.labels),
+                            concepts_json(record.labels),
                             record.created_at,
                         )
                     )
                 else:
-                    outcomes.append("duplicate" if key == record.content_key else "conflict")
+                    outcomes.append(IngestResult.DUPLICATE if key == record.content_key else IngestResult.CONFLICT)
             if rows:
                 insert_rows(conn, f"INSERT INTO inputs (app_seq, {_INPUT_COLUMNS})", rows)
                 known.update(self._input_keys(conn, app_seq, list(fresh)))
             dataset_seqs: dict[str, int] = {}
             memberships, annotations = [], []
             for item, outcome in zip(items, outcomes):
-                if outcome == "conflict":
+                if outcome is IngestResult.CONFLICT:
                     continue
                 record = item.input
                 input_seq = known[record.id][0]
@@ -267,7 +274,7 @@ class InputTables:
                         dataset_seqs[dataset_id] = self._dataset_seq(conn, app_seq, dataset_id)
                     memberships.append((dataset_seqs[dataset_id], input_seq))
                 annotations += [
-                    (input_seq, a.id, _concepts_json(a.concepts), _regions_json(a.regions), a.created_at)
+                    (input_seq, a.id, concepts_json(a.concepts), regions_json(a.regions), a.created_at)
                     for a in item.annotations
                 ]
             if memberships:
@@ -294,9 +301,9 @@ class InputTables:
                     " failed = failed + ?, modified_at = ? WHERE app_seq = ? AND id = ?",
                     (
                         job.received,
-                        counts["new"],
-                        counts["duplicate"],
-                        job.failed + counts["conflict"],
+                        counts[IngestResult.NEW],
+                        counts[IngestResult.DUPLICATE],
+                        job.failed + counts[IngestResult.CONFLICT],
                         job.modified_at,
                         app_seq,
                         job.id,
@@ -319,7 +326,7 @@ class InputTables:
         return found
 
     def referenced_blobs(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        wanted, found = set(pairs), set()
+        wanted, found = set(pairs), set[tuple[str, str]]()
         digests = sorted({sha256 for _, sha256 in wanted})
         conn = self._conn()
         for start in range(0, len(digests), 900):
@@ -374,7 +381,7 @@ class InputTables:
                 part,
             ):
                 memberships.setdefault(input_seq, []).append(dataset_id)
-        return [_input(user_id, app_id, r, tuple(memberships.get(r["seq"], ()))) for r in rows]
+        return [input_from_row(user_id, app_id, r, tuple(memberships.get(r["seq"], ()))) for r in rows]
 
     def get_inputs(self, user_id: str, app_id: str, input_ids: list[str]) -> dict[str, InputRecord]:
         conn = self._conn()
@@ -441,7 +448,7 @@ class InputTables:
 
     def put_annotations(
         self, user_id: str, app_id: str, annotations: list[AnnotationRecord], replace: bool
-    ) -> list[str]:
+    ) -> list[AnnotationResult]:
         outcomes = []
         with self._write() as conn:
             app_seq = self._app_seq(conn, user_id, app_id)
@@ -450,24 +457,24 @@ class InputTables:
                     "SELECT seq FROM inputs WHERE app_seq = ? AND id = ?", (app_seq, a.input_id)
                 ).fetchone()
                 if row is None:
-                    outcomes.append("missing_input")
+                    outcomes.append(AnnotationResult.MISSING_INPUT)
                     continue
-                values = (_concepts_json(a.concepts), _regions_json(a.regions))
+                values = (concepts_json(a.concepts), regions_json(a.regions))
                 cursor = conn.execute(
                     "INSERT INTO annotations (input_seq, id, concepts, regions, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (row[0], a.id, *values, a.created_at),
                 )
                 if cursor.rowcount == 1:
-                    outcomes.append("new")
+                    outcomes.append(AnnotationResult.NEW)
                 elif replace:
                     conn.execute(
                         "UPDATE annotations SET concepts = ?, regions = ? WHERE input_seq = ? AND id = ?",
                         (*values, row[0], a.id),
                     )
-                    outcomes.append("updated")
+                    outcomes.append(AnnotationResult.UPDATED)
                 else:
-                    outcomes.append("duplicate")
-            concept_ids = {c.id: c.name for a in annotations for c in _all_concepts(a)}
+                    outcomes.append(AnnotationResult.DUPLICATE)
+            concept_ids = {c.id: c.name for a in annotations for c in all_concepts(a)}
             conn.executemany(
                 "INSERT INTO concepts (app_seq, id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(app_seq, cid, name or cid, annotations[0].created_at) for cid, name in concept_ids.items()],
@@ -490,122 +497,15 @@ class InputTables:
                 self._ANNOTATION_SELECT + " AND i.id = ? AND a.id = ?", (app_seq, input_id, annotation_id)
             ).fetchone()
             if row:
-                found[(input_id, annotation_id)] = _annotation(row)
+                found[(input_id, annotation_id)] = annotation_from_row(row)
         return found
 
     def list_annotations(
         self, user_id: str, app_id: str, query: PageQuery, input_ids: list[str] | None = None
     ) -> Page[AnnotationRecord]:
         conn = self._conn()
-        sql, params = self._ANNOTATION_SELECT, [self._app_seq(conn, user_id, app_id)]
+        sql, params = self._ANNOTATION_SELECT, list[Any]([self._app_seq(conn, user_id, app_id)])
         if input_ids:
             sql += f" AND i.id IN ({','.join('?' * len(input_ids))})"
             params += input_ids
-        return self._page(sql + " {after}", tuple(params), query, _annotation, seq="a.seq")
-
-
-def _all_concepts(a: AnnotationRecord) -> list[ConceptValue]:
-    return [*a.concepts, *(c for r in a.regions for c in r.concepts)]
-
-
-@functools.lru_cache(maxsize=4096)  # a dataset has few distinct label sets: encode each once
-def _concepts_json(concepts: tuple[ConceptValue, ...]) -> str:
-    if not concepts:
-        return "[]"
-    return json.dumps([{"id": c.id, "name": c.name, "value": c.value} for c in concepts])
-
-
-def _concepts_from(data: list[dict]) -> tuple[ConceptValue, ...]:
-    return tuple(ConceptValue(c["id"], c.get("name", ""), c.get("value", 1.0)) for c in data)
-
-
-def _regions_json(regions: tuple[RegionRecord, ...]) -> str:
-    if not regions:
-        return "[]"
-    return json.dumps(
-        [
-            {
-                "id": r.id,
-                "bbox": list(r.bbox) if r.bbox else None,
-                "polygon": [list(p) for p in r.polygon] if r.polygon is not None else None,
-                "concepts": json.loads(_concepts_json(r.concepts)),
-            }
-            for r in regions
-        ]
-    )
-
-
-def _regions_from(text: str) -> tuple[RegionRecord, ...]:
-    return tuple(
-        RegionRecord(
-            id=r["id"],
-            bbox=tuple(r["bbox"]) if r["bbox"] else None,
-            polygon=tuple(tuple(p) for p in r["polygon"]) if r["polygon"] is not None else None,
-            concepts=_concepts_from(r["concepts"]),
-        )
-        for r in json.loads(text)
-    )
-
-
-def _stats_from_json(text: str) -> DatasetStats:
-    return DatasetStats(**json.loads(text))
-
-
-def _dataset(row: sqlite3.Row) -> DatasetRecord:
-    return DatasetRecord(
-        user_id=row["user_id"],
-        app_id=row["app_id"],
-        id=row["id"],
-        created_at=row["created_at"],
-        modified_at=row["modified_at"],
-        description=row["description"],
-        metadata=json.loads(row["metadata"]),
-        input_count=row["input_count"],
-    )
-
-
-def _version(row: sqlite3.Row) -> DatasetVersionRecord:
-    return DatasetVersionRecord(
-        user_id=row["user_id"],
-        app_id=row["app_id"],
-        dataset_id=row["dataset_id"],
-        id=row["id"],
-        created_at=row["created_at"],
-        description=row["description"],
-        metadata=json.loads(row["metadata"]),
-        stats=_stats_from_json(row["stats"]),
-    )
-
-
-def _input(user_id: str, app_id: str, row: sqlite3.Row, dataset_ids: tuple[str, ...]) -> InputRecord:
-    geo = (row["geo_lon"], row["geo_lat"]) if row["geo_lon"] is not None else None
-    return InputRecord(
-        user_id=user_id,
-        app_id=app_id,
-        id=row["id"],
-        input_type=row["input_type"],
-        content_key=row["content_key"],
-        created_at=row["created_at"],
-        media_sha256=row["media_sha256"],
-        media_size=row["media_size"],
-        media_mime=row["media_mime"],
-        media_url=row["media_url"],
-        width=row["width"],
-        height=row["height"],
-        text=row["text"],
-        text_url=row["text_url"],
-        metadata=json.loads(row["metadata"]),
-        geo=geo,
-        labels=_concepts_from(json.loads(row["labels"])),
-        dataset_ids=dataset_ids,
-    )
-
-
-def _annotation(row: sqlite3.Row) -> AnnotationRecord:
-    return AnnotationRecord(
-        input_id=row["input_id"],
-        id=row["id"],
-        created_at=row["created_at"],
-        concepts=_concepts_from(json.loads(row["concepts"])),
-        regions=_regions_from(row["regions"]),
-    )
+        return self._page(sql + " {after}", tuple(params), query, annotation_from_row, seq="a.seq")

@@ -7,15 +7,14 @@ import sqlite3
 from typing import Any
 
 from pellucid.server.records import (
-    ConceptValue,
     ModelRecord,
     ModelVersionRecord,
-    OutputConfig,
     Page,
     PageQuery,
     RunnerRecord,
 )
 from pellucid.server.storage.base import Conflict
+from pellucid.server.storage.rows import model_from_row, model_version_from_row, output_info_json, runner_from_row
 from pellucid.server.storage.sqlite_connections import like_pattern
 
 
@@ -56,15 +55,6 @@ class ModelTables:
 
     @staticmethod
     def _insert_version(conn: sqlite3.Connection, model_seq: int, v: ModelVersionRecord) -> None:
-        output_info = {
-            "params": v.params,
-            "concepts": [[c.id, c.name] for c in v.concepts],
-            "output_config": {
-                "min_value": v.output_config.min_value,
-                "max_concepts": v.output_config.max_concepts,
-                "select_concepts": list(v.output_config.select_concepts),
-            },
-        }
         conn.execute(
             "INSERT INTO model_versions (model_seq, id, description, output_info, runner_labels, item_timeout_seconds,"
             " metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -72,7 +62,7 @@ class ModelTables:
                 model_seq,
                 v.id,
                 v.description,
-                json.dumps(output_info),
+                output_info_json(v),
                 json.dumps(list(v.runner_labels)),
                 v.item_timeout_seconds,
                 json.dumps(v.metadata),
@@ -89,7 +79,7 @@ class ModelTables:
 
     def get_model(self, user_id: str, app_id: str, model_id: str) -> ModelRecord | None:
         row = self._conn().execute(self._MODEL_SELECT + " AND m.id = ?", (user_id, app_id, model_id)).fetchone()
-        return _model(row) if row else None
+        return model_from_row(row) if row else None
 
     def list_models(self, user_id: str, app_id: str, text: str, query: PageQuery) -> Page[ModelRecord]:
         sql, params = self._MODEL_SELECT, [user_id, app_id]
@@ -97,7 +87,7 @@ class ModelTables:
             pattern = like_pattern(text)
             sql += " AND (lower(m.id) LIKE ? ESCAPE '\\' OR lower(m.name) LIKE ? ESCAPE '\\')"
             params += [pattern, pattern]
-        return self._page(sql + " {after}", tuple(params), query, _model, seq="m.seq")
+        return self._page(sql + " {after}", tuple(params), query, model_from_row, seq="m.seq")
 
     def delete_model(self, user_id: str, app_id: str, model_id: str) -> bool:
         with self._write() as conn:
@@ -133,7 +123,7 @@ class ModelTables:
             row = conn.execute(self._VERSION_SELECT + " AND v.id = ?", (*params, version_id)).fetchone()
         else:
             row = conn.execute(self._VERSION_SELECT + " ORDER BY v.seq DESC LIMIT 1", params).fetchone()
-        return _version(row) if row else None
+        return model_version_from_row(row) if row else None
 
     def list_model_versions(
         self, user_id: str, app_id: str, model_id: str, query: PageQuery
@@ -143,7 +133,11 @@ class ModelTables:
         if seq is None:
             raise LookupError(f"model {model_id!r} does not exist")
         return self._page(
-            self._VERSION_SELECT + " {after}", (user_id, app_id, model_id, seq), query, _version, seq="v.seq"
+            self._VERSION_SELECT + " {after}",
+            (user_id, app_id, model_id, seq),
+            query,
+            model_version_from_row,
+            seq="v.seq",
         )
 
     def delete_model_version(self, user_id: str, app_id: str, model_id: str, version_id: str) -> bool:
@@ -173,14 +167,14 @@ class ModelTables:
         row = (
             self._conn().execute("SELECT * FROM runners WHERE user_id = ? AND id = ?", (user_id, runner_id)).fetchone()
         )
-        return _runner(row) if row else None
+        return runner_from_row(row) if row else None
 
     def list_runners(self, user_id: str, labels: tuple[str, ...], query: PageQuery) -> Page[RunnerRecord]:
         sql = (
             "SELECT * FROM runners WHERE user_id = ? AND NOT EXISTS (SELECT 1 FROM json_each(?) wanted"
             " WHERE wanted.value NOT IN (SELECT value FROM json_each(runners.labels))) {after}"
         )
-        return self._page(sql, (user_id, json.dumps(list(labels))), query, _runner)
+        return self._page(sql, (user_id, json.dumps(list(labels))), query, runner_from_row)
 
     def update_runner(self, runner: RunnerRecord) -> bool:
         with self._write() as conn:
@@ -195,49 +189,3 @@ class ModelTables:
     def delete_runner(self, user_id: str, runner_id: str) -> bool:
         with self._write() as conn:
             return conn.execute("DELETE FROM runners WHERE user_id = ? AND id = ?", (user_id, runner_id)).rowcount > 0
-
-
-def _model(row: sqlite3.Row) -> ModelRecord:
-    return ModelRecord(
-        user_id=row["user_id"],
-        app_id=row["app_id"],
-        id=row["id"],
-        created_at=row["created_at"],
-        modified_at=row["modified_at"],
-        name=row["name"],
-        description=row["description"],
-        model_type_id=row["model_type_id"],
-        input_fields=tuple(json.loads(row["input_fields"])),
-        output_fields=tuple(json.loads(row["output_fields"])),
-    )
-
-
-def _version(row: sqlite3.Row) -> ModelVersionRecord:
-    info = json.loads(row["output_info"])
-    config = info.get("output_config", {})
-    return ModelVersionRecord(
-        user_id=row["user_id"],
-        app_id=row["app_id"],
-        model_id=row["model_id"],
-        id=row["id"],
-        created_at=row["created_at"],
-        description=row["description"],
-        params=info.get("params", {}),
-        concepts=tuple(ConceptValue(i, n) for i, n in info.get("concepts", [])),
-        output_config=OutputConfig(
-            config.get("min_value", 0.0), config.get("max_concepts", 0), tuple(config.get("select_concepts", ()))
-        ),
-        runner_labels=tuple(json.loads(row["runner_labels"])),
-        item_timeout_seconds=row["item_timeout_seconds"],
-        metadata=json.loads(row["metadata"]),
-    )
-
-
-def _runner(row: sqlite3.Row) -> RunnerRecord:
-    return RunnerRecord(
-        user_id=row["user_id"],
-        id=row["id"],
-        created_at=row["created_at"],
-        labels=tuple(json.loads(row["labels"])),
-        description=row["description"],
-    )

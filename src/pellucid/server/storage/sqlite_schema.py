@@ -208,3 +208,15 @@ MIGRATIONS.append(
 # 6: which inputs hold a blob, for blob garbage collection (media inputs only: text ones hold none)
 MIGRATIONS.append((6, "CREATE INDEX inputs_by_media ON inputs(media_sha256) WHERE media_sha256 != ''"))
 LATEST_VERSION = MIGRATIONS[-1][0]
+# 7: replicas (server processes sharing the store) heartbeat; a claim records its replica, so a
+# starting replica releases the claims of gone replicas only (never those of live ones)
+MIGRATIONS.append(
+    (
+        7,
+        """
+        CREATE TABLE replicas (id TEXT PRIMARY KEY, heartbeat_at REAL NOT NULL);
+        ALTER TABLE request_log ADD COLUMN replica TEXT NOT NULL DEFAULT ''
+        """,
+    )
+)
+LATEST_VERSION = MIGRATIONS[-1][0]
