@@ -24,9 +24,8 @@ from pellucid.server.storage.queue import (
     UnknownItem,
     Worker,
     WorkQueue,
-    check_work_queue_uri,
-    open_work_queue,
 )
+from pellucid.server.storage.registry import check_work_queue_uri, open_work_queue
 from tests.test_server_process import PELLUCID
 
 BACKENDS = ["memory"]

@@ -126,7 +126,7 @@ def add_server_arguments(server: argparse.ArgumentParser) -> None:
 def cmd_server(args: argparse.Namespace) -> int:
     from pellucid.client.config import default_home
     from pellucid.server.runtime import DataDirInUse, PellucidServer, PortInUse, ServerSettings, TlsSettingsError
-    from pellucid.server.storage.queue import check_work_queue_uri
+    from pellucid.server.storage.registry import check_work_queue_uri
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

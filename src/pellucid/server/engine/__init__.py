@@ -27,7 +27,8 @@ from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
-from pellucid.server.storage.queue import WorkQueue, open_work_queue
+from pellucid.server.storage.queue import WorkQueue
+from pellucid.server.storage.registry import open_work_queue
 
 
 class Engine:

@@ -3,7 +3,7 @@
 It speaks in ids, leases and deadlines, never live objects, so that the replica that enqueues
 an item, the replica whose runner claims it and the replica whose caller waits for it may be
 three different processes. One class per backend implements it, chosen by URI in
-`open_work_queue`: `memory:` now (queue_memory.py); PostgreSQL later, with pgmq's semantics
+`open_work_queue` (storage/registry.py): `memory:` now (queue_memory.py); PostgreSQL later, with pgmq's semantics
 (docs/scale-out.md, "Work queue"):
 
 - `enqueue` is an INSERT (and a NOTIFY on the owner's channel);
@@ -177,24 +177,6 @@ class WorkQueue(abc.ABC):
         """Cancel what is unfinished (waiters wake) and release resources."""
 
 
-ACCEPTED_QUEUE_URIS = "memory: (in this process, the default)"
-
-
-def check_work_queue_uri(uri: str) -> str:
-    """The backend a queue URI names ("memory"); ValueError naming the accepted URIs otherwise."""
-    if uri in ("", "memory:", "memory://"):
-        return "memory"
-    raise ValueError(f"unsupported work queue URI {uri!r}: the accepted queue URIs are {ACCEPTED_QUEUE_URIS}")
-
-
-def open_work_queue(uri: str, clock: Callable[[], float] | None = None) -> WorkQueue:
-    """The queue a URI names: `memory:` (or empty) is the in-process queue; others are refused."""
-    check_work_queue_uri(uri)
-    from pellucid.server.storage.queue_memory import MemoryWorkQueue  # here: that module imports this one
-
-    return MemoryWorkQueue(clock) if clock is not None else MemoryWorkQueue()
-
-
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "EventKind",
@@ -206,6 +188,4 @@ __all__ = [
     "UnknownItem",
     "WorkQueue",
     "Worker",
-    "check_work_queue_uri",
-    "open_work_queue",
 ]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pellucid.server.storage.base import MetadataStore
+from pellucid.server.storage.queue import WorkQueue
 
 
 def _sqlite(uri: str) -> MetadataStore:
@@ -39,3 +40,21 @@ def open_metadata_store(uri: str) -> MetadataStore:
     if opener is None:
         raise ValueError(f"unsupported metadata store {scheme!r}: use one of {METADATA_EXAMPLES}")
     return opener(uri)
+
+
+ACCEPTED_QUEUE_URIS = "memory: (in this process, the default)"
+
+
+def check_work_queue_uri(uri: str) -> str:
+    """The backend a queue URI names ("memory"); ValueError naming the accepted URIs otherwise."""
+    if uri in ("", "memory:", "memory://"):
+        return "memory"
+    raise ValueError(f"unsupported work queue URI {uri!r}: the accepted queue URIs are {ACCEPTED_QUEUE_URIS}")
+
+
+def open_work_queue(uri: str, clock: Callable[[], float] | None = None) -> WorkQueue:
+    """The queue a URI names: `memory:` (or empty) is the in-process queue; others are refused."""
+    check_work_queue_uri(uri)
+    from pellucid.server.storage.queue_memory import MemoryWorkQueue
+
+    return MemoryWorkQueue(clock) if clock is not None else MemoryWorkQueue()
