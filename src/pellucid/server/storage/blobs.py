@@ -539,7 +539,8 @@ class LocalBlobStore(BlobStore):
             while start < len(rows):
                 if self._closing.is_set():  # what moved is indexed in its new place; the rest stays put
                     return
-                batch, batch_bytes = [], 0
+                batch: list[tuple[str, int, int]] = []
+                batch_bytes = 0
                 while start < len(rows) and (not batch or batch_bytes < 64 * CHUNK_BYTES):
                     batch.append(rows[start])
                     batch_bytes += rows[start][2]
