@@ -94,6 +94,13 @@ def add_server_arguments(server: argparse.ArgumentParser) -> None:
         default=1 << 30,
         help="largest blob a caller may upload, in bytes (default 1 GiB)",
     )
+    server.add_argument(
+        "--blobs",
+        default="",
+        metavar="URI",
+        help="where blobs live: file:///path (default: the data dir) or "
+        "s3://bucket/prefix?endpoint_url=...&region=... (credentials from the AWS_* variables)",
+    )
     server.add_argument("--log-level", default="info")
     server.add_argument(
         "--json",
@@ -122,6 +129,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         max_predicts_per_user=args.max_predicts_per_user,
         max_runner_connections_per_user=args.max_runner_connections_per_user,
         max_blob_bytes=args.max_blob_bytes,
+        blob_uri=args.blobs,
     )
     server = PellucidServer(settings)
     try:
@@ -129,7 +137,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     except PortInUse as exc:
         print(f"pellucid server: {exc}", file=sys.stderr)
         return EXIT_PORT_IN_USE
-    except TlsSettingsError as exc:
+    except (TlsSettingsError, ValueError) as exc:  # ValueError: a store URI it cannot use
         print(f"pellucid server: {exc}", file=sys.stderr)
         return 2
     except (DataDirInUse, OSError) as exc:  # e.g. a data dir or port this user may not use

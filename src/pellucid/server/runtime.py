@@ -49,7 +49,8 @@ class ServerSettings:
     port: int = 0
     # Empty: SQLite in the data dir.
     metadata_uri: str = ""
-    # Empty: files (and a SQLite file for small blobs) in the data dir.
+    # Empty: files (and a SQLite file for small blobs) in the data dir. Or
+    # s3://bucket/prefix?endpoint_url=...&region=... (see docs/scale-out.md, "Blobs on S3").
     blob_uri: str = ""
     admin_user_id: str = "admin"
     # Threads serving calls. Streams, predicts and runner connections hold one for as long as they
@@ -133,7 +134,11 @@ class PellucidServer:
             if not self.settings.metadata_uri:
                 self.data_dir.create_private_file(self.data_dir.metadata_path)
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
-            blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}")
+            try:
+                blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}", self.data_dir.path)
+            except BaseException:
+                store.close()
+                raise
             self.engine = Engine(
                 store,
                 blobs,

@@ -181,7 +181,7 @@ class LocalBlobStore(BlobStore):
         self.packs = self.files / "packs"
         _private_dirs(self.packs)
         index = self.root / "blobs.sqlite3"
-        _private_files(index, index.with_name(index.name + "-wal"), index.with_name(index.name + "-shm"))
+        private_files(index, index.with_name(index.name + "-wal"), index.with_name(index.name + "-shm"))
         self.index: BlobIndex = SqliteBlobIndex(index)
         self._lock = threading.Lock()
         self._append_lock = threading.Lock()
@@ -640,7 +640,7 @@ def _private_dirs(path: Path) -> None:
         os.chmod(directory, _DIR_MODE)
 
 
-def _private_files(*paths: Path) -> None:
+def private_files(*paths: Path) -> None:
     """Create the first of `paths` empty if missing; set every one that exists to 0600.
 
     SQLite creates its database 0644 and gives its -wal and -shm files the database's mode:
@@ -661,10 +661,27 @@ def _sync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def open_blob_store(uri: str) -> BlobStore:
-    """`file:///path/to/dir` (or a bare path): the embedded store."""
-    if uri.startswith("file://"):
-        return LocalBlobStore(Path(uri[len("file://") :]))
-    if "://" not in uri:
-        return LocalBlobStore(Path(uri))
-    raise ValueError(f"unsupported blob store {uri.split('://')[0]!r}: use file:///path/to/dir")
+BLOB_STORE_SCHEMES = ("file", "s3")
+
+
+def open_blob_store(uri: str, index_dir: Path | None = None) -> BlobStore:
+    """The blob store a URI names.
+
+    `file:///path/to/dir` (or a bare path): the embedded store, packs and files with their
+    SQLite index in that directory. `s3://bucket/prefix?endpoint_url=...&region=...`: objects
+    in a bucket (credentials from boto3's chain: AWS_* variables, profiles, roles), their
+    index in SQLite under `index_dir` (the server's data dir).
+    """
+    scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+    if scheme == "file":
+        return LocalBlobStore(Path(uri[len("file://") :] if "://" in uri else uri))
+    if scheme == "s3":
+        try:
+            from pellucid.server.storage.blob_s3 import open_s3_blob_store
+        except ImportError as exc:  # boto3 is an extra
+            raise ValueError(f"{uri}: the S3 blob store needs boto3: pip install 'pellucid[s3]' ({exc})") from exc
+        return open_s3_blob_store(uri, index_dir)
+    raise ValueError(
+        f"unsupported blob store {scheme!r} in {uri!r}: use one of "
+        "file:///path/to/dir, s3://bucket/prefix?endpoint_url=...&region=..."
+    )
