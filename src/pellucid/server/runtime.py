@@ -135,7 +135,11 @@ class PellucidServer:
                 self.data_dir.create_private_file(self.data_dir.metadata_path)
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
             try:
-                blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}", self.data_dir.path)
+                blobs = open_blob_store(
+                    self.settings.blob_uri or f"file://{self.data_dir.path}",
+                    self.data_dir.path,
+                    shared_index_uri=self.settings.metadata_uri,  # PostgreSQL: S3 blobs' index goes there too
+                )
             except BaseException:
                 store.close()
                 raise

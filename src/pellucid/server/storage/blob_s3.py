@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pellucid.server.storage.blob_index import BlobIndex, BlobRow, SqliteBlobIndex
 from pellucid.server.storage.blobs import (
@@ -434,12 +434,27 @@ class S3BlobStore(BlobStore):
             self.index.close()
 
 
-def open_s3_blob_store(uri: str, index_dir: Path | None) -> S3BlobStore:
-    """The S3 store of `uri`, its index in SQLite under `index_dir` (one server; see docs/scale-out.md)."""
+def open_s3_blob_store(uri: str, index_dir: Path | None, shared_index_uri: str = "") -> S3BlobStore:
+    """The S3 store of `uri`. Its index: in PostgreSQL at `shared_index_uri` (the metadata
+    database: what replicas share), else in SQLite under `index_dir` (one server only)."""
     location = S3Location.parse(uri)
-    if index_dir is None:
-        raise ValueError(f"{uri}: the S3 blob store needs a directory for its index (the server's data dir)")
-    index_dir.mkdir(parents=True, exist_ok=True)
-    path = index_dir / "blobs-s3.sqlite3"
-    private_files(path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
-    return S3BlobStore(location, SqliteBlobIndex(path))
+    index: BlobIndex
+    if shared_index_uri.startswith(("postgresql://", "postgres://")):
+        from pellucid.server.storage.blob_index_postgres import PostgresBlobIndex
+
+        index = PostgresBlobIndex(libpq_uri(shared_index_uri))
+    elif index_dir is not None:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        path = index_dir / "blobs-s3.sqlite3"
+        private_files(path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+        index = SqliteBlobIndex(path)
+    else:
+        raise ValueError(f"{uri}: the S3 blob store needs a place for its index (a data dir or a postgresql:// URI)")
+    return S3BlobStore(location, index)
+
+
+def libpq_uri(uri: str) -> str:
+    """`uri` without the query parameters pellucid reads itself (pool sizes), which libpq would refuse."""
+    parts = urlsplit(uri)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not k.startswith("pool_")]
+    return urlunsplit(parts._replace(query=urlencode(query)))
