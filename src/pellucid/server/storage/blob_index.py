@@ -2,11 +2,12 @@
 
 The bytes live elsewhere (pack files and files for LocalBlobStore, objects for S3BlobStore);
 this part is what several server replicas must share, so it sits behind its own interface.
-`SqliteBlobIndex` is the embedded one (`blobs.sqlite3` next to the packs). A shared
-backend (PostgreSQL) must keep the one guarantee the stores build on: `remove_unowned`
-checks that a blob has no owner record and deletes its bytes in one transaction that a
-concurrent `claim`/`record` of the same digest is ordered against (row locks, see
-docs/scale-out.md), so a blob someone is storing again is never deleted under them.
+`SqliteBlobIndex` is the embedded one (`blobs.sqlite3` next to the packs);
+`PostgresBlobIndex` (blob_index_postgres.py) is shared by replicas. Every backend keeps the
+one guarantee the stores build on: `remove_unowned` checks that a blob has no owner record
+and deletes its bytes in one transaction that a concurrent `claim` of the same digest is
+ordered against (SQLite: serial writes; PostgreSQL: advisory locks, see docs/scale-out.md),
+so a blob someone is storing again is never deleted under them.
 
 Rows: (sha256, pack, offset, size). Pack 0 means "an object of its own" (S3); a packed blob
 names its pack file and offset. The local store's large blobs (files) have no row at all.
