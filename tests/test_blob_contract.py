@@ -31,6 +31,7 @@ from pellucid.server.storage.blob_s3 import PART_BYTES, S3BlobStore, S3Location
 from pellucid.server.storage.blobs import (
     LARGE_BLOB_BYTES,
     BlobStore,
+    BlobStoreUnavailable,
     BlobTooLarge,
     DigestMismatch,
     InvalidDigest,
@@ -522,3 +523,40 @@ def test_a_replica_storing_a_blob_another_replica_is_deleting_never_loses_it(
     finally:
         a.close()
         b.close()
+
+
+def test_an_object_store_that_stops_answering_is_unavailable_not_an_internal_error(
+    aws_environment: None, tmp_path: Path
+) -> None:
+    """Not INTERNAL: BlobStoreUnavailable (a ConnectionError) says "retry later"; nothing half-stored."""
+    from botocore.config import Config
+
+    own = MotoServer(tmp_path)  # a server of its own, to stop and start again
+    own.start()
+    try:
+        bucket = own.new_bucket()
+        location = S3Location.parse(own.uri(bucket))
+        client = boto3_client(own.endpoint_url, Config(retries={"max_attempts": 1}, connect_timeout=2))
+        from pellucid.server.storage.blob_index import SqliteBlobIndex
+
+        store = S3BlobStore(location, SqliteBlobIndex(tmp_path / "index.sqlite3"), client=client)
+        kept = os.urandom(1_000)
+        store.put_many("alice", [kept])
+        own.stop()
+        lost = os.urandom(1_000)
+        with pytest.raises(BlobStoreUnavailable, match="does not answer"):
+            store.put_many("alice", [lost])
+        with pytest.raises(BlobStoreUnavailable):
+            store.get(sha256_hex(kept))
+        with pytest.raises(BlobStoreUnavailable):
+            store.put_stream("alice", _chunks(os.urandom(PART_BYTES + 10)))
+        assert store.size(sha256_hex(lost)) is None and store.acquire("alice", [sha256_hex(lost)]) == {}
+        store.close()
+    finally:
+        own.stop()
+
+
+def boto3_client(endpoint_url: str, config: Any) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config)

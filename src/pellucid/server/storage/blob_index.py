@@ -26,6 +26,10 @@ from pellucid.server.storage.sqlite_connections import ThreadConnections, insert
 _BATCH = 900  # host parameters per IN (...) list, under SQLite's limit
 
 
+class BlobStoreUnavailable(ConnectionError):
+    """The object store or the shared index cannot be reached: retry later (UNAVAILABLE), not the caller's fault."""
+
+
 @dataclass(frozen=True)
 class BlobRow:
     sha256: str

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pellucid.server.storage.blob_index import BlobIndex, BlobRow
+from pellucid.server.storage.blob_index import BlobIndex, BlobRow, BlobStoreUnavailable
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 _MIGRATIONS = [
@@ -81,13 +81,22 @@ class PostgresBlobIndex(BlobIndex):
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._reaching(), self._pool.connection() as conn, conn.transaction():
             yield conn
 
     @contextmanager
     def _read(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._pool.connection() as conn:
+        with self._reaching(), self._pool.connection() as conn:
             yield conn
+
+    @staticmethod
+    @contextmanager
+    def _reaching() -> Iterator[None]:
+        """A database that is down or unreachable: BlobStoreUnavailable (the call may be retried)."""
+        try:
+            yield
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise BlobStoreUnavailable(f"the blob index in PostgreSQL is unavailable: {exc}") from exc
 
     def stored(self, digests: list[str]) -> dict[str, int]:
         if not digests:

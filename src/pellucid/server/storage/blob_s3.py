@@ -20,6 +20,7 @@ garbage collection from deleting a blob someone is storing again.
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import threading
 import time
@@ -29,10 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pellucid.server.storage.blob_index import BlobIndex, BlobRow, SqliteBlobIndex
+from pellucid.server.storage.blob_index import BlobIndex, BlobRow, BlobStoreUnavailable, SqliteBlobIndex
 from pellucid.server.storage.blobs import (
     CHUNK_BYTES,
     BlobStore,
@@ -104,6 +105,20 @@ def _error_code(exc: Exception) -> str:
     )
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _unavailable_as_error(method: _Method) -> _Method:
+    """An S3 endpoint that does not answer, or answers 5xx after boto3's retries: BlobStoreUnavailable."""
+
+    @functools.wraps(method)
+    def call(self: S3BlobStore, *args: Any, **kwargs: Any) -> Any:
+        with self._reaching():
+            return method(self, *args, **kwargs)
+
+    return cast(_Method, call)
+
+
 class InFlight:
     """Digests this process is storing right now: its own collections leave them alone.
 
@@ -139,13 +154,19 @@ class S3BlobStore(BlobStore):
     TEMP_MAX_AGE = 24 * 3600.0  # a temporary upload untouched this long is a crash's leftover
 
     def __init__(self, location: S3Location, index: BlobIndex, client: Any = None) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+        from botocore.exceptions import (  # type: ignore[import-untyped]
+            BotoCoreError,
+            ClientError,
+            HTTPClientError,
+        )
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         self.location = location
         self.index = index
         self._client = client if client is not None else s3_client(location)
         self._errors: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
         self._client_error = ClientError
+        self._unreachable: tuple[type[Exception], ...] = (BotoConnectionError, HTTPClientError)
         self._in_flight = InFlight()
         self._gc_lock = threading.Lock()
         self._closing = threading.Event()
@@ -155,16 +176,29 @@ class S3BlobStore(BlobStore):
         except self._errors as exc:
             self._pool.shutdown()
             index.close()
-            raise ConnectionError(
+            raise BlobStoreUnavailable(
                 f"cannot use the bucket {location.bucket!r} at {location.endpoint_url or 'AWS S3'}: {exc}; "
                 "create the bucket and check the AWS_* credentials first"
             ) from exc
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        try:
+            yield
+        except self._unreachable as exc:
+            raise BlobStoreUnavailable(f"the object store of {self.location} does not answer: {exc}") from exc
+        except self._client_error as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if isinstance(status, int) and status >= 500:
+                raise BlobStoreUnavailable(f"the object store of {self.location} fails: {exc}") from exc
+            raise
 
     def _key(self, sha256: str) -> str:
         return f"{self.location.prefix}blobs/{sha256}"
 
     # storing
 
+    @_unavailable_as_error
     def put_many(self, owner: str, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
         digests = [check_digest(d) for d in digests] if digests is not None else [sha256_hex(b) for b in blobs]
         unique = dict(zip(digests, blobs))
@@ -240,6 +274,7 @@ class S3BlobStore(BlobStore):
         except self._errors:
             pass  # garbage collection aborts what is left (and so does a bucket lifecycle rule)
 
+    @_unavailable_as_error
     def put_stream(
         self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None, expected_sha256: str = ""
     ) -> tuple[str, int]:
@@ -315,11 +350,13 @@ class S3BlobStore(BlobStore):
 
     # reading
 
+    @_unavailable_as_error
     def acquire(self, owner: str, digests: list[str]) -> dict[str, int]:
         digests = list(dict.fromkeys(check_digest(d) for d in digests))
         held = self.index.acquire(owner, digests, time.time())
         return {sha256: size for sha256, size in held.items() if size is not None}  # no row: its bytes never arrived
 
+    @_unavailable_as_error
     def size(self, sha256: str) -> int | None:
         row = self.index.location(check_digest(sha256))
         return row.size if row else None
@@ -328,6 +365,10 @@ class S3BlobStore(BlobStore):
         return self._read_chunks(check_digest(sha256), chunk_bytes)  # checked now, not at the first next()
 
     def _read_chunks(self, sha256: str, chunk_bytes: int) -> Iterator[bytes]:
+        with self._reaching():
+            yield from self._read_object(sha256, chunk_bytes)
+
+    def _read_object(self, sha256: str, chunk_bytes: int) -> Iterator[bytes]:
         try:
             body = self._client.get_object(Bucket=self.location.bucket, Key=self._key(sha256))["Body"]
         except self._client_error as exc:
@@ -342,6 +383,7 @@ class S3BlobStore(BlobStore):
             if not sent:
                 yield b""
 
+    @_unavailable_as_error
     def backfill_owners(self, references: Callable[[], Iterable[tuple[str, str]]]) -> int:
         if self.index.flag("owners_backfilled"):
             return 0
@@ -353,6 +395,7 @@ class S3BlobStore(BlobStore):
 
     # garbage collection
 
+    @_unavailable_as_error
     def collect_garbage(self, is_referenced: ReferenceCheck, grace_seconds: float) -> CollectionReport:
         """Release stale owner records, delete the objects of blobs nobody holds, then leftovers.
 

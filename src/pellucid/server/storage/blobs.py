@@ -27,7 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pellucid.server.storage.blob_index import BlobIndex, BlobRow, SqliteBlobIndex
+from pellucid.server.storage.blob_index import BlobIndex, BlobRow, BlobStoreUnavailable, SqliteBlobIndex
+
+__all__ = ["BlobStoreUnavailable"]  # re-exported: callers catch it with the other blob errors
 
 LARGE_BLOB_BYTES = 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
