@@ -488,7 +488,11 @@ def open_s3_blob_store(uri: str, index_dir: Path | None, shared_index_uri: str =
         index = PostgresBlobIndex(libpq_uri(shared_index_uri))
     elif index_dir is not None:
         index_dir.mkdir(parents=True, exist_ok=True)
-        path = index_dir / "blobs-s3.sqlite3"
+        # one index per endpoint, bucket and prefix: pointing the data dir at another bucket never mixes them
+        path = (
+            index_dir
+            / f"blobs-s3-{hashlib.sha256(f'{location.endpoint_url} {location}'.encode()).hexdigest()[:12]}.sqlite3"
+        )
         private_files(path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
         index = SqliteBlobIndex(path)
     else:
