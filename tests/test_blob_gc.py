@@ -302,3 +302,21 @@ def test_the_server_collects_in_the_background_when_asked_to(tmp_path: Path) -> 
     finally:
         running.stop(grace=0.5)
     assert running._gc_thread is None
+
+
+def test_compaction_does_not_rewrite_the_pack_it_just_moved_live_blobs_into(tmp_path: Path) -> None:
+    """The current pack grows by the blobs moved into it: they are live, not dead bytes to compact."""
+    store = LocalBlobStore(tmp_path)
+    store.PACK_LIMIT = 40_000  # type: ignore[misc] - pack 1 fills up, pack 2 is current
+    store.put_many("dropper", [os.urandom(3_000) for _ in range(12)])
+    keep = [os.urandom(3_000) for _ in range(5)]
+    store.put_many("keeper", keep)
+    current = [os.urandom(3_000) for _ in range(2)]
+    store.put_many("keeper", current)  # the first append to pack 2
+    assert sorted(p.name for p in (tmp_path / "blobs" / "packs").glob("*.pack")) == ["000001.pack", "000002.pack"]
+    report = store.collect_garbage(lambda pairs: {p for p in pairs if p[0] == "keeper"}, grace_seconds=0)
+    assert report.packs_compacted == 1  # pack 1 only; pack 2 holds nothing dead
+    assert sorted(p.name for p in (tmp_path / "blobs" / "packs").glob("*.pack")) == ["000002.pack"]
+    assert [store.get(sha256_hex(b)) for b in [*keep, *current]] == [*keep, *current]
+    _index_is_sound(store)
+    store.close()

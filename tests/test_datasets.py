@@ -360,7 +360,7 @@ def test_batches_are_read_in_parallel_and_sent_within_the_byte_limit(app: App, d
         return real_call(stub, method, request, **kwargs)
 
     uploader._call = recording_call  # type: ignore[method-assign]
-    from pellucid.datasets.convert import loader_items
+    from pellucid.client.loader_inputs import loader_items
 
     result = uploader.run(loader_items(WaitingReads("visual_classification", images), dataset.id), total=48)
     assert result.ok and len(result.stored_ids) == 48
@@ -422,7 +422,7 @@ def test_ctrl_c_stops_the_reads_of_batches_in_flight(dataset: Dataset) -> None:
             return super().__getitem__(index)
 
     loader = SlowReads("text_classification", [TextFeatures(text=f"interrupted {i}") for i in range(1000)])
-    from pellucid.datasets.convert import loader_items
+    from pellucid.client.loader_inputs import loader_items
 
     def interrupted():  # type: ignore[no-untyped-def]
         for count, item in enumerate(loader_items(loader, dataset.id)):

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import grpc
 import pytest
 
 from pellucid.client import _embedded
@@ -163,3 +164,46 @@ def test_a_data_dir_in_use_is_named_with_the_process_holding_it(tmp_path: Path) 
     assert refused.returncode == 1
     assert "is in use by the embedded pellucid server at 127.0.0.1:" in refused.stderr
     assert f"(pid {owner.pid}: " in refused.stderr
+
+
+EXITS = """
+import sys
+from pellucid.client.user import User
+user = User()
+user.create_app("exits")
+print("ready", flush=True)
+sys.stdin.readline()  # the test holds a long call on this process's server, then lets it end
+"""
+
+
+def test_a_script_exits_while_another_process_holds_a_long_call_on_its_embedded_server(tmp_path: Path) -> None:
+    """Its stop runs at exit and ends the call (a runner's connection, a health watch): it used to
+    wait for the call, because the handler threads were joined before the stop could run."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EXITS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PELLUCID_HOME": str(tmp_path / "home")},
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "ready"
+        from pellucid.server.datadir import DataDir
+
+        address = DataDir(tmp_path / "home").wait_for_address(timeout=10)
+        assert address
+        channel = grpc.insecure_channel(address)
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=120)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING  # the call is running
+        proc.stdin.write("done\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0  # a guard against the old hang (until the watch's deadline)
+        with pytest.raises(grpc.RpcError):
+            next(watch)  # the server ended it
+        channel.close()
+    finally:
+        proc.kill()
+        proc.wait()

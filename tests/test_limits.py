@@ -234,7 +234,7 @@ def test_many_users_at_their_caps_leave_threads_for_short_calls(tmp_path: Path) 
 
 
 def test_300_health_watches_without_a_token_do_not_block_health_checks(tmp_path: Path) -> None:
-    """Unauthenticated streams (health Watch; reflection) are counted per peer address."""
+    """Unauthenticated streams (health Watch; reflection) are counted together, as one caller."""
     with limited_server(tmp_path) as limited, stalled_calls() as held:
         bob = limited.tenant("bob")
         watch = health_pb2_grpc.HealthStub(limited.channel).Watch
@@ -246,7 +246,7 @@ def test_300_health_watches_without_a_token_do_not_block_health_checks(tmp_path:
                 assert next(call).status == health_pb2.HealthCheckResponse.SERVING
             except grpc.RpcError as exc:
                 assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
-                assert "peer ipv4:127.0.0.1 already has 32 concurrent streams" in exc.details()
+                assert "callers without a token (all together) already has 32 concurrent streams" in exc.details()
                 refused += 1
         assert refused == 300 - 32
         others_still_answer(limited, bob)
@@ -258,7 +258,12 @@ def others_still_answer_briefly(limited: Limited, other: Tenant) -> None:
 
 
 def test_limits_are_checked_when_the_server_starts(tmp_path: Path) -> None:
-    for bad in ({"max_workers": 4}, {"max_streams_per_user": 0}, {"max_predicts_per_user": -1}):
+    for bad in (
+        {"max_workers": 4},
+        {"max_streams_per_user": 0},
+        {"max_predicts_per_user": -1},
+        {"max_input_batches_per_user": 0},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             PellucidServer(ServerSettings(data_dir=tmp_path / "data", **bad)).start()
 
@@ -289,3 +294,105 @@ def test_server_flags_set_the_limits(capsys: pytest.CaptureFixture[str]) -> None
         build_parser().parse_args(["server", "--max-streams-per-user", "0"])
     assert exited.value.code == 2
     assert "--max-streams-per-user: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_callers_without_a_token_cannot_take_the_long_calls_of_authenticated_users(tmp_path: Path) -> None:
+    """Unauthenticated streams from many addresses together hold at most one caller's share.
+
+    Counted per peer address, anyone could open health Watch streams from a few
+    addresses (here IPv4 and IPv6 loopback) until every authenticated user's upload,
+    predict and runner connection was refused as SERVER_BUSY.
+    """
+    with limited_server(tmp_path, host="[::]", max_workers=80) as limited, stalled_calls() as held:
+        bob = limited.tenant("bob")
+        channels = [grpc.insecure_channel(f"{host}:{limited.server.port}") for host in ("127.0.0.1", "[::1]")]
+        try:
+            for channel in channels:
+                watch = health_pb2_grpc.HealthStub(channel).Watch
+                watches = [watch(health_pb2.HealthCheckRequest(), timeout=60) for _ in range(32)]
+                held.calls.extend(watches)
+                for call in watches:  # each one is serving (and stays open) or refused
+                    try:
+                        next(call)
+                    except grpc.RpcError as exc:
+                        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+            others_still_answer(limited, bob)
+        finally:
+            held.close()
+            for channel in channels:
+                channel.close()
+
+
+@contextmanager
+def slow_text_site() -> Iterator[tuple[str, threading.Event, threading.Event]]:
+    """A loopback web server whose text answers wait until `answer` is set (a slow remote host);
+    `asked` is set once a request arrived."""
+    import http.server
+
+    answer, asked = threading.Event(), threading.Event()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.set()
+            answer.wait(ANSWER_WITHIN)
+            body = b"fetched at last"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{site.server_address[1]}/review.txt", answer, asked
+    finally:
+        answer.set()
+        site.shutdown()
+        site.server_close()
+
+
+def post_url_batch(channel: grpc.Channel, tenant: Tenant, url: str, n: int) -> grpc.Future:
+    request = v1.PostInputsRequest(
+        app_id=tenant.app_id,
+        inputs=[v1.Input(id=f"slow-{n}", data=v1.Data(text=v1.Text(url=url)))],
+        request_id=uuid.uuid4().hex,
+    )
+    return v1.InputServiceStub(channel).PostInputs.future(request, metadata=tenant.metadata, timeout=60)
+
+
+def test_input_batches_fetching_slow_urls_do_not_block_health_or_other_users(tmp_path: Path) -> None:
+    with (
+        limited_server(tmp_path, max_workers=16, max_input_batches_per_user=4, allow_private_urls=True) as limited,
+        slow_text_site() as (url, answer, _),
+        stalled_calls() as held,
+    ):
+        holder, other = limited.tenant("holder"), limited.tenant("other")
+        for n in range(40):  # more than the server has threads: each waits for its URL
+            held.add(post_url_batch(limited.channel, holder, url, n))
+        held.wait_finished(36)
+        assert_refused(held.refused(), "max_input_batches_per_user=4", "--max-input-batches-per-user")
+        assert len(held.open()) == 4
+        others_still_answer(limited, other)
+        answer.set()
+        for call in held.calls:
+            if call not in held.refused():
+                assert call.result(timeout=ANSWER_WITHIN).results[0].status.code == 0  # fetched and stored
+
+
+def test_the_sdk_retries_a_batch_refused_while_the_user_is_at_the_cap(tmp_path: Path) -> None:
+    with (
+        limited_server(tmp_path, max_input_batches_per_user=1, allow_private_urls=True) as limited,
+        slow_text_site() as (url, answer, asked),
+    ):
+        holder = limited.tenant("holder")
+        slow = post_url_batch(limited.channel, holder, url, 0)
+        assert asked.wait(ANSWER_WITHIN)  # the server is fetching it: the user's one slot is taken
+        threading.Timer(0.5, answer.set).start()
+        job = holder.user.app(holder.app_id).inputs().upload_text("quick", "sent while the slot is taken")
+        assert job and slow.result(timeout=ANSWER_WITHIN).results[0].status.code == 0
+        assert {i.id for i in holder.user.app(holder.app_id).inputs().list_inputs()} == {"quick", "slow-0"}

@@ -92,3 +92,28 @@ def test_create_user_and_duplicates(admin: User, server: RunningServer) -> None:
         admin.create_user(user_id)
     with pytest.raises(errors.InvalidArgument):
         admin.create_user("bad user")
+
+
+def test_a_request_id_replays_only_the_kind_of_token_it_made(server: RunningServer, alice: User) -> None:
+    """A session token reusing a PAT's request id gets no PAT (and the PAT keeps working), and vice versa."""
+    pat = alice._connection.settings.pat
+    session = alice.create_session(ttl_seconds=600).secret
+    pat_request_id, session_request_id = uuid.uuid4().hex, uuid.uuid4().hex
+    with grpc.insecure_channel(server.server.address) as channel:
+        stub = v1.UserServiceStub(channel)
+        with_pat, with_session = [("authorization", f"Bearer {pat}")], [("authorization", f"Bearer {session}")]
+        made_pat = stub.CreatePat(v1.CreatePatRequest(request_id=pat_request_id), timeout=5, metadata=with_pat)
+        made_session = stub.CreateSession(
+            v1.CreateSessionRequest(ttl_seconds=60, request_id=session_request_id), timeout=5, metadata=with_pat
+        )
+        for call, request, metadata in (
+            (stub.CreateSession, v1.CreateSessionRequest(request_id=pat_request_id), with_session),
+            (stub.CreatePat, v1.CreatePatRequest(request_id=session_request_id), with_pat),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                call(request, timeout=5, metadata=metadata)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
+            assert "request_id" in (refused.value.details() or "")
+    # neither token was rotated by the refused calls
+    assert server.client(made_pat.secret).get_user_info().id == alice.user_id
+    assert User(base_url=server.url, token=made_session.secret).get_user_info().id == alice.user_id

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -144,11 +145,14 @@ def from_rpc_error(exc: grpc.RpcError, method: str = "") -> ApiError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     message = exc.details() if hasattr(exc, "details") else str(exc)
     request_id, details = "", {}
-    trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    for key, value in trailers or ():
-        if key == "x-request-id":
+    trailers: Iterable[tuple[str, str | bytes]] = (
+        # grpc's metadata items are (key, value) namedtuples; types-grpcio declares a plain class
+        exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else ()  # type: ignore[assignment]
+    )
+    for key, value in trailers:
+        if key == "x-request-id" and isinstance(value, str):
             request_id = value
-        elif key == "pellucid-error-bin":
+        elif key == "pellucid-error-bin" and isinstance(value, bytes):
             detail = ErrorDetail.FromString(value)
             details = {k: v for k, v in (("reason", detail.reason), ("field", detail.field)) if v}
     cls = _BY_CODE.get(code, ApiError)

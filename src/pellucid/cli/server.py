@@ -77,6 +77,12 @@ def add_server_arguments(server: argparse.ArgumentParser) -> None:
         help="predicts per user waiting for or running on a runner; past it: RESOURCE_EXHAUSTED",
     )
     server.add_argument(
+        "--max-input-batches-per-user",
+        type=_at_least(1),
+        default=32,
+        help="PostInputs calls per user in flight (the server fetches their URLs); past it: RESOURCE_EXHAUSTED",
+    )
+    server.add_argument(
         "--max-runner-connections-per-user",
         type=_at_least(1),
         default=64,
@@ -127,6 +133,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         max_streams_per_user=args.max_streams_per_user,
         max_predicts_per_user=args.max_predicts_per_user,
+        max_input_batches_per_user=args.max_input_batches_per_user,
         max_runner_connections_per_user=args.max_runner_connections_per_user,
         max_blob_bytes=args.max_blob_bytes,
         blob_uri=args.blobs,

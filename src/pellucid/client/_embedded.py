@@ -15,10 +15,14 @@ import atexit
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pellucid.errors import ApiClientError, Unavailable
 
-_servers: dict[Path, object] = {}
+if TYPE_CHECKING:  # imported when a server is started: a client of a remote server never loads it
+    from pellucid.server.runtime import PellucidServer
+
+_servers: dict[Path, PellucidServer] = {}
 _lock = threading.Lock()
 START_TIMEOUT = 30.0
 
@@ -32,7 +36,7 @@ def local_address(data_dir: str) -> str:
     with _lock:
         mine = _servers.get(folder.path)
         if mine is not None:
-            return mine.address  # type: ignore[attr-defined]
+            return mine.address
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             owner = folder.owner()
@@ -88,4 +92,4 @@ def _stop(path: Path) -> None:
     with _lock:
         server = _servers.pop(path, None)
     if server is not None:
-        server.stop(grace=1.0)  # type: ignore[attr-defined]
+        server.stop(grace=1.0)

@@ -11,7 +11,7 @@ from pellucid.api import v1
 from pellucid.errors import UserError
 
 
-def utf8(data: bytes) -> str:
+def utf8(data: bytes | bytearray | memoryview) -> str:
     try:
         return bytes(data).decode("utf-8")
     except UnicodeDecodeError as exc:

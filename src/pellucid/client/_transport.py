@@ -32,6 +32,9 @@ READ_ONLY = frozenset({"PostModelOutputs"})  # predictions change nothing: safe 
 # UNAVAILABLE reasons that a retry cannot change: "no runner" comes after the server waited
 # for one until just before the deadline, and a retry would turn it into DEADLINE_EXCEEDED
 FINAL_REASONS = frozenset({"NO_RUNNER"})
+# RESOURCE_EXHAUSTED reasons that pass as other calls end (the server's per-user and total caps
+# on long calls): retried like UNAVAILABLE. Others (a blob over the size limit) are final.
+BUSY_REASONS = frozenset({"TOO_MANY_INPUT_BATCHES", "TOO_MANY_PREDICTS", "TOO_MANY_STREAMS", "SERVER_BUSY"})
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 R = TypeVar("R", bound=Message)
 
@@ -72,9 +75,19 @@ class EncodedRequest:
     def frame(cls, response_type: type[Message], header: Message, field: str, items: list[bytes]) -> EncodedRequest:
         """`header` (given a request id if it has none) with `items`, serialized messages,
         appended to its repeated `field`."""
-        if not header.request_id:  # type: ignore[attr-defined]
-            header.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
-        return cls(response_type, encode_with_repeated(header, field, items), header.request_id)  # type: ignore[attr-defined]
+        request_id = ensure_request_id(header)
+        return cls(response_type, encode_with_repeated(header, field, items), request_id)
+
+
+def ensure_request_id(message: Message) -> str:
+    """The request id of a mutation's request, set to a fresh one if empty ("" for a request
+    without that field): it makes a retry safe, as the server replays the first answer."""
+    field = message.DESCRIPTOR.fields_by_name.get("request_id")
+    if field is None:
+        return ""
+    if not getattr(message, field.name):
+        setattr(message, field.name, uuid.uuid4().hex)
+    return str(getattr(message, field.name))
 
 
 class _MetadataInterceptor(
@@ -95,16 +108,30 @@ class _MetadataInterceptor(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready, details.compression
         )
 
-    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+    def intercept_unary_unary(
+        self, continuation: Callable[[grpc.ClientCallDetails, Any], Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._details(details), request)
 
-    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+    def intercept_unary_stream(
+        self, continuation: Callable[[grpc.ClientCallDetails, Any], Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._details(details), request)
 
-    def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
+    def intercept_stream_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
+        details: grpc.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
         return continuation(self._details(details), request_iterator)
 
-    def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
+    def intercept_stream_stream(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, Any], Any],
+        details: grpc.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
         return continuation(self._details(details), request_iterator)
 
 
@@ -266,11 +293,9 @@ class Connection:
             safe = bool(request.request_id) or method.startswith(("Get", "List", "Download")) or method in READ_ONLY
             trace_id = request.request_id or uuid.uuid4().hex
         else:
-            fields = request.DESCRIPTOR.fields_by_name
-            if "request_id" in fields and not request.request_id:  # type: ignore[attr-defined]
-                request.request_id = uuid.uuid4().hex  # type: ignore[attr-defined]
-            safe = "request_id" in fields or method.startswith(("Get", "List", "Download")) or method in READ_ONLY
-            trace_id = getattr(request, "request_id", "") or uuid.uuid4().hex
+            request_id = ensure_request_id(request)
+            safe = bool(request_id) or method.startswith(("Get", "List", "Download")) or method in READ_ONLY
+            trace_id = request_id or uuid.uuid4().hex
         deadline = time.monotonic() + timeout
         attempt = 0
         while True:
@@ -288,13 +313,11 @@ class Connection:
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 pause = retry.backoff(attempt)
-                if (
-                    safe
-                    and code in retry.retryable
-                    and attempt + 1 < retry.max_attempts
-                    and time.monotonic() + pause < deadline
-                    and from_rpc_error(exc).details.get("reason") not in FINAL_REASONS
-                ):
+                reason = from_rpc_error(exc).details.get("reason")
+                transient = (code in retry.retryable and reason not in FINAL_REASONS) or (
+                    code == grpc.StatusCode.RESOURCE_EXHAUSTED and reason in BUSY_REASONS
+                )
+                if safe and transient and attempt + 1 < retry.max_attempts and time.monotonic() + pause < deadline:
                     log.debug("%s: %s, retry %d in %.2fs", method, code, attempt + 1, pause)
                     time.sleep(pause)
                     attempt += 1

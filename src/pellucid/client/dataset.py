@@ -20,8 +20,10 @@ from pellucid.api import v1
 from pellucid.client.base import BaseClient
 from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
+from pellucid.client.loader_inputs import loader_items
 from pellucid.client.uploads import UploadItem, UploadResult, read_failures
 from pellucid.client.urls import split_url
+from pellucid.datasets.loaders import ArchiveLoader, CsvLoader, FolderLoader
 from pellucid.errors import UserError
 
 EXPORT_FORMAT_DOC = """\
@@ -143,8 +145,6 @@ class Dataset(Lister, BaseClient):
         already there and what failed (with the loader index); `log_warnings` writes the
         failures to a JSONL file, and `retry_from=that file` uploads just those again.
         """
-        from pellucid.datasets.convert import loader_items
-
         before = self.get_upload_status(pre_upload=True) if get_upload_status else None
         return self._run(
             loader_items(dataloader, self.id),
@@ -168,8 +168,6 @@ class Dataset(Lister, BaseClient):
         **kwargs: Any,
     ) -> UploadResult:
         """Upload the rows of a CSV file (header: input[, inputid, concepts, metadata, geopoints])."""
-        from pellucid.datasets.loaders import CsvLoader
-
         return self.upload_dataset(CsvLoader(csv_path, input_type, csv_type or "raw", labels), batch_size, **kwargs)
 
     def upload_from_folder(
@@ -182,8 +180,6 @@ class Dataset(Lister, BaseClient):
     ) -> UploadResult:
         """Upload every image (or .txt) file under a folder, recursively; with labels, each
         file is labelled with the name of its folder."""
-        from pellucid.datasets.loaders import FolderLoader
-
         return self.upload_dataset(FolderLoader(folder_path, input_type, labels), batch_size, **kwargs)
 
     def upload_from_archive(
@@ -195,8 +191,6 @@ class Dataset(Lister, BaseClient):
         progress: bool = True,
     ) -> UploadResult:
         """Import an archive written by `export` into this dataset, keeping input and annotation ids."""
-        from pellucid.datasets.loaders import ArchiveLoader
-
         archive = ArchiveLoader(archive_path)
         try:
             items = (

@@ -6,7 +6,7 @@ import functools
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from pellucid.api import v1
 from pellucid.client import _protos
 from pellucid.client.base import BaseClient
 from pellucid.client.lister import Lister
+from pellucid.client.loader_inputs import features_to_input
 from pellucid.client.uploads import (
     FailedItem,
     Uploader,
@@ -21,6 +22,7 @@ from pellucid.client.uploads import (
     UploadResult,
     read_failures,
 )
+from pellucid.datasets.loaders import CsvLoader, FolderLoader
 from pellucid.errors import ItemFailure, PartialFailure, UserError, error_class
 
 log = logging.getLogger("pellucid.client")
@@ -165,8 +167,6 @@ class Inputs(Lister, BaseClient):
     ) -> list[v1.Input]:
         """Inputs for every image under a folder (recursive; label = folder name). Reads all files:
         for large folders use Dataset.upload_from_folder, which streams."""
-        from pellucid.datasets.loaders import FolderLoader
-
         loader = FolderLoader(folder_path, "image", labels)
         return [
             Inputs.get_input_from_file("", image_file=str(p), dataset_id=dataset_id, labels=loader.label_of(p))
@@ -177,8 +177,6 @@ class Inputs(Lister, BaseClient):
     def get_text_inputs_from_folder(
         folder_path: str, dataset_id: str | None = None, labels: bool = False
     ) -> list[v1.Input]:
-        from pellucid.datasets.loaders import FolderLoader
-
         loader = FolderLoader(folder_path, "text", labels)
         return [
             Inputs.get_input_from_file("", text_file=str(p), dataset_id=dataset_id, labels=loader.label_of(p))
@@ -195,9 +193,6 @@ class Inputs(Lister, BaseClient):
     ) -> list[v1.Input]:
         """Inputs for every row of a CSV (see CsvLoader for the columns). Raises on the first bad
         row; Dataset.upload_from_csv streams and reports bad rows instead."""
-        from pellucid.datasets.convert import features_to_input
-        from pellucid.datasets.loaders import CsvLoader
-
         loader = CsvLoader(csv_path, input_type, csv_type, labels)
         return [features_to_input(row.features(), loader.task, dataset_id or "") for row in loader]
 
@@ -248,10 +243,10 @@ class Inputs(Lister, BaseClient):
         if isinstance(inputs, v1.Input):
             inputs = [inputs]
         items = (
-            UploadItem(i, f"inputs[{i}]", lambda m=m: m, m.ByteSize() if isinstance(m, v1.Input) else 0)
+            UploadItem(i, f"inputs[{i}]", functools.partial(_given, m), m.ByteSize() if isinstance(m, v1.Input) else 0)
             for i, m in enumerate(inputs)
         )  # anything else fails as its item
-        total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
+        total = len(inputs) if isinstance(inputs, Sized) else None
         result = self._uploader(
             batch_size=batch_size,
             concurrency=concurrency,
@@ -480,6 +475,11 @@ class Inputs(Lister, BaseClient):
     def download_inputs(self, inputs: Iterable[v1.Input | str]) -> list[bytes]:
         """The bytes of each input (media, or UTF-8 text), in order."""
         return [data for _, data, _ in self.iter_input_bytes(inputs)]
+
+
+def _given(message: v1.Input) -> v1.Input:
+    """An UploadItem's build for an input already built."""
+    return message
 
 
 def _code_value(name: str) -> int:

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from pellucid.errors import UserError
 
 MAX_PER_PAGE = 1000
 LIST_ALL_PAGE_SIZE = 500
+
+
+class ListResponse(Protocol):
+    """What every List RPC answers: one repeated field of items, and the next page's token."""
+
+    @property
+    def DESCRIPTOR(self) -> Descriptor: ...
+
+    @property
+    def next_page_token(self) -> str: ...
 
 
 class Lister:
@@ -22,7 +32,7 @@ class Lister:
 
     def list_pages_generator(
         self,
-        endpoint: Callable[[Message], Message],
+        endpoint: Callable[[Message], ListResponse],
         proto_message: type[Message],
         request_data: dict[str, Any],
         page_no: int | None = None,
@@ -54,12 +64,12 @@ class Lister:
                 proto_message(**request_data, page_size=per_page or LIST_ALL_PAGE_SIZE, page_token=token)
             )
             yield from _items(response)
-            token = response.next_page_token  # type: ignore[attr-defined]
+            token = response.next_page_token
             if not token:
                 return
 
 
-def _items(response: Message) -> list[Any]:
+def _items(response: ListResponse) -> list[Any]:
     """The one repeated message field of a List response (found by type, not by position)."""
     fields = [f for f in response.DESCRIPTOR.fields if f.is_repeated and f.type == FieldDescriptor.TYPE_MESSAGE]
     if len(fields) != 1:

@@ -238,13 +238,14 @@ class Model(Lister, BaseClient):
     ) -> v1.PostModelOutputsResponse:
         """Predict on bytes of an image, text (UTF-8), video or audio; raises if the model failed on it."""
         kind = self._input_type(input_type)
-        message = _protos.make_input(
-            **{
-                kind: v1.Text(raw=_protos.utf8(input_bytes))
-                if kind == "text"
-                else getattr(v1, kind.title())(base64=bytes(input_bytes))
-            }
-        )
+        if kind == "text":
+            message = _protos.make_input(text=v1.Text(raw=_protos.utf8(input_bytes)))
+        elif kind == "image":
+            message = _protos.make_input(image=bytes(input_bytes))
+        elif kind == "video":
+            message = _protos.make_input(video=bytes(input_bytes))
+        else:
+            message = _protos.make_input(audio=bytes(input_bytes))
         return self._predict_one(message, inference_params, output_config)
 
     def predict_by_url(

@@ -110,7 +110,6 @@ class Runner(BaseClient):
         self._cancelled: set[str] = set()
         self._outbox: queue.Queue[object] | None = None
         self._connected = threading.Event()
-        self._pool: ThreadPoolExecutor | None = None
 
     # what subclasses implement
 
@@ -153,21 +152,21 @@ class Runner(BaseClient):
         self.load_model()
         previous = self._install_signal_handlers()
         # one pool for the runner's life: losing a stream must not wait for the items it was running
-        self._pool = ThreadPoolExecutor(self.num_parallel_polls, thread_name_prefix=f"runner-{self.runner_id}")
+        pool = ThreadPoolExecutor(self.num_parallel_polls, thread_name_prefix=f"runner-{self.runner_id}")
         try:
-            self._serve_until_stopped()
+            self._serve_until_stopped(pool)
         finally:
-            self._pool.shutdown(wait=not self._stop.is_set(), cancel_futures=self._stop.is_set())
+            pool.shutdown(wait=not self._stop.is_set(), cancel_futures=self._stop.is_set())
             for signum, handler in previous.items():
                 if handler is not None:  # None: installed outside Python, nothing to put back
                     signal.signal(signum, handler)
         log.info("runner %s stopped after %d items", self.runner_id, self.items_done)
 
-    def _serve_until_stopped(self) -> None:
+    def _serve_until_stopped(self, pool: ThreadPoolExecutor) -> None:
         backoff = 0.0
         while not self._stop.is_set():
             try:
-                self._serve_stream()
+                self._serve_stream(pool)
                 backoff = 0.0
             except (ApiError, grpc.RpcError) as exc:
                 if self._stop.is_set():
@@ -242,7 +241,7 @@ class Runner(BaseClient):
                 return
             yield message  # type: ignore[misc]
 
-    def _serve_stream(self) -> None:
+    def _serve_stream(self, pool: ThreadPoolExecutor) -> None:
         outbox: queue.Queue[object] = queue.Queue()
         outbox.put(
             v1.RunnerMessage(
@@ -281,7 +280,7 @@ class Runner(BaseClient):
                 elif kind == "work":
                     with self._lock:
                         self._in_flight[message.work.item_id] = time.monotonic()
-                    self._pool.submit(self._run_item, message.work, outbox)
+                    pool.submit(self._run_item, message.work, outbox)
                 elif kind == "cancel":
                     with self._lock:
                         if message.cancel.item_id in self._in_flight:  # finished items need no note

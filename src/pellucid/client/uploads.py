@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableSequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from tqdm.auto import tqdm
 
@@ -65,7 +66,11 @@ class IdList(MutableSequence[str]):
             return self._other[index]
         return self._packed[index * 16 : (index + 1) * 16].hex()
 
-    def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
         if isinstance(index, slice):
             return [self._get(i) for i in range(*index.indices(len(self)))]
         if index < 0:
@@ -74,10 +79,10 @@ class IdList(MutableSequence[str]):
             raise IndexError(index)
         return self._get(index)
 
-    def __setitem__(self, index, value):  # type: ignore[no-untyped-def,override]
+    def __setitem__(self, index: Any, value: Any) -> None:
         raise TypeError("upload results are read-only")
 
-    def __delitem__(self, index):  # type: ignore[no-untyped-def,override]
+    def __delitem__(self, index: int | slice) -> None:
         raise TypeError("upload results are read-only")
 
     def insert(self, index: int, value: str) -> None:
@@ -153,7 +158,7 @@ class UploadResult:
         return path
 
 
-def read_failures(path: str | Path) -> set[int]:
+def read_failures(path: str | os.PathLike[str]) -> set[int]:
     """The source indices listed in a failures file written by UploadResult.write_failures."""
     indices = set()
     try:

@@ -115,7 +115,7 @@ class CsvLoader(DataLoader):
     def __len__(self) -> int:
         return self._count
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[CsvRow]:
         """Rows in order, read one at a time (blank lines skipped)."""
         with self.path.open(newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
@@ -123,7 +123,7 @@ class CsvLoader(DataLoader):
             index = 0
             for row in reader:
                 if any(cell.strip() for cell in row):
-                    yield _CsvRow(self, index, row, reader.line_num)
+                    yield CsvRow(self, index, row, reader.line_num)
                     index += 1
 
     def __getitem__(self, index: int) -> Any:
@@ -137,13 +137,13 @@ class CsvLoader(DataLoader):
         return f"{self.path}: data row {index + 1}"
 
 
-class _CsvRow:
+class CsvRow:
     """One CSV row; parsed into features on demand so a bad row fails alone."""
 
     def __init__(self, loader: CsvLoader, index: int, row: list[str], line: int) -> None:
         self.loader, self.index, self.row, self.line = loader, index, row, line
 
-    def features(self) -> Any:
+    def features(self) -> TextFeatures | MultiModalFeatures:
         loader = self.loader
         if len(self.row) != len(loader.columns):
             raise UserError(f"line {self.line} has {len(self.row)} cells for {len(loader.columns)} columns")
@@ -154,21 +154,23 @@ class _CsvRow:
         labels = [c.strip() for c in cells.get("concepts", "").split(",") if c.strip()] if loader.labels else []
         metadata = _parse_metadata(cells.get("metadata", ""), self.line)
         geo = _parse_geo(cells.get("geopoints", ""), self.line)
-        common = dict(id=cells.get("inputid", "").strip() or None, metadata=metadata, geo_info=geo, labels=labels)
+        input_id = cells.get("inputid", "").strip() or None
         if loader.input_type == "text":
             if loader.csv_type == "raw":
-                return TextFeatures(text=value, **common)
-            path = loader.path.parent / value if loader.csv_type == "file_path" else None
-            if path is None:
+                text = value
+            elif loader.csv_type == "file_path":
+                text = (loader.path.parent / value).read_text(encoding="utf-8")
+            else:
                 raise UserError("text from URLs: use csv_type 'raw' or 'file_path'")
-            return TextFeatures(text=path.read_text(encoding="utf-8"), **common)
+            return TextFeatures(id=input_id, metadata=metadata, geo_info=geo, text=text, labels=labels)
         if loader.input_type != "image":
             raise UserError(
                 f"CSV upload of {loader.input_type} is not supported by the dataset loader; use Inputs.upload_inputs"
             )
         if loader.csv_type == "url":
-            return MultiModalFeatures(image_url=value, **common)
-        return MultiModalFeatures(image_path=str(loader.path.parent / value), **common)
+            return MultiModalFeatures(id=input_id, metadata=metadata, geo_info=geo, image_url=value, labels=labels)
+        image_path = str(loader.path.parent / value)
+        return MultiModalFeatures(id=input_id, metadata=metadata, geo_info=geo, image_path=image_path, labels=labels)
 
 
 def _parse_metadata(cell: str, line: int) -> dict[str, Any] | None:

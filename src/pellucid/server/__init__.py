@@ -1,1 +1,1 @@
-"""The pellucid server: gRPC servicers over an engine over stores (see DESIGN.md)."""
+"""The pellucid server: gRPC servicers over an engine over stores (see docs/architecture.md)."""

@@ -13,7 +13,6 @@ import os
 import socket
 import ssl
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pellucid.server import faults
 from pellucid.server.datadir import STANDALONE, DataDir, LocalCredentials, ServerLock
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.limits import CallLimits
+from pellucid.server.grpc.pool import HandlerPool
 from pellucid.server.grpc.server import build_server
 from pellucid.server.storage import open_metadata_store
 from pellucid.server.storage.blobs import open_blob_store
@@ -60,6 +60,8 @@ class ServerSettings:
     # running on a runner; runner connections (counted apart, so uploads never lock runners out).
     max_streams_per_user: int = 32
     max_predicts_per_user: int = 64
+    # PostInputs calls in flight: each holds a thread while the server fetches its URL inputs
+    max_input_batches_per_user: int = 32
     max_runner_connections_per_user: int = 64
     # Fetch URL inputs from loopback and private networks too. Off for a shared server:
     # callers could make it read what only it can reach (see engine/fetch.py).
@@ -92,7 +94,7 @@ class PellucidServer:
         self._stopped = threading.Event()
         self._stop_gc = threading.Event()
         self._gc_thread: threading.Thread | None = None
-        self._handlers: ThreadPoolExecutor | None = None
+        self._handlers: HandlerPool | None = None
 
     @property
     def address(self) -> str:
@@ -109,6 +111,7 @@ class PellucidServer:
             max_workers=s.max_workers,
             max_streams_per_user=s.max_streams_per_user,
             max_predicts_per_user=s.max_predicts_per_user,
+            max_input_batches_per_user=s.max_input_batches_per_user,
             max_runner_connections_per_user=s.max_runner_connections_per_user,
         )
 

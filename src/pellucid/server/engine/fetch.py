@@ -131,7 +131,8 @@ class UrlFetcher:
     ) -> bytes:
         """The body, in pieces, each read given only the time left: a server that sends a byte
         now and then cannot hold the fetch (and a worker) past the deadline."""
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+        size = 0
         while size <= self.max_bytes:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -129,7 +129,7 @@ class Users:
         validate_id(user_id, "user_id")
         check_metadata(metadata)
         if request_id:
-            replay = self._replay_token(user_id, request_id)
+            replay = self._replay_token(user_id, request_id, PAT)
             if replay is not None:
                 user = self._store.get_user(user_id)
                 assert user is not None
@@ -173,7 +173,7 @@ class Users:
         if self._store.get_user(target) is None:
             raise NotFound(f"user {target!r} not found", field="user_id")
         if request_id:
-            replay = self._replay_token(target, request_id)
+            replay = self._replay_token(target, request_id, PAT)
             if replay is not None:
                 return replay
         expires = now + ttl_seconds if ttl_seconds else None
@@ -191,7 +191,7 @@ class Users:
                 ttl = max(1, min(ttl, int(principal.expires_at - now)))
             _check_within_session(principal, ttl, now)
         if request_id:
-            replay = self._replay_token(principal.user_id, request_id)
+            replay = self._replay_token(principal.user_id, request_id, SESSION)
             if replay is not None:
                 return replay
         token, secret = self._new_token(principal.user_id, SESSION, "session", self._clock() + ttl, request_id or None)
@@ -230,15 +230,22 @@ class Users:
         )
         return token, secret
 
-    def _replay_token(self, user_id: str, request_id: str) -> tuple[TokenRecord, str] | None:
+    def _replay_token(self, user_id: str, request_id: str, kind: str) -> tuple[TokenRecord, str] | None:
         """A retried token-minting call: the server never kept the secret, so it rotates it.
 
         Only the secret in the last response the client received is valid, and the
-        retry still yields exactly one token record.
+        retry still yields exactly one token record. The token must be of the `kind` the
+        call mints: else a session token could get (and rotate) a PAT through CreateSession.
         """
         token = self._store.get_token_by_request(user_id, request_id)
         if token is None:
             return None
+        if token.kind != kind:
+            raise InvalidArgument(
+                f"request_id {request_id!r} was already used for a different call: use a new request id per call",
+                reason="REQUEST_ID_REUSED",
+                field="request_id",
+            )
         if token.revoked_at is not None:
             raise PermissionDenied(
                 f"request {request_id!r} made token {token.id}, which was revoked since", field="request_id"

@@ -35,7 +35,7 @@ def item_status(exc: errors.EngineError | None) -> Status:
     """The per-item Status of a batch call: OK, or the code a whole call would have failed with."""
     if exc is None:
         return Status(code=Status.OK)
-    return Status(code=status_code(exc).value[0], message=exc.message)
+    return Status(code=Status.Code.Value(status_code(exc).name), message=exc.message)
 
 
 def abort(context: grpc.ServicerContext, exc: errors.EngineError, request_id: str) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
+from typing import Literal
 
 import grpc
 
 from pellucid.api import v1
 from pellucid.server.engine import Engine
-from pellucid.server.engine.inputs import InputOutcome, InputSpec, MediaSpec
+from pellucid.server.engine.inputs import AnnotationOutcome, InputOutcome, InputSpec, MediaSpec
 from pellucid.server.grpc.context import principal
 from pellucid.server.grpc.convert import page_request, to_dict, to_struct, to_timestamp
 from pellucid.server.grpc.errors import item_status
@@ -22,7 +23,7 @@ from pellucid.server.records import (
     RegionRecord,
 )
 
-MEDIA_KINDS = ("image", "video", "audio")
+MEDIA_KINDS: tuple[Literal["image", "video", "audio"], ...] = ("image", "video", "audio")
 _ACTIONS = {
     v1.ANNOTATION_ACTION_UNSPECIFIED: "merge",
     v1.ANNOTATION_ACTION_MERGE: "merge",
@@ -222,7 +223,7 @@ class InputServicer(v1.InputServiceServicer):
             pending.last = True
             yield pending
 
-    def _annotations(self, outcomes: list) -> v1.AnnotationsResponse:  # type: ignore[type-arg]
+    def _annotations(self, outcomes: list[AnnotationOutcome]) -> v1.AnnotationsResponse:
         return v1.AnnotationsResponse(
             results=[
                 v1.AnnotationResult(

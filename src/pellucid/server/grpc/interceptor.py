@@ -7,7 +7,7 @@ raises (or lets the engine raise) and every RPC behaves the same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from pellucid.server.engine.ids import new_id
 from pellucid.server.engine.validation import MAX_METADATA_DEPTH
 from pellucid.server.grpc import context as request_context
 from pellucid.server.grpc.errors import REQUEST_ID_KEY, abort
-from pellucid.server.grpc.limits import CallLimiter, CallLimits, authenticated_user, call_kind, peer_host
+from pellucid.server.grpc.limits import CallLimiter, CallLimits, authenticated_user, call_kind, unauthenticated_callers
 
 log = logging.getLogger("pellucid.server")
 
@@ -43,13 +43,18 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return handler
         kind = call_kind(method, handler)  # long calls count against the caps of pellucid.server.grpc.limits
         if method.startswith(UNAUTHENTICATED_PREFIXES):
-            return self.limiter.guard(handler, kind, peer_host)
+            return self.limiter.guard(handler, kind, unauthenticated_callers)
         metadata = dict(handler_call_details.invocation_metadata or ())
-        header = metadata.get("authorization", "")
-        secret = bearer_secret(header)
-        given_id = metadata.get(REQUEST_ID_KEY, "")
+        secret = bearer_secret(_text_header(metadata, "authorization"))
+        given_id = _text_header(metadata, REQUEST_ID_KEY)
         request_id = given_id if 0 < len(given_id) <= MAX_CLIENT_REQUEST_ID else new_id()
         return _wrap(self.limiter.guard(handler, kind, authenticated_user), self._engine, method, secret, request_id)
+
+
+def _text_header(metadata: Mapping[str, str | bytes], key: str) -> str:
+    """A text header's value, "" when absent (gRPC carries bytes only under `-bin` keys)."""
+    value = metadata.get(key, "")
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def bearer_secret(header: str) -> str:
@@ -71,7 +76,8 @@ def _wrap(
     def fail(context: grpc.ServicerContext, exc: BaseException) -> None:
         if isinstance(exc, EngineError):
             abort(context, exc, request_id)
-        if context.code() is not None:  # the servicer aborted the call itself
+        # the servicer aborted the call itself (grpc has ServicerContext.code() since 1.38; types-grpcio lacks it)
+        if context.code() is not None:  # type: ignore[attr-defined]
             raise exc
         log.exception("internal error in %s (request id %s)", method, request_id)
         context.abort(grpc.StatusCode.INTERNAL, f"internal server error in {method}; request id {request_id}")
@@ -114,7 +120,9 @@ def _wrap(
         return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kwargs)
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kwargs)
-    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+    raise ValueError(f"the handler of {method} has no behaviour to wrap")
 
 
 # Requests that fail to decode.

@@ -4,7 +4,8 @@ The sync gRPC server runs each call on one thread of a fixed pool (`max_workers`
 start to its end, and a call that arrives while every thread is busy waits in a queue: health
 checks too. A stream (an upload that stalls, a download the client stops reading, a runner's
 connection) and a predict waiting for a runner hold their thread for as long as the caller
-likes. So these calls are counted, per user and in total, when their thread starts them:
+likes, and an input batch (PostInputs) holds it while the server fetches its URLs (up to 20 s
+each). So these calls are counted, per user and in total, when their thread starts them:
 past a cap the call is refused with RESOURCE_EXHAUSTED at once, freeing its thread, and all
 of them together never take more than `max_workers` minus a reserve, so health checks and
 short calls of every user always find a free thread.
@@ -32,6 +33,7 @@ from pellucid.server.grpc.errors import abort
 
 RUNNER_CONNECT = "/pellucid.api.v1.RunnerService/Connect"
 PREDICT = "/pellucid.api.v1.ModelService/PostModelOutputs"
+POST_INPUTS = "/pellucid.api.v1.InputService/PostInputs"
 MIN_WORKERS = 8
 
 
@@ -44,6 +46,12 @@ class CallKind(Enum):
         "max_predicts_per_user",
         "--max-predicts-per-user",
         "TOO_MANY_PREDICTS",
+    )
+    INPUT_BATCH = (
+        "input batches in flight (PostInputs, whose URL inputs the server fetches)",
+        "max_input_batches_per_user",
+        "--max-input-batches-per-user",
+        "TOO_MANY_INPUT_BATCHES",
     )
     RUNNER = (
         "runner connections",
@@ -59,6 +67,8 @@ def call_kind(method: str, handler: grpc.RpcMethodHandler) -> CallKind | None:
         return CallKind.RUNNER
     if method == PREDICT:
         return CallKind.PREDICT
+    if method == POST_INPUTS:
+        return CallKind.INPUT_BATCH
     if handler.request_streaming or handler.response_streaming:
         return CallKind.STREAM
     return None
@@ -74,6 +84,7 @@ class CallLimits:
     max_workers: int = 256
     max_streams_per_user: int = 32
     max_predicts_per_user: int = 64
+    max_input_batches_per_user: int = 32
     max_runner_connections_per_user: int = 64
 
     def __post_init__(self) -> None:
@@ -115,7 +126,7 @@ class CallLimiter:
                 )
             if self._total >= total_cap:
                 raise ResourceExhausted(
-                    f"the server is busy: {self._total} long calls (streams, predicts, runner connections) are "
+                    f"the server is busy: {self._total} long calls (streams, predicts, input batches, runner connections) are "
                     f"running, the most its {self.limits.max_workers} threads allow while keeping "
                     f"{reserved_workers(self.limits.max_workers)} for short calls: retry later, or start the "
                     f"server with a higher --max-workers (max_workers)",
@@ -177,13 +188,19 @@ class CallLimiter:
             return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **kwargs)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **kwargs)
-        return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **kwargs)
+        raise ValueError("a method handler with no behaviour to guard")
 
 
-def peer_host(context: grpc.ServicerContext) -> str:
-    """Who an unauthenticated call comes from: its peer's address without the port."""
-    peer = context.peer() or "unknown"
-    return f"peer {peer.rsplit(':', 1)[0] if peer.count(':') > 1 else peer}"
+def unauthenticated_callers(context: grpc.ServicerContext) -> str:
+    """Calls without a token (health Watch, reflection) all count as one caller.
+
+    Counted per peer address, a few addresses (IPv4 and IPv6 loopback, an IPv6 prefix)
+    held every long call the server allows, and authenticated users' uploads, predicts
+    and runner connections were refused as SERVER_BUSY.
+    """
+    return "callers without a token (all together)"
 
 
 def authenticated_user(context: grpc.ServicerContext) -> str:

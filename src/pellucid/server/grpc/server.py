@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from concurrent import futures
 from typing import Any, NamedTuple
 
 import grpc
@@ -20,6 +19,7 @@ from pellucid.server.grpc.inputs import InputServicer
 from pellucid.server.grpc.interceptor import AuthInterceptor
 from pellucid.server.grpc.limits import CallLimits
 from pellucid.server.grpc.models import ModelServicer
+from pellucid.server.grpc.pool import HandlerPool
 from pellucid.server.grpc.runners import RunnerServicer
 from pellucid.server.grpc.users import UserServicer
 
@@ -42,7 +42,7 @@ class BuiltServer(NamedTuple):
     health: health.HealthServicer
     # the threads that run handlers: grpc's stop() cancels calls but does not wait for their
     # handlers to return, so whoever closes the stores afterwards drains this first
-    executor: futures.ThreadPoolExecutor
+    executor: HandlerPool
 
 
 def build_server(
@@ -61,9 +61,9 @@ def build_server(
     `maximum_concurrent_rpcs`: past it gRPC refuses every call, health checks included.
     """
     limits = dataclasses.replace(limits or CallLimits(), max_workers=max_workers)
-    executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="pellucid-rpc")
+    executor = HandlerPool(max_workers, thread_name_prefix="pellucid-rpc")
     server = grpc.server(
-        executor,
+        executor,  # type: ignore[arg-type]  # grpc takes any Executor; its stubs name ThreadPoolExecutor
         interceptors=[AuthInterceptor(engine, limits)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -100,7 +100,8 @@ class BlobIndex(abc.ABC):
     # packs (LocalBlobStore only)
 
     @abc.abstractmethod
-    def live_bytes_per_pack(self) -> dict[int, int]: ...
+    def live_bytes(self, pack: int) -> int:
+        """The bytes of `pack` that rows name."""
 
     @abc.abstractmethod
     def pack_rows(self, pack: int) -> list[BlobRow]: ...
@@ -260,8 +261,9 @@ class SqliteBlobIndex(BlobIndex):
                 delete_bytes(removed)
         return removed
 
-    def live_bytes_per_pack(self) -> dict[int, int]:
-        return {pack: size for pack, size in self._conn().execute("SELECT pack, SUM(size) FROM blobs GROUP BY pack")}
+    def live_bytes(self, pack: int) -> int:
+        row = self._conn().execute("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE pack = ?", (pack,)).fetchone()
+        return int(row[0])
 
     def pack_rows(self, pack: int) -> list[BlobRow]:
         return [

@@ -226,10 +226,10 @@ class PostgresBlobIndex(BlobIndex):
 
     # packs: a shared index serves object stores only, which have none
 
-    def live_bytes_per_pack(self) -> dict[int, int]:
+    def live_bytes(self, pack: int) -> int:
         with self._read() as conn:
-            rows = conn.execute("SELECT pack, sum(size) FROM blob_rows WHERE pack > 0 GROUP BY pack")
-            return {r[0]: int(r[1]) for r in rows}
+            row = conn.execute("SELECT COALESCE(sum(size), 0) FROM blob_rows WHERE pack = %s", (pack,)).fetchone()
+            return int(row[0]) if row else 0
 
     def pack_rows(self, pack: int) -> list[BlobRow]:
         with self._read() as conn:

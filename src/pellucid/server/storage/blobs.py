@@ -514,11 +514,11 @@ class LocalBlobStore(BlobStore):
         are not on disk. A crash in between leaves unindexed bytes (reclaimed by a later
         compaction) or a pack no row names (removed by the next run).
         """
-        live = self.index.live_bytes_per_pack()
         compacted = 0
         for path in sorted(self.packs.glob("*.pack")):
             number, total = int(path.stem), path.stat().st_size
-            dead = total - live.get(number, 0)
+            # read now, not before the loop: the current pack has grown by the live blobs moved into it
+            dead = total - self.index.live_bytes(number)
             if self._closing.is_set():
                 break
             if total and dead >= total * self.COMPACT_DEAD_FRACTION:
