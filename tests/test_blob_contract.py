@@ -8,6 +8,7 @@ file modes, object layout, conditional puts) follow the shared ones.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -135,6 +136,7 @@ def test_blobs_come_back_byte_for_byte_whatever_their_size(store: BlobStore) -> 
         assert store.get(digest) == blob
         assert b"".join(store.read_chunks(digest, chunk_bytes=4096)) == blob
     assert store.size(sha256_hex(b"never stored")) is None and store.get(sha256_hex(b"never stored")) is None
+    store.check()  # reachable: no error
 
 
 def test_a_stream_is_stored_whole_and_a_large_one_crosses_parts(store: BlobStore, backend: Backend) -> None:
@@ -517,7 +519,10 @@ def test_an_object_store_that_stops_answering_is_unavailable_not_an_internal_err
         store = S3BlobStore(location, SqliteBlobIndex(tmp_path / "index.sqlite3"), client=client)
         kept = os.urandom(1_000)
         store.put_many("alice", [kept])
+        store.check()  # answers: healthy
         own.stop()
+        with pytest.raises(BlobStoreUnavailable):
+            store.check()
         lost = os.urandom(1_000)
         with pytest.raises(BlobStoreUnavailable, match="does not answer"):
             store.put_many("alice", [lost])
@@ -535,3 +540,14 @@ def boto3_client(endpoint_url: str, config: Any) -> Any:
     import boto3
 
     return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def test_a_local_store_whose_directory_went_away_is_unavailable(tmp_path: Path) -> None:
+    store = open_blob_store(f"file://{tmp_path / 'data'}")
+    try:
+        store.check()
+        shutil.rmtree(tmp_path / "data" / "blobs")  # e.g. a volume unmounted under the server
+        with pytest.raises(BlobStoreUnavailable, match="is gone"):
+            store.check()
+    finally:
+        store.close()

@@ -117,6 +117,10 @@ class BlobIndex(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise BlobStoreUnavailable if the index cannot be reached now."""
+
 
 class SqliteBlobIndex(BlobIndex):
     """The index in one SQLite file; its write transactions are serial, so `claim`/`record` and
@@ -286,6 +290,12 @@ class SqliteBlobIndex(BlobIndex):
                 return False
             remove()
             return True
+
+    def check(self) -> None:
+        try:
+            self._conn().execute("SELECT 1 FROM flags LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise BlobStoreUnavailable(f"the blob index {self._connections.path} cannot be read: {exc}") from exc
 
     def close(self) -> None:
         self._connections.close()

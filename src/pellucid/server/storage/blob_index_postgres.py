@@ -252,5 +252,9 @@ class PostgresBlobIndex(BlobIndex):
             remove()
             return True
 
+    def check(self) -> None:
+        with self._read() as conn:
+            conn.execute("SELECT 1")
+
     def close(self) -> None:
         self._pool.close()

@@ -84,14 +84,18 @@ class S3Location:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
-def s3_client(location: S3Location) -> Any:
-    """A boto3 S3 client; credentials come from boto3's usual chain (AWS_* variables, profiles, roles)."""
+def s3_client(location: S3Location, probe: bool = False) -> Any:
+    """A boto3 S3 client; credentials come from boto3's usual chain (AWS_* variables, profiles, roles).
+
+    `probe`: one attempt and short timeouts, for health checks."""
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config  # type: ignore[import-untyped]
 
     config = Config(
         max_pool_connections=2 * _PUT_THREADS,
-        retries={"mode": "standard", "max_attempts": 5},
+        retries={"mode": "standard", "max_attempts": 1 if probe else 5},
+        connect_timeout=2 if probe else 10,
+        read_timeout=2 if probe else 60,
         # a custom endpoint (MinIO, moto, Ceph) rarely has a DNS name per bucket
         s3={"addressing_style": "path" if location.endpoint_url else "auto"},
     )
@@ -171,6 +175,7 @@ class S3BlobStore(BlobStore):
         self._gc_lock = threading.Lock()
         self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(_PUT_THREADS, thread_name_prefix="pellucid-s3-put")
+        self._probe = client if client is not None else s3_client(location, probe=True)
         try:
             self._client.head_bucket(Bucket=location.bucket)
         except self._errors as exc:
@@ -192,6 +197,12 @@ class S3BlobStore(BlobStore):
             if isinstance(status, int) and status >= 500:
                 raise BlobStoreUnavailable(f"the object store of {self.location} fails: {exc}") from exc
             raise
+
+    def check(self) -> None:
+        """One HEAD of the bucket, without boto3's retries, within a few seconds; and the index."""
+        with self._reaching():
+            self._probe.head_bucket(Bucket=self.location.bucket)
+        self.index.check()
 
     def _key(self, sha256: str) -> str:
         return f"{self.location.prefix}blobs/{sha256}"

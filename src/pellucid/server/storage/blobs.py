@@ -152,6 +152,10 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise BlobStoreUnavailable if the store cannot be reached now (for health checks: one quick probe)."""
+
     def get(self, sha256: str) -> bytes | None:
         if self.size(sha256) is None:
             return None
@@ -199,6 +203,11 @@ class LocalBlobStore(BlobStore):
         existing = sorted(int(p.stem) for p in self.packs.glob("*.pack"))
         self._pack = existing[-1] if existing else 1
         self._writer = self._open_pack(self._pack)  # held open for the store's life
+
+    def check(self) -> None:
+        if not self.packs.is_dir():  # a data dir on a volume that went away
+            raise BlobStoreUnavailable(f"the blob store's directory {self.packs} is gone")
+        self.index.check()
 
     def _fix_modes(self) -> None:
         """Once per store: files and directories made before they were created private."""
