@@ -20,13 +20,14 @@ garbage collection from deleting a blob someone is storing again.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import hashlib
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,6 +296,14 @@ class S3BlobStore(BlobStore):
         buffer = bytearray()
         temp_key, upload = f"{self.location.prefix}uploads/{uuid.uuid4().hex}", ""
         parts: list[dict[str, Any]] = []
+        sending: Future[dict[str, Any]] | None = None  # one part goes up while the next one arrives
+
+        def send(data: bytes) -> None:
+            nonlocal sending
+            if sending is not None:
+                parts.append(sending.result())
+            sending = self._pool.submit(self._upload_part, temp_key, upload, len(parts) + 1, data)
+
         try:
             for chunk in chunks:
                 size += len(chunk)
@@ -307,7 +316,7 @@ class S3BlobStore(BlobStore):
                         upload = self._client.create_multipart_upload(Bucket=self.location.bucket, Key=temp_key)[
                             "UploadId"
                         ]
-                    parts.append(self._upload_part(temp_key, upload, len(parts) + 1, bytes(buffer[:PART_BYTES])))
+                    send(bytes(buffer[:PART_BYTES]))
                     del buffer[:PART_BYTES]
             digest = hasher.hexdigest()
             if expected_sha256 and expected_sha256 != digest:
@@ -315,7 +324,10 @@ class S3BlobStore(BlobStore):
             if not upload:  # it fit in one part: its key is known now, store it like any other
                 self.put_many(owner, [bytes(buffer)], [digest])
                 return digest, size
-            parts.append(self._upload_part(temp_key, upload, len(parts) + 1, bytes(buffer)))
+            send(bytes(buffer))
+            assert sending is not None
+            parts.append(sending.result())
+            sending = None
             self._client.complete_multipart_upload(
                 Bucket=self.location.bucket, Key=temp_key, UploadId=upload, MultipartUpload={"Parts": parts}
             )
@@ -326,6 +338,9 @@ class S3BlobStore(BlobStore):
                 self.index.record(owner, [BlobRow(digest, 0, 0, size)], [digest], time.time())
             return digest, size
         finally:
+            if sending is not None:  # a part still going up: let it finish, so the abort removes it too
+                with contextlib.suppress(*self._errors):
+                    sending.result()
             if upload:
                 self._abort(temp_key, upload)
             elif parts:
