@@ -6,7 +6,7 @@ Layout under the URI's prefix (see docs/scale-out.md, "Blobs on S3"):
   (`If-None-Match: *`): the second one gets 412 and knows the blob is there.
 - `uploads/<uuid>`: a streamed upload (UploadBlob) in progress. Its key cannot be the
   hash until the last byte has arrived, so it is sent to a temporary key in 8 MiB parts
-  while it is hashed (a replica holds one part in memory and needs no local disk), then
+  while it is hashed (a replica holds two parts in memory at most and needs no local disk), then
   copied inside S3 to its final key (a multipart copy, conditional too; no byte passes
   through the replica) and removed. When the blob is already stored, the copy is skipped.
 
