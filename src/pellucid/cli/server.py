@@ -107,6 +107,13 @@ def add_server_arguments(server: argparse.ArgumentParser) -> None:
         help="where blobs live: file:///path (default: the data dir) or "
         "s3://bucket/prefix?endpoint_url=...&region=... (credentials from the AWS_* variables)",
     )
+    server.add_argument(
+        "--queue",
+        default="",
+        metavar="URI",
+        help="where prediction items wait for runners: memory: (in this process, the default; "
+        "the only one accepted so far)",
+    )
     server.add_argument("--log-level", default="info")
     server.add_argument(
         "--json",
@@ -119,8 +126,14 @@ def add_server_arguments(server: argparse.ArgumentParser) -> None:
 def cmd_server(args: argparse.Namespace) -> int:
     from pellucid.client.config import default_home
     from pellucid.server.runtime import DataDirInUse, PellucidServer, PortInUse, ServerSettings, TlsSettingsError
+    from pellucid.server.storage.queue import check_work_queue_uri
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        check_work_queue_uri(args.queue)
+    except ValueError as exc:
+        print(f"pellucid server: --queue: {exc}", file=sys.stderr)
+        return 2
     settings = ServerSettings(
         data_dir=Path(args.data_dir) if args.data_dir else default_home(),
         host=args.host,
@@ -137,6 +150,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         max_runner_connections_per_user=args.max_runner_connections_per_user,
         max_blob_bytes=args.max_blob_bytes,
         blob_uri=args.blobs,
+        queue_uri=args.queue,
     )
     server = PellucidServer(settings)
     try:

@@ -32,20 +32,6 @@ log = logging.getLogger("pellucid.runner")
 _END = object()
 
 
-def apply_output_config(output: v1.Output, config: v1.OutputConfig) -> None:
-    """Keep concepts >= min_value (and in select_concepts, if any), highest first, at most max_concepts."""
-    concepts = list(output.data.concepts)
-    if not concepts:
-        return
-    selected = {c.id for c in config.select_concepts}
-    kept = [c for c in concepts if c.value >= config.min_value and (not selected or c.id in selected)]
-    kept.sort(key=lambda c: -c.value)
-    if config.max_concepts:
-        kept = kept[: config.max_concepts]
-    del output.data.concepts[:]
-    output.data.concepts.extend(kept)
-
-
 MAX_FETCH_BYTES = 64 * 1024 * 1024
 
 
@@ -320,8 +306,7 @@ class Runner(BaseClient):
         except Exception as exc:  # noqa: BLE001 - a failing batch method fails each of its inputs, with the reason
             outputs = [v1.Output(status=_failure(exc)) for _ in inputs]
         for item, output in zip(inputs, outputs):
-            output.input.id = item.id
-            apply_output_config(output, work.output_info.output_config)
+            output.input.id = item.id  # the server applies the output config (min_value, max_concepts ...)
         result = v1.RunnerMessage(
             result=v1.WorkResult(item_id=work.item_id, response=v1.PostModelOutputsResponse(outputs=outputs))
         )

@@ -24,8 +24,10 @@ from pellucid.server.engine import Engine
 from pellucid.server.grpc.limits import CallLimits
 from pellucid.server.grpc.pool import HandlerPool
 from pellucid.server.grpc.server import build_server
+from pellucid.server.grpc.translate.runners import ProtoWorkCodec
 from pellucid.server.storage import open_metadata_store
 from pellucid.server.storage.blobs import open_blob_store
+from pellucid.server.storage.queue import check_work_queue_uri, open_work_queue
 
 log = logging.getLogger("pellucid.server")
 
@@ -52,6 +54,9 @@ class ServerSettings:
     # Empty: files (and a SQLite file for small blobs) in the data dir. Or
     # s3://bucket/prefix?endpoint_url=...&region=... (see docs/scale-out.md, "Blobs on S3").
     blob_uri: str = ""
+    # Where prediction items wait for runners. Empty or `memory:`: in this process (the only
+    # backend so far; see docs/scale-out.md, "Work queue").
+    queue_uri: str = ""
     admin_user_id: str = "admin"
     # Threads serving calls. Streams, predicts and runner connections hold one for as long as they
     # last: they take at most three quarters, per-user caps below (grpc/limits.py).
@@ -120,6 +125,7 @@ class PellucidServer:
 
         Nothing is created in the data dir unless the TLS files are usable and the port is free."""
         credentials = server_credentials(self.settings)
+        check_work_queue_uri(self.settings.queue_uri)  # ValueError naming the accepted URIs
         if self.settings.port:
             check_port_free(self.settings.host, self.settings.port)
         if self._lock is None:
@@ -136,6 +142,7 @@ class PellucidServer:
             faults.configure(os.environ.get("PELLUCID_FAULT", ""))  # test-only crash points (server/faults.py)
             if not self.settings.metadata_uri:
                 self.data_dir.create_private_file(self.data_dir.metadata_path)
+            queue = open_work_queue(self.settings.queue_uri)
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
             try:
                 blobs = open_blob_store(
@@ -152,6 +159,8 @@ class PellucidServer:
                 allow_private_urls=self.settings.allow_private_urls,
                 max_blob_bytes=self.settings.max_blob_bytes,
                 blob_grace_seconds=self.settings.blob_gc_grace_seconds,
+                queue=queue,
+                work_codec=ProtoWorkCodec(),
             )
             # this process owns the data dir (lock): unfinished claims are from a crashed server
             store.release_unfinished_requests()

@@ -20,12 +20,14 @@ from pellucid.server.engine.inputs import (
     Inputs,
 )
 from pellucid.server.engine.models import Models
+from pellucid.server.engine.predict import WorkCodec
 from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.routing import Router
 from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
+from pellucid.server.storage.queue import WorkQueue, open_work_queue
 
 
 class Engine:
@@ -39,7 +41,12 @@ class Engine:
         allow_private_urls: bool = False,
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
         blob_grace_seconds: float = DEFAULT_BLOB_GRACE_SECONDS,
+        queue: WorkQueue | None = None,
+        work_codec: WorkCodec | None = None,
+        router_clock: Callable[[], float] = time.time,
     ) -> None:
+        """`queue` defaults to the in-memory one; `work_codec` is the runner wire format that the
+        runner-facing adapter provides (without one, predictions are refused)."""
         self.store = store
         self.blobs = blobs
         # blobs stored before they had owners get them from the inputs that hold them (once)
@@ -58,8 +65,9 @@ class Engine:
             blob_grace_seconds=blob_grace_seconds,
         )
         self.requests = RequestLog(store, clock)
-        self.router = Router()
-        self.models = Models(store, self.apps, self.router, clock)
+        self.queue = queue if queue is not None else open_work_queue("memory:", router_clock)
+        self.router = Router(self.queue, router_clock)
+        self.models = Models(store, self.apps, self.router, clock, work_codec)
         self.runners = Runners(store, self.router, clock)
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:

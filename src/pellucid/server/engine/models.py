@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import builtins
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pellucid.server.engine.access import Principal
 from pellucid.server.engine.apps import Apps
-from pellucid.server.engine.errors import AlreadyExists, InvalidArgument, NotFound
+from pellucid.server.engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pellucid.server.engine.ids import new_id, validate_id
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
-from pellucid.server.engine.routing import Router
+from pellucid.server.engine.predict import (
+    INPUT_FIELDS,
+    PredictInput,
+    PredictRequest,
+    PredictResult,
+    RunnerWork,
+    WorkCodec,
+    apply_output_config,
+)
+from pellucid.server.engine.routing import Router, Ticket
 from pellucid.server.engine.validation import (
     MAX_BATCH,
     MAX_DESCRIPTION_LENGTH,
@@ -30,7 +38,6 @@ from pellucid.server.records import (
 )
 from pellucid.server.storage import Conflict, MetadataStore
 
-INPUT_FIELDS = ("image", "video", "audio", "text")
 MAX_ITEM_TIMEOUT = 3600
 
 
@@ -46,32 +53,20 @@ class VersionSpec:
     metadata: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class PredictInput:
-    """What the engine checks of one input of a predict: the content fields it fills, and its metadata."""
-
-    fields: tuple[str, ...] = ()
-    metadata: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What the servicer needs to build the work item: the version and the merged settings."""
-
-    model: ModelRecord
-    version: ModelVersionRecord
-    params: dict[str, Any]
-    output_config: OutputConfig
-
-
 class Models:
     def __init__(
-        self, store: MetadataStore, apps: Apps, router: Router, clock: Callable[[], float] = time.time
+        self,
+        store: MetadataStore,
+        apps: Apps,
+        router: Router,
+        clock: Callable[[], float] = time.time,
+        codec: WorkCodec | None = None,
     ) -> None:
         self._store = store
         self._apps = apps
         self._router = router
         self._clock = clock
+        self._codec = codec
 
     def _version(self, user_id: str, app_id: str, model_id: str, spec: VersionSpec) -> ModelVersionRecord:
         version_id = spec.id or new_id()
@@ -205,58 +200,77 @@ class Models:
 
     # predictions
 
-    def prepare(
-        self,
-        principal: Principal,
-        user_id: str,
-        app_id: str,
-        model_id: str,
-        version_id: str,
-        inputs: Sequence[PredictInput],
-        method: str,
-        inference_params: dict[str, Any],
-        output_config: OutputConfig | None,
-    ) -> Prediction:
+    def predict(self, principal: Principal, request: PredictRequest) -> PredictResult:
+        """Run a predict on a runner and wait for its outputs (one per input, each with its status)."""
+        return self.submit(principal, request).result()
+
+    def submit(self, principal: Principal, request: PredictRequest) -> PendingPredict:
+        """Check a predict and queue it for a runner; the returned handle waits for (or cancels) it."""
+        if self._codec is None:
+            raise FailedPrecondition("this server has no runner wire format: predictions are off")
+        work = self._prepare(principal, request)
+        version = work.version
+        described = f"model {version.model_id!r} (version {version.id}) of app {version.app_id!r}"
+        ticket = self._router.submit(
+            version.user_id,
+            frozenset(version.runner_labels),
+            self._codec.encode_work(work),
+            float(version.item_timeout_seconds),
+            max(request.deadline_seconds, 0.0),
+            described,
+        )
+        return PendingPredict(ticket, work, self._codec)
+
+    def _prepare(self, principal: Principal, request: PredictRequest) -> RunnerWork:
+        inputs = request.inputs
         if not 1 <= len(inputs) <= MAX_BATCH:
             raise InvalidArgument(
                 f"a predict takes 1-{MAX_BATCH} inputs, got {len(inputs)}: split larger lists", field="inputs"
             )
-        if method:
-            validate_id(method, "method")
-        model, version = self.get(principal, user_id, app_id, model_id, version_id)
+        if request.method:
+            validate_id(request.method, "method")
+        model, version = self.get(principal, request.user_id, request.app_id, request.model_id, request.version_id)
         if version is None:
-            raise NotFound(f"model {model_id!r} has no version: create one with runner_labels", field="version_id")
+            raise NotFound(
+                f"model {request.model_id!r} has no version: create one with runner_labels", field="version_id"
+            )
         for i, given in enumerate(inputs):
             _check_predict_input(model, given, f"inputs[{i}]")
-        check_metadata(inference_params, "inference_params")
+        check_metadata(request.params, "inference_params")
         config = version.output_config
-        if output_config is not None:
-            _check_output_config(output_config, "output_config")
+        if request.output_config is not None:
+            given_config = request.output_config
+            _check_output_config(given_config, "output_config")
             config = OutputConfig(
-                min_value=output_config.min_value or config.min_value,
-                max_concepts=output_config.max_concepts or config.max_concepts,
-                select_concepts=output_config.select_concepts or config.select_concepts,
+                min_value=given_config.min_value or config.min_value,
+                max_concepts=given_config.max_concepts or config.max_concepts,
+                select_concepts=given_config.select_concepts or config.select_concepts,
             )
-        return Prediction(model, version, {**version.params, **inference_params}, config)
-
-    def route(
-        self, prediction: Prediction, payload: bytes, wait: float, abandoned: threading.Event | None = None
-    ) -> tuple[bytes, str]:
-        """Run a prepared prediction on a runner; returns (the runner's response, its id).
-
-        Waits at most `wait` seconds; setting `abandoned` (the caller went away) cancels it.
-        """
-        version = prediction.version
-        described = f"model {version.model_id!r} (version {version.id}) of app {version.app_id!r}"
-        return self._router.submit(
-            version.user_id,
-            frozenset(version.runner_labels),
-            payload,
-            float(version.item_timeout_seconds),
-            wait,
-            described,
-            abandoned,
+        return RunnerWork(
+            version, request.method or "predict", tuple(inputs), {**version.params, **request.params}, config
         )
+
+
+class PendingPredict:
+    """A queued predict. `result()` blocks until its runner answers; an async adapter passes a
+    callback to `add_done_callback` and calls `result()` from it, holding no thread meanwhile."""
+
+    def __init__(self, ticket: Ticket, work: RunnerWork, codec: WorkCodec) -> None:
+        self._ticket = ticket
+        self._work = work
+        self._codec = codec
+
+    def cancel(self, reason: str = "the caller went away") -> None:
+        self._ticket.cancel(reason)
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        self._ticket.add_done_callback(lambda _outcome: callback())
+
+    def result(self) -> PredictResult:
+        answer, runner_id = self._ticket.wait()
+        outputs = apply_output_config(self._codec.decode_outputs(answer), self._work.output_config)
+        version = self._work.version
+        return PredictResult(version.model_id, version.id, runner_id, outputs)
 
 
 def _check_predict_input(model: ModelRecord, given: PredictInput, field: str) -> None:
@@ -290,4 +304,4 @@ def _check_output_config(config: OutputConfig, field: str) -> None:
         validate_id(concept_id, f"{field}.select_concepts[{i}]")
 
 
-__all__ = ["Models", "PredictInput", "Prediction", "VersionSpec"]
+__all__ = ["INPUT_FIELDS", "Models", "PendingPredict", "PredictInput", "VersionSpec"]

@@ -11,7 +11,7 @@ from pellucid.server.engine.access import Principal, own_namespace
 from pellucid.server.engine.errors import AlreadyExists, InvalidArgument, NotFound
 from pellucid.server.engine.ids import validate_id
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
-from pellucid.server.engine.routing import Router, Session
+from pellucid.server.engine.routing import Router, StreamInfo, StreamMessage
 from pellucid.server.engine.validation import MAX_DESCRIPTION_LENGTH, check_text
 from pellucid.server.records import RunnerRecord
 from pellucid.server.storage import Conflict, MetadataStore
@@ -94,9 +94,9 @@ class Runners:
                 f"runner {runner_id!r} of user {owner!r} not found", reason="RUNNER_NOT_FOUND", field="runner_id"
             )
         kept = frozenset(runner.labels)
-        for session in self._router.sessions_of(owner):
-            if session.runner_id == runner.id and not session.labels <= kept:
-                self._router.close_session(session, "the runner's labels changed")
+        for stream in self._router.streams_of(owner):
+            if stream.runner_id == runner.id and not stream.labels <= kept:
+                self._router.close_stream(stream.id, "the runner's labels changed")
         return runner
 
     def delete(self, principal: Principal, user_id: str, runner_id: str) -> None:
@@ -105,16 +105,16 @@ class Runners:
         self._router.close_runner(runner.user_id, runner.id)
 
     def live(self, runner: RunnerRecord) -> tuple[int, int]:
-        """(open connections, total capacity) of a runner right now."""
-        sessions = [s for s in self._router.sessions_of(runner.user_id) if s.runner_id == runner.id]
-        return len(sessions), sum(s.capacity for s in sessions)
+        """(open connections, total capacity) of a runner right now, on every replica."""
+        workers = [w for w in self._router.queue.workers(runner.user_id) if w.runner_id == runner.id]
+        return len(workers), sum(w.capacity for w in workers)
 
-    # the runner's stream
+    # the runner's stream: the adapter holding it passes its id, and relays its messages
 
     def connect(
         self, principal: Principal, runner_id: str, capacity: int, labels: tuple[str, ...] = ()
-    ) -> tuple[RunnerRecord, Session]:
-        """Open a session; `labels` (if any) narrow the registered labels for this connection."""
+    ) -> tuple[RunnerRecord, StreamInfo]:
+        """Open a stream; `labels` (if any) narrow the registered labels for this connection."""
         runner = self.get(principal, "", runner_id)
         if not 1 <= capacity <= MAX_CAPACITY:
             raise InvalidArgument(f"capacity must be 1-{MAX_CAPACITY}, got {capacity}", field="hello.capacity")
@@ -126,19 +126,26 @@ class Runners:
                 field="hello.labels",
             )
         serving = frozenset(labels or runner.labels)
-        return runner, self._router.open_session(runner.user_id, runner.id, serving, capacity)
+        return runner, self._router.open_stream(runner.user_id, runner.id, serving, capacity)
 
-    def disconnect(self, session: Session) -> None:
-        self._router.close_session(session)
+    def next_message(self, stream_id: str, timeout: float) -> StreamMessage | None:
+        """What to send the runner next (work, a withdrawal, or the end); None after `timeout` seconds."""
+        return self._router.next_message(stream_id, timeout)
 
-    def heartbeat(self, session: Session, draining: bool, working_on: tuple[str, ...] = ()) -> None:
-        self._router.heartbeat(session, draining, frozenset(working_on))
+    def disconnect(self, stream_id: str, reason: str = "disconnected") -> None:
+        """The stream ended (or must end): its unfinished items go to other runners."""
+        self._router.close_stream(stream_id, reason)
 
-    def complete(self, session: Session, item_id: str, result: bytes) -> None:
-        self._router.complete(session, item_id, result)
+    def forget(self, stream_id: str) -> None:
+        """The adapter has closed the stream for good."""
+        self._router.forget_stream(stream_id)
 
-    def cancel(self, item_id: str, reason: str) -> None:
-        self._router.cancel(item_id, reason)
+    def heartbeat(self, stream_id: str, draining: bool, working_on: tuple[str, ...] = ()) -> None:
+        self._router.heartbeat(stream_id, draining, frozenset(working_on))
+
+    def complete(self, stream_id: str, item_id: str, result: bytes) -> None:
+        """A runner's answer, in the runner wire format (the first answer for an item wins)."""
+        self._router.complete(stream_id, item_id, result)
 
 
 def _checked_labels(labels: tuple[str, ...]) -> tuple[str, ...]:

@@ -15,9 +15,9 @@ from pellucid.server.grpc.context import principal
 from pellucid.server.grpc.convert import page_request, to_dict, to_struct, to_timestamp
 from pellucid.server.grpc.errors import item_status
 from pellucid.server.grpc.idempotency import replayable
+from pellucid.server.grpc.translate.concepts import concept_messages, concept_values
 from pellucid.server.records import (
     AnnotationRecord,
-    ConceptValue,
     InputRecord,
     JobRecord,
     RegionRecord,
@@ -30,14 +30,6 @@ _ACTIONS = {
     v1.ANNOTATION_ACTION_OVERWRITE: "overwrite",
     v1.ANNOTATION_ACTION_REMOVE: "remove",
 }
-
-
-def concept_values(concepts: Iterable[v1.Concept]) -> tuple[ConceptValue, ...]:
-    return tuple(ConceptValue(c.id, c.name, c.value) for c in concepts)
-
-
-def concept_messages(values: tuple[ConceptValue, ...]) -> list[v1.Concept]:
-    return [v1.Concept(id=c.id, name=c.name, value=c.value) for c in values]
 
 
 def region_records(regions: Iterable[v1.Region]) -> tuple[RegionRecord, ...]:

@@ -7,30 +7,16 @@ import threading
 from collections.abc import Iterator
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from pellucid.api import v1
 from pellucid.server.engine import Engine
 from pellucid.server.engine.errors import EngineError, InvalidArgument
-from pellucid.server.engine.routing import CLOSE, Cancel, Dispatch, Session
 from pellucid.server.grpc.context import principal
-from pellucid.server.grpc.convert import page_request, to_timestamp
+from pellucid.server.grpc.convert import page_request
 from pellucid.server.grpc.idempotency import replayable
-from pellucid.server.records import RunnerRecord
+from pellucid.server.grpc.translate.runners import runner_message, server_message
 
 log = logging.getLogger("pellucid.server")
-
-
-def runner_message(runner: RunnerRecord, live: tuple[int, int] = (0, 0)) -> v1.Runner:
-    return v1.Runner(
-        id=runner.id,
-        user_id=runner.user_id,
-        labels=list(runner.labels),
-        description=runner.description,
-        created_at=to_timestamp(runner.created_at),
-        connections=live[0],
-        capacity=live[1],
-    )
 
 
 class RunnerServicer(v1.RunnerServiceServicer):
@@ -59,7 +45,7 @@ class RunnerServicer(v1.RunnerServiceServicer):
     @replayable(v1.Runner)
     def PatchRunner(self, request: v1.PatchRunnerRequest, context: grpc.ServicerContext) -> v1.Runner:
         r = request.runner
-        fields = {"labels": tuple(r.labels), "description": r.description}
+        fields: dict[str, tuple[str, ...] | str] = {"labels": tuple(r.labels), "description": r.description}
         changes = {path: fields.get(path, ()) for path in request.update_mask.paths}
         runner = self.engine.runners.patch(principal(), request.user_id, r.id, changes)
         return runner_message(runner, self.engine.runners.live(runner))
@@ -75,14 +61,15 @@ class RunnerServicer(v1.RunnerServiceServicer):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("kind") != "hello":
             raise InvalidArgument("a runner stream starts with a RunnerHello", field="hello")
-        runner, session = self.engine.runners.connect(
+        runners = self.engine.runners
+        runner, stream = runners.connect(
             principal(), first.hello.runner_id, first.hello.capacity, tuple(first.hello.labels)
         )
-        log.info("runner %s connected (session %s, capacity %d)", runner.id, session.id, session.capacity)
+        log.info("runner %s connected (stream %s, capacity %d)", runner.id, stream.id, stream.capacity)
         failures: list[EngineError] = []  # a bad message ends the stream with its error
         reader = threading.Thread(
             target=self._read,
-            args=(request_iterator, session, failures),
+            args=(request_iterator, stream.id, failures),
             daemon=True,
             name=f"pellucid-runner-{runner.id}",
         )
@@ -90,53 +77,37 @@ class RunnerServicer(v1.RunnerServiceServicer):
         try:
             yield v1.ServerMessage(
                 welcome=v1.RunnerWelcome(
-                    session_id=session.id,
-                    labels=sorted(session.labels),
-                    heartbeat_seconds=self.engine.runners.heartbeat_seconds,
+                    session_id=stream.id,
+                    labels=sorted(stream.labels),
+                    heartbeat_seconds=runners.heartbeat_seconds,
                 )
             )
             while context.is_active():
-                message = session.next_message(timeout=0.5)
+                message = runners.next_message(stream.id, timeout=0.5)
                 if message is None:
                     continue
-                if message is CLOSE:
+                outgoing = server_message(message)
+                if outgoing is None:  # the engine ended the stream
                     if failures:
                         raise failures[0]
                     return
-                yield _server_message(message)
+                yield outgoing
         finally:
-            self.engine.runners.disconnect(session)
-            log.info("runner %s disconnected (session %s)", runner.id, session.id)
+            runners.forget(stream.id)
+            log.info("runner %s disconnected (stream %s)", runner.id, stream.id)
 
-    def _read(
-        self, request_iterator: Iterator[v1.RunnerMessage], session: Session, failures: list[EngineError]
-    ) -> None:
+    def _read(self, request_iterator: Iterator[v1.RunnerMessage], stream_id: str, failures: list[EngineError]) -> None:
+        runners = self.engine.runners
         try:
             for message in request_iterator:
                 kind = message.WhichOneof("kind")
                 if kind == "result":
-                    self.engine.runners.complete(
-                        session, message.result.item_id, message.result.response.SerializeToString()
-                    )
+                    runners.complete(stream_id, message.result.item_id, message.result.response.SerializeToString())
                 elif kind == "heartbeat":
-                    self.engine.runners.heartbeat(
-                        session, message.heartbeat.draining, tuple(message.heartbeat.item_ids)
-                    )
+                    runners.heartbeat(stream_id, message.heartbeat.draining, tuple(message.heartbeat.item_ids))
         except grpc.RpcError:
-            pass  # the stream ended: the session is closed below
+            pass  # the stream ended: it is closed below
         except EngineError as exc:  # e.g. a message that does not decode
             failures.append(exc)
         finally:
-            self.engine.runners.disconnect(session)
-
-
-def _server_message(message: object) -> v1.ServerMessage:
-    if isinstance(message, Dispatch):
-        work = v1.WorkItem.FromString(message.payload)
-        work.item_id = message.item_id
-        lease = Timestamp()
-        lease.FromNanoseconds(int(message.lease_deadline * 1e9))
-        work.lease_deadline.CopyFrom(lease)
-        return v1.ServerMessage(work=work)
-    assert isinstance(message, Cancel)
-    return v1.ServerMessage(cancel=v1.CancelItem(item_id=message.item_id, reason=message.reason))
+            runners.disconnect(stream_id)

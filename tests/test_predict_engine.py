@@ -1,0 +1,109 @@
+"""A predict through the engine alone, as a second protocol adapter (HTTP, OIP) would make it:
+pellucid's own types in and out, its own runner wire format (JSON here), no proto anywhere."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pellucid.server.engine import Engine, Principal
+from pellucid.server.engine.models import VersionSpec
+from pellucid.server.engine.predict import (
+    Media,
+    OutputCode,
+    OutputData,
+    PredictInput,
+    PredictOutput,
+    PredictRequest,
+    RunnerWork,
+)
+from pellucid.server.engine.routing import WorkOrder
+from pellucid.server.records import ConceptValue, OutputConfig
+from pellucid.server.storage import open_metadata_store
+from pellucid.server.storage.blobs import open_blob_store
+
+
+class JsonCodec:
+    """A runner wire format that is not protobuf."""
+
+    def encode_work(self, work: RunnerWork) -> bytes:
+        inputs = [{"id": i.id, "text": m.data.decode()} for i in work.inputs for m in i.media]
+        return json.dumps({"method": work.method, "inputs": inputs, "params": work.params}).encode()
+
+    def decode_outputs(self, result: bytes) -> list[PredictOutput]:
+        return [
+            PredictOutput(
+                o["input_id"],
+                OutputCode(o["code"]),
+                o.get("message", ""),
+                OutputData(tuple(ConceptValue(c, value=v) for c, v in o["concepts"].items())),
+            )
+            for o in json.loads(result)
+        ]
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = Engine(
+        open_metadata_store(f"sqlite://{tmp_path / 'metadata.db'}"),
+        open_blob_store(f"file://{tmp_path / 'blobs'}"),
+        work_codec=JsonCodec(),
+    )
+    yield engine
+    engine.close()
+
+
+ADMIN = Principal("admin", is_admin=True, token_id="t")
+
+
+def test_a_predict_without_protos_with_the_output_config_applied_by_the_engine(engine: Engine) -> None:
+    engine.users.bootstrap("admin")
+    engine.apps.create(ADMIN, "admin", "app")
+    engine.models.create(
+        ADMIN,
+        "admin",
+        "app",
+        "m",
+        version=VersionSpec(runner_labels=("cpu",), output_config=OutputConfig(min_value=0.2)),
+    )
+    engine.runners.create(ADMIN, "admin", "r", ("cpu",))
+    _, stream = engine.runners.connect(ADMIN, "r", capacity=2)
+
+    def runner() -> None:
+        """A runner that answers with every concept, unfiltered (the runner SDK no longer filters)."""
+        order = None
+        while not isinstance(order, WorkOrder):
+            order = engine.runners.next_message(stream.id, 5.0)
+        work = json.loads(order.payload)
+        assert work["params"] == {"k": 1}
+        answer = [
+            {"input_id": i["id"], "code": 0, "concepts": {"a": 0.9, "b": 0.5, "c": 0.1, "d": 0.3}}
+            for i in work["inputs"]
+        ]
+        engine.runners.complete(stream.id, order.item_id, json.dumps(answer).encode())
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    result = engine.models.predict(
+        ADMIN,
+        PredictRequest(
+            "admin",
+            "app",
+            "m",
+            inputs=(PredictInput("i1", (Media("text", b"hello"),)),),
+            params={"k": 1},
+            output_config=OutputConfig(max_concepts=2),
+            deadline_seconds=10.0,
+        ),
+    )
+    thread.join(5)
+    assert result.runner_id == "r" and result.model_id == "m"
+    (output,) = result.outputs
+    assert output.input_id == "i1" and output.code is OutputCode.OK
+    # the version's min_value 0.2 and the call's max_concepts 2, highest first
+    assert [c.id for c in output.data.concepts] == ["a", "b"]
+    assert engine.runners.live(engine.runners.get(ADMIN, "admin", "r")) == (1, 2)

@@ -1,0 +1,31 @@
+"""The gRPC translators of predicts: a proto through the engine's types and back is unchanged."""
+
+from __future__ import annotations
+
+from pellucid.api import v1
+from pellucid.server.engine.predict import Media, OutputCode
+from pellucid.server.grpc.translate.models import input_message, output_message, output_record, predict_input
+
+
+def test_inputs_round_trip_through_the_engine_types() -> None:
+    text = v1.Input(id="x", data=v1.Data(text=v1.Text(raw="hi"), concepts=[v1.Concept(id="c")]))
+    image = v1.Input(id="y", data=v1.Data(image=v1.Image(base64=b"\x89PNG", mime="image/png")))
+    image.data.metadata.update({"a": 1})
+    for message in (text, image):
+        assert input_message(predict_input(message)) == message
+    assert predict_input(image).media == (Media("image", b"\x89PNG", "", "image/png"),)
+    assert predict_input(text).fields == ("text",)  # an empty image is not sent along
+
+
+def test_outputs_round_trip_keeping_what_the_engine_does_not_model() -> None:
+    output = v1.Output(
+        status=v1.Status(code=v1.Status.INVALID_ARGUMENT, message="bad"),
+        input=v1.Input(id="x"),
+        data=v1.Data(text=v1.Text(raw="t"), concepts=[v1.Concept(id="a", value=0.5)], regions=[v1.Region(id="r")]),
+    )
+    output.data.metadata.update({"k": "v"})
+    record = output_record(output)
+    assert record.code is OutputCode.INVALID_ARGUMENT and [c.id for c in record.data.concepts] == ["a"]
+    assert output_message(record) == output
+    plain = v1.Output(input=v1.Input(id="x"), data=v1.Data(concepts=[v1.Concept(id="a", value=0.5)]))
+    assert output_message(output_record(plain)) == plain
