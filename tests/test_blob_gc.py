@@ -173,7 +173,7 @@ def _all_referenced(pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
 
 def _index_is_sound(store: LocalBlobStore) -> None:
     """Every index row names bytes on disk that hash to its digest."""
-    for (sha,) in store._conn().execute("SELECT sha256 FROM blobs"):
+    for (sha,) in store.index._conn().execute("SELECT sha256 FROM blobs"):  # type: ignore[attr-defined]
         assert hashlib.sha256(store.get(sha) or b"").hexdigest() == sha
 
 

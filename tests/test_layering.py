@@ -189,6 +189,8 @@ DISTRIBUTION_OF_IMPORT = {
     "google": "protobuf",
     "psycopg_pool": "psycopg-pool",
 }
+# Imports an extra provides (imported only when its feature is used): import -> (extra, distribution).
+IMPORTS_OF_EXTRAS = {"boto3": ("s3", "boto3"), "botocore": ("s3", "boto3")}  # botocore comes with boto3
 
 
 def _third_party_imports() -> set[str]:
@@ -211,4 +213,8 @@ def test_the_runtime_dependencies_are_what_the_package_imports() -> None:
     runner uses it, so it is the `examples` extra); an import nothing declares breaks one."""
     pyproject = tomllib.loads((SRC.parent / "pyproject.toml").read_text(encoding="utf-8"))
     declared = {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in pyproject["project"]["dependencies"]}
-    assert declared == _third_party_imports()
+    assert declared == _third_party_imports() - set(IMPORTS_OF_EXTRAS)
+    extras = pyproject["project"]["optional-dependencies"]
+    for name, (extra, distribution) in IMPORTS_OF_EXTRAS.items():
+        provided = {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in extras[extra]}
+        assert distribution in provided, f"{name} is imported, and the {extra!r} extra should provide {distribution}"

@@ -108,6 +108,13 @@ def add_server_arguments(server: argparse.ArgumentParser) -> None:
         help="largest blob a caller may upload, in bytes (default 1 GiB)",
     )
     server.add_argument(
+        "--blobs",
+        default="",
+        metavar="URI",
+        help="where blobs live: file:///path (default: the data dir) or "
+        "s3://bucket/prefix?endpoint_url=...&region=... (credentials from the AWS_* variables)",
+    )
+    server.add_argument(
         "--queue",
         default="",
         metavar="URI",
@@ -149,6 +156,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         max_input_batches_per_user=args.max_input_batches_per_user,
         max_runner_connections_per_user=args.max_runner_connections_per_user,
         max_blob_bytes=args.max_blob_bytes,
+        blob_uri=args.blobs,
         queue_uri=args.queue,
         metadata_uri=args.metadata,
     )

@@ -53,7 +53,8 @@ class ServerSettings:
     port: int = 0
     # Empty: SQLite in the data dir.
     metadata_uri: str = ""
-    # Empty: files (and a SQLite file for small blobs) in the data dir.
+    # Empty: files (and a SQLite file for small blobs) in the data dir. Or
+    # s3://bucket/prefix?endpoint_url=...&region=... (see docs/scale-out.md, "Blobs on S3").
     blob_uri: str = ""
     # Where prediction items wait for runners. Empty or `memory:`: in this process (the only
     # backend so far; see docs/scale-out.md, "Work queue").
@@ -152,7 +153,15 @@ class PellucidServer:
                 self.data_dir.create_private_file(self.data_dir.metadata_path)
             queue = open_work_queue(self.settings.queue_uri)
             store = open_metadata_store(self.settings.metadata_uri or f"sqlite://{self.data_dir.metadata_path}")
-            blobs = open_blob_store(self.settings.blob_uri or f"file://{self.data_dir.path}")
+            try:
+                blobs = open_blob_store(
+                    self.settings.blob_uri or f"file://{self.data_dir.path}",
+                    self.data_dir.path,
+                    shared_index_uri=self.settings.metadata_uri,  # PostgreSQL: S3 blobs' index goes there too
+                )
+            except BaseException:
+                store.close()
+                raise
             self.engine = Engine(
                 store,
                 blobs,

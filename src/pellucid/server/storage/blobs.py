@@ -27,7 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pellucid.server.storage.sqlite_connections import ThreadConnections, insert_rows
+from pellucid.server.storage.blob_index import BlobIndex, BlobRow, BlobStoreUnavailable, SqliteBlobIndex
+
+__all__ = ["BlobStoreUnavailable"]  # re-exported: callers catch it with the other blob errors
 
 LARGE_BLOB_BYTES = 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
@@ -150,6 +152,10 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise BlobStoreUnavailable if the store cannot be reached now (for health checks: one quick probe)."""
+
     def get(self, sha256: str) -> bytes | None:
         if self.size(sha256) is None:
             return None
@@ -181,10 +187,8 @@ class LocalBlobStore(BlobStore):
         self.packs = self.files / "packs"
         _private_dirs(self.packs)
         index = self.root / "blobs.sqlite3"
-        new_index = not index.exists()
-        _private_files(index, index.with_name(index.name + "-wal"), index.with_name(index.name + "-shm"))
-        self._connections = ThreadConnections(index)
-        self._conn = self._connections.get
+        private_files(index, index.with_name(index.name + "-wal"), index.with_name(index.name + "-shm"))
+        self.index: BlobIndex = SqliteBlobIndex(index)
         self._lock = threading.Lock()
         self._append_lock = threading.Lock()
         self._drained = threading.Condition(self._append_lock)  # an append to a pack finished
@@ -193,26 +197,17 @@ class LocalBlobStore(BlobStore):
         self._readers: dict[int, int] = {}
         self._in_flight: collections.Counter[str] = collections.Counter()  # digests being stored (under _append_lock)
         self._appending: collections.Counter[int] = collections.Counter()  # per pack: appends not yet indexed
-        with self._connections.write() as conn:
-            created = not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'blobs'").fetchone()
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL,"
-                " size INTEGER NOT NULL) WITHOUT ROWID"
-            )
-            # keyed by sha256 first: "does anyone hold this blob" is a prefix lookup, no second index
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS owners (sha256 TEXT NOT NULL, owner TEXT NOT NULL, renewed_at REAL NOT NULL,"
-                " PRIMARY KEY (sha256, owner)) WITHOUT ROWID"
-            )
-            conn.execute("CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
-            if created and new_index:  # a new store has nothing stored before owners existed
-                conn.execute("INSERT OR IGNORE INTO flags VALUES ('owners_backfilled', '1'), ('modes_fixed', '1')")
-            fix_modes = not conn.execute("SELECT 1 FROM flags WHERE name = 'modes_fixed'").fetchone()
+        fix_modes = not self.index.flag("modes_fixed")
         if fix_modes:
             self._fix_modes()
         existing = sorted(int(p.stem) for p in self.packs.glob("*.pack"))
         self._pack = existing[-1] if existing else 1
         self._writer = self._open_pack(self._pack)  # held open for the store's life
+
+    def check(self) -> None:
+        if not self.packs.is_dir():  # a data dir on a volume that went away
+            raise BlobStoreUnavailable(f"the blob store's directory {self.packs} is gone")
+        self.index.check()
 
     def _fix_modes(self) -> None:
         """Once per store: files and directories made before they were created private."""
@@ -220,8 +215,7 @@ class LocalBlobStore(BlobStore):
             os.chmod(directory, _DIR_MODE)
             for name in names:
                 os.chmod(os.path.join(directory, name), _FILE_MODE)
-        with self._connections.write() as conn:
-            conn.execute("INSERT OR IGNORE INTO flags VALUES ('modes_fixed', '1')")
+        self.index.set_flag("modes_fixed")
 
     def _pack_path(self, number: int) -> Path:
         return self.packs / f"{number:06d}.pack"
@@ -235,17 +229,6 @@ class LocalBlobStore(BlobStore):
     def _path(self, sha256: str) -> Path:
         check_digest(sha256)
         return self.files / sha256[:2] / sha256[2:4] / sha256
-
-    def _known(self, digests: list[str]) -> set[str]:
-        known: set[str] = set()
-        conn = self._conn()
-        for start in range(0, len(digests), 900):
-            part = digests[start : start + 900]
-            known.update(
-                r[0]
-                for r in conn.execute(f"SELECT sha256 FROM blobs WHERE sha256 IN ({','.join('?' * len(part))})", part)
-            )
-        return known
 
     @contextmanager
     def _storing(self, digests: list[str]) -> Iterator[None]:
@@ -278,18 +261,18 @@ class LocalBlobStore(BlobStore):
     def _append_and_index(self, owner: str, small: dict[str, bytes], owned: list[str]) -> None:
         """Append the new ones of `small` to the current pack, then index them and record `owner`
         for every digest of `owned`, in one transaction."""
-        rows: list[tuple[str, int, int, int]] = []
+        rows: list[BlobRow] = []
         writer, pack = -1, 0
         if small:
             with self._append_lock:
                 if self._writer < 0:
                     raise RuntimeError(f"the blob store in {self.root} is closed")
-                known = self._known(list(small))
+                known = self.index.stored(list(small))
                 new = {d: b for d, b in small.items() if d not in known}
                 if new:
                     offset = self._roll_over_if_full()
                     for digest, blob in new.items():
-                        rows.append((digest, self._pack, offset, len(blob)))
+                        rows.append(BlobRow(digest, self._pack, offset, len(blob)))
                         offset += len(blob)
                     _write_all(self._writer, list(new.values()))
                     writer, pack = os.dup(self._writer), self._pack  # still this pack's file after a rollover
@@ -297,15 +280,7 @@ class LocalBlobStore(BlobStore):
         try:
             if writer >= 0:  # sync outside the lock: other batches append meanwhile, and one sync covers them all
                 os.fdatasync(writer)
-            now = time.time()
-            with self._connections.write() as conn:
-                insert_rows(conn, "INSERT INTO blobs (sha256, pack, offset, size)", rows, "ON CONFLICT DO NOTHING")
-                insert_rows(
-                    conn,
-                    "INSERT INTO owners (sha256, owner, renewed_at)",
-                    [(d, owner, now) for d in owned],
-                    "ON CONFLICT DO UPDATE SET renewed_at = excluded.renewed_at",
-                )
+            self.index.record(owner, rows, owned, time.time())
         finally:
             if writer >= 0:
                 os.close(writer)
@@ -384,29 +359,17 @@ class LocalBlobStore(BlobStore):
     def acquire(self, owner: str, digests: list[str]) -> dict[str, int]:
         digests = list(dict.fromkeys(check_digest(d) for d in digests))
         held: dict[str, int] = {}
-        now = time.time()
-        with self._connections.write() as conn:
-            for start in range(0, len(digests), 900):
-                part = digests[start : start + 900]
-                marks = ",".join("?" * len(part))
-                conn.execute(
-                    f"UPDATE owners SET renewed_at = ? WHERE owner = ? AND sha256 IN ({marks})", (now, owner, *part)
-                )
-                for sha256, size in conn.execute(
-                    f"SELECT o.sha256, b.size FROM owners o LEFT JOIN blobs b ON b.sha256 = o.sha256"
-                    f" WHERE o.owner = ? AND o.sha256 IN ({marks})",
-                    (owner, *part),
-                ):
-                    if size is None:  # a large blob: a file of its own
-                        path = self._path(sha256)
-                        size = path.stat().st_size if path.exists() else None
-                    if size is not None:
-                        held[sha256] = size
+        for sha256, size in self.index.acquire(owner, digests, time.time()).items():
+            if size is None:  # a large blob: a file of its own
+                path = self._path(sha256)
+                size = path.stat().st_size if path.exists() else None
+            if size is not None:
+                held[sha256] = size
         return held
 
     def _location(self, sha256: str) -> tuple[int, int, int] | None:
-        row = self._conn().execute("SELECT pack, offset, size FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
-        return (row[0], row[1], row[2]) if row else None
+        row = self.index.location(sha256)
+        return (row.pack, row.offset, row.size) if row else None
 
     def size(self, sha256: str) -> int | None:
         location = self._location(check_digest(sha256))
@@ -450,17 +413,15 @@ class LocalBlobStore(BlobStore):
                 yield chunk
 
     def backfill_owners(self, references: Callable[[], Iterable[tuple[str, str]]]) -> int:
-        if self._conn().execute("SELECT 1 FROM flags WHERE name = 'owners_backfilled'").fetchone():
+        if self.index.flag("owners_backfilled"):
             return 0
         # inputs made before digests were checked may name anything: only real blobs get owners
         pairs = {(owner, sha256) for owner, sha256 in references() if is_sha256(sha256)}
-        packed = self._known(sorted({sha256 for _, sha256 in pairs}))
-        now = time.time()
-        rows = [(sha256, owner, now) for owner, sha256 in pairs if sha256 in packed or self._path(sha256).exists()]
-        with self._connections.write() as conn:
-            insert_rows(conn, "INSERT INTO owners (sha256, owner, renewed_at)", rows, "ON CONFLICT DO NOTHING")
-            conn.execute("INSERT OR IGNORE INTO flags VALUES ('owners_backfilled', '1')")
-        return len(rows)
+        packed = self.index.stored(sorted({sha256 for _, sha256 in pairs}))
+        records = [(owner, sha256) for owner, sha256 in pairs if sha256 in packed or self._path(sha256).exists()]
+        added = self.index.add_owners(records, time.time())
+        self.index.set_flag("owners_backfilled")
+        return added
 
     # garbage collection
 
@@ -500,49 +461,18 @@ class LocalBlobStore(BlobStore):
             )
 
     def _release_owners(self, is_referenced: ReferenceCheck, cutoff: float) -> int:
-        released, after = 0, ("", "")
-        while not self._closing.is_set():
-            batch = [
-                (r[0], r[1])
-                for r in self._conn().execute(
-                    "SELECT sha256, owner FROM owners WHERE (sha256, owner) > (?, ?) AND renewed_at < ?"
-                    " ORDER BY sha256, owner LIMIT 500",
-                    (*after, cutoff),
-                )
-            ]
-            if not batch:
-                return released
-            after = batch[-1]
-            in_use = is_referenced([(owner, sha256) for sha256, owner in batch])
-            stale = [(sha256, owner, cutoff) for sha256, owner in batch if (owner, sha256) not in in_use]
-            if stale:
-                with self._connections.write() as conn:  # renewed meanwhile: kept (renewed_at < cutoff again)
-                    before = conn.total_changes
-                    conn.executemany("DELETE FROM owners WHERE sha256 = ? AND owner = ? AND renewed_at < ?", stale)
-                    released += conn.total_changes - before
-        return released
+        return release_stale_owners(self.index, is_referenced, cutoff, self._closing)
 
     def _delete_unheld_packed(self) -> tuple[int, int]:
-        candidates = [
-            (r[0], r[1])
-            for r in self._conn().execute(
-                "SELECT sha256, size FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM owners o WHERE o.sha256 = b.sha256)"
-            )
-        ]
+        candidates = self.index.unowned_rows()
         deleted = freed = 0
         for start in range(0, len(candidates), 500):
             if self._closing.is_set():
                 break
-            part = candidates[start : start + 500]
-            with self._append_lock, self._connections.write() as conn:
-                for sha256, size in part:
-                    if sha256 in self._in_flight:
-                        continue
-                    if conn.execute(
-                        "DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS (SELECT 1 FROM owners o WHERE o.sha256 = ?)",
-                        (sha256, sha256),
-                    ).rowcount:
-                        deleted, freed = deleted + 1, freed + size
+            part = dict(candidates[start : start + 500])
+            with self._append_lock:  # the bytes stay in the pack until it is compacted
+                removed = self.index.remove_unowned(list(part), self._in_flight.__contains__, lambda _digests: None)
+            deleted, freed = deleted + len(removed), freed + sum(part[d] for d in removed)
         return deleted, freed
 
     def _delete_unheld_files(self, temp_max_age: float) -> tuple[int, int]:
@@ -566,24 +496,20 @@ class LocalBlobStore(BlobStore):
                         pass
             digests = [n for n in names if is_sha256(n) and here == self.files / n[:2] / n[2:4]]
             for start in range(0, len(digests), 500):
-                part = digests[start : start + 500]
-                with self._append_lock, self._connections.write() as conn:  # unlink inside: see collect_garbage
-                    held = {
-                        r[0]
-                        for r in conn.execute(
-                            f"SELECT DISTINCT sha256 FROM owners WHERE sha256 IN ({','.join('?' * len(part))})", part
-                        )
-                    }
-                    for digest in part:
-                        if digest in held or digest in self._in_flight:
-                            continue
+                sizes: dict[str, int] = {}
+
+                def unlink(unowned: list[str], here: Path = here, sizes: dict[str, int] = sizes) -> None:
+                    for digest in unowned:
                         path = here / digest
                         try:
-                            size = path.stat().st_size
+                            sizes[digest] = path.stat().st_size
                             path.unlink()
                         except FileNotFoundError:
                             continue
-                        deleted, freed = deleted + 1, freed + size
+
+                with self._append_lock:  # unlinked inside the index's transaction: see collect_garbage
+                    self.index.remove_unowned(digests[start : start + 500], self._in_flight.__contains__, unlink)
+                deleted, freed = deleted + len(sizes), freed + sum(sizes.values())
         return deleted, freed
 
     def _pack_bytes(self) -> int:
@@ -601,8 +527,7 @@ class LocalBlobStore(BlobStore):
         for path in sorted(self.packs.glob("*.pack")):
             number, total = int(path.stem), path.stat().st_size
             # read now, not before the loop: the current pack has grown by the live blobs moved into it
-            live = self._conn().execute("SELECT COALESCE(SUM(size), 0) FROM blobs WHERE pack = ?", (number,)).fetchone()
-            dead = total - live[0]
+            dead = total - self.index.live_bytes(number)
             if self._closing.is_set():
                 break
             if total and dead >= total * self.COMPACT_DEAD_FRACTION:
@@ -618,19 +543,15 @@ class LocalBlobStore(BlobStore):
                 self._roll_over()
             while self._appending[number]:  # appends made before the rollover: wait for their index rows
                 self._drained.wait()
-        rows = [
-            (r[0], r[1], r[2])
-            for r in self._conn().execute(
-                "SELECT sha256, offset, size FROM blobs WHERE pack = ? ORDER BY offset", (number,)
-            )
-        ]
+        rows = [(r.sha256, r.offset, r.size) for r in self.index.pack_rows(number)]
         source = os.open(self._pack_path(number), os.O_RDONLY)
         try:
             start = 0
             while start < len(rows):
                 if self._closing.is_set():  # what moved is indexed in its new place; the rest stays put
                     return
-                batch, batch_bytes = [], 0
+                batch: list[tuple[str, int, int]] = []
+                batch_bytes = 0
                 while start < len(rows) and (not batch or batch_bytes < 64 * CHUNK_BYTES):
                     batch.append(rows[start])
                     batch_bytes += rows[start][2]
@@ -638,14 +559,16 @@ class LocalBlobStore(BlobStore):
                 self._move(number, source, batch)
         finally:
             os.close(source)
-        with self._connections.write() as conn:
-            if conn.execute("SELECT 1 FROM blobs WHERE pack = ? LIMIT 1", (number,)).fetchone():
-                return  # cannot happen (no append goes there any more); keep the pack rather than lose bytes
+
+        def remove() -> None:
             with self._lock:
                 fd = self._readers.pop(number, None)
                 if fd is not None:
                     os.close(fd)  # readers hold their own duplicates
                 self._pack_path(number).unlink(missing_ok=True)
+
+        if not self.index.remove_pack_if_unused(number, remove):
+            return  # cannot happen (no append goes there any more); keep the pack rather than lose bytes
         _sync_directory(self.packs)
 
     def _move(self, number: int, source: int, rows: list[tuple[str, int, int]]) -> None:
@@ -656,15 +579,14 @@ class LocalBlobStore(BlobStore):
             offset = self._roll_over_if_full()
             moved = []
             for (sha256, _, size), _blob in zip(rows, data):
-                moved.append((self._pack, offset, sha256, number))
+                moved.append((sha256, number, self._pack, offset))
                 offset += size
             _write_all(self._writer, data)
             writer, pack = os.dup(self._writer), self._pack
             self._appending[pack] += 1
         try:
             os.fdatasync(writer)
-            with self._connections.write() as conn:
-                conn.executemany("UPDATE blobs SET pack = ?, offset = ? WHERE sha256 = ? AND pack = ?", moved)
+            self.index.move(moved)
         finally:
             os.close(writer)
             with self._append_lock:
@@ -674,7 +596,7 @@ class LocalBlobStore(BlobStore):
     def close(self) -> None:
         self._closing.set()
         with self._gc_lock:  # a collection stops at its next step (a batch, a pack): wait for that
-            self._connections.close()
+            self.index.close()
             with self._lock:
                 for fd in self._readers.values():
                     os.close(fd)
@@ -683,6 +605,23 @@ class LocalBlobStore(BlobStore):
                 if self._writer >= 0:
                     os.close(self._writer)
                     self._writer = -1
+
+
+def release_stale_owners(
+    index: BlobIndex, is_referenced: ReferenceCheck, cutoff: float, closing: threading.Event
+) -> int:
+    """Release owner records not renewed since `cutoff` that `is_referenced` does not vouch for, in batches."""
+    released, after = 0, ("", "")
+    while not closing.is_set():
+        batch = index.stale_owners(after, cutoff, 500)
+        if not batch:
+            return released
+        after = batch[-1]
+        in_use = is_referenced([(owner, sha256) for sha256, owner in batch])
+        stale = [(sha256, owner) for sha256, owner in batch if (owner, sha256) not in in_use]
+        if stale:
+            released += index.release_owners(stale, cutoff)
+    return released
 
 
 def _write_all(fd: int, parts: list[bytes]) -> None:
@@ -712,7 +651,7 @@ def _private_dirs(path: Path) -> None:
         os.chmod(directory, _DIR_MODE)
 
 
-def _private_files(*paths: Path) -> None:
+def private_files(*paths: Path) -> None:
     """Create the first of `paths` empty if missing; set every one that exists to 0600.
 
     SQLite creates its database 0644 and gives its -wal and -shm files the database's mode:
@@ -733,10 +672,28 @@ def _sync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def open_blob_store(uri: str) -> BlobStore:
-    """`file:///path/to/dir` (or a bare path): the embedded store."""
-    if uri.startswith("file://"):
-        return LocalBlobStore(Path(uri[len("file://") :]))
-    if "://" not in uri:
-        return LocalBlobStore(Path(uri))
-    raise ValueError(f"unsupported blob store {uri.split('://')[0]!r}: use file:///path/to/dir")
+BLOB_STORE_SCHEMES = ("file", "s3")
+
+
+def open_blob_store(uri: str, index_dir: Path | None = None, shared_index_uri: str = "") -> BlobStore:
+    """The blob store a URI names.
+
+    `file:///path/to/dir` (or a bare path): the embedded store, packs and files with their
+    SQLite index in that directory. `s3://bucket/prefix?endpoint_url=...&region=...`: objects
+    in a bucket (credentials from boto3's chain: AWS_* variables, profiles, roles), their
+    index in PostgreSQL if `shared_index_uri` is a postgresql:// URI (the metadata
+    database, shared by replicas), else in SQLite under `index_dir` (the server's data dir).
+    """
+    scheme = uri.split("://", 1)[0] if "://" in uri else "file"
+    if scheme == "file":
+        return LocalBlobStore(Path(uri[len("file://") :] if "://" in uri else uri))
+    if scheme == "s3":
+        try:
+            from pellucid.server.storage.blob_s3 import open_s3_blob_store
+        except ImportError as exc:  # boto3 is an extra
+            raise ValueError(f"{uri}: the S3 blob store needs boto3: pip install 'pellucid[s3]' ({exc})") from exc
+        return open_s3_blob_store(uri, index_dir, shared_index_uri)
+    raise ValueError(
+        f"unsupported blob store {scheme!r} in {uri!r}: use one of "
+        "file:///path/to/dir, s3://bucket/prefix?endpoint_url=...&region=..."
+    )
