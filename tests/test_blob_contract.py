@@ -36,9 +36,9 @@ from pellucid.server.storage.blobs import (
     DigestMismatch,
     InvalidDigest,
     LocalBlobStore,
-    open_blob_store,
     sha256_hex,
 )
+from pellucid.server.storage.registry import open_blob_store
 from tests import pg
 from tests.media_samples import png
 from tests.s3_server import CREDENTIALS, MotoServer

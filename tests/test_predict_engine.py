@@ -24,7 +24,7 @@ from pellucid.server.engine.predict import (
 from pellucid.server.engine.routing import WorkOrder
 from pellucid.server.records import ConceptValue, OutputConfig
 from pellucid.server.storage import open_metadata_store
-from pellucid.server.storage.blobs import open_blob_store
+from pellucid.server.storage.registry import open_blob_store
 
 
 class JsonCodec:

@@ -28,8 +28,7 @@ from pellucid.server.grpc.pool import HandlerPool
 from pellucid.server.grpc.server import build_server
 from pellucid.server.grpc.translate.runners import ProtoWorkCodec
 from pellucid.server.storage import MetadataStore, open_metadata_store
-from pellucid.server.storage.blobs import open_blob_store
-from pellucid.server.storage.registry import check_work_queue_uri, open_work_queue
+from pellucid.server.storage.registry import check_work_queue_uri, open_blob_store, open_work_queue
 
 log = logging.getLogger("pellucid.server")
 

@@ -673,27 +673,3 @@ def _sync_directory(path: Path) -> None:
 
 
 BLOB_STORE_SCHEMES = ("file", "s3")
-
-
-def open_blob_store(uri: str, index_dir: Path | None = None, shared_index_uri: str = "") -> BlobStore:
-    """The blob store a URI names.
-
-    `file:///path/to/dir` (or a bare path): the embedded store, packs and files with their
-    SQLite index in that directory. `s3://bucket/prefix?endpoint_url=...&region=...`: objects
-    in a bucket (credentials from boto3's chain: AWS_* variables, profiles, roles), their
-    index in PostgreSQL if `shared_index_uri` is a postgresql:// URI (the metadata
-    database, shared by replicas), else in SQLite under `index_dir` (the server's data dir).
-    """
-    scheme = uri.split("://", 1)[0] if "://" in uri else "file"
-    if scheme == "file":
-        return LocalBlobStore(Path(uri[len("file://") :] if "://" in uri else uri))
-    if scheme == "s3":
-        try:
-            from pellucid.server.storage.blob_s3 import open_s3_blob_store
-        except ImportError as exc:  # boto3 is an extra
-            raise ValueError(f"{uri}: the S3 blob store needs boto3: pip install 'pellucid[s3]' ({exc})") from exc
-        return open_s3_blob_store(uri, index_dir, shared_index_uri)
-    raise ValueError(
-        f"unsupported blob store {scheme!r} in {uri!r}: use one of "
-        "file:///path/to/dir, s3://bucket/prefix?endpoint_url=...&region=..."
-    )
