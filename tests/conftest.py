@@ -45,6 +45,9 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
         "PELLUCID_CLIENT_KEY",
     ):
         monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.startswith("PELLUCID_SERVER_"):  # `pellucid server` settings (server/settings.py)
+            monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("PELLUCID_HOME", str(home / ".pellucid"))

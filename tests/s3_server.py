@@ -31,10 +31,11 @@ class MotoServer:
         self._process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, port: int = 0) -> None:
+        """Start on `port` (0: one the OS picks; the port of a server stopped before: the same endpoint again)."""
         with open(self.log, "wb") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 stdin=subprocess.DEVNULL,

@@ -164,8 +164,9 @@ def test_the_default_port_is_fixed() -> None:
     # imported here: tests/test_recovery.py imports this module in a subprocess that may run another pellucid
     from pellucid.cli import build_parser
     from pellucid.cli.server import DEFAULT_PORT
+    from pellucid.server.settings import resolve
 
-    assert build_parser().parse_args(["server"]).port == DEFAULT_PORT == 7317
+    assert resolve(vars(build_parser().parse_args(["server"])), environ={})["port"] == DEFAULT_PORT == 7317
 
 
 def test_a_port_in_use_is_one_line_and_its_own_exit_code_before_anything_is_made(tmp_path: Path) -> None:

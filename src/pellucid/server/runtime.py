@@ -15,20 +15,24 @@ import ssl
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health
 
 from pellucid.server import faults
 from pellucid.server.datadir import STANDALONE, DataDir, LocalCredentials, ServerLock
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.limits import CallLimits
 from pellucid.server.grpc.pool import HandlerPool
-from pellucid.server.grpc.server import build_server
+from pellucid.server.grpc.server import SERVICES, build_server
 from pellucid.server.grpc.translate.runners import ProtoWorkCodec
+from pellucid.server.health import HealthMonitor, StoreProbe
+from pellucid.server.settings import ServerSettings
 from pellucid.server.storage import MetadataStore, open_metadata_store
 from pellucid.server.storage.registry import check_work_queue_uri, open_blob_store, open_work_queue
+
+__all__ = ["DataDirInUse", "PellucidServer", "PortInUse", "ServerSettings", "TlsSettingsError"]
 
 log = logging.getLogger("pellucid.server")
 
@@ -43,54 +47,6 @@ class PortInUse(OSError):
 
 class TlsSettingsError(ValueError):
     """The TLS certificate, key or client CA cannot be used; the message says which file and why."""
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    data_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 0
-    # Empty: SQLite in the data dir.
-    metadata_uri: str = ""
-    # Empty: files (and a SQLite file for small blobs) in the data dir. Or
-    # s3://bucket/prefix?endpoint_url=...&region=... (see docs/scale-out.md, "Blobs on S3").
-    blob_uri: str = ""
-    # Where prediction items wait for runners. Empty or `memory:`: in this process (the only
-    # backend so far; see docs/scale-out.md, "Work queue").
-    queue_uri: str = ""
-    admin_user_id: str = "admin"
-    # Threads serving calls. Streams, predicts and runner connections hold one for as long as they
-    # last: they take at most three quarters, per-user caps below (grpc/limits.py).
-    max_workers: int = 256
-    # Per user: open UploadBlob/DownloadInputs (and other) streams; predicts waiting for or
-    # running on a runner; runner connections (counted apart, so uploads never lock runners out).
-    max_streams_per_user: int = 32
-    max_predicts_per_user: int = 64
-    # PostInputs calls in flight: each holds a thread while the server fetches its URL inputs
-    max_input_batches_per_user: int = 32
-    max_runner_connections_per_user: int = 64
-    # Fetch URL inputs from loopback and private networks too. Off for a shared server:
-    # callers could make it read what only it can reach (see engine/fetch.py).
-    allow_private_urls: bool = False
-    # PEM files. With a certificate and key the server speaks TLS only; with a client CA
-    # too, it also requires a client certificate that CA signed (mutual TLS).
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None
-    # Largest blob a caller may store (UploadBlob, or an input's bytes): 1 GiB.
-    max_blob_bytes: int = 1 << 30
-    # Blob garbage collection: how often (seconds; 0 turns it off), and how long an uploaded
-    # blob no input uses is kept (it may be waiting for the PostInputs that will use it).
-    blob_gc_interval_seconds: float = 3600.0
-    blob_gc_grace_seconds: float = 3600.0
-    # Replicas sharing a metadata store heartbeat this often; one silent for replica_gone_seconds
-    # is gone, and the next replica to start releases its unfinished request claims.
-    replica_heartbeat_seconds: float = 5.0
-    replica_gone_seconds: float = 30.0
-
-    @property
-    def tls(self) -> bool:
-        return self.tls_cert is not None
 
 
 class PellucidServer:
@@ -108,6 +64,8 @@ class PellucidServer:
         # this process among the replicas sharing the metadata store (its request claims carry it)
         self.replica_id = uuid.uuid4().hex
         self._heartbeat_thread: threading.Thread | None = None
+        self.health: HealthMonitor | None = None
+        self._health_servicer: health.HealthServicer | None = None
 
     @property
     def address(self) -> str:
@@ -186,7 +144,16 @@ class PellucidServer:
                 credentials,
             )
             self._server, self.port, self._handlers = built.server, built.port, built.executor
+            self._health_servicer = built.health
             self._server.start()
+            if self.settings.health_check_seconds > 0:
+                self.health = HealthMonitor(
+                    built.health,
+                    ["", *(f"pellucid.api.v1.{name}" for *_, name in SERVICES)],
+                    store_probes(self.engine),
+                    interval=self.settings.health_check_seconds,
+                )
+                self.health.start()
             self._lock.publish(self.address, tls=self.settings.tls)
             warning = plaintext_exposure_warning(self.settings)
             if warning:
@@ -236,7 +203,12 @@ class PellucidServer:
 
     def stop(self, grace: float = 5.0) -> None:
         """Finish in-flight calls (up to `grace` seconds), then release the data dir."""
+        if self.health is not None:
+            self.health.stop()
+            self.health = None
         if self._server is not None:
+            if self._health_servicer is not None:
+                self._health_servicer.enter_graceful_shutdown()  # NOT_SERVING: load balancers stop sending calls
             self._server.stop(grace).wait()
             self._server = None
         self._drain_handlers(grace)
@@ -278,6 +250,9 @@ class PellucidServer:
 
     def _release(self) -> None:
         self._stop_gc.set()
+        if self.health is not None:  # a start that failed half way
+            self.health.stop()
+            self.health = None
         if self._heartbeat_thread is not None:
             self._heartbeat_thread.join()
             self._heartbeat_thread = None
@@ -295,6 +270,16 @@ class PellucidServer:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def store_probes(engine: Engine) -> list[StoreProbe]:
+    """A quick probe of each store the engine uses: a cheap query for the metadata store (and a
+    queue that has one), a bucket HEAD and index query for the blobs."""
+    probes = [StoreProbe("metadata", engine.store.check), StoreProbe("blob", engine.blobs.check)]
+    queue_check = getattr(engine.queue, "check", None)  # a queue in another process (PostgreSQL) has one
+    if callable(queue_check):
+        probes.append(StoreProbe("work queue", queue_check))
+    return probes
 
 
 def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:

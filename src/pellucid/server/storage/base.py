@@ -363,5 +363,9 @@ class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore
     @abc.abstractmethod
     def schema_version(self) -> int: ...
 
+    def check(self) -> None:
+        """Return if the store answers now, raise StoreUnavailable if not (health checks: one cheap query)."""
+        self.schema_version()
+
     @abc.abstractmethod
     def close(self) -> None: ...

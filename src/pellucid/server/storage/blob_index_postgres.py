@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pellucid.server.storage.blob_index import BlobIndex, BlobRow, BlobStoreUnavailable
 
 CONNECT_TIMEOUT_SECONDS = 10.0
+PROBE_TIMEOUT_SECONDS = 2.0  # a health probe waits this long for a connection
 _MIGRATIONS = [
     # 1: rows, owners, flags
     """
@@ -253,7 +254,9 @@ class PostgresBlobIndex(BlobIndex):
             return True
 
     def check(self) -> None:
-        with self._read() as conn:
+        """One cheap query, after replacing idle connections that broke (see PoolConnections.probe)."""
+        self._pool.check()
+        with self._reaching(), self._pool.connection(timeout=PROBE_TIMEOUT_SECONDS) as conn:
             conn.execute("SELECT 1")
 
     def close(self) -> None:

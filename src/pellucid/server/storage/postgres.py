@@ -106,6 +106,12 @@ class PostgresMetadataStore(PostgresInputTables, MetadataStore):
             row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
             return int(row["v"]) if row else 0
 
+    def check(self) -> None:
+        try:
+            self._connections.probe()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
     def close(self) -> None:
         self._connections.close()
 

@@ -17,6 +17,7 @@ from pellucid.server.storage.base import StoreUnavailable
 DEFAULT_POOL_MIN = 2
 DEFAULT_POOL_MAX = 20
 CONNECT_TIMEOUT_SECONDS = 10.0
+PROBE_TIMEOUT_SECONDS = 2.0  # a health probe waits this long for a connection
 
 # query parameters of a postgresql:// URI that pellucid reads (libpq would refuse them)
 POOL_PARAMETERS = ("pool_min_size", "pool_max_size")
@@ -85,6 +86,13 @@ class PoolConnections:
                 " check that it runs, and the host, port, user, password and database in the URI"
             ) from None
         self._local = threading.local()
+        # set by a failed probe, cleared by one that passes: while the database is known to be
+        # away, a call waits PROBE_TIMEOUT_SECONDS for a connection, not the pool's 30 s
+        self._known_down = False
+
+    @property
+    def _wait(self) -> float | None:
+        return PROBE_TIMEOUT_SECONDS if self._known_down else None
 
     @contextmanager
     def read(self) -> Iterator[psycopg.Connection[Any]]:
@@ -94,7 +102,7 @@ class PoolConnections:
         if conn is not None:
             yield conn
             return
-        with self._pool.connection() as pooled:
+        with self._pool.connection(timeout=self._wait) as pooled:
             yield pooled
 
     @contextmanager
@@ -103,14 +111,14 @@ class PoolConnections:
         unit: _Unit | None = getattr(self._local, "unit", None)
         if unit is not None:
             if unit.conn is None:
-                unit.begin(self._pool)
+                unit.begin(self._pool, self._wait)
             assert unit.conn is not None
             with unit.conn.transaction():  # nested: a savepoint
                 yield unit.conn
             return
         if getattr(self._local, "writing", None) is not None:
             raise RuntimeError(f"{self.description}: a write transaction is already open in this thread")
-        with self._pool.connection() as conn:
+        with self._pool.connection(timeout=self._wait) as conn:
             self._local.writing = conn
             try:
                 with conn.transaction():
@@ -133,6 +141,18 @@ class PoolConnections:
         finally:
             self._local.unit = None
 
+    def probe(self) -> None:
+        """One cheap query on a pooled connection, after replacing the idle connections that broke
+        (a database restarted or cut them): once it answers again, calls do not meet dead ones."""
+        try:
+            self._pool.check()
+            with self._pool.connection(timeout=PROBE_TIMEOUT_SECONDS) as conn:
+                conn.execute("SELECT 1")
+        except BaseException:
+            self._known_down = True
+            raise
+        self._known_down = False
+
     def close(self) -> None:
         self._pool.close()
 
@@ -146,8 +166,8 @@ class _Unit:
         self.conn: psycopg.Connection[Any] | None = None
         self.transaction: AbstractContextManager[psycopg.Transaction] | None = None
 
-    def begin(self, pool: ConnectionPool) -> None:
-        conn = pool.getconn()
+    def begin(self, pool: ConnectionPool, timeout: float | None) -> None:
+        conn = pool.getconn(timeout)
         try:
             transaction = conn.transaction()
             transaction.__enter__()
