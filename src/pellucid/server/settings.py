@@ -91,6 +91,13 @@ class Kind(enum.Enum):
     PATH = "path"
 
 
+_TOML_TYPES: dict[Kind, tuple[tuple[type, ...], str]] = {
+    Kind.TEXT: ((str,), "a string"),
+    Kind.PATH: ((str,), "a string (a path)"),
+    Kind.INTEGER: ((int,), "an integer (unquoted)"),
+    Kind.NUMBER: ((int, float), "a number (unquoted)"),
+    Kind.BOOLEAN: ((bool,), "true or false (unquoted)"),
+}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -146,20 +153,16 @@ class Setting:
 
     def parse_toml(self, value: object, base: Path) -> Any:
         """A value from a TOML file (relative paths are relative to the file's directory)."""
-        expected = {
-            Kind.TEXT: (str,),
-            Kind.PATH: (str,),
-            Kind.INTEGER: (int,),
-            Kind.NUMBER: (int, float),
-            Kind.BOOLEAN: (bool,),
-        }[self.kind]
+        expected, described = _TOML_TYPES[self.kind]
         if not isinstance(value, expected) or (self.kind is not Kind.BOOLEAN and isinstance(value, bool)):
-            raise ValueError(f"{value!r} is not a {self.kind.value} ({'a string' if str in expected else 'unquoted'})")
+            raise ValueError(f"{value!r} is not {described}")
         if self.kind is Kind.PATH:
             assert isinstance(value, str)
             return self.checked(base / Path(value).expanduser() if value else None)
-        assert isinstance(value, (int, float))
-        return self.checked(float(value) if self.kind is Kind.NUMBER else value)
+        if self.kind is Kind.NUMBER:
+            assert isinstance(value, (int, float))
+            return self.checked(float(value))
+        return self.checked(value)
 
     def checked(self, value: Any) -> Any:
         if self.kind is Kind.NUMBER and not math.isfinite(value):
