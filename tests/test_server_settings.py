@@ -142,3 +142,15 @@ def test_a_bad_flag_is_refused_by_the_parser_with_code_2(tmp_path: Path) -> None
 def test_a_missing_settings_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"missing\.toml: cannot read the settings file"):
         resolve({"config": tmp_path / "missing.toml"}, {})
+
+
+def test_the_readme_settings_file_is_accepted(tmp_path: Path) -> None:
+    """The README's example file stays valid as settings change."""
+    import re
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = re.search(r"^```toml\n(.*?)^```", readme, re.S | re.M)
+    assert example is not None
+    (tmp_path / "server.toml").write_text(example.group(1))
+    settings = server_settings(resolve({"config": tmp_path / "server.toml"}, {}), lambda: Path("/unused"))
+    assert settings.blob_uri.startswith("s3://") and settings.tls_cert == tmp_path.resolve() / "server.pem"
