@@ -149,7 +149,7 @@ def test_the_readme_settings_file_is_accepted(tmp_path: Path) -> None:
     import re
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    example = re.search(r"^```toml\n(.*?)^```", readme, re.S | re.M)
+    example = re.search(r"^```toml\n(# /etc/pellucid/server.toml\n.*?)^```", readme, re.S | re.M)
     assert example is not None
     (tmp_path / "server.toml").write_text(example.group(1))
     settings = server_settings(resolve({"config": tmp_path / "server.toml"}, {}), lambda: Path("/unused"))
