@@ -155,3 +155,24 @@ def test_a_probe_that_hangs_counts_as_failing_and_is_not_started_twice() -> None
     assert "not returned" in monitor.check_now()["metadata"]
     assert len(started) == 1 and not monitor.serving
     release.set()
+    assert monitor.wait_until(serving=False, timeout=BOUNDED)
+    monitor.stop()
+
+
+def test_probes_run_on_one_thread_per_store_so_sqlite_opens_no_connection_per_probe() -> None:
+    """SQLite keeps a connection per thread: a thread per probe would leak one every few seconds."""
+    import threading
+
+    from grpc_health.v1 import health
+
+    threads = []
+    monitor = HealthMonitor(
+        health.HealthServicer(),
+        [""],
+        [StoreProbe("metadata", lambda: threads.append(threading.get_ident()))],
+        interval=60,
+    )
+    for _ in range(3):
+        assert monitor.check_now() == {}
+    assert len(set(threads)) == 1 and len(threads) == 3
+    monitor.stop()

@@ -50,7 +50,7 @@ class HealthMonitor:
         self._stop = threading.Event()
         self._changed = threading.Condition()
         self._failing: dict[str, str] = {}  # store name -> why it failed
-        self._running: dict[str, threading.Thread] = {}  # probes that outlived their timeout
+        self._workers: dict[str, _ProbeWorker] = {}
         self._thread: threading.Thread | None = None
 
     @property
@@ -73,6 +73,9 @@ class HealthMonitor:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        for worker in self._workers.values():
+            worker.close()
+        self._workers.clear()
 
     def wait_until(self, serving: bool, timeout: float) -> bool:
         """Block until the status is `serving` (True) or not (False), at most `timeout` seconds."""
@@ -112,27 +115,59 @@ class HealthMonitor:
     def _probe(self, probe: StoreProbe) -> str | None:
         """Why `probe` failed, or None. A probe that hangs (a network that drops packets) counts as
         failed after probe_timeout; it is not started again until it returns."""
-        previous = self._running.get(probe.name)
-        if previous is not None and previous.is_alive():
+        worker = self._workers.get(probe.name)
+        if worker is None:
+            worker = self._workers[probe.name] = _ProbeWorker(probe)
+        if worker.busy:
             return f"its probe has not returned for over {self._probe_timeout:g} s"
-        outcome: list[BaseException | None] = []
-
-        def run() -> None:
-            try:
-                probe.probe()
-            except BaseException as exc:  # noqa: BLE001 - any failure means unavailable
-                outcome.append(exc)
-            else:
-                outcome.append(None)
-
-        thread = threading.Thread(target=run, name=f"pellucid-health-{probe.name}", daemon=True)
-        thread.start()
-        thread.join(self._probe_timeout)
-        if thread.is_alive():
-            self._running[probe.name] = thread
+        error = worker.run(self._probe_timeout)
+        if error is _NO_ANSWER:
             return f"no answer within {self._probe_timeout:g} s"
-        self._running.pop(probe.name, None)
-        error = outcome[0]
         if error is None:
             return None
         return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+_NO_ANSWER = TimeoutError("no answer")
+
+
+class _ProbeWorker:
+    """One long-lived thread per store runs its probes: a store that keeps a connection per thread
+    (SQLite) then opens one for the monitor, not one per probe."""
+
+    def __init__(self, probe: StoreProbe) -> None:
+        self._probe = probe
+        self._requested = threading.Semaphore(0)
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._closed = False
+        self.busy = False
+        threading.Thread(target=self._serve, name=f"pellucid-health-{probe.name}", daemon=True).start()
+
+    def run(self, timeout: float) -> BaseException | None:
+        """The probe's exception (None: it passed), or _NO_ANSWER if it did not return in `timeout` s."""
+        self.busy = True
+        self._done.clear()
+        self._requested.release()
+        if not self._done.wait(timeout):
+            return _NO_ANSWER
+        return self._error
+
+    def close(self) -> None:
+        """The thread ends (after the probe it runs, if any)."""
+        self._closed = True
+        self._requested.release()
+
+    def _serve(self) -> None:
+        while True:
+            self._requested.acquire()
+            if self._closed:
+                return
+            try:
+                self._probe.probe()
+            except BaseException as exc:  # noqa: BLE001 - any failure means unavailable
+                self._error = exc
+            else:
+                self._error = None
+            self.busy = False
+            self._done.set()
