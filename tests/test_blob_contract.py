@@ -434,7 +434,9 @@ def test_a_server_keeps_its_inputs_bytes_in_the_bucket(
 def test_the_server_command_takes_a_blob_store_uri(tmp_path: Path) -> None:
     args = build_parser().parse_args(["server", "--blobs", "s3://bucket/prefix?region=eu-west-1"])
     assert args.blobs == "s3://bucket/prefix?region=eu-west-1"
-    assert build_parser().parse_args(["server"]).blobs == ""
+    from pellucid.server.settings import resolve
+
+    assert resolve(vars(build_parser().parse_args(["server"])), environ={})["blobs"] == ""
     done = subprocess.run(
         [
             sys.executable,

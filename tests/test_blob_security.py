@@ -247,7 +247,9 @@ def test_the_store_stops_reading_a_stream_at_the_limit(tmp_path: Path) -> None:
 def test_the_server_command_takes_max_blob_bytes() -> None:
     args = build_parser().parse_args(["server", "--max-blob-bytes", "1234"])
     assert args.max_blob_bytes == 1234
-    assert build_parser().parse_args(["server"]).max_blob_bytes == 1 << 30
+    from pellucid.server.settings import resolve
+
+    assert resolve(vars(build_parser().parse_args(["server"])), environ={})["max_blob_bytes"] == 1 << 30
 
 
 # --- file modes --------------------------------------------------------------------------------
