@@ -201,8 +201,9 @@ def test_a_script_exits_while_another_process_holds_a_long_call_on_its_embedded_
         proc.stdin.write("done\n")
         proc.stdin.flush()
         assert proc.wait(timeout=30) == 0  # a guard against the old hang (until the watch's deadline)
-        with pytest.raises(grpc.RpcError):
-            next(watch)  # the server ended it
+        with pytest.raises(grpc.RpcError):  # the server ended it, after saying it stops serving
+            for reply in watch:
+                assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         channel.close()
     finally:
         proc.kill()
