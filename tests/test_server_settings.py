@@ -32,6 +32,17 @@ def test_every_server_setting_has_a_row_in_the_table() -> None:
     assert {f.name for f in dataclasses.fields(ServerSettings)} == {s.field for s in SETTINGS if s.field}
 
 
+def test_each_row_parses_its_fields_type() -> None:
+    from pellucid.server.settings import Kind
+
+    kinds = {"str": Kind.TEXT, "int": Kind.INTEGER, "float": Kind.NUMBER, "bool": Kind.BOOLEAN}
+    kinds |= {"Path": Kind.PATH, "Path | None": Kind.PATH}
+    types = {f.name: f.type for f in dataclasses.fields(ServerSettings)}
+    assert {s.key: s.kind for s in SETTINGS if s.field} == {
+        s.key: kinds[str(types[s.field])] for s in SETTINGS if s.field
+    }
+
+
 def test_defaults_are_the_embedded_layout_on_the_fixed_port() -> None:
     settings = resolved([], {})
     assert settings == ServerSettings(data_dir=Path("/default/home"), port=7317)
