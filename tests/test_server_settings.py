@@ -165,3 +165,32 @@ def test_the_readme_settings_file_is_accepted(tmp_path: Path) -> None:
     (tmp_path / "server.toml").write_text(example.group(1))
     settings = server_settings(resolve({"config": tmp_path / "server.toml"}, {}), lambda: Path("/unused"))
     assert settings.blob_uri.startswith("s3://") and settings.tls_cert == tmp_path.resolve() / "server.pem"
+
+
+def test_a_server_started_from_a_file_and_the_environment_alone(tmp_path: Path) -> None:
+    """No flag at all: the data dir and first user from the file, the port from a variable."""
+    import json
+    import os
+    import signal
+
+    config = tmp_path / "server.toml"
+    config.write_text('data_dir = "data"\nadmin_user = "ops"\nport = 7317\n')
+    env = {**os.environ, "PELLUCID_SERVER_CONFIG": str(config), "PELLUCID_SERVER_PORT": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pellucid.cli", "server"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline()]
+        while lines[-1] and not lines[-1].startswith("listening on "):  # log lines go to the same pipe
+            lines.append(proc.stdout.readline())
+        assert f"data dir {tmp_path / 'data'}\n" in lines, lines
+        assert lines[-1].startswith("listening on 127.0.0.1:") and not lines[-1].strip().endswith(":7317"), lines
+        assert json.loads((tmp_path / "data" / "credentials.json").read_text())["user_id"] == "ops"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
