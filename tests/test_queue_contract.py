@@ -1,4 +1,4 @@
-"""The WorkQueue contract: every backend passes these (only `memory` so far).
+"""The WorkQueue contract: every backend passes these (memory, and PostgreSQL from tests/pg.py).
 
 A backend joins by adding a parameter to `BACKENDS` and a branch in `make_queue` that builds it
 over the given clock (a PostgreSQL backend reads its clock from the test too, or the tests that
@@ -26,9 +26,10 @@ from pellucid.server.storage.queue import (
     WorkQueue,
 )
 from pellucid.server.storage.registry import check_work_queue_uri, open_work_queue
+from tests import pg
 from tests.test_server_process import PELLUCID
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "postgresql"]
 
 
 class FakeClock:
@@ -42,6 +43,8 @@ class FakeClock:
 def make_queue(backend: str, clock: Callable[[], float]) -> WorkQueue:
     if backend == "memory":
         return open_work_queue("memory:", clock)
+    if backend == "postgresql":
+        return open_work_queue(pg.new_database(), clock)
     raise AssertionError(backend)
 
 
@@ -233,14 +236,15 @@ def test_close_cancels_what_is_unfinished(queue: WorkQueue, clock: FakeClock) ->
 
 def test_queue_uris() -> None:
     assert check_work_queue_uri("") == check_work_queue_uri("memory:") == "memory"
-    with pytest.raises(ValueError, match=r"accepted queue URIs are memory:"):
-        check_work_queue_uri("postgresql://db/pellucid")
+    assert check_work_queue_uri("postgresql://db/pellucid") == check_work_queue_uri("postgres://h/d") == "postgresql"
+    with pytest.raises(ValueError, match=r"accepted queue URIs are memory:.*postgresql://"):
+        check_work_queue_uri("redis://db/pellucid")
 
 
 def test_the_server_refuses_an_unknown_queue_uri_before_touching_anything(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     refused = subprocess.run(
-        [*PELLUCID, "server", "--data-dir", str(data_dir), "--port", "0", "--queue", "postgresql://db/pellucid"],
+        [*PELLUCID, "server", "--data-dir", str(data_dir), "--port", "0", "--queue", "redis://db/pellucid"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -260,3 +264,33 @@ def test_the_server_runs_on_the_memory_queue_uri(tmp_path: Path) -> None:
         assert server.engine is not None and isinstance(server.engine.queue, WorkQueue)
     finally:
         server.stop(grace=0.5)
+
+
+def test_replicas_share_one_postgresql_queue(clock: FakeClock) -> None:
+    """Two queues over one database (two replicas): an item enqueued on A is announced to B, claimed
+    and answered there, and A's waiter wakes on B's notification; A closing cancels only its own items."""
+    uri = pg.new_database()
+    a, b = open_work_queue(uri, clock), open_work_queue(uri, clock)
+    try:
+        heard: list[QueueEvent] = []
+        announced = threading.Event()
+        b.subscribe(lambda e: (heard.append(e), announced.set()))
+        item_id = a.enqueue(item(clock))
+        assert announced.wait(5.0) and heard[0].kind is EventKind.ENQUEUED and heard[0].item_id == item_id
+        worker(b, "w")
+        assert [w.id for w in a.workers("u")] == ["w"]  # B's runner stream, seen from A
+        assert [lease.item_id for lease in b.claim("w", 1, 30.0)] == [item_id]
+        seen: list[Outcome] = []
+        a.on_finished(item_id, seen.append)
+        threading.Timer(0.02, b.complete, args=(item_id, "w", b"answer")).start()
+        outcome = a.wait(item_id, 5.0)
+        assert outcome is not None and outcome.result == b"answer" and outcome.runner_id == "runner-w"
+        assert [o.result for o in seen] == [b"answer"]
+        b_item = b.enqueue(item(clock))
+        a_item = a.enqueue(item(clock))
+        a.close("a stops")
+        assert b.wait(a_item, 0) is not None and b.wait(b_item, 0) is None  # B's caller still waits
+        assert [lease.item_id for lease in b.claim("w", 5, 30.0)] == [b_item]
+    finally:
+        a.close()
+        b.close()
