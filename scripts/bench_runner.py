@@ -11,6 +11,10 @@ Measured in one run, every process on this machine's loopback:
    CPU per input (bound by the runners until the 2 cores are full).
 
     python scripts/bench_runner.py [--seconds 5] [--calls 2000]
+    python scripts/bench_runner.py --temp-postgres queue --latency-only  # through the PostgreSQL queue
+
+`--metadata URI --queue URI` run the server over those stores (`--temp-postgres`: a throwaway
+PostgreSQL from tests/pg.py for both), to compare the memory queue with the PostgreSQL one.
 """
 
 from __future__ import annotations
@@ -143,7 +147,25 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls for the latency measurements")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
     parser.add_argument("--callers", type=int, default=16)
+    parser.add_argument("--metadata", default="", help="the server's metadata store URI (default: SQLite)")
+    parser.add_argument("--queue", default="", help="the server's work queue URI (default: memory:)")
+    parser.add_argument(
+        "--temp-postgres",
+        choices=["queue", "both"],
+        help="a throwaway PostgreSQL (tests/pg.py) for the queue, or for the queue and the metadata",
+    )
+    parser.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
     args = parser.parse_args()
+    if args.temp_postgres:
+        sys.path.insert(0, str(ROOT))
+        from tests import pg
+
+        args.queue = pg.new_database()
+        args.metadata = args.queue if args.temp_postgres == "both" else args.metadata
+    stores = [
+        *(["--metadata", args.metadata] if args.metadata else []),
+        *(["--queue", args.queue] if args.queue else []),
+    ]
 
     request = v1.Input(id="x", data=v1.Data(text=v1.Text(raw="a short text")))
     plain = plain_round_trips(args.calls, v1.PostModelOutputsRequest(inputs=[request]).SerializeToString())
@@ -161,6 +183,7 @@ def main() -> int:
             "0",
             "--log-level",
             "warning",
+            *stores,
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -212,7 +235,7 @@ def main() -> int:
             routed.append(time.perf_counter() - started)
 
         rows = {}
-        for kind in ("Trivial", "Busy"):
+        for kind in ("Trivial", "Busy") if not args.latency_only else ():
             for n in (1, 2, 4):
                 connect(kind, n)
                 rows[(kind, n)] = throughput(models[kind], args.seconds, args.callers, request)
@@ -223,6 +246,8 @@ def main() -> int:
             r.wait(30)
         server.terminate()
         server.wait(30)
+        if args.temp_postgres:
+            pg.stop()
 
     (p50, p99), (q50, q99) = percentiles(plain), percentiles(routed)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, grpcio {grpc.__version__}\n")
@@ -230,6 +255,9 @@ def main() -> int:
     print(f"{'plain unary gRPC round trip (the limit)':44} {p50:8.2f} {p99:8.2f}")
     print(f"{'predict routed through 1 runner':44} {q50:8.2f} {q99:8.2f}")
     print(f"{'routing overhead':44} {q50 - p50:8.2f} {q99 - p99:8.2f}")
+    print(f"(work queue: {args.queue or 'memory:'}, metadata: {args.metadata or 'SQLite'})")
+    if args.latency_only:
+        return 0
     print(f"\nthroughput, predictions/s with {args.callers} concurrent callers (each runner takes 4 items at a time):")
     print(f"{'runner processes':>18} {'trivial model':>14} {'5 ms CPU model':>15}")
     for n in (1, 2, 4):

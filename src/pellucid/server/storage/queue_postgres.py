@@ -166,6 +166,7 @@ class PostgresWorkQueue(WorkQueue):
             raise
         self._lock = threading.Lock()
         self._watches: dict[str, _Watch] = {}
+        self._forgotten: set[str] = set()  # rows to delete in the next batch
         self._workers: dict[str, Worker] = {}  # the workers registered through this replica
         self._listeners: list[Callable[[QueueEvent], None]] = []
         self._closed = False
@@ -235,19 +236,16 @@ class PostgresWorkQueue(WorkQueue):
 
     def wait(self, item_id: str, timeout: float) -> Outcome | None:
         watch = self._watch(item_id)
-        if watch.outcome is not None:
-            return watch.outcome
         ends = time.monotonic() + max(timeout, 0.0)
         while True:
-            outcome = self._read_outcome(item_id)  # also the fallback for a notification lost
+            if watch.done.wait(min(max(ends - time.monotonic(), 0.0), self._poll_seconds)):
+                return watch.outcome
+            outcome = self._read_outcome(item_id)  # the fallback for a notification lost
             if outcome is not None:
                 self._resolve([outcome])
                 return outcome
-            left = ends - time.monotonic()
-            if left <= 0:
+            if time.monotonic() >= ends:
                 return None
-            if watch.done.wait(min(left, self._poll_seconds)):
-                return watch.outcome
 
     def on_finished(self, item_id: str, callback: Callable[[Outcome], None]) -> None:
         watch = self._watch(item_id)
@@ -266,15 +264,17 @@ class PostgresWorkQueue(WorkQueue):
             self._resolve([outcome])
 
     def forget(self, item_id: str) -> None:
+        """The row goes in the listener's next batch (off the caller's path); this replica
+        treats it as gone at once."""
         with self._lock:
             watch = self._watches.get(item_id)
             if watch is not None and watch.outcome is not None:
                 del self._watches[item_id]
-        if self._closed:
-            return  # the pool is closed: the rows stay for the lead's sweep
-        self._execute(
-            "DELETE FROM queue_items WHERE id = %(id)s AND state NOT IN ('pending', 'leased')", {"id": item_id}
-        )
+                self._forgotten.add(item_id)
+        if watch is None and not self._closed:  # not watched here: at once (an unfinished row stays)
+            self._execute(
+                "DELETE FROM queue_items WHERE id = %(id)s AND state NOT IN ('pending', 'leased')", {"id": item_id}
+            )
 
     # workers
 
@@ -413,6 +413,7 @@ class PostgresWorkQueue(WorkQueue):
                 " WHERE enqueued_by = %(instance)s AND state IN ('pending', 'leased')",
                 {"reason": reason},
             )
+            self._delete_forgotten()
             if workers:
                 self._execute("DELETE FROM queue_workers WHERE id = ANY(%(ids)s)", {"ids": workers})
                 self._let_go("worker_id = ANY(%(ids)s) AND state = 'leased'", {"ids": workers})
@@ -488,6 +489,8 @@ class PostgresWorkQueue(WorkQueue):
 
     def _watch(self, item_id: str) -> _Watch:
         with self._lock:
+            if item_id in self._forgotten:
+                raise UnknownItem(item_id)
             watch = self._watches.get(item_id)
         if watch is not None:
             return watch
@@ -569,8 +572,17 @@ class PostgresWorkQueue(WorkQueue):
             if outcome is not None:
                 self._resolve([outcome])
 
+    def _delete_forgotten(self) -> None:
+        with self._lock:
+            ids, self._forgotten = list(self._forgotten), set()
+        if ids:
+            self._execute(
+                "DELETE FROM queue_items WHERE id = ANY(%(ids)s) AND state NOT IN ('pending', 'leased')", {"ids": ids}
+            )
+
     def _catch_up(self) -> None:
         """The fallback poll: watched items that finished without this replica hearing of it."""
+        self._delete_forgotten()
         with self._lock:
             ids = [item_id for item_id, w in self._watches.items() if w.outcome is None]
         if not ids or self._stop.is_set():
