@@ -118,6 +118,20 @@ def test_a_lease_lapses_unless_extended_and_never_past_the_attempt(queue: WorkQu
     assert again.item_id == item_id and again.attempt == 2
 
 
+def test_the_sweep_makes_lapsed_leases_claimable_and_tells(queue: WorkQueue, clock: FakeClock) -> None:
+    item_id = queue.enqueue(item(clock, run_seconds=10.0))
+    a, b = worker(queue, "a"), worker(queue, "b")
+    queue.claim(a, 1, 3.0)
+    events: list[QueueEvent] = []
+    queue.subscribe(events.append)
+    clock.now += 3.0
+    assert queue.expire() == []  # nothing finished: the item is claimable again
+    assert [(e.kind, e.item_id) for e in events] == [(EventKind.ENQUEUED, item_id)]
+    assert queue.extend(a, [item_id], 3.0) == frozenset()
+    (again,) = queue.claim(b, 1, 3.0)
+    assert again.item_id == item_id and again.attempt == 2
+
+
 def test_release_makes_items_claimable_at_once(queue: WorkQueue, clock: FakeClock) -> None:
     item_id = queue.enqueue(item(clock))
     a, b = worker(queue, "a"), worker(queue, "b")

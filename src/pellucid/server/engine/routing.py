@@ -205,6 +205,7 @@ class Router:
         # streams that find nothing set it to 0; ticks and new streams set it to "unknown" (inf)
         self._claimable: dict[str, float] = {}
         self._order = itertools.count(1)
+        self._last_poll = float("-inf")  # when tick last swept and polled the queue
         self.closed = False
         self._unsubscribe = queue.subscribe(self._on_event)
         self._stop = threading.Event()
@@ -321,6 +322,9 @@ class Router:
                         seconds = lease.attempt_ends - lease.claimed_at
                         self._withdraw_locked(stream, item_id, f"not answered within {seconds:g}s")
                         self.queue.release(stream.info.id, [item_id])
+            if now - self._last_poll < self.queue.poll_seconds:
+                return  # a shared queue: its notifications tell of news, the poll is only the fallback
+            self._last_poll = now
         self.queue.expire()
         with self._critical():
             for owner in {s.info.user_id for s in self._streams.values()}:

@@ -120,6 +120,22 @@ _LET_GO = (
     " lease_until = 0, line = -nextval('queue_line')"
 )
 
+_LAPSED = "state = 'leased' AND lease_until <= %(now)s"
+_EXPIRE = (
+    "WITH failed AS (UPDATE queue_items SET state = 'failed', message = " + _FAILED_MESSAGE + ", lease_until = 0"
+    " WHERE " + _LAPSED + " AND attempts >= max_attempts RETURNING " + _OUTCOME_COLUMNS + "),"
+    " expired AS (UPDATE queue_items SET state = 'expired', message = 'its deadline passed'"
+    " WHERE state IN ('pending', 'leased') AND deadline <= %(now)s"
+    " AND NOT (" + _LAPSED + " AND attempts >= max_attempts) RETURNING " + _OUTCOME_COLUMNS + "),"
+    " back AS (UPDATE queue_items SET state = 'pending', lease_until = 0, line = -nextval('queue_line')"
+    " WHERE " + _LAPSED + " AND attempts < max_attempts AND deadline > %(now)s RETURNING id, owner),"
+    " finished AS (SELECT * FROM failed UNION ALL SELECT * FROM expired)"
+    " SELECT 'F', finished.*, pg_notify('" + CHANNEL + "', concat_ws(chr(31), 'F', id, owner, '',"
+    " %(instance)s::text, left(message, 200))) FROM finished"
+    " UNION ALL SELECT 'E', id, 'pending', ''::bytea, '', '', 0, '', owner, '', pg_notify('" + CHANNEL + "',"
+    " concat_ws(chr(31), 'E', id, owner, '', %(instance)s::text, '')) FROM back"
+)
+
 
 @dataclass(eq=False)
 class _Watch:
@@ -140,7 +156,7 @@ class PostgresWorkQueue(WorkQueue):
         self._conninfo = conninfo
         self.description = redacted(conninfo)
         self._clock = clock
-        self._poll_seconds = poll_seconds
+        self._poll_seconds = self.poll_seconds = poll_seconds
         self.instance = os.urandom(8).hex()  # this replica's queue: its notifications and items
         self._pool = ConnectionPool(
             conninfo,
@@ -372,20 +388,21 @@ class PostgresWorkQueue(WorkQueue):
     # upkeep and notifications
 
     def expire(self) -> list[Outcome]:
-        now = self._clock()
-        finished = self._finish(
-            "UPDATE queue_items SET state = 'failed', message = " + _FAILED_MESSAGE + ", lease_until = 0"
-            " WHERE state = 'leased' AND lease_until <= %(now)s AND attempts >= max_attempts",
-            {"now": now},
+        """One statement (a round trip per sweep, whichever replica runs it): lapsed leases
+        with no attempts left fail, items past their deadline expire, other lapsed leases go
+        back to the front of the line; each row is told to every replica."""
+        rows = self._rows(_EXPIRE, {"now": self._clock()})
+        finished = [r[1:] for r in rows if r[0] == "F"]
+        outcomes = [_outcome(r) for r in finished]
+        self._emit(
+            [
+                QueueEvent(EventKind.FINISHED, o.item_id, r[7], "", o.message)
+                for o, r in zip(outcomes, finished, strict=True)
+            ]
+            + [QueueEvent(EventKind.ENQUEUED, r[1], r[8]) for r in rows if r[0] == "E"]
         )
-        finished += self._finish(
-            "UPDATE queue_items SET state = 'expired', message = 'its deadline passed'"
-            " WHERE state IN ('pending', 'leased') AND deadline <= %(now)s",
-            {"now": now},
-        )
-        self._let_go("state = 'leased' AND lease_until <= %(now)s", {"now": now})
-        self._execute("DELETE FROM queue_workers WHERE alive_until <= %(now)s", {"now": now})
-        return finished
+        self._resolve(outcomes)
+        return outcomes
 
     def subscribe(self, listener: Callable[[QueueEvent], None]) -> Callable[[], None]:
         with self._lock:
@@ -597,8 +614,13 @@ class PostgresWorkQueue(WorkQueue):
     def _renew_workers(self) -> None:
         with self._lock:
             ids = list(self._workers)
-        if ids and not self._stop.is_set():
+        if self._stop.is_set():
+            return
+        now = self._clock()
+        if ids:
             self._execute(
                 "UPDATE queue_workers SET alive_until = %(alive)s WHERE id = ANY(%(ids)s)",
-                {"ids": ids, "alive": self._clock() + WORKER_TTL_SECONDS},
+                {"ids": ids, "alive": now + WORKER_TTL_SECONDS},
             )
+        # the rows of replicas that died (their items' leases lapse on their own)
+        self._execute("DELETE FROM queue_workers WHERE alive_until <= %(now)s", {"now": now})
