@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -305,6 +306,44 @@ def test_replicas_share_one_postgresql_queue(clock: FakeClock) -> None:
         a.close("a stops")
         assert b.wait(a_item, 0) is not None and b.wait(b_item, 0) is None  # B's caller still waits
         assert [lease.item_id for lease in b.claim("w", 5, 30.0)] == [b_item]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_postgresql_queue_survives_its_connections_being_cut(clock: FakeClock) -> None:
+    """PostgreSQL restarting (here: every session of the database ended): a call that hits a cut
+    connection is StoreUnavailable (UNAVAILABLE to callers, retried), never a raw driver error,
+    and the listener reconnects, so notifications flow again."""
+    import psycopg
+
+    from pellucid.server.storage.base import StoreUnavailable
+
+    uri = pg.new_database()
+    a, b = open_work_queue(uri, clock), open_work_queue(uri, clock)
+    try:
+        heard = threading.Event()
+        b.subscribe(lambda e: heard.set())
+        with psycopg.connect(pg.postgres_server().get_uri(), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (uri.split("/")[3].split("?")[0],),
+            )
+        item_id = ""
+        for _ in range(10):  # each cut pooled connection fails one call, then is replaced
+            try:
+                item_id = a.enqueue(item(clock))
+                break
+            except StoreUnavailable:
+                continue
+        assert item_id
+        deadline = time.monotonic() + 5.0
+        while not heard.wait(0.05) and time.monotonic() < deadline:
+            try:
+                a.enqueue(item(clock))  # the listener may still be reconnecting: tell again
+            except StoreUnavailable:
+                pass
+        assert heard.is_set()
     finally:
         a.close()
         b.close()

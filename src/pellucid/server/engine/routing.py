@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from pellucid.server.storage.queue import (
     Worker,
     WorkQueue,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -333,7 +336,10 @@ class Router:
 
     def _watch(self, tick_seconds: float) -> None:
         while not self._stop.wait(tick_seconds):
-            self.tick()
+            try:
+                self.tick()
+            except ConnectionError as exc:  # a shared queue's database away: the next tick tries again
+                log.warning("router upkeep failed, retrying: %s", exc)
 
     def close(self) -> None:
         """Stop: streams end and waiting callers get Unavailable."""

@@ -38,6 +38,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from pellucid.server.storage.base import StoreUnavailable
 from pellucid.server.storage.postgres_connections import CONNECT_TIMEOUT_SECONDS, redacted, split_pool_parameters
 from pellucid.server.storage.queue import (
     EventKind,
@@ -205,8 +206,12 @@ class PostgresWorkQueue(WorkQueue):
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._pool.connection() as conn:
-            yield conn
+        """A pooled connection; the database down or unreachable is StoreUnavailable (retryable)."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise StoreUnavailable(f"the work queue in PostgreSQL at {self.description} is unavailable: {exc}") from exc
 
     def _rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         with self._conn() as conn:
@@ -434,11 +439,13 @@ class PostgresWorkQueue(WorkQueue):
             if workers:
                 self._execute("DELETE FROM queue_workers WHERE id = ANY(%(ids)s)", {"ids": workers})
                 self._let_go("worker_id = ANY(%(ids)s) AND state = 'leased'", {"ids": workers})
+        except StoreUnavailable as exc:  # its items expire and its leases lapse without it
+            log.warning("closing the work queue: %s", exc)
         finally:
             self._stop.set()
             try:
                 self._execute("SELECT pg_notify('" + CHANNEL + "', %(instance)s)", {})  # wakes the listener
-            except psycopg.Error:
+            except (psycopg.Error, StoreUnavailable):
                 pass  # it wakes by itself within poll_seconds
             self._listener.join(CONNECT_TIMEOUT_SECONDS)
             self._pool.close()
