@@ -347,3 +347,36 @@ def test_the_postgresql_queue_survives_its_connections_being_cut(clock: FakeCloc
     finally:
         a.close()
         b.close()
+
+
+def test_what_a_dead_replica_left_in_postgresql_is_swept(clock: FakeClock) -> None:
+    """A replica killed leaves worker rows it no longer renews (not counted, then deleted) and
+    finished items its callers will never forget (deleted well after their deadline)."""
+    import psycopg
+
+    from pellucid.server.storage.queue_postgres import ABANDONED_SECONDS
+
+    uri = pg.new_database()
+    open_work_queue(uri, clock).close()  # the tables
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("INSERT INTO queue_workers VALUES ('dead', 'u', 'r', '{cpu}', 1, 'gone', %s)", (clock.now - 1,))
+        conn.execute(
+            "INSERT INTO queue_items (id, owner, selector, payload, deadline, run_seconds, max_attempts, state,"
+            " enqueued_by) VALUES ('old', 'u', '{}', '', %s, 1, 1, 'succeeded', 'gone'),"
+            " ('recent', 'u', '{}', '', %s, 1, 1, 'succeeded', 'gone')",
+            (clock.now - ABANDONED_SECONDS - 1, clock.now - 1),
+        )
+    queue = open_work_queue(uri, clock)
+    try:
+        assert queue.workers("u") == []
+        deadline = time.monotonic() + 5.0
+        with psycopg.connect(uri, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                items = [r[0] for r in conn.execute("SELECT id FROM queue_items ORDER BY id")]
+                workers = conn.execute("SELECT count(*) FROM queue_workers").fetchone()
+                if items == ["recent"] and workers == (0,):
+                    break
+                time.sleep(0.05)
+        assert items == ["recent"] and workers == (0,)
+    finally:
+        queue.close()

@@ -55,7 +55,8 @@ from pellucid.server.storage.queue import (
 log = logging.getLogger(__name__)
 
 CHANNEL = "pellucid_queue"
-WORKER_TTL_SECONDS = 30.0  # a worker row not renewed this long belongs to a replica that died
+WORKER_TTL_SECONDS = 10.0  # a worker row not renewed this long belongs to a replica that died
+ABANDONED_SECONDS = 300.0  # a finished row this long past its deadline lost its caller (its replica died)
 POLL_SECONDS = 0.5  # the fallback behind LISTEN/NOTIFY
 _SEPARATOR = "\x1f"
 _UNFINISHED = ("pending", "leased")
@@ -85,7 +86,7 @@ _MIGRATIONS = [
     );
     CREATE INDEX queue_items_claimable ON queue_items (owner, line) WHERE state IN ('pending', 'leased');
     CREATE INDEX queue_items_leases ON queue_items (lease_until) WHERE state = 'leased';
-    CREATE INDEX queue_items_deadlines ON queue_items (deadline) WHERE state IN ('pending', 'leased');
+    CREATE INDEX queue_items_deadlines ON queue_items (deadline);
     CREATE INDEX queue_items_by_worker ON queue_items (worker_id) WHERE state = 'leased';
     CREATE TABLE queue_workers (
         id TEXT PRIMARY KEY,
@@ -569,10 +570,13 @@ class PostgresWorkQueue(WorkQueue):
                             renewed = time.monotonic()
                             self._renew_workers()
                         self._catch_up()
-            except (psycopg.Error, PoolTimeout, OSError) as exc:
+            except Exception as exc:  # the listener must outlive any one failure
                 if self._stop.is_set():
                     return
-                log.warning("work queue listener: %s; reconnecting", exc)
+                if isinstance(exc, (psycopg.Error, PoolTimeout, OSError)):
+                    log.warning("work queue listener: %s; reconnecting", exc)
+                else:
+                    log.exception("work queue listener failed; reconnecting")
                 self._stop.wait(self._poll_seconds)
             finally:
                 self._listening.set()
@@ -629,5 +633,11 @@ class PostgresWorkQueue(WorkQueue):
                 "UPDATE queue_workers SET alive_until = %(alive)s WHERE id = ANY(%(ids)s)",
                 {"ids": ids, "alive": now + WORKER_TTL_SECONDS},
             )
-        # the rows of replicas that died (their items' leases lapse on their own)
+        # what replicas that died left: their workers (their items' leases lapse on their own),
+        # and the finished items their callers will never forget
         self._execute("DELETE FROM queue_workers WHERE alive_until <= %(now)s", {"now": now})
+        self._execute(
+            "DELETE FROM queue_items WHERE id IN (SELECT id FROM queue_items WHERE deadline < %(before)s"
+            " AND state NOT IN ('pending', 'leased') LIMIT 1000)",
+            {"before": now - ABANDONED_SECONDS},
+        )
