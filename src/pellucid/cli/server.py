@@ -118,8 +118,8 @@ def add_server_arguments(server: argparse.ArgumentParser) -> None:
         "--queue",
         default="",
         metavar="URI",
-        help="where prediction items wait for runners: memory: (in this process, the default; "
-        "the only one accepted so far)",
+        help="where prediction items wait for runners: memory: (in this process, the default) or "
+        "postgresql://user:password@host:port/database (one queue shared by replicas)",
     )
     server.add_argument("--log-level", default="info")
     server.add_argument(
