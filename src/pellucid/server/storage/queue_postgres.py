@@ -173,7 +173,7 @@ class PostgresWorkQueue(WorkQueue):
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
         except PoolTimeout:
             self._pool.close()
-            raise ConnectionError(
+            raise StoreUnavailable(
                 f"cannot connect to PostgreSQL for the work queue at {self.description} within"
                 f" {CONNECT_TIMEOUT_SECONDS:.0f} s: check that it runs, and the URI"
             ) from None
@@ -229,6 +229,16 @@ class PostgresWorkQueue(WorkQueue):
         if closed:
             self._resolve([Outcome(item_id, ItemState.CANCELLED, message="the queue is closed")])
             return item_id
+        try:
+            self._insert(item_id, item)
+        except BaseException:
+            with self._lock:
+                self._watches.pop(item_id, None)
+            raise
+        self._emit([QueueEvent(EventKind.ENQUEUED, item_id, item.owner)])
+        return item_id
+
+    def _insert(self, item_id: str, item: NewItem) -> None:
         self._rows(
             "WITH i AS (INSERT INTO queue_items (id, owner, selector, payload, deadline, run_seconds, max_attempts,"
             " enqueued_by) VALUES (%(id)s, %(owner)s, %(selector)s, %(payload)s, %(deadline)s, %(run)s,"
@@ -245,8 +255,6 @@ class PostgresWorkQueue(WorkQueue):
                 "max": item.max_attempts,
             },
         )
-        self._emit([QueueEvent(EventKind.ENQUEUED, item_id, item.owner)])
-        return item_id
 
     def cancel(self, item_id: str, reason: str) -> bool:
         rows = self._finish(
