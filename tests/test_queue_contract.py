@@ -299,8 +299,13 @@ def test_replicas_share_one_postgresql_queue(clock: FakeClock) -> None:
         a.on_finished(item_id, seen.append)
         threading.Timer(0.02, b.complete, args=(item_id, "w", b"answer")).start()
         outcome = a.wait(item_id, 5.0)
-        assert outcome is not None and outcome.result == b"answer" and outcome.runner_id == "runner-w"
+        assert outcome == Outcome(item_id, ItemState.SUCCEEDED, b"answer", "w", "runner-w", 1, "")
         assert [o.result for o in seen] == [b"answer"]
+        big = a.enqueue(item(clock))  # too big for a notification: A reads it from the row
+        assert [lease.item_id for lease in b.claim("w", 1, 30.0)] == [big]
+        threading.Timer(0.02, b.complete, args=(big, "w", b"x" * 10_000)).start()
+        outcome = a.wait(big, 5.0)
+        assert outcome is not None and outcome.result == b"x" * 10_000 and outcome.attempts == 1
         b_item = b.enqueue(item(clock))
         a_item = a.enqueue(item(clock))
         a.close("a stops")

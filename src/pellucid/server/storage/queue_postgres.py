@@ -26,6 +26,7 @@ never PostgreSQL's `now()`.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import threading
@@ -102,17 +103,24 @@ _MIGRATIONS = [
 ]
 
 _OUTCOME_COLUMNS = "id, state, result, worker_id, runner_id, attempts, message, owner, enqueued_by"
+# What a notification carries, fields joined by chr(31): kind (E: claimable, F: finished), item id,
+# owner, the sending replica, then for F the outcome (state, worker, runner, attempts, the result
+# in base64 when it fits in a notification, else "-") and, last, the message (may hold anything).
+RESULT_IN_NOTIFICATION_BYTES = 4000  # notifications hold at most 8000 bytes
+_FINISHED_PAYLOAD = (
+    "concat_ws(chr(31), 'F', id, owner, %(instance)s::text, state, worker_id, runner_id, attempts::text,"
+    " CASE WHEN octet_length(result) <= " + str(RESULT_IN_NOTIFICATION_BYTES) + " THEN encode(result, 'base64')"
+    " ELSE '-' END, left(message, 200))"
+)
+_ENQUEUED_PAYLOAD = "concat_ws(chr(31), 'E', id, owner, %(instance)s::text)"
 # a finishing UPDATE's rows, each told to the other replicas (the listener skips its own)
 _NOTIFY_FINISHED = (
     "WITH done AS ({update} RETURNING " + _OUTCOME_COLUMNS + ")"
-    " SELECT done.*, pg_notify('" + CHANNEL + "', concat_ws(chr(31), 'F', id, owner,"
-    " CASE WHEN state = 'succeeded' THEN worker_id ELSE '' END, %(instance)s::text, left(message, 200)))"
-    " FROM done"
+    " SELECT done.*, pg_notify('" + CHANNEL + "', " + _FINISHED_PAYLOAD + ") FROM done"
 )
 _NOTIFY_ENQUEUED = (
     "WITH back AS ({update} RETURNING id, owner)"
-    " SELECT back.id, back.owner, pg_notify('" + CHANNEL + "', concat_ws(chr(31), 'E', id, owner, '',"
-    " %(instance)s::text, '')) FROM back"
+    " SELECT back.id, back.owner, pg_notify('" + CHANNEL + "', " + _ENQUEUED_PAYLOAD + ") FROM back"
 )
 _FAILED_MESSAGE = "'not answered in ' || attempts || ' attempts (each runner that took it stopped or ran out of time)'"
 # an item its holder let go of (or whose lease lapsed): claimable again at the front, or failed
@@ -132,10 +140,9 @@ _EXPIRE = (
     " back AS (UPDATE queue_items SET state = 'pending', lease_until = 0, line = -nextval('queue_line')"
     " WHERE " + _LAPSED + " AND attempts < max_attempts AND deadline > %(now)s RETURNING id, owner),"
     " finished AS (SELECT * FROM failed UNION ALL SELECT * FROM expired)"
-    " SELECT 'F', finished.*, pg_notify('" + CHANNEL + "', concat_ws(chr(31), 'F', id, owner, '',"
-    " %(instance)s::text, left(message, 200))) FROM finished"
-    " UNION ALL SELECT 'E', id, 'pending', ''::bytea, '', '', 0, '', owner, '', pg_notify('" + CHANNEL + "',"
-    " concat_ws(chr(31), 'E', id, owner, '', %(instance)s::text, '')) FROM back"
+    " SELECT 'F', finished.*, pg_notify('" + CHANNEL + "', " + _FINISHED_PAYLOAD + ") FROM finished"
+    " UNION ALL SELECT 'E', id, 'pending', ''::bytea, '', '', 0, '', owner, '',"
+    " pg_notify('" + CHANNEL + "', " + _ENQUEUED_PAYLOAD + ") FROM back"
 )
 
 
@@ -243,8 +250,8 @@ class PostgresWorkQueue(WorkQueue):
             "WITH i AS (INSERT INTO queue_items (id, owner, selector, payload, deadline, run_seconds, max_attempts,"
             " enqueued_by) VALUES (%(id)s, %(owner)s, %(selector)s, %(payload)s, %(deadline)s, %(run)s,"
             " %(max)s, %(instance)s) RETURNING id)"
-            " SELECT pg_notify('" + CHANNEL + "', concat_ws(chr(31), 'E', id, %(owner)s::text, '',"
-            " %(instance)s::text, '')) FROM i",
+            " SELECT pg_notify('" + CHANNEL + "', concat_ws(chr(31), 'E', id, %(owner)s::text, %(instance)s::text))"
+            " FROM i",
             {
                 "id": item_id,
                 "owner": item.owner,
@@ -590,23 +597,32 @@ class PostgresWorkQueue(WorkQueue):
                 self._listening.set()
 
     def _heard(self, payload: str) -> None:
-        parts = payload.split(_SEPARATOR)
-        if len(parts) != 6 or parts[4] == self.instance:
+        parts = payload.split(_SEPARATOR, 9)
+        if len(parts) < 4 or parts[3] == self.instance:
             return  # this replica's own (told at once), or the wake-up at close
-        kind, item_id, owner, worker_id, _, reason = parts
+        kind, item_id, owner = parts[:3]
         if kind == "E":
             self._emit([QueueEvent(EventKind.ENQUEUED, item_id, owner)])
             return
-        self._emit([QueueEvent(EventKind.FINISHED, item_id, owner, worker_id, reason)])
+        if kind != "F" or len(parts) != 10:
+            return
+        state, worker_id, runner_id, attempts, result, message = parts[4:]
         with self._lock:
             watched = item_id in self._watches and self._watches[item_id].outcome is None
-        if watched:
-            try:
-                outcome = self._read_outcome(item_id)
-            except UnknownItem:
-                return
+        if watched:  # the waiter first: it is what the caller waits for
+            if result != "-" and len(message) < 200:  # all of it is in the notification
+                outcome: Outcome | None = Outcome(
+                    item_id, ItemState(state), base64.b64decode(result), worker_id, runner_id, int(attempts), message
+                )
+            else:
+                try:
+                    outcome = self._read_outcome(item_id)
+                except UnknownItem:
+                    outcome = None
             if outcome is not None:
                 self._resolve([outcome])
+        answered_by = worker_id if state == ItemState.SUCCEEDED.value else ""
+        self._emit([QueueEvent(EventKind.FINISHED, item_id, owner, answered_by, message)])
 
     def _delete_forgotten(self) -> None:
         with self._lock:
