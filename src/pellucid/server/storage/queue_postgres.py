@@ -155,6 +155,14 @@ class _Watch:
     callbacks: list[Callable[[Outcome], None]] = field(default_factory=list)
 
 
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """The queue's sessions commit without waiting for the WAL flush: a predict makes three
+    commits, and an item's rows live seconds. What a PostgreSQL crash can lose (its last
+    fraction of a second) the queue recovers from: a lost answer is a lease that lapses and
+    runs again, a lost item a caller that retries (docs/scale-out.md, "Work queue")."""
+    conn.execute("SET synchronous_commit = off")
+
+
 def _outcome(row: tuple[Any, ...]) -> Outcome:
     return Outcome(row[0], ItemState(row[1]), bytes(row[2]), row[3], row[4], row[5], row[6])
 
@@ -175,6 +183,7 @@ class PostgresWorkQueue(WorkQueue):
             open=False,
             name="pellucid-queue",
             timeout=CONNECT_TIMEOUT_SECONDS * 3,
+            configure=_configure,
         )
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
