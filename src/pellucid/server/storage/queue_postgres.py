@@ -21,7 +21,7 @@ and no first-result-wins answer, and a round trip per call is what the latency t
   it had leased become claimable when their leases lapse.
 
 Times are on the queue's clock (injectable, like the memory queue's), passed into the SQL,
-never PostgreSQL's `now()`.
+never PostgreSQL's `now()`. The queue's sessions commit asynchronously (`_configure`).
 """
 
 from __future__ import annotations
