@@ -11,6 +11,11 @@ Measured in one run, every process on this machine's loopback:
    CPU per input (bound by the runners until the 2 cores are full).
 
     python scripts/bench_runner.py [--seconds 5] [--calls 2000]
+    python scripts/bench_runner.py --temp-postgres queue --latency-only  # through the PostgreSQL queue
+    python scripts/bench_runner.py --temp-postgres both --latency-only --across-replicas
+
+`--metadata URI --queue URI` run the server over those stores (`--temp-postgres`: a throwaway
+PostgreSQL from tests/pg.py for both), to compare the memory queue with the PostgreSQL one.
 """
 
 from __future__ import annotations
@@ -120,6 +125,35 @@ def start_runner(address: str, pat: str, runner_id: str, concurrency: int, model
     )
 
 
+def start_server(data_dir: str, stores: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pellucid.cli",
+            "server",
+            "--data-dir",
+            data_dir,
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+            *stores,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def server_address(server: subprocess.Popen) -> str:
+    while True:
+        line = server.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise SystemExit("the server did not start")
+        if line.startswith("listening on"):
+            return line.split()[-1]
+
+
 def throughput(model, seconds: float, callers: int, request: v1.Input) -> float:  # type: ignore[no-untyped-def]
     stop = time.monotonic() + seconds
     counts = [0] * callers
@@ -143,37 +177,49 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls for the latency measurements")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
     parser.add_argument("--callers", type=int, default=16)
+    parser.add_argument("--metadata", default="", help="the server's metadata store URI (default: SQLite)")
+    parser.add_argument("--queue", default="", help="the server's work queue URI (default: memory:)")
+    parser.add_argument(
+        "--temp-postgres",
+        choices=["queue", "both"],
+        help="a throwaway PostgreSQL (tests/pg.py) for the queue, or for the queue and the metadata",
+    )
+    parser.add_argument("--latency-only", action="store_true", help="skip the throughput runs")
+    parser.add_argument(
+        "--across-replicas",
+        action="store_true",
+        help="predicts go to a second replica over the same stores (needs --temp-postgres both)",
+    )
     args = parser.parse_args()
+    if args.across_replicas and not (args.temp_postgres == "both" or args.metadata.startswith("postgres")):
+        parser.error(
+            "--across-replicas needs replicas that share their stores: --temp-postgres both, or --metadata/--queue"
+        )
+    if args.temp_postgres:
+        sys.path.insert(0, str(ROOT))
+        from tests import pg
+
+        args.queue = pg.new_database()
+        args.metadata = args.queue if args.temp_postgres == "both" else args.metadata
+    stores = [
+        *(["--metadata", args.metadata] if args.metadata else []),
+        *(["--queue", args.queue] if args.queue else []),
+    ]
 
     request = v1.Input(id="x", data=v1.Data(text=v1.Text(raw="a short text")))
     plain = plain_round_trips(args.calls, v1.PostModelOutputsRequest(inputs=[request]).SerializeToString())
 
     data_dir = tempfile.mkdtemp(prefix="pellucid-bench-runner-")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pellucid.cli",
-            "server",
-            "--data-dir",
-            data_dir,
-            "--port",
-            "0",
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    server = start_server(data_dir, stores)
+    servers = [server]
     runners: list[subprocess.Popen] = []
     try:
-        address = ""
-        while not address:
-            line = server.stdout.readline()  # type: ignore[union-attr]
-            if not line:
-                raise SystemExit("the server did not start")
-            if line.startswith("listening on"):
-                address = line.split()[-1]
+        address = server_address(server)
+        caller_address = address
+        if args.across_replicas:  # a second replica over the same stores receives the predicts
+            second = start_server(tempfile.mkdtemp(prefix="pellucid-bench-runner-"), stores)
+            servers.append(second)
+            caller_address = server_address(second)
         pat = json.loads((Path(data_dir) / "credentials.json").read_text())["pat"]
         user = User(base_url=f"grpc://{address}", pat=pat)
         app = user.create_app("bench")
@@ -203,6 +249,8 @@ def main() -> int:
 
         connect("Trivial", 1)
         model = models["Trivial"]
+        if caller_address != address:
+            model = User(base_url=f"grpc://{caller_address}", pat=pat).app("bench").model("trivial")
         for _ in range(200):
             model.predict([request])
         routed = []
@@ -212,7 +260,7 @@ def main() -> int:
             routed.append(time.perf_counter() - started)
 
         rows = {}
-        for kind in ("Trivial", "Busy"):
+        for kind in ("Trivial", "Busy") if not args.latency_only else ():
             for n in (1, 2, 4):
                 connect(kind, n)
                 rows[(kind, n)] = throughput(models[kind], args.seconds, args.callers, request)
@@ -221,15 +269,22 @@ def main() -> int:
             r.terminate()
         for r in runners:
             r.wait(30)
-        server.terminate()
-        server.wait(30)
+        for running in servers:
+            running.terminate()
+            running.wait(30)
+        if args.temp_postgres:
+            pg.stop()
 
     (p50, p99), (q50, q99) = percentiles(plain), percentiles(routed)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, grpcio {grpc.__version__}\n")
     print(f"{'sequential calls':44} {'p50 ms':>8} {'p99 ms':>8}")
     print(f"{'plain unary gRPC round trip (the limit)':44} {p50:8.2f} {p99:8.2f}")
-    print(f"{'predict routed through 1 runner':44} {q50:8.2f} {q99:8.2f}")
+    where = " (runner on another replica)" if args.across_replicas else ""
+    print(f"{'predict routed through 1 runner' + where:44} {q50:8.2f} {q99:8.2f}")
     print(f"{'routing overhead':44} {q50 - p50:8.2f} {q99 - p99:8.2f}")
+    print(f"(work queue: {args.queue or 'memory:'}, metadata: {args.metadata or 'SQLite'})")
+    if args.latency_only:
+        return 0
     print(f"\nthroughput, predictions/s with {args.callers} concurrent callers (each runner takes 4 items at a time):")
     print(f"{'runner processes':>18} {'trivial model':>14} {'5 ms CPU model':>15}")
     for n in (1, 2, 4):

@@ -1,4 +1,4 @@
-"""The WorkQueue contract: every backend passes these (only `memory` so far).
+"""The WorkQueue contract: every backend passes these (memory, and PostgreSQL from tests/pg.py).
 
 A backend joins by adding a parameter to `BACKENDS` and a branch in `make_queue` that builds it
 over the given clock (a PostgreSQL backend reads its clock from the test too, or the tests that
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,9 +27,10 @@ from pellucid.server.storage.queue import (
     WorkQueue,
 )
 from pellucid.server.storage.registry import check_work_queue_uri, open_work_queue
+from tests import pg
 from tests.test_server_process import PELLUCID
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "postgresql"]
 
 
 class FakeClock:
@@ -42,6 +44,8 @@ class FakeClock:
 def make_queue(backend: str, clock: Callable[[], float]) -> WorkQueue:
     if backend == "memory":
         return open_work_queue("memory:", clock)
+    if backend == "postgresql":
+        return open_work_queue(pg.new_database(), clock)
     raise AssertionError(backend)
 
 
@@ -110,6 +114,20 @@ def test_a_lease_lapses_unless_extended_and_never_past_the_attempt(queue: WorkQu
         clock.now += 2.0
         queue.extend(a, [item_id], 3.0)
     clock.now = lease.attempt_ends  # the attempt's end: extensions stop here
+    assert queue.extend(a, [item_id], 3.0) == frozenset()
+    (again,) = queue.claim(b, 1, 3.0)
+    assert again.item_id == item_id and again.attempt == 2
+
+
+def test_the_sweep_makes_lapsed_leases_claimable_and_tells(queue: WorkQueue, clock: FakeClock) -> None:
+    item_id = queue.enqueue(item(clock, run_seconds=10.0))
+    a, b = worker(queue, "a"), worker(queue, "b")
+    queue.claim(a, 1, 3.0)
+    events: list[QueueEvent] = []
+    queue.subscribe(events.append)
+    clock.now += 3.0
+    assert queue.expire() == []  # nothing finished: the item is claimable again
+    assert [(e.kind, e.item_id) for e in events] == [(EventKind.ENQUEUED, item_id)]
     assert queue.extend(a, [item_id], 3.0) == frozenset()
     (again,) = queue.claim(b, 1, 3.0)
     assert again.item_id == item_id and again.attempt == 2
@@ -233,14 +251,15 @@ def test_close_cancels_what_is_unfinished(queue: WorkQueue, clock: FakeClock) ->
 
 def test_queue_uris() -> None:
     assert check_work_queue_uri("") == check_work_queue_uri("memory:") == "memory"
-    with pytest.raises(ValueError, match=r"accepted queue URIs are memory:"):
-        check_work_queue_uri("postgresql://db/pellucid")
+    assert check_work_queue_uri("postgresql://db/pellucid") == check_work_queue_uri("postgres://h/d") == "postgresql"
+    with pytest.raises(ValueError, match=r"accepted queue URIs are memory:.*postgresql://"):
+        check_work_queue_uri("redis://db/pellucid")
 
 
 def test_the_server_refuses_an_unknown_queue_uri_before_touching_anything(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     refused = subprocess.run(
-        [*PELLUCID, "server", "--data-dir", str(data_dir), "--port", "0", "--queue", "postgresql://db/pellucid"],
+        [*PELLUCID, "server", "--data-dir", str(data_dir), "--port", "0", "--queue", "redis://db/pellucid"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -260,3 +279,109 @@ def test_the_server_runs_on_the_memory_queue_uri(tmp_path: Path) -> None:
         assert server.engine is not None and isinstance(server.engine.queue, WorkQueue)
     finally:
         server.stop(grace=0.5)
+
+
+def test_replicas_share_one_postgresql_queue(clock: FakeClock) -> None:
+    """Two queues over one database (two replicas): an item enqueued on A is announced to B, claimed
+    and answered there, and A's waiter wakes on B's notification; A closing cancels only its own items."""
+    uri = pg.new_database()
+    a, b = open_work_queue(uri, clock), open_work_queue(uri, clock)
+    try:
+        heard: list[QueueEvent] = []
+        announced = threading.Event()
+        b.subscribe(lambda e: (heard.append(e), announced.set()))
+        item_id = a.enqueue(item(clock))
+        assert announced.wait(5.0) and heard[0].kind is EventKind.ENQUEUED and heard[0].item_id == item_id
+        worker(b, "w")
+        assert [w.id for w in a.workers("u")] == ["w"]  # B's runner stream, seen from A
+        assert [lease.item_id for lease in b.claim("w", 1, 30.0)] == [item_id]
+        seen: list[Outcome] = []
+        a.on_finished(item_id, seen.append)
+        threading.Timer(0.02, b.complete, args=(item_id, "w", b"answer")).start()
+        outcome = a.wait(item_id, 5.0)
+        assert outcome == Outcome(item_id, ItemState.SUCCEEDED, b"answer", "w", "runner-w", 1, "")
+        assert [o.result for o in seen] == [b"answer"]
+        big = a.enqueue(item(clock))  # too big for a notification: A reads it from the row
+        assert [lease.item_id for lease in b.claim("w", 1, 30.0)] == [big]
+        threading.Timer(0.02, b.complete, args=(big, "w", b"x" * 10_000)).start()
+        outcome = a.wait(big, 5.0)
+        assert outcome is not None and outcome.result == b"x" * 10_000 and outcome.attempts == 1
+        b_item = b.enqueue(item(clock))
+        a_item = a.enqueue(item(clock))
+        a.close("a stops")
+        assert b.wait(a_item, 0) is not None and b.wait(b_item, 0) is None  # B's caller still waits
+        assert [lease.item_id for lease in b.claim("w", 5, 30.0)] == [b_item]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_postgresql_queue_survives_its_connections_being_cut(clock: FakeClock) -> None:
+    """PostgreSQL restarting (here: every session of the database ended): a call that hits a cut
+    connection is StoreUnavailable (UNAVAILABLE to callers, retried), never a raw driver error,
+    and the listener reconnects, so notifications flow again."""
+    import psycopg
+
+    from pellucid.server.storage.base import StoreUnavailable
+
+    uri = pg.new_database()
+    a, b = open_work_queue(uri, clock), open_work_queue(uri, clock)
+    try:
+        heard = threading.Event()
+        b.subscribe(lambda e: heard.set())
+        with psycopg.connect(pg.postgres_server().get_uri(), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (uri.split("/")[3].split("?")[0],),
+            )
+        item_id = ""
+        for _ in range(10):  # each cut pooled connection fails one call, then is replaced
+            try:
+                item_id = a.enqueue(item(clock))
+                break
+            except StoreUnavailable:
+                continue
+        assert item_id
+        deadline = time.monotonic() + 5.0
+        while not heard.wait(0.05) and time.monotonic() < deadline:
+            try:
+                a.enqueue(item(clock))  # the listener may still be reconnecting: tell again
+            except StoreUnavailable:
+                pass
+        assert heard.is_set()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_what_a_dead_replica_left_in_postgresql_is_swept(clock: FakeClock) -> None:
+    """A replica killed leaves worker rows it no longer renews (not counted, then deleted) and
+    finished items its callers will never forget (deleted well after their deadline)."""
+    import psycopg
+
+    from pellucid.server.storage.queue_postgres import ABANDONED_SECONDS
+
+    uri = pg.new_database()
+    open_work_queue(uri, clock).close()  # the tables
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("INSERT INTO queue_workers VALUES ('dead', 'u', 'r', '{cpu}', 1, 'gone', %s)", (clock.now - 1,))
+        conn.execute(
+            "INSERT INTO queue_items (id, owner, selector, payload, deadline, run_seconds, max_attempts, state,"
+            " enqueued_by) VALUES ('old', 'u', '{}', '', %s, 1, 1, 'succeeded', 'gone'),"
+            " ('recent', 'u', '{}', '', %s, 1, 1, 'succeeded', 'gone')",
+            (clock.now - ABANDONED_SECONDS - 1, clock.now - 1),
+        )
+    queue = open_work_queue(uri, clock)
+    try:
+        assert queue.workers("u") == []
+        deadline = time.monotonic() + 5.0
+        with psycopg.connect(uri, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                items = [r[0] for r in conn.execute("SELECT id FROM queue_items ORDER BY id")]
+                workers = conn.execute("SELECT count(*) FROM queue_workers").fetchone()
+                if items == ["recent"] and workers == (0,):
+                    break
+                time.sleep(0.05)
+        assert items == ["recent"] and workers == (0,)
+    finally:
+        queue.close()

@@ -284,3 +284,29 @@ def test_replicas_share_a_queue_and_take_over_a_dead_replicas_items(clock: FakeC
     finally:
         replica_b.close()
         replica_a.close()
+
+
+def test_a_shared_queue_is_swept_and_polled_only_every_poll_seconds(clock: FakeClock) -> None:
+    """A queue shared by replicas tells of news by notification: ticks poll it only every
+    `poll_seconds` (the fallback), so idle replicas do not load the database ten times a second."""
+    queue = MemoryWorkQueue(clock)
+    queue.poll_seconds = 2.0
+    replica_a = Router(queue, clock, heartbeat_seconds=0.5, tick_seconds=0)
+    replica_b = Router(queue, clock, heartbeat_seconds=0.5, tick_seconds=0)
+    try:
+        on_a = replica_a.open_stream("u", "ra", frozenset({"cpu"}), 1)
+        replica_b.submit("u", frozenset({"cpu"}), b"p", 60.0, 60.0, "model m")
+        held = dispatched(replica_a, on_a)  # replica A dies holding it
+        on_b = replica_b.open_stream("u", "rb", frozenset({"cpu"}), 1)
+        replica_b.tick()  # a poll: nothing claimable yet
+        clock.advance(1.5)  # A's lease lapsed, but B polled 1.5 s ago
+        replica_b.heartbeat(on_b.id, draining=False)
+        replica_b.tick()
+        assert not orders(replica_b, on_b)
+        clock.advance(0.5)
+        replica_b.heartbeat(on_b.id, draining=False)
+        replica_b.tick()
+        assert dispatched(replica_b, on_b).item_id == held.item_id
+    finally:
+        replica_b.close()
+        replica_a.close()

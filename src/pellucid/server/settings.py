@@ -39,8 +39,8 @@ class ServerSettings:
     # Empty: files (and a SQLite file for small blobs) in the data dir. Or
     # s3://bucket/prefix?endpoint_url=...&region=... (see docs/scale-out.md, "Blobs on S3").
     blob_uri: str = ""
-    # Where prediction items wait for runners. Empty or `memory:`: in this process (see
-    # docs/scale-out.md, "Work queue").
+    # Where prediction items wait for runners. Empty or `memory:`: in this process; or
+    # postgresql://... shared by replicas (see docs/scale-out.md, "Work queue").
     queue_uri: str = ""
     admin_user_id: str = "admin"
     # Threads serving calls. Streams, predicts and runner connections hold one for as long as they
@@ -204,7 +204,8 @@ SETTINGS: tuple[Setting, ...] = (
         "queue",
         "queue_uri",
         Kind.TEXT,
-        "where prediction items wait for runners: memory: (in this process, the default)",
+        "where prediction items wait for runners: memory: (in this process, the default) or "
+        "postgresql://user:password@host:port/database (one queue shared by replicas)",
         metavar="URI",
         check=_check_queue_uri,
     ),

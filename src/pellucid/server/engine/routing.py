@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from pellucid.server.storage.queue import (
     Worker,
     WorkQueue,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,7 @@ class Router:
         # streams that find nothing set it to 0; ticks and new streams set it to "unknown" (inf)
         self._claimable: dict[str, float] = {}
         self._order = itertools.count(1)
+        self._last_poll = float("-inf")  # when tick last swept and polled the queue
         self.closed = False
         self._unsubscribe = queue.subscribe(self._on_event)
         self._stop = threading.Event()
@@ -321,6 +325,9 @@ class Router:
                         seconds = lease.attempt_ends - lease.claimed_at
                         self._withdraw_locked(stream, item_id, f"not answered within {seconds:g}s")
                         self.queue.release(stream.info.id, [item_id])
+            if now - self._last_poll < self.queue.poll_seconds:
+                return  # a shared queue: its notifications tell of news, the poll is only the fallback
+            self._last_poll = now
         self.queue.expire()
         with self._critical():
             for owner in {s.info.user_id for s in self._streams.values()}:
@@ -329,7 +336,10 @@ class Router:
 
     def _watch(self, tick_seconds: float) -> None:
         while not self._stop.wait(tick_seconds):
-            self.tick()
+            try:
+                self.tick()
+            except ConnectionError as exc:  # a shared queue's database away: the next tick tries again
+                log.warning("router upkeep failed, retrying: %s", exc)
 
     def close(self) -> None:
         """Stop: streams end and waiting callers get Unavailable."""

@@ -3,8 +3,8 @@
 It speaks in ids, leases and deadlines, never live objects, so that the replica that enqueues
 an item, the replica whose runner claims it and the replica whose caller waits for it may be
 three different processes. One class per backend implements it, chosen by URI in
-`open_work_queue` (storage/registry.py): `memory:` now (queue_memory.py); PostgreSQL later, with pgmq's semantics
-(docs/scale-out.md, "Work queue"):
+`open_work_queue` (storage/registry.py): `memory:` (queue_memory.py) and `postgresql://...`
+(queue_postgres.py, shared by replicas), with pgmq's semantics (docs/scale-out.md, "Work queue"):
 
 - `enqueue` is an INSERT (and a NOTIFY on the owner's channel);
 - `claim` is `SELECT ... FOR UPDATE SKIP LOCKED LIMIT n` over the items that are visible
@@ -103,6 +103,11 @@ class UnknownItem(KeyError):
 
 class WorkQueue(abc.ABC):
     """Items in, leases out, one outcome per item."""
+
+    # how often a replica needs to sweep (`expire`) and poll (`claim` with nothing announced):
+    # 0 for a queue in this process (cheap: every tick); a shared queue's events come by
+    # notification, so its polls are only the fallback and need not load the database
+    poll_seconds: float = 0.0
 
     # callers
 

@@ -43,19 +43,27 @@ def open_metadata_store(uri: str) -> MetadataStore:
     return opener(uri)
 
 
-ACCEPTED_QUEUE_URIS = "memory: (in this process, the default)"
+ACCEPTED_QUEUE_URIS = (
+    "memory: (in this process, the default), postgresql://user:password@host:port/database (shared by replicas)"
+)
 
 
 def check_work_queue_uri(uri: str) -> str:
-    """The backend a queue URI names ("memory"); ValueError naming the accepted URIs otherwise."""
+    """The backend a queue URI names ("memory" or "postgresql"); ValueError naming the accepted URIs otherwise."""
     if uri in ("", "memory:", "memory://"):
         return "memory"
+    if uri.split("://", 1)[0].lower() in ("postgresql", "postgres") and "://" in uri:
+        return "postgresql"
     raise ValueError(f"unsupported work queue URI {uri!r}: the accepted queue URIs are {ACCEPTED_QUEUE_URIS}")
 
 
 def open_work_queue(uri: str, clock: Callable[[], float] | None = None) -> WorkQueue:
-    """The queue a URI names: `memory:` (or empty) is the in-process queue; others are refused."""
-    check_work_queue_uri(uri)
+    """The queue a URI names: `memory:` (or empty) is the in-process queue; `postgresql://...`
+    the queue shared by replicas over one database (its tables beside the metadata store's)."""
+    if check_work_queue_uri(uri) == "postgresql":
+        from pellucid.server.storage.queue_postgres import PostgresWorkQueue
+
+        return PostgresWorkQueue(uri, clock) if clock is not None else PostgresWorkQueue(uri)
     from pellucid.server.storage.queue_memory import MemoryWorkQueue
 
     return MemoryWorkQueue(clock) if clock is not None else MemoryWorkQueue()
