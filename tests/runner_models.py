@@ -30,3 +30,20 @@ class Trivial(Runner):
 
     def run_inputs(self, inputs: list[v1.Input], output_info: v1.OutputInfo) -> list[v1.Output]:
         return [v1.Output(data=v1.Data(concepts=[v1.Concept(id="ok", value=1.0)])) for _ in inputs]
+
+
+class Echo(Runner):
+    """Answers with the input's text upper-cased, naming the runner that ran it (scale-out tests);
+    a text starting "hold" waits until $HOLD_DIR/open exists, so a test can keep an item in flight."""
+
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
+        hold = os.environ.get("HOLD_DIR")
+        if hold and input.data.text.raw.startswith("hold"):  # held until the test opens the gate
+            Path(hold, f"started-{self.runner_id}").write_text(input.data.text.raw)
+            deadline = time.monotonic() + 60
+            while not Path(hold, "open").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)  # another process opens the gate: nothing to block on
+        output = v1.Output(data=v1.Data(concepts=[v1.Concept(id="ok", value=1.0)]))
+        output.data.text.raw = input.data.text.raw.upper()
+        output.data.metadata.update({"runner": self.runner_id})
+        return output
