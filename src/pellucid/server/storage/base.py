@@ -57,6 +57,15 @@ class Claim:
     outcome: ClaimOutcome
     response: bytes = b""
 
+    @classmethod
+    def of_logged(cls, method: str, logged_method: str, done: bool, response: bytes | None) -> Claim:
+        """The claim on a request id the log holds and that is not stale: every backend decides it alike."""
+        if logged_method != method:
+            return cls(ClaimOutcome.OTHER_METHOD)
+        if done:
+            return cls(ClaimOutcome.DONE, bytes(response or b""))
+        return cls(ClaimOutcome.IN_PROGRESS)
+
 
 class IngestResult(enum.Enum):
     """What `InputStore.ingest` did with one item."""

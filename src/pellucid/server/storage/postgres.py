@@ -525,11 +525,7 @@ class PostgresMetadataStore(PostgresInputTables, MetadataStore):
                     (method, now, owner, replica, user_id, request_id),
                 )
                 return Claim(ClaimOutcome.CLAIMED)
-            if row["method"] != method:
-                return Claim(ClaimOutcome.OTHER_METHOD)
-            if row["done"]:
-                return Claim(ClaimOutcome.DONE, bytes(row["response"]))
-            return Claim(ClaimOutcome.IN_PROGRESS)
+            return Claim.of_logged(method, row["method"], bool(row["done"]), row["response"])
 
     def finish_request(self, user_id: str, request_id: str, response: bytes, now: float, owner: str) -> bool:
         with self._write() as conn:

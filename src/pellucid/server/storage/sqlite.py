@@ -282,11 +282,7 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
                     (user_id, request_id, method, now, owner, replica),
                 )
                 return Claim(ClaimOutcome.CLAIMED)
-            if row["method"] != method:
-                return Claim(ClaimOutcome.OTHER_METHOD)
-            if row["done"]:
-                return Claim(ClaimOutcome.DONE, bytes(row["response"]))
-            return Claim(ClaimOutcome.IN_PROGRESS)
+            return Claim.of_logged(method, row["method"], bool(row["done"]), row["response"])
 
     def finish_request(self, user_id: str, request_id: str, response: bytes, now: float, owner: str) -> bool:
         with self._write() as conn:
