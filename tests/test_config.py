@@ -27,6 +27,8 @@ def write_config(text: str) -> Path:
         ("https://api.example.com:8443/", "grpcs", "api.example.com:8443"),
         ("localhost:7000", "grpc", "localhost:7000"),
         ("local:///srv/pellucid", "local", "/srv/pellucid"),
+        ("grpc://10.0.0.1:7317, 10.0.0.2:7317", "grpc", "10.0.0.1:7317,10.0.0.2:7317"),
+        ("https://a.example.com,b.example.com:8443", "grpcs", "a.example.com:443,b.example.com:8443"),
     ],
 )
 def test_target_forms(url: str, scheme: str, location: str) -> None:
@@ -34,12 +36,19 @@ def test_target_forms(url: str, scheme: str, location: str) -> None:
     assert (target.scheme, target.location) == (scheme, location)
 
 
+def test_a_replica_named_twice_is_refused() -> None:
+    with pytest.raises(UserError, match="twice"):
+        parse_target("grpc://h:1,h:1")
+
+
 def test_local_uses_pellucid_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PELLUCID_HOME", str(tmp_path))
     assert parse_target("local") == parse_target(f"local://{tmp_path}")
 
 
-@pytest.mark.parametrize("url", ["grpc://nohost", "ftp://x:1", "local://relative/path", "grpc://h:p"])
+@pytest.mark.parametrize(
+    "url", ["grpc://nohost", "ftp://x:1", "local://relative/path", "grpc://h:p", "grpc://h:1,", "grpc://h:1,nohost"]
+)
 def test_bad_targets_say_which_forms_work(url: str) -> None:
     with pytest.raises(UserError, match=r"grpc://host:port|absolute path"):
         parse_target(url)

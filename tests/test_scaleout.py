@@ -31,12 +31,13 @@ from tests.test_server_process import ServerProcess, admin_pat
 RUNNERS = {"a": ("a1", "a2"), "b": ("b1", "b2")}
 
 
-def start_echo_runner(server: ServerProcess, pat: str, runner_id: str, hold_dir: Path) -> subprocess.Popen[str]:
-    """`pellucid runner start tests/runner_models.py:Echo` connected to `server`."""
+def start_echo_runner(address: str, pat: str, runner_id: str, hold_dir: Path) -> subprocess.Popen[str]:
+    """`pellucid runner start tests/runner_models.py:Echo` connected to `address` (host:port, or
+    several joined by commas: the runner keeps to the first that answers)."""
     env = {**os.environ, "HOLD_DIR": str(hold_dir), "PYTHONPATH": str(ROOT)}
     target = str(ROOT / "tests" / "runner_models.py") + ":Echo"
     options = ["--runner-id", runner_id, "--labels", "scale", "--concurrency", "2"]
-    connection = ["--api", f"grpc://{server.address}", "--pat", pat]
+    connection = ["--api", f"grpc://{address}", "--pat", pat]
     return subprocess.Popen(
         [sys.executable, "-m", "pellucid.cli", "runner", "start", target, *options, *connection],
         stdout=subprocess.DEVNULL,
@@ -91,8 +92,10 @@ def test_two_replicas_four_runners_and_a_sigkill(tmp_path: Path, moto: MotoServe
         app.create_model("echo", runner_labels=["scale"], item_timeout_seconds=60)
         app.create_dataset("early")
         app.create_dataset("late")
+        # A's runners know only A; B's know B first and A as the replica to move to
+        addresses = {"a": replicas["a"].address, "b": f"{replicas['b'].address},{replicas['a'].address}"}
         for name, ids in RUNNERS.items():
-            runners += [start_echo_runner(replicas[name], pat, runner_id, hold_dir) for runner_id in ids]
+            runners += [start_echo_runner(addresses[name], pat, runner_id, hold_dir) for runner_id in ids]
         everyone = (*RUNNERS["a"], *RUNNERS["b"])
         wait_for(lambda: all(connected(user["b"], runner_id) for runner_id in everyone), timeout=60)
         model_at = {name: u.app("scale").model("echo") for name, u in user.items()}
@@ -183,6 +186,16 @@ def test_two_replicas_four_runners_and_a_sigkill(tmp_path: Path, moto: MotoServe
             assert len(got) == 1, (text, got)  # exactly one answer per predict
             assert got[0][1].outputs[0].data.text.raw == text.upper()
         assert answers["hold-0"][0][0] == "a"  # its caller was on B: answered after the resend to A
+
+        # B's runners lost their replica and moved to A: predicts, all via A now, reach them too
+        served_after: set[str] = set()
+        for i in range(400):  # a guard: four runners compete for every item
+            _, response = predict_on(model_at, "a", f"after-{i}")
+            assert response.outputs[0].data.text.raw == f"AFTER-{i}"
+            served_after.add(response.runner_id)
+            if set(RUNNERS["b"]) <= served_after:
+                break
+        assert set(RUNNERS["b"]) <= served_after, served_after
 
         # the client re-runs its upload against the survivor: every input stored once
         again = inputs_at["a"].upload_inputs(png_inputs("late", late), show_log=False, batch_size=8)

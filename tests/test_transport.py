@@ -12,8 +12,9 @@ import pytest
 
 import pellucid.errors as errors
 from pellucid.api import v1
-from pellucid.client._transport import RetryPolicy
+from pellucid.client._transport import RetryPolicy, get_connection
 from pellucid.client.app import App
+from pellucid.client.config import resolve_settings
 from pellucid.client.user import User
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.conftest import RunningServer
@@ -221,3 +222,41 @@ def test_an_encoded_batch_goes_to_its_method_with_its_bytes_and_is_retried_under
         )
     finally:
         server.stop(0)
+
+
+def test_a_target_naming_several_replicas_spreads_calls_over_those_that_answer() -> None:
+    recorders = [Recorder(), Recorder()]
+    servers = [serve(r) for r in recorders]
+    dead = free_port()  # a replica that is down: calls go to the others
+    try:
+        target = ",".join(f"127.0.0.1:{port}" for port in (dead, servers[0][1], servers[1][1]))
+        user = User(base_url=f"grpc://{target}", pat="x", timeout=10)
+        for _ in range(20):
+            assert user.get_user_info().id == "recorded"
+        assert all(len(r.calls) >= 5 for r in recorders), [len(r.calls) for r in recorders]
+    finally:
+        for server, _ in servers:
+            server.stop(0)
+
+
+def test_pick_first_keeps_to_the_first_replica_and_moves_on_when_it_dies() -> None:
+    first, second = Recorder(), Recorder()
+    (server_1, port_1), (server_2, port_2) = serve(first), serve(second)
+    try:
+        settings = resolve_settings(f"grpc://localhost:{port_1},127.0.0.1:{port_2}", pat="x")
+        connection = get_connection(settings, balance="pick_first")
+        for _ in range(5):
+            connection.call(v1.UserServiceStub, "GetUser", v1.GetUserRequest(), timeout=10)
+        assert (len(first.calls), len(second.calls)) == (5, 0)
+        server_1.stop(0)
+        connection.call(v1.UserServiceStub, "GetUser", v1.GetUserRequest(), timeout=10)  # retried onto the second
+        assert len(second.calls) == 1
+    finally:
+        server_1.stop(0)
+        server_2.stop(0)
+
+
+def test_an_unknown_replica_host_is_unavailable_with_its_name() -> None:
+    user = User(base_url="grpc://127.0.0.1:1,no-such-host.invalid:7317", pat="x", timeout=2)
+    with pytest.raises(errors.Unavailable, match=r"no-such-host\.invalid:7317"):
+        user.get_user_info()

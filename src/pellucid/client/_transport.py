@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import socket
 import sys
 import threading
 import time
@@ -36,6 +37,7 @@ FINAL_REASONS = frozenset({"NO_RUNNER"})
 # on long calls): retried like UNAVAILABLE. Others (a blob over the size limit) are final.
 BUSY_REASONS = frozenset({"TOO_MANY_INPUT_BATCHES", "TOO_MANY_PREDICTS", "TOO_MANY_STREAMS", "SERVER_BUSY"})
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+BALANCE_POLICIES = frozenset({"round_robin", "pick_first"})
 R = TypeVar("R", bound=Message)
 
 
@@ -148,8 +150,14 @@ class _CallDetails(grpc.ClientCallDetails):
 class Connection:
     """A lazily opened channel with its stubs; safe to share between threads."""
 
-    def __init__(self, settings: ClientSettings) -> None:
+    def __init__(self, settings: ClientSettings, balance: str = "round_robin") -> None:
+        """`balance` is how a target naming several replicas is used: "round_robin" spreads calls
+        over the replicas that answer; "pick_first" keeps to the first that answers, in the
+        order given, and moves to the next when it fails (a runner's one stream)."""
+        if balance not in BALANCE_POLICIES:
+            raise ValueError(f"balance must be one of {sorted(BALANCE_POLICIES)}, got {balance!r}")
         self.settings = settings
+        self.balance = balance
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._stubs: dict[Any, Any] = {}  # stub type, or (stub type, method) for encoded calls
@@ -176,10 +184,19 @@ class Connection:
                     channel = grpc.secure_channel(self._address, self._tls_credentials(), options=options)
                 else:
                     channel = grpc.insecure_channel(self._address, options=options)
-            elif target.scheme == "grpcs":
-                channel = grpc.secure_channel(target.location, self._tls_credentials(), options=options)
             else:
-                channel = grpc.insecure_channel(target.location, options=options)
+                address = target.location
+                if len(target.addresses) > 1:
+                    address = replica_list(target.addresses)
+                    options += [
+                        ("grpc.lb_policy_name", self.balance),
+                        # the name TLS checks, and the :authority header: the first replica's
+                        ("grpc.default_authority", target.addresses[0]),
+                    ]
+                if target.scheme == "grpcs":
+                    channel = grpc.secure_channel(address, self._tls_credentials(), options=options)
+                else:
+                    channel = grpc.insecure_channel(address, options=options)
             self._channel = grpc.intercept_channel(channel, _MetadataInterceptor(lambda: self._secret))
             self._raw_channel = channel
             return self._channel
@@ -368,6 +385,28 @@ class Connection:
             raise from_rpc_error(exc, method) from exc
 
 
+def replica_list(addresses: tuple[str, ...]) -> str:
+    """A gRPC target naming every replica ("ipv4:10.0.0.1:7317,10.0.0.2:7317"): host names are
+    resolved now, once (gRPC's static address lists take IP addresses only)."""
+    resolved: dict[int, list[str]] = {socket.AF_INET: [], socket.AF_INET6: []}
+    for hostport in addresses:
+        host, _, port = hostport.rpartition(":")
+        host = host.strip("[]")
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise Unavailable(f"cannot resolve replica {hostport}: {exc.strerror}") from None
+        for family, _, _, _, sockaddr in infos:
+            if family in resolved:
+                ip = str(sockaddr[0])
+                entry = f"{ip}:{port}" if family == socket.AF_INET else f"[{ip}]:{port}"
+                if entry not in resolved[family]:
+                    resolved[family].append(entry)
+    if resolved[socket.AF_INET]:  # one static list holds one address family
+        return "ipv4:" + ",".join(resolved[socket.AF_INET])
+    return "ipv6:" + ",".join(resolved[socket.AF_INET6])
+
+
 def _service_name(stub_type: type) -> str:
     """ "pellucid.api.v1.InputService" for InputServiceStub, from the generated module's descriptor."""
     module = sys.modules[stub_type.__module__]
@@ -384,8 +423,9 @@ _connections: dict[tuple, Connection] = {}
 _connections_lock = threading.Lock()
 
 
-def get_connection(settings: ClientSettings) -> Connection:
-    """The shared connection for these settings (one channel per target and credentials).
+def get_connection(settings: ClientSettings, balance: str = "round_robin") -> Connection:
+    """The shared connection for these settings (one channel per target, credentials and
+    `balance` policy, see Connection).
 
     The user id is not part of the key, nor kept by the connection: objects acting as
     different users with one token share the channel, and each keeps its own user id.
@@ -397,9 +437,10 @@ def get_connection(settings: ClientSettings) -> Connection:
         settings.root_certificates_path,
         settings.client_cert_path,
         settings.client_key_path,
+        balance,
     )
     with _connections_lock:
         connection = _connections.get(key)
         if connection is None:
-            connection = _connections[key] = Connection(dataclasses.replace(settings, user_id=""))
+            connection = _connections[key] = Connection(dataclasses.replace(settings, user_id=""), balance)
         return connection

@@ -37,12 +37,16 @@ ENV_PROFILE = "PELLUCID_PROFILE"
 ENV_CONFIG = "PELLUCID_CONFIG"
 ENV_HOME = "PELLUCID_HOME"
 DEFAULT_TARGET = "local"
-TARGET_FORMS = "local, local:///path/to/data-dir, grpc://host:port, grpcs://host:port or https://host[:port]"
+TARGET_FORMS = (
+    "local, local:///path/to/data-dir, grpc://host:port, grpcs://host:port or https://host[:port] "
+    "(several replicas: grpc://host1:port1,host2:port2)"
+)
 
 
 @dataclass(frozen=True)
 class Target:
-    """A parsed target URI: `scheme` is local, grpc or grpcs; `location` a data dir or host:port."""
+    """A parsed target URI: `scheme` is local, grpc or grpcs; `location` a data dir, a host:port,
+    or several host:port joined by commas (replicas the client spreads its calls over)."""
 
     scheme: str
     location: str
@@ -50,6 +54,11 @@ class Target:
     @property
     def is_local(self) -> bool:
         return self.scheme == "local"
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Each host:port of a remote target, in the order given."""
+        return () if self.is_local else tuple(self.location.split(","))
 
     def __str__(self) -> str:
         return f"local://{self.location}" if self.is_local else f"{self.scheme}://{self.location}"
@@ -80,12 +89,19 @@ def parse_target(url: str) -> Target:
             break
     else:
         scheme, default_port, hostport = "grpc", None, url
+    addresses = [_host_port(part.strip(), default_port, url) for part in hostport.split(",")]
+    if len(set(addresses)) != len(addresses):
+        raise UserError(f"base_url {url!r} names an address twice")
+    return Target(scheme, ",".join(addresses))
+
+
+def _host_port(hostport: str, default_port: int | None, url: str) -> str:
     host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
     if not port and default_port:
         host, port = hostport, str(default_port)
     if not host or "/" in hostport or not port.isdigit():
         raise UserError(f"base_url {url!r} is not a pellucid target: use {TARGET_FORMS}")
-    return Target(scheme, f"{host}:{port}")
+    return f"{host}:{port}"
 
 
 def config_path() -> Path:

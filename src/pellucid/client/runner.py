@@ -4,7 +4,8 @@ Subclass it, implement `run_input` (or `run_inputs` for a whole request at once)
 `start()` (or run `pellucid runner start file.py:ClassName`). The runner holds one stream
 to the server, receives work items, runs them on `num_parallel_polls` threads and sends the
 outputs back; heartbeats keep its items leased. It reconnects with backoff when the server
-goes away, and on SIGTERM or Ctrl-C it takes no new work, finishes what it holds and exits
+goes away (given several replicas, `grpc://host1:port1,host2:port2`, it keeps to the first
+that answers and moves to the next when that one fails), and on SIGTERM or Ctrl-C it takes no new work, finishes what it holds and exits
 (a second Ctrl-C stops it at once).
 """
 
@@ -24,6 +25,7 @@ from typing import Any
 import grpc
 
 from pellucid.api import v1
+from pellucid.client._transport import get_connection
 from pellucid.client.base import BaseClient
 from pellucid.errors import ApiError, UserError, from_rpc_error
 
@@ -85,6 +87,8 @@ class Runner(BaseClient):
             raise UserError(f"num_parallel_polls must be a positive integer, got {num_parallel_polls!r}")
         self.labels = list(kwargs.pop("labels", None) or [])
         BaseClient.__init__(self, user_id, base_url, pat, token, kwargs.pop("root_certificates_path", None), **kwargs)
+        # one stream, to the first replica of the target that answers; the next one when it fails
+        self._connection = get_connection(self._connection.settings, balance="pick_first")
         self.runner_id = runner_id
         self.check_runner_exists = check_runner_exists
         self.num_parallel_polls = num_parallel_polls
