@@ -527,13 +527,16 @@ def test_users_tokens_models_runners_and_dataset_versions_round_trip(metadata_ur
     store.insert_token(TokenRecord(id="t2", user_id="u", kind="pat", token_hash="h2", created_at=2))
     with pytest.raises(Conflict):
         store.insert_token(TokenRecord(id="t3", user_id="u", kind="pat", token_hash="h2", created_at=3))
-    assert store.get_token_by_hash("h1") == pat and store.get_token_by_request("u", "req") == pat
+    assert (
+        store.get_token_with_user("h1") == (pat, store.get_user("u")) and store.get_token_by_request("u", "req") == pat
+    )
+    assert store.get_token_with_user("nothing") is None
     assert [t.id for t in store.list_tokens("u", "pat", False, 60.0, PageQuery(limit=5)).items] == ["t2"]
     assert store.revoke_token("t2", 70.0).revoked_at == 70.0
     assert store.list_tokens("u", "pat", False, 60.0, PageQuery(limit=5)).items == []
     assert len(store.list_tokens("u", "pat", True, 60.0, PageQuery(limit=5)).items) == 2
     store.replace_token_hash("t1", "h9")
-    assert store.get_token("u", "t1") is not None and store.get_token_by_hash("h9") is not None
+    assert store.get_token("u", "t1") is not None and store.get_token_with_user("h9") is not None
 
     store.insert_app(AppRecord(user_id="u", id="app", created_at=0, modified_at=0))
     version = ModelVersionRecord(

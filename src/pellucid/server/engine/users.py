@@ -87,17 +87,15 @@ class Users:
                 "without spaces or control characters (a token read from a file may end in a newline: strip it)",
                 reason="MALFORMED_TOKEN",
             )
-        token = self._store.get_token_by_hash(hash_secret(secret))
-        if token is None:
+        found = self._store.get_token_with_user(hash_secret(secret))
+        if found is None:  # (deleting a user deletes its tokens)
             raise Unauthenticated("the token is not valid: check PELLUCID_PAT or create a new PAT", reason="BAD_TOKEN")
+        token, user = found
         now = self._clock()
         if token.revoked_at is not None:
             raise Unauthenticated(f"token {token.id} was revoked: create a new PAT", reason="REVOKED_TOKEN")
         if token.expires_at is not None and token.expires_at <= now:
             raise Unauthenticated(f"token {token.id} has expired: create a new one", reason="EXPIRED_TOKEN")
-        user = self._store.get_user(token.user_id)
-        if user is None:
-            raise Unauthenticated("the token's user no longer exists", reason="BAD_TOKEN")
         return Principal(
             user_id=user.id,
             is_admin=user.is_admin,

@@ -125,7 +125,8 @@ class UserStore(Transactional):
     def get_token(self, user_id: str, token_id: str) -> TokenRecord | None: ...
 
     @abc.abstractmethod
-    def get_token_by_hash(self, token_hash: str) -> TokenRecord | None: ...
+    def get_token_with_user(self, token_hash: str) -> tuple[TokenRecord, UserRecord] | None:
+        """The token with this hash and its user, in one read (every call authenticates)."""
 
     @abc.abstractmethod
     def get_token_by_request(self, user_id: str, request_id: str) -> TokenRecord | None: ...

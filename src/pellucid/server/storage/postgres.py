@@ -32,12 +32,14 @@ from pellucid.server.storage.postgres_connections import PoolConnections
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
 from pellucid.server.storage.postgres_schema import LATEST_VERSION, MIGRATIONS
 from pellucid.server.storage.rows import (
+    TOKEN_USER_COLUMNS,
     app_from_row,
     concept_from_row,
     model_from_row,
     model_version_from_row,
     output_info_json,
     runner_from_row,
+    token_and_user_from_row,
     token_from_row,
     user_from_row,
 )
@@ -202,8 +204,13 @@ class PostgresMetadataStore(PostgresInputTables, MetadataStore):
     def get_token(self, user_id: str, token_id: str) -> TokenRecord | None:
         return self._token_where("user_id = %s AND id = %s", (user_id, token_id))
 
-    def get_token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        return self._token_where("token_hash = %s", (token_hash,))
+    def get_token_with_user(self, token_hash: str) -> tuple[TokenRecord, UserRecord] | None:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {TOKEN_USER_COLUMNS} FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = %s",
+                (token_hash,),
+            ).fetchone()
+        return token_and_user_from_row(row) if row else None
 
     def get_token_by_request(self, user_id: str, request_id: str) -> TokenRecord | None:
         return self._token_where("user_id = %s AND request_id = %s", (user_id, request_id))
@@ -333,12 +340,12 @@ class PostgresMetadataStore(PostgresInputTables, MetadataStore):
 
     # models
 
+    _MODEL_SEQ = (
+        "SELECT m.seq FROM models m JOIN apps a ON a.seq = m.app_seq WHERE a.user_id = %s AND a.id = %s AND m.id = %s"
+    )
+
     def _model_seq(self, conn: psycopg.Connection[Any], user_id: str, app_id: str, model_id: str) -> int | None:
-        row = conn.execute(
-            "SELECT m.seq FROM models m JOIN apps a ON a.seq = m.app_seq"
-            " WHERE a.user_id = %s AND a.id = %s AND m.id = %s",
-            (user_id, app_id, model_id),
-        ).fetchone()
+        row = conn.execute(self._MODEL_SEQ, (user_id, app_id, model_id)).fetchone()
         return row["seq"] if row else None
 
     def insert_model(self, model: ModelRecord, version: ModelVersionRecord) -> None:
@@ -421,15 +428,14 @@ class PostgresMetadataStore(PostgresInputTables, MetadataStore):
     def get_model_version(
         self, user_id: str, app_id: str, model_id: str, version_id: str = ""
     ) -> ModelVersionRecord | None:
+        # one round trip (a predict's path): the model's seq is found inside the statement
+        sql = self._VERSION_SELECT.replace("v.model_seq = %s", "v.model_seq = (" + self._MODEL_SEQ + ")")
+        params = (user_id, app_id, model_id, user_id, app_id, model_id)
         with self._read() as conn:
-            seq = self._model_seq(conn, user_id, app_id, model_id)
-            if seq is None:
-                return None
-            params = (user_id, app_id, model_id, seq)
             if version_id:
-                row = conn.execute(self._VERSION_SELECT + " AND v.id = %s", (*params, version_id)).fetchone()
+                row = conn.execute(sql + " AND v.id = %s", (*params, version_id)).fetchone()
             else:
-                row = conn.execute(self._VERSION_SELECT + " ORDER BY v.seq DESC LIMIT 1", params).fetchone()
+                row = conn.execute(sql + " ORDER BY v.seq DESC LIMIT 1", params).fetchone()
         return model_version_from_row(row) if row else None
 
     def list_model_versions(

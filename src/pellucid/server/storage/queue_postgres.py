@@ -273,6 +273,10 @@ class PostgresWorkQueue(WorkQueue):
         )
 
     def cancel(self, item_id: str, reason: str) -> bool:
+        with self._lock:  # finished as far as this replica knows (every predict's end): no round trip
+            watch = self._watches.get(item_id)
+            if item_id in self._forgotten or (watch is not None and watch.outcome is not None):
+                return False
         rows = self._finish(
             "UPDATE queue_items SET state = 'cancelled', message = %(reason)s"
             " WHERE id = %(id)s AND state IN ('pending', 'leased')",

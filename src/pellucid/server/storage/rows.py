@@ -203,6 +203,21 @@ def user_from_row(row: Any) -> UserRecord:
     )
 
 
+# the user's columns beside a token's, in a join that authenticates with one read
+TOKEN_USER_COLUMNS = "t.*, u.is_admin AS user_is_admin, u.metadata AS user_metadata, u.created_at AS user_created_at"
+
+
+def token_and_user_from_row(row: Any) -> tuple[TokenRecord, UserRecord]:
+    """A row of `SELECT TOKEN_USER_COLUMNS FROM tokens t JOIN users u ON u.id = t.user_id`."""
+    user = {
+        "id": row["user_id"],
+        "is_admin": row["user_is_admin"],
+        "metadata": row["user_metadata"],
+        "created_at": row["user_created_at"],
+    }
+    return token_from_row(row), user_from_row(user)
+
+
 def token_from_row(row: Any) -> TokenRecord:
     return TokenRecord(
         id=row["id"],

@@ -18,7 +18,14 @@ from pellucid.server.records import (
     UserRecord,
 )
 from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore
-from pellucid.server.storage.rows import app_from_row, concept_from_row, token_from_row, user_from_row
+from pellucid.server.storage.rows import (
+    TOKEN_USER_COLUMNS,
+    app_from_row,
+    concept_from_row,
+    token_and_user_from_row,
+    token_from_row,
+    user_from_row,
+)
 from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
@@ -130,9 +137,16 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
         row = self._conn().execute("SELECT * FROM tokens WHERE user_id = ? AND id = ?", (user_id, token_id)).fetchone()
         return token_from_row(row) if row else None
 
-    def get_token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        row = self._conn().execute("SELECT * FROM tokens WHERE token_hash = ?", (token_hash,)).fetchone()
-        return token_from_row(row) if row else None
+    def get_token_with_user(self, token_hash: str) -> tuple[TokenRecord, UserRecord] | None:
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {TOKEN_USER_COLUMNS} FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+                (token_hash,),
+            )
+            .fetchone()
+        )
+        return token_and_user_from_row(row) if row else None
 
     def get_token_by_request(self, user_id: str, request_id: str) -> TokenRecord | None:
         row = (
