@@ -6,6 +6,7 @@ messages, the stores to and from rows. Times are seconds since the epoch.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -138,6 +139,16 @@ class AnnotationRecord:
     regions: tuple[RegionRecord, ...] = ()
 
 
+class IndexState(enum.IntEnum):
+    """Where an input stands with its app's embedder (search issue #10). The numbers are the
+    input status codes the API shows (Input.status.code), after Clarifai's INPUT_DOWNLOAD_*."""
+
+    READY = 30000  # stored; embedded and searchable by vector if its app embeds its type
+    PENDING = 30001  # waiting for a server worker to embed it
+    FAILED = 30002  # its embedder failed on it (index_message says why); other inputs go on
+    IN_PROGRESS = 30003  # a worker holds it (its claim lapses if that worker dies)
+
+
 @dataclass(frozen=True)
 class InputRecord:
     user_id: str
@@ -158,6 +169,48 @@ class InputRecord:
     geo: tuple[float, float] | None = None  # (longitude, latitude)
     labels: tuple[ConceptValue, ...] = ()
     dataset_ids: tuple[str, ...] = ()
+    # the store's row number: an int64 key for the vector index (0 until stored)
+    seq: int = 0
+    index_state: IndexState = IndexState.READY
+    index_message: str = ""
+
+
+@dataclass(frozen=True)
+class GeoFilter:
+    """Inputs whose geo point lies within `radius_km` of (longitude, latitude), or, with
+    radius_km 0, inside the box [min_lon, max_lon] x [min_lat, max_lat]."""
+
+    longitude: float = 0.0
+    latitude: float = 0.0
+    radius_km: float = 0.0
+    box: tuple[float, float, float, float] | None = None  # (min_lon, min_lat, max_lon, max_lat)
+
+
+@dataclass(frozen=True)
+class InputFilter:
+    """One filter of a search: its set fields AND together, the values inside one field OR
+    (input_types=("image", "text") is image OR text); `negate` keeps the inputs it does not
+    match. A search ANDs its filters."""
+
+    input_types: tuple[str, ...] = ()
+    dataset_ids: tuple[str, ...] = ()
+    status_codes: tuple[IndexState, ...] = ()
+    # (concept id, value): value 1.0 = the input has the concept as positive, 0.0 = as negative;
+    # labels and annotations (of the whole input or of its regions) both count
+    concepts: tuple[tuple[str, float], ...] = ()
+    metadata: dict[str, Any] | None = None  # nested containment: every key path and value given is in the input's
+    geo: GeoFilter | None = None
+    input_ids: tuple[str, ...] = ()
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class IndexWork:
+    """An input a worker claimed to embed (claim_unindexed)."""
+
+    input: InputRecord
+    base_workflow: str  # the app's, when it was claimed
+    claimed_until: float
 
 
 @dataclass(frozen=True)
