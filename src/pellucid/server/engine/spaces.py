@@ -1,0 +1,24 @@
+"""Which embedder an app's base workflow runs on which inputs, and where the vectors go.
+
+Shared by indexing (engine/indexing.py writes vectors) and search (engine/search.py reads
+them), so both name a vector space the same way.
+"""
+
+from __future__ import annotations
+
+# The built-in base workflows: input type -> built-in embedder ("text" or "image", see
+# server/embedders). Any other base workflow value must be the id of a model in the app whose
+# runner returns embeddings (it embeds the input types the model declares as its inputs).
+BUILTIN_WORKFLOWS: dict[str, dict[str, str]] = {
+    "Empty": {},
+    "Text": {"text": "text"},
+    "Language-Understanding": {"text": "text"},
+    "Universal": {"text": "text", "image": "image"},
+}
+DEFAULT_BASE_WORKFLOW = "Language-Understanding"  # the reference SDK's create_app default
+MODEL_EMBEDDER_PREFIX = "model:"  # an embedder key naming a user's model: "model:<model id>"
+
+
+def space_name(user_id: str, app_id: str, embedder_key: str) -> str:
+    """The vector space of one embedder in one app ("alice/photos/text", "alice/photos/model:clip")."""
+    return f"{user_id}/{app_id}/{embedder_key}"
