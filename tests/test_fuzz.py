@@ -636,6 +636,7 @@ def test_every_service_is_fuzzed() -> None:
         "InputService",
         "ModelService",
         "RunnerService",
+        "SearchService",
         "UserService",
     }
     assert len(FUZZED) >= 45

@@ -83,6 +83,7 @@ class PellucidServer:
             max_streams_per_user=s.max_streams_per_user,
             max_predicts_per_user=s.max_predicts_per_user,
             max_input_batches_per_user=s.max_input_batches_per_user,
+            max_searches_per_user=s.max_searches_per_user,
             max_runner_connections_per_user=s.max_runner_connections_per_user,
         )
 

@@ -52,6 +52,8 @@ class ServerSettings:
     max_predicts_per_user: int = 64
     # PostInputs calls in flight: each holds a thread while the server fetches its URL inputs
     max_input_batches_per_user: int = 32
+    # searches in flight: each holds a thread while its query is embedded (or its image URL fetched)
+    max_searches_per_user: int = 16
     max_runner_connections_per_user: int = 64
     # Fetch URL inputs from loopback and private networks too. Off for a shared server:
     # callers could make it read what only it can reach (see engine/fetch.py).
@@ -252,6 +254,13 @@ SETTINGS: tuple[Setting, ...] = (
         "max_input_batches_per_user",
         Kind.INTEGER,
         "PostInputs calls per user in flight (the server fetches their URLs); past it: RESOURCE_EXHAUSTED",
+        minimum=1,
+    ),
+    Setting(
+        "max_searches_per_user",
+        "max_searches_per_user",
+        Kind.INTEGER,
+        "searches per user in flight (the server embeds their queries); past it: RESOURCE_EXHAUSTED",
         minimum=1,
     ),
     Setting(

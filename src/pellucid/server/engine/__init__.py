@@ -24,6 +24,7 @@ from pellucid.server.engine.predict import WorkCodec
 from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.routing import Router
 from pellucid.server.engine.runners import Runners
+from pellucid.server.engine.search import Search
 from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
@@ -71,6 +72,7 @@ class Engine:
         self.router = Router(self.queue, router_clock)
         self.models = Models(store, self.apps, self.router, clock, work_codec)
         self.runners = Runners(store, self.router, clock)
+        self.search = Search(store, self.apps, self.models, None, UrlFetcher(allow_private=allow_private_urls))
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""

@@ -34,6 +34,7 @@ from pellucid.server.grpc.errors import abort
 RUNNER_CONNECT = "/pellucid.api.v1.RunnerService/Connect"
 PREDICT = "/pellucid.api.v1.ModelService/PostModelOutputs"
 POST_INPUTS = "/pellucid.api.v1.InputService/PostInputs"
+SEARCH = "/pellucid.api.v1.SearchService/PostInputsSearches"
 MIN_WORKERS = 8
 
 
@@ -53,6 +54,12 @@ class CallKind(Enum):
         "--max-input-batches-per-user",
         "TOO_MANY_INPUT_BATCHES",
     )
+    SEARCH = (
+        "searches in flight (the server embeds their queries, fetches their image URLs, or asks a runner)",
+        "max_searches_per_user",
+        "--max-searches-per-user",
+        "TOO_MANY_SEARCHES",
+    )
     RUNNER = (
         "runner connections",
         "max_runner_connections_per_user",
@@ -69,6 +76,8 @@ def call_kind(method: str, handler: grpc.RpcMethodHandler) -> CallKind | None:
         return CallKind.PREDICT
     if method == POST_INPUTS:
         return CallKind.INPUT_BATCH
+    if method == SEARCH:
+        return CallKind.SEARCH
     if handler.request_streaming or handler.response_streaming:
         return CallKind.STREAM
     return None
@@ -85,6 +94,7 @@ class CallLimits:
     max_streams_per_user: int = 32
     max_predicts_per_user: int = 64
     max_input_batches_per_user: int = 32
+    max_searches_per_user: int = 16
     max_runner_connections_per_user: int = 64
 
     def __post_init__(self) -> None:

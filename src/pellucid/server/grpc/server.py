@@ -21,6 +21,7 @@ from pellucid.server.grpc.limits import CallLimits
 from pellucid.server.grpc.models import ModelServicer
 from pellucid.server.grpc.pool import HandlerPool
 from pellucid.server.grpc.runners import RunnerServicer
+from pellucid.server.grpc.search import SearchServicer
 from pellucid.server.grpc.users import UserServicer
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -33,6 +34,7 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
     (v1.add_InputServiceServicer_to_server, InputServicer, "InputService"),
     (v1.add_ModelServiceServicer_to_server, ModelServicer, "ModelService"),
     (v1.add_RunnerServiceServicer_to_server, RunnerServicer, "RunnerService"),
+    (v1.add_SearchServiceServicer_to_server, SearchServicer, "SearchService"),
 ]
 
 
