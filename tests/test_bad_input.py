@@ -116,6 +116,14 @@ def _struct_requests(c: Caller, bad: dict[str, Any]) -> dict[str, tuple[str, Any
             "PostModelOutputs",
             v1.PostModelOutputsRequest(app_id=c.app_id, model_id="m", inputs=[text_input("hi", bad)]),
         ),
+        "search filter metadata": (
+            "PostInputsSearches",
+            v1.PostInputsSearchesRequest(app_id=c.app_id, query=v1.Query(filters=[v1.Filter(metadata=s)])),
+        ),
+        "search rank metadata": (
+            "PostInputsSearches",
+            v1.PostInputsSearchesRequest(app_id=c.app_id, query=v1.Query(ranks=[v1.Rank(metadata=s)])),
+        ),
     }
 
 

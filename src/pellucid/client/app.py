@@ -13,6 +13,7 @@ from pellucid.client.dataset import Dataset
 from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
 from pellucid.client.model import Model, version_proto
+from pellucid.client.search import Search
 from pellucid.client.urls import split_url
 from pellucid.errors import AlreadyExists, UserError
 
@@ -128,6 +129,11 @@ class App(Lister, BaseClient):
                 user_id=self._user_id, app_id=self.id, dataset_id=dataset_id, delete_inputs=delete_inputs
             ),
         )
+
+    def search(self, **kwargs: Any) -> Search:
+        """A Search over this app's inputs (kwargs: top_k, metric, algorithm, wait; see Search)."""
+        own = {} if {"base_url", "pat", "token", "root_certificates_path"} & set(kwargs) else self._child_kwargs()
+        return Search(**{"user_id": self._user_id, **own, **kwargs, "app_id": self.id})
 
     # models
 
