@@ -5,18 +5,25 @@ refusal with the message that says what to fix."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
+from google.protobuf.struct_pb2 import Struct
 
 import pellucid.errors as errors
 from pellucid.api import v1
 from pellucid.client import Hit, Search
 from pellucid.client.app import App
 from pellucid.client.user import User
+from pellucid.server.engine.spaces import space_name
+from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.conftest import RunningServer
+from tests.media_samples import png
 from tests.raw_calls import RawClient, find_method
 
 # 1. what the SDK refuses before sending
@@ -204,4 +211,353 @@ def test_sdk_errors_carry_the_servers_message(alice: User, unique: str) -> None:
         list(search.query(ranks=[{"image_bytes": b"\x89PNG..."}]))
 
 
-_ = (App, Hit)
+# 3. filters inside the search, checked against a brute force over the same data
+#
+# A server with no index workers, so the vectors the test writes into its index (keys: the
+# inputs' seqs, in the app's text space) stay as written; the search runs through the SDK.
+
+DIM = 8
+COLOURS = ("red", "green", "blue")
+PARIS, TOKYO = (2.35, 48.86), (139.69, 35.69)
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    kind: str
+    metadata: dict[str, Any]
+    labels: dict[str, float]
+    datasets: tuple[str, ...]
+    geo: tuple[float, float] | None
+
+
+def make_items() -> list[Item]:
+    items = []
+    for i in range(48):
+        labels = {"cat": 1.0} if i % 4 == 0 else {"dog": 1.0} if i % 4 == 1 else {"cat": 0.0} if i % 4 == 2 else {}
+        items.append(
+            Item(
+                id=f"item-{i:02d}",
+                kind="image" if i % 8 == 7 else "text",
+                metadata={"colour": COLOURS[i % 3], "size": i % 5, "shop": {"open": i % 2 == 0}},
+                labels=labels,
+                datasets=("train",) if i % 2 == 0 else ("test",) if i % 6 == 1 else (),
+                geo=(PARIS if i % 3 == 0 else TOKYO if i % 3 == 1 else None),
+            )
+        )
+    return items
+
+
+def to_input(item: Item) -> v1.Input:
+    data = v1.Data(concepts=[v1.Concept(id=c, name=c, value=v) for c, v in item.labels.items()])
+    if item.kind == "text":
+        data.text.raw = f"text of {item.id}"
+    else:
+        data.image.base64 = png(item.id)
+    data.metadata.update(item.metadata)
+    if item.geo is not None:
+        data.geo.geo_point.CopyFrom(v1.GeoPoint(longitude=item.geo[0], latitude=item.geo[1]))
+    return v1.Input(id=item.id, data=data, dataset_ids=list(item.datasets))
+
+
+def contains(held: Any, wanted: Any) -> bool:
+    if isinstance(wanted, dict):
+        return isinstance(held, dict) and all(k in held and contains(held[k], v) for k, v in wanted.items())
+    return bool(held == wanted)
+
+
+def km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    lon1, lat1, lon2, lat2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0088 * math.asin(math.sqrt(h))
+
+
+def matches(item: Item, given: dict[str, Any]) -> bool:
+    """One filter dict, evaluated in Python: keys AND, values of one key OR, negate flips."""
+    checks = []
+    if "input_types" in given:
+        checks.append(item.kind in given["input_types"])
+    if "input_dataset_ids" in given:
+        checks.append(bool(set(item.datasets) & set(given["input_dataset_ids"])))
+    if "input_ids" in given:
+        checks.append(item.id in given["input_ids"])
+    if "concepts" in given:
+        checks.append(any(item.labels.get(c["id"]) == c["value"] for c in given["concepts"]))
+    if "metadata" in given:
+        checks.append(contains(item.metadata, given["metadata"]))
+    if "geo_point" in given:
+        point = given["geo_point"]
+        checks.append(
+            item.geo is not None and km(item.geo, (point["longitude"], point["latitude"])) <= point["geo_limit"]
+        )
+    if "geo_box" in given:
+        box = given["geo_box"]
+        checks.append(
+            item.geo is not None
+            and box["min_longitude"] <= item.geo[0] <= box["max_longitude"]
+            and box["min_latitude"] <= item.geo[1] <= box["max_latitude"]
+        )
+    return all(checks) != bool(given.get("negate"))
+
+
+FILTERS: list[list[dict[str, Any]]] = [
+    [],
+    [{"input_types": ["text"]}],
+    [{"input_types": ["image", "text"]}],
+    [{"metadata": {"colour": "red"}}],
+    [{"metadata": {"shop": {"open": True}, "size": 2}}],
+    [{"metadata": {"colour": "red"}}, {"input_dataset_ids": ["train"]}],
+    [{"input_dataset_ids": ["train", "test"]}],
+    [{"concepts": [{"id": "cat", "value": 1}, {"id": "dog", "value": 1}]}],
+    [{"concepts": [{"id": "cat", "value": 0}]}],
+    [{"metadata": {"colour": "red"}, "negate": True}],
+    [{"metadata": {"colour": "red"}, "input_dataset_ids": ["train"], "negate": True}],
+    [{"concepts": [{"id": "cat", "value": 1}], "negate": True}, {"input_types": ["text"]}],
+    [{"geo_point": {"longitude": 2.3, "latitude": 48.8, "geo_limit": 50}}],
+    [{"geo_box": {"min_longitude": 100, "min_latitude": 20, "max_longitude": 150, "max_latitude": 50}}],
+    [{"input_ids": ["item-01", "item-02", "item-09", "item-30"]}, {"metadata": {"size": 1}, "negate": True}],
+    [{"metadata": {"colour": "purple"}}],
+]
+
+
+@dataclass
+class Corpus:
+    server: PellucidServer
+    user: User
+    app: App
+    items: list[Item]
+    vectors: dict[str, np.ndarray]  # input id -> its vector as the index holds it
+
+    def candidates(self, filters: list[dict[str, Any]]) -> list[Item]:
+        return [item for item in self.items if all(matches(item, f) for f in filters)]
+
+    def brute_force(self, query: np.ndarray, filters: list[dict[str, Any]], metric: str) -> list[tuple[str, float]]:
+        """Every scored candidate, best first, ties in upload order, as the API reports scores."""
+        scored = []
+        for position, item in enumerate(self.candidates(filters)):
+            vector = self.vectors.get(item.id)
+            if vector is None:
+                continue
+            if metric == "cosine":
+                score = float(vector @ query / (np.linalg.norm(vector) * np.linalg.norm(query)))
+            elif metric == "dot":
+                score = float(vector @ query)
+            else:
+                score = 1.0 / (1.0 + float(np.linalg.norm(vector - query)))
+            scored.append((-score, position, item.id))
+        return [(item_id, -negative) for negative, _, item_id in sorted(scored)]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
+    server = PellucidServer(
+        ServerSettings(data_dir=tmp_path_factory.mktemp("search"), port=0, allow_private_urls=True, index_workers=0)
+    )
+    server.start()
+    credentials = server.data_dir.read_credentials()
+    assert credentials is not None and server.engine is not None
+    user = User(base_url=f"grpc://{server.address}", pat=credentials.pat)
+    app = user.create_app("corpus", base_workflow="Text")
+    app.create_dataset("train")
+    app.create_dataset("test")
+    items = make_items()
+    result = app.inputs().upload_inputs([to_input(item) for item in items], show_log=False)
+    assert not result.failed, result.failed
+    engine = server.engine
+    seqs = engine.store.input_seqs(user.user_id, app.id, [item.id for item in items if item.kind == "text"])
+    rng = np.random.default_rng(10)
+    space = space_name(user.user_id, app.id, "text")
+    keys = np.array(sorted(seqs.values()), dtype=np.int64)
+    engine.vectors.upsert(space, keys, rng.normal(size=(len(keys), DIM)).astype(np.float32))
+    by_seq = {seq: input_id for input_id, seq in seqs.items()}
+    held = engine.vectors.get(space, keys)
+    yield Corpus(server, user, app, items, {by_seq[k]: np.asarray(v) for k, v in held.items()})
+    user.close()
+    server.stop(grace=0.5)
+
+
+def ids_and_scores(hits: Iterator[Hit]) -> list[tuple[str, float]]:
+    return [(hit.input.id, hit.score) for hit in hits]
+
+
+def assert_same(got: list[tuple[str, float]], expected: list[tuple[str, float]]) -> None:
+    assert [i for i, _ in got] == [i for i, _ in expected]
+    assert np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-5)
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=[repr(f)[:60] for f in FILTERS])
+def test_filters_with_a_rank_return_what_a_brute_force_returns(corpus: Corpus, filters: list[dict[str, Any]]) -> None:
+    query = np.random.default_rng(len(repr(filters))).normal(size=DIM).astype(np.float32)
+    for metric in ("cosine", "euclidean", "dot"):
+        expected = corpus.brute_force(query, filters, metric)
+        for algorithm in ("nearest_neighbor", "brute_force"):
+            search = corpus.app.search(top_k=5, metric=metric, algorithm=algorithm)
+            got = ids_and_scores(search.query(ranks=[{"vector": query.tolist()}], filters=filters))
+            assert_same(got, expected[:5])
+        every = ids_and_scores(
+            corpus.app.search(metric=metric).query(ranks=[{"vector": query}], filters=filters, per_page=7)
+        )
+        assert_same(every, expected)  # paging: every scored candidate, across pages
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=[repr(f)[:60] for f in FILTERS])
+def test_filters_alone_return_every_match_in_upload_order(corpus: Corpus, filters: list[dict[str, Any]]) -> None:
+    expected = [item.id for item in corpus.candidates(filters)]
+    search = corpus.app.search(top_k=10)
+    hits = list(search.query(filters=filters))
+    assert [h.input.id for h in hits] == expected[:10]
+    assert {(h.score, h.rank) for h in hits} <= {(1.0, 0)}
+    assert [h.input.id for h in search.query(filters=filters, per_page=9)] == expected
+    assert [h.input.id for h in search.query(filters=filters, page_no=2, per_page=4)] == expected[4:8]
+    assert search.count(filters=filters) == len(expected)
+
+
+def test_top_k_is_respected_and_paging_returns_every_hit(corpus: Corpus) -> None:
+    query = [1.0] * DIM
+    expected = corpus.brute_force(np.asarray(query, dtype=np.float32), [], "cosine")
+    texts = sum(item.kind == "text" for item in corpus.items)
+    assert len(expected) == texts
+    for top_k in (1, 3, 17, 100):
+        got = ids_and_scores(corpus.app.search(top_k=top_k).query(ranks=[{"vector": query}]))
+        assert_same(got, expected[:top_k])
+    search = corpus.app.search()
+    assert_same(ids_and_scores(search.query(ranks=[{"vector": query}], per_page=5)), expected)
+    assert_same(ids_and_scores(search.query(ranks=[{"vector": query}], page_no=3, per_page=5)), expected[10:15])
+    assert_same(ids_and_scores(search.query(ranks=[{"vector": query}], page_no=2)), expected[16:32])
+    assert list(search.query(ranks=[{"vector": query}], page_no=40, per_page=5)) == []
+    assert search.count(ranks=[{"vector": query}]) == texts
+
+
+def test_min_value_drops_weak_hits_and_count_agrees(corpus: Corpus) -> None:
+    query = np.ones(DIM, dtype=np.float32)
+    expected = corpus.brute_force(query, [{"input_types": ["text"]}], "cosine")
+    strong = [(i, s) for i, s in expected if s >= 0.2]
+    assert 0 < len(strong) < len(expected)
+    search = corpus.app.search(top_k=100)
+    got = ids_and_scores(search.query(ranks=[{"vector": query}], min_value=0.2))
+    assert_same(got, strong)
+    assert search.count(ranks=[{"vector": query}], min_value=0.2) == len(strong)
+    assert list(search.query(filters=[{"input_types": ["text"]}], min_value=1.5)) == []
+
+
+def test_more_like_this_input_ranks_it_first(corpus: Corpus) -> None:
+    target = "item-05"
+    expected = corpus.brute_force(corpus.vectors[target], [], "cosine")
+    got = ids_and_scores(corpus.app.search(top_k=4).query(ranks=[{"input_id": target}]))
+    assert got[0][0] == target and got[0][1] == pytest.approx(1.0, abs=1e-5)
+    assert_same(got, expected[:4])
+
+
+def test_several_ranks_fuse_by_best_score_into_unique_hits(corpus: Corpus) -> None:
+    a, b = np.random.default_rng(1).normal(size=(2, DIM)).astype(np.float32)
+    by_a = dict(corpus.brute_force(a, [], "cosine"))
+    by_b = dict(corpus.brute_force(b, [], "cosine"))
+    fused = sorted(
+        ((max(by_a[i], by_b[i]), 0 if by_a[i] >= by_b[i] else 1, i) for i in by_a),
+        key=lambda t: (-t[0], [item.id for item in corpus.items].index(t[2])),
+    )
+    hits = list(corpus.app.search(top_k=12).query(ranks=[{"vector": a}, {"vector": b}]))
+    assert [(h.input.id, h.rank) for h in hits] == [(i, r) for _, r, i in fused[:12]]
+    assert np.allclose([h.score for h in hits], [s for s, _, _ in fused[:12]], atol=1e-5)
+    same = list(corpus.app.search(top_k=48).query(ranks=[{"vector": a}, {"vector": a}]))
+    assert len({h.input.id for h in same}) == len(same) == len(by_a)  # unique inputs
+    assert {h.rank for h in same} == {0}  # a tie goes to the first rank
+
+
+def test_concept_and_metadata_ranks_score_matches(corpus: Corpus) -> None:
+    search = corpus.app.search(top_k=100)
+    cats = [item.id for item in corpus.items if item.labels.get("cat") == 1.0]
+    either = [item.id for item in corpus.items if item.labels.get("cat") == 1.0 or item.labels.get("dog") == 1.0]
+    hits = list(search.query(ranks=[{"concepts": [{"id": "cat", "value": 1}, {"id": "dog", "value": 1}]}]))
+    assert [h.input.id for h in hits] == either and {h.score for h in hits} == {0.5}
+    red_cats = [i for i in cats if corpus.items[int(i[-2:])].metadata["colour"] == "red"]
+    hits = list(
+        search.query(ranks=[{"metadata": {"colour": "red"}}], filters=[{"concepts": [{"id": "cat", "value": 1}]}])
+    )
+    assert [h.input.id for h in hits] == red_cats and {h.score for h in hits} == {1.0}
+    # a concept rank beside a vector rank: matches score 1.0, above every cosine below 1
+    query = np.random.default_rng(3).normal(size=DIM).astype(np.float32)
+    hits = list(search.query(ranks=[{"vector": query}, {"concepts": [{"id": "dog", "value": 1}]}]))
+    dogs = [item.id for item in corpus.items if item.labels.get("dog") == 1.0]
+    assert [h.input.id for h in hits[: len(dogs)]] == dogs and {h.rank for h in hits[: len(dogs)]} == {1}
+    assert len(hits) == len({h.input.id for h in hits})
+
+
+def test_a_filter_keeping_few_inputs_still_fills_top_k(corpus: Corpus) -> None:
+    """Filters select candidates inside the search: never fewer than top_k when that many match."""
+    filters = [{"metadata": {"colour": "blue"}}, {"input_types": ["text"]}]
+    expected = corpus.brute_force(np.ones(DIM, dtype=np.float32), filters, "dot")
+    assert len(expected) >= 10
+    got = ids_and_scores(
+        corpus.app.search(top_k=10, metric="dot").query(ranks=[{"vector": [1.0] * DIM}], filters=filters)
+    )
+    assert_same(got, expected[:10])
+
+
+def test_vector_rank_errors_on_the_real_index(corpus: Corpus) -> None:
+    search = corpus.app.search()
+    with pytest.raises(
+        errors.InvalidArgument, match=r"ranks\[0\].vector has 3 dimensions; the app's text embeddings have 8"
+    ):
+        list(search.query(ranks=[{"vector": [1.0, 2.0, 3.0]}]))
+    with pytest.raises(errors.InvalidArgument, match=r"ranks\[0\].embedder 'image' is not one of this app's: text"):
+        list(search.query(ranks=[{"vector": [1.0] * DIM, "embedder": "image"}]))
+    with pytest.raises(errors.NotFound, match="input 'nope' not found in app 'corpus'"):
+        list(search.query(ranks=[{"input_id": "nope"}]))
+    with pytest.raises(errors.FailedPrecondition, match="input 'item-07' is an image and this app embeds no images"):
+        list(search.query(ranks=[{"input_id": "item-07"}]))
+
+
+def test_raw_stub_search(corpus: Corpus) -> None:
+    """PostInputsSearches with v1 messages, no SDK."""
+    credentials = corpus.server.data_dir.read_credentials()
+    assert credentials is not None
+    channel = grpc.insecure_channel(corpus.server.address)
+    try:
+        stub = v1.SearchServiceStub(channel)
+        metadata = (("authorization", f"Bearer {credentials.pat}"),)
+        request = v1.PostInputsSearchesRequest(
+            app_id="corpus",
+            query=v1.Query(
+                ranks=[v1.Rank(vector=[1.0] * DIM)],
+                filters=[v1.Filter(input_types=["text"]), v1.Filter(metadata=_struct({"colour": "green"}))],
+            ),
+            metric=v1.SEARCH_METRIC_EUCLIDEAN,
+            top_k=3,
+        )
+        response = stub.PostInputsSearches(request, metadata=metadata)
+        expected = corpus.brute_force(
+            np.ones(DIM, dtype=np.float32), [{"input_types": ["text"]}, {"metadata": {"colour": "green"}}], "euclidean"
+        )
+        assert_same([(h.input.id, h.score) for h in response.hits], expected[:3])
+        assert response.hits[0].input.data.text.raw == f"text of {response.hits[0].input.id}"
+        first = stub.PostInputsSearches(
+            v1.PostInputsSearchesRequest(app_id="corpus", query=request.query, per_page=2), metadata=metadata
+        )
+        second = stub.PostInputsSearches(
+            v1.PostInputsSearchesRequest(
+                app_id="corpus", query=request.query, per_page=2, page_token=first.next_page_token
+            ),
+            metadata=metadata,
+        )
+        cosine = corpus.brute_force(
+            np.ones(DIM, dtype=np.float32), [{"input_types": ["text"]}, {"metadata": {"colour": "green"}}], "cosine"
+        )
+        assert [h.input.id for h in [*first.hits, *second.hits]] == [i for i, _ in cosine[:4]]
+        other = v1.PostInputsSearchesRequest(
+            app_id="corpus", query=v1.Query(), per_page=2, page_token=first.next_page_token
+        )
+        with pytest.raises(grpc.RpcError, match="page_token belongs to a different listing"):
+            stub.PostInputsSearches(other, metadata=metadata)
+        counted = stub.PostInputsSearches(
+            v1.PostInputsSearchesRequest(app_id="corpus", query=request.query, only_count=True), metadata=metadata
+        )
+        assert (counted.count, len(counted.hits)) == (len(cosine), 0)
+    finally:
+        channel.close()
+
+
+def _struct(data: dict[str, Any]) -> Struct:
+    struct = Struct()
+    struct.update(data)
+    return struct
