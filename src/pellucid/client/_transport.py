@@ -29,13 +29,17 @@ from pellucid.errors import DeadlineExceeded, PellucidError, Unavailable, from_r
 log = logging.getLogger("pellucid.client")
 
 DEFAULT_TIMEOUT = 30.0
-READ_ONLY = frozenset({"PostModelOutputs"})  # predictions change nothing: safe to send again
+READ_ONLY = frozenset(
+    {"PostModelOutputs", "PostInputsSearches"}
+)  # predictions and searches change nothing: safe to send again
 # UNAVAILABLE reasons that a retry cannot change: "no runner" comes after the server waited
 # for one until just before the deadline, and a retry would turn it into DEADLINE_EXCEEDED
 FINAL_REASONS = frozenset({"NO_RUNNER"})
 # RESOURCE_EXHAUSTED reasons that pass as other calls end (the server's per-user and total caps
 # on long calls): retried like UNAVAILABLE. Others (a blob over the size limit) are final.
-BUSY_REASONS = frozenset({"TOO_MANY_INPUT_BATCHES", "TOO_MANY_PREDICTS", "TOO_MANY_STREAMS", "SERVER_BUSY"})
+BUSY_REASONS = frozenset(
+    {"TOO_MANY_INPUT_BATCHES", "TOO_MANY_PREDICTS", "TOO_MANY_SEARCHES", "TOO_MANY_STREAMS", "SERVER_BUSY"}
+)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 BALANCE_POLICIES = frozenset({"round_robin", "pick_first"})
 R = TypeVar("R", bound=Message)
