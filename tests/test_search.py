@@ -6,6 +6,8 @@ refusal with the message that says what to fix."""
 from __future__ import annotations
 
 import math
+import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -561,3 +563,127 @@ def _struct(data: dict[str, Any]) -> Struct:
     struct = Struct()
     struct.update(data)
     return struct
+
+
+def test_without_the_models_extra_text_ranks_say_what_to_install_and_filters_still_work(
+    corpus: Corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on a server installed without `pellucid[models]`: onnxruntime does not import."""
+    from pellucid.server import embedders
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    monkeypatch.setattr(embedders, "_loaded", {})  # nothing loaded before in this process
+    search = corpus.app.search()
+    with pytest.raises(errors.FailedPrecondition, match=r"pip install 'pellucid\[models\]'"):
+        list(search.query(ranks=[{"text_raw": "kitten"}]))
+    assert len(list(search.query(filters=[{"metadata": {"colour": "red"}}], per_page=50))) == 16
+    assert len(list(search.query(ranks=[{"concepts": [{"id": "dog", "value": 1}]}]))) == 10
+
+
+# 4. meaning: the real built-in embedders, behind the server's own indexing, through the SDK
+
+TOPICS = {
+    "cats": [
+        "A kitten is asleep on the warm windowsill",
+        "The cat chased a mouse across the kitchen floor",
+        "My tabby purrs whenever I scratch behind her ears",
+        "Our two Siamese cats were adopted from the shelter",
+        "The cat knocked a glass off the table again",
+        "She bought a scratching post and a litter box for her cat",
+        "Stray cats gather behind the fish market at dusk",
+        "The vet said our cat needs fewer treats",
+    ],
+    "cars": [
+        "The new sedan has a powerful turbocharged engine",
+        "He changed the flat tyre on his car by the highway",
+        "Electric vehicles need fewer oil changes than petrol cars",
+        "She drove the convertible along the coastal road",
+        "The mechanic replaced the brake pads and the clutch",
+        "Traffic on the motorway was slow after the accident",
+        "This hatchback does fifty miles to the gallon",
+        "He parked the truck in the garage and charged its battery",
+    ],
+    "taxes": [
+        "File your income tax return before the April deadline",
+        "The accountant found deductions that lowered our tax bill",
+        "Property taxes rose again in the county this year",
+        "Capital gains are taxed at a different rate than wages",
+        "The government raised the value added tax",
+        "Keep receipts in case the revenue service audits you",
+        "Charitable donations can reduce your taxable income",
+        "Self-employed people pay estimated taxes every quarter",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def notes(server: RunningServer, admin: User) -> App:
+    """An app of texts on three topics, embedded by the server's own workers."""
+    app = admin.create_app(f"notes-{uuid.uuid4().hex[:8]}", base_workflow="Universal")
+    app.inputs().upload_inputs(
+        [
+            v1.Input(
+                id=f"{topic}-{i}",
+                data=v1.Data(text=v1.Text(raw=text), metadata=_struct({"topic": topic, "i": i})),
+            )
+            for topic, texts in TOPICS.items()
+            for i, text in enumerate(texts)
+        ],
+        show_log=False,
+    )
+    return app
+
+
+@pytest.mark.parametrize(
+    ("query", "topic"), [("kitten", "cats"), ("automobile repair", "cars"), ("IRS refund", "taxes")]
+)
+def test_a_text_query_ranks_its_topic_first(notes: App, query: str, topic: str) -> None:
+    hits = list(notes.search(top_k=8, wait=True).query(ranks=[{"text_raw": query}]))
+    assert [h.input.id.split("-")[0] for h in hits[:5]] == [topic] * 5, [h.input.data.text.raw for h in hits]
+    assert all(-1.0 <= h.score <= 1.0 for h in hits) and hits == sorted(hits, key=lambda h: -h.score)
+
+
+def test_a_text_query_within_a_filter(notes: App) -> None:
+    """Filters apply inside the semantic search: "kitten" among the car texts still gives top_k car texts."""
+    hits = list(
+        notes.search(top_k=6, wait=True).query(
+            ranks=[{"text_raw": "kitten"}], filters=[{"metadata": {"topic": "cars"}}]
+        )
+    )
+    assert len(hits) == 6 and {h.input.id.split("-")[0] for h in hits} == {"cars"}
+    more = list(notes.search(top_k=3, wait=True).query(ranks=[{"input_id": "taxes-0"}]))
+    assert more[0].input.id == "taxes-0" and {h.input.id.split("-")[0] for h in more} == {"taxes"}
+
+
+def skimage_photo(name: str, box: tuple[float, float, float, float]) -> bytes:
+    """A crop (fractions of the width and height) of a photo scikit-image ships in its wheel, as PNG."""
+    import io
+    from pathlib import Path
+
+    import skimage
+    from PIL import Image
+
+    with Image.open(Path(skimage.__file__).parent / "data" / name) as original:
+        image = original.convert("RGB")
+    width, height = image.size
+    left, top, right, bottom = box
+    crop = image.crop((int(left * width), int(top * height), int(right * width), int(bottom * height)))
+    buffer = io.BytesIO()
+    crop.resize((crop.width // 2, crop.height // 2)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+CROPS = [(0.0, 0.0, 0.8, 0.8), (0.2, 0.2, 1.0, 1.0), (0.1, 0.0, 0.9, 0.9), (0.0, 0.1, 0.9, 1.0)]
+
+
+def test_an_image_query_ranks_its_kind_first(notes: App) -> None:
+    kinds = {"cat": "chelsea.png", "rocket": "rocket.jpg"}
+    inputs = notes.inputs()
+    for kind, name in kinds.items():
+        for i, box in enumerate(CROPS[:3]):
+            inputs.upload_from_bytes(input_id=f"{kind}-photo-{i}", image_bytes=skimage_photo(name, box))
+    search = notes.search(top_k=3, wait=True)
+    for kind, name in kinds.items():
+        hits = list(search.query(ranks=[{"image_bytes": skimage_photo(name, CROPS[3])}]))
+        assert [h.input.id.split("-")[0] for h in hits] == [kind] * 3, [(h.input.id, h.score) for h in hits]
+        assert all(h.input.input_type == "image" for h in hits)
