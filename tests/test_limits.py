@@ -396,3 +396,30 @@ def test_the_sdk_retries_a_batch_refused_while_the_user_is_at_the_cap(tmp_path: 
         job = holder.user.app(holder.app_id).inputs().upload_text("quick", "sent while the slot is taken")
         assert job and slow.result(timeout=ANSWER_WITHIN).results[0].status.code == 0
         assert {i.id for i in holder.user.app(holder.app_id).inputs().list_inputs()} == {"quick", "slow-0"}
+
+
+def test_searches_fetching_slow_image_urls_are_capped_per_user(tmp_path: Path) -> None:
+    """A search holds its thread while the server fetches its image URL (or embeds its query)."""
+    with (
+        limited_server(tmp_path, max_workers=16, max_searches_per_user=3, allow_private_urls=True) as limited,
+        slow_text_site() as (url, answer, _),
+        stalled_calls() as held,
+    ):
+        holder, other = limited.tenant("holder"), limited.tenant("other")
+        app_id = holder.user.create_app("images", base_workflow="Universal").id
+        search = v1.SearchServiceStub(limited.channel).PostInputsSearches
+        request = v1.PostInputsSearchesRequest(app_id=app_id, query=v1.Query(ranks=[v1.Rank(image_url=url)]))
+        for _ in range(12):
+            held.add(search.future(request, metadata=holder.metadata, timeout=60))
+        held.wait_finished(9)
+        assert_refused(held.refused(), "max_searches_per_user=3", "--max-searches-per-user")
+        assert len(held.open()) == 3
+        others_still_answer(limited, other)
+        answer.set()
+        for call in held.calls:  # the fetched "image" is text: refused as such, not a hang
+            error = call.exception(timeout=ANSWER_WITHIN)
+            assert error is not None and error.code() in (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.FAILED_PRECONDITION,
+            ), error

@@ -22,6 +22,7 @@ The rules (also in protos/pellucid/api/v1/search.proto and docs/search.md):
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ from pellucid.server.engine.validation import check_metadata, check_text
 from pellucid.server.records import AppRecord, GeoFilter, IndexState, InputFilter, InputRecord, Page
 from pellucid.server.storage.base import SearchStore
 from pellucid.server.storage.vectors import DimensionMismatch, Metric, VectorIndex
+
+log = logging.getLogger("pellucid.server.search")
 
 DEFAULT_TOP_K = 10
 MAX_TOP_K = 10_000
@@ -425,7 +428,11 @@ class Search:
             raise FailedPrecondition(
                 f"cannot rank by {kind}: {exc}", reason="EMBEDDER_UNAVAILABLE", field=where
             ) from None
-        batch = embedder.embed([data])
+        try:
+            batch = embedder.embed([data])
+        except Exception as exc:  # noqa: BLE001 - the caller's bytes broke the model: their fault to fix, not INTERNAL
+            log.warning("the %s embedder failed on a query: %r", kind, exc)
+            raise InvalidArgument(f"{where}: cannot embed this {kind}: {exc}", field=where) from None
         if 0 in batch.errors:
             raise InvalidArgument(f"{where}: cannot embed this {kind}: {batch.errors[0]}", field=where)
         return np.asarray(batch.vectors[0], dtype=np.float32)
