@@ -48,7 +48,7 @@ from pellucid.server.engine.spaces import (
     space_name,
 )
 from pellucid.server.engine.validation import check_metadata, check_text
-from pellucid.server.records import AppRecord, GeoFilter, IndexState, InputFilter, InputRecord, Page
+from pellucid.server.records import AppRecord, GeoFilter, IndexState, InputFilter, InputRecord, Page, PageQuery
 from pellucid.server.storage.base import SearchStore
 from pellucid.server.storage.vectors import DimensionMismatch, Metric, VectorIndex
 
@@ -203,26 +203,28 @@ class Search:
             )
         for i, rank in enumerate(query.ranks):
             _check_rank_shape(rank, f"ranks[{i}]")
+        # a filter-only search's tokens hold the last seq seen, a ranked one's an offset
+        scope = _scope(app, query) + ("" if query.ranks else ":seq")
+        page = to_query(PageRequest(query.per_page, query.page_token, query.page), scope) if query.paging else None
         plans = [
             self._plan(principal, app, rank, f"ranks[{i}]", model_wait_seconds) for i, rank in enumerate(query.ranks)
         ]
-        scope = _scope(app, query)
         if not plans:
-            return self._filter_only(app, query, filters, scope)
-        return self._ranked(app, query, filters, plans, metric, scope)
+            return self._filter_only(app, query, filters, page, scope)
+        return self._ranked(app, query, filters, plans, metric, page, scope)
 
     # no ranks: the candidates, score 1.0, in upload order
 
-    def _filter_only(self, app: AppRecord, query: SearchQuery, filters: list[InputFilter], scope: str) -> SearchResult:
+    def _filter_only(
+        self, app: AppRecord, query: SearchQuery, filters: list[InputFilter], page: PageQuery | None, scope: str
+    ) -> SearchResult:
         if query.min_value is not None and query.min_value > 1.0:
             return SearchResult()  # every hit scores 1.0
         if query.only_count:
             return SearchResult(count=self._store.count_inputs(app.user_id, app.id, filters))
-        if not query.paging:
+        if page is None:
             seqs = self._store.select_inputs(app.user_id, app.id, filters, limit=query.top_k or DEFAULT_TOP_K)
             return SearchResult(hits=self._hits(app, [(seq, 1.0, 0) for seq in seqs]))
-        scope += ":seq"  # its tokens hold the last seq seen, not an offset
-        page = to_query(PageRequest(query.per_page, query.page_token, query.page), scope)
         if page.after is not None:
             seqs = self._store.select_inputs(app.user_id, app.id, filters, after_seq=page.after, limit=page.limit + 1)
         else:
@@ -242,14 +244,14 @@ class Search:
         filters: list[InputFilter],
         plans: list[_Plan],
         metric: Metric,
+        page: PageQuery | None,
         scope: str,
     ) -> SearchResult:
         allowed: npt.NDArray[np.int64] | None = None
         if filters:
             allowed = np.asarray(self._store.select_inputs(app.user_id, app.id, filters), dtype=np.int64)
         offset, limit = 0, query.top_k or DEFAULT_TOP_K
-        if query.paging:
-            page = to_query(PageRequest(query.per_page, query.page_token, query.page), scope)
+        if page is not None:
             offset, limit = (page.after if page.after is not None else page.offset), page.limit
         depth = None if query.only_count else offset + limit + 1  # None: every scored candidate
         best: dict[int, tuple[float, int]] = {}  # seq -> (score, rank index)
@@ -266,7 +268,7 @@ class Search:
         chosen = ordered[offset : offset + limit]
         hits = self._hits(app, [(seq, score, index) for seq, (score, index) in chosen])
         token = ""
-        if query.paging and len(ordered) > offset + limit:
+        if page is not None and len(ordered) > offset + limit:
             token = next_token(Page([], offset + limit), scope)
         return SearchResult(hits=hits, next_page_token=token)
 
