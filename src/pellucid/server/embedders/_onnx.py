@@ -33,14 +33,18 @@ def default_threads() -> int:
 
 
 def session(model: bytes, intra_op_threads: int | None) -> Any:
-    """An onnxruntime CPU session over a model's bytes: `intra_op_threads` for one call (a batch), one inter-op
-    thread (the graphs here are chains), all graph optimisations. Sessions are thread-safe."""
+    """An onnxruntime CPU session over a model's bytes: `intra_op_threads` for one call (a
+    batch), one inter-op thread (the graphs here are chains), all graph optimisations.
+    Sessions are thread-safe."""
     ort = require("onnxruntime", "onnxruntime")
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads or default_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # idle intra-op threads sleep instead of spinning: embedding runs behind serving, and a
+    # spinning pool takes the cores that requests need between two batches
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 

