@@ -11,7 +11,8 @@ For each batch size, two numbers on the same onnxruntime session and the same ba
    are included. The last column is 2 as a share of 1: what the preparation costs.
 
 The two alternate for --rounds rounds (this VM's speed drifts within a minute) and the
-table shows the median of each. Texts are seeded sentences of 6 to 30 words; images are the
+table shows the median of each, per wall-clock second and per CPU second of this process
+(the second says more when other processes share the cores: the load average is printed). Texts are seeded sentences of 6 to 30 words; images are the
 photos scikit-image ships in its wheel (skimage/data, 0.1 to 0.8 megapixels), cycled.
 
     python scripts/bench_embed.py [--texts 2000] [--images 96] [--rounds 3] [--threads 2]
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import random
 import statistics
 import time
@@ -69,15 +71,29 @@ def chunks(items: Sequence[bytes], size: int) -> list[Sequence[bytes]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def timed(work: Callable[[T], object], batches: Sequence[T]) -> float:
-    """Seconds to call `work` on each batch."""
-    start = time.perf_counter()
+def timed(work: Callable[[T], object], batches: Sequence[T]) -> tuple[float, float]:
+    """Wall-clock seconds and this process's CPU seconds to call `work` on each batch."""
+    start, cpu = time.perf_counter(), time.process_time()
     for batch in batches:
         work(batch)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def text_rows(texts: list[bytes], sizes: list[int], rounds: int, threads: int) -> list[tuple[int, float, float]]:
+Row = tuple[int, float, float, float, float]  # batch size; per wall second, per CPU second: raw, embed()
+
+
+def median_row(size: int, count: int, raw: list[tuple[float, float]], full: list[tuple[float, float]]) -> Row:
+    """Medians over the rounds, as items per second."""
+    return (
+        size,
+        count / statistics.median(w for w, _ in raw),
+        count / statistics.median(w for w, _ in full),
+        count / statistics.median(c for _, c in raw),
+        count / statistics.median(c for _, c in full),
+    )
+
+
+def text_rows(texts: list[bytes], sizes: list[int], rounds: int, threads: int) -> list[Row]:
     embedder = TextEmbedder(intra_op_threads=threads)
     rows = []
     for size in sizes:
@@ -93,15 +109,16 @@ def text_rows(texts: list[bytes], sizes: list[int], rounds: int, threads: int) -
                 padded[row, : len(token_ids)] = token_ids
                 mask[row, : len(token_ids)] = 1
             prepared.append({"input_ids": padded, "attention_mask": mask, "token_type_ids": np.zeros_like(padded)})
-        raw, full = [], []
+        raw: list[tuple[float, float]] = []
+        full: list[tuple[float, float]] = []
         for _ in range(rounds):
-            raw.append(len(texts) / timed(lambda feed: embedder.onnx_session.run(None, feed), prepared))
-            full.append(len(texts) / timed(embedder.embed, calls))
-        rows.append((size, statistics.median(raw), statistics.median(full)))
+            raw.append(timed(lambda feed: embedder.onnx_session.run(None, feed), prepared))
+            full.append(timed(embedder.embed, calls))
+        rows.append(median_row(size, len(texts), raw, full))
     return rows
 
 
-def image_rows(images: list[bytes], sizes: list[int], rounds: int, threads: int) -> list[tuple[int, float, float]]:
+def image_rows(images: list[bytes], sizes: list[int], rounds: int, threads: int) -> list[Row]:
     embedder = ImageEmbedder(intra_op_threads=threads)
     feed_name = embedder.onnx_session.get_inputs()[0].name
     rows = []
@@ -109,22 +126,21 @@ def image_rows(images: list[bytes], sizes: list[int], rounds: int, threads: int)
         embedder.batch_size = size
         calls = chunks(images, size)
         prepared = [np.stack([embedder.decode(image) for image in call]) for call in calls]
-        raw, full = [], []
+        raw: list[tuple[float, float]] = []
+        full: list[tuple[float, float]] = []
         for _ in range(rounds):
-            raw.append(
-                len(images) / timed(lambda pixels: embedder.onnx_session.run(None, {feed_name: pixels}), prepared)
-            )
-            full.append(len(images) / timed(embedder.embed, calls))
-        rows.append((size, statistics.median(raw), statistics.median(full)))
+            raw.append(timed(lambda pixels: embedder.onnx_session.run(None, {feed_name: pixels}), prepared))
+            full.append(timed(embedder.embed, calls))
+        rows.append(median_row(size, len(images), raw, full))
     return rows
 
 
-def table(title: str, unit: str, rows: list[tuple[int, float, float]]) -> None:
+def table(title: str, unit: str, rows: list[Row]) -> None:
     print(f"\n{title}")
-    print(f"| batch | session.run only ({unit}/s) | embed() ({unit}/s) | embed / session.run |")
-    print("|---:|---:|---:|---:|")
-    for size, raw, full in rows:
-        print(f"| {size} | {raw:,.0f} | {full:,.0f} | {full / raw:.0%} |")
+    print(f"| batch | session.run ({unit}/s) | embed() ({unit}/s) | embed / run | per CPU-second: run | embed() |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for size, raw, full, raw_cpu, full_cpu in rows:
+        print(f"| {size} | {raw:,.0f} | {full:,.0f} | {full / raw:.0%} | {raw_cpu:,.0f} | {full_cpu:,.0f} |")
 
 
 def main() -> None:
@@ -139,6 +155,7 @@ def main() -> None:
     text_sizes = [int(s) for s in args.text_batches.split(",")]
     image_sizes = [int(s) for s in args.image_batches.split(",")]
     print(f"{args.texts} texts, {args.images} images, {args.rounds} rounds (median), {args.threads} threads")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores", flush=True)
     table(
         "text: all-MiniLM-L6-v2 int8, 384 dims",
         "texts",
