@@ -18,12 +18,12 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 
-def require(module: str, distribution: str, hint: str = MODELS_EXTRA_HINT) -> ModuleType:
+def require(module: str, distribution: str) -> ModuleType:
     """Import `module` (from `distribution`), or say what to install."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise EmbedderUnavailable(f"{distribution} is not installed ({error}); {hint}") from error
+        raise EmbedderUnavailable(f"{distribution} is not installed ({error}); {MODELS_EXTRA_HINT}") from error
 
 
 def default_threads() -> int:

@@ -7,6 +7,11 @@ which needs sentence-transformers and torch, is never imported). Sentence-transf
 at most 256 tokens (longer texts are truncated), mean of the token vectors under the attention
 mask, L2-normalised: 384 float32 dimensions, cosine = dot product.
 
+The export stores its 38 weight matrices as int8 with float scales and turns them back into
+float32 in the graph (Cast, Mul: constants onnxruntime folds at load): the arithmetic is
+float32 MatMul, so the int8 saves size, not time, and a text's vector does not depend on the
+batch it came in (no activation is quantised with its neighbours' range).
+
 Texts are sorted by token count and run in batches of similar lengths, so padding costs little.
 """
 
