@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from pellucid.server.records import AnnotationRecord, ConceptValue
@@ -29,37 +29,46 @@ def concept_pairs(concepts: Iterable[ConceptValue]) -> set[tuple[str, float]]:
     return {(c.id, polarity(c.value)) for c in concepts}
 
 
+_encode_string = json.encoder.encode_basestring  # C: json.dumps(s, ensure_ascii=False) without its overhead
+
+
 def canonical(value: Any) -> str:
     """One spelling per JSON scalar: 1 and 1.0 are the same number (as in JSONB and protobuf Structs)."""
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, int | float):
-        number = float(value)
-        if number.is_integer() and abs(number) < 2**63:
-            return str(int(number))
-        return repr(number)
-    return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        return _encode_string(value)
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int) and abs(value) < 2**63:
+        return str(value)
+    number = float(value)
+    if number.is_integer() and abs(number) < 2**63:
+        return str(int(number))
+    return repr(number)
 
 
 def metadata_terms(metadata: dict[str, Any]) -> set[str]:
     """One term per leaf: its key path and its value ('a.b=' + canonical value); the elements of a
     list are leaves of the list's path. A filter's terms are a subset of the terms of every input
     it contains; the converse needs `contains` (paths may be ambiguous, lists nest)."""
-    return set(_terms(metadata, ""))
+    terms: set[str] = set()
+    _add_terms(metadata, "", terms)
+    return terms
 
 
-def _terms(value: Any, path: str) -> Iterator[str]:
+def _add_terms(value: Any, path: str, terms: set[str]) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
-            yield from _terms(item, f"{path}.{key}" if path else key)
+            _add_terms(item, f"{path}.{key}" if path else key, terms)
     elif isinstance(value, list):
         for item in value:
-            yield from _terms(item, path)
+            _add_terms(item, path, terms)
     else:
         term = f"{path}={canonical(value)}"
-        if len(term) > _MAX_TERM:
-            term = "#" + hashlib.sha256(term.encode()).hexdigest()
-        yield term
+        terms.add(term if len(term) <= _MAX_TERM else "#" + hashlib.sha256(term.encode()).hexdigest())
 
 
 def contains(stored: Any, wanted: Any) -> bool:
@@ -70,9 +79,11 @@ def contains(stored: Any, wanted: Any) -> bool:
         return isinstance(stored, dict) and all(k in stored and contains(stored[k], v) for k, v in wanted.items())
     if isinstance(wanted, list):
         return isinstance(stored, list) and all(any(contains(s, w) for s in stored) for w in wanted)
-    if isinstance(stored, dict | list):
+    if isinstance(stored, dict | list) or isinstance(stored, bool) != isinstance(wanted, bool):
         return False
-    return canonical(stored) == canonical(wanted)
+    if isinstance(stored, int | float) and isinstance(wanted, int | float):
+        return stored == wanted
+    return type(stored) is type(wanted) and stored == wanted
 
 
 def haversine_km(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
