@@ -121,7 +121,7 @@ def radius_box(
 
 
 def label_rows(app_seq: int, input_seq: int, labels: Iterable[ConceptValue]) -> list[tuple[Any, ...]]:
-    return [(app_seq, cid, value, input_seq, None) for cid, value in sorted(concept_pairs(labels))]
+    return [(app_seq, cid, value, input_seq, None) for cid, value in concept_pairs(labels)]
 
 
 def annotation_rows(
@@ -129,8 +129,8 @@ def annotation_rows(
 ) -> list[tuple[Any, ...]]:
     """The annotation's concepts and those of its regions."""
     every = [*annotation.concepts, *(c for r in annotation.regions for c in r.concepts)]
-    return [(app_seq, cid, value, input_seq, annotation_seq) for cid, value in sorted(concept_pairs(every))]
+    return [(app_seq, cid, value, input_seq, annotation_seq) for cid, value in concept_pairs(every)]
 
 
 def term_rows(app_seq: int, input_seq: int, metadata: dict[str, Any]) -> list[tuple[Any, ...]]:
-    return [(app_seq, term, input_seq) for term in sorted(metadata_terms(metadata))] if metadata else []
+    return [(app_seq, term, input_seq) for term in metadata_terms(metadata)] if metadata else []

@@ -506,18 +506,23 @@ class InputTables:
                     outcomes.append(AnnotationResult.MISSING_INPUT)
                     continue
                 values = (concepts_json(a.concepts), regions_json(a.regions))
-                new = conn.execute(
-                    "INSERT INTO annotations (input_seq, id, concepts, regions, created_at) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT DO NOTHING RETURNING seq",
-                    (row[0], a.id, *values, a.created_at),
-                ).fetchone()
+                new = _first(  # RETURNING rows are read to the end: no statement is left in progress
+                    conn.execute(
+                        "INSERT INTO annotations (input_seq, id, concepts, regions, created_at) VALUES (?, ?, ?, ?, ?)"
+                        " ON CONFLICT DO NOTHING RETURNING seq",
+                        (row[0], a.id, *values, a.created_at),
+                    ).fetchall()
+                )
                 if new is not None:
                     outcomes.append(AnnotationResult.NEW)
                 elif replace:
-                    new = conn.execute(
-                        "UPDATE annotations SET concepts = ?, regions = ? WHERE input_seq = ? AND id = ? RETURNING seq",
-                        (*values, row[0], a.id),
-                    ).fetchone()
+                    new = _first(
+                        conn.execute(
+                            "UPDATE annotations SET concepts = ?, regions = ? WHERE input_seq = ? AND id = ? RETURNING seq",
+                            (*values, row[0], a.id),
+                        ).fetchall()
+                    )
+                    assert new is not None  # the insert found it, in this same write transaction
                     conn.execute("DELETE FROM input_concepts WHERE annotation_seq = ?", (new[0],))
                     outcomes.append(AnnotationResult.UPDATED)
                 else:
@@ -559,3 +564,7 @@ class InputTables:
             sql += f" AND i.id IN ({','.join('?' * len(input_ids))})"
             params += input_ids
         return self._page(sql + " {after}", tuple(params), query, annotation_from_row, seq="a.seq")
+
+
+def _first(rows: list[sqlite3.Row]) -> sqlite3.Row | None:
+    return rows[0] if rows else None
