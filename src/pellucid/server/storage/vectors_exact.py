@@ -243,9 +243,9 @@ class _SpaceFiles:
             ) as progress:
                 while done < count:
                     part = min(chunk, count - done)
-                    space.matrix[done : done + part] = np.fromfile(file, dtype=np.float32, count=part * dimension).reshape(
-                        part, dimension
-                    )
+                    space.matrix[done : done + part] = np.fromfile(
+                        file, dtype=np.float32, count=part * dimension
+                    ).reshape(part, dimension)
                     done += part
                     progress.update(part)
             if keys.shape[0] != count or done != count:
@@ -261,7 +261,9 @@ class _SpaceFiles:
         good = 0
         with (
             self.log_path.open("rb") as file,
-            tqdm(total=size, unit="B", unit_scale=True, desc=f"replaying {name}", disable=size < PROGRESS_MIN_BYTES) as bar,
+            tqdm(
+                total=size, unit="B", unit_scale=True, desc=f"replaying {name}", disable=size < PROGRESS_MIN_BYTES
+            ) as bar,
         ):
             for payload, end in _records(file):
                 op, count, dimension = _OP_HEADER.unpack_from(payload)

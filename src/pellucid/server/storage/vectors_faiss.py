@@ -94,6 +94,7 @@ class _Ann:
     dead: set[int] = field(default_factory=set)  # removed keys still in the structure
     stale: int = 0  # replaced vectors still in the structure
     dead_array: npt.NDArray[np.int64] | None = None  # `dead`, sorted, cached for selectors
+    loaded: bool = False  # read back from the directory (not built from the vectors)
 
     @property
     def tombstones(self) -> int:
@@ -220,7 +221,8 @@ class FaissVectorIndex(VectorIndex):
         if self.kind == "hnsw":
             inner = self._faiss.downcast_index(index.index)
             inner.hnsw.efSearch = self.ef_search
-        return _Ann(index, inner, dead=set(meta.get("dead", [])), stale=int(meta.get("stale", 0)))
+        log.info("read the saved %s index of space %r: %d vectors", self.kind, name, index.ntotal)
+        return _Ann(index, inner, dead=set(meta.get("dead", [])), stale=int(meta.get("stale", 0)), loaded=True)
 
     def _save(self, name: str, ann: _Ann) -> None:
         paths = self._paths(name)
@@ -318,6 +320,11 @@ class FaissVectorIndex(VectorIndex):
     def uses_ann(self, space: str) -> bool:
         """Whether searches of this space go through its faiss structure (else brute force)."""
         return space in self._anns
+
+    def ann_loaded(self, space: str) -> bool:
+        """Whether the space's structure was read back at open (rather than rebuilt)."""
+        ann = self._anns.get(space)
+        return ann is not None and ann.loaded
 
     def search(
         self,

@@ -115,7 +115,9 @@ class PgvectorIndex(VectorIndex):
             with self._pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise StoreUnavailable(f"the vector index in PostgreSQL at {self.description} is unavailable: {exc}") from exc
+            raise StoreUnavailable(
+                f"the vector index in PostgreSQL at {self.description} is unavailable: {exc}"
+            ) from exc
 
     def check(self) -> None:
         """The health probe: one cheap query."""
@@ -237,7 +239,6 @@ class PgvectorIndex(VectorIndex):
             ).fetchall()
         hits = [VectorHit(int(key), _score(metric, float(distance))) for key, distance in rows]
         return sorted(hits, key=lambda hit: -hit.score)[:k]  # the distances are exact: the best k of k'
-
 
     def _exact(
         self,
