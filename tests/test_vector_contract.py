@@ -304,3 +304,20 @@ def test_server_keeps_its_vectors_in_the_data_dir_across_restarts(tmp_path: Path
         assert again.engine.vectors.search(SPACE, np.array([0, 1], dtype=np.float32), 1)[0].key == 2
     finally:
         again.stop(grace=0.5)
+
+
+def test_faiss_ivf_kind_recall_filters_and_reopen(tmp_path: Path) -> None:
+    """The other ANN kind (IVF with 8-bit scalar quantisation) holds the same bars."""
+    index = _faiss_index(tmp_path / "vectors", kind="ivf")
+    vectors = clustered(3000, 32, seed=9)
+    keys = np.arange(3000, dtype=np.int64)
+    index.upsert(SPACE, keys, vectors)
+    assert index.uses_ann(SPACE)  # type: ignore[attr-defined]
+    assert _recall(index, vectors, keys, seed=10) >= 0.95
+    allowed = np.arange(0, 3000, 10, dtype=np.int64)
+    hits = index.search(SPACE, vectors[5], 10, allowed=allowed)
+    assert len(hits) == 10 and {h.key for h in hits} <= set(allowed.tolist())
+    index.close()
+    again = _faiss_index(tmp_path / "vectors", kind="ivf")
+    assert again.ann_loaded(SPACE) and _recall(again, vectors, keys, seed=10) >= 0.95  # type: ignore[attr-defined]
+    again.close()
