@@ -309,8 +309,8 @@ class _SpaceFiles:
             parts.append(vectors.tobytes())
         payload = b"".join(parts)
         if self._log is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._log = self.log_path.open("ab")
+            private_directory(self.directory)
+            self._log = _private_open(self.log_path, "ab")
         self._log.write(_RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
         self._log.flush()
         if self.fsync:
@@ -331,7 +331,7 @@ class _SpaceFiles:
         keys, matrix = space.snapshot() if space is not None else (np.empty(0, np.int64), np.empty((0, 0), np.float32))
         dimension = space.dimension if space is not None else 0
         fields = _SNAPSHOT_HEADER.pack(_SNAPSHOT_MAGIC, generation, dimension, keys.shape[0], 0)[:-4]
-        with temporary.open("wb") as file:
+        with _private_open(temporary, "wb") as file:
             file.write(fields + struct.pack("<I", zlib.crc32(fields)))
             file.write(keys.tobytes())
             for start in range(0, matrix.shape[0], 65536):
@@ -366,6 +366,18 @@ def _records(file: IO[bytes]) -> Iterator[tuple[bytes, int]]:
         yield payload, offset
 
 
+def private_directory(path: Path) -> None:
+    """A directory only its owner can use (vectors are derived from users' inputs)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def _private_open(path: Path, mode: str) -> IO[bytes]:
+    """A file opened for writing ("ab", "wb", "r+b"), created readable by its owner only."""
+    flags = {"ab": os.O_WRONLY | os.O_APPEND | os.O_CREAT, "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC}[mode]
+    return os.fdopen(os.open(path, flags, 0o600), mode)
+
+
 def _fsync_directory(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
@@ -396,8 +408,12 @@ class ExactVectorIndex(VectorIndex):
             self._open(directory)
 
     def _open(self, directory: Path) -> None:
-        (directory / "spaces").mkdir(parents=True, exist_ok=True)
-        self._dir_lock = (directory / "LOCK").open("ab")
+        private_directory(directory)
+        private_directory(directory / "spaces")
+        for path in directory.rglob("*"):  # a copy made under a looser umask: tightened, like the data dir
+            if not path.is_symlink():
+                os.chmod(path, 0o700 if path.is_dir() else 0o600)
+        self._dir_lock = _private_open(directory / "LOCK", "ab")
         try:
             fcntl.flock(self._dir_lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -443,8 +459,9 @@ class ExactVectorIndex(VectorIndex):
             files = self._files.get(name)
             if files is None and self.directory is not None:
                 path = self.directory / "spaces" / space_directory_name(name)
-                path.mkdir(parents=True, exist_ok=True)
-                (path / "name").write_text(name, encoding="utf-8")
+                private_directory(path)
+                with _private_open(path / "name", "wb") as file:
+                    file.write(name.encode("utf-8"))
                 files = self._files[name] = _SpaceFiles(path, self._fsync)
             return space, files
 

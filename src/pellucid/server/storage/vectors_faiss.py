@@ -63,6 +63,7 @@ from pellucid.server.storage.vectors_exact import (
     Space,
     as_keys,
     as_query,
+    private_directory,
     space_directory_name,
 )
 
@@ -242,13 +243,16 @@ class FaissVectorIndex(VectorIndex):
         state = self.exact.state(name)
         if paths is None or state is None:
             return
-        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        private_directory(paths[0].parent)
         temporary = paths[0].with_suffix(".faiss.tmp")
         self._faiss.write_index(ann.index, str(temporary))
+        os.chmod(temporary, 0o600)
         os.replace(temporary, paths[0])
         meta = {"generation": state[0], "settings": self._settings(), "dead": sorted(ann.dead), "stale": ann.stale}
-        paths[1].with_suffix(".json.tmp").write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(paths[1].with_suffix(".json.tmp"), paths[1])
+        temporary = paths[1].with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(meta), encoding="utf-8")
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, paths[1])
 
     def _forget_saved(self, name: str) -> None:
         paths = self._paths(name)
