@@ -190,7 +190,11 @@ DISTRIBUTION_OF_IMPORT = {
     "psycopg_pool": "psycopg-pool",
 }
 # Imports an extra provides (imported only when its feature is used): import -> (extra, distribution).
-IMPORTS_OF_EXTRAS = {"boto3": ("s3", "boto3"), "botocore": ("s3", "boto3")}  # botocore comes with boto3
+IMPORTS_OF_EXTRAS = {
+    "boto3": ("s3", "boto3"),
+    "botocore": ("s3", "boto3"),  # botocore comes with boto3
+    "faiss": ("models", "faiss-cpu"),  # the ANN vector index (storage/vectors_faiss.py)
+}
 
 
 def _third_party_imports() -> set[str]:
