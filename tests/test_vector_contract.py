@@ -180,6 +180,9 @@ def test_ann_recall_filters_and_removes(opener: Callable[[], VectorIndex]) -> No
         hits = index.search(SPACE, query, 10, allowed=allowed)
         assert len(hits) == min(10, allowed.shape[0])
         assert {h.key for h in hits} <= set(allowed.tolist())
+        picked = np.isin(keys, allowed)  # and they are (nearly) the best allowed ones
+        best = set(brute_force(vectors[picked], keys[picked], query, Metric.COSINE, 10))
+        assert len({h.key for h in hits} & best) >= 0.9 * len(best)
     removed = np.sort(np.array([h.key for h in index.search(SPACE, query, 50)], dtype=np.int64))
     assert index.remove(SPACE, removed) == 50
     hits = index.search(SPACE, query, 10)

@@ -175,8 +175,10 @@ class Space:
         return removed
 
     def rows_of(self, keys: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
-        """The rows of those keys the space holds (sorted `keys` are read vectorised when many)."""
-        if keys.shape[0] > 4096 and keys.shape[0] * 8 > self.size:
+        """The rows of those keys the space holds: a dict lookup per key for a few keys, else one
+        vectorised pass over the space's keys against the sorted `keys` (about 30 times cheaper
+        per element than a lookup)."""
+        if keys.shape[0] * 32 > self.size and keys.shape[0] > 64:
             held = self.keys[: self.size]
             positions = np.searchsorted(keys, held)
             found = keys[np.minimum(positions, keys.shape[0] - 1)] == held
@@ -194,7 +196,12 @@ class Space:
             keys = self.keys[best]
             chosen = best
         else:
-            scores = score_rows(self.matrix[rows], self.norms[rows], self.inverse_norms[rows], query, metric)
+            if rows.shape[0] * 3 > self.size:  # most rows: the whole product beats gathering them first
+                size = self.size
+                every = score_rows(self.matrix[:size], self.norms[:size], self.inverse_norms[:size], query, metric)
+                scores = every[rows]
+            else:
+                scores = score_rows(self.matrix[rows], self.norms[rows], self.inverse_norms[rows], query, metric)
             best = top_k(scores, k)
             chosen = rows[best]
             keys = self.keys[chosen]

@@ -34,7 +34,8 @@ Deletes and replacements leave tombstones: a removed key is excluded inside the 
 (an IDSelector in the SearchParameters), a replaced key's old vector is only a wasted
 candidate (the re-rank scores its stored vector). Once tombstones pass `rebuild_fraction`
 of the structure, it is rebuilt from the stored vectors. Filters (`allowed`): larger sets
-go to faiss as an IDSelectorBatch, so the filter applies during the walk; if that walk
+go to faiss as an IDSelectorBatch, so the filter applies during the walk (widened by
+1 / sqrt(the allowed share), at most 8-fold, as it meets fewer allowed keys); if that walk
 still yields fewer than k hits while k allowed keys exist, the search falls back to exact
 over the allowed rows: a filter never returns fewer than k.
 
@@ -382,22 +383,27 @@ class FaissVectorIndex(VectorIndex):
         with ann.lock:
             dead = ann.dead_sorted()
             selector = None
+            share = 1.0  # of the structure the search may return
             if allowed is not None:
                 live = np.setdiff1d(allowed, dead, assume_unique=True) if dead.shape[0] else allowed
                 live = np.ascontiguousarray(live, dtype=np.int64)
                 selector = faiss.IDSelectorBatch(live.shape[0], faiss.swig_ptr(live))
                 keep.append(live)
+                share = max(1, live.shape[0]) / max(1, ann.index.ntotal)
             elif dead.shape[0]:
                 batch = faiss.IDSelectorBatch(dead.shape[0], faiss.swig_ptr(dead))
                 selector = faiss.IDSelectorNot(batch)
                 keep.extend((dead, batch))
+            # a walk meets allowed keys in proportion to their share: widen it by 1/sqrt(share), at
+            # most 8-fold (60k x 384, 10% allowed: recall@10 0.92 -> 0.98 against exact, measured)
+            walk = int(max(self.ef_search, wanted) * min(8.0, 1.0 / np.sqrt(share)))
             if self.kind == "hnsw":
                 params = faiss.SearchParametersHNSW()
-                params.efSearch = max(self.ef_search, wanted)
+                params.efSearch = walk
                 ann.inner.hnsw.efSearch = params.efSearch  # the id map passes on only the selector
             else:
                 params = faiss.SearchParametersIVF()
-                params.nprobe = self.nprobe
+                params.nprobe = min(self.nprobe * walk // max(self.ef_search, wanted), ann.index.nlist)
             if selector is not None:
                 params.sel = selector
             _, ids = ann.index.search(query, wanted, params=params)
