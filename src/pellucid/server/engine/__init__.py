@@ -14,6 +14,7 @@ from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
 from pellucid.server.engine.fetch import UrlFetcher
+from pellucid.server.engine.indexing import Indexer
 from pellucid.server.engine.inputs import (
     DEFAULT_BLOB_GRACE_SECONDS,
     DEFAULT_MAX_BLOB_BYTES,
@@ -29,6 +30,7 @@ from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
 from pellucid.server.storage.queue import WorkQueue
 from pellucid.server.storage.registry import open_work_queue
+from pellucid.server.storage.vectors import VectorIndex
 
 
 class Engine:
@@ -46,15 +48,18 @@ class Engine:
         work_codec: WorkCodec | None = None,
         router_clock: Callable[[], float] = time.time,
         replica_id: str = "",
+        vectors: VectorIndex | None = None,
     ) -> None:
         """`queue` defaults to the in-memory one; `work_codec` is the runner wire format that the
-        runner-facing adapter provides (without one, predictions are refused)."""
+        runner-facing adapter provides (without one, predictions are refused); `vectors` holds the
+        embeddings (without one nothing is embedded)."""
         self.store = store
         self.blobs = blobs
         # blobs stored before they had owners get them from the inputs that hold them (once)
         blobs.backfill_owners(store.blob_references)
         self.users = Users(store, clock)
-        self.apps = Apps(store, clock)
+        self.vectors = vectors
+        self.apps = Apps(store, clock, vectors)
         self.concepts = Concepts(store, self.apps, clock)
         self.datasets = Datasets(store, self.apps, clock)
         self.inputs = Inputs(
@@ -71,12 +76,16 @@ class Engine:
         self.router = Router(self.queue, router_clock)
         self.models = Models(store, self.apps, self.router, clock, work_codec)
         self.runners = Runners(store, self.router, clock)
+        # embeds inputs behind ingestion; server/runtime.py starts its workers
+        self.indexer = Indexer(store, blobs, self.apps, self.models, vectors)
+        self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""
         return self.inputs.collect_garbage(grace_seconds)
 
     def close(self) -> None:
+        self.indexer.stop()  # first: its workers use every store
         self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()
         self.store.close()
