@@ -156,7 +156,7 @@ def test_legacy_workflows_read_as_empty(server: RunningServer, alice: User, uniq
 # ingestion and waiting
 
 
-def test_ingestion_marks_what_the_workflow_embeds(idle: User, unique: str) -> None:
+def test_ingestion_marks_what_the_workflow_embeds(idle: User, unique: str, capsys: pytest.CaptureFixture[str]) -> None:
     text_app = idle.create_app(f"text-{unique}", base_workflow="Text")
     text_app.inputs().upload_text("t1", "one")
     text_app.inputs().upload_text("t2", "two")
@@ -168,7 +168,8 @@ def test_ingestion_marks_what_the_workflow_embeds(idle: User, unique: str) -> No
     status = text_app.index_status()
     assert (status.pending, status.ready, status.in_progress, status.failed) == (2, 1, 0, 0)
     with pytest.raises(errors.DeadlineExceeded, match="2 inputs still wait"):
-        text_app.wait_until_indexed(timeout=0.3, show_progress=False)
+        text_app.wait_until_indexed(timeout=0.3, show_progress=True)
+    assert f"Indexing {text_app.id}" in capsys.readouterr().err  # the progress bar
 
     empty = idle.create_app(f"empty-{unique}", base_workflow="Empty")
     empty.inputs().upload_text("t1", "one")
@@ -233,9 +234,7 @@ def test_deleting_inputs_removes_their_vectors(server: RunningServer, alice: Use
     assert engine.vectors.count(space) == 0
 
 
-def test_a_workflow_change_re_embeds_with_progress(
-    server: RunningServer, alice: User, unique: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_workflow_change_re_embeds(server: RunningServer, alice: User, unique: str) -> None:
     app = alice.create_app(f"change-{unique}", base_workflow="Empty")
     upload_texts(app, TEXTS)
     app.inputs().upload_from_bytes(image_bytes=png("c", side=32), input_id="image")
@@ -244,7 +243,6 @@ def test_a_workflow_change_re_embeds_with_progress(
     assert app.app_info is not None and app.app_info.base_workflow == "Text"
     status = app.wait_until_indexed(timeout=120, show_progress=True)
     assert (status.ready, status.failed) == (13, 0)
-    assert f"Indexing {app.id}" in capsys.readouterr().err
     assert len(vectors_of(server, app, "text")) == 12
     alice.patch_app(app.id, base_workflow="Universal")  # the images too now, the texts again
     status = app.wait_until_indexed(timeout=120, show_progress=False)
@@ -324,7 +322,7 @@ def test_a_model_of_the_app_as_its_embedder(
     vectors = vectors_of(server, app, "model:colour")
     assert sorted(vectors) == ["blue", "red-0", "red-1", "red-2"]
     query = np.array(embedding.vector, dtype=np.float32)
-    assert max(vectors, key=lambda k: -float(np.linalg.norm(vectors[k] - query))) == "blue"  # farthest
+    assert max(vectors, key=lambda k: float(np.linalg.norm(vectors[k] - query))) == "blue"  # farthest from red
     assert all(float(vectors[f"red-{i}"] @ query) > float(vectors["blue"] @ query) for i in range(3))
 
 

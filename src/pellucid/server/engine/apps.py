@@ -200,7 +200,7 @@ class Apps:
             )
         if "metadata" in changes:
             updated["metadata"] = check_metadata(merge_metadata(app.metadata, changes["metadata"], metadata_action))
-        old_spaces = self.spaces(app)
+        old_spaces = self.spaces(app) if "base_workflow" in changes else []
         app = replace(app, **updated, modified_at=self._clock())
         self._store.update_app(app)
         if "base_workflow" in changes:
