@@ -230,6 +230,17 @@ def test_deleting_inputs_removes_their_vectors(server: RunningServer, alice: Use
     space = space_name(app.user_id, app.id, "text")
     assert engine.vectors.get(space, np.array(sorted(seqs.values()), dtype=np.int64)) == {}
     assert engine.vectors.count(space) == 2
+    # deleting a dataset with its inputs: those in no other dataset go, with their vectors
+    app.create_dataset("first")
+    app.create_dataset("second")
+    app.inputs().upload_text("only-first", "a sentence about trains", dataset_id="first")
+    app.inputs().upload_text("both", "a sentence about boats", dataset_id="first")
+    app.inputs().upload_text("both", "a sentence about boats", dataset_id="second")
+    app.wait_until_indexed(timeout=120, show_progress=False)
+    assert len(vectors_of(server, app, "text")) == 4
+    app.delete_dataset("first", delete_inputs=True)
+    assert sorted(vectors_of(server, app, "text")) == ["both", "cars-2", "cars-3"]
+    assert engine.vectors.count(space) == 3
     alice.delete_app(app.id)  # the app's spaces go with it
     assert engine.vectors.count(space) == 0
 

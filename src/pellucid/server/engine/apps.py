@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from pellucid.server.engine.access import Principal, own_namespace, visible_namespace
 from pellucid.server.engine.errors import AlreadyExists, InvalidArgument, NotFound
 from pellucid.server.engine.ids import validate_id
@@ -93,6 +95,14 @@ class Apps:
         """The names of the app's vector spaces (one per embedder of its workflow)."""
         keys = (embedders if embedders is not None else self.embedders(app.user_id, app.id, app.base_workflow)).values()
         return [space_name(app.user_id, app.id, key) for key in dict.fromkeys(keys)]
+
+    def forget_vectors(self, app: AppRecord, seqs: builtins.list[int]) -> None:
+        """Remove these inputs' vectors from the app's spaces (the inputs were deleted)."""
+        if self.vectors is None or not seqs:
+            return
+        keys = np.array(sorted(seqs), dtype=np.int64)
+        for space in self.spaces(app):
+            self.vectors.remove(space, keys)
 
     def _check_workflow(self, user_id: str, app_id: str, value: str) -> str:
         """A built-in workflow or the id of a model of the app (that declares its input fields)."""

@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-
 from pellucid.server.engine.access import Principal
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.errors import (
@@ -476,13 +474,9 @@ class Inputs:
                 outcomes.append(InputOutcome(input_id, exc))
         # their vectors go too (keyed by seq: read the seqs before the rows go); a worker embedding
         # one of them meanwhile removes the vector it wrote when it finds the input gone
-        spaces = self._apps.spaces(app) if self._apps.vectors is not None else []
-        seqs = self._store.input_seqs(app.user_id, app.id, valid) if spaces and valid else {}
+        seqs = self._store.input_seqs(app.user_id, app.id, valid) if valid and self._apps.vectors is not None else {}
         deleted_flags = self._store.delete_inputs(app.user_id, app.id, valid)
-        if seqs and self._apps.vectors is not None:
-            gone = np.fromiter((seqs[i] for i, ok in zip(valid, deleted_flags) if ok and i in seqs), dtype=np.int64)
-            for space in spaces:
-                self._apps.vectors.remove(space, gone)
+        self._apps.forget_vectors(app, [seqs[i] for i, ok in zip(valid, deleted_flags) if ok and i in seqs])
         deleted = iter(deleted_flags)
         return [
             o
