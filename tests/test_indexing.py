@@ -8,6 +8,7 @@ import hashlib
 import re
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -439,3 +440,14 @@ def test_workers_wake_on_ingestion_and_stop_cleanly(engine: Engine) -> None:
     assert workers and not any(t.is_alive() for t in workers)
     post_texts(engine, "wake", {"c": "gamma"})  # stopped: it stays PENDING
     assert states(engine, "wake") == {IndexState.READY: 2, IndexState.PENDING: 1}
+
+
+def test_claims_of_a_dead_worker_lapse_or_are_taken_by_the_only_process(engine: Engine) -> None:
+    engine.apps.create(OWNER, "owner", "dead", base_workflow="Text")
+    post_texts(engine, "dead", {f"t{i}": f"text {i}" for i in range(3)})
+    assert len(engine.store.claim_unindexed(10, time.time(), 60.0)) == 3  # a worker that then died
+    engine.indexer.embedder = lambda modality: HashingEmbedder()
+    assert engine.indexer.run_once() == 0  # another replica's claims hold for their lease
+    assert states(engine, "dead") == {IndexState.IN_PROGRESS: 3}
+    assert engine.indexer.run_once(reclaim=True) == 3  # a server alone on its data dir takes them at start
+    assert states(engine, "dead") == {IndexState.READY: 3}

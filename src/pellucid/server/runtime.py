@@ -158,7 +158,8 @@ class PellucidServer:
             warning = plaintext_exposure_warning(self.settings)
             if warning:
                 log.warning("%s", warning)
-            self.engine.indexer.start(self.settings.index_workers)
+            # with the metadata in the data dir no other process embeds: claims left are a dead one's
+            self.engine.indexer.start(self.settings.index_workers, exclusive=not self.settings.metadata_uri)
             if self.settings.blob_gc_interval_seconds > 0:
                 self._gc_thread = threading.Thread(
                     target=self._collect_garbage_periodically, args=(self.engine,), name="pellucid-blob-gc", daemon=True

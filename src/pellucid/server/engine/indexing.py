@@ -93,13 +93,19 @@ class Indexer:
         """New work was stored: idle workers look now instead of at their next poll."""
         self._wake.set()
 
-    def start(self, workers: int = 1) -> None:
-        """Run `workers` threads until stop() (none without a vector index to write to)."""
+    def start(self, workers: int = 1, exclusive: bool = False) -> None:
+        """Run `workers` threads until stop() (none without a vector index to write to).
+
+        `exclusive`: this process is the only one using the metadata store (the data dir's
+        SQLite), so inputs left IN_PROGRESS were held by a process that is gone: take them at
+        once instead of after their lease."""
         if self._vectors is None or workers <= 0 or self._threads:
             return
         self._stopping.clear()
         for i in range(workers):
-            thread = threading.Thread(target=self._loop, name=f"pellucid-indexer-{i}", daemon=True)
+            thread = threading.Thread(
+                target=self._loop, args=(exclusive and i == 0,), name=f"pellucid-indexer-{i}", daemon=True
+            )
             self._threads.append(thread)
             thread.start()
 
@@ -119,24 +125,30 @@ class Indexer:
             if thread.is_alive():
                 log.warning("indexer thread %s still running %.0f s after stop", thread.name, timeout)
 
-    def _loop(self) -> None:
+    def _loop(self, reclaim: bool) -> None:
         while not self._stopping.is_set():
             self._wake.clear()  # before looking: a wake-up during the batch is not lost
             try:
-                claimed = self.run_once()
+                claimed = self.run_once(reclaim)
             except Exception:  # a store away, a bug: logged, tried again after a poll interval
                 log.exception("indexing failed; trying again in %.1f s", self.poll_seconds)
                 claimed = 0
+            reclaim = reclaim and claimed == self.batch_size  # until the left-over claims are taken
             if not claimed:
                 self._wake.wait(self.poll_seconds)
 
     # one batch
 
-    def run_once(self) -> int:
-        """Claim up to batch_size inputs, embed them and record the outcome; returns how many were claimed."""
+    def run_once(self, reclaim: bool = False) -> int:
+        """Claim up to batch_size inputs, embed them and record the outcome; returns how many were
+        claimed. `reclaim` also takes inputs whose claim has not lapsed yet (see start)."""
         if self._vectors is None:
             return 0
-        work = self._store.claim_unindexed(self.batch_size, self._clock(), self.lease_seconds)
+        now = self._clock()
+        # every live claim ends before now + lease_seconds: claiming "then" takes them all
+        work = self._store.claim_unindexed(
+            self.batch_size, now + self.lease_seconds if reclaim else now, self.lease_seconds
+        )
         if not work:
             return 0
         groups: dict[tuple[str, str, str], list[IndexWork]] = defaultdict(list)
