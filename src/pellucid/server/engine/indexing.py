@@ -18,6 +18,8 @@ carry `data.embeddings`.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -44,6 +46,10 @@ log = logging.getLogger("pellucid.server.indexing")
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_POLL_SECONDS = 2.0
+# Workers run at this CPU niceness (Linux, where it is per thread): ingestion and calls come first,
+# embedding takes the CPU they leave. The model's own threads, started by the worker that loads it,
+# inherit it.
+DEFAULT_NICENESS = 10
 INDEXER_TOKEN_ID = "pellucid-indexer"  # the principal a model embedder's predicts run as (the app's owner)
 
 
@@ -72,6 +78,7 @@ class Indexer:
         batch_size: int = DEFAULT_BATCH_SIZE,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
+        niceness: int = DEFAULT_NICENESS,
     ) -> None:
         self._store = store
         self._blobs = blobs
@@ -83,6 +90,7 @@ class Indexer:
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
+        self.niceness = niceness
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -126,6 +134,11 @@ class Indexer:
                 log.warning("indexer thread %s still running %.0f s after stop", thread.name, timeout)
 
     def _loop(self, reclaim: bool) -> None:
+        if self.niceness and sys.platform == "linux":
+            try:  # this thread only (and the threads it starts): Linux keeps niceness per thread
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness)
+            except OSError:
+                log.info("cannot lower the indexer's CPU priority; it competes with calls as an equal")
         while not self._stopping.is_set():
             self._wake.clear()  # before looking: a wake-up during the batch is not lost
             try:
