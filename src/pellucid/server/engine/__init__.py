@@ -29,7 +29,7 @@ from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
 from pellucid.server.storage.queue import WorkQueue
-from pellucid.server.storage.registry import open_work_queue
+from pellucid.server.storage.registry import open_vector_index, open_work_queue
 from pellucid.server.storage.vectors import VectorIndex
 
 
@@ -51,15 +51,15 @@ class Engine:
         vectors: VectorIndex | None = None,
     ) -> None:
         """`queue` defaults to the in-memory one; `work_codec` is the runner wire format that the
-        runner-facing adapter provides (without one, predictions are refused); `vectors` holds the
-        embeddings (without one nothing is embedded)."""
+        runner-facing adapter provides (without one, predictions are refused); `vectors` (the
+        search embeddings) defaults to an in-memory index. The engine closes what it is given."""
         self.store = store
         self.blobs = blobs
         # blobs stored before they had owners get them from the inputs that hold them (once)
         blobs.backfill_owners(store.blob_references)
         self.users = Users(store, clock)
-        self.vectors = vectors
-        self.apps = Apps(store, clock, vectors)
+        self.vectors = vectors if vectors is not None else open_vector_index("memory:", None)
+        self.apps = Apps(store, clock, self.vectors)
         self.concepts = Concepts(store, self.apps, clock)
         self.datasets = Datasets(store, self.apps, clock)
         self.inputs = Inputs(
@@ -77,7 +77,7 @@ class Engine:
         self.models = Models(store, self.apps, self.router, clock, work_codec)
         self.runners = Runners(store, self.router, clock)
         # embeds inputs behind ingestion; server/runtime.py starts its workers
-        self.indexer = Indexer(store, blobs, self.apps, self.models, vectors)
+        self.indexer = Indexer(store, blobs, self.apps, self.models, self.vectors)
         self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
@@ -88,6 +88,7 @@ class Engine:
         self.indexer.stop()  # first: its workers use every store
         self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()
+        self.vectors.close()  # persists what it holds in memory (handlers are drained by now)
         self.store.close()
 
 
