@@ -336,6 +336,9 @@ def test_a_model_of_the_app_as_its_embedder(
     query = np.array(embedding.vector, dtype=np.float32)
     assert max(vectors, key=lambda k: float(np.linalg.norm(vectors[k] - query))) == "blue"  # farthest from red
     assert all(float(vectors[f"red-{i}"] @ query) > float(vectors["blue"] @ query) for i in range(3))
+    app.delete_model("colour")  # its embeddings go with it; the app now embeds nothing
+    assert vectors_of(server, app, "model:colour") == {}
+    assert app.index_status().base_workflow == "Empty"
 
 
 # the indexer's own rules, on an engine driven one batch at a time
