@@ -5,8 +5,10 @@ refusal with the message that says what to fix."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +24,13 @@ from pellucid.api import v1
 from pellucid.client import Hit, Search
 from pellucid.client.app import App
 from pellucid.client.user import User
+from pellucid.server.engine.media import encode_png
 from pellucid.server.engine.spaces import space_name
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.conftest import RunningServer
 from tests.media_samples import png
 from tests.raw_calls import RawClient, find_method
+from tests.runner_models import ColourEmbedder
 
 # 1. what the SDK refuses before sending
 
@@ -687,3 +691,41 @@ def test_an_image_query_ranks_its_kind_first(notes: App) -> None:
         hits = list(search.query(ranks=[{"image_bytes": skimage_photo(name, CROPS[3])}]))
         assert [h.input.id.split("-")[0] for h in hits] == [kind] * 3, [(h.input.id, h.score) for h in hits]
         assert all(h.input.input_type == "image" for h in hits)
+
+
+# 5. a user's own model as the app's embedder: queries are embedded by it, on its runner
+
+
+@pytest.fixture
+def colour_runner(alice: User, unique: str) -> Iterator[ColourEmbedder]:
+    alice.create_runner(f"colour-{unique}", labels=[f"colour-{unique}"])
+    runner = ColourEmbedder(f"colour-{unique}", base_url=alice.base_url, pat=alice._connection.settings.pat)
+    thread = threading.Thread(target=runner.start, daemon=True)
+    thread.start()
+    assert runner.wait_connected(10)
+    yield runner
+    runner.stop(drain=False)
+    thread.join(10)
+
+
+def solid_png(rgb: tuple[int, int, int], noise: int) -> bytes:
+    jitter = hashlib.shake_128(str(noise).encode()).digest(16 * 16 * 3)
+    return encode_png(16, 16, bytes(max(0, min(255, rgb[i % 3] + (jitter[i] % 24) - 12)) for i in range(16 * 16 * 3)))
+
+
+def test_an_image_query_embedded_by_the_apps_own_model(alice: User, unique: str, colour_runner: ColourEmbedder) -> None:
+    app = alice.create_app(f"own-{unique}", base_workflow="Empty")
+    app.create_model("colour", runner_labels=[f"colour-{unique}"], input_fields=["image"])
+    app.patch(base_workflow="colour")
+    colours = {"red": (210, 30, 30), "blue": (20, 40, 220), "green": (30, 200, 40)}
+    for name, rgb in colours.items():
+        for i in range(2):
+            app.inputs().upload_from_bytes(input_id=f"{name}-{i}", image_bytes=solid_png(rgb, i))
+    search = app.search(top_k=2, wait=True)
+    for name, rgb in colours.items():
+        hits = list(search.query(ranks=[{"image_bytes": solid_png(rgb, 99)}]))
+        assert [h.input.id.split("-")[0] for h in hits] == [name, name]
+    with pytest.raises(errors.FailedPrecondition, match="this app embeds no texts"):
+        list(search.query(ranks=[{"text_raw": "red"}]))
+    with pytest.raises(errors.FailedPrecondition, match="model 'colour' failed on the query"):
+        list(search.query(ranks=[{"image_bytes": b"GIF89a not a png"}]))

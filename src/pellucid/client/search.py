@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 from pellucid.api import v1
 from pellucid.client.base import BaseClient
-from pellucid.errors import UserError
+from pellucid.errors import DeadlineExceeded, UserError
 
 METRICS = {
     "cosine": v1.SEARCH_METRIC_COSINE,
@@ -50,6 +51,7 @@ GEO_BOX_KEYS = ("min_longitude", "min_latitude", "max_longitude", "max_latitude"
 MAX_TOP_K = 10_000
 MAX_PER_PAGE = 1000
 DEFAULT_PER_PAGE = 16  # page_no without per_page, as in every listing
+WAIT_TIMEOUT = 600.0  # seconds wait=True waits for indexing before a query
 _URL = re.compile(r"https?://\S+\Z", re.I)
 
 
@@ -204,11 +206,29 @@ class Search(BaseClient):
         response: v1.PostInputsSearchesResponse = self._call(v1.SearchServiceStub, "PostInputsSearches", request)
         return response
 
+    def wait_until_indexed(self, timeout: float = WAIT_TIMEOUT) -> v1.AppIndexStatus:
+        """Wait until no input of the app waits to be embedded (as App.wait_until_indexed,
+        without a progress bar); raises DeadlineExceeded after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        request = v1.GetAppIndexStatusRequest(user_id=self._user_id, app_id=self.app_id)
+        pause = 0.02
+        while True:
+            status: v1.AppIndexStatus = self._call(v1.AppServiceStub, "GetAppIndexStatus", request)
+            waiting = status.pending + status.in_progress
+            if not waiting:
+                return status
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(
+                    f"app {self.app_id!r}: {waiting} inputs still wait to be embedded after {timeout:g} s: "
+                    "wait longer (Search.wait_until_indexed(timeout=...)), or check that the server runs index workers"
+                )
+            time.sleep(min(pause, remaining))
+            pause = min(pause * 2, 0.5)
+
     def _wait_if_asked(self) -> None:
         if self.wait:
-            # TODO(search #10): call the app-level wait for indexing that the `index` branch adds
-            # (until then wait=True does not wait: tell the lead).
-            pass
+            self.wait_until_indexed()
 
 
 def _hits(response: v1.PostInputsSearchesResponse) -> Iterator[Hit]:

@@ -41,12 +41,7 @@ from pellucid.server.engine.inputs import INPUT_TYPES
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.paging import MAX_PAGE_SIZE, PageRequest, next_token, to_query
 from pellucid.server.engine.predict import Media, OutputCode, PredictInput, PredictRequest
-from pellucid.server.engine.spaces import (
-    BUILTIN_WORKFLOWS,
-    DEFAULT_BASE_WORKFLOW,
-    MODEL_EMBEDDER_PREFIX,
-    space_name,
-)
+from pellucid.server.engine.spaces import MODEL_EMBEDDER_PREFIX, space_name
 from pellucid.server.engine.validation import check_metadata, check_text
 from pellucid.server.records import AppRecord, GeoFilter, IndexState, InputFilter, InputRecord, Page, PageQuery
 from pellucid.server.storage.base import SearchStore
@@ -321,7 +316,7 @@ class Search:
             )
         if rank.metadata:
             return _MatchPlan((InputFilter(metadata=check_metadata(rank.metadata, f"{where}.metadata")),))
-        embedders = app_embedders(app, self._models, principal)
+        embedders = self._apps.embedders(app.user_id, app.id, app.base_workflow)
         if rank.vector:
             return self._raw_vector_plan(app, embedders, rank, where)
         if rank.input_id:
@@ -355,7 +350,7 @@ class Search:
         keys = sorted(set(embedders.values()))
         if not keys:
             raise FailedPrecondition(
-                f"this app embeds nothing (base_workflow {app.base_workflow or DEFAULT_BASE_WORKFLOW!r}), so it has "
+                f"this app embeds nothing (base_workflow {self._apps.workflow_name(app)!r}), so it has "
                 "no vectors to compare with: create it with base_workflow='Text' or 'Universal'",
                 reason="APP_EMBEDS_NOTHING",
                 field=where,
@@ -460,11 +455,11 @@ class Search:
                 reason="EMBEDDING_FAILED",
                 field=where,
             )
-        vector = embedding_of(output.data.metadata)
-        if vector is None:
+        vector = np.asarray(output.data.embeddings[0] if output.data.embeddings else (), dtype=np.float32)
+        if not vector.size or not np.isfinite(vector).all():
             raise FailedPrecondition(
-                f"{where}: the app's embedding model {model_id!r} returned no embedding: its runner must return "
-                "the vector as a list of numbers in the output's metadata under 'embedding'",
+                f"{where}: the app's embedding model {model_id!r} returned no usable embedding for the query: its "
+                "runner must set output.data.embeddings (one Embedding with finite values)",
                 reason="EMBEDDING_FAILED",
                 field=where,
             )
@@ -476,34 +471,6 @@ class Search:
                 "this server has no vector index: rank by concepts or metadata only", reason="NO_VECTOR_INDEX"
             )
         return self._vectors
-
-
-def embedding_of(metadata: dict[str, Any] | None) -> npt.NDArray[np.float32] | None:
-    """The embedding a model runner returned (a list of numbers under 'embedding' in the output's metadata)."""
-    values = (metadata or {}).get("embedding")
-    if not isinstance(values, list) or not values or not all(isinstance(v, int | float) for v in values):
-        return None
-    vector = np.asarray(values, dtype=np.float32)
-    return vector if np.isfinite(vector).all() else None
-
-
-def app_embedders(app: AppRecord, models: Models, principal: Principal) -> dict[str, str]:
-    """Input type -> embedder key of the app's base workflow ({} for "Empty")."""
-    workflow = app.base_workflow or DEFAULT_BASE_WORKFLOW
-    builtin = BUILTIN_WORKFLOWS.get(workflow)
-    if builtin is not None:
-        return dict(builtin)
-    try:
-        model, _ = models.get(principal, app.user_id, app.id, workflow)
-    except NotFound:
-        raise FailedPrecondition(
-            f"this app's base_workflow {workflow!r} names no model of the app: create that model (an embedding "
-            "model served by a runner) or patch the app's base_workflow",
-            reason="NO_EMBEDDING_MODEL",
-            field="base_workflow",
-        ) from None
-    key = MODEL_EMBEDDER_PREFIX + model.id
-    return {kind: key for kind in model.input_fields if kind in INPUT_TYPES}
 
 
 def _embedder_for(embedders: dict[str, str], kind: str, where: str, prefix: str = "") -> str:
@@ -672,6 +639,4 @@ __all__ = [
     "SearchHit",
     "SearchQuery",
     "SearchResult",
-    "app_embedders",
-    "embedding_of",
 ]
