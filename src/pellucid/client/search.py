@@ -207,8 +207,9 @@ class Search(BaseClient):
         return response
 
     def wait_until_indexed(self, timeout: float = WAIT_TIMEOUT) -> v1.AppIndexStatus:
-        """Wait until no input of the app waits to be embedded (as App.wait_until_indexed,
-        without a progress bar); raises DeadlineExceeded after `timeout` seconds."""
+        """Wait until no input of the app waits to be embedded (as App.wait_until_indexed, without
+        a progress bar: app.py imports this module, so this one cannot call it); raises
+        DeadlineExceeded after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         request = v1.GetAppIndexStatusRequest(user_id=self._user_id, app_id=self.app_id)
         pause = 0.02
