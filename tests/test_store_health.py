@@ -102,6 +102,30 @@ def test_health_is_not_serving_while_postgresql_is_unreachable_and_serving_again
         server.stop(grace=0.5)
 
 
+def test_health_follows_a_pgvector_index_and_its_calls_say_unavailable(tmp_path: Path, postgres_database: str) -> None:
+    """Metadata in SQLite, vectors in PostgreSQL: the vector index alone going away is NOT_SERVING."""
+    import numpy as np
+
+    from pellucid.server.storage.base import StoreUnavailable
+
+    server, _ = start_server(tmp_path / "data", vectors_uri=postgres_database)
+    try:
+        assert server.health is not None and server.engine is not None
+        vectors = server.engine.vectors
+        vectors.upsert("a/b/text", np.arange(2, dtype=np.int64), np.ones((2, 3), dtype=np.float32))
+        assert_health(server, health_pb2.HealthCheckResponse.SERVING)
+        set_connections_allowed(postgres_database, False)
+        assert server.health.wait_until(serving=False, timeout=BOUNDED)
+        assert "vector index" in server.health.failing
+        with pytest.raises(StoreUnavailable):
+            vectors.count("a/b/text")
+        set_connections_allowed(postgres_database, True)
+        assert server.health.wait_until(serving=True, timeout=BOUNDED)
+        assert vectors.count("a/b/text") == 2
+    finally:
+        server.stop(grace=0.5)
+
+
 def test_health_is_not_serving_while_s3_is_unreachable_and_serving_again_after(
     tmp_path: Path, aws_environment: None
 ) -> None:

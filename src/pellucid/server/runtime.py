@@ -30,7 +30,13 @@ from pellucid.server.grpc.translate.runners import ProtoWorkCodec
 from pellucid.server.health import HealthMonitor, StoreProbe
 from pellucid.server.settings import ServerSettings
 from pellucid.server.storage import MetadataStore, open_metadata_store
-from pellucid.server.storage.registry import check_work_queue_uri, open_blob_store, open_work_queue
+from pellucid.server.storage.registry import (
+    check_vector_index_uri,
+    check_work_queue_uri,
+    open_blob_store,
+    open_vector_index,
+    open_work_queue,
+)
 
 __all__ = ["DataDirInUse", "PellucidServer", "PortInUse", "ServerSettings", "TlsSettingsError"]
 
@@ -92,6 +98,7 @@ class PellucidServer:
         Nothing is created in the data dir unless the TLS files are usable and the port is free."""
         credentials = server_credentials(self.settings)
         check_work_queue_uri(self.settings.queue_uri)  # ValueError naming the accepted URIs
+        check_vector_index_uri(self.settings.vectors_uri)
         if self.settings.port:
             check_port_free(self.settings.host, self.settings.port)
         if self._lock is None:
@@ -119,6 +126,12 @@ class PellucidServer:
             except BaseException:
                 store.close()
                 raise
+            try:
+                vectors = open_vector_index(self.settings.vectors_uri, self.data_dir.path)
+            except BaseException:
+                blobs.close()
+                store.close()
+                raise
             self.engine = Engine(
                 store,
                 blobs,
@@ -128,6 +141,7 @@ class PellucidServer:
                 queue=queue,
                 work_codec=ProtoWorkCodec(),
                 replica_id=self.replica_id,
+                vectors=vectors,
             )
             self._join_replicas(store)
             created = self.engine.users.bootstrap(self.settings.admin_user_id)
@@ -279,6 +293,9 @@ def store_probes(engine: Engine) -> list[StoreProbe]:
     queue_check = getattr(engine.queue, "check", None)  # a queue in another process (PostgreSQL) has one
     if callable(queue_check):
         probes.append(StoreProbe("work queue", queue_check))
+    vectors_check = getattr(engine.vectors, "check", None)  # an index in another process (pgvector) has one
+    if callable(vectors_check):
+        probes.append(StoreProbe("vector index", vectors_check))
     return probes
 
 

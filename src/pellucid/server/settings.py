@@ -42,6 +42,9 @@ class ServerSettings:
     # Where prediction items wait for runners. Empty or `memory:`: in this process; or
     # postgresql://... shared by replicas (see docs/scale-out.md, "Work queue").
     queue_uri: str = ""
+    # The vector index (search embeddings). Empty: in the data dir (faiss ANN when faiss-cpu is
+    # installed, else exact); or memory:, exact:///dir, faiss:///dir, postgresql://... (pgvector).
+    vectors_uri: str = ""
     admin_user_id: str = "admin"
     # Threads serving calls. Streams, predicts and runner connections hold one for as long as they
     # last: they take at most three quarters, per-user caps below (grpc/limits.py).
@@ -180,6 +183,12 @@ def _check_queue_uri(uri: str) -> None:
     check_work_queue_uri(uri)
 
 
+def _check_vectors_uri(uri: str) -> None:
+    from pellucid.server.storage.registry import check_vector_index_uri
+
+    check_vector_index_uri(uri)
+
+
 _FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ServerSettings)}
 _FIELD_DEFAULTS["data_dir"] = None  # the client config's home: PELLUCID_HOME or ~/.pellucid
 
@@ -208,6 +217,15 @@ SETTINGS: tuple[Setting, ...] = (
         "postgresql://user:password@host:port/database (one queue shared by replicas)",
         metavar="URI",
         check=_check_queue_uri,
+    ),
+    Setting(
+        "vectors",
+        "vectors_uri",
+        Kind.TEXT,
+        "the vector index of search: faiss:///path or exact:///path (default: in the data dir, faiss if "
+        "installed, else exact), postgresql://user@host:5432/db (pgvector) or memory: (lost on stop)",
+        metavar="URI",
+        check=_check_vectors_uri,
     ),
     Setting(
         "host", "host", Kind.TEXT, "address to listen on; beyond loopback, use TLS (a warning is logged without it)"

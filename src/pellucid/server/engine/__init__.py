@@ -28,7 +28,8 @@ from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
 from pellucid.server.storage.queue import WorkQueue
-from pellucid.server.storage.registry import open_work_queue
+from pellucid.server.storage.registry import open_vector_index, open_work_queue
+from pellucid.server.storage.vectors import VectorIndex
 
 
 class Engine:
@@ -46,9 +47,11 @@ class Engine:
         work_codec: WorkCodec | None = None,
         router_clock: Callable[[], float] = time.time,
         replica_id: str = "",
+        vectors: VectorIndex | None = None,
     ) -> None:
         """`queue` defaults to the in-memory one; `work_codec` is the runner wire format that the
-        runner-facing adapter provides (without one, predictions are refused)."""
+        runner-facing adapter provides (without one, predictions are refused); `vectors` (the
+        search embeddings) defaults to an in-memory index. The engine closes what it is given."""
         self.store = store
         self.blobs = blobs
         # blobs stored before they had owners get them from the inputs that hold them (once)
@@ -71,6 +74,7 @@ class Engine:
         self.router = Router(self.queue, router_clock)
         self.models = Models(store, self.apps, self.router, clock, work_codec)
         self.runners = Runners(store, self.router, clock)
+        self.vectors = vectors if vectors is not None else open_vector_index("memory:", None)
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""
@@ -79,6 +83,7 @@ class Engine:
     def close(self) -> None:
         self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()
+        self.vectors.close()  # persists what it holds in memory (handlers are drained by now)
         self.store.close()
 
 

@@ -50,6 +50,8 @@ def _check_json_value(value: Any, path: str, depth: int) -> None:
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise InvalidArgument(f"{path} has a key that is not a string: {key!r}", field=path)
+                if "\x00" in key:  # PostgreSQL's JSONB (metadata filters) cannot hold U+0000
+                    raise InvalidArgument(f"{path} has a key with a NUL character: {key!r}", field=path)
                 _check_json_value(item, _key_path(path, key), depth + 1)
         else:
             for i, item in enumerate(value):
@@ -61,6 +63,8 @@ def _check_json_value(value: Any, path: str, depth: int) -> None:
                 reason="NON_FINITE_NUMBER",
                 field=path,
             )
+    elif isinstance(value, str) and "\x00" in value:
+        raise InvalidArgument(f"{path} contains a NUL character: remove it", field=path)
     elif value is not None and not isinstance(value, str | int):
         raise InvalidArgument(
             f"{path} is a {type(value).__name__}: use a string, number, bool, null, list or object", field=path

@@ -375,46 +375,45 @@ class SearchStore(Transactional):
     through indexes (not a scan of every row's JSON), and each input's index state.
 
     Inputs are keyed for the vector index by `InputRecord.seq` (int64, unique in the store).
-    (Work in progress: the backends implement these and they become abstract.)
     """
 
+    @abc.abstractmethod
     def select_inputs(
         self, user_id: str, app_id: str, filters: list[InputFilter], after_seq: int = 0, limit: int | None = None
     ) -> list[int]:
         """The seqs of the app's inputs that match every filter, ascending, > after_seq, at most limit."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def count_inputs(self, user_id: str, app_id: str, filters: list[InputFilter]) -> int:
         """How many of the app's inputs match every filter."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def inputs_by_seq(self, user_id: str, app_id: str, seqs: list[int]) -> dict[int, InputRecord]:
         """The app's inputs with these seqs (missing ones are left out), with datasets and labels."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def input_seqs(self, user_id: str, app_id: str, input_ids: list[str]) -> dict[str, int]:
         """The seqs of those of `input_ids` that exist in the app."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def claim_unindexed(self, limit: int, now: float, lease_seconds: float) -> list[IndexWork]:
         """Up to `limit` inputs (any app) that are PENDING, or IN_PROGRESS with their claim
         lapsed, oldest first; they become IN_PROGRESS until now + lease_seconds. Replicas
         claiming at once never get the same input."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def finish_indexing(self, results: list[tuple[int, IndexState, str]]) -> None:
         """(seq, READY or FAILED, message) for inputs a worker claimed. Only inputs still
         IN_PROGRESS change (a reset_indexing meanwhile wins); a seq no longer stored is skipped."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reset_indexing(self, user_id: str, app_id: str, input_types: tuple[str, ...]) -> int:
         """Every input of the app of these types back to PENDING (re-embedding after a base
         workflow change), the others to READY; returns how many are PENDING."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def index_counts(self, user_id: str, app_id: str) -> dict[IndexState, int]:
         """How many of the app's inputs are in each state (every state present, 0 if none)."""
-        raise NotImplementedError
 
 
 class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore, SearchStore):

@@ -31,6 +31,7 @@ from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, Metadata
 from pellucid.server.storage.postgres_connections import PoolConnections
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
 from pellucid.server.storage.postgres_schema import LATEST_VERSION, MIGRATIONS
+from pellucid.server.storage.postgres_search import PostgresSearchTables
 from pellucid.server.storage.rows import (
     TOKEN_USER_COLUMNS,
     app_from_row,
@@ -50,7 +51,7 @@ T = TypeVar("T")
 MIGRATION_LOCK = 0x70656C6C  # "pell"
 
 
-class PostgresMetadataStore(PostgresInputTables, MetadataStore):
+class PostgresMetadataStore(PostgresInputTables, PostgresSearchTables, MetadataStore):
     def __init__(self, uri: str) -> None:
         self._connections = PoolConnections(uri)
         try:
@@ -75,8 +76,11 @@ class PostgresMetadataStore(PostgresInputTables, MetadataStore):
                 )
             for version, script in MIGRATIONS:
                 if version > current:
-                    for statement in filter(str.strip, script.split(";")):
-                        conn.execute(statement.encode())  # bytes: a migration has no parameters
+                    if callable(script):
+                        script(conn)
+                    else:
+                        for statement in filter(str.strip, script.split(";")):
+                            conn.execute(statement.encode())  # bytes: a migration has no parameters
                     conn.execute("INSERT INTO schema_version VALUES (%s, %s)", (version, time.time()))
 
     @contextmanager

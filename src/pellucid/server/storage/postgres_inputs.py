@@ -28,6 +28,7 @@ from pellucid.server.records import (
     PageQuery,
 )
 from pellucid.server.storage.base import AnnotationResult, IngestResult
+from pellucid.server.storage.postgres_schema import insert_concepts
 from pellucid.server.storage.rows import (
     all_concepts,
     annotation_from_row,
@@ -38,6 +39,7 @@ from pellucid.server.storage.rows import (
     regions_json,
     stats_from_json,
 )
+from pellucid.server.storage.search_terms import annotation_rows, label_rows
 
 Connection = psycopg.Connection[Any]
 
@@ -58,6 +60,7 @@ _INPUT_COLUMNS = (
     "geo_lat",
     "labels",
     "created_at",
+    "index_state",
 )
 _INPUT_TYPES = (
     "text",
@@ -76,13 +79,16 @@ _INPUT_TYPES = (
     "double precision",
     "text",
     "double precision",
+    "integer",
 )
 _INSERT_INPUTS = (
-    f"INSERT INTO inputs (app_seq, {', '.join(_INPUT_COLUMNS)}) SELECT %s, * FROM unnest("
+    f"INSERT INTO inputs (app_seq, {', '.join(_INPUT_COLUMNS)}) SELECT %s, "
+    + ", ".join(f"u.{c}::jsonb" if c == "metadata" else f"u.{c}" for c in _INPUT_COLUMNS)
+    + " FROM unnest("
     + ", ".join(f"%b::{t}[]" for t in _INPUT_TYPES)
-    + ") ON CONFLICT (app_seq, id) DO NOTHING RETURNING id, seq"
+    + f") AS u({', '.join(_INPUT_COLUMNS)}) ON CONFLICT (app_seq, id) DO NOTHING RETURNING id, seq"
 )
-_SELECT_INPUT_COLUMNS = ", ".join(f"i.{c} AS {c}" for c in _INPUT_COLUMNS)
+_SELECT_INPUT_COLUMNS = ", ".join(f"i.{c} AS {c}" for c in _INPUT_COLUMNS) + ", i.index_message AS index_message"
 
 
 class PostgresInputTables:
@@ -91,6 +97,7 @@ class PostgresInputTables:
     _read: Callable[[], AbstractContextManager[Connection]]
     _write: Callable[[], AbstractContextManager[Connection]]
     _page: Any
+    INPUT_SELECT = "i.seq AS seq, " + _SELECT_INPUT_COLUMNS
 
     def _app_seq(self, conn: Connection, user_id: str, app_id: str) -> int:
         row = conn.execute("SELECT seq FROM apps WHERE user_id = %s AND id = %s", (user_id, app_id)).fetchone()
@@ -290,6 +297,9 @@ class PostgresInputTables:
                 stored_before = [i for i in first if i not in inserted]  # earlier, or by another replica now
                 known.update(self._input_keys(conn, app_seq, stored_before))
                 known.update({i: (seq, first[i].content_key) for i, seq in inserted.items()})
+            insert_concepts(
+                conn, [row for i, seq in inserted.items() for row in label_rows(app_seq, seq, first[i].labels)]
+            )
             outcomes: list[IngestResult] = []
             counted_new: set[str] = set()
             for item in items:
@@ -326,11 +336,24 @@ class PostgresInputTables:
                     (member_datasets, member_inputs),
                 )
             if annotations:
-                conn.execute(
+                stored = conn.execute(
                     "INSERT INTO annotations (input_seq, id, concepts, regions, created_at)"
                     " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::double precision[])"
-                    " ON CONFLICT DO NOTHING",
+                    " ON CONFLICT DO NOTHING RETURNING seq, input_seq, id",
                     [list(column) for column in zip(*sorted(annotations, key=lambda a: (a[0], a[1])))],
+                ).fetchall()
+                by_key: dict[tuple[int, str], AnnotationRecord] = {}
+                for item, outcome in zip(items, outcomes):
+                    if outcome is not IngestResult.CONFLICT:
+                        for a in item.annotations:  # the first of an id is the one stored
+                            by_key.setdefault((known[item.input.id][0], a.id), a)
+                insert_concepts(
+                    conn,
+                    [
+                        row
+                        for r in stored
+                        for row in annotation_rows(app_seq, r["input_seq"], r["seq"], by_key[(r["input_seq"], r["id"])])
+                    ],
                 )
             totals = None
             if job is not None:
@@ -490,21 +513,27 @@ class PostgresInputTables:
                     continue
                 input_seq = input_seqs[a.input_id][0]
                 values = (concepts_json(a.concepts), regions_json(a.regions))
-                cursor = conn.execute(
+                new = conn.execute(
                     "INSERT INTO annotations (input_seq, id, concepts, regions, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING seq",
                     (input_seq, a.id, *values, a.created_at),
-                )
-                if cursor.rowcount == 1:
+                ).fetchone()
+                if new is not None:
                     outcomes.append(AnnotationResult.NEW)
                 elif replace:
-                    conn.execute(
-                        "UPDATE annotations SET concepts = %s, regions = %s WHERE input_seq = %s AND id = %s",
+                    new = conn.execute(
+                        "UPDATE annotations SET concepts = %s, regions = %s WHERE input_seq = %s AND id = %s RETURNING seq",
                         (*values, input_seq, a.id),
-                    )
+                    ).fetchone()
+                    if new is None:  # its input was deleted meanwhile
+                        outcomes.append(AnnotationResult.MISSING_INPUT)
+                        continue
+                    conn.execute("DELETE FROM input_concepts WHERE annotation_seq = %s", (new["seq"],))
                     outcomes.append(AnnotationResult.UPDATED)
                 else:
                     outcomes.append(AnnotationResult.DUPLICATE)
+                    continue
+                insert_concepts(conn, annotation_rows(app_seq, input_seq, new["seq"], a))
             concept_names = {c.id: c.name for a in annotations for c in all_concepts(a)}
             if concept_names:
                 conn.execute(
@@ -569,6 +598,7 @@ def _input_values(record: InputRecord) -> tuple[Any, ...]:
         record.geo[1] if record.geo else None,
         concepts_json(record.labels),
         record.created_at,
+        int(record.index_state),
     )
 
 

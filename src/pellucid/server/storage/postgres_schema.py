@@ -3,8 +3,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from pellucid.server.records import AnnotationRecord
+from pellucid.server.storage.rows import concepts_from, regions_from
+from pellucid.server.storage.search_sql import UNINDEXED_STATES
+from pellucid.server.storage.search_terms import annotation_rows, label_rows
+
 # Version 1 is the schema SQLite reached at its version 7, in PostgreSQL's types.
-MIGRATIONS: list[tuple[int, str]] = [
+# a migration is a script (statements split at ';') or a function of the open transaction
+MIGRATIONS: list[tuple[int, str | Callable[[psycopg.Connection[Any]], None]]] = [
     (
         1,
         """
@@ -181,4 +193,62 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
 ]
 
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+# rows of input_concepts, sent as arrays (one statement per batch)
+CONCEPT_INSERT = (
+    "INSERT INTO input_concepts (app_seq, concept_id, value, input_seq, annotation_seq) SELECT * FROM"
+    " unnest(%s::bigint[], %s::text[], %s::double precision[], %s::bigint[], %s::bigint[])"
+)
+
+
+def insert_concepts(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        conn.execute(CONCEPT_INSERT, [list(column) for column in zip(*rows)])
+
+
+def _search_indexes(conn: psycopg.Connection[Any]) -> None:
+    """2 (search, issue #10; SQLite's 8): each input's index state; metadata becomes JSONB with a GIN
+    index (containment by `@>`); the concept table and the indexes that filter inputs by concept,
+    state and geo point without reading every row. Existing inputs are READY, their concepts
+    filled in from their labels and annotations."""
+    for statement in (
+        "ALTER TABLE inputs ADD COLUMN index_state INTEGER NOT NULL DEFAULT 30000,"
+        " ADD COLUMN index_message TEXT NOT NULL DEFAULT '', ADD COLUMN index_claimed_until DOUBLE PRECISION,"
+        " ALTER COLUMN metadata TYPE jsonb USING metadata::jsonb",
+        "CREATE INDEX inputs_by_metadata ON inputs USING gin (metadata jsonb_path_ops)",
+        "CREATE INDEX inputs_by_state ON inputs (app_seq, index_state, seq)",
+        f"CREATE INDEX inputs_unindexed ON inputs (seq) WHERE index_state IN {UNINDEXED_STATES}",
+        "CREATE INDEX inputs_by_geo ON inputs (app_seq, geo_lat, geo_lon) WHERE geo_lat IS NOT NULL",
+        """CREATE TABLE input_concepts (
+            app_seq BIGINT NOT NULL,
+            concept_id TEXT NOT NULL,
+            value DOUBLE PRECISION NOT NULL,
+            input_seq BIGINT NOT NULL REFERENCES inputs(seq) ON DELETE CASCADE,
+            annotation_seq BIGINT REFERENCES annotations(seq) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX input_concepts_by_concept ON input_concepts (app_seq, concept_id, value, input_seq)",
+        "CREATE INDEX input_concepts_by_input ON input_concepts (input_seq)",
+        "CREATE INDEX input_concepts_by_annotation ON input_concepts (annotation_seq) WHERE annotation_seq IS NOT NULL",
+    ):
+        conn.execute(statement.encode())
+    rows: list[tuple[Any, ...]] = []
+    for row in conn.execute("SELECT seq, app_seq, labels FROM inputs WHERE labels <> '[]'").fetchall():
+        rows += label_rows(row["app_seq"], row["seq"], concepts_from(json.loads(row["labels"])))
+    for row in conn.execute(
+        "SELECT a.seq AS seq, a.input_seq AS input_seq, i.app_seq AS app_seq, a.concepts AS concepts,"
+        " a.regions AS regions FROM annotations a JOIN inputs i ON i.seq = a.input_seq"
+    ).fetchall():
+        record = AnnotationRecord(
+            input_id="",
+            id="",
+            created_at=0,
+            concepts=concepts_from(json.loads(row["concepts"])),
+            regions=regions_from(row["regions"]),
+        )
+        rows += annotation_rows(row["app_seq"], row["input_seq"], row["seq"], record)
+    insert_concepts(conn, rows)
+
+
+MIGRATIONS.append((2, _search_indexes))
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from pellucid.server.storage.base import MetadataStore
 from pellucid.server.storage.blobs import BlobStore
 from pellucid.server.storage.queue import WorkQueue
+from pellucid.server.storage.vectors import VectorIndex
+
+log = logging.getLogger(__name__)
 
 
 def _sqlite(uri: str) -> MetadataStore:
@@ -93,3 +97,62 @@ def open_blob_store(uri: str, index_dir: Path | None = None, shared_index_uri: s
         f"unsupported blob store {scheme!r} in {uri!r}: use one of "
         "file:///path/to/dir, s3://bucket/prefix?endpoint_url=...&region=..."
     )
+
+
+VECTOR_EXAMPLES = "memory:, exact:///path/to/dir, faiss:///path/to/dir, postgresql://user@host:5432/database"
+
+
+def check_vector_index_uri(uri: str) -> str:
+    """The backend a vector index URI names ("" for the embedded default); ValueError naming the accepted URIs."""
+    if uri == "":
+        return ""
+    if uri in ("memory:", "memory://"):
+        return "memory"
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in ("exact", "faiss") and uri[len(scheme) + 3 :]:
+        return scheme
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql"
+    raise ValueError(f"unsupported vector index URI {uri!r}: use one of {VECTOR_EXAMPLES} (or nothing: the default)")
+
+
+def open_vector_index(uri: str, data_dir: Path | None) -> VectorIndex:
+    """The vector index a URI names: `memory:` (in this process only), `exact:///dir` (numpy
+    brute force, persisted), `faiss:///dir` (ANN over the exact store, faiss-cpu from the
+    `models` extra), `postgresql://...` (pgvector). Empty: the embedded default, faiss under
+    `<data_dir>/vectors` when faiss imports, else exact there."""
+    backend = check_vector_index_uri(uri)
+    if backend == "memory":
+        from pellucid.server.storage.vectors_exact import ExactVectorIndex
+
+        return ExactVectorIndex()
+    if backend == "postgresql":
+        from pellucid.server.storage.vectors_pgvector import PgvectorIndex
+
+        return PgvectorIndex(uri)
+    if backend == "":
+        if data_dir is None:
+            raise ValueError("the default vector index lives in the data dir: give one, or a vector index URI")
+        directory = data_dir / "vectors"
+        try:
+            from pellucid.server.storage.vectors_faiss import FaissVectorIndex, import_faiss
+
+            import_faiss()
+        except ImportError:
+            log.info("vector index: exact (numpy brute force) in %s; install pellucid[models] for faiss ANN", directory)
+            from pellucid.server.storage.vectors_exact import ExactVectorIndex
+
+            return ExactVectorIndex(directory)
+        log.info("vector index: faiss (ANN for large spaces, exact below) in %s", directory)
+        return FaissVectorIndex(directory)
+    directory = Path(uri[len(backend) + 3 :])
+    if backend == "exact":
+        from pellucid.server.storage.vectors_exact import ExactVectorIndex
+
+        return ExactVectorIndex(directory)
+    from pellucid.server.storage.vectors_faiss import FaissVectorIndex
+
+    try:
+        return FaissVectorIndex(directory)
+    except ImportError as exc:
+        raise ValueError(f"{uri}: {exc}") from exc

@@ -18,6 +18,7 @@ from pellucid.server.records import (
     DatasetRecord,
     DatasetStats,
     DatasetVersionRecord,
+    IndexState,
     InputRecord,
     ModelRecord,
     ModelVersionRecord,
@@ -180,10 +181,13 @@ def input_from_row(user_id: str, app_id: str, row: Any, dataset_ids: tuple[str, 
         height=row["height"],
         text=row["text"],
         text_url=row["text_url"],
-        metadata=json.loads(row["metadata"]),
+        metadata=json.loads(metadata) if isinstance(metadata := row["metadata"], str) else metadata,  # JSONB: a dict
         geo=geo,
         labels=concepts_from(json.loads(row["labels"])),
         dataset_ids=dataset_ids,
+        seq=row["seq"],
+        index_state=IndexState(row["index_state"]),
+        index_message=row["index_message"],
     )
 
 

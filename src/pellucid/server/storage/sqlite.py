@@ -30,15 +30,16 @@ from pellucid.server.storage.sqlite_connections import ThreadConnections, like_p
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
 from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
+from pellucid.server.storage.sqlite_search import SEARCH_FUNCTIONS, SearchTables
 
 T = TypeVar("T")
 
 
-class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
+class SqliteMetadataStore(InputTables, SearchTables, ModelTables, MetadataStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connections = ThreadConnections(self.path, foreign_keys=True)
+        self._connections = ThreadConnections(self.path, foreign_keys=True, functions=SEARCH_FUNCTIONS)
         self._conn = self._connections.get
         self._write = self._connections.write
         self._migrate()
@@ -55,8 +56,11 @@ class SqliteMetadataStore(InputTables, ModelTables, MetadataStore):
                 )
             for version, script in MIGRATIONS:
                 if version > current:
-                    for statement in filter(str.strip, script.split(";")):
-                        conn.execute(statement)
+                    if callable(script):
+                        script(conn)
+                    else:
+                        for statement in filter(str.strip, script.split(";")):
+                            conn.execute(statement)
                     conn.execute("INSERT INTO schema_version VALUES (?, strftime('%s','now'))", (version,))
 
     def schema_version(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,12 @@ class ThreadConnections:
     cut may lose the last commits, but each unit whole, never half of one.
     """
 
-    def __init__(self, path: Path, foreign_keys: bool = False) -> None:
+    def __init__(
+        self, path: Path, foreign_keys: bool = False, functions: dict[str, tuple[int, Callable[..., Any]]] | None = None
+    ) -> None:
         self.path = path
         self._foreign_keys = foreign_keys
+        self._functions = dict(functions or {})  # SQL functions every connection has: name -> (arity, function)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -43,6 +46,8 @@ class ThreadConnections:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA foreign_keys={'ON' if self._foreign_keys else 'OFF'}")
+        for name, (arity, function) in self._functions.items():
+            conn.create_function(name, arity, function, deterministic=True)
         with self._lock:
             if self._closed:  # checked with the append, so close() cannot miss this connection
                 conn.close()
@@ -235,3 +240,19 @@ def _values_sql(head: str, tail: str, width: int, count: int) -> str:
 def like_pattern(text: str) -> str:
     """A LIKE pattern (with ESCAPE '\\') matching `text` anywhere, case folded by the caller's lower()."""
     return "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def insert_rows_returning(
+    conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str, returning: str
+) -> list[sqlite3.Row]:
+    """`insert_rows`, and the rows its `RETURNING returning` gives (those inserted)."""
+    if not rows:
+        return []
+    width = len(rows[0])
+    per_statement = max(1, _variable_limit(conn) // width)
+    found: list[sqlite3.Row] = []
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        sql = _values_sql(head, tail, width, len(chunk)) + f" RETURNING {returning}"
+        found += conn.execute(sql, [value for row in chunk for value in row]).fetchall()
+    return found

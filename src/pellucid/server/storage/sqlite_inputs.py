@@ -34,11 +34,19 @@ from pellucid.server.storage.rows import (
     regions_json,
     stats_from_json,
 )
-from pellucid.server.storage.sqlite_connections import insert_rows
+from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
+from pellucid.server.storage.sqlite_connections import insert_rows, insert_rows_returning
+from pellucid.server.storage.sqlite_schema import CONCEPT_INSERT, TERM_INSERT
 
 _INPUT_COLUMNS = (
     "id, input_type, content_key, media_sha256, media_size, media_mime, media_url, width, height, text, text_url,"
-    " metadata, geo_lon, geo_lat, labels, created_at"
+    " metadata, geo_lon, geo_lat, labels, created_at, index_state"
+)
+# every column of an InputRecord, from `inputs i`
+INPUT_SELECT = (
+    "i.seq AS seq, "
+    + ", ".join(f"i.{c.strip()} AS {c.strip()}" for c in _INPUT_COLUMNS.split(","))
+    + (", i.index_message AS index_message")
 )
 
 
@@ -48,6 +56,7 @@ class InputTables:
     _conn: Any
     _write: Any
     _page: Any
+    INPUT_SELECT = INPUT_SELECT
 
     def _app_seq(self, conn: sqlite3.Connection, user_id: str, app_id: str) -> int:
         row = conn.execute("SELECT seq FROM apps WHERE user_id = ? AND id = ?", (user_id, app_id)).fetchone()
@@ -255,6 +264,7 @@ class InputTables:
                             record.geo[1] if record.geo else None,
                             concepts_json(record.labels),
                             record.created_at,
+                            int(record.index_state),
                         )
                     )
                 else:
@@ -262,6 +272,7 @@ class InputTables:
             if rows:
                 insert_rows(conn, f"INSERT INTO inputs (app_seq, {_INPUT_COLUMNS})", rows)
                 known.update(self._input_keys(conn, app_seq, list(fresh)))
+                self._index_new_inputs(conn, app_seq, items, outcomes, known)
             dataset_seqs: dict[str, int] = {}
             memberships, annotations = [], []
             for item, outcome in zip(items, outcomes):
@@ -282,11 +293,26 @@ class InputTables:
                     conn, "INSERT INTO dataset_inputs (dataset_seq, input_seq)", memberships, "ON CONFLICT DO NOTHING"
                 )
             if annotations:
-                insert_rows(
+                inserted = insert_rows_returning(
                     conn,
                     "INSERT INTO annotations (input_seq, id, concepts, regions, created_at)",
                     annotations,
                     "ON CONFLICT DO NOTHING",
+                    "seq, input_seq, id",
+                )
+                by_key: dict[tuple[int, str], AnnotationRecord] = {}
+                for item, outcome in zip(items, outcomes):
+                    if outcome is not IngestResult.CONFLICT:
+                        for a in item.annotations:  # the first of an id is the one stored
+                            by_key.setdefault((known[item.input.id][0], a.id), a)
+                insert_rows(
+                    conn,
+                    CONCEPT_INSERT,
+                    [
+                        row
+                        for seq, input_seq, annotation_id in inserted
+                        for row in annotation_rows(app_seq, input_seq, seq, by_key[(input_seq, annotation_id)])
+                    ],
                 )
             totals = None
             if job is not None:
@@ -311,6 +337,26 @@ class InputTables:
                 )
                 totals = self._job(conn, user_id, app_id, app_seq, job.id)
         return outcomes, totals
+
+    @staticmethod
+    def _index_new_inputs(
+        conn: sqlite3.Connection,
+        app_seq: int,
+        items: list[IngestItem],
+        outcomes: list[IngestResult],
+        known: dict[str, tuple[int, str]],
+    ) -> None:
+        """The concept rows of new inputs' labels and the terms of their metadata (filters read those)."""
+        concepts: list[tuple[Any, ...]] = []
+        terms: list[tuple[Any, ...]] = []
+        for item, outcome in zip(items, outcomes):
+            record = item.input
+            if outcome is IngestResult.NEW and (record.labels or record.metadata):
+                seq = known[record.id][0]
+                concepts += label_rows(app_seq, seq, record.labels)
+                terms += term_rows(app_seq, seq, record.metadata)
+        insert_rows(conn, CONCEPT_INSERT, concepts)
+        insert_rows(conn, TERM_INSERT, terms, "ON CONFLICT DO NOTHING")
 
     @staticmethod
     def _input_keys(conn: sqlite3.Connection, app_seq: int, input_ids: list[str]) -> dict[str, tuple[int, str]]:
@@ -390,7 +436,7 @@ class InputTables:
         for start in range(0, len(input_ids), 900):
             part = input_ids[start : start + 900]
             rows += conn.execute(
-                f"SELECT seq, {_INPUT_COLUMNS} FROM inputs WHERE app_seq = ? AND id IN ({','.join('?' * len(part))})",
+                f"SELECT {INPUT_SELECT} FROM inputs i WHERE i.app_seq = ? AND i.id IN ({','.join('?' * len(part))})",
                 (app_seq, *part),
             ).fetchall()
         return {r.id: r for r in self._with_datasets(conn, user_id, app_id, rows)}
@@ -407,7 +453,7 @@ class InputTables:
     ) -> Page[InputRecord]:
         conn = self._conn()
         app_seq = self._app_seq(conn, user_id, app_id)
-        columns = ", ".join(f"i.{c.strip()}" for c in _INPUT_COLUMNS.split(","))
+        columns = ", ".join(f"i.{c.strip()}" for c in _INPUT_COLUMNS.split(",")) + ", i.index_message"
         params: list[Any] = []
         if version_id:
             dataset_seq = self._dataset_seq(conn, app_seq, dataset_id)
@@ -460,20 +506,29 @@ class InputTables:
                     outcomes.append(AnnotationResult.MISSING_INPUT)
                     continue
                 values = (concepts_json(a.concepts), regions_json(a.regions))
-                cursor = conn.execute(
-                    "INSERT INTO annotations (input_seq, id, concepts, regions, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (row[0], a.id, *values, a.created_at),
+                new = _first(  # RETURNING rows are read to the end: no statement is left in progress
+                    conn.execute(
+                        "INSERT INTO annotations (input_seq, id, concepts, regions, created_at) VALUES (?, ?, ?, ?, ?)"
+                        " ON CONFLICT DO NOTHING RETURNING seq",
+                        (row[0], a.id, *values, a.created_at),
+                    ).fetchall()
                 )
-                if cursor.rowcount == 1:
+                if new is not None:
                     outcomes.append(AnnotationResult.NEW)
                 elif replace:
-                    conn.execute(
-                        "UPDATE annotations SET concepts = ?, regions = ? WHERE input_seq = ? AND id = ?",
-                        (*values, row[0], a.id),
+                    new = _first(
+                        conn.execute(
+                            "UPDATE annotations SET concepts = ?, regions = ? WHERE input_seq = ? AND id = ? RETURNING seq",
+                            (*values, row[0], a.id),
+                        ).fetchall()
                     )
+                    assert new is not None  # the insert found it, in this same write transaction
+                    conn.execute("DELETE FROM input_concepts WHERE annotation_seq = ?", (new[0],))
                     outcomes.append(AnnotationResult.UPDATED)
                 else:
                     outcomes.append(AnnotationResult.DUPLICATE)
+                    continue
+                insert_rows(conn, CONCEPT_INSERT, annotation_rows(app_seq, row[0], new[0], a))
             concept_ids = {c.id: c.name for a in annotations for c in all_concepts(a)}
             conn.executemany(
                 "INSERT INTO concepts (app_seq, id, name, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -509,3 +564,7 @@ class InputTables:
             sql += f" AND i.id IN ({','.join('?' * len(input_ids))})"
             params += input_ids
         return self._page(sql + " {after}", tuple(params), query, annotation_from_row, seq="a.seq")
+
+
+def _first(rows: list[sqlite3.Row]) -> sqlite3.Row | None:
+    return rows[0] if rows else None

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-MIGRATIONS: list[tuple[int, str]] = [
+import json
+import sqlite3
+from collections.abc import Callable
+
+from pellucid.server.records import AnnotationRecord
+from pellucid.server.storage.rows import concepts_from, regions_from
+from pellucid.server.storage.search_sql import UNINDEXED_STATES
+from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
+from pellucid.server.storage.sqlite_connections import insert_rows
+
+# a migration is a script (statements split at ';') or a function of the open transaction
+MIGRATIONS: list[tuple[int, str | Callable[[sqlite3.Connection], None]]] = [
     (
         1,
         """
@@ -219,4 +230,59 @@ MIGRATIONS.append(
         """,
     )
 )
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def _search_indexes(conn: sqlite3.Connection) -> None:
+    """8 (search, issue #10): each input's index state, and the tables and indexes that filter inputs
+    by concept, metadata, state and geo point without reading every row; existing inputs are
+    READY and their concepts and metadata terms are filled in from their rows."""
+    for statement in (
+        "ALTER TABLE inputs ADD COLUMN index_state INTEGER NOT NULL DEFAULT 30000",
+        "ALTER TABLE inputs ADD COLUMN index_message TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE inputs ADD COLUMN index_claimed_until REAL",
+        "CREATE INDEX inputs_by_state ON inputs(app_seq, index_state, seq)",
+        "CREATE INDEX inputs_unindexed ON inputs(seq, index_state, index_claimed_until)"
+        f" WHERE index_state IN {UNINDEXED_STATES}",
+        "CREATE INDEX inputs_by_geo ON inputs(app_seq, geo_lat, geo_lon) WHERE geo_lat IS NOT NULL",
+        """CREATE TABLE input_concepts (
+            app_seq INTEGER NOT NULL,
+            concept_id TEXT NOT NULL,
+            value REAL NOT NULL,
+            input_seq INTEGER NOT NULL REFERENCES inputs(seq) ON DELETE CASCADE,
+            annotation_seq INTEGER REFERENCES annotations(seq) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX input_concepts_by_concept ON input_concepts(app_seq, concept_id, value, input_seq)",
+        "CREATE INDEX input_concepts_by_input ON input_concepts(input_seq)",
+        "CREATE INDEX input_concepts_by_annotation ON input_concepts(annotation_seq) WHERE annotation_seq IS NOT NULL",
+        """CREATE TABLE input_terms (
+            app_seq INTEGER NOT NULL,
+            term TEXT NOT NULL,
+            input_seq INTEGER NOT NULL REFERENCES inputs(seq) ON DELETE CASCADE,
+            PRIMARY KEY (app_seq, term, input_seq)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX input_terms_by_input ON input_terms(input_seq)",
+    ):
+        conn.execute(statement)
+    rows = conn.execute("SELECT seq, app_seq, labels, metadata FROM inputs WHERE labels != '[]' OR metadata != '{}'")
+    for seq, app_seq, labels, metadata in rows.fetchall():
+        insert_rows(conn, CONCEPT_INSERT, label_rows(app_seq, seq, concepts_from(json.loads(labels))))
+        insert_rows(conn, TERM_INSERT, term_rows(app_seq, seq, json.loads(metadata)), "ON CONFLICT DO NOTHING")
+    annotations = conn.execute(
+        "SELECT a.seq, a.input_seq, i.app_seq, a.concepts, a.regions FROM annotations a JOIN inputs i ON i.seq = a.input_seq"
+    )
+    for seq, input_seq, app_seq, concepts, regions in annotations.fetchall():
+        record = AnnotationRecord(
+            input_id="",
+            id="",
+            created_at=0,
+            concepts=concepts_from(json.loads(concepts)),
+            regions=regions_from(regions),
+        )
+        insert_rows(conn, CONCEPT_INSERT, annotation_rows(app_seq, input_seq, seq, record))
+
+
+CONCEPT_INSERT = "INSERT INTO input_concepts (app_seq, concept_id, value, input_seq, annotation_seq)"
+TERM_INSERT = "INSERT INTO input_terms (app_seq, term, input_seq)"
+MIGRATIONS.append((8, _search_indexes))
 LATEST_VERSION = MIGRATIONS[-1][0]
