@@ -29,7 +29,7 @@ query still got 10 hits. Exact rows are also run interleaved with numpy, query b
 for their ratio to it (the load on a shared machine drifts between rows).
 
     python scripts/bench_search.py [--n 1000000] [--queries 1000] [--slow-queries 100]
-        [--ef 16,32,...] [--nprobe 4,8,...] [--skip hnsw,pgvector,...]
+        [--ef 16,32,...] [--nprobe 4,8,...] [--skip hnsw,pgvector,...] [--direct]
 """
 
 from __future__ import annotations
@@ -795,6 +795,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ef", default="16,32,64,128,256,512", help="HNSW efSearch values of the curve")
     parser.add_argument("--default-ef", type=int, default=64)
     parser.add_argument("--skip", default="", help=f"comma-separated rows to skip: {', '.join(ROWS)}")
+    parser.add_argument(
+        "--direct", action="store_true", help="faiss and pgvector themselves instead of pellucid's index classes"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -834,7 +837,10 @@ def run(args: argparse.Namespace) -> Result:
         return pair[0]
 
     scratch = Path(tempfile.mkdtemp(prefix="pellucid-bench-search-"))
-    pellucid = {name: importable(f"pellucid.server.storage.vectors_{name}") for name in ("exact", "faiss", "pgvector")}
+    pellucid = {
+        name: not args.direct and importable(f"pellucid.server.storage.vectors_{name}")
+        for name in ("exact", "faiss", "pgvector")
+    }
     measured: list[tuple[str, str, Callable[[], Row]]] = [("numpy", "numpy", lambda: numpy_brute_force(bench, n, slow))]
     if pellucid["exact"]:
         measured.append(("exact", "numpy", lambda: pellucid_exact(bench, n, slow)))

@@ -40,18 +40,25 @@ def test_clustered_vectors_are_seeded_normalised_and_held_out() -> None:
     assert not (queries[:, None, :] == vectors[None, :, :]).all(axis=2).any()  # held out
 
 
-def test_bench_runs_end_to_end_at_tiny_n(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("direct", [[], ["--direct"]], ids=["pellucid-indexes", "faiss-direct"])
+def test_bench_runs_end_to_end_at_tiny_n(capsys: pytest.CaptureFixture[str], direct: list[str]) -> None:
     bench = bench_module()
     sizes = ["--n", "2000", "--queries", "40", "--slow-queries", "20"]
     settings = ["--nprobe", "2,8", "--default-nprobe", "8", "--ef", "16,64", "--default-ef", "64"]
-    args = bench.parse([*sizes, *settings, "--skip", "pgvector,qdrant,chromadb,lancedb,lancedb-index"])
+    args = bench.parse([*sizes, *settings, *direct, "--skip", "pgvector,qdrant,chromadb,lancedb,lancedb-index"])
     result = bench.run(args)
     printed = capsys.readouterr().out
     rows = {row.name: row for row in result.rows}
-    assert "machine: 2 cores" in printed or "machine:" in printed
+    assert "machine:" in printed and "load average" in printed
     assert "p50 ms" in printed and "filt p50" in printed
 
     numpy_row = rows["numpy brute force (matmul + argpartition)"]
+    if not direct:  # the rows go through pellucid's index classes
+        assert "pellucid ExactVectorIndex (in memory)" in rows
+        if bench.importable("faiss"):
+            assert {"pellucid FaissVectorIndex hnsw (ef_search 64)", "pellucid FaissVectorIndex ivf (nprobe 8)"} <= set(
+                rows
+            )
     measured = [row for row in result.rows if not row.error]
     assert numpy_row in measured
     for row in measured:
