@@ -47,3 +47,31 @@ class Echo(Runner):
         output.data.text.raw = input.data.text.raw.upper()
         output.data.metadata.update({"runner": self.runner_id})
         return output
+
+
+class ColourEmbedder(Runner):
+    """An embedding model: a PNG (as media_samples.png and encode_png write them: 8-bit RGB, no
+    row filters) -> its colour histogram, 4 bins per channel, L2-normalised (12 dimensions).
+    Anything else it cannot decode raises, so that input fails alone."""
+
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
+        import struct
+        import zlib
+
+        import numpy as np
+
+        data = input.data.image.base64
+        if data[:8] != b"\x89PNG\r\n\x1a\n":
+            raise ValueError("not a PNG image")
+        width, height = struct.unpack(">II", data[16:24])
+        pos, idat = 33, b""
+        while pos + 8 <= len(data):
+            length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+            if kind == b"IDAT":
+                idat += data[pos + 8 : pos + 8 + length]
+            pos += 12 + length
+        rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, width * 3 + 1)
+        pixels = rows[:, 1:].reshape(-1, 3)
+        histogram = np.concatenate([np.bincount(pixels[:, c] // 64, minlength=4) for c in range(3)]).astype(np.float32)
+        vector = histogram / np.linalg.norm(histogram)
+        return v1.Output(data=v1.Data(embeddings=[v1.Embedding(vector=vector.tolist(), num_dimensions=len(vector))]))

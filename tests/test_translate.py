@@ -29,3 +29,14 @@ def test_outputs_round_trip_keeping_what_the_engine_does_not_model() -> None:
     assert output_message(record) == output
     plain = v1.Output(input=v1.Input(id="x"), data=v1.Data(concepts=[v1.Concept(id="a", value=0.5)]))
     assert output_message(output_record(plain)) == plain
+
+
+def test_embeddings_reach_the_engine_as_vectors() -> None:
+    """An embedding model's output: the engine reads its vectors (an app's base workflow stores them)."""
+    output = v1.Output(
+        input=v1.Input(id="x"),
+        data=v1.Data(embeddings=[v1.Embedding(vector=[0.5, -0.25, 1.0], num_dimensions=3)]),
+    )
+    record = output_record(output)
+    assert record.data.embeddings == ((0.5, -0.25, 1.0),) and not record.data.extra
+    assert output_message(record) == output

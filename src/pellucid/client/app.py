@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from collections.abc import Iterator
 from typing import Any
+
+from google.protobuf import field_mask_pb2
+from tqdm.auto import tqdm
 
 from pellucid.api import v1
 from pellucid.client import _protos
@@ -14,9 +19,16 @@ from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
 from pellucid.client.model import Model, version_proto
 from pellucid.client.urls import split_url
-from pellucid.errors import AlreadyExists, UserError
+from pellucid.errors import AlreadyExists, DeadlineExceeded, UserError
+
+log = logging.getLogger("pellucid.client")
 
 _APP_FIELDS = {"name", "description", "base_workflow", "metadata"}
+METADATA_ACTIONS = {
+    "merge": v1.METADATA_ACTION_MERGE,
+    "overwrite": v1.METADATA_ACTION_OVERWRITE,
+    "remove": v1.METADATA_ACTION_REMOVE,
+}
 
 
 def app_proto(user_id: str, app_id: str, **fields: Any) -> v1.App:
@@ -30,6 +42,20 @@ def app_proto(user_id: str, app_id: str, **fields: Any) -> v1.App:
     if metadata:
         app.metadata.update(metadata)
     return app
+
+
+def patch_app_request(user_id: str, app_id: str, action: str, **kwargs: Any) -> v1.PatchAppRequest:
+    """The PatchApp request of User.patch_app and App.patch (kwargs: the fields to change)."""
+    if action not in METADATA_ACTIONS:
+        raise UserError(f"action {action!r}: use one of {sorted(METADATA_ACTIONS)}")
+    unknown = set(kwargs) - _APP_FIELDS
+    if unknown or not kwargs:
+        raise UserError(f"patch_app takes some of {sorted(_APP_FIELDS)}; got {sorted(kwargs) or 'nothing'}")
+    return v1.PatchAppRequest(
+        app=app_proto(user_id, app_id, **kwargs),
+        update_mask=field_mask_pb2.FieldMask(paths=sorted(kwargs)),
+        metadata_action=METADATA_ACTIONS[action],
+    )
 
 
 class App(Lister, BaseClient):
@@ -76,6 +102,69 @@ class App(Lister, BaseClient):
         self.app_info = self._call(v1.AppServiceStub, "GetApp", v1.GetAppRequest(user_id=self._user_id, app_id=self.id))
         self._user_id = self._user_id or self.app_info.user_id
         return self.app_info
+
+    def patch(self, action: str = "merge", **kwargs: Any) -> App:
+        """Change the app's name, description, base_workflow or metadata (as User.patch_app).
+
+        Naming base_workflow re-embeds the app's inputs for it (also with the value it has:
+        that retries inputs that failed); follow it with wait_until_indexed() to see the progress.
+        """
+        request = patch_app_request(self._user_id, self.id, action, **kwargs)
+        self.app_info = self._call(v1.AppServiceStub, "PatchApp", request)
+        return self
+
+    # indexing: the server embeds inputs for the app's base workflow behind ingestion
+
+    def index_status(self) -> v1.AppIndexStatus:
+        """How many of the app's inputs are embedded (`ready`), wait (`pending`, `in_progress`)
+        or `failed` (up to 10 of those in `failed_inputs`, each with its reason in status.message)."""
+        return self._call(
+            v1.AppServiceStub,
+            "GetAppIndexStatus",
+            v1.GetAppIndexStatusRequest(user_id=self._user_id, app_id=self.id),
+        )
+
+    def wait_until_indexed(
+        self, timeout: float = 600, show_progress: bool = True, poll_seconds: float = 0.5
+    ) -> v1.AppIndexStatus:
+        """Wait until no input of the app waits to be embedded, so a search sees everything
+        uploaded before the call; returns the final status. Inputs that failed do not make it
+        wait: they are counted in `failed` (and logged, with reasons, as a warning).
+
+        Raises DeadlineExceeded naming how many inputs still wait after `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        status = self.index_status()
+        bar = None
+        total = done = 0  # inputs the bar counts, and those of them embedded (or failed) so far
+        try:
+            while status.pending + status.in_progress:
+                waiting = status.pending + status.in_progress
+                total = max(total, done + waiting)  # more may arrive meanwhile (an upload still running)
+                if show_progress and bar is None:
+                    bar = tqdm(total=total, desc=f"Indexing {self.id}", unit="input")
+                if bar is not None:
+                    bar.total = total
+                    bar.update(total - waiting - done)
+                done = total - waiting
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded(
+                        f"app {self.id!r}: {waiting} inputs still wait to be embedded after {timeout:g} s "
+                        f"({status.pending} pending, {status.in_progress} in progress, {status.ready} ready, "
+                        f"{status.failed} failed): wait longer, or check that the server runs index workers"
+                    )
+                time.sleep(min(poll_seconds, remaining))
+                status = self.index_status()
+            if bar is not None:
+                bar.update(total - done)
+        finally:
+            if bar is not None:
+                bar.close()
+        if status.failed:
+            reasons = "; ".join(f"{i.id}: {i.status.message}" for i in status.failed_inputs)
+            log.warning("app %r: %d inputs could not be embedded (%s)", self.id, status.failed, reasons)
+        return status
 
     # datasets and inputs
 

@@ -10,17 +10,12 @@ from typing import Any
 from google.protobuf import field_mask_pb2
 
 from pellucid.api import v1
-from pellucid.client.app import App, app_proto
+from pellucid.client.app import App, app_proto, patch_app_request
 from pellucid.client.base import BaseClient
 from pellucid.client.lister import Lister
 from pellucid.errors import AlreadyExists, UserError
 
 _APP_FILTERS = {"query", "name", "id"}
-_METADATA_ACTIONS = {
-    "merge": v1.METADATA_ACTION_MERGE,
-    "overwrite": v1.METADATA_ACTION_OVERWRITE,
-    "remove": v1.METADATA_ACTION_REMOVE,
-}
 
 
 @dataclass(frozen=True)
@@ -71,8 +66,14 @@ class User(Lister, BaseClient):
         app.load_info()
         return app
 
-    def create_app(self, app_id: str, base_workflow: str = "Empty", *, exist_ok: bool = False, **kwargs: Any) -> App:
+    def create_app(
+        self, app_id: str, base_workflow: str = "Language-Understanding", *, exist_ok: bool = False, **kwargs: Any
+    ) -> App:
         """Create an app; kwargs may set name, description and metadata (a dict).
+
+        `base_workflow` decides what the server embeds for search: "Empty" (nothing), "Text" or
+        "Language-Understanding" (texts), "Universal" (texts and images); to embed with your own
+        model, create the app, then the model, and patch base_workflow to the model's id.
 
         With `exist_ok`, an app that already has this id is returned as it is (unchanged:
         use patch_app to change it) instead of raising AlreadyExists, so a script can run again.
@@ -104,19 +105,10 @@ class User(Lister, BaseClient):
         """Change an app's name, description, base_workflow or metadata.
 
         `action` says what happens to metadata: merge (set the given keys), overwrite
-        (replace it all) or remove (delete the given keys).
+        (replace it all) or remove (delete the given keys). Naming base_workflow re-embeds the
+        app's inputs (App.wait_until_indexed shows the progress).
         """
-        if action not in _METADATA_ACTIONS:
-            raise UserError(f"action {action!r}: use one of {sorted(_METADATA_ACTIONS)}")
-        allowed = {"name", "description", "base_workflow", "metadata"}
-        unknown = set(kwargs) - allowed
-        if unknown or not kwargs:
-            raise UserError(f"patch_app takes some of {sorted(allowed)}; got {sorted(kwargs) or 'nothing'}")
-        request = v1.PatchAppRequest(
-            app=app_proto(self._user_id, app_id, **kwargs),
-            update_mask=field_mask_pb2.FieldMask(paths=sorted(kwargs)),
-            metadata_action=_METADATA_ACTIONS[action],
-        )
+        request = patch_app_request(self._user_id, app_id, action, **kwargs)
         return App._from_proto(self._call(v1.AppServiceStub, "PatchApp", request), **self._child_kwargs())
 
     def delete_app(self, app_id: str) -> None:

@@ -76,6 +76,9 @@ class ServerSettings:
     replica_gone_seconds: float = 30.0
     # How often the stores are probed; while one fails, gRPC health says NOT_SERVING (0: never probe).
     health_check_seconds: float = 5.0
+    # Threads embedding stored inputs for their apps' base workflows (engine/indexing.py); 0: none
+    # (inputs wait PENDING until a server that runs them, or another replica, embeds them).
+    index_workers: int = 1
 
     @property
     def tls(self) -> bool:
@@ -325,6 +328,13 @@ SETTINGS: tuple[Setting, ...] = (
         "health_check_seconds",
         Kind.NUMBER,
         "seconds between probes of the stores; while one fails, gRPC health says NOT_SERVING (0: no probes)",
+        minimum=0,
+    ),
+    Setting(
+        "index_workers",
+        "index_workers",
+        Kind.INTEGER,
+        "threads embedding stored inputs for their apps' base workflows (0: none, inputs wait)",
         minimum=0,
     ),
     Setting("grace", "", Kind.NUMBER, "seconds in-flight calls get on shutdown", minimum=0, default=5.0),

@@ -25,33 +25,38 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from pellucid.api.v1 import input_pb2 as pellucid_dot_api_dot_v1_dot_input__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19pellucid/api/v1/app.proto\x12\x0fpellucid.api.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x03\x41pp\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x15\n\rbase_workflow\x18\x05 \x01(\t\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bmodified_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x10\x43reateAppRequest\x12!\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x14.pellucid.api.v1.App\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"0\n\rGetAppRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\"f\n\x0fListAppsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x05\x12\r\n\x05query\x18\x05 \x01(\t\"O\n\x10ListAppsResponse\x12\"\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x14.pellucid.api.v1.App\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x0fPatchAppRequest\x12!\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x14.pellucid.api.v1.App\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x38\n\x0fmetadata_action\x18\x03 \x01(\x0e\x32\x1f.pellucid.api.v1.MetadataAction\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"G\n\x10\x44\x65leteAppRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x13\n\x11\x44\x65leteAppResponse*\x87\x01\n\x0eMetadataAction\x12\x1f\n\x1bMETADATA_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15METADATA_ACTION_MERGE\x10\x01\x12\x1d\n\x19METADATA_ACTION_OVERWRITE\x10\x02\x12\x1a\n\x16METADATA_ACTION_REMOVE\x10\x03\x32\xfb\x02\n\nAppService\x12\x44\n\tCreateApp\x12!.pellucid.api.v1.CreateAppRequest\x1a\x14.pellucid.api.v1.App\x12>\n\x06GetApp\x12\x1e.pellucid.api.v1.GetAppRequest\x1a\x14.pellucid.api.v1.App\x12O\n\x08ListApps\x12 .pellucid.api.v1.ListAppsRequest\x1a!.pellucid.api.v1.ListAppsResponse\x12\x42\n\x08PatchApp\x12 .pellucid.api.v1.PatchAppRequest\x1a\x14.pellucid.api.v1.App\x12R\n\tDeleteApp\x12!.pellucid.api.v1.DeleteAppRequest\x1a\".pellucid.api.v1.DeleteAppResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19pellucid/api/v1/app.proto\x12\x0fpellucid.api.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpellucid/api/v1/input.proto\"\xe8\x01\n\x03\x41pp\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x15\n\rbase_workflow\x18\x05 \x01(\t\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bmodified_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"I\n\x10\x43reateAppRequest\x12!\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x14.pellucid.api.v1.App\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"0\n\rGetAppRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\"f\n\x0fListAppsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x05\x12\r\n\x05query\x18\x05 \x01(\t\"O\n\x10ListAppsResponse\x12\"\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x14.pellucid.api.v1.App\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x0fPatchAppRequest\x12!\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x14.pellucid.api.v1.App\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x38\n\x0fmetadata_action\x18\x03 \x01(\x0e\x32\x1f.pellucid.api.v1.MetadataAction\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"G\n\x10\x44\x65leteAppRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x13\n\x11\x44\x65leteAppResponse\";\n\x18GetAppIndexStatusRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\"\xb9\x01\n\x0e\x41ppIndexStatus\x12\x15\n\rbase_workflow\x18\x01 \x01(\t\x12\x1c\n\x14\x65mbedded_input_types\x18\x02 \x03(\t\x12\r\n\x05ready\x18\x03 \x01(\x03\x12\x0f\n\x07pending\x18\x04 \x01(\x03\x12\x13\n\x0bin_progress\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x03\x12-\n\rfailed_inputs\x18\x07 \x03(\x0b\x32\x16.pellucid.api.v1.Input*\x87\x01\n\x0eMetadataAction\x12\x1f\n\x1bMETADATA_ACTION_UNSPECIFIED\x10\x00\x12\x19\n\x15METADATA_ACTION_MERGE\x10\x01\x12\x1d\n\x19METADATA_ACTION_OVERWRITE\x10\x02\x12\x1a\n\x16METADATA_ACTION_REMOVE\x10\x03\x32\xdc\x03\n\nAppService\x12\x44\n\tCreateApp\x12!.pellucid.api.v1.CreateAppRequest\x1a\x14.pellucid.api.v1.App\x12>\n\x06GetApp\x12\x1e.pellucid.api.v1.GetAppRequest\x1a\x14.pellucid.api.v1.App\x12O\n\x08ListApps\x12 .pellucid.api.v1.ListAppsRequest\x1a!.pellucid.api.v1.ListAppsResponse\x12\x42\n\x08PatchApp\x12 .pellucid.api.v1.PatchAppRequest\x1a\x14.pellucid.api.v1.App\x12R\n\tDeleteApp\x12!.pellucid.api.v1.DeleteAppRequest\x1a\".pellucid.api.v1.DeleteAppResponse\x12_\n\x11GetAppIndexStatus\x12).pellucid.api.v1.GetAppIndexStatusRequest\x1a\x1f.pellucid.api.v1.AppIndexStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pellucid.api.v1.app_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METADATAACTION']._serialized_start=965
-  _globals['_METADATAACTION']._serialized_end=1100
-  _globals['_APP']._serialized_start=144
-  _globals['_APP']._serialized_end=376
-  _globals['_CREATEAPPREQUEST']._serialized_start=378
-  _globals['_CREATEAPPREQUEST']._serialized_end=451
-  _globals['_GETAPPREQUEST']._serialized_start=453
-  _globals['_GETAPPREQUEST']._serialized_end=501
-  _globals['_LISTAPPSREQUEST']._serialized_start=503
-  _globals['_LISTAPPSREQUEST']._serialized_end=605
-  _globals['_LISTAPPSRESPONSE']._serialized_start=607
-  _globals['_LISTAPPSRESPONSE']._serialized_end=686
-  _globals['_PATCHAPPREQUEST']._serialized_start=689
-  _globals['_PATCHAPPREQUEST']._serialized_end=868
-  _globals['_DELETEAPPREQUEST']._serialized_start=870
-  _globals['_DELETEAPPREQUEST']._serialized_end=941
-  _globals['_DELETEAPPRESPONSE']._serialized_start=943
-  _globals['_DELETEAPPRESPONSE']._serialized_end=962
-  _globals['_APPSERVICE']._serialized_start=1103
-  _globals['_APPSERVICE']._serialized_end=1482
+  _globals['_METADATAACTION']._serialized_start=1243
+  _globals['_METADATAACTION']._serialized_end=1378
+  _globals['_APP']._serialized_start=173
+  _globals['_APP']._serialized_end=405
+  _globals['_CREATEAPPREQUEST']._serialized_start=407
+  _globals['_CREATEAPPREQUEST']._serialized_end=480
+  _globals['_GETAPPREQUEST']._serialized_start=482
+  _globals['_GETAPPREQUEST']._serialized_end=530
+  _globals['_LISTAPPSREQUEST']._serialized_start=532
+  _globals['_LISTAPPSREQUEST']._serialized_end=634
+  _globals['_LISTAPPSRESPONSE']._serialized_start=636
+  _globals['_LISTAPPSRESPONSE']._serialized_end=715
+  _globals['_PATCHAPPREQUEST']._serialized_start=718
+  _globals['_PATCHAPPREQUEST']._serialized_end=897
+  _globals['_DELETEAPPREQUEST']._serialized_start=899
+  _globals['_DELETEAPPREQUEST']._serialized_end=970
+  _globals['_DELETEAPPRESPONSE']._serialized_start=972
+  _globals['_DELETEAPPRESPONSE']._serialized_end=991
+  _globals['_GETAPPINDEXSTATUSREQUEST']._serialized_start=993
+  _globals['_GETAPPINDEXSTATUSREQUEST']._serialized_end=1052
+  _globals['_APPINDEXSTATUS']._serialized_start=1055
+  _globals['_APPINDEXSTATUS']._serialized_end=1240
+  _globals['_APPSERVICE']._serialized_start=1381
+  _globals['_APPSERVICE']._serialized_end=1857
 # @@protoc_insertion_point(module_scope)

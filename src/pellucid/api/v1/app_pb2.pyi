@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from pellucid.api.v1 import input_pb2 as _input_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -67,6 +68,11 @@ class App(_message.Message):
     name: _builtins.str
     description: _builtins.str
     base_workflow: _builtins.str
+    """What the server embeds for search: "Empty" (nothing), "Text" or "Language-Understanding"
+    (texts), "Universal" (texts and images), or the id of one of the app's models whose runner
+    returns data.embeddings. Empty on create: "Language-Understanding". Naming it in a patch
+    re-embeds the app's inputs (GetAppIndexStatus shows the progress).
+    """
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct: ...
     @_builtins.property
@@ -268,3 +274,73 @@ class DeleteAppResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteAppResponse: _TypeAlias = DeleteAppResponse  # noqa: Y015
+
+@_typing.final
+class GetAppIndexStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    app_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        app_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAppIndexStatusRequest: _TypeAlias = GetAppIndexStatusRequest  # noqa: Y015
+
+@_typing.final
+class AppIndexStatus(_message.Message):
+    """How far the server has embedded an app's inputs for its base workflow. Counts are of
+    the app's inputs in each state; inputs whose type the workflow does not embed are ready.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASE_WORKFLOW_FIELD_NUMBER: _builtins.int
+    EMBEDDED_INPUT_TYPES_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    IN_PROGRESS_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    FAILED_INPUTS_FIELD_NUMBER: _builtins.int
+    base_workflow: _builtins.str
+    """The workflow the server runs ("Empty" for an app created before workflows existed)."""
+    ready: _builtins.int
+    pending: _builtins.int
+    in_progress: _builtins.int
+    failed: _builtins.int
+    @_builtins.property
+    def embedded_input_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The input types it embeds ("text", "image"), each with its vector space's embedder."""
+
+    @_builtins.property
+    def failed_inputs(self) -> _containers.RepeatedCompositeFieldContainer[_input_pb2.Input]:
+        """Up to 10 failed inputs, each with its status (the reason in status.message)."""
+
+    def __init__(
+        self,
+        *,
+        base_workflow: _builtins.str = ...,
+        embedded_input_types: _abc.Iterable[_builtins.str] | None = ...,
+        ready: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        in_progress: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        failed_inputs: _abc.Iterable[_input_pb2.Input] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_workflow", b"base_workflow", "embedded_input_types", b"embedded_input_types", "failed", b"failed", "failed_inputs", b"failed_inputs", "in_progress", b"in_progress", "pending", b"pending", "ready", b"ready"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppIndexStatus: _TypeAlias = AppIndexStatus  # noqa: Y015

@@ -59,6 +59,11 @@ class AppServiceStub:
                 request_serializer=pellucid_dot_api_dot_v1_dot_app__pb2.DeleteAppRequest.SerializeToString,
                 response_deserializer=pellucid_dot_api_dot_v1_dot_app__pb2.DeleteAppResponse.FromString,
                 _registered_method=True)
+        self.GetAppIndexStatus = channel.unary_unary(
+                '/pellucid.api.v1.AppService/GetAppIndexStatus',
+                request_serializer=pellucid_dot_api_dot_v1_dot_app__pb2.GetAppIndexStatusRequest.SerializeToString,
+                response_deserializer=pellucid_dot_api_dot_v1_dot_app__pb2.AppIndexStatus.FromString,
+                _registered_method=True)
 
 
 class AppServiceServicer:
@@ -94,6 +99,13 @@ class AppServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAppIndexStatus(self, request, context):
+        """How many of the app's inputs are embedded, wait, or failed (App.wait_until_indexed polls it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AppServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +133,11 @@ def add_AppServiceServicer_to_server(servicer, server):
                     servicer.DeleteApp,
                     request_deserializer=pellucid_dot_api_dot_v1_dot_app__pb2.DeleteAppRequest.FromString,
                     response_serializer=pellucid_dot_api_dot_v1_dot_app__pb2.DeleteAppResponse.SerializeToString,
+            ),
+            'GetAppIndexStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAppIndexStatus,
+                    request_deserializer=pellucid_dot_api_dot_v1_dot_app__pb2.GetAppIndexStatusRequest.FromString,
+                    response_serializer=pellucid_dot_api_dot_v1_dot_app__pb2.AppIndexStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +275,33 @@ class AppService:
             '/pellucid.api.v1.AppService/DeleteApp',
             pellucid_dot_api_dot_v1_dot_app__pb2.DeleteAppRequest.SerializeToString,
             pellucid_dot_api_dot_v1_dot_app__pb2.DeleteAppResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAppIndexStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pellucid.api.v1.AppService/GetAppIndexStatus',
+            pellucid_dot_api_dot_v1_dot_app__pb2.GetAppIndexStatusRequest.SerializeToString,
+            pellucid_dot_api_dot_v1_dot_app__pb2.AppIndexStatus.FromString,
             options,
             channel_credentials,
             insecure,

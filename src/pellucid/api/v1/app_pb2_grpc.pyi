@@ -36,6 +36,8 @@ class AppServiceStub:
     ListApps: _grpc.UnaryUnaryMultiCallable[_app_pb2.ListAppsRequest, _app_pb2.ListAppsResponse]
     PatchApp: _grpc.UnaryUnaryMultiCallable[_app_pb2.PatchAppRequest, _app_pb2.App]
     DeleteApp: _grpc.UnaryUnaryMultiCallable[_app_pb2.DeleteAppRequest, _app_pb2.DeleteAppResponse]
+    GetAppIndexStatus: _grpc.UnaryUnaryMultiCallable[_app_pb2.GetAppIndexStatusRequest, _app_pb2.AppIndexStatus]
+    """How many of the app's inputs are embedded, wait, or failed (App.wait_until_indexed polls it)."""
 
 @_typing.type_check_only
 class AppServiceAsyncStub(AppServiceStub):
@@ -45,6 +47,8 @@ class AppServiceAsyncStub(AppServiceStub):
     ListApps: _aio.UnaryUnaryMultiCallable[_app_pb2.ListAppsRequest, _app_pb2.ListAppsResponse]  # type: ignore[assignment]
     PatchApp: _aio.UnaryUnaryMultiCallable[_app_pb2.PatchAppRequest, _app_pb2.App]  # type: ignore[assignment]
     DeleteApp: _aio.UnaryUnaryMultiCallable[_app_pb2.DeleteAppRequest, _app_pb2.DeleteAppResponse]  # type: ignore[assignment]
+    GetAppIndexStatus: _aio.UnaryUnaryMultiCallable[_app_pb2.GetAppIndexStatusRequest, _app_pb2.AppIndexStatus]  # type: ignore[assignment]
+    """How many of the app's inputs are embedded, wait, or failed (App.wait_until_indexed polls it)."""
 
 class AppServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -81,5 +85,13 @@ class AppServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _app_pb2.DeleteAppRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_app_pb2.DeleteAppResponse, _abc.Awaitable[_app_pb2.DeleteAppResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAppIndexStatus(
+        self,
+        request: _app_pb2.GetAppIndexStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_app_pb2.AppIndexStatus, _abc.Awaitable[_app_pb2.AppIndexStatus]]:
+        """How many of the app's inputs are embedded, wait, or failed (App.wait_until_indexed polls it)."""
 
 def add_AppServiceServicer_to_server(servicer: AppServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

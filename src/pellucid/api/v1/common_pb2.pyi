@@ -49,6 +49,17 @@ class Status(_message.Message):
         UNAVAILABLE: Status._Code.ValueType  # 14
         DATA_LOSS: Status._Code.ValueType  # 15
         UNAUTHENTICATED: Status._Code.ValueType  # 16
+        INPUT_INDEX_READY: Status._Code.ValueType  # 30000
+        """An input's index status (Input.status): whether its app's base workflow has embedded
+        it (the numbers of the reference API's INPUT_DOWNLOAD_* codes).
+        stored, and embedded if its app embeds its type
+        """
+        INPUT_INDEX_PENDING: Status._Code.ValueType  # 30001
+        """waiting for a server worker to embed it"""
+        INPUT_INDEX_FAILED: Status._Code.ValueType  # 30002
+        """its embedder failed on it: `message` says why"""
+        INPUT_INDEX_IN_PROGRESS: Status._Code.ValueType  # 30003
+        """a server worker is embedding it"""
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper): ...
     OK: Status.Code.ValueType  # 0
@@ -68,21 +79,36 @@ class Status(_message.Message):
     UNAVAILABLE: Status.Code.ValueType  # 14
     DATA_LOSS: Status.Code.ValueType  # 15
     UNAUTHENTICATED: Status.Code.ValueType  # 16
+    INPUT_INDEX_READY: Status.Code.ValueType  # 30000
+    """An input's index status (Input.status): whether its app's base workflow has embedded
+    it (the numbers of the reference API's INPUT_DOWNLOAD_* codes).
+    stored, and embedded if its app embeds its type
+    """
+    INPUT_INDEX_PENDING: Status.Code.ValueType  # 30001
+    """waiting for a server worker to embed it"""
+    INPUT_INDEX_FAILED: Status.Code.ValueType  # 30002
+    """its embedder failed on it: `message` says why"""
+    INPUT_INDEX_IN_PROGRESS: Status.Code.ValueType  # 30003
+    """a server worker is embedding it"""
 
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
     code: Global___Status.Code.ValueType
     message: _builtins.str
     """What went wrong and what to do about it, for a person."""
+    description: _builtins.str
+    """A short name of the code, for a person ("indexed", "waiting to be indexed", ...)."""
     def __init__(
         self,
         *,
         code: Global___Status.Code.ValueType = ...,
         message: _builtins.str = ...,
+        description: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "description", b"description", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

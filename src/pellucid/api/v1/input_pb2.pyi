@@ -357,6 +357,7 @@ class Data(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     GEO_FIELD_NUMBER: _builtins.int
     REGIONS_FIELD_NUMBER: _builtins.int
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def image(self) -> Global___Image: ...
     @_builtins.property
@@ -373,6 +374,10 @@ class Data(_message.Message):
     def geo(self) -> Global___Geo: ...
     @_builtins.property
     def regions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Region]: ...
+    @_builtins.property
+    def embeddings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Embedding]:
+        """Vectors a model computed for this data (an embedding model's output)."""
+
     def __init__(
         self,
         *,
@@ -384,14 +389,38 @@ class Data(_message.Message):
         metadata: _struct_pb2.Struct | None = ...,
         geo: Global___Geo | None = ...,
         regions: _abc.Iterable[Global___Region] | None = ...,
+        embeddings: _abc.Iterable[Global___Embedding] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "geo", b"geo", "image", b"image", "metadata", b"metadata", "text", b"text", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "concepts", b"concepts", "geo", b"geo", "image", b"image", "metadata", b"metadata", "regions", b"regions", "text", b"text", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "concepts", b"concepts", "embeddings", b"embeddings", "geo", b"geo", "image", b"image", "metadata", b"metadata", "regions", b"regions", "text", b"text", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Data: _TypeAlias = Data  # noqa: Y015
+
+@_typing.final
+class Embedding(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VECTOR_FIELD_NUMBER: _builtins.int
+    NUM_DIMENSIONS_FIELD_NUMBER: _builtins.int
+    num_dimensions: _builtins.int
+    @_builtins.property
+    def vector(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        vector: _abc.Iterable[_builtins.float] | None = ...,
+        num_dimensions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["num_dimensions", b"num_dimensions", "vector", b"vector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Embedding: _TypeAlias = Embedding  # noqa: Y015
 
 @_typing.final
 class Input(_message.Message):
@@ -402,6 +431,7 @@ class Input(_message.Message):
     DATASET_IDS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     INPUT_TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Empty on upload: the server derives it from the content (a re-run maps every
     item to the same id).
@@ -414,6 +444,12 @@ class Input(_message.Message):
     def dataset_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def status(self) -> _common_pb2.Status:
+        """Set by the server: whether the app's base workflow has embedded this input yet
+        (code INPUT_INDEX_READY, _PENDING, _IN_PROGRESS or _FAILED; a failure's reason in message).
+        """
+
     def __init__(
         self,
         *,
@@ -422,10 +458,11 @@ class Input(_message.Message):
         dataset_ids: _abc.Iterable[_builtins.str] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         input_type: _builtins.str = ...,
+        status: _common_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "data", b"data"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "data", b"data", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "data", b"data", "dataset_ids", b"dataset_ids", "id", b"id", "input_type", b"input_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "data", b"data", "dataset_ids", b"dataset_ids", "id", b"id", "input_type", b"input_type", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

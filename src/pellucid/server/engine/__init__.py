@@ -14,6 +14,7 @@ from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
 from pellucid.server.engine.fetch import UrlFetcher
+from pellucid.server.engine.indexing import Indexer
 from pellucid.server.engine.inputs import (
     DEFAULT_BLOB_GRACE_SECONDS,
     DEFAULT_MAX_BLOB_BYTES,
@@ -57,7 +58,8 @@ class Engine:
         # blobs stored before they had owners get them from the inputs that hold them (once)
         blobs.backfill_owners(store.blob_references)
         self.users = Users(store, clock)
-        self.apps = Apps(store, clock)
+        self.vectors = vectors if vectors is not None else open_vector_index("memory:", None)
+        self.apps = Apps(store, clock, self.vectors)
         self.concepts = Concepts(store, self.apps, clock)
         self.datasets = Datasets(store, self.apps, clock)
         self.inputs = Inputs(
@@ -74,13 +76,16 @@ class Engine:
         self.router = Router(self.queue, router_clock)
         self.models = Models(store, self.apps, self.router, clock, work_codec)
         self.runners = Runners(store, self.router, clock)
-        self.vectors = vectors if vectors is not None else open_vector_index("memory:", None)
+        # embeds inputs behind ingestion; server/runtime.py starts its workers
+        self.indexer = Indexer(store, blobs, self.apps, self.models, self.vectors)
+        self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""
         return self.inputs.collect_garbage(grace_seconds)
 
     def close(self) -> None:
+        self.indexer.stop()  # first: its workers use every store
         self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()
         self.vectors.close()  # persists what it holds in memory (handlers are drained by now)

@@ -17,12 +17,12 @@ from pellucid.server.engine.validation import (
     check_metadata,
     check_text,
 )
-from pellucid.server.records import DatasetRecord, DatasetStats, DatasetVersionRecord
-from pellucid.server.storage import Conflict, InputStore
+from pellucid.server.records import DatasetRecord, DatasetStats, DatasetVersionRecord, InputFilter
+from pellucid.server.storage import Conflict, MetadataStore
 
 
 class Datasets:
-    def __init__(self, store: InputStore, apps: Apps, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: MetadataStore, apps: Apps, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._apps = apps
         self._clock = clock
@@ -79,8 +79,17 @@ class Datasets:
 
     def delete(self, principal: Principal, user_id: str, app_id: str, dataset_id: str, delete_inputs: bool) -> None:
         dataset = self.get(principal, user_id, app_id, dataset_id)
+        members: builtins.list[int] = []
+        if delete_inputs and self._apps.vectors is not None:  # the inputs that go take their vectors along
+            members = self._store.select_inputs(
+                dataset.user_id, dataset.app_id, [InputFilter(dataset_ids=(dataset.id,))]
+            )
         if not self._store.delete_dataset(dataset.user_id, dataset.app_id, dataset.id, delete_inputs):
             raise NotFound(f"dataset {dataset_id!r} not found in app {app_id!r}", field="dataset_id")
+        if members:
+            kept = set(self._store.select_inputs(dataset.user_id, dataset.app_id, []))  # those in other datasets
+            app = self._apps.get(principal, user_id, app_id)
+            self._apps.forget_vectors(app, [seq for seq in members if seq not in kept])
 
     def stats(
         self, principal: Principal, user_id: str, app_id: str, dataset_id: str, version_id: str = ""

@@ -38,12 +38,13 @@ from pellucid.server.records import (
     AppRecord,
     ConceptRecord,
     ConceptValue,
+    IndexState,
     IngestItem,
     InputRecord,
     JobRecord,
     RegionRecord,
 )
-from pellucid.server.storage import AnnotationResult, IngestResult, InputStore
+from pellucid.server.storage import AnnotationResult, IngestResult, MetadataStore
 from pellucid.server.storage.blobs import (
     BlobStore,
     BlobTooLarge,
@@ -149,7 +150,7 @@ class Inputs:
 
     def __init__(
         self,
-        store: InputStore,
+        store: MetadataStore,
         blobs: BlobStore,
         apps: Apps,
         clock: Callable[[], float] = time.time,
@@ -165,6 +166,8 @@ class Inputs:
         self._clock = clock
         self._urls = urls or UrlFetcher()
         self._fetcher = ThreadPoolExecutor(self.FETCH_WORKERS, thread_name_prefix="pellucid-fetch")
+        # called when a batch stored inputs that wait to be embedded (wakes the indexer)
+        self.on_pending: Callable[[], None] | None = None
 
     # ingestion
 
@@ -176,13 +179,17 @@ class Inputs:
         if job_id:
             validate_id(job_id, "inputs_add_job_id")
         known_datasets = self._existing_datasets(app, {d for s in specs for d in s.dataset_ids})
+        # the types the app's base workflow embeds: those inputs wait for the indexer (PENDING)
+        embedded = frozenset(self._apps.embedders(app.user_id, app.id, app.base_workflow))
         # one query for the batch: the blobs named by hash that this app's owner holds (others: as if absent)
         named = sorted({m.blob_sha256 for s in specs for m in s.media if is_sha256(m.blob_sha256)})
         held = self._blobs.acquire(app.user_id, named) if named else {}
         prepared: builtins.list[tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError] = list(
-            self._fetcher.map(lambda pair: self._prepare(app, pair[0], pair[1], known_datasets, held), enumerate(specs))
+            self._fetcher.map(
+                lambda pair: self._prepare(app, pair[0], pair[1], known_datasets, held, embedded), enumerate(specs)
+            )
             if any(s.text_url or any(m.url for m in s.media) for s in specs)
-            else (self._prepare(app, i, s, known_datasets, held) for i, s in enumerate(specs))
+            else (self._prepare(app, i, s, known_datasets, held, embedded) for i, s in enumerate(specs))
         )
         # bytes first (content-addressed, so a crash here leaves nothing to undo), then metadata;
         # storing them makes the app's owner an owner of each blob
@@ -210,6 +217,10 @@ class Inputs:
         stored, totals = (
             self._store.ingest(app.user_id, app.id, items, list(concepts.values()), job) if items or job else ([], None)
         )
+        if self.on_pending is not None and any(
+            r is IngestResult.NEW and i.input.index_state is IndexState.PENDING for i, r in zip(items, stored)
+        ):
+            self.on_pending()
         outcomes, results = [], iter(zip(items, stored))
         for p in prepared:
             if isinstance(p, EngineError):
@@ -235,10 +246,16 @@ class Inputs:
         return self._store.existing_datasets(app.user_id, app.id, sorted(dataset_ids)[:1000])
 
     def _prepare(
-        self, app: AppRecord, index: int, spec: InputSpec, datasets: set[str], held: dict[str, int]
+        self,
+        app: AppRecord,
+        index: int,
+        spec: InputSpec,
+        datasets: set[str],
+        held: dict[str, int],
+        embedded: frozenset[str] = frozenset(),
     ) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError:
         try:
-            return self._prepare_or_raise(app, spec, datasets, held)
+            return self._prepare_or_raise(app, spec, datasets, held, embedded)
         except EngineError as exc:
             # messages name fields relative to the item (the status is already per item);
             # the field path says where the item sits in the request
@@ -246,11 +263,17 @@ class Inputs:
             return exc
 
     def _prepare_or_raise(
-        self, app: AppRecord, spec: InputSpec, datasets: set[str], held: dict[str, int]
+        self,
+        app: AppRecord,
+        spec: InputSpec,
+        datasets: set[str],
+        held: dict[str, int],
+        embedded: frozenset[str] = frozenset(),
     ) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes]:
         """Validate one item and build its records; the bytes returned are to be stored as a blob.
 
-        `held`: the sizes of the blobs named by hash in the batch that the app's owner holds.
+        `held`: the sizes of the blobs named by hash in the batch that the app's owner holds;
+        `embedded`: the input types the app's base workflow embeds.
         """
         for dataset_id in spec.dataset_ids:
             validate_id(dataset_id, "dataset_ids")
@@ -347,6 +370,7 @@ class Inputs:
             geo=spec.geo,
             labels=tuple(labels),
             dataset_ids=tuple(dict.fromkeys(spec.dataset_ids)),
+            index_state=IndexState.PENDING if input_type in embedded else IndexState.READY,
             **media_fields,
         )
         return record, annotations, payload
@@ -448,7 +472,12 @@ class Inputs:
                 outcomes.append(None)
             except EngineError as exc:
                 outcomes.append(InputOutcome(input_id, exc))
-        deleted = iter(self._store.delete_inputs(app.user_id, app.id, valid))
+        # their vectors go too (keyed by seq: read the seqs before the rows go); a worker embedding
+        # one of them meanwhile removes the vector it wrote when it finds the input gone
+        seqs = self._store.input_seqs(app.user_id, app.id, valid) if valid and self._apps.vectors is not None else {}
+        deleted_flags = self._store.delete_inputs(app.user_id, app.id, valid)
+        self._apps.forget_vectors(app, [seqs[i] for i, ok in zip(valid, deleted_flags) if ok and i in seqs])
+        deleted = iter(deleted_flags)
         return [
             o
             if o is not None

@@ -23,6 +23,7 @@ from pellucid.server.engine.predict import (
     apply_output_config,
 )
 from pellucid.server.engine.routing import Router, Ticket
+from pellucid.server.engine.spaces import MODEL_EMBEDDER_PREFIX, space_name
 from pellucid.server.engine.validation import (
     MAX_BATCH,
     MAX_DESCRIPTION_LENGTH,
@@ -172,6 +173,8 @@ class Models:
         model, _ = self.get(principal, user_id, app_id, model_id)
         if not self._store.delete_model(model.user_id, model.app_id, model.id):
             raise NotFound(f"model {model_id!r} not found", field="model_id")
+        if self._apps.vectors is not None:  # the embeddings it made, if it was the app's base workflow
+            self._apps.vectors.drop_space(space_name(model.user_id, model.app_id, MODEL_EMBEDDER_PREFIX + model.id))
 
     def create_version(
         self, principal: Principal, user_id: str, app_id: str, model_id: str, spec: VersionSpec

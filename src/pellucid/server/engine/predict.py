@@ -8,6 +8,7 @@ runner-facing adapter implements and hands to the engine: the engine never sees 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,9 +94,11 @@ class OutputData:
     concepts: tuple[ConceptValue, ...] = ()
     text: str = ""
     metadata: dict[str, Any] | None = None
-    # what else the runner returned (regions, embeddings ...), in the codec's encoding: the
-    # engine passes it through untouched
+    # what else the runner returned (regions ...), in the codec's encoding: the engine passes
+    # it through untouched
     extra: bytes = b""
+    # vectors an embedding model returned (an app whose base workflow is the model stores them)
+    embeddings: tuple[tuple[float, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,12 +140,7 @@ def apply_output_config(outputs: Sequence[PredictOutput], config: OutputConfig) 
             kept.sort(key=lambda c: -c.value)
             if config.max_concepts:
                 kept = kept[: config.max_concepts]
-            output = PredictOutput(
-                output.input_id,
-                output.code,
-                output.message,
-                OutputData(tuple(kept), output.data.text, output.data.metadata, output.data.extra),
-            )
+            output = dataclasses.replace(output, data=dataclasses.replace(output.data, concepts=tuple(kept)))
         shaped.append(output)
     return tuple(shaped)
 

@@ -6,10 +6,12 @@ import grpc
 
 from pellucid.api import v1
 from pellucid.server.engine import Engine
+from pellucid.server.engine.apps import IndexStatus
 from pellucid.server.grpc.context import principal
 from pellucid.server.grpc.convert import page_request, to_dict, to_struct, to_timestamp
 from pellucid.server.grpc.idempotency import replayable
-from pellucid.server.records import AppRecord
+from pellucid.server.grpc.inputs import input_message
+from pellucid.server.records import AppRecord, IndexState
 
 _METADATA_ACTIONS = {
     v1.METADATA_ACTION_UNSPECIFIED: "merge",
@@ -29,6 +31,18 @@ def app_message(app: AppRecord) -> v1.App:
         metadata=to_struct(app.metadata),
         created_at=to_timestamp(app.created_at),
         modified_at=to_timestamp(app.modified_at),
+    )
+
+
+def index_status_message(status: IndexStatus) -> v1.AppIndexStatus:
+    return v1.AppIndexStatus(
+        base_workflow=status.base_workflow,
+        embedded_input_types=list(status.embedded_types),
+        ready=status.counts[IndexState.READY],
+        pending=status.counts[IndexState.PENDING],
+        in_progress=status.counts[IndexState.IN_PROGRESS],
+        failed=status.counts[IndexState.FAILED],
+        failed_inputs=[input_message(r) for r in status.failed],
     )
 
 
@@ -69,6 +83,11 @@ class AppServicer(v1.AppServiceServicer):
                 principal(), app.user_id, app.id, changes, _METADATA_ACTIONS.get(request.metadata_action, "?")
             )
         )
+
+    def GetAppIndexStatus(
+        self, request: v1.GetAppIndexStatusRequest, context: grpc.ServicerContext
+    ) -> v1.AppIndexStatus:
+        return index_status_message(self.engine.apps.index_status(principal(), request.user_id, request.app_id))
 
     @replayable(v1.DeleteAppResponse)
     def DeleteApp(self, request: v1.DeleteAppRequest, context: grpc.ServicerContext) -> v1.DeleteAppResponse:

@@ -18,6 +18,7 @@ from pellucid.server.grpc.idempotency import replayable
 from pellucid.server.grpc.translate.concepts import concept_messages, concept_values
 from pellucid.server.records import (
     AnnotationRecord,
+    IndexState,
     InputRecord,
     JobRecord,
     RegionRecord,
@@ -83,6 +84,23 @@ def input_spec(message: v1.Input) -> InputSpec:
     )
 
 
+INDEX_STATUS_DESCRIPTIONS = {
+    IndexState.READY: "indexed",
+    IndexState.PENDING: "waiting to be indexed",
+    IndexState.IN_PROGRESS: "being indexed",
+    IndexState.FAILED: "indexing failed",
+}
+
+
+def index_status(record: InputRecord) -> v1.Status:
+    """An input's index state as a Status (codes INPUT_INDEX_*, the reason of a failure in message)."""
+    return v1.Status(
+        code=int(record.index_state),  # type: ignore[arg-type]
+        description=INDEX_STATUS_DESCRIPTIONS[record.index_state],
+        message=record.index_message,
+    )
+
+
 def input_message(record: InputRecord) -> v1.Input:
     data = v1.Data(concepts=concept_messages(record.labels), metadata=to_struct(record.metadata))
     if record.input_type == "image":
@@ -112,6 +130,7 @@ def input_message(record: InputRecord) -> v1.Input:
         dataset_ids=list(record.dataset_ids),
         input_type=record.input_type,
         created_at=to_timestamp(record.created_at),
+        status=index_status(record),
     )
 
 

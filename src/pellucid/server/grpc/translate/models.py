@@ -154,6 +154,7 @@ def output_record(output: v1.Output) -> PredictOutput:
     rest.input.id = ""
     rest.data.ClearField("concepts")
     rest.data.ClearField("metadata")
+    rest.data.ClearField("embeddings")
     rest.data.text.raw = ""
     if not rest.data.text.url:
         rest.data.ClearField("text")
@@ -170,6 +171,7 @@ def output_record(output: v1.Output) -> PredictOutput:
             text=data.text.raw,
             metadata=to_dict(data.metadata) if data.HasField("metadata") else None,
             extra=rest.SerializeToString() if rest.ByteSize() else b"",
+            embeddings=tuple(tuple(e.vector) for e in data.embeddings),
         ),
     )
 
@@ -187,6 +189,8 @@ def output_message(output: PredictOutput) -> v1.Output:
         message.data.text.raw = output.data.text
     if output.data.metadata is not None:
         message.data.metadata.update(output.data.metadata)
+    for vector in output.data.embeddings:
+        message.data.embeddings.add(vector=vector, num_dimensions=len(vector))
     return message
 
 
