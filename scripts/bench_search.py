@@ -791,9 +791,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lancedb-n", type=int, default=100_000, help="N for lancedb's flat scan")
     parser.add_argument("--lancedb-index-n", type=int, default=20_000, help="N for lancedb's IVF_PQ (slow training)")
     parser.add_argument("--nprobe", default="4,8,16,32,64", help="IVF nprobe values of the curve")
-    parser.add_argument("--default-nprobe", type=int, default=32)
+    parser.add_argument("--default-nprobe", type=int, default=16, help="the index's default (vectors_faiss)")
     parser.add_argument("--ef", default="16,32,64,128,256,512", help="HNSW efSearch values of the curve")
-    parser.add_argument("--default-ef", type=int, default=64)
+    parser.add_argument("--default-ef", type=int, default=64, help="the index's default (vectors_faiss)")
     parser.add_argument("--skip", default="", help=f"comma-separated rows to skip: {', '.join(ROWS)}")
     parser.add_argument(
         "--direct", action="store_true", help="faiss and pgvector themselves instead of pellucid's index classes"
