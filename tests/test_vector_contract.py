@@ -309,9 +309,9 @@ def test_server_keeps_its_vectors_in_the_data_dir_across_restarts(tmp_path: Path
         again.stop(grace=0.5)
 
 
-def test_faiss_ivf_kind_recall_filters_and_reopen(tmp_path: Path) -> None:
-    """The other ANN kind (IVF with 8-bit scalar quantisation) holds the same bars."""
-    index = _faiss_index(tmp_path / "vectors", kind="ivf")
+def test_faiss_hnsw_kind_recall_filters_and_reopen(tmp_path: Path) -> None:
+    """The other ANN kind (HNSW; the default is IVF with 8-bit scalar quantisation) holds the same bars."""
+    index = _faiss_index(tmp_path / "vectors", kind="hnsw")
     vectors = clustered(3000, 32, seed=9)
     keys = np.arange(3000, dtype=np.int64)
     index.upsert(SPACE, keys, vectors)
@@ -321,6 +321,43 @@ def test_faiss_ivf_kind_recall_filters_and_reopen(tmp_path: Path) -> None:
     hits = index.search(SPACE, vectors[5], 10, allowed=allowed)
     assert len(hits) == 10 and {h.key for h in hits} <= set(allowed.tolist())
     index.close()
-    again = _faiss_index(tmp_path / "vectors", kind="ivf")
+    again = _faiss_index(tmp_path / "vectors", kind="hnsw")
     assert again.ann_loaded(SPACE) and _recall(again, vectors, keys, seed=10) >= 0.95  # type: ignore[attr-defined]
     again.close()
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_faiss_rebuilds_once_the_space_has_doubled(tmp_path: Path, kind: str) -> None:
+    """A structure built on a space's first vectors is rebuilt whole as the space grows (IVF's
+    centroids, an HNSW graph grown by adds both lose recall), and the saved one says so."""
+    index = _faiss_index(tmp_path / "vectors", kind=kind)
+    vectors = clustered(4000, 32, seed=11)
+    keys = np.arange(4000, dtype=np.int64)
+    built: list[int] = []
+    for start in range(0, 4000, 250):
+        index.upsert(SPACE, keys[start : start + 250], vectors[start : start + 250])
+        if index.uses_ann(SPACE):  # type: ignore[attr-defined]
+            built.append(index._anns[SPACE].built_size)  # type: ignore[attr-defined]
+    assert sorted(set(built)) == [500, 1000, 2000, 4000]
+    assert _recall(index, vectors, keys, seed=12) >= 0.95
+    index.close()
+    again = _faiss_index(tmp_path / "vectors", kind=kind)
+    assert again.ann_loaded(SPACE) and again._anns[SPACE].built_size == 4000  # type: ignore[attr-defined]
+    again.close()
+
+
+def test_faiss_filters_with_sparse_and_dense_keys(tmp_path: Path) -> None:
+    """Filters past filter_exact_max reach faiss as a bitmap (dense keys) or a hash set (keys
+    spread far apart); both return exactly k allowed hits, nearly the best allowed ones."""
+    vectors = clustered(3000, 32, seed=13)
+    query = clustered(1, 32, seed=14)[0]
+    for keys in (np.arange(3000, dtype=np.int64), np.arange(1, 3001, dtype=np.int64) * 1_000_003):
+        index = _faiss_index(tmp_path / f"v{int(keys[-1])}")
+        index.upsert(SPACE, keys, vectors)
+        allowed = np.sort(np.random.default_rng(15).choice(keys, 300, replace=False))
+        hits = index.search(SPACE, query, 10, allowed=allowed)
+        assert len(hits) == 10 and {h.key for h in hits} <= set(allowed.tolist())
+        picked = np.isin(keys, allowed)
+        best = set(brute_force(vectors[picked], keys[picked], query, Metric.COSINE, 10))
+        assert len({h.key for h in hits} & best) >= 9
+        index.close()

@@ -6,24 +6,17 @@ at most `filter_exact_max` keys (brute force over just those rows beats a graph 
 meets few of them). A space that reaches `ann_threshold` gets an ANN structure, built from
 the stored vectors and then kept up to date by each upsert.
 
-Kinds (`kind`): "hnsw" (IndexHNSWFlat, M=32, inner product on L2-normalised vectors, the
-default) or "ivf" (IndexIVFScalarQuantizer, 8-bit codes, trained on the space's vectors when
-the structure is built). Measured here on 200k x 384 clustered vectors (2000 clusters, 2
-busy cores, k' = max(40, setting) re-ranked exactly, 300 queries):
-
-    HNSW M=32   build 96 s   efSearch 16/32/64/128: recall@10 0.945/0.995/0.999/1.000,
-                             p50 0.22/0.31/0.39/0.69 ms
-    IVF1024-SQ8 build 51 s   nprobe 8/16/32/64:     recall@10 1.000 at each,
-                             p50 0.25/0.39/0.62/1.13 ms
-
-Both reach the 0.95 bar well under a millisecond; HNSW is the default because it needs no
-training: this index builds a space's structure when the space reaches `ann_threshold`
-vectors and then adds to it, and IVF's centroids would stay those of its first vectors
-while the space grows a hundredfold (lists fill unevenly, recall drops until a rebuild),
-whereas an HNSW graph is as good after a million adds as after a build. Its costs: a slower
-build and memory for the graph (about 256 bytes per vector at M=32, on top of the exact
-store's copy). IVF-SQ8 stays available (`kind="ivf"`) for memory-bound deployments and the
-benchmark's curve.
+Kinds (`kind`): "ivf" (IndexIVFScalarQuantizer, 8-bit codes, 4 * sqrt(n) lists trained on the
+space's vectors when the structure is built; the default) or "hnsw" (IndexHNSWFlat, M=32,
+inner product on L2-normalised vectors). At 200k x 384 clustered vectors both reach recall@10
+0.95 under a millisecond (HNSW efSearch 32: 0.995, 0.31 ms; IVF1024-SQ8 nprobe 8: 1.000,
+0.25 ms). At 1M, fed in batches the way indexing writes (scripts/bench_search.py, README
+"Search speed"), HNSW grown by adds reached only 0.85-0.92 (0.94 when built at once) with a
+175 s build, while IVF built in 27 s and kept recall 1.0 down to nprobe 4: IVF is the default.
+Both are rebuilt from the stored vectors once the space has doubled since their last build
+(`rebuild_growth`), so IVF's centroids follow the data and HNSW's graph is rebuilt whole.
+Gaussian clusters suit IVF; real embeddings spread more, which is why nprobe (16) keeps a margin
+over the curve's knee.
 
 A search asks faiss for k' = max(k * rerank_factor, ef_search) candidates and scores them
 exactly with the requested metric from the stored vectors. The structure is built for
@@ -34,7 +27,8 @@ Deletes and replacements leave tombstones: a removed key is excluded inside the 
 (an IDSelector in the SearchParameters), a replaced key's old vector is only a wasted
 candidate (the re-rank scores its stored vector). Once tombstones pass `rebuild_fraction`
 of the structure, it is rebuilt from the stored vectors. Filters (`allowed`): larger sets
-go to faiss as an IDSelectorBatch, so the filter applies during the walk (widened by
+go to faiss as a selector (a bitmap over the key range, or a hash set when keys are sparse),
+so the filter applies during the walk (widened by
 1 / sqrt(the allowed share), at most 8-fold, as it meets fewer allowed keys); if that walk
 still yields fewer than k hits while k allowed keys exist, the search falls back to exact
 over the allowed rows: a filter never returns fewer than k.
@@ -72,15 +66,16 @@ log = logging.getLogger(__name__)
 
 KINDS = ("hnsw", "ivf")
 # Defaults (constructor parameters; scripts/bench_search.py measures the curve they come from)
-DEFAULT_KIND = "hnsw"
+DEFAULT_KIND = "ivf"
 DEFAULT_ANN_THRESHOLD = 20_000  # below it, brute force is about as fast and exact
 DEFAULT_EF_SEARCH = 64  # HNSW: candidates the walk keeps; also the least k'
 DEFAULT_HNSW_M = 32  # HNSW: links per node
 DEFAULT_EF_CONSTRUCTION = 64
-DEFAULT_NPROBE = 32  # IVF: lists scanned per query
+DEFAULT_NPROBE = 16  # IVF: lists scanned per query
 DEFAULT_RERANK_FACTOR = 4  # k' = max(k * rerank_factor, ef_search) candidates re-ranked exactly
 DEFAULT_FILTER_EXACT_MAX = 20_000  # `allowed` sets up to this size are searched by brute force
 DEFAULT_REBUILD_FRACTION = 0.2  # rebuild once tombstones are this share of the structure
+DEFAULT_REBUILD_GROWTH = 2.0  # rebuild once the space has grown this much since the last build
 _BUILD_CHUNK = 16_384
 _PROGRESS_MIN_VECTORS = 200_000
 
@@ -107,6 +102,7 @@ class _Ann:
     stale: int = 0  # replaced vectors still in the structure
     dead_array: npt.NDArray[np.int64] | None = None  # `dead`, sorted, cached for selectors
     loaded: bool = False  # read back from the directory (not built from the vectors)
+    built_size: int = 0  # vectors in the space when the structure was built
 
     @property
     def tombstones(self) -> int:
@@ -116,6 +112,21 @@ class _Ann:
         if self.dead_array is None:
             self.dead_array = np.array(sorted(self.dead), dtype=np.int64)
         return self.dead_array
+
+
+def _key_selector(faiss: Any, keys: npt.NDArray[np.int64], keep: list[Any]) -> Any:
+    """A faiss selector of these sorted keys. A bitmap over 0..max key where that is at most
+    8 bytes per key (a 100k-key filter: 0.25 ms to build, against 13.7 ms for IDSelectorBatch's
+    hash set, measured by bench_search), else the hash set. `keep` holds what faiss points into."""
+    top = int(keys[-1]) + 1
+    if keys[0] >= 0 and top <= 64 * keys.shape[0]:
+        bits = np.zeros(top, dtype=bool)
+        bits[keys] = True
+        bitmap = np.packbits(bits, bitorder="little")
+        keep.append(bitmap)
+        return faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
+    keep.append(keys)
+    return faiss.IDSelectorBatch(keys.shape[0], faiss.swig_ptr(keys))
 
 
 def _normalised(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -139,6 +150,7 @@ class FaissVectorIndex(VectorIndex):
         rerank_factor: int = DEFAULT_RERANK_FACTOR,
         filter_exact_max: int = DEFAULT_FILTER_EXACT_MAX,
         rebuild_fraction: float = DEFAULT_REBUILD_FRACTION,
+        rebuild_growth: float = DEFAULT_REBUILD_GROWTH,
         fsync: bool = True,
     ) -> None:
         """`nlist` (IVF lists) None: 4 * sqrt(vectors) when the structure is built."""
@@ -155,6 +167,7 @@ class FaissVectorIndex(VectorIndex):
         self.rerank_factor = rerank_factor
         self.filter_exact_max = filter_exact_max
         self.rebuild_fraction = rebuild_fraction
+        self.rebuild_growth = max(1.0, rebuild_growth)
         self.directory = directory
         self.exact = ExactVectorIndex(directory, fsync)
         self._write_lock = threading.Lock()  # one writer at a time: the exact store and the structure agree
@@ -210,7 +223,7 @@ class FaissVectorIndex(VectorIndex):
                 index.add_with_ids(_normalised(matrix[start:end]), np.ascontiguousarray(keys[start:end]))
                 progress.update(end - start)
         log.info("built the %s index of space %r: %d vectors", self.kind, space.name, index.ntotal)
-        return _Ann(index, inner)
+        return _Ann(index, inner, built_size=int(index.ntotal))
 
     def _paths(self, name: str) -> tuple[Path, Path] | None:
         if self.directory is None:
@@ -237,7 +250,14 @@ class FaissVectorIndex(VectorIndex):
             inner = self._faiss.downcast_index(index.index)
             inner.hnsw.efSearch = self.ef_search
         log.info("read the saved %s index of space %r: %d vectors", self.kind, name, index.ntotal)
-        return _Ann(index, inner, dead=set(meta.get("dead", [])), stale=int(meta.get("stale", 0)), loaded=True)
+        return _Ann(
+            index,
+            inner,
+            dead=set(meta.get("dead", [])),
+            stale=int(meta.get("stale", 0)),
+            loaded=True,
+            built_size=int(meta.get("built_size", index.ntotal)),
+        )
 
     def _save(self, name: str, ann: _Ann) -> None:
         paths = self._paths(name)
@@ -249,7 +269,13 @@ class FaissVectorIndex(VectorIndex):
         self._faiss.write_index(ann.index, str(temporary))
         os.chmod(temporary, 0o600)
         os.replace(temporary, paths[0])
-        meta = {"generation": state[0], "settings": self._settings(), "dead": sorted(ann.dead), "stale": ann.stale}
+        meta = {
+            "generation": state[0],
+            "settings": self._settings(),
+            "dead": sorted(ann.dead),
+            "stale": ann.stale,
+            "built_size": ann.built_size,
+        }
         temporary = paths[1].with_suffix(".json.tmp")
         temporary.write_text(json.dumps(meta), encoding="utf-8")
         os.chmod(temporary, 0o600)
@@ -309,13 +335,25 @@ class FaissVectorIndex(VectorIndex):
             return removed
 
     def _maybe_rebuild(self, name: str, space: Space, ann: _Ann) -> None:
-        if ann.tombstones <= self.rebuild_fraction * max(1, ann.index.ntotal):
+        """Rebuild after many deletes, or once the space has grown `rebuild_growth`-fold since the
+        structure was built: IVF centroids trained on a space's first vectors, and an HNSW graph
+        grown by many small adds, both lose recall as the space grows (bench_search measured
+        HNSW at 1M: recall@10 0.85 grown by adds against 0.94 built at once). Growth rebuilds
+        cost, summed over a space's life, about twice one build at its final size."""
+        grown = space.size >= self.rebuild_growth * max(1, ann.built_size)
+        if not grown and ann.tombstones <= self.rebuild_fraction * max(1, ann.index.ntotal):
             return
         if space.size < self.ann_threshold:
             del self._anns[name]  # small again: brute force
             self._forget_saved(name)
             return
-        log.info("rebuilding the ANN index of %r: %d tombstones", name, ann.tombstones)
+        log.info(
+            "rebuilding the ANN index of %r: %d vectors (%d at its last build), %d tombstones",
+            name,
+            space.size,
+            ann.built_size,
+            ann.tombstones,
+        )
         self._anns[name] = self._build(space)
 
     def drop_space(self, space: str) -> None:
@@ -387,13 +425,14 @@ class FaissVectorIndex(VectorIndex):
             if allowed is not None:
                 live = np.setdiff1d(allowed, dead, assume_unique=True) if dead.shape[0] else allowed
                 live = np.ascontiguousarray(live, dtype=np.int64)
-                selector = faiss.IDSelectorBatch(live.shape[0], faiss.swig_ptr(live))
-                keep.append(live)
+                if live.shape[0] == 0:
+                    return []
+                selector = _key_selector(faiss, live, keep)
                 share = max(1, live.shape[0]) / max(1, ann.index.ntotal)
             elif dead.shape[0]:
-                batch = faiss.IDSelectorBatch(dead.shape[0], faiss.swig_ptr(dead))
-                selector = faiss.IDSelectorNot(batch)
-                keep.extend((dead, batch))
+                inner_selector = _key_selector(faiss, dead, keep)
+                selector = faiss.IDSelectorNot(inner_selector)
+                keep.append(inner_selector)
             # a walk meets allowed keys in proportion to their share: widen it by 1/sqrt(share), at
             # most 8-fold (60k x 384, 10% allowed: recall@10 0.92 -> 0.98 against exact, measured)
             walk = int(max(self.ef_search, wanted) * min(8.0, 1.0 / np.sqrt(share)))
