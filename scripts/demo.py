@@ -66,8 +66,14 @@ def main() -> int:
     except NotFound as exc:
         print(f"nothing to delete: {exc.code.name}: {exc.message}")
 
-    step("create an app")
-    app = user.create_app(APP_ID, name="Demo app", description="made by scripts/demo.py", metadata={"source": "demo"})
+    step("create an app that embeds its texts and images as they arrive (searchable)")
+    app = user.create_app(
+        APP_ID,
+        base_workflow="Universal",
+        name="Demo app",
+        description="made by scripts/demo.py",
+        metadata={"source": "demo"},
+    )
     print(f"created {app!r}: name={app.app_info.name!r} metadata={dict(app.app_info.metadata)}")
 
     step("create concepts")
@@ -136,6 +142,28 @@ def main() -> int:
         print(f"- {item.id[:12]}.. [{labels:8}] {item.data.text.raw[:50]}")
     stats = images.get_stats()
     print(f"colours: {stats.inputs} inputs, concepts {dict(stats.concept_counts)}")
+
+    step("search: by meaning (text), by example (image), within filters")
+    status = app.wait_until_indexed(timeout=600, show_progress=False)
+    print(
+        f"embedded by {status.base_workflow} ({', '.join(status.embedded_input_types)}): "
+        f"{status.ready} ready, {status.failed} failed, {status.pending + status.in_progress} waiting"
+    )
+    search = app.search(top_k=3)
+    query = "it broke almost at once"
+    print(f"texts closest to {query!r}:")
+    for hit in search.query(ranks=[{"text_raw": query}], filters=[{"input_types": ["text"]}]):
+        print(f"  {hit.score:.3f} {hit.input.data.text.raw}")
+    example = next((work / "images" / "blue").glob("*.png"))
+    print(f"images closest to {example.name} (a blue square), among those not labelled red:")
+    for hit in search.query(
+        ranks=[{"image_bytes": example.read_bytes()}],
+        filters=[{"input_types": ["image"]}, {"concepts": [{"id": "red", "value": 1}], "negate": True}],
+    ):
+        print(f"  {hit.score:.3f} {hit.id[:12]}.. labelled {','.join(c.id for c in hit.input.data.concepts)}")
+    print(
+        f"positive reviews about phones: {search.count(filters=[{'concepts': [{'id': 'positive'}], 'metadata': {'product': 'phone'}}])}"
+    )
 
     step("freeze a version and export it")
     version = images.create_version(description="demo snapshot")
