@@ -13,8 +13,8 @@ inner product on L2-normalised vectors). At 200k x 384 clustered vectors both re
 0.25 ms). At 1M, fed in batches the way indexing writes (scripts/bench_search.py, README
 "Search speed"), HNSW grown by adds reached only 0.85-0.92 (0.94 when built at once) with a
 175 s build, while IVF built in 27 s and kept recall 1.0 down to nprobe 4: IVF is the default.
-Both are rebuilt from the stored vectors once the space has doubled since their last build
-(`rebuild_growth`), so IVF's centroids follow the data and HNSW's graph is rebuilt whole.
+IVF is retrained from the stored vectors once the space has grown fourfold since its last build
+(`rebuild_growth`), so its centroids follow the data; k-means sees at most 64 vectors per list.
 Gaussian clusters suit IVF; real embeddings spread more, which is why nprobe (16) keeps a margin
 over the curve's knee.
 
@@ -75,7 +75,10 @@ DEFAULT_NPROBE = 16  # IVF: lists scanned per query
 DEFAULT_RERANK_FACTOR = 4  # k' = max(k * rerank_factor, ef_search) candidates re-ranked exactly
 DEFAULT_FILTER_EXACT_MAX = 20_000  # `allowed` sets up to this size are searched by brute force
 DEFAULT_REBUILD_FRACTION = 0.2  # rebuild once tombstones are this share of the structure
-DEFAULT_REBUILD_GROWTH = 2.0  # rebuild once the space has grown this much since the last build
+DEFAULT_REBUILD_GROWTH = 4.0  # IVF: retrain once the space has grown this much since the last build
+MAX_NLIST = 4096  # IVF lists: 4 * sqrt(n), at most this many
+TRAINING_PER_LIST = 64  # IVF: k-means sees at most this many vectors per list (faiss wants >= 39)
+TRAINING_ITERATIONS = 10
 _BUILD_CHUNK = 16_384
 _PROGRESS_MIN_VECTORS = 200_000
 
@@ -189,7 +192,7 @@ class FaissVectorIndex(VectorIndex):
             inner.hnsw.efConstruction = self.ef_construction
             inner.hnsw.efSearch = self.ef_search
             return faiss.IndexIDMap(inner), inner
-        nlist = self.nlist or max(16, int(4 * np.sqrt(training.shape[0])))
+        nlist = self.nlist or min(MAX_NLIST, max(16, int(4 * np.sqrt(training.shape[0]))))
         nlist = min(nlist, max(1, training.shape[0] // 39))  # faiss wants >= 39 training points per list
         quantizer = faiss.IndexFlatIP(dimension)
         index = faiss.IndexIVFScalarQuantizer(
@@ -197,9 +200,10 @@ class FaissVectorIndex(VectorIndex):
         )
         index.own_fields = True
         quantizer.this.disown()
+        index.cp.niter = TRAINING_ITERATIONS
         sample = training
-        if training.shape[0] > nlist * 256:
-            picked = np.random.default_rng(0).choice(training.shape[0], nlist * 256, replace=False)
+        if training.shape[0] > nlist * TRAINING_PER_LIST:  # k-means costs samples x lists x dimension
+            picked = np.random.default_rng(0).choice(training.shape[0], nlist * TRAINING_PER_LIST, replace=False)
             sample = training[np.sort(picked)]
         index.train(_normalised(sample))
         return index, None
@@ -335,12 +339,12 @@ class FaissVectorIndex(VectorIndex):
             return removed
 
     def _maybe_rebuild(self, name: str, space: Space, ann: _Ann) -> None:
-        """Rebuild after many deletes, or once the space has grown `rebuild_growth`-fold since the
-        structure was built: IVF centroids trained on a space's first vectors, and an HNSW graph
-        grown by many small adds, both lose recall as the space grows (bench_search measured
-        HNSW at 1M: recall@10 0.85 grown by adds against 0.94 built at once). Growth rebuilds
-        cost, summed over a space's life, about twice one build at its final size."""
-        grown = space.size >= self.rebuild_growth * max(1, ann.built_size)
+        """Rebuild after many deletes, or (IVF) once the space has grown `rebuild_growth`-fold since
+        the structure was built: centroids trained on a space's first vectors no longer fit lists
+        a hundred times fuller. Growth rebuilds cost, summed over a space's life, about a third
+        more than one build at its final size. (An HNSW graph is not rebuilt for growth: at 1M,
+        rebuilding it at every doubling cost minutes and left recall where adds had it.)"""
+        grown = self.kind == "ivf" and space.size >= self.rebuild_growth * max(1, ann.built_size)
         if not grown and ann.tombstones <= self.rebuild_fraction * max(1, ann.index.ntotal):
             return
         if space.size < self.ann_threshold:
