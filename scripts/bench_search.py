@@ -343,7 +343,11 @@ def pellucid_ann(bench: Bench, n: int, queries: int, kind: str, values: list[int
             row.notes.append(f"M {index.hnsw_m}, efConstruction {index.ef_construction}")
         else:
             ivf = vectors_faiss.import_faiss().extract_index_ivf(index._anns[space].index)
-            row.notes.append(f"{ivf.nlist} lists, trained on the first {threshold:,} vectors (the ANN threshold)")
+            built = index._anns[space].built_size
+            row.notes.append(
+                f"{ivf.nlist} lists, last trained on {built:,} vectors (built at the ANN threshold, "
+                f"{threshold:,}, retrained at every {index.rebuild_growth:g}x growth)"
+            )
         row.notes.append(
             f"k' = max({K} x {index.rerank_factor}, ef_search) candidates re-ranked exactly; filters of at most "
             f"{index.filter_exact_max:,} keys are brute force; memory includes the exact store's copy"
