@@ -14,6 +14,7 @@ import pytest
 from pellucid.server.storage.registry import check_vector_index_uri, open_vector_index
 from pellucid.server.storage.vectors import DimensionMismatch, Metric, VectorIndex
 from pellucid.server.storage.vectors_exact import ExactVectorIndex
+from tests import pg
 
 SPACE = "alice/photos/text"
 BACKENDS = ["memory", "exact", "faiss", "pgvector"]
@@ -307,6 +308,35 @@ def test_server_keeps_its_vectors_in_the_data_dir_across_restarts(tmp_path: Path
         assert again.engine.vectors.search(SPACE, np.array([0, 1], dtype=np.float32), 1)[0].key == 2
     finally:
         again.stop(grace=0.5)
+
+
+def test_replicas_over_postgresql_share_their_vectors_by_default(tmp_path: Path, _postgres_session: None) -> None:
+    """Metadata in PostgreSQL and no vector index named: the vectors go to pgvector in the same
+    database, so what one replica's workers embed the other replica searches."""
+    from pellucid.server.runtime import PellucidServer, ServerSettings
+    from pellucid.server.storage.vectors_pgvector import PgvectorIndex
+
+    database = pg.new_database()
+    servers = []
+    try:
+        for name in ("a", "b"):
+            settings = ServerSettings(
+                data_dir=tmp_path / name,
+                port=0,
+                metadata_uri=database,
+                health_check_seconds=0,
+                blob_gc_interval_seconds=0,
+            )
+            servers.append(PellucidServer(settings))
+            servers[-1].start()
+        a, b = (server.engine for server in servers)
+        assert a is not None and b is not None
+        assert isinstance(a.vectors, PgvectorIndex) and isinstance(b.vectors, PgvectorIndex)
+        a.vectors.upsert(SPACE, _keys([1, 2]), np.eye(2, dtype=np.float32))
+        assert b.vectors.search(SPACE, np.array([0, 1], dtype=np.float32), 1)[0].key == 2
+    finally:
+        for server in servers:
+            server.stop(grace=0.5)
 
 
 def test_faiss_hnsw_kind_recall_filters_and_reopen(tmp_path: Path) -> None:

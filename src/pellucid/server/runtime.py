@@ -36,6 +36,7 @@ from pellucid.server.storage.registry import (
     open_blob_store,
     open_vector_index,
     open_work_queue,
+    vector_index_uri,
 )
 
 __all__ = ["DataDirInUse", "PellucidServer", "PortInUse", "ServerSettings", "TlsSettingsError"]
@@ -128,7 +129,9 @@ class PellucidServer:
                 store.close()
                 raise
             try:
-                vectors = open_vector_index(self.settings.vectors_uri, self.data_dir.path)
+                vectors = open_vector_index(
+                    vector_index_uri(self.settings.vectors_uri, self.settings.metadata_uri), self.data_dir.path
+                )
             except BaseException:
                 blobs.close()
                 store.close()

@@ -116,6 +116,18 @@ def check_vector_index_uri(uri: str) -> str:
     raise ValueError(f"unsupported vector index URI {uri!r}: use one of {VECTOR_EXAMPLES} (or nothing: the default)")
 
 
+def vector_index_uri(vectors_uri: str, metadata_uri: str) -> str:
+    """The vector index a server opens: the one given, else pgvector in the metadata database
+    when that is PostgreSQL (replicas must share their vectors as they share the metadata: a
+    replica's own index would miss what another replica's workers embedded), else the data
+    dir's default."""
+    if vectors_uri:
+        return vectors_uri
+    if "://" in metadata_uri and metadata_uri.split("://", 1)[0].lower() in ("postgresql", "postgres"):
+        return metadata_uri
+    return ""
+
+
 def open_vector_index(uri: str, data_dir: Path | None) -> VectorIndex:
     """The vector index a URI names: `memory:` (in this process only), `exact:///dir` (numpy
     brute force, persisted), `faiss:///dir` (ANN over the exact store, faiss-cpu from the
