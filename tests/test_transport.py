@@ -16,6 +16,7 @@ from pellucid.client._transport import RetryPolicy, get_connection
 from pellucid.client.app import App
 from pellucid.client.config import resolve_settings
 from pellucid.client.user import User
+from pellucid.errors import UserError
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.conftest import RunningServer
 
@@ -260,3 +261,14 @@ def test_an_unknown_replica_host_is_unavailable_with_its_name() -> None:
     user = User(base_url="grpc://127.0.0.1:1,no-such-host.invalid:7317", pat="x", timeout=2)
     with pytest.raises(errors.Unavailable, match=r"no-such-host\.invalid:7317"):
         user.get_user_info()
+
+
+def test_replicas_of_two_address_families_are_refused_not_dropped() -> None:
+    """gRPC's static list holds one family: an IPv6-only replica beside IPv4 ones would be left
+    out silently, so the SDK says so instead."""
+    from pellucid.client._transport import replica_list
+
+    assert replica_list(("127.0.0.1:1", "127.0.0.2:2")) == "ipv4:127.0.0.1:1,127.0.0.2:2"
+    assert replica_list(("[::1]:1", "[::1]:2")) == "ipv6:[::1]:1,[::1]:2"
+    with pytest.raises(UserError, match="address family"):
+        replica_list(("[::1]:7317", "127.0.0.1:7318"))

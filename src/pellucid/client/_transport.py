@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from pellucid import __version__
 from pellucid.client._protos import encode_with_repeated
 from pellucid.client.config import ENV_CLIENT_CERT, ENV_CLIENT_KEY, ClientSettings, missing_credentials
-from pellucid.errors import DeadlineExceeded, PellucidError, Unavailable, from_rpc_error
+from pellucid.errors import DeadlineExceeded, PellucidError, Unavailable, UserError, from_rpc_error
 
 log = logging.getLogger("pellucid.client")
 
@@ -391,24 +391,29 @@ class Connection:
 
 def replica_list(addresses: tuple[str, ...]) -> str:
     """A gRPC target naming every replica ("ipv4:10.0.0.1:7317,10.0.0.2:7317"): host names are
-    resolved now, once (gRPC's static address lists take IP addresses only)."""
-    resolved: dict[int, list[str]] = {socket.AF_INET: [], socket.AF_INET6: []}
+    resolved now, once (gRPC's static address lists take IP addresses only, of one family)."""
+    per_family: dict[int, list[str]] = {socket.AF_INET: [], socket.AF_INET6: []}
+    reachable_by: dict[int, set[str]] = {socket.AF_INET: set(), socket.AF_INET6: set()}
     for hostport in addresses:
         host, _, port = hostport.rpartition(":")
-        host = host.strip("[]")
         try:
-            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise Unavailable(f"cannot resolve replica {hostport}: {exc.strerror}") from None
         for family, _, _, _, sockaddr in infos:
-            if family in resolved:
+            if family in per_family:
                 ip = str(sockaddr[0])
                 entry = f"{ip}:{port}" if family == socket.AF_INET else f"[{ip}]:{port}"
-                if entry not in resolved[family]:
-                    resolved[family].append(entry)
-    if resolved[socket.AF_INET]:  # one static list holds one address family
-        return "ipv4:" + ",".join(resolved[socket.AF_INET])
-    return "ipv6:" + ",".join(resolved[socket.AF_INET6])
+                reachable_by[family].add(hostport)
+                if entry not in per_family[family]:
+                    per_family[family].append(entry)
+    for family, scheme in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
+        if reachable_by[family] == set(addresses):  # one list holds one family: every replica in it
+            return f"{scheme}:" + ",".join(per_family[family])
+    raise UserError(
+        f"the replicas {', '.join(addresses)} do not share an address family (some are IPv4 only, some "
+        "IPv6 only): name every replica by an address of one family, or put them behind a load balancer"
+    )
 
 
 def _service_name(stub_type: type) -> str:
