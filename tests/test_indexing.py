@@ -20,6 +20,8 @@ import pytest
 import pellucid.errors as errors
 from pellucid.api import v1
 from pellucid.client.app import App
+from pellucid.client.input import Inputs
+from pellucid.client.runner import Runner
 from pellucid.client.user import User
 from pellucid.server.embedders import EmbedBatch, Embedder, EmbedderUnavailable, builtin_embedder
 from pellucid.server.engine import Engine, Principal
@@ -339,6 +341,45 @@ def test_a_model_of_the_app_as_its_embedder(
     app.delete_model("colour")  # its embeddings go with it; the app now embeds nothing
     assert vectors_of(server, app, "model:colour") == {}
     assert app.index_status().base_workflow == "Empty"
+    # a model of that id again: the app embeds with it again (its inputs are not READY without vectors)
+    app.create_model("colour", runner_labels=[f"colour-{unique}"], input_fields=["image"])
+    status = app.wait_until_indexed(timeout=60, show_progress=False)
+    assert status.base_workflow == "colour" and (status.ready, status.failed) == (5, 1)
+    assert sorted(vectors_of(server, app, "model:colour")) == ["blue", "red-0", "red-1", "red-2"]
+
+
+class RaggedEmbedder(Runner):
+    """A model whose embeddings have 2 or 3 dimensions, by the length of the text."""
+
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
+        size = 2 + len(input.data.text.raw) % 2
+        return v1.Output(data=v1.Data(embeddings=[v1.Embedding(vector=[1.0] * size, num_dimensions=size)]))
+
+
+def test_embeddings_of_another_length_fail_alone_and_others_are_indexed(
+    server: RunningServer, alice: User, bob: User, unique: str
+) -> None:
+    """One batch's vectors must fit one space: those that do not fail with the reason, and the
+    batch's other inputs (another app's, another user's) are not held by them."""
+    alice.create_runner(f"ragged-{unique}", labels=[f"ragged-{unique}"])
+    runner = RaggedEmbedder(f"ragged-{unique}", base_url=alice.base_url, pat=alice._connection.settings.pat)
+    thread = threading.Thread(target=runner.start, daemon=True)
+    thread.start()
+    try:
+        assert runner.wait_connected(10)
+        app = alice.create_app(f"ragged-{unique}", base_workflow="Empty")
+        app.create_model("m", runner_labels=[f"ragged-{unique}"], input_fields=["text"])
+        app.patch(base_workflow="m")
+        other = bob.create_app(f"texts-{unique}", base_workflow="Text")
+        app.inputs().upload_inputs([Inputs.get_text_input(f"r{i}", "x" * (i + 1)) for i in range(4)], show_log=False)
+        other.inputs().upload_text("b1", "a text of another user")
+        status = app.wait_until_indexed(timeout=60, show_progress=False)
+        assert status.ready + status.failed == 4 and status.ready >= 1 and status.failed >= 1
+        assert all("dimensions" in i.status.message for i in status.failed_inputs)
+        assert other.wait_until_indexed(timeout=60, show_progress=False).ready == 1
+    finally:
+        runner.stop(drain=False)
+        thread.join(10)
 
 
 # the indexer's own rules, on an engine driven one batch at a time
@@ -399,6 +440,17 @@ def test_an_input_deleted_while_embedded_leaves_no_vector(engine: Engine) -> Non
     space = space_name("owner", "race", "text")
     assert engine.vectors is not None and engine.vectors.count(space) == 1
     assert states(engine, "race") == {IndexState.READY: 1}
+
+
+def test_an_app_deleted_while_embedded_leaves_no_vector(engine: Engine) -> None:
+    """Its vectors written after the delete dropped its spaces go too: an app made again with
+    the same id (whose inputs may get the old rows' seqs) starts with no vectors."""
+    engine.apps.create(OWNER, "owner", "gone-app", base_workflow="Text")
+    post_texts(engine, "gone-app", {"secret": "a text about volcanoes"})
+    delete = lambda: engine.apps.delete(OWNER, "owner", "gone-app")  # noqa: E731
+    engine.indexer.embedder = lambda modality: HashingEmbedder(during=delete)
+    assert engine.indexer.run_once() == 1
+    assert engine.vectors is not None and engine.vectors.count(space_name("owner", "gone-app", "text")) == 0
 
 
 def test_missing_models_extra_fails_with_the_hint_and_a_re_embed_recovers(engine: Engine) -> None:

@@ -268,6 +268,51 @@ def test_torn_log_tail_is_survived(tmp_path: Path, backend: str) -> None:
     last.close()
 
 
+def test_a_failed_log_write_loses_no_later_write(tmp_path: Path) -> None:
+    """A write that fails part way (disk full) leaves no half record behind: the writes
+    acknowledged after it survive a crash (the replay stops at the first bad record)."""
+    index = ExactVectorIndex(tmp_path / "vectors", fsync=False)
+    index.upsert(SPACE, _keys([1]), np.ones((1, 4), dtype=np.float32))
+    files = index._files[SPACE]  # type: ignore[attr-defined]
+    real = files._log
+
+    class DiskFull:
+        def write(self, data: bytes) -> None:
+            real.write(data[: len(data) // 2])
+            real.flush()
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    files._log = DiskFull()
+    with pytest.raises(OSError):
+        index.upsert(SPACE, _keys([2]), np.ones((1, 4), dtype=np.float32))
+    index.upsert(SPACE, _keys([3]), np.full((1, 4), 2, dtype=np.float32))
+    index.upsert(SPACE, _keys([4]), np.full((1, 4), 3, dtype=np.float32))
+    index._dir_lock.close()  # type: ignore[attr-defined]  # as a crash would: the lock goes, nothing is compacted
+    crashed = subprocess_open(tmp_path / "vectors")
+    assert crashed == [1, 3, 4]
+
+
+def subprocess_open(directory: Path) -> list[int]:
+    """The keys of SPACE as a new process finds them (this one holds the directory's lock and
+    never closed the index: a crash)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; from pathlib import Path; import numpy as np;"
+        "from pellucid.server.storage.vectors_exact import ExactVectorIndex;"
+        f"index = ExactVectorIndex(Path({str(directory)!r}), fsync=False);"
+        f"print(json.dumps(sorted(index.get({SPACE!r}, np.arange(10, dtype=np.int64)))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [int(k) for k in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
 def test_vector_index_uris(tmp_path: Path) -> None:
     assert check_vector_index_uri("") == "" and check_vector_index_uri("memory:") == "memory"
     assert check_vector_index_uri(f"exact://{tmp_path}") == "exact"

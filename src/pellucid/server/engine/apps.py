@@ -217,6 +217,10 @@ class Apps:
             self._reindex(app, old_spaces)
         return app
 
+    def reindex(self, app: AppRecord) -> None:
+        """Re-embed every input of the app with its base workflow as it stands (its spaces dropped)."""
+        self._reindex(app, self.spaces(app))
+
     def _reindex(self, app: AppRecord, old_spaces: builtins.list[str]) -> None:
         """Naming base_workflow in a patch re-embeds the app's inputs (also with the value it
         had: that retries failed inputs, or re-runs a model whose runner changed): the old

@@ -37,7 +37,7 @@ from pellucid.server.engine.models import Models
 from pellucid.server.engine.predict import Media, OutputCode, PredictInput, PredictRequest
 from pellucid.server.engine.spaces import MODEL_EMBEDDER_PREFIX, space_name
 from pellucid.server.records import IndexState, IndexWork, InputRecord
-from pellucid.server.storage import MetadataStore
+from pellucid.server.storage import MetadataStore, StoreUnavailable
 from pellucid.server.storage.blobs import BlobStore
 from pellucid.server.storage.vectors import DimensionMismatch, VectorIndex
 
@@ -169,7 +169,14 @@ class Indexer:
             groups[(item.input.user_id, item.input.app_id, item.base_workflow)].append(item)
         results: list[tuple[int, IndexState, str]] = []
         for (user_id, app_id, workflow), items in groups.items():
-            results.extend(self._index_app(user_id, app_id, workflow, items))
+            try:
+                results.extend(self._index_app(user_id, app_id, workflow, items))
+            except StoreUnavailable:
+                raise  # transient: the claims lapse and the inputs are embedded again
+            except Exception as exc:  # one app's failure must not hold other apps' inputs
+                log.exception("indexing app %s/%s failed", user_id, app_id)
+                reason = f"indexing failed: {type(exc).__name__}: {exc}"
+                results.extend((item.input.seq, IndexState.FAILED, reason) for item in items)
             if self._stopping.is_set():
                 return len(work)  # unfinished: the claims lapse, the next worker embeds them again
         self._store.finish_indexing(results)
@@ -192,8 +199,15 @@ class Indexer:
         for key, records in by_key.items():
             outcomes = self._embed(user_id, app_id, key, records)
             space = space_name(user_id, app_id, key)
-            good = [o for o in outcomes if o.vector is not None]
             failed = {o.seq: o.error for o in outcomes if o.vector is None}
+            sized = [(o, o.vector.shape[-1]) for o in outcomes if o.vector is not None]
+            # a model embedder may answer vectors of several lengths: the space takes one
+            held = self._vectors.dimension(space)
+            width = held if held is not None else (sized[0][1] if sized else 0)
+            for o, length in sized:
+                if length != width:
+                    failed[o.seq] = f"the embedding has {length} dimensions, the app's vector space {width}"
+            good = [o for o, length in sized if length == width]
             if good:
                 try:
                     self._vectors.upsert(
@@ -218,8 +232,12 @@ class Indexer:
         dropped meanwhile (the change also put the inputs back to PENDING)."""
         assert self._vectors is not None
         ids = sorted({r.id for records in written.values() for r in records})
-        current = self._store.input_seqs(user_id, app_id, ids)
         app = self._store.get_app(user_id, app_id)
+        if app is None:  # the app was deleted while its inputs were embedded: nothing written may stay
+            for space in written:
+                self._vectors.drop_space(space)
+            return
+        current = self._store.input_seqs(user_id, app_id, ids)
         live_spaces = set(self._apps.spaces(app)) if app is not None and app.base_workflow != workflow else set(written)
         for space, records in written.items():
             stale = [r.seq for r in records if current.get(r.id) != r.seq or space not in live_spaces]

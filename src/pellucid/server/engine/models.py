@@ -140,6 +140,8 @@ class Models:
             self._store.insert_model(model, first)
         except Conflict:
             raise AlreadyExists(f"model {model_id!r} already exists in app {app.id!r}", field="model_id") from None
+        if app.base_workflow == model.id:  # a model of that id was the app's embedder, and was deleted
+            self._apps.reindex(app)  # its inputs wait for the new model's vectors (not READY without any)
         return model, first
 
     def get(

@@ -318,10 +318,22 @@ class _SpaceFiles:
         if self._log is None:
             private_directory(self.directory)
             self._log = _private_open(self.log_path, "ab")
-        self._log.write(_RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
-        self._log.flush()
-        if self.fsync:
-            os.fsync(self._log.fileno())
+        try:
+            self._log.write(_RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+            self._log.flush()
+            if self.fsync:
+                os.fsync(self._log.fileno())
+        except BaseException:
+            # a write that failed part way (disk full) must not leave half a record: the replay
+            # stops at the first bad record, and would drop every later, acknowledged one
+            log_file, self._log = self._log, None
+            try:
+                log_file.close()
+            except OSError:
+                pass
+            with self.log_path.open("r+b") as file:
+                file.truncate(self.log_bytes)
+            raise
         self.log_bytes += _RECORD_HEADER.size + len(payload)
 
     def should_compact(self) -> bool:
