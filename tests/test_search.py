@@ -508,6 +508,13 @@ def test_vector_rank_errors_on_the_real_index(corpus: Corpus) -> None:
         list(search.query(ranks=[{"vector": [1.0, 2.0, 3.0]}]))
     with pytest.raises(errors.InvalidArgument, match=r"ranks\[0\].embedder 'image' is not one of this app's: text"):
         list(search.query(ranks=[{"vector": [1.0] * DIM, "embedder": "image"}]))
+    # vectors without a direction, or whose norms would overflow float32 (every cosine 0), are refused
+    with pytest.raises(errors.InvalidArgument, match=r"ranks\[0\].vector cannot be searched with: it is all zeros"):
+        list(search.query(ranks=[{"vector": [0.0] * DIM}]))
+    with pytest.raises(
+        errors.InvalidArgument, match=r"ranks\[0\].vector cannot be searched with: it holds values beyond"
+    ):
+        list(search.query(ranks=[{"vector": [3e38] * DIM}]))
     with pytest.raises(errors.NotFound, match="input 'nope' not found in app 'corpus'"):
         list(search.query(ranks=[{"input_id": "nope"}]))
     with pytest.raises(errors.FailedPrecondition, match="input 'item-07' is an image and this app embeds no images"):

@@ -39,7 +39,7 @@ from pellucid.server.engine.spaces import MODEL_EMBEDDER_PREFIX, space_name
 from pellucid.server.records import IndexState, IndexWork, InputRecord
 from pellucid.server.storage import MetadataStore, StoreUnavailable
 from pellucid.server.storage.blobs import BlobStore
-from pellucid.server.storage.vectors import DimensionMismatch, VectorIndex
+from pellucid.server.storage.vectors import DimensionMismatch, VectorIndex, vector_problem
 
 log = logging.getLogger("pellucid.server.indexing")
 
@@ -343,8 +343,9 @@ class Indexer:
                 )
             else:
                 vector = np.asarray(output.data.embeddings[0], dtype=np.float32)
-                if not np.all(np.isfinite(vector)):
-                    errors[i] = f"model {model_id!r} returned an embedding with NaN or infinite values"
+                problem = vector_problem(vector)
+                if problem:
+                    errors[i] = f"model {model_id!r} returned an embedding that cannot be indexed: {problem}"
                 else:
                     found[i] = vector
         return found, errors

@@ -45,7 +45,7 @@ from pellucid.server.engine.spaces import MODEL_EMBEDDER_PREFIX, space_name
 from pellucid.server.engine.validation import check_metadata, check_text
 from pellucid.server.records import AppRecord, GeoFilter, IndexState, InputFilter, InputRecord, Page, PageQuery
 from pellucid.server.storage.base import SearchStore
-from pellucid.server.storage.vectors import DimensionMismatch, Metric, VectorIndex
+from pellucid.server.storage.vectors import DimensionMismatch, Metric, VectorIndex, vector_problem
 
 log = logging.getLogger("pellucid.server.search")
 
@@ -347,6 +347,9 @@ class Search:
             raise InvalidArgument(
                 f"{where}.vector must hold at most {MAX_VECTOR_DIMENSION} finite numbers", field=f"{where}.vector"
             )
+        problem = vector_problem(vector)
+        if problem:
+            raise InvalidArgument(f"{where}.vector cannot be searched with: {problem}", field=f"{where}.vector")
         keys = sorted(set(embedders.values()))
         if not keys:
             raise FailedPrecondition(
@@ -456,7 +459,7 @@ class Search:
                 field=where,
             )
         vector = np.asarray(output.data.embeddings[0] if output.data.embeddings else (), dtype=np.float32)
-        if not vector.size or not np.isfinite(vector).all():
+        if not vector.size or vector_problem(vector):
             raise FailedPrecondition(
                 f"{where}: the app's embedding model {model_id!r} returned no usable embedding for the query: its "
                 "runner must set output.data.embeddings (one Embedding with finite values)",

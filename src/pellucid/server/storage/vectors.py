@@ -23,6 +23,24 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 
+MAX_VECTOR_VALUE = 1e15  # larger values overflow float32 norms (every cosine would read 0)
+
+
+def vector_problem(vector: npt.NDArray[np.float32]) -> str:
+    """Why a vector cannot be stored or searched with ("" if it can): NaN or infinite values,
+    values beyond +-MAX_VECTOR_VALUE, or all zeros (no direction: every cosine is 0)."""
+    import numpy as np
+
+    if not np.isfinite(vector).all():
+        return "it holds NaN or infinite values"
+    largest = float(np.abs(vector).max()) if vector.size else 0.0
+    if largest > MAX_VECTOR_VALUE:
+        return f"it holds values beyond +-{MAX_VECTOR_VALUE:g}"
+    if largest == 0.0:
+        return "it is all zeros (no direction to compare)"
+    return ""
+
+
 class Metric(enum.Enum):
     COSINE = "cosine"
     EUCLIDEAN = "euclidean"
