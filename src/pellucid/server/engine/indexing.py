@@ -34,12 +34,12 @@ from pellucid.server.engine.access import Principal
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.errors import EngineError
 from pellucid.server.engine.models import Models
-from pellucid.server.engine.predict import Media, OutputCode, PredictInput, PredictRequest
-from pellucid.server.engine.spaces import MODEL_EMBEDDER_PREFIX, space_name
+from pellucid.server.engine.predict import Media, PredictInput, PredictRequest
+from pellucid.server.engine.spaces import MODEL_EMBEDDER_PREFIX, output_embedding, space_name
 from pellucid.server.records import IndexState, IndexWork, InputRecord
 from pellucid.server.storage import MetadataStore, StoreUnavailable
 from pellucid.server.storage.blobs import BlobStore
-from pellucid.server.storage.vectors import DimensionMismatch, VectorIndex, vector_problem
+from pellucid.server.storage.vectors import DimensionMismatch, VectorIndex
 
 log = logging.getLogger("pellucid.server.indexing")
 
@@ -334,20 +334,12 @@ class Indexer:
             output = by_id.get(record.id) or (result.outputs[i] if i < len(result.outputs) else None)
             if output is None:
                 errors[i] = f"model {model_id!r} returned no output for this input"
-            elif output.code is not OutputCode.OK:
-                errors[i] = f"model {model_id!r} failed on this input: {output.message or output.code.name}"
-            elif not output.data.embeddings or not output.data.embeddings[0]:
-                errors[i] = (
-                    f"model {model_id!r} returned no embedding: its runner must set output.data.embeddings "
-                    "(one Embedding with the vector) to serve as a base workflow"
-                )
+                continue
+            vector, why = output_embedding(output, "this input")
+            if vector is None:
+                errors[i] = f"model {model_id!r} {why}"
             else:
-                vector = np.asarray(output.data.embeddings[0], dtype=np.float32)
-                problem = vector_problem(vector)
-                if problem:
-                    errors[i] = f"model {model_id!r} returned an embedding that cannot be indexed: {problem}"
-                else:
-                    found[i] = vector
+                found[i] = vector
         return found, errors
 
 

@@ -40,8 +40,8 @@ from pellucid.server.engine.ids import validate_id
 from pellucid.server.engine.inputs import INPUT_TYPES
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.paging import MAX_PAGE_SIZE, PageRequest, next_token, to_query
-from pellucid.server.engine.predict import Media, OutputCode, PredictInput, PredictRequest
-from pellucid.server.engine.spaces import MODEL_EMBEDDER_PREFIX, space_name
+from pellucid.server.engine.predict import Media, PredictInput, PredictRequest
+from pellucid.server.engine.spaces import MODEL_EMBEDDER_PREFIX, output_embedding, space_name
 from pellucid.server.engine.validation import check_metadata, check_text
 from pellucid.server.records import AppRecord, GeoFilter, IndexState, InputFilter, InputRecord, Page, PageQuery
 from pellucid.server.storage.base import SearchStore
@@ -451,18 +451,10 @@ class Search:
                 deadline_seconds=wait,
             ),
         )
-        output = result.outputs[0]
-        if output.code is not OutputCode.OK:
+        vector, why = output_embedding(result.outputs[0], "the query")
+        if vector is None:
             raise FailedPrecondition(
-                f"{where}: the app's embedding model {model_id!r} failed on the query: {output.message}",
-                reason="EMBEDDING_FAILED",
-                field=where,
-            )
-        vector = np.asarray(output.data.embeddings[0] if output.data.embeddings else (), dtype=np.float32)
-        if not vector.size or vector_problem(vector):
-            raise FailedPrecondition(
-                f"{where}: the app's embedding model {model_id!r} returned no usable embedding for the query: its "
-                "runner must set output.data.embeddings (one Embedding with finite values)",
+                f"{where}: the app's embedding model {model_id!r} {why}",
                 reason="EMBEDDING_FAILED",
                 field=where,
             )
