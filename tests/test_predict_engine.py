@@ -3,6 +3,7 @@ pellucid's own types in and out, its own runner wire format (JSON here), no prot
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from pellucid.server.engine import Engine, Principal
+from pellucid.server.engine.errors import InvalidArgument
+from pellucid.server.engine.local_models import LocalModelType, ParamInfo, check_params
 from pellucid.server.engine.models import VersionSpec
 from pellucid.server.engine.predict import (
     Media,
@@ -107,3 +110,50 @@ def test_a_predict_without_protos_with_the_output_config_applied_by_the_engine(e
     # the version's min_value 0.2 and the call's max_concepts 2, highest first
     assert [c.id for c in output.data.concepts] == ["a", "b"]
     assert engine.runners.live(engine.runners.get(ADMIN, "admin", "r")) == (1, 2)
+
+
+class Upper(LocalModelType):
+    """A local model type: the server runs it, no runner involved."""
+
+    type_id = "test-upper"
+    reads = ("text",)
+    makes = ("concepts",)
+    params = (ParamInfo("score", "float", 0.5, "the concept's value", minimum=0.0, maximum=1.0),)
+
+    def predict(self, model, version, inputs, params):  # type: ignore[no-untyped-def]
+        return [
+            PredictOutput(
+                i.id, data=OutputData((ConceptValue(i.media[0].data.decode().upper(), value=params["score"]),))
+            )
+            for i in inputs
+        ]
+
+
+def test_a_local_model_type_is_predicted_in_process_with_no_runner(engine: Engine) -> None:
+    engine.models.local.register(Upper())
+    engine.users.bootstrap("admin")
+    engine.apps.create(ADMIN, "admin", "app")
+    engine.models.create(
+        ADMIN, "admin", "app", "up", model_type_id="test-upper", version=VersionSpec(params={"score": 0.25})
+    )
+    request = PredictRequest(
+        "admin", "app", "up", inputs=(PredictInput("i1", (Media("text", b"cat"),)),), deadline_seconds=5.0
+    )
+    result = engine.models.predict(ADMIN, request)
+    assert result.runner_id == "" and [c.id for c in result.outputs[0].data.concepts] == ["CAT"]
+    # the output config still applies: the version's score 0.25 is under min_value 0.3
+    shaped = engine.models.predict(ADMIN, dataclasses.replace(request, output_config=OutputConfig(min_value=0.3)))
+    assert shaped.outputs[0].data.concepts == ()
+    with pytest.raises(ValueError, match="twice"):
+        engine.models.local.register(Upper())
+
+
+def test_declared_params_are_checked_naming_the_known_ones() -> None:
+    declared = Upper.params
+    assert check_params(declared, {"score": 1}) == {"score": 1.0}
+    with pytest.raises(InvalidArgument, match="known ones are score"):
+        check_params(declared, {"scroe": 0.1})
+    with pytest.raises(InvalidArgument, match="out of range"):
+        check_params(declared, {"score": 2})
+    with pytest.raises(InvalidArgument, match="number"):
+        check_params(declared, {"score": "high"})

@@ -40,3 +40,26 @@ def test_embeddings_reach_the_engine_as_vectors() -> None:
     record = output_record(output)
     assert record.data.embeddings == ((0.5, -0.25, 1.0),) and not record.data.extra
     assert output_message(record) == output
+
+
+def test_regions_reach_the_engine_and_keep_what_it_does_not_model() -> None:
+    """A detector's regions: boxes, concepts and cropped images are read; a polygon rides along."""
+    region = v1.Region(
+        id="r1",
+        region_info=v1.RegionInfo(
+            bounding_box=v1.BoundingBox(top_row=0.1, left_col=0.2, bottom_row=0.5, right_col=0.6),
+            polygon=v1.Polygon(points=[v1.Point(row=0.1, col=0.2), v1.Point(row=0.5, col=0.6)]),
+        ),
+        data=v1.Data(concepts=[v1.Concept(id="cat", value=0.75)], image=v1.Image(base64=b"jpg", mime="image/jpeg")),
+    )
+    output = v1.Output(input=v1.Input(id="x"), data=v1.Data(regions=[region]))
+    record = output_record(output)
+    (found,) = record.data.regions
+    assert found.id == "r1" and [c.id for c in found.concepts] == ["cat"]
+    assert found.bbox is not None and [round(v, 3) for v in found.bbox] == [0.1, 0.2, 0.5, 0.6]
+    assert found.image == Media("image", b"jpg", "", "image/jpeg") and found.extra
+    assert output_message(record) == output
+    given = v1.Input(id="y", data=v1.Data(regions=[region], embeddings=[v1.Embedding(vector=[1.0], num_dimensions=1)]))
+    engine_input = predict_input(given)
+    assert engine_input.kinds == ("embeddings", "regions") and engine_input.embeddings == ((1.0,),)
+    assert input_message(engine_input) == given

@@ -88,6 +88,7 @@ class Engine:
 
     def close(self) -> None:
         self.indexer.stop()  # first: its workers use every store
+        self.models.local.close()
         self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()
         self.vectors.close()  # persists what it holds in memory (handlers are drained by now)

@@ -1,4 +1,5 @@
-"""Models and their versions, and predictions (routed to runners)."""
+"""Models and their versions, and predictions (routed to runners, or run in-process for the
+model types registered in `LocalModels`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pellucid.server.engine.access import Principal
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from pellucid.server.engine.ids import new_id, validate_id
+from pellucid.server.engine.local_models import LocalModels, LocalPredict
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
 from pellucid.server.engine.predict import (
     INPUT_FIELDS,
@@ -62,12 +64,15 @@ class Models:
         router: Router,
         clock: Callable[[], float] = time.time,
         codec: WorkCodec | None = None,
+        local: LocalModels | None = None,
     ) -> None:
         self._store = store
         self._apps = apps
         self._router = router
         self._clock = clock
         self._codec = codec
+        # model types the server runs itself (operators, trained versions); others go to runners
+        self.local = local if local is not None else LocalModels()
 
     def _version(self, user_id: str, app_id: str, model_id: str, spec: VersionSpec) -> ModelVersionRecord:
         version_id = spec.id or new_id()
@@ -209,12 +214,22 @@ class Models:
         """Run a predict on a runner and wait for its outputs (one per input, each with its status)."""
         return self.submit(principal, request).result()
 
-    def submit(self, principal: Principal, request: PredictRequest) -> PendingPredict:
-        """Check a predict and queue it for a runner; the returned handle waits for (or cancels) it."""
+    def submit(self, principal: Principal, request: PredictRequest) -> PendingPredict | LocalPredict:
+        """Check a predict and queue it for a runner (or run it here, for a local model type);
+        the returned handle waits for (or cancels) it."""
+        model, work = self._prepare(principal, request)
+        version = work.version
+        local_type = self.local.get(model.model_type_id)
+        if local_type is not None:
+            why_not = local_type.check_version(model, version)
+            if why_not:
+                raise FailedPrecondition(why_not, field="version_id")
+            pending = self.local.submit(local_type, model, version, work.inputs, work.params, request.deadline_seconds)
+            config = work.output_config
+            pending.shape_with(lambda outputs: apply_output_config(outputs, config))
+            return pending
         if self._codec is None:
             raise FailedPrecondition("this server has no runner wire format: predictions are off")
-        work = self._prepare(principal, request)
-        version = work.version
         described = f"model {version.model_id!r} (version {version.id}) of app {version.app_id!r}"
         ticket = self._router.submit(
             version.user_id,
@@ -226,7 +241,7 @@ class Models:
         )
         return PendingPredict(ticket, work, self._codec)
 
-    def _prepare(self, principal: Principal, request: PredictRequest) -> RunnerWork:
+    def _prepare(self, principal: Principal, request: PredictRequest) -> tuple[ModelRecord, RunnerWork]:
         inputs = request.inputs
         if not 1 <= len(inputs) <= MAX_BATCH:
             raise InvalidArgument(
@@ -251,7 +266,7 @@ class Models:
                 max_concepts=given_config.max_concepts or config.max_concepts,
                 select_concepts=given_config.select_concepts or config.select_concepts,
             )
-        return RunnerWork(
+        return model, RunnerWork(
             version, request.method or "predict", tuple(inputs), {**version.params, **request.params}, config
         )
 

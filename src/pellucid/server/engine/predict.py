@@ -50,6 +50,20 @@ class Media:
 
 
 @dataclass(frozen=True)
+class OutputRegion:
+    """A region a model found or kept: its box (top, left, bottom, right as fractions of the
+    image), its concepts, and what a node made of it (image-crop: the cropped image)."""
+
+    id: str = ""
+    bbox: tuple[float, float, float, float] | None = None
+    concepts: tuple[ConceptValue, ...] = ()
+    image: Media | None = None
+    text: str = ""
+    embeddings: tuple[tuple[float, ...], ...] = ()
+    extra: bytes = b""  # the rest of the region (its polygon ...) in the adapter's encoding
+
+
+@dataclass(frozen=True)
 class PredictInput:
     id: str = ""
     media: tuple[Media, ...] = ()
@@ -57,12 +71,32 @@ class PredictInput:
     # what else the caller sent with it (annotations, geo ...), in its adapter's encoding: the
     # engine passes it to the runner untouched (an adapter without such fields leaves it empty)
     extra: bytes = b""
+    # vectors given as the input (a workflow node fed by an embedder; a `vector` query)
+    embeddings: tuple[tuple[float, ...], ...] = ()
+    # concepts and regions given as the input (a workflow node fed by a classifier or detector)
+    concepts: tuple[ConceptValue, ...] = ()
+    regions: tuple[OutputRegion, ...] = ()
 
     @property
     def fields(self) -> tuple[str, ...]:
         """The content fields it fills, in INPUT_FIELDS order."""
         kinds = {m.kind for m in self.media}
         return tuple(k for k in INPUT_FIELDS if k in kinds)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Everything it carries, as local_models.DATA_KINDS: content fields, then embeddings,
+        concepts, regions."""
+        derived = [
+            kind
+            for kind, present in (
+                ("embeddings", self.embeddings),
+                ("concepts", self.concepts),
+                ("regions", self.regions),
+            )
+            if present
+        ]
+        return self.fields + tuple(derived)
 
 
 @dataclass(frozen=True)
@@ -99,6 +133,8 @@ class OutputData:
     extra: bytes = b""
     # vectors an embedding model returned (an app whose base workflow is the model stores them)
     embeddings: tuple[tuple[float, ...], ...] = ()
+    # regions a detector found (or a node kept or cropped)
+    regions: tuple[OutputRegion, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +186,7 @@ __all__ = [
     "Media",
     "OutputCode",
     "OutputData",
+    "OutputRegion",
     "PredictInput",
     "PredictOutput",
     "PredictRequest",

@@ -9,6 +9,7 @@ from pellucid.server.engine.predict import (
     Media,
     OutputCode,
     OutputData,
+    OutputRegion,
     PredictInput,
     PredictOutput,
     PredictRequest,
@@ -104,11 +105,70 @@ def predict_input(message: v1.Input) -> PredictInput:
     rest.data.ClearField("audio")
     rest.data.ClearField("text")
     rest.data.ClearField("metadata")
+    rest.data.ClearField("embeddings")
+    rest.data.ClearField("concepts")
+    rest.data.ClearField("regions")
     if not rest.data.ByteSize():
         rest.ClearField("data")
     extra = rest.SerializeToString() if rest.ByteSize() else b""
     metadata = to_dict(data.metadata) if data.HasField("metadata") else None
-    return PredictInput(message.id, tuple(media), metadata, extra)
+    return PredictInput(
+        message.id,
+        tuple(media),
+        metadata,
+        extra,
+        embeddings=tuple(tuple(e.vector) for e in data.embeddings),
+        concepts=concept_values(data.concepts),
+        regions=tuple(region_record(r) for r in data.regions),
+    )
+
+
+def region_record(region: v1.Region) -> OutputRegion:
+    """A region of a predict's input or output, in the engine's terms."""
+    box = region.region_info.bounding_box if region.region_info.HasField("bounding_box") else None
+    data = region.data
+    image = None
+    if data.HasField("image"):
+        image = Media("image", data.image.base64, data.image.url, data.image.mime)
+    rest = v1.Region()
+    rest.CopyFrom(region)
+    rest.id = ""
+    rest.region_info.ClearField("bounding_box")
+    for modelled in ("concepts", "image", "text", "embeddings"):
+        rest.data.ClearField(modelled)
+    for part in ("region_info", "data"):
+        if not getattr(rest, part).ByteSize():
+            rest.ClearField(part)
+    return OutputRegion(
+        id=region.id,
+        bbox=(box.top_row, box.left_col, box.bottom_row, box.right_col) if box is not None else None,
+        concepts=concept_values(data.concepts),
+        image=image,
+        text=data.text.raw,
+        embeddings=tuple(tuple(e.vector) for e in data.embeddings),
+        extra=rest.SerializeToString() if rest.ByteSize() else b"",
+    )
+
+
+def region_message(region: OutputRegion) -> v1.Region:
+    message = v1.Region.FromString(region.extra) if region.extra else v1.Region()
+    message.id = region.id
+    if region.bbox is not None:
+        top, left, bottom, right = region.bbox
+        message.region_info.bounding_box.CopyFrom(
+            v1.BoundingBox(top_row=top, left_col=left, bottom_row=bottom, right_col=right)
+        )
+    if region.concepts:
+        message.data.concepts.extend(concept_messages(region.concepts))
+    if region.image is not None:
+        image = message.data.image
+        image.SetInParent()
+        image.base64, image.url, image.mime = region.image.data, region.image.url, region.image.mime
+    if region.text:
+        message.data.text.raw = region.text
+    for vector in region.embeddings:
+        message.data.embeddings.add(vector=vector, num_dimensions=len(vector))
+    return message
 
 
 def input_message(given: PredictInput) -> v1.Input:
@@ -124,6 +184,11 @@ def input_message(given: PredictInput) -> v1.Input:
         field.base64, field.url, field.mime = media.data, media.url, media.mime
     if given.metadata is not None:
         message.data.metadata.update(given.metadata)
+    for vector in given.embeddings:
+        message.data.embeddings.add(vector=vector, num_dimensions=len(vector))
+    if given.concepts:
+        message.data.concepts.extend(concept_messages(given.concepts))
+    message.data.regions.extend(region_message(r) for r in given.regions)
     return message
 
 
@@ -155,6 +220,7 @@ def output_record(output: v1.Output) -> PredictOutput:
     rest.data.ClearField("concepts")
     rest.data.ClearField("metadata")
     rest.data.ClearField("embeddings")
+    rest.data.ClearField("regions")
     rest.data.text.raw = ""
     if not rest.data.text.url:
         rest.data.ClearField("text")
@@ -172,6 +238,7 @@ def output_record(output: v1.Output) -> PredictOutput:
             metadata=to_dict(data.metadata) if data.HasField("metadata") else None,
             extra=rest.SerializeToString() if rest.ByteSize() else b"",
             embeddings=tuple(tuple(e.vector) for e in data.embeddings),
+            regions=tuple(region_record(r) for r in data.regions),
         ),
     )
 
@@ -191,6 +258,7 @@ def output_message(output: PredictOutput) -> v1.Output:
         message.data.metadata.update(output.data.metadata)
     for vector in output.data.embeddings:
         message.data.embeddings.add(vector=vector, num_dimensions=len(vector))
+    message.data.regions.extend(region_message(r) for r in output.data.regions)
     return message
 
 
