@@ -278,3 +278,52 @@ class RunnerRecord:
     created_at: float
     labels: tuple[str, ...] = ()
     description: str = ""
+
+
+class EvaluationState(enum.Enum):
+    """Where an evaluation job stands (EvalMetrics.status)."""
+
+    QUEUED = "queued"  # stored, waiting for a server worker
+    RUNNING = "running"  # a worker holds it (its claim lapses if that worker dies)
+    DONE = "done"  # metrics computed
+    FAILED = "failed"  # `message` says why
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """A model version evaluated over a labelled dataset (or dataset version): a server job."""
+
+    user_id: str
+    app_id: str
+    model_id: str
+    id: str
+    model_version_id: str
+    dataset_user_id: str
+    dataset_app_id: str
+    dataset_id: str
+    dataset_version_id: str
+    created_at: float
+    modified_at: float
+    state: EvaluationState = EvaluationState.QUEUED
+    message: str = ""
+    total: int = 0  # inputs in the dataset (version) when the evaluation was asked for
+    processed: int = 0  # inputs predicted so far (failed ones included)
+    failed: int = 0  # inputs whose predict failed
+    last_input_seq: int = 0  # the store seq of the last input predicted: a resumed job goes on after it
+    eval_info: dict[str, Any] = field(default_factory=dict)
+    extended_metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # engine/evaluations.py's JSON, once DONE
+    seq: int = 0
+    owner: str = ""  # the worker claim that may write progress
+    claimed_until: float | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationItem:
+    """One input of an evaluation: its labels, what the model predicted, or why it failed."""
+
+    input_seq: int
+    input_id: str
+    truth: tuple[str, ...] = ()  # concept ids the input is labelled with (positives)
+    predicted: tuple[ConceptValue, ...] = ()
+    error: str = ""

@@ -1,8 +1,8 @@
 """The metadata store's interfaces, one per area, and `MetadataStore`, their composition.
 
 Engine modules depend on the area they use (`UserStore`, `AppStore`, `InputStore`,
-`ModelStore`, `RequestLogStore`); a backend (SQLite, PostgreSQL) implements them all in
-one class, opened by URI in `pellucid.server.storage.registry`. Each method is one
+`ModelStore`, `RequestLogStore`, `SearchStore`, `EvaluationStore`); a backend (SQLite,
+PostgreSQL) implements them all in one class, opened by URI in `pellucid.server.storage.registry`. Each method is one
 transaction, unless it runs inside `unit_of_work()`: then it is one step (a savepoint) of
 the unit's transaction.
 
@@ -16,6 +16,7 @@ import enum
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from pellucid.server.records import (
     AnnotationRecord,
@@ -24,6 +25,9 @@ from pellucid.server.records import (
     DatasetRecord,
     DatasetStats,
     DatasetVersionRecord,
+    EvaluationItem,
+    EvaluationRecord,
+    EvaluationState,
     IndexState,
     IndexWork,
     IngestItem,
@@ -416,7 +420,52 @@ class SearchStore(Transactional):
         """How many of the app's inputs are in each state (every state present, 0 if none)."""
 
 
-class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore, SearchStore):
+class EvaluationStore(Transactional):
+    """Evaluations of models over labelled datasets (issue #11): jobs claimed by server workers
+    with a lease, their per-input results, and the metrics computed at the end."""
+
+    @abc.abstractmethod
+    def insert_evaluation(self, evaluation: EvaluationRecord) -> EvaluationRecord:
+        """Store a QUEUED evaluation (returned with its seq); Conflict if the model has one of this
+        id, LookupError if the model does not exist."""
+
+    @abc.abstractmethod
+    def get_evaluation(self, user_id: str, app_id: str, model_id: str, eval_id: str) -> EvaluationRecord | None: ...
+
+    @abc.abstractmethod
+    def latest_evaluation(self, user_id: str, app_id: str, model_id: str) -> EvaluationRecord | None:
+        """The model's most recently created evaluation, whatever its state."""
+
+    @abc.abstractmethod
+    def list_evaluations(self, user_id: str, app_id: str, model_id: str, query: PageQuery) -> Page[EvaluationRecord]:
+        """The model's evaluations, oldest first."""
+
+    @abc.abstractmethod
+    def claim_evaluation(self, owner: str, now: float, lease_seconds: float) -> EvaluationRecord | None:
+        """The oldest evaluation (any app) that is QUEUED, or RUNNING with its claim lapsed (before
+        `now`): it becomes RUNNING, held by `owner` until now + lease_seconds. Replicas claiming at
+        once never get the same one."""
+
+    @abc.abstractmethod
+    def record_evaluation_batch(
+        self, seq: int, owner: str, items: list[EvaluationItem], last_input_seq: int, claimed_until: float, now: float
+    ) -> bool:
+        """Store a batch's items (an input stored twice keeps its first result), add them to the
+        progress counts, move last_input_seq and renew the claim, in one transaction; False (nothing
+        stored) if `owner` no longer holds the evaluation."""
+
+    @abc.abstractmethod
+    def finish_evaluation(
+        self, seq: int, owner: str, state: EvaluationState, message: str, metrics: dict[str, Any], now: float
+    ) -> bool:
+        """Record the end (DONE with its metrics, or FAILED with why); False if `owner` no longer holds it."""
+
+    @abc.abstractmethod
+    def evaluation_items(self, seq: int, after_input_seq: int, limit: int) -> list[EvaluationItem]:
+        """The evaluation's items by input seq, ascending, > after_input_seq, at most limit."""
+
+
+class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore, SearchStore, EvaluationStore):
     """Metadata of every resource, every area in one backend. Safe to use from many threads."""
 
     @abc.abstractmethod

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from pellucid.server.records import AnnotationRecord
+from pellucid.server.storage.postgres_evaluations import MIGRATION as EVALUATIONS_MIGRATION
 from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows
@@ -251,4 +252,8 @@ def _search_indexes(conn: psycopg.Connection[Any]) -> None:
 
 
 MIGRATIONS.append((2, _search_indexes))
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 6 (issue #11; SQLite's 12): evaluations and their per-input results (postgres_evaluations.py holds the script)
+MIGRATIONS.append((6, EVALUATIONS_MIGRATION))
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -11,6 +11,7 @@ from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
 from pellucid.server.storage.sqlite_connections import insert_rows
+from pellucid.server.storage.sqlite_evaluations import MIGRATION as EVALUATIONS_MIGRATION
 
 # a migration is a script (statements split at ';') or a function of the open transaction
 MIGRATIONS: list[tuple[int, str | Callable[[sqlite3.Connection], None]]] = [
@@ -285,4 +286,8 @@ def _search_indexes(conn: sqlite3.Connection) -> None:
 CONCEPT_INSERT = "INSERT INTO input_concepts (app_seq, concept_id, value, input_seq, annotation_seq)"
 TERM_INSERT = "INSERT INTO input_terms (app_seq, term, input_seq)"
 MIGRATIONS.append((8, _search_indexes))
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 12 (issue #11): evaluations and their per-input results (sqlite_evaluations.py holds the script)
+MIGRATIONS.append((12, EVALUATIONS_MIGRATION))
 LATEST_VERSION = MIGRATIONS[-1][0]
