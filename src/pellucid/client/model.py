@@ -1,4 +1,5 @@
-"""Model: versions and predictions. Predictions run on runners (see pellucid.client.runner)."""
+"""Model: versions, predictions and evaluations. Predictions run on runners (see pellucid.client.runner),
+or in the server for the model types it runs itself."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from google.protobuf.struct_pb2 import Struct
 from pellucid.api import v1
 from pellucid.client import _protos
 from pellucid.client.base import BaseClient
+from pellucid.client.evaluation import EvaluationMixin
 from pellucid.client.lister import Lister
 from pellucid.client.urls import split_url
 from pellucid.errors import UserError, error_class
@@ -81,7 +83,7 @@ def version_proto(**kwargs: Any) -> v1.ModelVersion:
     return version
 
 
-class Model(Lister, BaseClient):
+class Model(EvaluationMixin, Lister, BaseClient):
     """A model, by `url` (`<base>/<user>/<app>/models/<id>[/versions/<vid>]`) or by `model_id`
     with `app_id` (and `user_id`). `model_version={"id": "..."}` pins a version; the default is
     the latest. Constructing one makes no call."""

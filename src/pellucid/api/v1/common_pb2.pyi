@@ -60,6 +60,16 @@ class Status(_message.Message):
         """its embedder failed on it: `message` says why"""
         INPUT_INDEX_IN_PROGRESS: Status._Code.ValueType  # 30003
         """a server worker is embedding it"""
+        MODEL_EVALUATED: Status._Code.ValueType  # 21300
+        """An evaluation's state (EvalMetrics.status).
+        done: the metrics are in
+        """
+        MODEL_EVALUATING: Status._Code.ValueType  # 21301
+        """a server worker is predicting the dataset"""
+        MODEL_QUEUED_FOR_EVALUATION: Status._Code.ValueType  # 21303
+        """waiting for a server worker"""
+        MODEL_EVALUATION_FAILED: Status._Code.ValueType  # 21315
+        """`message` says why"""
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper): ...
     OK: Status.Code.ValueType  # 0
@@ -90,6 +100,16 @@ class Status(_message.Message):
     """its embedder failed on it: `message` says why"""
     INPUT_INDEX_IN_PROGRESS: Status.Code.ValueType  # 30003
     """a server worker is embedding it"""
+    MODEL_EVALUATED: Status.Code.ValueType  # 21300
+    """An evaluation's state (EvalMetrics.status).
+    done: the metrics are in
+    """
+    MODEL_EVALUATING: Status.Code.ValueType  # 21301
+    """a server worker is predicting the dataset"""
+    MODEL_QUEUED_FOR_EVALUATION: Status.Code.ValueType  # 21303
+    """waiting for a server worker"""
+    MODEL_EVALUATION_FAILED: Status.Code.ValueType  # 21315
+    """`message` says why"""
 
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int

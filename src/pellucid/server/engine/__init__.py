@@ -13,6 +13,7 @@ from pellucid.server.engine.access import Principal
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
+from pellucid.server.engine.evaluations import Evaluations
 from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.indexing import Indexer
 from pellucid.server.engine.inputs import (
@@ -81,12 +82,15 @@ class Engine:
         self.indexer = Indexer(store, blobs, self.apps, self.models, self.vectors)
         self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
         self.search = Search(store, self.apps, self.models, self.vectors, UrlFetcher(allow_private=allow_private_urls))
+        # model evaluations over labelled datasets, run as jobs; server/runtime.py starts their workers
+        self.evaluations = Evaluations(store, blobs, self.datasets, self.models)
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""
         return self.inputs.collect_garbage(grace_seconds)
 
     def close(self) -> None:
+        self.evaluations.stop()  # first, with the indexer: their workers use every store
         self.indexer.stop()  # first: its workers use every store
         self.models.local.close()
         self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
