@@ -80,7 +80,7 @@ def approx(value: float) -> object:
 
 
 def test_evaluate_and_read_the_metrics_with_flags(served: tuple[App, Model, Scores]) -> None:
-    app, model, runner = served
+    _, model, runner = served
     assert model.get_latest_eval() is None  # not evaluated yet
     queued = model.evaluate("ds", eval_id="first", eval_info={"split": "all"}, extended_metrics={"mine": 0.5})
     assert queued.id == "first" and queued.status.code in (
@@ -233,7 +233,7 @@ def test_an_evaluation_is_resumed_after_a_server_restart(tmp_path: Path) -> None
         app = user.create_app("restart")
         fill(app)
         model = app.create_model("clf", runner_labels=["restart"], input_fields=["text"])
-        runner, thread = serve(user, "scores", "restart", gate)
+        runner, _ = serve(user, "scores", "restart", gate)
         model.evaluate("ds", eval_id="long")
         assert Scores.holding.wait(30)  # the third batch (text 4, text 5) is in flight
         assert model.get_eval_by_id("long").progress.processed_inputs == 4

@@ -205,3 +205,27 @@ def test_requests_that_cannot_be_evaluated_say_what_to_fix(engine: Engine) -> No
         engine.evaluations.get(ADMIN, "admin", "app", "clf", "nope")
     with pytest.raises(NotFound, match="has not been evaluated"):
         engine.evaluations.latest(ADMIN, "admin", "app", "clf")
+
+
+def test_a_batch_no_runner_answers_is_retried_then_fails_the_job_saying_why(tmp_path: Path) -> None:
+    from tests.test_predict_engine import JsonCodec
+
+    engine = Engine(
+        open_metadata_store(f"sqlite://{tmp_path / 'metadata.db'}"),
+        open_blob_store(f"file://{tmp_path / 'blobs'}"),
+        work_codec=JsonCodec(),
+    )
+    try:
+        engine.models.local.register(Lookup())
+        setup(engine)
+        engine.models.create(ADMIN, "admin", "app", "remote", version=VersionSpec(runner_labels=("nowhere",)))
+        engine.evaluations.lease_seconds = 0.4  # each attempt waits half a lease for a runner
+        engine.evaluations.poll_seconds = 0.01
+        engine.evaluations.create(ADMIN, "admin", "app", "remote", dataset_id="ds", eval_id="lonely")
+        assert engine.evaluations.run_once()
+        failed = engine.evaluations.get(ADMIN, "admin", "app", "remote", "lonely").record
+        assert failed.state is EvaluationState.FAILED and failed.processed == 0
+        assert failed.message.startswith("no answer for a batch of inputs after 3 attempts: ")
+        assert "nowhere" in failed.message  # the router's reason names the labels to serve it with
+    finally:
+        engine.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -375,7 +376,8 @@ class Evaluations:
                 return
             if not page.items:
                 break
-            items = self._predict_batch(job, model, version, page.items)
+            renew = functools.partial(self._renew, job, owner, after)
+            items = self._predict_batch(job, model, version, page.items, renew)
             after = page.items[-1].seq
             now = self._clock()
             if not self._store.record_evaluation_batch(job.seq, owner, items, after, now + self.lease_seconds, now):
@@ -384,6 +386,12 @@ class Evaluations:
                 break
         state, message, computed = self._measure(job, version)
         self._finish(job, owner, state, message, computed)
+
+    def _renew(self, job: EvaluationRecord, owner: str, position: int) -> None:
+        """Extend the claim (before each attempt at a batch, so the lease outlives the attempt)."""
+        now = self._clock()
+        if not self._store.record_evaluation_batch(job.seq, owner, [], position, now + self.lease_seconds, now):
+            raise _ClaimLost
 
     def _finish(
         self,
@@ -399,7 +407,12 @@ class Evaluations:
     # one batch
 
     def _predict_batch(
-        self, job: EvaluationRecord, model: ModelRecord, version: ModelVersionRecord, records: Sequence[InputRecord]
+        self,
+        job: EvaluationRecord,
+        model: ModelRecord,
+        version: ModelVersionRecord,
+        records: Sequence[InputRecord],
+        renew: Callable[[], None],
     ) -> builtins.list[EvaluationItem]:
         truth = self._truth(job, records)
         results: dict[int, EvaluationItem] = {}
@@ -415,7 +428,7 @@ class Evaluations:
             else:
                 ready.append((record, given))
         if ready:
-            outputs = self._predict(job, version, [g for _, g in ready])
+            outputs = self._predict(job, version, [g for _, g in ready], renew)
             for (record, _), (output, error) in zip(ready, outputs):
                 labels = truth[record.id]
                 if error:
@@ -463,7 +476,11 @@ class Evaluations:
         return None, f"the {record.input_type} has no bytes and no URL"
 
     def _predict(
-        self, job: EvaluationRecord, version: ModelVersionRecord, inputs: builtins.list[PredictInput]
+        self,
+        job: EvaluationRecord,
+        version: ModelVersionRecord,
+        inputs: builtins.list[PredictInput],
+        renew: Callable[[], None],
     ) -> builtins.list[tuple[PredictOutput | None, str]]:
         """(output, "") or (None, why) per input. A batch that no runner answers is tried again
         (MAX_BATCH_ATTEMPTS); one the model refuses as a whole is predicted an input at a time."""
@@ -476,6 +493,7 @@ class Evaluations:
             deadline_seconds=self.lease_seconds / 2,
         )
         for attempt in range(1, MAX_BATCH_ATTEMPTS + 1):
+            renew()
             try:
                 outputs = self._wait(request)
                 break
@@ -489,7 +507,7 @@ class Evaluations:
             except InvalidArgument as exc:
                 if len(inputs) == 1:
                     return [(None, exc.message)]
-                return [out for one in inputs for out in self._predict(job, version, [one])]
+                return [out for one in inputs for out in self._predict(job, version, [one], renew)]
         by_id = {o.input_id: o for o in outputs if o.input_id}
         found: builtins.list[tuple[PredictOutput | None, str]] = []
         for i, given in enumerate(inputs):
@@ -508,7 +526,7 @@ class Evaluations:
         pending = self._models.submit(owner, request)
         done = threading.Event()
         pending.add_done_callback(done.set)
-        give_up = time.monotonic() + request.deadline_seconds + 5.0
+        give_up = time.monotonic() + request.deadline_seconds + 2.0  # the router answers at the deadline itself
         while not done.wait(0.1):
             if self._stopping.is_set():
                 pending.cancel("the server is stopping")
