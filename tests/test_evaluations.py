@@ -1,6 +1,7 @@
 """Evaluations through the engine: a local model type over a small labelled dataset, the metrics
 the job stores (the hand-computed example of tests/test_metrics.py), failures counted, and a job
-resumed by another engine over the same stores (a server restart) without predicting twice."""
+resumed by another engine over the same stores (a server restart) without predicting twice; over
+SQLite and PostgreSQL (the `metadata_uri` fixture)."""
 
 from __future__ import annotations
 
@@ -62,18 +63,16 @@ class Lookup(LocalModelType):
         return outputs
 
 
-def open_engine(path: Path, model_type: LocalModelType) -> Engine:
-    engine = Engine(
-        open_metadata_store(f"sqlite://{path / 'metadata.db'}"), open_blob_store(f"file://{path / 'blobs'}")
-    )
+def open_engine(path: Path, model_type: LocalModelType, metadata_uri: str) -> Engine:
+    engine = Engine(open_metadata_store(metadata_uri), open_blob_store(f"file://{path / 'blobs'}"))
     engine.models.local.register(model_type)
     engine.evaluations.poll_seconds = 0.05
     return engine
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = open_engine(tmp_path, Lookup())
+def engine(tmp_path: Path, metadata_uri: str) -> Iterator[Engine]:
+    engine = open_engine(tmp_path, Lookup(), metadata_uri)
     setup(engine)
     yield engine
     engine.close()
@@ -130,7 +129,9 @@ def test_an_evaluation_measures_the_hand_computed_example(engine: Engine) -> Non
     assert engine.evaluations.latest(ADMIN, "admin", "app", "clf").record.id == "first"
 
 
-def test_a_job_stopped_midway_is_resumed_by_the_next_engine_without_predicting_twice(tmp_path: Path) -> None:
+def test_a_job_stopped_midway_is_resumed_by_the_next_engine_without_predicting_twice(
+    tmp_path: Path, metadata_uri: str
+) -> None:
     first_engine: Engine
 
     def stop_after_the_second_batch(texts: list[str]) -> None:
@@ -138,7 +139,7 @@ def test_a_job_stopped_midway_is_resumed_by_the_next_engine_without_predicting_t
             first_engine.evaluations.request_stop()
 
     first_model = Lookup(stop_after_the_second_batch)
-    first_engine = open_engine(tmp_path, first_model)
+    first_engine = open_engine(tmp_path, first_model, metadata_uri)
     first_engine.evaluations.batch_size = 2
     setup(first_engine)
     first_engine.evaluations.create(ADMIN, "admin", "app", "clf", dataset_id="ds", eval_id="resumed")
@@ -149,7 +150,7 @@ def test_a_job_stopped_midway_is_resumed_by_the_next_engine_without_predicting_t
     first_engine.close()
 
     second_model = Lookup()
-    second = open_engine(tmp_path, second_model)
+    second = open_engine(tmp_path, second_model, metadata_uri)
     try:
         assert not second.evaluations.run_once()  # the first engine's lease has not lapsed
         assert second.evaluations.run_once(reclaim=True)  # alone on the store: take it over at once
