@@ -598,8 +598,12 @@ class Evaluations:
         return EvaluationState.DONE, "", counts
 
 
-class _BatchUnanswered(EngineError):
+class _BatchUnanswered(Exception):
     """No runner answered a batch after every attempt: the job fails with this message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def _evaluation_from_json(data: dict[str, Any]) -> metrics.Evaluation:
