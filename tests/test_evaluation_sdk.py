@@ -166,6 +166,21 @@ def test_a_dataset_version_is_evaluated_as_frozen(served: tuple[App, Model, Scor
     assert model.get_latest_eval().id == live.id  # type: ignore[union-attr]
 
 
+def test_a_dataset_of_another_app_and_not_of_another_user(
+    served: tuple[App, Model, Scores], alice: User, bob: User, unique: str
+) -> None:
+    _, model, _ = served
+    other = alice.create_app(f"evals-data-{unique}")
+    fill(other, "held-out")
+    result = model.evaluate("held-out", dataset_app_id=other.id, wait=True, timeout=60)
+    assert result.status.code == v1.Status.MODEL_EVALUATED and result.dataset_app_id == other.id
+    assert result.summary.top1_accuracy == approx(5 / 6)
+    bobs = bob.create_app(f"evals-bob-{unique}")
+    bobs.create_dataset("private")
+    with pytest.raises(errors.NotFound, match="not found"):
+        model.evaluate("private", dataset_app_id=bobs.id, dataset_user_id=bob._user_id)
+
+
 def test_what_cannot_be_evaluated_is_refused_saying_what_to_fix(alice: User, unique: str) -> None:
     app = alice.create_app(f"evals-bad-{unique}")
     fill(app)
