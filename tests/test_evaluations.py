@@ -230,3 +230,21 @@ def test_a_batch_no_runner_answers_is_retried_then_fails_the_job_saying_why(tmp_
         assert "nowhere" in failed.message  # the router's reason names the labels to serve it with
     finally:
         engine.close()
+
+
+def test_an_input_the_model_cannot_read_fails_alone_with_the_reason(engine: Engine) -> None:
+    from pellucid.server.engine.inputs import MediaSpec
+    from tests.media_samples import png
+
+    picture = InputSpec(
+        id="picture", media=(MediaSpec("image", png("cat")),), labels=(ConceptValue("cat"),), dataset_ids=("ds",)
+    )
+    outcomes, _ = engine.inputs.post(ADMIN, "admin", "app", [picture])
+    assert outcomes[0].error is None
+    engine.models.create(ADMIN, "admin", "app", "texts-only", model_type_id="test-lookup", input_fields=("text",))
+    engine.evaluations.create(ADMIN, "admin", "app", "texts-only", dataset_id="ds", eval_id="mixed")
+    assert engine.evaluations.run_once()
+    result = engine.evaluations.get(ADMIN, "admin", "app", "texts-only", "mixed")
+    assert result.record.state is EvaluationState.DONE and result.record.failed == 2
+    assert ("picture", "the input is an image, and model 'texts-only' reads only text") in result.failures
+    assert result.metrics is not None and result.metrics.summary.top1_accuracy == pytest.approx(5 / 6)

@@ -463,9 +463,11 @@ class Evaluations:
                 f" {', '.join(model.input_fields)}"
             )
         if record.input_type == "text":
-            if not record.text:
-                return None, "the input has no text (only a URL the server did not fetch)"
-            return PredictInput(record.id, (Media("text", record.text.encode("utf-8", "surrogatepass")),)), ""
+            if record.text:
+                return PredictInput(record.id, (Media("text", record.text.encode("utf-8", "surrogatepass")),)), ""
+            if record.text_url:  # the runner fetches it, as for a predict by URL
+                return PredictInput(record.id, (Media("text", url=record.text_url),)), ""
+            return None, "the input has no text"
         if record.media_sha256:
             data = self._blobs.get(record.media_sha256)
             if data is None:
