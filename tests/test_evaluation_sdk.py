@@ -4,6 +4,8 @@ server restart."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +152,25 @@ def test_evaluate_and_read_the_metrics_with_flags(served: tuple[App, Model, Scor
     assert latest is not None and latest.id == "first" and latest.confusion_matrix.matrix
     assert [e.id for e in model.list_evaluations()] == ["first"]
     assert sorted(runner.seen) == sorted(t for t, labels in LABELLED.items() if labels)  # each labelled text once
+
+
+def test_the_job_outlives_the_script_that_asked_for_it(served: tuple[App, Model, Scores], alice: User) -> None:
+    _, model, _ = served
+    script = (
+        "import sys\n"
+        "from pellucid.client.model import Model\n"
+        "m = Model(model_id='clf', app_id=sys.argv[1], user_id=sys.argv[2], base_url=sys.argv[3], pat=sys.argv[4])\n"
+        "print(m.evaluate('ds', eval_id='from-a-script').status.description)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script, model.app_id, alice._user_id, alice.base_url, alice._connection.settings.pat],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    done = model.wait_for_eval("from-a-script", timeout=60)  # the script is gone; the server went on
+    assert done.status.code == v1.Status.MODEL_EVALUATED and done.summary.top1_accuracy == approx(5 / 6)
 
 
 def test_a_dataset_version_is_evaluated_as_frozen(served: tuple[App, Model, Scores]) -> None:
