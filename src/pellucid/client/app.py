@@ -314,10 +314,11 @@ class App(Lister, BaseClient):
 
     # modules: packages of code an app offers or installs (the server stores, never runs, them)
 
-    def create_module(self, module_id: str, description: str = "", **kwargs: Any) -> Module:
+    def create_module(self, module_id: str, description: str = "", *, exist_ok: bool = False, **kwargs: Any) -> Module:
         """Create a module (kwargs: metadata, and a first version's git_url with git_ref and/or
         git_commit, or entry_point "package.module:attr", version_id, version_description). If
-        that version is refused, the module is deleted again: nothing half-made is left."""
+        that version is refused, the module is deleted again: nothing half-made is left. With
+        `exist_ok`, an existing module is returned as it is (at its latest version)."""
         metadata = kwargs.pop("metadata", None)
         unknown = set(kwargs) - set(VERSION_FIELDS)
         if unknown:
@@ -327,11 +328,16 @@ class App(Lister, BaseClient):
         module = v1.Module(id=module_id, description=description)
         if metadata:
             module.metadata.update(metadata)
-        created = self._call(
-            v1.ModuleServiceStub,
-            "CreateModule",
-            v1.CreateModuleRequest(user_id=self._user_id, app_id=self.id, module=module),
-        )
+        try:
+            created = self._call(
+                v1.ModuleServiceStub,
+                "CreateModule",
+                v1.CreateModuleRequest(user_id=self._user_id, app_id=self.id, module=module),
+            )
+        except AlreadyExists:
+            if not exist_ok:
+                raise
+            return self.module(module_id)
         result = Module._from_proto(created, **self._child_kwargs())
         if not kwargs:
             return result
