@@ -8,7 +8,10 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import io
+import struct
+import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from pellucid.server.engine import Engine, Principal
 from pellucid.server.engine.errors import InvalidArgument
 from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.models import VersionSpec
-from pellucid.server.engine.operators import BuiltinEmbedderModel, crop_box
+from pellucid.server.engine.operators import BuiltinEmbedderModel, ImageCrop, crop_box
 from pellucid.server.engine.predict import Media, OutputCode, OutputRegion, PredictInput, PredictRequest
 from pellucid.server.records import ConceptValue, ModelRecord, ModelVersionRecord
 from pellucid.server.storage import open_metadata_store
@@ -186,6 +189,39 @@ def test_bad_boxes_and_images_fail_their_input_alone(engine: Engine) -> None:
         predict(engine, "crop", good, margin=2.0)
 
 
+def png_header(width: int, height: int) -> bytes:
+    """A PNG's signature and header chunk claiming a size, then a token of pixel data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+
+
+def test_image_crop_decodes_only_the_image_formats_the_server_accepts(engine: Engine) -> None:
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"  # Pillow would hand it to Ghostscript
+    huge = png_header(8000, 7000)  # 56 million pixels in a few bytes: refused before decoding
+    box = (OutputRegion("r", (0.0, 0.0, 0.5, 0.5)),)
+    create(engine, "crop", "image-crop")
+    outputs = predict(
+        engine,
+        "crop",
+        *(PredictInput(n, (Media("image", d),), regions=box) for n, d in (("eps", eps), ("huge", huge))),
+    )
+    assert [o.code for o in outputs] == [OutputCode.INVALID_ARGUMENT] * 2
+    assert "cannot be decoded as JPEG, PNG" in outputs[0].message
+    assert "8000 x 7000" in outputs[1].message and "50 million pixels" in outputs[1].message
+
+
+def test_image_crop_without_pillow_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "PIL", None)  # an import of PIL now fails, as when it is not installed
+    cropper = ImageCrop(UrlFetcher())
+    model = ModelRecord("u", "a", "m", 0.0, 0.0, model_type_id="image-crop")
+    (out,) = cropper.predict(model, ModelVersionRecord("u", "a", "m", "v", 0.0), [PredictInput("i")], {})
+    assert out.code is OutputCode.FAILED_PRECONDITION and "pip install 'pellucid[models]'" in out.message
+
+
 @pytest.fixture
 def photo_url() -> Iterator[str]:
     """A loopback web server with one photo."""
@@ -327,5 +363,7 @@ def test_operators_through_grpc_with_the_sdk(alice: User, unique: str) -> None:
     (out,) = embedder.predict([_protos.make_input("t", text=v1.Text(raw="a cat"))]).outputs
     assert out.data.embeddings[0].num_dimensions == 384 and len(out.data.embeddings[0].vector) == 384
 
+    with pytest.raises(ClientInvalidArgument, match=r"threshold = 2\.0 is out of range"):
+        thresholder.predict([given], inference_params={"threshold": 2})
     with pytest.raises(ClientInvalidArgument, match="concept_threshold_type"):
         app.create_model("bad", model_type_id="concept-thresholder", params={"concept_threshold_type": "MORE"})

@@ -39,6 +39,8 @@ THRESHOLD_TYPES: dict[str, Callable[[float, float], bool]] = {
     "LESS_THAN_OR_EQUAL": operator.le,
     "EQUAL": operator.eq,
 }
+CROP_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+MAX_CROP_PIXELS = 50_000_000  # ~150 MB decoded as RGB
 PILLOW_HINT = "image-crop needs Pillow: install the models extra on the server (pip install 'pellucid[models]')"
 
 
@@ -221,10 +223,19 @@ class ImageCrop(Operator):
             return PredictOutput(given.id)  # nothing found upstream: nothing to crop
         data = _image_bytes(given, self._fetcher, field)
         try:
-            image = image_module.open(io.BytesIO(data))
+            # only the formats the server accepts as images: Pillow's others (EPS runs Ghostscript) are refused
+            image = image_module.open(io.BytesIO(data), formats=CROP_FORMATS)
+            if image.width * image.height > MAX_CROP_PIXELS:
+                raise InvalidArgument(
+                    f"{field} image is {image.width} x {image.height}: image-crop takes at most "
+                    f"{MAX_CROP_PIXELS // 1_000_000} million pixels",
+                    field=f"{field}.image",
+                )
             image.load()
         except (OSError, ValueError, image_module.DecompressionBombError) as exc:
-            raise InvalidArgument(f"{field} image cannot be decoded: {exc}", field=f"{field}.image") from None
+            raise InvalidArgument(
+                f"{field} image cannot be decoded as {', '.join(CROP_FORMATS)}: {exc}", field=f"{field}.image"
+            ) from None
         keep_png = image.format != "JPEG"  # PNG stays PNG; other formats become PNG (lossless)
         regions = []
         for region, box in zip(given.regions, boxes, strict=True):
