@@ -280,6 +280,48 @@ class RunnerRecord:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class ModuleRecord:
+    """A named package of code an app offers (its versions say where the code is)."""
+
+    user_id: str
+    app_id: str
+    id: str
+    created_at: float
+    modified_at: float
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModuleVersionRecord:
+    """Where one version's code is: a git repository at a ref (and, pinned, a commit), or a
+    Python entry point ("package.module:attr"). The server stores it and never runs it."""
+
+    user_id: str
+    app_id: str
+    module_id: str
+    id: str
+    created_at: float
+    description: str = ""
+    git_url: str = ""
+    git_ref: str = ""
+    git_commit: str = ""
+    entry_point: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstalledModuleVersionRecord:
+    """Which version of a module an app uses: one per module and app (installing another replaces it)."""
+
+    user_id: str  # the installing app's
+    app_id: str
+    id: str
+    created_at: float
+    version: ModuleVersionRecord
+
+
 class EvaluationState(enum.Enum):
     """Where an evaluation job stands (EvalMetrics.status)."""
 

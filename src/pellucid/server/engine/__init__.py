@@ -22,6 +22,8 @@ from pellucid.server.engine.inputs import (
     Inputs,
 )
 from pellucid.server.engine.models import Models
+from pellucid.server.engine.modules import Modules
+from pellucid.server.engine.operators import register_operators
 from pellucid.server.engine.predict import WorkCodec
 from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.routing import Router
@@ -77,7 +79,9 @@ class Engine:
         self.queue = queue if queue is not None else open_work_queue("memory:", router_clock)
         self.router = Router(self.queue, router_clock)
         self.models = Models(store, self.apps, self.router, clock, work_codec)
+        register_operators(self.models.local, UrlFetcher(allow_private=allow_private_urls))
         self.runners = Runners(store, self.router, clock)
+        self.modules = Modules(store, self.apps, clock)
         # embeds inputs behind ingestion; server/runtime.py starts its workers
         self.indexer = Indexer(store, blobs, self.apps, self.models, self.vectors)
         self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake

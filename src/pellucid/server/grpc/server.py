@@ -20,6 +20,7 @@ from pellucid.server.grpc.inputs import InputServicer
 from pellucid.server.grpc.interceptor import AuthInterceptor
 from pellucid.server.grpc.limits import CallLimits
 from pellucid.server.grpc.models import ModelServicer
+from pellucid.server.grpc.modules import ModuleServicer
 from pellucid.server.grpc.pool import HandlerPool
 from pellucid.server.grpc.runners import RunnerServicer
 from pellucid.server.grpc.search import SearchServicer
@@ -36,6 +37,7 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
     (v1.add_ModelServiceServicer_to_server, ModelServicer, "ModelService"),
     (v1.add_RunnerServiceServicer_to_server, RunnerServicer, "RunnerService"),
     (v1.add_SearchServiceServicer_to_server, SearchServicer, "SearchService"),
+    (v1.add_ModuleServiceServicer_to_server, ModuleServicer, "ModuleService"),
     (v1.add_EvaluationServiceServicer_to_server, EvaluationServicer, "EvaluationService"),
 ]
 

@@ -33,9 +33,12 @@ from pellucid.server.records import (
     IngestItem,
     InputFilter,
     InputRecord,
+    InstalledModuleVersionRecord,
     JobRecord,
     ModelRecord,
     ModelVersionRecord,
+    ModuleRecord,
+    ModuleVersionRecord,
     Page,
     PageQuery,
     RunnerRecord,
@@ -420,6 +423,53 @@ class SearchStore(Transactional):
         """How many of the app's inputs are in each state (every state present, 0 if none)."""
 
 
+class ModuleStore(Transactional):
+    """Modules, their versions, and which version each app has installed."""
+
+    @abc.abstractmethod
+    def insert_module(self, module: ModuleRecord) -> None:
+        """Conflict if the app has a module of that id; LookupError if the app is gone."""
+
+    @abc.abstractmethod
+    def get_module(self, user_id: str, app_id: str, module_id: str) -> ModuleRecord | None: ...
+
+    @abc.abstractmethod
+    def list_modules(self, user_id: str, app_id: str, text: str, query: PageQuery) -> Page[ModuleRecord]:
+        """The app's modules, oldest first; with `text`, those whose id contains it (case-insensitive)."""
+
+    @abc.abstractmethod
+    def delete_module(self, user_id: str, app_id: str, module_id: str) -> bool:
+        """Delete a module with its versions and every app's installation of them."""
+
+    @abc.abstractmethod
+    def insert_module_version(self, version: ModuleVersionRecord) -> None:
+        """Conflict if the version id is taken; LookupError if the module is gone."""
+
+    @abc.abstractmethod
+    def get_module_version(
+        self, user_id: str, app_id: str, module_id: str, version_id: str = ""
+    ) -> ModuleVersionRecord | None:
+        """The version (the latest if version_id is empty)."""
+
+    @abc.abstractmethod
+    def list_module_versions(
+        self, user_id: str, app_id: str, module_id: str, query: PageQuery
+    ) -> Page[ModuleVersionRecord]:
+        """Oldest first; LookupError if the module is gone."""
+
+    @abc.abstractmethod
+    def install_module_version(self, installed: InstalledModuleVersionRecord) -> None:
+        """Record that an app uses this version, replacing its installation of another version of
+        the same module; Conflict if the app has an installation of that id (of another module);
+        LookupError if the app or the version is gone."""
+
+    @abc.abstractmethod
+    def list_installed_module_versions(
+        self, user_id: str, app_id: str, module_id: str, query: PageQuery
+    ) -> Page[InstalledModuleVersionRecord]:
+        """The app's installations, oldest first; with `module_id`, only those of modules of that id."""
+
+
 class EvaluationStore(Transactional):
     """Evaluations of models over labelled datasets (issue #11): jobs claimed by server workers
     with a lease, their per-input results, and the metrics computed at the end."""
@@ -465,7 +515,9 @@ class EvaluationStore(Transactional):
         """The evaluation's items by input seq, ascending, > after_input_seq, at most limit."""
 
 
-class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore, SearchStore, EvaluationStore):
+class MetadataStore(
+    UserStore, AppStore, InputStore, ModelStore, RequestLogStore, SearchStore, ModuleStore, EvaluationStore
+):
     """Metadata of every resource, every area in one backend. Safe to use from many threads."""
 
     @abc.abstractmethod

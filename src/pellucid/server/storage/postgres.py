@@ -31,6 +31,7 @@ from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, Metadata
 from pellucid.server.storage.postgres_connections import PoolConnections
 from pellucid.server.storage.postgres_evaluations import PostgresEvaluationTables
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
+from pellucid.server.storage.postgres_modules import PostgresModuleTables
 from pellucid.server.storage.postgres_schema import LATEST_VERSION, MIGRATIONS
 from pellucid.server.storage.postgres_search import PostgresSearchTables
 from pellucid.server.storage.rows import (
@@ -52,7 +53,9 @@ T = TypeVar("T")
 MIGRATION_LOCK = 0x70656C6C  # "pell"
 
 
-class PostgresMetadataStore(PostgresInputTables, PostgresSearchTables, PostgresEvaluationTables, MetadataStore):
+class PostgresMetadataStore(
+    PostgresInputTables, PostgresSearchTables, PostgresModuleTables, PostgresEvaluationTables, MetadataStore
+):
     def __init__(self, uri: str) -> None:
         self._connections = PoolConnections(uri)
         try:

@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from pellucid.server.records import AnnotationRecord
+from pellucid.server.storage.module_rows import MODULE_TABLES
 from pellucid.server.storage.postgres_evaluations import MIGRATION as EVALUATIONS_MIGRATION
 from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
@@ -252,6 +253,18 @@ def _search_indexes(conn: psycopg.Connection[Any]) -> None:
 
 
 MIGRATIONS.append((2, _search_indexes))
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 4: modules, their versions and which version each app has installed (as SQLite's 10; 3 is
+# another part of issue #11's)
+MIGRATIONS.append(
+    (
+        4,
+        MODULE_TABLES.format(
+            seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", ref="BIGINT", real="DOUBLE PRECISION"
+        ),
+    )
+)
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # 6 (issue #11; SQLite's 12): evaluations and their per-input results (postgres_evaluations.py holds the script)

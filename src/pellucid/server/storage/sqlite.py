@@ -30,13 +30,14 @@ from pellucid.server.storage.sqlite_connections import ThreadConnections, like_p
 from pellucid.server.storage.sqlite_evaluations import EvaluationTables
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
+from pellucid.server.storage.sqlite_modules import ModuleTables
 from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
 from pellucid.server.storage.sqlite_search import SEARCH_FUNCTIONS, SearchTables
 
 T = TypeVar("T")
 
 
-class SqliteMetadataStore(InputTables, SearchTables, ModelTables, EvaluationTables, MetadataStore):
+class SqliteMetadataStore(InputTables, SearchTables, ModelTables, ModuleTables, EvaluationTables, MetadataStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable
 
 from pellucid.server.records import AnnotationRecord
+from pellucid.server.storage.module_rows import MODULE_TABLES
 from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
@@ -286,6 +287,11 @@ def _search_indexes(conn: sqlite3.Connection) -> None:
 CONCEPT_INSERT = "INSERT INTO input_concepts (app_seq, concept_id, value, input_seq, annotation_seq)"
 TERM_INSERT = "INSERT INTO input_terms (app_seq, term, input_seq)"
 MIGRATIONS.append((8, _search_indexes))
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 10: modules, their versions (where the code is: git or an entry point), and which version
+# each app has installed (one per module and app). 9 is another part of issue #11's.
+MIGRATIONS.append((10, MODULE_TABLES.format(seq="INTEGER PRIMARY KEY", ref="INTEGER", real="REAL")))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # 12 (issue #11): evaluations and their per-input results (sqlite_evaluations.py holds the script)
