@@ -252,3 +252,10 @@ def _search_indexes(conn: psycopg.Connection[Any]) -> None:
 
 MIGRATIONS.append((2, _search_indexes))
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+# 8 (algorithms, issue #12): published algorithms, their version tags, calls and insights
+from pellucid.server.storage.algorithm_rows import POSTGRES_SCHEMA as _ALGORITHM_TABLES  # noqa: E402
+
+MIGRATIONS.append((8, ";\n".join(_ALGORITHM_TABLES)))
+LATEST_VERSION = MIGRATIONS[-1][0]

@@ -286,3 +286,10 @@ CONCEPT_INSERT = "INSERT INTO input_concepts (app_seq, concept_id, value, input_
 TERM_INSERT = "INSERT INTO input_terms (app_seq, term, input_seq)"
 MIGRATIONS.append((8, _search_indexes))
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+# 14 (algorithms, issue #12): published algorithms, their version tags, calls and insights
+from pellucid.server.storage.algorithm_rows import SQLITE_SCHEMA as _ALGORITHM_TABLES  # noqa: E402
+
+MIGRATIONS.append((14, ";\n".join(_ALGORITHM_TABLES)))
+LATEST_VERSION = MIGRATIONS[-1][0]
