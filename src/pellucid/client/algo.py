@@ -157,6 +157,9 @@ class AlgoClient(BaseClient):
         retry: RetryPolicy = DEFAULT_RETRY,
         **kwargs: Any,
     ) -> None:
+        serving = getattr(_serving, "connection", None)
+        if serving is not None and api_key is None and api_address is None and profile is None:
+            kwargs.setdefault("_connection", serving)  # inside an algorithm: its runner's credentials
         BaseClient.__init__(
             self, "", api_address or "", api_key or "", profile=profile, timeout=timeout, retry=retry, **kwargs
         )
@@ -287,18 +290,20 @@ _tee_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def serving_call(call_id: str) -> Iterator[list[str]]:
-    """Run one algorithm call on this thread: `current_call_id()` names it, and what it prints
-    to sys.stdout is collected into the yielded list."""
+def serving_call(call_id: str, connection: Any = None) -> Iterator[list[str]]:
+    """Run one algorithm call on this thread: `current_call_id()` names it, `pellucid.client()`
+    without arguments uses `connection` (the runner's), and what it prints to sys.stdout is
+    collected into the yielded list."""
     with _tee_lock:
         if not isinstance(sys.stdout, _ThreadTee):
             sys.stdout = _ThreadTee(sys.stdout)
     printed: list[str] = []
     _serving.call_id, _serving.stdout, _serving.stdout_chars = call_id, printed, 0
+    _serving.connection = connection
     try:
         yield printed
     finally:
-        _serving.call_id, _serving.stdout = "", None
+        _serving.call_id, _serving.stdout, _serving.connection = "", None, None
 
 
 __all__ = ["AlgoClient", "AlgoMetadata", "AlgoResponse", "Algorithm", "client", "current_call_id"]

@@ -135,7 +135,7 @@ class Runner(BaseClient):
         captured, and its stack trace if it raises."""
         from pellucid.client.algo import serving_call
 
-        with serving_call(item.id) as printed:
+        with serving_call(item.id, self._connection) as printed:
             try:
                 output = self.run_input(item, output_info)
                 if not isinstance(output, v1.Output):
