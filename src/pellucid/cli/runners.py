@@ -11,7 +11,7 @@ from typing import Any
 
 from pellucid.api import v1
 from pellucid.cli.output import INTERRUPTED, OK, emit
-from pellucid.cli.session import client_options, user
+from pellucid.cli.session import call_timeout, client_options, user
 from pellucid.errors import AlreadyExists, NotFound, UserError
 
 
@@ -89,7 +89,7 @@ def cmd_runner_start(args: argparse.Namespace) -> int:
         base_url=args.api or "",
         pat=args.pat or "",
         profile=args.profile,
-        timeout=args.timeout,
+        timeout=call_timeout(args),
     )
     emit(
         args.json,
