@@ -164,11 +164,11 @@ def test_versions_resolve_by_tag_by_version_id_and_to_the_highest_tag(published:
     by_id = client.algo(f"{owner}/hello/{second.version_id}").pipe("a")
     assert (by_id.metadata.version_id, by_id.metadata.version) == (second.version_id, "")
     assert client.algo(f"algo://{owner}/hello/1.10.0").pipe("a").metadata.version_id == second.version_id
-    with pytest.raises(errors.NotFound, match="has no version 9.9.9"):
+    with pytest.raises(errors.NotFound, match=r"has no version 9\.9\.9"):
         client.algo(f"{owner}/hello/9.9.9").pipe("a")
     with pytest.raises(errors.NotFound):
         client.algo(f"{owner}/hello/no-such-version").pipe("a")
-    with pytest.raises(errors.AlreadyExists, match="1.0.0 already names"):
+    with pytest.raises(errors.AlreadyExists, match=r"1\.0\.0 already names"):
         second.publish_algorithm(version="1.0.0")
     model.publish_algorithm(version="1.0.0")  # the same version again: nothing changes
     for bad in ("1.0", "v1.0.0", "01.0.0", "1.0.0-beta"):
