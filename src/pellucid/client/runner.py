@@ -11,6 +11,7 @@ that answers and moves to the next when that one fails), and on SIGTERM or Ctrl-
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import random
@@ -372,12 +373,18 @@ class FunctionRunner(Runner):
             fetch_media(input)
             media = data.image.base64 or data.video.base64 or data.audio.base64
             value = bytes(media)
-        result = type(self).function(value)
-        try:
-            encoded = encode_input(result)
-        except UserError as exc:
-            raise TypeError(f"the function returned what cannot be sent back: {exc}") from None
-        return v1.Output(data=encoded)
+        function = type(self).function
+        result = function(value)
+        if not isinstance(result, (str, bytes, bytearray, memoryview)):
+            try:
+                json.dumps(result, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                name = getattr(function, "__name__", "the function")
+                raise TypeError(
+                    f"{name} returned a {type(result).__name__} that is not a JSON value ({exc}): "
+                    "return a str, bytes, or JSON values (dict, list, number, bool, None)"
+                ) from None
+        return v1.Output(data=encode_input(result))
 
 
 def function_runner(function: Any, name: str = "") -> type[FunctionRunner]:
