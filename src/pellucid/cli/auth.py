@@ -94,7 +94,7 @@ def _ask(prompt: str, secret: bool = False) -> str:
 
 
 def cmd_auth(args: argparse.Namespace) -> int:
-    name = args.profile or DEFAULT_PROFILE
+    name = args.profile or os.environ.get(ENV_PROFILE) or DEFAULT_PROFILE
     path = config_path()
     config = read_config(path)
     current = dict((config.get("profiles") or {}).get(name) or {})
