@@ -157,3 +157,20 @@ def test_help_documents_commands_and_exit_codes() -> None:
     assert pellucid("help", "auth").returncode == 0
     assert pellucid("help", "runner", "start").returncode == 0
     assert pellucid("help", "nothing").returncode == 2
+
+
+def test_the_config_file_is_written_back_as_it_was_read() -> None:
+    from pellucid.cli.auth import dump_config
+    from pellucid.client.config import tomllib
+
+    data = {
+        "current_profile": "team",
+        "profiles": {
+            "default": {"api": "grpc://127.0.0.1:7317", "pat": 'pel_pat_"x\\y'},
+            "team b": {"api": "https://pellucid.example.com", "verbose": True, "retries": 3, "labels": ["a", "b"]},
+            "ünï": {"user_id": "carol\tx"},
+            "empty": {},
+        },
+        "other": {"nested": {"deep": 1.5}},
+    }
+    assert tomllib.loads(dump_config(data)) == data

@@ -54,16 +54,28 @@ def _value(value: Any, where: str) -> str:
         return repr(value)
     if isinstance(value, str):
         return _string(value)
-    raise UserError(f"{where} holds a {type(value).__name__}: pellucid auth writes only strings, numbers and booleans")
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(item, where) for item in value) + "]"
+    raise UserError(
+        f"{where} holds a {type(value).__name__}: pellucid auth cannot write it back, edit the file by hand"
+    )
+
+
+def _table(prefix: str, table: dict[str, Any], lines: list[str]) -> None:
+    values = [(k, v) for k, v in table.items() if not isinstance(v, dict)]
+    if prefix and (values or not table):
+        lines += ["", f"[{prefix}]"]
+    lines += [f"{_key(k)} = {_value(v, f'{prefix}.{k}' if prefix else k)}" for k, v in values]
+    for k, v in table.items():
+        if isinstance(v, dict):
+            _table(f"{prefix}.{_key(k)}" if prefix else _key(k), v, lines)
 
 
 def dump_config(data: dict[str, Any]) -> str:
-    """The config as TOML: top-level values, then one [profiles.NAME] table per profile."""
-    lines = [f"{_key(k)} = {_value(v, k)}" for k, v in data.items() if k != "profiles"]
-    for name, profile in (data.get("profiles") or {}).items():
-        lines += ["", f"[profiles.{_key(name)}]"]
-        lines += [f"{_key(k)} = {_value(v, f'profile {name}')}" for k, v in profile.items()]
-    return "\n".join(lines) + "\n"
+    """The config as TOML (what tomllib read, written back: values, lists and tables)."""
+    lines: list[str] = []
+    _table("", data, lines)
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 def write_config(path: Path, data: dict[str, Any]) -> None:
