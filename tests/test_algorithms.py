@@ -269,3 +269,39 @@ def test_pellucid_client_is_callable_after_importing_submodules(tmp_path: object
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_captured_stdout_is_per_thread_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from pellucid.client import algo as algo_module
+
+    monkeypatch.setattr(algo_module, "MAX_STDOUT_CHARS", 10)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    other: list[str] = []
+
+    def elsewhere() -> None:
+        with algo_module.serving_call("other-call") as printed:
+            print("from another thread")
+            other.extend(printed)
+
+    with algo_module.serving_call("a-call") as printed:
+        assert algo_module.current_call_id() == "a-call"
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+        print("0123456789abcdef")
+    assert "".join(printed) == "0123456789" and "".join(other) == "from anoth"
+    assert algo_module.current_call_id() == ""
+    assert "0123456789abcdef" in sys.stdout.stream.getvalue()  # type: ignore[attr-defined]  # still printed
+
+
+def test_hosted_data_methods_say_when_hosted_data_is_missing(published: Published) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pellucid.client.hosted_data") is not None:
+        pytest.skip("hosted data is installed: its own tests cover client.dir and client.file")
+    with pytest.raises(errors.UserError, match="hosted data"):
+        published.client.dir("data://.my/x")
+    with pytest.raises(errors.UserError, match="hosted data"):
+        published.client.file("data://.my/x/y.txt")
