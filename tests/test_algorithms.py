@@ -305,3 +305,16 @@ def test_hosted_data_methods_say_when_hosted_data_is_missing(published: Publishe
         published.client.dir("data://.my/x")
     with pytest.raises(errors.UserError, match="hosted data"):
         published.client.file("data://.my/x/y.txt")
+
+
+def test_deleting_the_model_unpublishes_it(alice: User, unique: str) -> None:
+    app = alice.create_app(f"gone-{unique}")
+    app.create_model("gone", runner_labels=["x"]).publish_algorithm(version="1.0.0", public=True)
+    client = algo_client(alice)
+    assert client.algo(f"{alice.user_id}/gone/1.0.0").info().version == "1.0.0"
+    app.delete_model("gone")
+    with pytest.raises(errors.NotFound):
+        client.algo(f"{alice.user_id}/gone").info()
+    again = app.create_model("gone", runner_labels=["x"])  # a new model: its own versions, tags from scratch
+    again.publish_algorithm(version="1.0.0")
+    assert client.algo(f"{alice.user_id}/gone/1.0.0").info().version_id == next(again.list_versions()).version_id

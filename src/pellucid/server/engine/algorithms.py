@@ -124,12 +124,14 @@ class Algorithms:
             created_at=existing.created_at if existing else now,
             modified_at=now,
         )
-        self._store.save_algorithm(algorithm)
-        if tag and tag not in tags:
-            try:
+        try:
+            self._store.save_algorithm(algorithm)
+            if tag and tag not in tags:
                 self._store.insert_algorithm_tag(AlgorithmTagRecord(owner, name, tag, version.id, now))
-            except Conflict:  # a concurrent publish of the same tag
-                raise AlreadyExists(f"{owner}/{name} version {tag} already exists", field="version") from None
+        except Conflict:  # a concurrent publish of the same tag
+            raise AlreadyExists(f"{owner}/{name} version {tag} already exists", field="version") from None
+        except LookupError:  # the model or version was deleted meanwhile
+            raise NotFound(f"model {model_id!r} or its version was deleted", field="model_id") from None
         tags_now = self._sorted_tags(owner, name)
         return Resolved(algorithm, version, tag, tags_now)
 

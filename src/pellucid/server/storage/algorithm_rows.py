@@ -7,41 +7,49 @@ from typing import Any
 
 from pellucid.server.records import AlgorithmCallRecord, AlgorithmRecord, AlgorithmTagRecord, InsightRecord
 
+# an algorithm belongs to its model, a tag to its model version: deleting them (or the app)
+# deletes the algorithm or the tag (foreign keys), so a re-created model starts unpublished
 ALGORITHM_SELECT = (
-    "SELECT seq, user_id, name, app_id, model_id, public, created_at, modified_at FROM algorithms WHERE user_id = {p}"
+    "SELECT al.seq AS seq, al.user_id AS user_id, al.name AS name, a.id AS app_id, m.id AS model_id,"
+    " al.public AS public, al.created_at AS created_at, al.modified_at AS modified_at"
+    " FROM algorithms al JOIN models m ON m.seq = al.model_seq JOIN apps a ON a.seq = m.app_seq"
+    " WHERE al.user_id = {p}"
 )
 SAVE_ALGORITHM = (
-    "INSERT INTO algorithms (user_id, name, app_id, model_id, public, created_at, modified_at)"
-    " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (user_id, name) DO UPDATE SET"
-    " app_id = excluded.app_id, model_id = excluded.model_id, public = excluded.public,"
-    " modified_at = excluded.modified_at"
+    "INSERT INTO algorithms (user_id, name, model_seq, public, created_at, modified_at)"
+    " SELECT {p}, {p}, m.seq, {p}, {p}, {p} FROM models m JOIN apps a ON a.seq = m.app_seq"
+    " WHERE a.user_id = {p} AND a.id = {p} AND m.id = {p}"
+    " ON CONFLICT (user_id, name) DO UPDATE SET"
+    " model_seq = excluded.model_seq, public = excluded.public, modified_at = excluded.modified_at"
 )
-ALGORITHM_SEQ = "SELECT seq FROM algorithms WHERE user_id = {p} AND name = {p}"
 INSERT_TAG = (
-    "INSERT INTO algorithm_tags (algorithm_seq, tag, version_id, created_at)"
-    " SELECT seq, {p}, {p}, {p} FROM algorithms WHERE user_id = {p} AND name = {p}"
+    "INSERT INTO algorithm_tags (algorithm_seq, tag, version_seq, created_at)"
+    " SELECT al.seq, {p}, v.seq, {p} FROM algorithms al JOIN model_versions v ON v.model_seq = al.model_seq"
+    " WHERE al.user_id = {p} AND al.name = {p} AND v.id = {p}"
 )
 TAG_SELECT = (
-    "SELECT a.user_id AS user_id, a.name AS name, t.tag AS tag, t.version_id AS version_id,"
-    " t.created_at AS created_at FROM algorithm_tags t JOIN algorithms a ON a.seq = t.algorithm_seq"
-    " WHERE a.user_id = {p} AND a.name = {p} ORDER BY t.created_at, t.tag"
+    "SELECT al.user_id AS user_id, al.name AS name, t.tag AS tag, v.id AS version_id, t.created_at AS created_at"
+    " FROM algorithm_tags t JOIN algorithms al ON al.seq = t.algorithm_seq JOIN model_versions v ON v.seq = t.version_seq"
+    " WHERE al.user_id = {p} AND al.name = {p} ORDER BY t.created_at, t.tag"
 )
 INSERT_CALL = (
     "INSERT INTO algorithm_calls (id, algorithm_seq, version_id, caller, created_at)"
     " SELECT {p}, seq, {p}, {p}, {p} FROM algorithms WHERE user_id = {p} AND name = {p}"
 )
 CALL_SELECT = (
-    "SELECT c.id AS id, a.user_id AS user_id, a.name AS name, c.version_id AS version_id, c.caller AS caller,"
-    " c.created_at AS created_at FROM algorithm_calls c JOIN algorithms a ON a.seq = c.algorithm_seq WHERE c.id = {p}"
+    "SELECT c.id AS id, al.user_id AS user_id, al.name AS name, c.version_id AS version_id, c.caller AS caller,"
+    " c.created_at AS created_at FROM algorithm_calls c JOIN algorithms al ON al.seq = c.algorithm_seq"
+    " WHERE c.id = {p}"
 )
 INSERT_INSIGHTS = (
     "INSERT INTO algorithm_insights (algorithm_seq, call_id, version_id, reported_by, insights, created_at)"
     " SELECT seq, {p}, {p}, {p}, {p}, {p} FROM algorithms WHERE user_id = {p} AND name = {p}"
 )
 INSIGHT_SELECT = (
-    "SELECT i.seq AS seq, a.user_id AS user_id, a.name AS name, i.call_id AS call_id, i.version_id AS version_id,"
+    "SELECT i.seq AS seq, al.user_id AS user_id, al.name AS name, i.call_id AS call_id, i.version_id AS version_id,"
     " i.reported_by AS reported_by, i.insights AS insights, i.created_at AS created_at"
-    " FROM algorithm_insights i JOIN algorithms a ON a.seq = i.algorithm_seq WHERE a.user_id = {p} AND a.name = {p}"
+    " FROM algorithm_insights i JOIN algorithms al ON al.seq = i.algorithm_seq"
+    " WHERE al.user_id = {p} AND al.name = {p}"
 )
 
 
@@ -50,7 +58,7 @@ def sql(template: str, placeholder: str) -> str:
 
 
 def algorithm_params(a: AlgorithmRecord) -> tuple[Any, ...]:
-    return (a.user_id, a.name, a.app_id, a.model_id, a.public, a.created_at, a.modified_at)
+    return (a.user_id, a.name, a.public, a.created_at, a.modified_at, a.user_id, a.app_id, a.model_id)
 
 
 def algorithm_from_row(row: Any) -> AlgorithmRecord:
@@ -98,8 +106,7 @@ def schema(seq: str, real: str, boolean: str) -> list[str]:
             seq {seq},
             user_id TEXT NOT NULL,
             name TEXT NOT NULL,
-            app_id TEXT NOT NULL,
-            model_id TEXT NOT NULL,
+            model_seq BIGINT NOT NULL REFERENCES models(seq) ON DELETE CASCADE,
             public {boolean} NOT NULL,
             created_at {real} NOT NULL,
             modified_at {real} NOT NULL,
@@ -109,7 +116,7 @@ def schema(seq: str, real: str, boolean: str) -> list[str]:
         f"""CREATE TABLE algorithm_tags (
             algorithm_seq BIGINT NOT NULL REFERENCES algorithms(seq) ON DELETE CASCADE,
             tag TEXT NOT NULL,
-            version_id TEXT NOT NULL,
+            version_seq BIGINT NOT NULL REFERENCES model_versions(seq) ON DELETE CASCADE,
             created_at {real} NOT NULL,
             PRIMARY KEY (algorithm_seq, tag)
         )""",
@@ -131,6 +138,8 @@ def schema(seq: str, real: str, boolean: str) -> list[str]:
         )""",
         "CREATE INDEX algorithm_insights_by_algorithm ON algorithm_insights (algorithm_seq, seq)",
         "CREATE INDEX algorithm_calls_by_algorithm ON algorithm_calls (algorithm_seq)",
+        "CREATE INDEX algorithms_by_model ON algorithms (model_seq)",
+        "CREATE INDEX algorithm_tags_by_version ON algorithm_tags (version_seq)",
     ]
 
 

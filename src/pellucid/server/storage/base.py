@@ -425,7 +425,8 @@ class AlgorithmStore(Transactional):
 
     @abc.abstractmethod
     def save_algorithm(self, algorithm: AlgorithmRecord) -> None:
-        """Insert it, or replace the row of the same (user_id, name)."""
+        """Insert it, or replace the row of the same (user_id, name); LookupError if its model does
+        not exist. Deleting the model (or its app) deletes the algorithm, its tags, calls and insights."""
 
     @abc.abstractmethod
     def get_algorithm(self, user_id: str, name: str) -> AlgorithmRecord | None: ...
@@ -436,7 +437,8 @@ class AlgorithmStore(Transactional):
 
     @abc.abstractmethod
     def insert_algorithm_tag(self, tag: AlgorithmTagRecord) -> None:
-        """Raises Conflict if the algorithm has that tag already."""
+        """Conflict if the algorithm has that tag already, LookupError if the algorithm or the model
+        version does not exist. Deleting the model version deletes its tags."""
 
     @abc.abstractmethod
     def list_algorithm_tags(self, user_id: str, name: str) -> list[AlgorithmTagRecord]:

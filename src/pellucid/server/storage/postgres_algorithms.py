@@ -26,22 +26,24 @@ class PostgresAlgorithmTables:
 
     def save_algorithm(self, algorithm: AlgorithmRecord) -> None:
         with self._write() as conn:
-            conn.execute(_q(rows.SAVE_ALGORITHM), rows.algorithm_params(algorithm))
+            cursor = conn.execute(_q(rows.SAVE_ALGORITHM), rows.algorithm_params(algorithm))
+            if cursor.rowcount != 1:
+                raise LookupError(f"model {algorithm.model_id!r} of app {algorithm.app_id!r} does not exist")
 
     def get_algorithm(self, user_id: str, name: str) -> AlgorithmRecord | None:
         with self._read() as conn:
-            row = conn.execute(_q(rows.ALGORITHM_SELECT) + " AND name = %s", (user_id, name)).fetchone()
+            row = conn.execute(_q(rows.ALGORITHM_SELECT) + " AND al.name = %s", (user_id, name)).fetchone()
         return rows.algorithm_from_row(row) if row else None
 
     def list_algorithms(self, user_id: str, public_only: bool, query: PageQuery) -> Page[AlgorithmRecord]:
-        sql = _q(rows.ALGORITHM_SELECT) + (" AND public" if public_only else "")
-        return self._page(sql, (user_id,), query, rows.algorithm_from_row)
+        sql = _q(rows.ALGORITHM_SELECT) + (" AND al.public" if public_only else "")
+        return self._page(sql, (user_id,), query, rows.algorithm_from_row, seq="al.seq")
 
     def insert_algorithm_tag(self, tag: AlgorithmTagRecord) -> None:
         with self._write() as conn:  # a unique violation is a Conflict
-            cursor = conn.execute(_q(rows.INSERT_TAG), (tag.tag, tag.version_id, tag.created_at, tag.user_id, tag.name))
+            cursor = conn.execute(_q(rows.INSERT_TAG), (tag.tag, tag.created_at, tag.user_id, tag.name, tag.version_id))
             if cursor.rowcount != 1:
-                raise LookupError(f"algorithm {tag.user_id}/{tag.name} does not exist")
+                raise LookupError(f"algorithm {tag.user_id}/{tag.name} or its version {tag.version_id} does not exist")
 
     def list_algorithm_tags(self, user_id: str, name: str) -> list[AlgorithmTagRecord]:
         with self._read() as conn:

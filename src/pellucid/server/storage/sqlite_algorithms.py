@@ -28,24 +28,28 @@ class AlgorithmTables:
 
     def save_algorithm(self, algorithm: AlgorithmRecord) -> None:
         with self._write() as conn:
-            conn.execute(_q(rows.SAVE_ALGORITHM), rows.algorithm_params(algorithm))
+            cursor = conn.execute(_q(rows.SAVE_ALGORITHM), rows.algorithm_params(algorithm))
+            if cursor.rowcount != 1:
+                raise LookupError(f"model {algorithm.model_id!r} of app {algorithm.app_id!r} does not exist")
 
     def get_algorithm(self, user_id: str, name: str) -> AlgorithmRecord | None:
-        row = self._conn().execute(_q(rows.ALGORITHM_SELECT) + " AND name = ?", (user_id, name)).fetchone()
+        row = self._conn().execute(_q(rows.ALGORITHM_SELECT) + " AND al.name = ?", (user_id, name)).fetchone()
         return rows.algorithm_from_row(row) if row else None
 
     def list_algorithms(self, user_id: str, public_only: bool, query: PageQuery) -> Page[AlgorithmRecord]:
-        sql = _q(rows.ALGORITHM_SELECT) + (" AND public = 1" if public_only else "") + " {after}"
-        return self._page(sql, (user_id,), query, rows.algorithm_from_row)
+        sql = _q(rows.ALGORITHM_SELECT) + (" AND al.public = 1" if public_only else "") + " {after}"
+        return self._page(sql, (user_id,), query, rows.algorithm_from_row, seq="al.seq")
 
     def insert_algorithm_tag(self, tag: AlgorithmTagRecord) -> None:
         try:
             with self._write() as conn:
                 cursor = conn.execute(
-                    _q(rows.INSERT_TAG), (tag.tag, tag.version_id, tag.created_at, tag.user_id, tag.name)
+                    _q(rows.INSERT_TAG), (tag.tag, tag.created_at, tag.user_id, tag.name, tag.version_id)
                 )
                 if cursor.rowcount != 1:
-                    raise LookupError(f"algorithm {tag.user_id}/{tag.name} does not exist")
+                    raise LookupError(
+                        f"algorithm {tag.user_id}/{tag.name} or its version {tag.version_id} does not exist"
+                    )
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from None
 
