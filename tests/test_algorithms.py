@@ -318,3 +318,19 @@ def test_deleting_the_model_unpublishes_it(alice: User, unique: str) -> None:
     again = app.create_model("gone", runner_labels=["x"])  # a new model: its own versions, tags from scratch
     again.publish_algorithm(version="1.0.0")
     assert client.algo(f"{alice.user_id}/gone/1.0.0").info().version_id == next(again.list_versions()).version_id
+
+
+def test_a_call_without_a_content_type_or_with_broken_json_is_refused(published: Published) -> None:
+    from pellucid.api import v1
+
+    reference = f"{published.owner.user_id}/hello"
+    for given, field in (
+        (v1.Data(text=v1.Text(raw="no content type")), "input.content_type"),
+        (v1.Data(content_type="yaml"), "input.content_type"),
+        (v1.Data(content_type="json", json="{not json"), "input.json"),
+    ):
+        with pytest.raises(errors.InvalidArgument) as raised:
+            published.client._call(
+                v1.AlgorithmServiceStub, "CallAlgorithm", v1.CallAlgorithmRequest(algorithm=reference, input=given)
+            )
+        assert raised.value.details.get("field") == field
