@@ -7,6 +7,10 @@ outputs back; heartbeats keep its items leased. It reconnects with backoff when 
 goes away (given several replicas, `grpc://host1:port1,host2:port2`, it keeps to the first
 that answers and moves to the next when that one fails), and on SIGTERM or Ctrl-C it takes no new work, finishes what it holds and exits
 (a second Ctrl-C stops it at once).
+
+A plain function serves an algorithm (pellucid.client.algo): `function_runner(apply)`, or
+`pellucid runner start hello.py:apply`. Any runner given an algorithm call (an input with a
+content type) returns what `run_input` printed and, if it raised, its stack trace.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import grpc
 
 from pellucid.api import v1
 from pellucid.client._transport import get_connection
+from pellucid.client.algo import decode_data, encode_input, serving_call
 from pellucid.client.base import BaseClient
 from pellucid.errors import ApiError, UserError, from_rpc_error
 
@@ -134,8 +139,6 @@ class Runner(BaseClient):
     def _run_algorithm_call(self, item: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
         """run_input on an algorithm call (its input's id is the call id), with what it prints
         captured, and its stack trace if it raises."""
-        from pellucid.client.algo import serving_call
-
         with serving_call(item.id, self._connection) as printed:
             try:
                 output = self.run_input(item, output_info)
@@ -362,8 +365,6 @@ class FunctionRunner(Runner):
     function: Any = None
 
     def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
-        from pellucid.client.algo import decode_data, encode_input
-
         data = input.data
         if data.content_type:
             value = decode_data(data)
