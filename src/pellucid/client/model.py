@@ -177,6 +177,24 @@ class Model(Lister, BaseClient):
             v1.ModelServiceStub, "DeleteModelVersion", v1.DeleteModelVersionRequest(**self._ids(version_id=version_id))
         )
 
+    # algorithms
+
+    def publish_algorithm(
+        self, name: str | None = None, version: str | None = None, public: bool = False
+    ) -> v1.Algorithm:
+        """Publish this model as the algorithm `<owner>/<name>` (name: default the model id), callable
+        with `pellucid.client().algo(...)`: by anyone if `public`, else only by you. `version`, a
+        semantic version such as "1.0.2", names this Model's version (its pinned one, else the latest)
+        for good. Publishing again changes the visibility and adds versions."""
+        request = v1.PublishAlgorithmRequest(
+            **self._ids(),
+            version_id=self.version_id,
+            name=name or "",
+            version=version or "",
+            public=bool(public),
+        )
+        return self._call(v1.AlgorithmServiceStub, "PublishAlgorithm", request)
+
     # predictions
 
     def predict(

@@ -320,3 +320,55 @@ class InstalledModuleVersionRecord:
     id: str
     created_at: float
     version: ModuleVersionRecord
+
+
+# algorithms (engine/algorithms.py)
+
+
+@dataclass(frozen=True)
+class AlgorithmRecord:
+    """A model its owner published under a user-wide name."""
+
+    user_id: str
+    name: str
+    app_id: str
+    model_id: str
+    public: bool
+    created_at: float
+    modified_at: float
+
+
+@dataclass(frozen=True)
+class AlgorithmTagRecord:
+    """A semantic version tag naming one version of an algorithm's model."""
+
+    user_id: str
+    name: str
+    tag: str
+    version_id: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class AlgorithmCallRecord:
+    """One call of an algorithm: insights reported later name it."""
+
+    id: str
+    user_id: str  # the algorithm's owner
+    name: str
+    version_id: str
+    caller: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class InsightRecord:
+    """Numeric insights reported for one algorithm call."""
+
+    user_id: str  # the algorithm's owner
+    name: str
+    call_id: str
+    version_id: str
+    reported_by: str
+    values: dict[str, float]
+    created_at: float

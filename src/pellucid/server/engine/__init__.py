@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from pellucid.server.engine.access import Principal
+from pellucid.server.engine.algorithms import Algorithms
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
@@ -85,6 +86,7 @@ class Engine:
         self.indexer = Indexer(store, blobs, self.apps, self.models, self.vectors)
         self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
         self.search = Search(store, self.apps, self.models, self.vectors, UrlFetcher(allow_private=allow_private_urls))
+        self.algorithms = Algorithms(store, self.models, clock)
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from pellucid.api import v1
 from pellucid.server.engine import Engine
+from pellucid.server.grpc.algorithms import AlgorithmServicer
 from pellucid.server.grpc.apps import AppServicer
 from pellucid.server.grpc.concepts import ConceptServicer
 from pellucid.server.grpc.datasets import DatasetServicer
@@ -37,6 +38,7 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
     (v1.add_RunnerServiceServicer_to_server, RunnerServicer, "RunnerService"),
     (v1.add_SearchServiceServicer_to_server, SearchServicer, "SearchService"),
     (v1.add_ModuleServiceServicer_to_server, ModuleServicer, "ModuleService"),
+    (v1.add_AlgorithmServiceServicer_to_server, AlgorithmServicer, "AlgorithmService"),
 ]
 
 

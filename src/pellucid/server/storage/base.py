@@ -18,6 +18,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from pellucid.server.records import (
+    AlgorithmCallRecord,
+    AlgorithmRecord,
+    AlgorithmTagRecord,
     AnnotationRecord,
     AppRecord,
     ConceptRecord,
@@ -29,6 +32,7 @@ from pellucid.server.records import (
     IngestItem,
     InputFilter,
     InputRecord,
+    InsightRecord,
     InstalledModuleVersionRecord,
     JobRecord,
     ModelRecord,
@@ -466,7 +470,54 @@ class ModuleStore(Transactional):
         """The app's installations, oldest first; with `module_id`, only those of modules of that id."""
 
 
-class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore, SearchStore, ModuleStore):
+class AlgorithmStore(Transactional):
+    """Published algorithms, their version tags, their calls and the insights reported for them."""
+
+    @abc.abstractmethod
+    def save_algorithm(self, algorithm: AlgorithmRecord) -> None:
+        """Insert it, or replace the row of the same (user_id, name); LookupError if its model does
+        not exist. Deleting the model (or its app) deletes the algorithm, its tags, calls and insights."""
+
+    @abc.abstractmethod
+    def get_algorithm(self, user_id: str, name: str) -> AlgorithmRecord | None: ...
+
+    @abc.abstractmethod
+    def list_algorithms(self, user_id: str, public_only: bool, query: PageQuery) -> Page[AlgorithmRecord]:
+        """The user's algorithms in publishing order (only the public ones if `public_only`)."""
+
+    @abc.abstractmethod
+    def insert_algorithm_tag(self, tag: AlgorithmTagRecord) -> None:
+        """Conflict if the algorithm has that tag already, LookupError if the algorithm or the model
+        version does not exist. Deleting the model version deletes its tags."""
+
+    @abc.abstractmethod
+    def list_algorithm_tags(self, user_id: str, name: str) -> list[AlgorithmTagRecord]:
+        """Every tag of the algorithm, in the order they were made."""
+
+    @abc.abstractmethod
+    def insert_algorithm_call(self, call: AlgorithmCallRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_algorithm_call(self, call_id: str) -> AlgorithmCallRecord | None: ...
+
+    @abc.abstractmethod
+    def insert_insights(self, insight: InsightRecord) -> None: ...
+
+    @abc.abstractmethod
+    def list_insights(self, user_id: str, name: str, query: PageQuery) -> Page[InsightRecord]:
+        """The insights of the algorithm's calls, oldest first."""
+
+
+class MetadataStore(
+    UserStore,
+    AppStore,
+    InputStore,
+    ModelStore,
+    RequestLogStore,
+    SearchStore,
+    ModuleStore,
+    AlgorithmStore,
+):
     """Metadata of every resource, every area in one backend. Safe to use from many threads."""
 
     @abc.abstractmethod

@@ -28,6 +28,7 @@ from pellucid.server.records import (
     UserRecord,
 )
 from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore, StoreUnavailable
+from pellucid.server.storage.postgres_algorithms import PostgresAlgorithmTables
 from pellucid.server.storage.postgres_connections import PoolConnections
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
 from pellucid.server.storage.postgres_modules import PostgresModuleTables
@@ -52,7 +53,9 @@ T = TypeVar("T")
 MIGRATION_LOCK = 0x70656C6C  # "pell"
 
 
-class PostgresMetadataStore(PostgresInputTables, PostgresSearchTables, PostgresModuleTables, MetadataStore):
+class PostgresMetadataStore(
+    PostgresInputTables, PostgresSearchTables, PostgresModuleTables, PostgresAlgorithmTables, MetadataStore
+):
     def __init__(self, uri: str) -> None:
         self._connections = PoolConnections(uri)
         try:

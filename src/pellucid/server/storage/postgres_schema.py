@@ -264,4 +264,9 @@ MIGRATIONS.append(
         ),
     )
 )
+
+# 8 (algorithms, issue #12): published algorithms, their version tags, calls and insights
+from pellucid.server.storage.algorithm_rows import POSTGRES_SCHEMA as _ALGORITHM_TABLES  # noqa: E402
+
+MIGRATIONS.append((8, ";\n".join(_ALGORITHM_TABLES)))
 LATEST_VERSION = MIGRATIONS[-1][0]

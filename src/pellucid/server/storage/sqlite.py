@@ -26,6 +26,7 @@ from pellucid.server.storage.rows import (
     token_from_row,
     user_from_row,
 )
+from pellucid.server.storage.sqlite_algorithms import AlgorithmTables
 from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
@@ -36,7 +37,7 @@ from pellucid.server.storage.sqlite_search import SEARCH_FUNCTIONS, SearchTables
 T = TypeVar("T")
 
 
-class SqliteMetadataStore(InputTables, SearchTables, ModelTables, ModuleTables, MetadataStore):
+class SqliteMetadataStore(InputTables, SearchTables, ModelTables, ModuleTables, AlgorithmTables, MetadataStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

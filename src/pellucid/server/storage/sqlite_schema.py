@@ -291,4 +291,9 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 # 10: modules, their versions (where the code is: git or an entry point), and which version
 # each app has installed (one per module and app). 9 is another part of issue #11's.
 MIGRATIONS.append((10, MODULE_TABLES.format(seq="INTEGER PRIMARY KEY", ref="INTEGER", real="REAL")))
+
+# 14 (algorithms, issue #12): published algorithms, their version tags, calls and insights
+from pellucid.server.storage.algorithm_rows import SQLITE_SCHEMA as _ALGORITHM_TABLES  # noqa: E402
+
+MIGRATIONS.append((14, ";\n".join(_ALGORITHM_TABLES)))
 LATEST_VERSION = MIGRATIONS[-1][0]
