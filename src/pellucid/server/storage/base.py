@@ -16,10 +16,12 @@ import enum
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from pellucid.server.records import (
     AnnotationRecord,
     AppRecord,
+    ClusterAssignment,
     ConceptRecord,
     DatasetRecord,
     DatasetStats,
@@ -36,6 +38,8 @@ from pellucid.server.records import (
     PageQuery,
     RunnerRecord,
     TokenRecord,
+    TrainingJobRecord,
+    TrainingState,
     UserRecord,
 )
 
@@ -416,7 +420,71 @@ class SearchStore(Transactional):
         """How many of the app's inputs are in each state (every state present, 0 if none)."""
 
 
-class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore, SearchStore):
+class TrainingStore(Transactional):
+    """Training jobs (issue #11): one per version of a trainable model, claimed by server
+    workers with a lease (a job whose worker died is claimed again), and what they made:
+    the trained weights and, for a clusterer, each training input's cluster.
+
+    A job lives and dies with its model version (deleting the version or model deletes it).
+    """
+
+    @abc.abstractmethod
+    def insert_training_job(self, job: TrainingJobRecord) -> None:
+        """Store a QUEUED job for an existing version; Conflict if it has one, LookupError if the
+        version does not exist."""
+
+    @abc.abstractmethod
+    def get_training_job(
+        self, user_id: str, app_id: str, model_id: str, version_id: str
+    ) -> TrainingJobRecord | None: ...
+
+    @abc.abstractmethod
+    def claim_training_job(self, now: float, lease_seconds: float, owner: str) -> TrainingJobRecord | None:
+        """The oldest job (any app) that is QUEUED, or TRAINING with its claim lapsed (< now),
+        now TRAINING, held by `owner` until now + lease_seconds, its attempts counted.
+        Replicas claiming at once never get the same job."""
+
+    @abc.abstractmethod
+    def update_training_job(
+        self,
+        job: TrainingJobRecord,
+        owner: str,
+        now: float,
+        claimed_until: float,
+        progress: float,
+        log_lines: str = "",
+    ) -> bool:
+        """Record progress (and append log lines) and extend the claim, if `owner` still holds the
+        job; False if it does not (taken over, or the version deleted): the worker stops."""
+
+    @abc.abstractmethod
+    def finish_training_job(
+        self,
+        job: TrainingJobRecord,
+        owner: str,
+        now: float,
+        state: TrainingState,
+        reason: str = "",
+        log_lines: str = "",
+        metrics: dict[str, Any] | None = None,
+        artifact: bytes | None = None,
+        assignments: list[ClusterAssignment] | None = None,
+    ) -> bool:
+        """End the job (TRAINED with its artifact and assignments, or FAILED / NO_DATA with the
+        reason), in one transaction, if `owner` still holds it; False if it does not."""
+
+    @abc.abstractmethod
+    def get_training_artifact(self, user_id: str, app_id: str, model_id: str, version_id: str) -> bytes | None:
+        """The weights a TRAINED job stored (None before)."""
+
+    @abc.abstractmethod
+    def list_cluster_assignments(
+        self, user_id: str, app_id: str, model_id: str, version_id: str, query: PageQuery, input_ids: list[str] | None = None
+    ) -> Page[ClusterAssignment]:
+        """A trained clusterer's inputs and their clusters, in training order (or only `input_ids`)."""
+
+
+class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore, SearchStore, TrainingStore):
     """Metadata of every resource, every area in one backend. Safe to use from many threads."""
 
     @abc.abstractmethod

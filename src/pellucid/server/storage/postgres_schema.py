@@ -11,6 +11,7 @@ import psycopg
 
 from pellucid.server.records import AnnotationRecord
 from pellucid.server.storage.rows import concepts_from, regions_from
+from pellucid.server.storage.training_sql import POSTGRES_TABLES as TRAINING_TABLES
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows
 
@@ -251,4 +252,9 @@ def _search_indexes(conn: psycopg.Connection[Any]) -> None:
 
 
 MIGRATIONS.append((2, _search_indexes))
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 5 (SQLite's 11): training jobs (issue #11), see storage/training_sql.py
+
+MIGRATIONS.append((5, TRAINING_TABLES))
 LATEST_VERSION = MIGRATIONS[-1][0]

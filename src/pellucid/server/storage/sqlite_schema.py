@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from pellucid.server.records import AnnotationRecord
 from pellucid.server.storage.rows import concepts_from, regions_from
+from pellucid.server.storage.training_sql import SQLITE_TABLES as TRAINING_TABLES
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
 from pellucid.server.storage.sqlite_connections import insert_rows
@@ -285,4 +286,10 @@ def _search_indexes(conn: sqlite3.Connection) -> None:
 CONCEPT_INSERT = "INSERT INTO input_concepts (app_seq, concept_id, value, input_seq, annotation_seq)"
 TERM_INSERT = "INSERT INTO input_terms (app_seq, term, input_seq)"
 MIGRATIONS.append((8, _search_indexes))
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 11: training jobs (issue #11): one per trained model version, claimed by server workers with a
+# lease; the trained weights, and a clusterer's cluster of each training input
+
+MIGRATIONS.append((11, TRAINING_TABLES))
 LATEST_VERSION = MIGRATIONS[-1][0]
