@@ -91,12 +91,16 @@ def test_training_jobs_are_claimed_once_and_taken_over_when_their_claim_lapses(m
         assert [(a.input_id, a.cluster, a.distance) for a in rest.items] == [("in3", 1, 3.0), ("in4", 0, 4.0)]
         only = store.list_cluster_assignments("u", "a", "m", "v1", PageQuery(limit=10), input_ids=["in4", "zz"])
         assert [a.input_id for a in only.items] == ["in4"]
-        assert store.claim_training_job(10_000.0, 60.0, "w4") is not None  # v2's lapsed claim; v1 is done
+        assert store.requeue_training_jobs() == 1  # a server with the store to itself starts: v2 waits again
+        requeued = store.get_training_job("u", "a", "m", "v2")
+        assert requeued is not None and requeued.state is TrainingState.QUEUED and requeued.owner == ""
+        assert store.claim_training_job(200.0, 60.0, "w4") is not None  # v1 is done: v2
+        assert store.claim_training_job(250.0, 60.0, "w5") is None  # w4's claim is live
 
         assert store.finish_training_job(second, "w2", 200.0, TrainingState.NO_DATA, "no inputs") is False  # w4 holds it
         v2 = store.get_training_job("u", "a", "m", "v2")
         assert v2 is not None and v2.owner == "w4" and v2.attempts == 2
-        assert store.finish_training_job(v2, "w4", 10_001.0, TrainingState.NO_DATA, "dataset 'd' holds no inputs")
+        assert store.finish_training_job(v2, "w4", 251.0, TrainingState.NO_DATA, "dataset 'd' holds no inputs")
         failed = store.get_training_job("u", "a", "m", "v2")
         assert failed is not None and failed.state is TrainingState.NO_DATA and failed.reason.startswith("dataset")
         assert failed.progress == 0.0

@@ -445,6 +445,11 @@ class TrainingStore(Transactional):
         Replicas claiming at once never get the same job."""
 
     @abc.abstractmethod
+    def requeue_training_jobs(self) -> int:
+        """Every TRAINING job back to QUEUED (how many): a server that has the store to itself
+        starts, so their workers are gone and need not be waited for."""
+
+    @abc.abstractmethod
     def update_training_job(
         self,
         job: TrainingJobRecord,

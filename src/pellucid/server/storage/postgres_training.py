@@ -79,6 +79,14 @@ class PostgresTrainingTables:
             row = conn.execute(JOB_SELECT + " WHERE j.version_seq = %s", (claimed["version_seq"],)).fetchone()
         return job_from_row(row)
 
+    def requeue_training_jobs(self) -> int:
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    "UPDATE training_jobs SET state = 'queued', owner = '', claimed_until = NULL WHERE state = 'training'"
+                ).rowcount
+            )
+
     def update_training_job(
         self,
         job: TrainingJobRecord,

@@ -80,6 +80,14 @@ class TrainingTables:
             )
             return job_from_row(conn.execute(JOB_SELECT + " WHERE j.version_seq = ?", (row[0],)).fetchone())
 
+    def requeue_training_jobs(self) -> int:
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    "UPDATE training_jobs SET state = 'queued', owner = '', claimed_until = NULL WHERE state = 'training'"
+                ).rowcount
+            )
+
     def update_training_job(
         self,
         job: TrainingJobRecord,
