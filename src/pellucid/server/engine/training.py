@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import yaml
@@ -240,7 +241,12 @@ class Training:
             params=params,
             concepts=tuple(_concept(c) for c in concepts),
         )
-        with self._store.unit_of_work():
+        transaction = ExitStack()
+        try:
+            transaction.enter_context(self._store.unit_of_work())
+        except RuntimeError:
+            pass  # already inside the caller's unit of work (a replayable call's): it makes both writes one
+        with transaction:
             version = self._models.create_version(principal, model.user_id, model.app_id, model.id, spec)
             now = self._clock()
             job = TrainingJobRecord(
@@ -306,8 +312,8 @@ class Training:
 
     def export(
         self, principal: Principal, user_id: str, app_id: str, model_id: str, version_id: str = ""
-    ) -> bytes:
-        """model.tar of a trained version (FAILED_PRECONDITION saying why any other model cannot be)."""
+    ) -> tuple[str, bytes]:
+        """The version id and model.tar of a trained version (FAILED_PRECONDITION saying why any other model cannot be)."""
         model, version = self._models.get(principal, user_id, app_id, model_id, version_id)
         local = self._models.local.get(model.model_type_id)
         if local is None:
@@ -335,7 +341,7 @@ class Training:
         weights = self._store.get_training_artifact(model.user_id, model.app_id, model.id, version.id)
         if job is None or weights is None:
             raise FailedPrecondition(f"version {version.id!r} has no stored weights", field="version_id")
-        return _pack(model, version, job, weights, self._assignments_csv(job))
+        return version.id, _pack(model, version, job, weights, self._assignments_csv(job))
 
     def _assignments_csv(self, job: TrainingJobRecord) -> bytes:
         if job.model_type_id != Clusterer.type_id:
