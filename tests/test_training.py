@@ -137,8 +137,10 @@ def test_an_embedding_classifier_trained_on_the_reviews_predicts_with_no_runner(
     status = _trained(model, version_id)
     assert status["progress"] == 1.0 and status["attempts"] == 1
     metrics = status["metrics"]
-    assert metrics["examples"] == len(_reviews()) and metrics["train_accuracy"] == 1.0
-    assert metrics["concept_counts"] == {"positive": 6, "negative": 5} and metrics["dimension"] == 384
+    labelled = [label for _, label in _reviews() if label]
+    assert metrics["examples"] == len(labelled) and metrics["train_accuracy"] == 1.0
+    assert metrics["concept_counts"] == {c: labelled.count(c) for c in ("positive", "negative")}
+    assert metrics["dimension"] == 384 and metrics["skipped_inputs"] == {"not labelled with a wanted concept": 1}
 
     # served in-process: this server has no runner at all
     good = model.predict_by_bytes(b"Works perfectly, I love it and would recommend it", "text")
@@ -152,7 +154,7 @@ def test_an_embedding_classifier_trained_on_the_reviews_predicts_with_no_runner(
     with_logs = model.training_status(version_id, training_logs=True)
     logs = Path(with_logs["logs_file"]).read_text()
     Path(with_logs["logs_file"]).unlink()
-    assert "11 inputs" in logs and "epoch 1/200" in logs and logs.rstrip().endswith("trained")
+    assert f"{len(_reviews())} inputs" in logs and "epoch 1/200" in logs and logs.rstrip().endswith("trained")
 
     # export: the weights and config re-create the same scores without a server
     path = model.export(str(tmp_path / "export"), version_id=version_id)
@@ -162,7 +164,7 @@ def test_an_embedding_classifier_trained_on_the_reviews_predicts_with_no_runner(
         weights = tar.extractfile("weights.npz").read()  # type: ignore[union-attr]
     assert config["model"]["model_type_id"] == "embedding-classifier" and config["version"]["id"] == version_id
     assert config["version"]["params"]["dataset_id"] == "reviews" and config["version"]["params"]["epochs"] == 200
-    assert config["training"]["metrics"]["examples"] == 11
+    assert config["training"]["metrics"]["examples"] == len(labelled)
     classifier = load_weights(weights)
     assert isinstance(classifier, SoftmaxClassifier) and classifier.concept_ids == ["positive", "negative"]
     vector = np.random.default_rng(3).standard_normal(384).astype(np.float32)
@@ -288,5 +290,6 @@ def test_training_with_the_metadata_in_postgresql(tmp_path: Path, _postgres_sess
         model = app.create_model("sentiment", model_type_id="embedding-classifier")
         model.update_params(dataset_id="reviews", concepts=["positive", "negative"])
         status = _trained(model, model.train())
-        assert status["metrics"]["train_examples"] + status["metrics"]["validation_examples"] == 11
+        labelled = [label for _, label in _reviews() if label]
+        assert status["metrics"]["train_examples"] + status["metrics"]["validation_examples"] == len(labelled)
         assert _top(model.predict_by_bytes(b"Stopped working, support never answered", "text")) == "negative"

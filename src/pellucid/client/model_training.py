@@ -179,7 +179,8 @@ class ModelTraining:
     def train(self, yaml_file: str = "", *, version_id: str = "", description: str = "") -> str:
         """Start training a new version from the params (those of `yaml_file` if given, else
         those of get_params/update_params, else the defaults) and return its id at once: the
-        server trains it in a job that outlives this process (see training_status)."""
+        server trains it in a job that outlives this process (see training_status). This Model
+        then points at the new version (predict answers once it is trained)."""
         template = ""
         if yaml_file:
             try:
@@ -197,7 +198,8 @@ class ModelTraining:
         request = v1.TrainRequest(**self._ids(), template=template, version_id=version_id, description=description)
         request.params.CopyFrom(_struct(params))
         status = self._call(v1.TrainingServiceStub, "Train", request)
-        return str(status.version_id)
+        self.version_id = str(status.version_id)
+        return self.version_id
 
     def training_status(self, version_id: str = "", training_logs: bool = False) -> dict[str, Any]:
         """The state of a version's training: state (queued, training, trained, failed, no_data),
