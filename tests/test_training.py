@@ -85,6 +85,13 @@ def test_trainable_types_declare_their_params_and_update_params_checks_them(app:
     epochs = next(p for p in types["embedding-classifier"]["params"] if p["name"] == "epochs")
     assert epochs["kind"] == "int" and epochs["default"] == 200 and epochs["minimum"] == 1
     assert "num_clusters" in {p["name"] for p in types["clusterer"]["params"]}
+    first = app._call(v1.TrainingServiceStub, "ListTrainableModelTypes", v1.ListTrainableModelTypesRequest(page_size=1))
+    rest = app._call(
+        v1.TrainingServiceStub,
+        "ListTrainableModelTypes",
+        v1.ListTrainableModelTypesRequest(page_size=100, page_token=first.next_page_token),
+    )
+    assert [t.id for t in [*first.model_types, *rest.model_types]] == sorted(types) and not rest.next_page_token
 
     model = app.create_model("sentiment", model_type_id="embedding-classifier")
     assert model.list_training_templates() == ["logistic-regression", "mlp"]
@@ -118,16 +125,16 @@ def test_trainable_types_declare_their_params_and_update_params_checks_them(app:
     # a model the server does not train says so, for every training call
     plain = app.create_model("runner-served", runner_labels=["gpu"])
     for call in (plain.list_training_templates, lambda: plain.get_params(save_to=""), plain.train):
-        with pytest.raises(errors.FailedPrecondition, match="served by runners.*trainable type"):
+        with pytest.raises(errors.FailedPrecondition, match=r"served by runners.*trainable type"):
             call()
 
 
 def test_an_embedding_classifier_trained_on_the_reviews_predicts_with_no_runner(app: App, tmp_path: Path) -> None:
     _upload_texts(app, "reviews", _reviews())
     model = app.create_model("sentiment", model_type_id="embedding-classifier")
-    with pytest.raises(errors.FailedPrecondition, match="not made by training.*Model.train"):
+    with pytest.raises(errors.FailedPrecondition, match=r"not made by training.*Model.train"):
         model.predict_by_bytes(b"Great kettle", "text")  # the version create_model made has no weights
-    with pytest.raises(errors.InvalidArgument, match="params.dataset_id is required"):
+    with pytest.raises(errors.InvalidArgument, match=r"params.dataset_id is required"):
         model.train()
     model.update_params(dataset_id="reviews", concepts=["positive", "negative"], validation_fraction=0.0)
     started = time.monotonic()
@@ -214,7 +221,11 @@ def test_failures_end_with_their_reason(app: App) -> None:
     _upload_texts(app, "one-concept", [("Nice", "positive"), ("Great", "positive"), ("Odd", "")])
     _upload_texts(app, "unlabelled", [("Nothing to see here", "")])
     app.inputs().upload_inputs(
-        [Inputs.get_input_from_bytes("an-image", image_bytes=png("red"), dataset_id="one-concept", labels=["negative"])],
+        [
+            Inputs.get_input_from_bytes(
+                "an-image", image_bytes=png("red"), dataset_id="one-concept", labels=["negative"]
+            )
+        ],
         show_log=False,
     )
     model = app.create_model("classifier", model_type_id="embedding-classifier")
@@ -238,9 +249,15 @@ def test_failures_end_with_their_reason(app: App) -> None:
     assert single["state"] == "no_data" and "at least two concepts" in single["reason"]
     with pytest.raises(errors.FailedPrecondition, match="found no data: a classifier needs"):
         model.predict_by_bytes(b"x", "text")  # the latest version is the one that found no data
-    with pytest.raises(errors.FailedPrecondition, match="failed: .*set input_type"):
-        Model(model_id="classifier", app_id=app.id, user_id=app.user_id, model_version={"id": mixed["version_id"]}, _connection=app._connection).predict_by_bytes(b"x", "text")
-    with pytest.raises(errors.FailedPrecondition, match="served by runners.*lives with the runner"):
+    with pytest.raises(errors.FailedPrecondition, match=r"failed: .*set input_type"):
+        Model(
+            model_id="classifier",
+            app_id=app.id,
+            user_id=app.user_id,
+            model_version={"id": mixed["version_id"]},
+            _connection=app._connection,
+        ).predict_by_bytes(b"x", "text")
+    with pytest.raises(errors.FailedPrecondition, match=r"served by runners.*live with the runner"):
         app.create_model("detector", runner_labels=["gpu"]).export()
     with pytest.raises(errors.FailedPrecondition, match="found no data"):
         model.export()

@@ -97,7 +97,9 @@ def test_training_jobs_are_claimed_once_and_taken_over_when_their_claim_lapses(m
         assert store.claim_training_job(200.0, 60.0, "w4") is not None  # v1 is done: v2
         assert store.claim_training_job(250.0, 60.0, "w5") is None  # w4's claim is live
 
-        assert store.finish_training_job(second, "w2", 200.0, TrainingState.NO_DATA, "no inputs") is False  # w4 holds it
+        assert (
+            store.finish_training_job(second, "w2", 200.0, TrainingState.NO_DATA, "no inputs") is False
+        )  # w4 holds it
         v2 = store.get_training_job("u", "a", "m", "v2")
         assert v2 is not None and v2.owner == "w4" and v2.attempts == 2
         assert store.finish_training_job(v2, "w4", 251.0, TrainingState.NO_DATA, "dataset 'd' holds no inputs")

@@ -14,6 +14,7 @@ predicts with, and `probabilities` / `assign` give the same numbers.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,12 +47,14 @@ class SoftmaxClassifier:
         return int(self.mean.shape[0])
 
     def _forward(self, x: Floats, standardised: bool = False) -> tuple[list[Floats], Floats]:
-        h = np.asarray(x, dtype=np.float32) if standardised else (np.asarray(x, dtype=np.float32) - self.mean) / self.scale
+        h: Floats = np.asarray(x, dtype=np.float32)
+        if not standardised:
+            h = ((h - self.mean) / self.scale).astype(np.float32)
         activations = [h]
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            h = np.maximum(h @ w + b, 0.0)
+            h = np.maximum(h @ w + b, np.float32(0.0))
             activations.append(h)
-        logits = h @ self.weights[-1] + self.biases[-1]
+        logits: Floats = (h @ self.weights[-1] + self.biases[-1]).astype(np.float32, copy=False)
         return activations, _softmax(logits)
 
     def probabilities(self, x: Floats) -> Floats:
@@ -120,7 +123,7 @@ def load_weights(data: bytes) -> SoftmaxClassifier | KMeans:
     kinds: dict[str, Any] = {SoftmaxClassifier.kind: SoftmaxClassifier, KMeans.kind: KMeans}
     if header.get("kind") not in kinds:
         raise ValueError(f"unknown model kind {header.get('kind')!r} in the weights")
-    return kinds[header["kind"]].from_arrays(header["config"], loaded)  # type: ignore[no-any-return]
+    return kinds[header["kind"]].from_arrays(header["config"], loaded)
 
 
 # fitting
@@ -153,7 +156,7 @@ def fit_softmax(
     sizes = [d, *([hidden_units] if hidden_units else []), targets.shape[1]]
     weights = [
         (rng.standard_normal((a, b)) * np.sqrt(2.0 / a) * (0.1 if i == len(sizes) - 2 else 1.0)).astype(np.float32)
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))
+        for i, (a, b) in enumerate(itertools.pairwise(sizes))
     ]
     biases = [np.zeros(b, dtype=np.float32) for b in sizes[1:]]
     model = SoftmaxClassifier(concept_ids, concept_names, mean, scale, weights, biases)

@@ -124,8 +124,9 @@ class ModelTraining:
     def list_training_templates(self) -> list[str]:
         """The names of the training templates of the model's type (named param values over its defaults)."""
         type_id = self._training_params("").model_type_id
-        types = self._call(v1.TrainingServiceStub, "ListTrainableModelTypes", v1.ListTrainableModelTypesRequest())
-        return next((list(t.name for t in mt.templates) for mt in types.model_types if mt.id == type_id), [])
+        endpoint = functools.partial(self._call, v1.TrainingServiceStub, "ListTrainableModelTypes")
+        types = self.list_pages_generator(endpoint, v1.ListTrainableModelTypesRequest, {})
+        return next((list(t.name for t in mt.templates) for mt in types if mt.id == type_id), [])
 
     def get_params(self, template: str = "", save_to: str = "params.yaml") -> dict[str, Any]:
         """Every param of the model's type with its default (or the template's value); writes them
@@ -208,7 +209,9 @@ class ModelTraining:
         status = self._call(
             v1.TrainingServiceStub,
             "GetTrainingStatus",
-            v1.GetTrainingStatusRequest(**self._ids(version_id=version_id or self.version_id), include_logs=training_logs),
+            v1.GetTrainingStatusRequest(
+                **self._ids(version_id=version_id or self.version_id), include_logs=training_logs
+            ),
         )
         result: dict[str, Any] = {
             "version_id": status.version_id,
@@ -259,12 +262,12 @@ class ModelTraining:
         (FailedPrecondition says so)."""
         target = Path(export_dir)
         target.mkdir(parents=True, exist_ok=True)
-        request = v1.ExportModelRequest(**self._ids(version_id=version_id or self.version_id))
+        request = v1.GetModelExportRequest(**self._ids(version_id=version_id or self.version_id))
         handle, scratch = tempfile.mkstemp(prefix=".model.tar.", dir=target)
         try:
             with os.fdopen(handle, "wb") as out:
                 for chunk in self._connection.read_stream(
-                    v1.TrainingServiceStub, "ExportModel", request, timeout=max(self.timeout, 300.0)
+                    v1.TrainingServiceStub, "GetModelExport", request, timeout=max(self.timeout, 300.0)
                 ):
                     out.write(chunk.data)
             path = target / "model.tar"
@@ -277,5 +280,5 @@ class ModelTraining:
 
 def list_trainable_model_types(client: Any) -> list[dict[str, Any]]:
     """App.list_trainable_model_types: each type with its params (declarations) and template names."""
-    answer = client._call(v1.TrainingServiceStub, "ListTrainableModelTypes", v1.ListTrainableModelTypesRequest())
-    return [model_type_dict(t) for t in answer.model_types]
+    endpoint = functools.partial(client._call, v1.TrainingServiceStub, "ListTrainableModelTypes")
+    return [model_type_dict(t) for t in client.list_pages_generator(endpoint, v1.ListTrainableModelTypesRequest, {})]

@@ -150,12 +150,22 @@ Global___TrainableModelType: _TypeAlias = TrainableModelType  # noqa: Y015
 class ListTrainableModelTypesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    page: _builtins.int
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        page: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page", b"page", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -166,16 +176,19 @@ class ListTrainableModelTypesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_TYPES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
     def model_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainableModelType]: ...
     def __init__(
         self,
         *,
         model_types: _abc.Iterable[Global___TrainableModelType] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_types", b"model_types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_types", b"model_types", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -520,7 +533,7 @@ class ListClusterAssignmentsResponse(_message.Message):
 Global___ListClusterAssignmentsResponse: _TypeAlias = ListClusterAssignmentsResponse  # noqa: Y015
 
 @_typing.final
-class ExportModelRequest(_message.Message):
+class GetModelExportRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_ID_FIELD_NUMBER: _builtins.int
@@ -546,7 +559,7 @@ class ExportModelRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ExportModelRequest: _TypeAlias = ExportModelRequest  # noqa: Y015
+Global___GetModelExportRequest: _TypeAlias = GetModelExportRequest  # noqa: Y015
 
 @_typing.final
 class ExportChunk(_message.Message):

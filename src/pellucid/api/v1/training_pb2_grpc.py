@@ -59,9 +59,9 @@ class TrainingServiceStub:
                 request_serializer=pellucid_dot_api_dot_v1_dot_training__pb2.ListClusterAssignmentsRequest.SerializeToString,
                 response_deserializer=pellucid_dot_api_dot_v1_dot_training__pb2.ListClusterAssignmentsResponse.FromString,
                 _registered_method=True)
-        self.ExportModel = channel.unary_stream(
-                '/pellucid.api.v1.TrainingService/ExportModel',
-                request_serializer=pellucid_dot_api_dot_v1_dot_training__pb2.ExportModelRequest.SerializeToString,
+        self.GetModelExport = channel.unary_stream(
+                '/pellucid.api.v1.TrainingService/GetModelExport',
+                request_serializer=pellucid_dot_api_dot_v1_dot_training__pb2.GetModelExportRequest.SerializeToString,
                 response_deserializer=pellucid_dot_api_dot_v1_dot_training__pb2.ExportChunk.FromString,
                 _registered_method=True)
 
@@ -101,7 +101,7 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ExportModel(self, request, context):
+    def GetModelExport(self, request, context):
         """model.tar of a trained version; FAILED_PRECONDITION for a model served by runners (its code lives with them).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -136,9 +136,9 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     request_deserializer=pellucid_dot_api_dot_v1_dot_training__pb2.ListClusterAssignmentsRequest.FromString,
                     response_serializer=pellucid_dot_api_dot_v1_dot_training__pb2.ListClusterAssignmentsResponse.SerializeToString,
             ),
-            'ExportModel': grpc.unary_stream_rpc_method_handler(
-                    servicer.ExportModel,
-                    request_deserializer=pellucid_dot_api_dot_v1_dot_training__pb2.ExportModelRequest.FromString,
+            'GetModelExport': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetModelExport,
+                    request_deserializer=pellucid_dot_api_dot_v1_dot_training__pb2.GetModelExportRequest.FromString,
                     response_serializer=pellucid_dot_api_dot_v1_dot_training__pb2.ExportChunk.SerializeToString,
             ),
     }
@@ -288,7 +288,7 @@ class TrainingService:
             _registered_method=True)
 
     @staticmethod
-    def ExportModel(request,
+    def GetModelExport(request,
             target,
             options=(),
             channel_credentials=None,
@@ -301,8 +301,8 @@ class TrainingService:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/pellucid.api.v1.TrainingService/ExportModel',
-            pellucid_dot_api_dot_v1_dot_training__pb2.ExportModelRequest.SerializeToString,
+            '/pellucid.api.v1.TrainingService/GetModelExport',
+            pellucid_dot_api_dot_v1_dot_training__pb2.GetModelExportRequest.SerializeToString,
             pellucid_dot_api_dot_v1_dot_training__pb2.ExportChunk.FromString,
             options,
             channel_credentials,

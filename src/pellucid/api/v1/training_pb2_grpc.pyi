@@ -42,7 +42,7 @@ class TrainingServiceStub:
     """Stores a new version and its queued job; answers at once (the job outlives the call)."""
     GetTrainingStatus: _grpc.UnaryUnaryMultiCallable[_training_pb2.GetTrainingStatusRequest, _training_pb2.TrainingStatus]
     ListClusterAssignments: _grpc.UnaryUnaryMultiCallable[_training_pb2.ListClusterAssignmentsRequest, _training_pb2.ListClusterAssignmentsResponse]
-    ExportModel: _grpc.UnaryStreamMultiCallable[_training_pb2.ExportModelRequest, _training_pb2.ExportChunk]
+    GetModelExport: _grpc.UnaryStreamMultiCallable[_training_pb2.GetModelExportRequest, _training_pb2.ExportChunk]
     """model.tar of a trained version; FAILED_PRECONDITION for a model served by runners (its code lives with them)."""
 
 @_typing.type_check_only
@@ -55,7 +55,7 @@ class TrainingServiceAsyncStub(TrainingServiceStub):
     """Stores a new version and its queued job; answers at once (the job outlives the call)."""
     GetTrainingStatus: _aio.UnaryUnaryMultiCallable[_training_pb2.GetTrainingStatusRequest, _training_pb2.TrainingStatus]  # type: ignore[assignment]
     ListClusterAssignments: _aio.UnaryUnaryMultiCallable[_training_pb2.ListClusterAssignmentsRequest, _training_pb2.ListClusterAssignmentsResponse]  # type: ignore[assignment]
-    ExportModel: _aio.UnaryStreamMultiCallable[_training_pb2.ExportModelRequest, _training_pb2.ExportChunk]  # type: ignore[assignment]
+    GetModelExport: _aio.UnaryStreamMultiCallable[_training_pb2.GetModelExportRequest, _training_pb2.ExportChunk]  # type: ignore[assignment]
     """model.tar of a trained version; FAILED_PRECONDITION for a model served by runners (its code lives with them)."""
 
 class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -97,9 +97,9 @@ class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_training_pb2.ListClusterAssignmentsResponse, _abc.Awaitable[_training_pb2.ListClusterAssignmentsResponse]]: ...
 
     @_abc_1.abstractmethod
-    def ExportModel(
+    def GetModelExport(
         self,
-        request: _training_pb2.ExportModelRequest,
+        request: _training_pb2.GetModelExportRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_training_pb2.ExportChunk], _abc.AsyncIterator[_training_pb2.ExportChunk]]:
         """model.tar of a trained version; FAILED_PRECONDITION for a model served by runners (its code lives with them)."""

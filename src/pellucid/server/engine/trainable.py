@@ -19,7 +19,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -97,7 +97,7 @@ class TrainableModelType(LocalModelType):
     trainable = True
     reads = ("text", "image", "embeddings")
     makes = ("concepts",)
-    templates: dict[str, dict[str, Any]] = {}  # name -> param values over the defaults
+    templates: ClassVar[dict[str, dict[str, Any]]] = {}  # name -> param values over the defaults
     needs_labels = True  # inputs without a wanted concept are no examples
 
     def __init__(self, store: MetadataStore, embeddings: Embeddings) -> None:
@@ -213,7 +213,9 @@ class TrainableModelType(LocalModelType):
                     f"the embedding has {vector.shape[-1]} dimensions; the model was trained on {trained.dimension}",
                 )
             elif not np.isfinite(vector).all():
-                outputs[i] = _failed(inputs[i], OutputCode.INVALID_ARGUMENT, "the embedding holds NaN or infinite values")
+                outputs[i] = _failed(
+                    inputs[i], OutputCode.INVALID_ARGUMENT, "the embedding holds NaN or infinite values"
+                )
             else:
                 usable.append(i)
         if usable:
@@ -256,7 +258,12 @@ class EmbeddingClassifier(TrainableModelType):
             "empty: every concept the dataset's inputs are labelled with (at least two need examples)",
         ),
         ParamInfo(
-            "hidden_units", "int", 0, "units of one ReLU hidden layer; 0: logistic regression (no hidden layer)", 0, 4096
+            "hidden_units",
+            "int",
+            0,
+            "units of one ReLU hidden layer; 0: logistic regression (no hidden layer)",
+            0,
+            4096,
         ),
         ParamInfo("epochs", "int", 200, "full-batch Adam steps at most (fewer once the loss stops moving)", 1, 100000),
         ParamInfo("learning_rate", "float", 0.05, "Adam's step size", 1e-6, 10.0),
@@ -271,14 +278,14 @@ class EmbeddingClassifier(TrainableModelType):
             0.5,
         ),
     )
-    templates = {
+    templates: ClassVar[dict[str, dict[str, Any]]] = {
         "logistic-regression": {},
         "mlp": {"hidden_units": 128, "epochs": 300, "learning_rate": 0.005},
     }
 
     def fit(self, data: TrainingData, params: dict[str, Any], report: Report) -> Fitted:
         wanted: list[str] = list(params.get("concepts") or [])
-        counts = Counter(c for concepts in data.concepts for c in set(concepts))
+        counts = Counter(c for labelled in data.concepts for c in set(labelled))
         concept_ids = wanted or sorted(counts)
         missing = [c for c in concept_ids if not counts.get(c)]
         concept_ids = [c for c in concept_ids if counts.get(c)]
@@ -287,13 +294,12 @@ class EmbeddingClassifier(TrainableModelType):
         if len(concept_ids) < 2:
             raise NoTrainingData(
                 f"a classifier needs examples of at least two concepts; the dataset has examples of "
-                f"{', '.join(concept_ids) or 'none'}"
-                + (f" (none of {', '.join(missing)})" if missing else "")
+                f"{', '.join(concept_ids) or 'none'}" + (f" (none of {', '.join(missing)})" if missing else "")
             )
         index = {c: k for k, c in enumerate(concept_ids)}
         targets = np.zeros((len(data.input_ids), len(concept_ids)), dtype=np.float32)
-        for row, concepts in enumerate(data.concepts):
-            own = [index[c] for c in concepts if c in index]
+        for row, labelled in enumerate(data.concepts):
+            own = [index[c] for c in labelled if c in index]
             targets[row, own] = 1.0 / len(own)
         primary = targets.argmax(axis=1)
         train, held = _split(primary, len(concept_ids), float(params["validation_fraction"]), int(params["seed"]))
@@ -378,7 +384,7 @@ class Clusterer(TrainableModelType):
         ParamInfo("num_clusters", "int", 8, "how many clusters (k)", 2, 4096),
         ParamInfo("max_iterations", "int", 100, "Lloyd iterations at most (fewer once no input moves)", 1, 10000),
     )
-    templates = {"k-means": {}}
+    templates: ClassVar[dict[str, dict[str, Any]]] = {"k-means": {}}
 
     def fit(self, data: TrainingData, params: dict[str, Any], report: Report) -> Fitted:
         clusters = int(params["num_clusters"])

@@ -51,6 +51,7 @@ from pellucid.server.records import (
     ConceptValue,
     ModelRecord,
     ModelVersionRecord,
+    Page,
     PageQuery,
     TrainingJobRecord,
     TrainingState,
@@ -160,6 +161,16 @@ class Training:
 
     def trainable_types(self) -> builtins.list[TrainableModelType]:
         return [t for t in self._models.local.types() if isinstance(t, TrainableModelType)]
+
+    def list_types(self, page: PageRequest) -> tuple[builtins.list[TrainableModelType], str]:
+        """One page of the trainable types, by id (a page token is the count already listed)."""
+        query = to_query(page, "trainable-model-types")
+        everything = self.trainable_types()
+        start = query.after if query.after is not None else query.offset
+        end = start + query.limit
+        return everything[start:end], next_token(
+            Page([], end if end < len(everything) else None), "trainable-model-types"
+        )
 
     def model_type(self, type_id: str) -> TrainableModelType:
         found = self._models.local.get(type_id)
@@ -506,7 +517,11 @@ def _pack(
             "attempts": job.attempts,
             "metrics": job.metrics,
         },
-        "weights": {"file": "weights.npz", "sha256": hashlib.sha256(weights).hexdigest(), "loader": "pellucid.trained.load_weights"},
+        "weights": {
+            "file": "weights.npz",
+            "sha256": hashlib.sha256(weights).hexdigest(),
+            "loader": "pellucid.trained.load_weights",
+        },
         "recreate": (
             "App.create_model(model.id, model_type_id=model.model_type_id); "
             "Model.update_params(**version.params); Model.train()  -- or use weights.npz as it is: "

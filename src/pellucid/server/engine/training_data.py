@@ -122,7 +122,9 @@ class Embeddings:
         for start in range(0, len(ready), EMBED_BATCH):
             batch = ready[start : start + EMBED_BATCH]
             if key.startswith(MODEL_EMBEDDER_PREFIX):
-                got, failed = self._with_model(user_id, app_id, key[len(MODEL_EMBEDDER_PREFIX) :], [items[i] for i in batch])
+                got, failed = self._with_model(
+                    user_id, app_id, key[len(MODEL_EMBEDDER_PREFIX) :], [items[i] for i in batch]
+                )
             else:
                 got, failed = self._builtin(key, [items[i].data for i in batch])
             found.update({batch[j]: v for j, v in got.items()})
@@ -196,7 +198,9 @@ def collect(
     records: list[InputRecord] = []
     after: int | None = None
     while True:
-        page = store.list_inputs(user_id, app_id, PageQuery(limit=PAGE, after=after), dataset_id=dataset_id, version_id=version_id)
+        page = store.list_inputs(
+            user_id, app_id, PageQuery(limit=PAGE, after=after), dataset_id=dataset_id, version_id=version_id
+        )
         records += page.items
         if page.next_after is None:
             break

@@ -28,8 +28,9 @@ class TrainingServicer(v1.TrainingServiceServicer):
     def ListTrainableModelTypes(
         self, request: v1.ListTrainableModelTypesRequest, context: grpc.ServicerContext
     ) -> v1.ListTrainableModelTypesResponse:
+        types, token = self.engine.training.list_types(page_request(request))
         return v1.ListTrainableModelTypesResponse(
-            model_types=[model_type_message(t) for t in self.engine.training.trainable_types()]
+            model_types=[model_type_message(t) for t in types], next_page_token=token
         )
 
     def GetTrainingParams(
@@ -83,7 +84,9 @@ class TrainingServicer(v1.TrainingServiceServicer):
             assignments=[assignment_message(a) for a in assignments], next_page_token=token, version_id=job.version_id
         )
 
-    def ExportModel(self, request: v1.ExportModelRequest, context: grpc.ServicerContext) -> Iterator[v1.ExportChunk]:
+    def GetModelExport(
+        self, request: v1.GetModelExportRequest, context: grpc.ServicerContext
+    ) -> Iterator[v1.ExportChunk]:
         version_id, data = self.engine.training.export(
             principal(), request.user_id, request.app_id, request.model_id, request.version_id
         )

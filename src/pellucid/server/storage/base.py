@@ -484,7 +484,13 @@ class TrainingStore(Transactional):
 
     @abc.abstractmethod
     def list_cluster_assignments(
-        self, user_id: str, app_id: str, model_id: str, version_id: str, query: PageQuery, input_ids: list[str] | None = None
+        self,
+        user_id: str,
+        app_id: str,
+        model_id: str,
+        version_id: str,
+        query: PageQuery,
+        input_ids: list[str] | None = None,
     ) -> Page[ClusterAssignment]:
         """A trained clusterer's inputs and their clusters, in training order (or only `input_ids`)."""
 

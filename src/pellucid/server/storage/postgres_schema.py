@@ -11,9 +11,9 @@ import psycopg
 
 from pellucid.server.records import AnnotationRecord
 from pellucid.server.storage.rows import concepts_from, regions_from
-from pellucid.server.storage.training_sql import POSTGRES_TABLES as TRAINING_TABLES
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows
+from pellucid.server.storage.training_sql import POSTGRES_TABLES as TRAINING_TABLES
 
 # Version 1 is the schema SQLite reached at its version 7, in PostgreSQL's types.
 # a migration is a script (statements split at ';') or a function of the open transaction

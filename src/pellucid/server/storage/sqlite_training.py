@@ -144,9 +144,7 @@ class TrainingTables:
             if updated != 1:
                 return False
             conn.execute("DELETE FROM training_assignments WHERE version_seq = ?", (seq,))
-            conn.executemany(
-                ASSIGNMENT_INSERT, [(seq, a.input_id, a.cluster, a.distance) for a in assignments or []]
-            )
+            conn.executemany(ASSIGNMENT_INSERT, [(seq, a.input_id, a.cluster, a.distance) for a in assignments or []])
             return True
 
     def get_training_artifact(self, user_id: str, app_id: str, model_id: str, version_id: str) -> bytes | None:
