@@ -52,9 +52,9 @@ class SoftmaxClassifier:
             h = ((h - self.mean) / self.scale).astype(np.float32)
         activations = [h]
         for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            h = np.maximum(h @ w + b, np.float32(0.0))
+            h = np.maximum(_dot(h, w) + b, np.float32(0.0))
             activations.append(h)
-        logits: Floats = (h @ self.weights[-1] + self.biases[-1]).astype(np.float32, copy=False)
+        logits: Floats = (_dot(h, self.weights[-1]) + self.biases[-1]).astype(np.float32, copy=False)
         return activations, _softmax(logits)
 
     def probabilities(self, x: Floats) -> Floats:
@@ -175,10 +175,10 @@ def fit_softmax(
         grads_w: list[Floats] = [np.zeros(0, dtype=np.float32)] * len(weights)
         grads_b: list[Floats] = [np.zeros(0, dtype=np.float32)] * len(biases)
         for layer in range(len(weights) - 1, -1, -1):
-            grads_w[layer] = activations[layer].T @ delta + l2 * weights[layer]
+            grads_w[layer] = _dot_t(activations[layer], delta) + l2 * weights[layer]
             grads_b[layer] = delta.sum(axis=0)
             if layer:
-                delta = (delta @ weights[layer].T) * (activations[layer] > 0)
+                delta = _dot(delta, weights[layer].T) * (activations[layer] > 0)
         for i, (p, g) in enumerate(zip(params, [*grads_w, *grads_b])):
             first_moment[i] = beta1 * first_moment[i] + (1 - beta1) * g
             second_moment[i] = beta2 * second_moment[i] + (1 - beta2) * g * g
@@ -240,8 +240,45 @@ def fit_kmeans(
     return model, final_labels, distances, iterations
 
 
+# OpenBLAS runs a matrix product on one thread when m*n*k is at most 4 * 65536 and on all of
+# them above. The classifier's products are tall and thin (rows x dimension x concepts): in
+# row blocks under that size they stay on one thread, which on a busy server (the trainer
+# shares the CPU with calls and the indexer) is several times faster than waiting for every
+# core at each product. Wide products (an MLP's hidden layer) are left to BLAS as they are.
+SINGLE_THREAD_WORK = 4 * 65536
+MIN_BLOCK_ROWS = 32
+
+
+def _block_rows(inner: int, width: int) -> int:
+    return SINGLE_THREAD_WORK // max(inner * width, 1)
+
+
+def _dot(a: Floats, b: Floats) -> Floats:
+    """a @ b, in row blocks of a when that keeps each product on one thread."""
+    rows = _block_rows(a.shape[1], b.shape[1])
+    if rows < MIN_BLOCK_ROWS or rows >= a.shape[0]:
+        return a @ b
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    for start in range(0, a.shape[0], rows):
+        np.matmul(a[start : start + rows], b, out=out[start : start + rows])
+    return out
+
+
+def _dot_t(a: Floats, b: Floats) -> Floats:
+    """a.T @ b (a gradient: summed over rows), in row blocks when that keeps each on one thread."""
+    rows = _block_rows(a.shape[1], b.shape[1])
+    if rows < MIN_BLOCK_ROWS or rows >= a.shape[0]:
+        return a.T @ b
+    total = np.zeros((a.shape[1], b.shape[1]), dtype=np.result_type(a, b))
+    for start in range(0, a.shape[0], rows):
+        total += a[start : start + rows].T @ b[start : start + rows]
+    return total
+
+
 def _softmax(logits: Floats) -> Floats:
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    # clipped at e^-60: smaller probabilities would make subnormal floats downstream (the gradient
+    # is divided by n), and arithmetic on subnormals is tens of times slower on x86
+    shifted = np.maximum(logits - logits.max(axis=1, keepdims=True), -60.0)
     e = np.exp(shifted)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 

@@ -267,7 +267,7 @@ class EmbeddingClassifier(TrainableModelType):
         ),
         ParamInfo("epochs", "int", 200, "full-batch Adam steps at most (fewer once the loss stops moving)", 1, 100000),
         ParamInfo("learning_rate", "float", 0.05, "Adam's step size", 1e-6, 10.0),
-        ParamInfo("l2", "float", 1e-3, "L2 penalty on the weights (larger: smoother, less overfitting)", 0.0, 100.0),
+        ParamInfo("l2", "float", 1e-2, "L2 penalty on the weights (larger: smoother, less overfitting)", 0.0, 100.0),
         ParamInfo(
             "validation_fraction",
             "float",
@@ -302,7 +302,9 @@ class EmbeddingClassifier(TrainableModelType):
             own = [index[c] for c in labelled if c in index]
             targets[row, own] = 1.0 / len(own)
         primary = targets.argmax(axis=1)
-        train, held = _split(primary, len(concept_ids), float(params["validation_fraction"]), int(params["seed"]))
+        train, held = stratified_split(
+            primary, len(concept_ids), float(params["validation_fraction"]), int(params["seed"])
+        )
         report.log(
             f"{len(data.input_ids)} examples of {len(concept_ids)} concepts "
             f"({', '.join(f'{c}: {counts[c]}' for c in concept_ids)}); {len(held)} held out for validation"
@@ -473,7 +475,7 @@ def _cluster_output(k: int, distance: float, stored: bool) -> OutputData:
     )
 
 
-def _split(primary: Any, classes: int, fraction: float, seed: int) -> tuple[Any, Any]:
+def stratified_split(primary: Any, classes: int, fraction: float, seed: int) -> tuple[Any, Any]:
     """Row indices to train on and to hold out: floor(fraction * n) of each class held out."""
     rng = np.random.default_rng(seed)
     train: list[int] = []
@@ -493,4 +495,11 @@ def _accuracy(model: SoftmaxClassifier, vectors: Vector, truth: Any) -> float:
     return float((model.probabilities(vectors).argmax(axis=1) == truth).mean())
 
 
-__all__ = ["Clusterer", "EmbeddingClassifier", "Fitted", "TrainableModelType", "cluster_concept"]
+__all__ = [
+    "Clusterer",
+    "EmbeddingClassifier",
+    "Fitted",
+    "TrainableModelType",
+    "cluster_concept",
+    "stratified_split",
+]
