@@ -22,7 +22,7 @@ def test_a_hidden_layer_learns_what_logistic_regression_cannot() -> None:
     x, targets = _xor()
     truth = targets.argmax(axis=1)
     linear, _ = fit_softmax(x, targets, ["a", "b"], ["A", "B"], epochs=300, tolerance=0)
-    mlp, ran = fit_softmax(x, targets, ["a", "b"], ["A", "B"], hidden_units=32, epochs=300, learning_rate=0.02)
+    mlp, _ = fit_softmax(x, targets, ["a", "b"], ["A", "B"], hidden_units=32, epochs=300, learning_rate=0.02)
     assert (linear.probabilities(x).argmax(axis=1) == truth).mean() < 0.75  # XOR is not linear
     assert (mlp.probabilities(x).argmax(axis=1) == truth).mean() > 0.95
     again = load_weights(mlp.to_bytes())
