@@ -221,7 +221,9 @@ class ModelTraining:
             "progress": round(status.progress, 4),
             "attempts": status.attempts,
             "metrics": MessageToDict(status.metrics),
-            "params": MessageToDict(status.params),
+            "params": self._as_dict(status.params)
+            if getattr(self, "_param_info", None)
+            else MessageToDict(status.params),
         }
         if training_logs:
             path = Path(f"training_logs_{self.id}_{status.version_id}.txt")
