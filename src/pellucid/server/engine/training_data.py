@@ -226,7 +226,7 @@ def collect(
             "(labels given at upload, or annotations of the whole input, with value > 0)"
         )
     skipped: dict[str, int] = {}
-    if len(chosen) < len([r for r in records]):
+    if len(chosen) < len(records):
         skipped["not labelled with a wanted concept"] = len(records) - len(chosen)
     input_type = _input_type(params, chosen, where)
     if input_type:
