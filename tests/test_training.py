@@ -5,8 +5,13 @@ versions served with no runner, cluster assignments, and model.tar exports."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import tarfile
+import struct
+import threading
 import time
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +24,13 @@ from pellucid.client.app import App
 from pellucid.client.input import Inputs
 from pellucid.client.model import Model
 from pellucid.client.user import User
+from pellucid.server.engine.media import encode_png
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from pellucid.server.storage import open_metadata_store
 from pellucid.trained import KMeans, SoftmaxClassifier, load_weights
 from tests.conftest import running_server
 from tests.media_samples import png
+from tests.runner_models import ColourEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 REVIEWS = ROOT / "examples" / "data" / "reviews.csv"
@@ -310,3 +317,55 @@ def test_training_with_the_metadata_in_postgresql(tmp_path: Path, _postgres_sess
         labelled = [label for _, label in _reviews() if label]
         assert status["metrics"]["train_examples"] + status["metrics"]["validation_examples"] == len(labelled)
         assert _top(model.predict_by_bytes(b"Stopped working, support never answered", "text")) == "negative"
+
+
+@pytest.fixture
+def colour_runner(alice: User, unique: str) -> Iterator[ColourEmbedder]:
+    alice.create_runner(f"colour-{unique}", labels=[f"colour-{unique}"])
+    runner = ColourEmbedder(f"colour-{unique}", base_url=alice.base_url, pat=alice._connection.settings.pat)
+    thread = threading.Thread(target=runner.start, daemon=True)
+    thread.start()
+    assert runner.wait_connected(10)
+    yield runner
+    runner.stop(drain=False)
+    thread.join(10)
+
+
+def broken_png() -> bytes:
+    """A PNG whose structure is sound (ingestion takes it) but whose pixels do not decode."""
+    good = png("broken")
+    garbage = hashlib.sha256(b"not zlib").digest() * 4
+    idat = struct.pack(">I", len(garbage)) + b"IDAT" + garbage + struct.pack(">I", zlib.crc32(b"IDAT" + garbage))
+    return good[:33] + idat + good[-12:]
+
+
+def _solid_png(rgb: tuple[int, int, int], noise: int) -> bytes:
+    jitter = hashlib.shake_128(str(noise).encode()).digest(16 * 16 * 3)
+    return encode_png(16, 16, bytes(max(0, min(255, rgb[i % 3] + jitter[i] % 24 - 12)) for i in range(16 * 16 * 3)))
+
+
+def test_a_classifier_over_the_embeddings_of_a_model_of_the_app(
+    app: App, unique: str, colour_runner: ColourEmbedder
+) -> None:
+    """The embedder param names a runner-served embedding model: the job embeds the images through
+    it (the app stores no vectors), and so does every predict of the trained version."""
+    app.create_model("colour", runner_labels=[f"colour-{unique}"], input_fields=["image"])
+    app.create_dataset("swatches")
+    images = [
+        Inputs.get_input_from_bytes(f"{name}-{i}", image_bytes=_solid_png(rgb, i), dataset_id="swatches", labels=[name])
+        for name, rgb in (("red", (210, 30, 30)), ("blue", (20, 40, 220)))
+        for i in range(4)
+    ]
+    images.append(Inputs.get_input_from_bytes("odd", image_bytes=broken_png(), dataset_id="swatches", labels=["red"]))
+    assert not app.inputs().upload_inputs(images, show_log=False).failed
+    model = app.create_model("swatch-classifier", model_type_id="embedding-classifier")
+    model.update_params(dataset_id="swatches", embedder="colour", validation_fraction=0.0)
+    status = _trained(model, model.train())
+    assert status["metrics"]["dimension"] == 12 and status["metrics"]["embedder"] == "model:colour"
+    # an image whose pixels the colour model cannot decode is left out, with its reason
+    assert status["metrics"]["examples"] == 8 and status["metrics"]["skipped_inputs"] == {"could not be embedded": 1}
+    assert "odd: model 'colour'" in Path(model.training_status(training_logs=True)["logs_file"]).read_text()
+    assert _top(model.predict_by_bytes(_solid_png((200, 25, 40), 99), "image")) == "red"
+    assert _top(model.predict_by_bytes(_solid_png((30, 30, 200), 98), "image")) == "blue"
+    text = model.predict([Inputs.get_text_input("t", "a text")])
+    assert text.outputs[0].status.code == v1.Status.FAILED_PRECONDITION  # the colour model reads images only
