@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import tarfile
 import struct
+import tarfile
 import threading
 import time
 import zlib
