@@ -364,7 +364,9 @@ def test_a_classifier_over_the_embeddings_of_a_model_of_the_app(
     assert status["metrics"]["dimension"] == 12 and status["metrics"]["embedder"] == "model:colour"
     # an image whose pixels the colour model cannot decode is left out, with its reason
     assert status["metrics"]["examples"] == 8 and status["metrics"]["skipped_inputs"] == {"could not be embedded": 1}
-    assert "odd: model 'colour'" in Path(model.training_status(training_logs=True)["logs_file"]).read_text()
+    logs_file = Path(model.training_status(training_logs=True)["logs_file"])
+    assert "odd: model 'colour'" in logs_file.read_text()
+    logs_file.unlink()
     assert _top(model.predict_by_bytes(_solid_png((200, 25, 40), 99), "image")) == "red"
     assert _top(model.predict_by_bytes(_solid_png((30, 30, 200), 98), "image")) == "blue"
     text = model.predict([Inputs.get_text_input("t", "a text")])
