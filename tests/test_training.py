@@ -56,12 +56,12 @@ def _reviews() -> list[tuple[str, str]]:
         return [(row["input"], row["concepts"]) for row in csv.DictReader(handle)]
 
 
-def _upload_texts(app: App, dataset_id: str, rows: list[tuple[str, str]]) -> None:
+def _upload_texts(app: App, dataset_id: str, rows: list[tuple[str, str]], first: int = 0) -> None:
     app.create_dataset(dataset_id, exist_ok=True)
     inputs = app.inputs()
     messages = [
         Inputs.get_text_input(f"{dataset_id}-{i}", text, dataset_id=dataset_id, labels=[label] if label else None)
-        for i, (text, label) in enumerate(rows)
+        for i, (text, label) in enumerate(rows, start=first)
     ]
     result = inputs.upload_inputs(messages, show_log=False)
     assert not result.failed, result.failed
@@ -196,8 +196,13 @@ def test_an_embedding_classifier_trained_on_the_reviews_predicts_with_no_runner(
 def test_a_clusterer_finds_clear_clusters_and_keeps_each_inputs_cluster(app: App, tmp_path: Path) -> None:
     rows = [(text, topic) for topic, texts in TOPICS.items() for text in texts]
     _upload_texts(app, "topics", rows)
+    frozen = app.dataset("topics").create_version(id="eight")
+    _upload_texts(app, "topics", [("Stock markets fell sharply this morning", ""), ("The orchestra tuned up", "")], 8)
     model = app.create_model("topics", model_type_id="clusterer")
-    model.update_params(dataset_id="topics", num_clusters=2)
+    model.update_params(dataset_id="topics", dataset_version_id="nine")
+    with pytest.raises(errors.NotFound, match="version 'nine' of dataset 'topics' not found"):
+        model.train()
+    model.update_params(dataset_version_id=frozen.id, num_clusters=2)  # the 8 inputs it froze, not the 2 added since
     version_id = model.train()
     status = _trained(model, version_id)
     assert status["metrics"]["cluster_sizes"] == [4, 4]

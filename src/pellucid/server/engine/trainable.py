@@ -171,7 +171,10 @@ class TrainableModelType(LocalModelType):
         inputs: Sequence[PredictInput],
         params: dict[str, Any],
     ) -> list[PredictOutput]:
-        trained = self._trained(model, version)
+        try:
+            trained = self._trained(model, version)
+        except (TrainingFailed, ValueError, OSError) as exc:  # deleted or retrained since check_version
+            return [_failed(given, OutputCode.FAILED_PRECONDITION, str(exc)) for given in inputs]
         outputs: dict[int, PredictOutput] = self._stored_outputs(model, version, inputs)
         vectors: dict[int, Vector] = {}
         groups: dict[str, list[int]] = {}

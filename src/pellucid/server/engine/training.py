@@ -245,6 +245,13 @@ class Training:
                 reason="DATASET_NOT_FOUND",
                 field="params.dataset_id",
             )
+        version_of_dataset = params.get("dataset_version_id") or ""
+        if version_of_dataset and not self._dataset_version_exists(model, params["dataset_id"], version_of_dataset):
+            raise NotFound(
+                f"version {version_of_dataset!r} of dataset {params['dataset_id']!r} not found: name one of its "
+                "versions (Dataset.list_versions) in params.dataset_version_id, or leave it empty for the inputs now",
+                field="params.dataset_version_id",
+            )
         concepts = params.get("concepts") or []
         spec = VersionSpec(
             id=version_id,
@@ -276,6 +283,18 @@ class Training:
                 raise FailedPrecondition(f"version {version.id!r} already has a training job") from None
         self.wake()
         return version, job
+
+    def _dataset_version_exists(self, model: ModelRecord, dataset_id: str, version_id: str) -> bool:
+        after: int | None = None
+        while True:
+            page = self._store.list_dataset_versions(
+                model.user_id, model.app_id, dataset_id, PageQuery(limit=1000, after=after)
+            )
+            if any(v.id == version_id for v in page.items):
+                return True
+            if page.next_after is None:
+                return False
+            after = page.next_after
 
     def status(
         self, principal: Principal, user_id: str, app_id: str, model_id: str, version_id: str

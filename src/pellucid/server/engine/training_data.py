@@ -133,9 +133,23 @@ class Embeddings:
 
     def _builtin(self, modality: str, items: list[bytes]) -> tuple[dict[int, Vector], dict[int, str]]:
         try:
-            result = self.embedder(modality).embed(items)
+            embedder = self.embedder(modality)
         except EmbedderUnavailable as exc:
             raise TrainingFailed(str(exc)) from None
+        try:
+            result = embedder.embed(items)
+        except Exception as exc:  # noqa: BLE001 - the batch as a whole failed: one by one, so a bad item fails alone
+            if len(items) == 1:
+                return {}, {0: f"the {modality} embedder failed on it: {exc}"}
+            found: dict[int, Vector] = {}
+            errors: dict[int, str] = {}
+            for i, item in enumerate(items):
+                one, error = self._builtin(modality, [item])
+                if 0 in one:
+                    found[i] = one[0]
+                else:
+                    errors[i] = error[0]
+            return found, errors
         found = {i: result.vectors[i] for i in range(len(items)) if i not in result.errors}
         return found, dict(result.errors)
 
