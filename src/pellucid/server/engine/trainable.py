@@ -398,8 +398,11 @@ class Clusterer(TrainableModelType):
             raise NoTrainingData(f"{count} inputs cannot make {clusters} clusters: lower num_clusters or add inputs")
         limit = int(params["max_iterations"])
 
+        every = max(1, limit // 20)
+
         def on_iteration(iteration: int, inertia: float) -> None:
-            report.log(f"iteration {iteration}: inertia {inertia:.4f}")
+            if iteration % every == 0 or iteration == 1:
+                report.log(f"iteration {iteration}: inertia {inertia:.4f}")
             report.progress(0.5 + 0.45 * iteration / limit)
 
         model, labels, distances, iterations = fit_kmeans(
