@@ -172,17 +172,6 @@ class Training:
             Page([], end if end < len(everything) else None), "trainable-model-types"
         )
 
-    def model_type(self, type_id: str) -> TrainableModelType:
-        found = self._models.local.get(type_id)
-        if not isinstance(found, TrainableModelType):
-            known = ", ".join(t.type_id for t in self.trainable_types())
-            raise NotFound(
-                f"{type_id!r} is not a trainable model type: the server trains {known}",
-                reason="MODEL_TYPE_NOT_TRAINABLE",
-                field="model_type_id",
-            )
-        return found
-
     def _trainable(self, model: ModelRecord) -> TrainableModelType:
         found = self._models.local.get(model.model_type_id)
         if isinstance(found, TrainableModelType):
