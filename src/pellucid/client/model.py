@@ -1,4 +1,5 @@
-"""Model: versions and predictions. Predictions run on runners (see pellucid.client.runner)."""
+"""Model: versions and predictions. Predictions run on runners (see pellucid.client.runner), or on
+the server for built-in and trained models; training is in pellucid.client.model_training."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pellucid.api import v1
 from pellucid.client import _protos
 from pellucid.client.base import BaseClient
 from pellucid.client.lister import Lister
+from pellucid.client.model_training import ModelTraining
 from pellucid.client.urls import split_url
 from pellucid.errors import UserError, error_class
 
@@ -81,7 +83,7 @@ def version_proto(**kwargs: Any) -> v1.ModelVersion:
     return version
 
 
-class Model(Lister, BaseClient):
+class Model(Lister, BaseClient, ModelTraining):
     """A model, by `url` (`<base>/<user>/<app>/models/<id>[/versions/<vid>]`) or by `model_id`
     with `app_id` (and `user_id`). `model_version={"id": "..."}` pins a version; the default is
     the latest. Constructing one makes no call."""

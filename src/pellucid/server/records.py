@@ -372,3 +372,46 @@ class InsightRecord:
     reported_by: str
     values: dict[str, float]
     created_at: float
+
+
+class TrainingState(enum.Enum):
+    """Where a training job stands (GetTrainingStatus). A version is served once TRAINED."""
+
+    QUEUED = "queued"  # stored; waits for a server training worker
+    TRAINING = "training"  # a worker holds it (its claim lapses if that worker dies)
+    TRAINED = "trained"  # weights stored: the version predicts
+    FAILED = "failed"  # `reason` says why
+    NO_DATA = "no_data"  # the dataset held no usable labelled inputs (`reason` says what it held)
+
+
+@dataclass(frozen=True)
+class TrainingJobRecord:
+    """The training job of one model version (a trainable model type's version is made by one)."""
+
+    user_id: str
+    app_id: str
+    model_id: str
+    version_id: str
+    model_type_id: str
+    created_at: float
+    modified_at: float
+    params: dict[str, Any] = field(default_factory=dict)  # every declared param, checked
+    state: TrainingState = TrainingState.QUEUED
+    progress: float = 0.0  # 0..1
+    reason: str = ""
+    logs: str = ""  # lines, each ending in "\n"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0  # claims so far (a restart after a crash claims it again)
+    owner: str = ""  # the worker holding it while TRAINING
+    claimed_until: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ClusterAssignment:
+    """The cluster a trained clusterer put one of its training inputs in."""
+
+    input_id: str
+    cluster: int
+    distance: float  # Euclidean distance to the cluster's centre

@@ -29,6 +29,7 @@ from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.routing import Router
 from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.search import Search
+from pellucid.server.engine.training import Training
 from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
@@ -87,6 +88,8 @@ class Engine:
         self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
         self.search = Search(store, self.apps, self.models, self.vectors, UrlFetcher(allow_private=allow_private_urls))
         self.algorithms = Algorithms(store, self.models, clock)
+        # trains model versions in server jobs and registers its trainable types; runtime.py starts its workers
+        self.training = Training(store, blobs, self.models, self.vectors, clock)
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""
@@ -94,6 +97,7 @@ class Engine:
 
     def close(self) -> None:
         self.indexer.stop()  # first: its workers use every store
+        self.training.stop()
         self.models.local.close()
         self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()

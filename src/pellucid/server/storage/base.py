@@ -16,6 +16,7 @@ import enum
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from pellucid.server.records import (
     AlgorithmCallRecord,
@@ -23,6 +24,7 @@ from pellucid.server.records import (
     AlgorithmTagRecord,
     AnnotationRecord,
     AppRecord,
+    ClusterAssignment,
     ConceptRecord,
     DatasetRecord,
     DatasetStats,
@@ -43,6 +45,8 @@ from pellucid.server.records import (
     PageQuery,
     RunnerRecord,
     TokenRecord,
+    TrainingJobRecord,
+    TrainingState,
     UserRecord,
 )
 
@@ -508,6 +512,81 @@ class AlgorithmStore(Transactional):
         """The insights of the algorithm's calls, oldest first."""
 
 
+class TrainingStore(Transactional):
+    """Training jobs (issue #11): one per version of a trainable model, claimed by server
+    workers with a lease (a job whose worker died is claimed again), and what they made:
+    the trained weights and, for a clusterer, each training input's cluster.
+
+    A job lives and dies with its model version (deleting the version or model deletes it).
+    """
+
+    @abc.abstractmethod
+    def insert_training_job(self, job: TrainingJobRecord) -> None:
+        """Store a QUEUED job for an existing version; Conflict if it has one, LookupError if the
+        version does not exist."""
+
+    @abc.abstractmethod
+    def get_training_job(
+        self, user_id: str, app_id: str, model_id: str, version_id: str
+    ) -> TrainingJobRecord | None: ...
+
+    @abc.abstractmethod
+    def claim_training_job(self, now: float, lease_seconds: float, owner: str) -> TrainingJobRecord | None:
+        """The oldest job (any app) that is QUEUED, or TRAINING with its claim lapsed (< now),
+        now TRAINING, held by `owner` until now + lease_seconds, its attempts counted.
+        Replicas claiming at once never get the same job."""
+
+    @abc.abstractmethod
+    def requeue_training_jobs(self) -> int:
+        """Every TRAINING job back to QUEUED (how many): a server that has the store to itself
+        starts, so their workers are gone and need not be waited for."""
+
+    @abc.abstractmethod
+    def update_training_job(
+        self,
+        job: TrainingJobRecord,
+        owner: str,
+        now: float,
+        claimed_until: float,
+        progress: float,
+        log_lines: str = "",
+    ) -> bool:
+        """Record progress (and append log lines) and extend the claim, if `owner` still holds the
+        job; False if it does not (taken over, or the version deleted): the worker stops."""
+
+    @abc.abstractmethod
+    def finish_training_job(
+        self,
+        job: TrainingJobRecord,
+        owner: str,
+        now: float,
+        state: TrainingState,
+        reason: str = "",
+        log_lines: str = "",
+        metrics: dict[str, Any] | None = None,
+        artifact: bytes | None = None,
+        assignments: list[ClusterAssignment] | None = None,
+    ) -> bool:
+        """End the job (TRAINED with its artifact and assignments, or FAILED / NO_DATA with the
+        reason), in one transaction, if `owner` still holds it; False if it does not."""
+
+    @abc.abstractmethod
+    def get_training_artifact(self, user_id: str, app_id: str, model_id: str, version_id: str) -> bytes | None:
+        """The weights a TRAINED job stored (None before)."""
+
+    @abc.abstractmethod
+    def list_cluster_assignments(
+        self,
+        user_id: str,
+        app_id: str,
+        model_id: str,
+        version_id: str,
+        query: PageQuery,
+        input_ids: list[str] | None = None,
+    ) -> Page[ClusterAssignment]:
+        """A trained clusterer's inputs and their clusters, in training order (or only `input_ids`)."""
+
+
 class MetadataStore(
     UserStore,
     AppStore,
@@ -517,6 +596,7 @@ class MetadataStore(
     SearchStore,
     ModuleStore,
     AlgorithmStore,
+    TrainingStore,
 ):
     """Metadata of every resource, every area in one backend. Safe to use from many threads."""
 

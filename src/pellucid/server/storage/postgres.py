@@ -35,6 +35,7 @@ from pellucid.server.storage.postgres_inputs import PostgresInputTables
 from pellucid.server.storage.postgres_modules import PostgresModuleTables
 from pellucid.server.storage.postgres_schema import MIGRATIONS
 from pellucid.server.storage.postgres_search import PostgresSearchTables
+from pellucid.server.storage.postgres_training import PostgresTrainingTables
 from pellucid.server.storage.rows import (
     TOKEN_USER_COLUMNS,
     app_from_row,
@@ -55,7 +56,12 @@ MIGRATION_LOCK = 0x70656C6C  # "pell"
 
 
 class PostgresMetadataStore(
-    PostgresInputTables, PostgresSearchTables, PostgresModuleTables, PostgresAlgorithmTables, MetadataStore
+    PostgresInputTables,
+    PostgresSearchTables,
+    PostgresModuleTables,
+    PostgresAlgorithmTables,
+    PostgresTrainingTables,
+    MetadataStore,
 ):
     def __init__(self, uri: str) -> None:
         self._connections = PoolConnections(uri)

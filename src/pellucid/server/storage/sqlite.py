@@ -34,11 +34,20 @@ from pellucid.server.storage.sqlite_models import ModelTables
 from pellucid.server.storage.sqlite_modules import ModuleTables
 from pellucid.server.storage.sqlite_schema import MIGRATIONS
 from pellucid.server.storage.sqlite_search import SEARCH_FUNCTIONS, SearchTables
+from pellucid.server.storage.sqlite_training import TrainingTables
 
 T = TypeVar("T")
 
 
-class SqliteMetadataStore(InputTables, SearchTables, ModelTables, ModuleTables, AlgorithmTables, MetadataStore):
+class SqliteMetadataStore(
+    InputTables,
+    SearchTables,
+    ModelTables,
+    ModuleTables,
+    AlgorithmTables,
+    TrainingTables,
+    MetadataStore,
+):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

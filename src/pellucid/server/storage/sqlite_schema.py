@@ -12,6 +12,7 @@ from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
 from pellucid.server.storage.sqlite_connections import insert_rows
+from pellucid.server.storage.training_sql import SQLITE_TABLES as TRAINING_TABLES
 
 # a migration is a script (statements split at ';') or a function of the open transaction
 MIGRATIONS: list[tuple[int, str | Callable[[sqlite3.Connection], None]]] = [
@@ -296,4 +297,8 @@ MIGRATIONS.append((10, MODULE_TABLES.format(seq="INTEGER PRIMARY KEY", ref="INTE
 from pellucid.server.storage.algorithm_rows import SQLITE_SCHEMA as _ALGORITHM_TABLES  # noqa: E402
 
 MIGRATIONS.append((14, ";\n".join(_ALGORITHM_TABLES)))
+# 11: training jobs (issue #11): one per trained model version, claimed by server workers with a
+# lease; the trained weights, and a clusterer's cluster of each training input
+
+MIGRATIONS.append((11, TRAINING_TABLES))
 LATEST_VERSION = MIGRATIONS[-1][0]
