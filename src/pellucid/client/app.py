@@ -18,6 +18,7 @@ from pellucid.client.dataset import Dataset
 from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
 from pellucid.client.model import Model, version_proto
+from pellucid.client.model_training import list_trainable_model_types
 from pellucid.client.module import VERSION_FIELDS, Module
 from pellucid.client.search import Search
 from pellucid.client.urls import split_url
@@ -304,6 +305,11 @@ class App(Lister, BaseClient):
         request = {"user_id": self._user_id, "app_id": self.id, "query": text}
         for proto in self.list_pages_generator(endpoint, v1.ListModelsRequest, request, page_no, per_page):
             yield Model._from_proto(proto, **self._child_kwargs())
+
+    def list_trainable_model_types(self) -> list[dict[str, Any]]:
+        """The model types the server trains (id, description, reads, makes, params, templates):
+        create one with create_model(model_id, model_type_id=...), then Model.train()."""
+        return list_trainable_model_types(self)
 
     def delete_model(self, model_id: str) -> None:
         self._call(

@@ -1,5 +1,6 @@
 """Model: versions, predictions and evaluations. Predictions run on runners (see pellucid.client.runner),
-or in the server for the model types it runs itself."""
+or on the server for built-in and trained models; training is in pellucid.client.model_training,
+evaluation in pellucid.client.evaluation."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pellucid.client import _protos
 from pellucid.client.base import BaseClient
 from pellucid.client.evaluation import EvaluationMixin
 from pellucid.client.lister import Lister
+from pellucid.client.model_training import ModelTraining
 from pellucid.client.urls import split_url
 from pellucid.errors import UserError, error_class
 
@@ -83,7 +85,7 @@ def version_proto(**kwargs: Any) -> v1.ModelVersion:
     return version
 
 
-class Model(EvaluationMixin, Lister, BaseClient):
+class Model(EvaluationMixin, Lister, BaseClient, ModelTraining):
     """A model, by `url` (`<base>/<user>/<app>/models/<id>[/versions/<vid>]`) or by `model_id`
     with `app_id` (and `user_id`). `model_version={"id": "..."}` pins a version; the default is
     the latest. Constructing one makes no call."""
@@ -178,6 +180,24 @@ class Model(EvaluationMixin, Lister, BaseClient):
         self._call(
             v1.ModelServiceStub, "DeleteModelVersion", v1.DeleteModelVersionRequest(**self._ids(version_id=version_id))
         )
+
+    # algorithms
+
+    def publish_algorithm(
+        self, name: str | None = None, version: str | None = None, public: bool = False
+    ) -> v1.Algorithm:
+        """Publish this model as the algorithm `<owner>/<name>` (name: default the model id), callable
+        with `pellucid.client().algo(...)`: by anyone if `public`, else only by you. `version`, a
+        semantic version such as "1.0.2", names this Model's version (its pinned one, else the latest)
+        for good. Publishing again changes the visibility and adds versions."""
+        request = v1.PublishAlgorithmRequest(
+            **self._ids(),
+            version_id=self.version_id,
+            name=name or "",
+            version=version or "",
+            public=bool(public),
+        )
+        return self._call(v1.AlgorithmServiceStub, "PublishAlgorithm", request)
 
     # predictions
 

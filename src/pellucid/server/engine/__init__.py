@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from pellucid.server.engine.access import Principal
+from pellucid.server.engine.algorithms import Algorithms
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
@@ -29,6 +30,7 @@ from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.routing import Router
 from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.search import Search
+from pellucid.server.engine.training import Training
 from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
@@ -86,6 +88,9 @@ class Engine:
         self.indexer = Indexer(store, blobs, self.apps, self.models, self.vectors)
         self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
         self.search = Search(store, self.apps, self.models, self.vectors, UrlFetcher(allow_private=allow_private_urls))
+        self.algorithms = Algorithms(store, self.models, clock)
+        # trains model versions in server jobs and registers its trainable types; runtime.py starts its workers
+        self.training = Training(store, blobs, self.models, self.vectors, clock)
         # model evaluations over labelled datasets, run as jobs; server/runtime.py starts their workers
         self.evaluations = Evaluations(store, blobs, self.datasets, self.models)
 
@@ -96,6 +101,7 @@ class Engine:
     def close(self) -> None:
         self.evaluations.stop()  # first, with the indexer: their workers use every store
         self.indexer.stop()  # first: its workers use every store
+        self.training.stop()
         self.models.local.close()
         self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()

@@ -15,6 +15,7 @@ from pellucid.server.storage.postgres_evaluations import MIGRATION as EVALUATION
 from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows
+from pellucid.server.storage.training_sql import POSTGRES_TABLES as TRAINING_TABLES
 
 # Version 1 is the schema SQLite reached at its version 7, in PostgreSQL's types.
 # a migration is a script (statements split at ';') or a function of the open transaction
@@ -265,6 +266,14 @@ MIGRATIONS.append(
         ),
     )
 )
+
+# 8 (algorithms, issue #12): published algorithms, their version tags, calls and insights
+from pellucid.server.storage.algorithm_rows import POSTGRES_SCHEMA as _ALGORITHM_TABLES  # noqa: E402
+
+MIGRATIONS.append((8, ";\n".join(_ALGORITHM_TABLES)))
+# 5 (SQLite's 11): training jobs (issue #11), see storage/training_sql.py
+
+MIGRATIONS.append((5, TRAINING_TABLES))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # 6 (issue #11; SQLite's 12): evaluations and their per-input results (postgres_evaluations.py holds the script)

@@ -12,6 +12,7 @@ from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
 from pellucid.server.storage.sqlite_connections import insert_rows
+from pellucid.server.storage.training_sql import SQLITE_TABLES as TRAINING_TABLES
 from pellucid.server.storage.sqlite_evaluations import MIGRATION as EVALUATIONS_MIGRATION
 
 # a migration is a script (statements split at ';') or a function of the open transaction
@@ -292,6 +293,15 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 # 10: modules, their versions (where the code is: git or an entry point), and which version
 # each app has installed (one per module and app). 9 is another part of issue #11's.
 MIGRATIONS.append((10, MODULE_TABLES.format(seq="INTEGER PRIMARY KEY", ref="INTEGER", real="REAL")))
+
+# 14 (algorithms, issue #12): published algorithms, their version tags, calls and insights
+from pellucid.server.storage.algorithm_rows import SQLITE_SCHEMA as _ALGORITHM_TABLES  # noqa: E402
+
+MIGRATIONS.append((14, ";\n".join(_ALGORITHM_TABLES)))
+# 11: training jobs (issue #11): one per trained model version, claimed by server workers with a
+# lease; the trained weights, and a clusterer's cluster of each training input
+
+MIGRATIONS.append((11, TRAINING_TABLES))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # 12 (issue #11): evaluations and their per-input results (sqlite_evaluations.py holds the script)
