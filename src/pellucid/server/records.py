@@ -388,20 +388,6 @@ class TrainingState(enum.Enum):
 class TrainingJobRecord:
     """The training job of one model version (a trainable model type's version is made by one)."""
 
-
-class EvaluationState(enum.Enum):
-    """Where an evaluation job stands (EvalMetrics.status)."""
-
-    QUEUED = "queued"  # stored, waiting for a server worker
-    RUNNING = "running"  # a worker holds it (its claim lapses if that worker dies)
-    DONE = "done"  # metrics computed
-    FAILED = "failed"  # `message` says why
-
-
-@dataclass(frozen=True)
-class EvaluationRecord:
-    """A model version evaluated over a labelled dataset (or dataset version): a server job."""
-
     user_id: str
     app_id: str
     model_id: str
@@ -429,6 +415,24 @@ class ClusterAssignment:
     input_id: str
     cluster: int
     distance: float  # Euclidean distance to the cluster's centre
+
+
+class EvaluationState(enum.Enum):
+    """Where an evaluation job stands (EvalMetrics.status)."""
+
+    QUEUED = "queued"  # stored, waiting for a server worker
+    RUNNING = "running"  # a worker holds it (its claim lapses if that worker dies)
+    DONE = "done"  # metrics computed
+    FAILED = "failed"  # `message` says why
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """A model version evaluated over a labelled dataset (or dataset version): a server job."""
+
+    user_id: str
+    app_id: str
+    model_id: str
     id: str
     model_version_id: str
     dataset_user_id: str

@@ -12,8 +12,8 @@ from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
 from pellucid.server.storage.sqlite_connections import insert_rows
-from pellucid.server.storage.training_sql import SQLITE_TABLES as TRAINING_TABLES
 from pellucid.server.storage.sqlite_evaluations import MIGRATION as EVALUATIONS_MIGRATION
+from pellucid.server.storage.training_sql import SQLITE_TABLES as TRAINING_TABLES
 
 # a migration is a script (statements split at ';') or a function of the open transaction
 MIGRATIONS: list[tuple[int, str | Callable[[sqlite3.Connection], None]]] = [
