@@ -294,3 +294,32 @@ def test_an_evaluation_is_resumed_after_a_server_restart(tmp_path: Path) -> None
             second.stop(grace=0.5)
         else:
             first.stop(grace=0.5)
+
+
+def test_a_trained_embedding_classifier_is_evaluated_with_no_runner(alice: User, unique: str) -> None:
+    from tests.test_training import TOPICS
+
+    app = alice.create_app(f"evals-trained-{unique}", base_workflow="Empty")
+    app.create_dataset("topics")
+    rows = [(text, topic) for topic, texts in TOPICS.items() for text in texts]
+    inputs = app.inputs()
+    result = inputs.upload_inputs(
+        [
+            inputs.get_text_input(f"t{i}", text, dataset_id="topics", labels=[topic])
+            for i, (text, topic) in enumerate(rows)
+        ],
+        show_log=False,
+    )
+    assert not result.failed
+    model = app.create_model("topic", model_type_id="embedding-classifier")
+    with pytest.raises(errors.FailedPrecondition, match="cannot predict"):
+        model.evaluate("topics")  # the version create_model made is not trained
+    model.update_params(dataset_id="topics", concepts=["cats", "taxes"], validation_fraction=0.0)
+    trained = model.wait_for_training(model.train(), timeout=120)
+    assert trained["state"] == "trained", trained
+    done = model.evaluate("topics", wait=True, timeout=120)
+    assert done.status.code == v1.Status.MODEL_EVALUATED, done.status.message
+    assert done.model_version_id == model.version_id and done.progress.evaluated_inputs == len(rows)
+    # measured apart from the training job's own bookkeeping, the two agree on the training set
+    assert done.summary.top1_accuracy == approx(trained["metrics"]["train_accuracy"])
+    assert done.summary.majority_class_accuracy == approx(0.5)
