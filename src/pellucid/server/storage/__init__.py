@@ -12,6 +12,7 @@ from pellucid.server.storage.base import (
     RequestLogStore,
     StoreUnavailable,
     UserStore,
+    WorkflowStore,
 )
 from pellucid.server.storage.registry import open_metadata_store
 
@@ -27,5 +28,6 @@ __all__ = [
     "RequestLogStore",
     "StoreUnavailable",
     "UserStore",
+    "WorkflowStore",
     "open_metadata_store",
 ]

@@ -32,6 +32,7 @@ from pellucid.server.storage.postgres_connections import PoolConnections
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
 from pellucid.server.storage.postgres_schema import LATEST_VERSION, MIGRATIONS
 from pellucid.server.storage.postgres_search import PostgresSearchTables
+from pellucid.server.storage.postgres_workflows import PostgresWorkflowTables
 from pellucid.server.storage.rows import (
     TOKEN_USER_COLUMNS,
     app_from_row,
@@ -51,7 +52,7 @@ T = TypeVar("T")
 MIGRATION_LOCK = 0x70656C6C  # "pell"
 
 
-class PostgresMetadataStore(PostgresInputTables, PostgresSearchTables, MetadataStore):
+class PostgresMetadataStore(PostgresInputTables, PostgresSearchTables, PostgresWorkflowTables, MetadataStore):
     def __init__(self, uri: str) -> None:
         self._connections = PoolConnections(uri)
         try:

@@ -252,3 +252,46 @@ def _search_indexes(conn: psycopg.Connection[Any]) -> None:
 
 MIGRATIONS.append((2, _search_indexes))
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 3: workflows, their immutable versions (nodes as JSON), and one pin per node naming the model
+# version it runs: deleting that model version records why on the pin (the version is deprecated)
+MIGRATIONS.append(
+    (
+        3,
+        """
+        CREATE TABLE workflows (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            app_seq BIGINT NOT NULL REFERENCES apps(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            modified_at DOUBLE PRECISION NOT NULL,
+            UNIQUE (app_seq, id)
+        );
+        CREATE TABLE workflow_versions (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            workflow_seq BIGINT NOT NULL REFERENCES workflows(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            nodes TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            UNIQUE (workflow_seq, id)
+        );
+        CREATE TABLE workflow_pins (
+            pin_seq BIGINT GENERATED ALWAYS AS IDENTITY,
+            version_seq BIGINT NOT NULL REFERENCES workflow_versions(seq) ON DELETE CASCADE,
+            node_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            app_id TEXT NOT NULL,
+            model_id TEXT NOT NULL,
+            model_version_id TEXT NOT NULL,
+            deleted_reason TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (version_seq, node_id)
+        );
+        CREATE INDEX workflow_pins_by_model ON workflow_pins(user_id, app_id, model_id, model_version_id)
+        """,
+    )
+)
+LATEST_VERSION = MIGRATIONS[-1][0]

@@ -31,11 +31,12 @@ from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
 from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
 from pellucid.server.storage.sqlite_search import SEARCH_FUNCTIONS, SearchTables
+from pellucid.server.storage.sqlite_workflows import WorkflowTables
 
 T = TypeVar("T")
 
 
-class SqliteMetadataStore(InputTables, SearchTables, ModelTables, MetadataStore):
+class SqliteMetadataStore(InputTables, SearchTables, ModelTables, WorkflowTables, MetadataStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -286,3 +286,45 @@ CONCEPT_INSERT = "INSERT INTO input_concepts (app_seq, concept_id, value, input_
 TERM_INSERT = "INSERT INTO input_terms (app_seq, term, input_seq)"
 MIGRATIONS.append((8, _search_indexes))
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 9: workflows, their immutable versions (nodes as JSON), and one pin per node naming the model
+# version it runs: deleting that model version records why on the pin (the version is deprecated)
+MIGRATIONS.append(
+    (
+        9,
+        """
+        CREATE TABLE workflows (
+            seq INTEGER PRIMARY KEY,
+            app_seq INTEGER NOT NULL REFERENCES apps(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            modified_at REAL NOT NULL,
+            UNIQUE (app_seq, id)
+        );
+        CREATE TABLE workflow_versions (
+            seq INTEGER PRIMARY KEY,
+            workflow_seq INTEGER NOT NULL REFERENCES workflows(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            nodes TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (workflow_seq, id)
+        );
+        CREATE TABLE workflow_pins (
+            version_seq INTEGER NOT NULL REFERENCES workflow_versions(seq) ON DELETE CASCADE,
+            node_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            app_id TEXT NOT NULL,
+            model_id TEXT NOT NULL,
+            model_version_id TEXT NOT NULL,
+            deleted_reason TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (version_seq, node_id)
+        );
+        CREATE INDEX workflow_pins_by_model ON workflow_pins(user_id, app_id, model_id, model_version_id)
+        """,
+    )
+)
+LATEST_VERSION = MIGRATIONS[-1][0]
