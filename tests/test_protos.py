@@ -14,7 +14,14 @@ MODULES = [
 ]
 # Reads whose names say so less plainly (a prediction changes nothing), content-addressed uploads
 # (the same bytes give the same blob), and the runner stream (not a call that is retried).
-NATURALLY_IDEMPOTENT = {"DownloadInputs", "UploadBlob", "PostModelOutputs", "PostInputsSearches", "Connect"}
+NATURALLY_IDEMPOTENT = {
+    "DownloadInputs",
+    "UploadBlob",
+    "PostModelOutputs",
+    "PostWorkflowResults",
+    "PostInputsSearches",
+    "Connect",
+}
 
 
 def test_generated_code_is_up_to_date() -> None:

@@ -27,6 +27,8 @@ from pellucid.server.engine.routing import Router
 from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.search import Search
 from pellucid.server.engine.users import Users
+from pellucid.server.engine.workflow_runs import WorkflowRuns
+from pellucid.server.engine.workflows import Workflows
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
 from pellucid.server.storage.queue import WorkQueue
@@ -81,6 +83,9 @@ class Engine:
         self.indexer = Indexer(store, blobs, self.apps, self.models, self.vectors)
         self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
         self.search = Search(store, self.apps, self.models, self.vectors, UrlFetcher(allow_private=allow_private_urls))
+        self.workflows = Workflows(store, self.apps, self.models, clock)
+        self.workflow_runs = WorkflowRuns(self.workflows, self.models)
+        self.models.on_delete = self.workflows.model_deleted  # deprecates the workflow versions pinning it
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""

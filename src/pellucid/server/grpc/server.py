@@ -23,6 +23,7 @@ from pellucid.server.grpc.pool import HandlerPool
 from pellucid.server.grpc.runners import RunnerServicer
 from pellucid.server.grpc.search import SearchServicer
 from pellucid.server.grpc.users import UserServicer
+from pellucid.server.grpc.workflows import WorkflowServicer
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -35,6 +36,7 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
     (v1.add_ModelServiceServicer_to_server, ModelServicer, "ModelService"),
     (v1.add_RunnerServiceServicer_to_server, RunnerServicer, "RunnerService"),
     (v1.add_SearchServiceServicer_to_server, SearchServicer, "SearchService"),
+    (v1.add_WorkflowServiceServicer_to_server, WorkflowServicer, "WorkflowService"),
 ]
 
 

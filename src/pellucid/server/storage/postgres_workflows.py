@@ -99,7 +99,7 @@ class PostgresWorkflowTables:
         if text:
             sql += " AND lower(w.id) LIKE %s ESCAPE '\\'"
             params.append(like_pattern(text))
-        return self._page(sql, tuple(params), query, workflow_from_row, seq="w.seq")  # type: ignore[no-any-return]
+        return self._page(sql, tuple(params), query, workflow_from_row, seq="w.seq")
 
     def delete_workflow(self, user_id: str, app_id: str, workflow_id: str) -> bool:
         with self._write() as conn:

@@ -39,6 +39,7 @@ class WorkflowTables:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (workflow_seq, v.id, v.description, nodes_json(v.nodes), json.dumps(v.metadata), v.created_at),
         )
+        assert cursor.lastrowid is not None
         conn.executemany(PIN_INSERT, pin_rows(cursor.lastrowid, v))
 
     def insert_workflow(self, workflow: WorkflowRecord, version: WorkflowVersionRecord) -> None:
