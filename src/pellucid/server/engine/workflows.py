@@ -79,6 +79,18 @@ def _node_error(exc: EngineError, node_id: str, field_name: str) -> InvalidArgum
     return cls(f"node {node_id!r}: {exc.message}", reason=exc.reason, field=exc.field or field_name)
 
 
+def _node_params(model_type: LocalModelType, params: dict[str, Any], node_id: str, where: str) -> dict[str, Any]:
+    """The node's params checked against its type's declaration (errors name the node)."""
+    try:
+        return check_params(model_type.params, params, "param")
+    except InvalidArgument as exc:
+        raise InvalidArgument(
+            f"node {node_id!r}: {exc.message}",
+            reason=exc.reason,
+            field=f"{where}.model_version.output_info.params{exc.field.removeprefix('param')}",
+        ) from None
+
+
 def declared_kinds(model: ModelRecord, local: LocalModelType | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """What a node's model reads and makes, as local_models.DATA_KINDS (empty: not declared)."""
     if local is not None:
@@ -312,10 +324,7 @@ class Workflows:
                     f"{node.model_version_id!r} cannot be pinned: leave model_version_id empty to create it",
                     field=f"{where}.model_version.id",
                 ) from None
-            try:
-                checked = check_params(local.params, params, f"{where}.model_version.output_info.params")
-            except InvalidArgument as exc:
-                raise _node_error(exc, node.id, where) from None
+            checked = _node_params(local, params, node.id, where)
             version_id = new_id()
             creation = _ModelToCreate(model_user, model_app, node.model_id, local, version_id, checked)
             record = WorkflowNodeRecord(
@@ -336,10 +345,7 @@ class Workflows:
             )
         model_local = self._models.local.get(model.model_type_id)
         if model_local is not None:
-            try:
-                params = check_params(model_local.params, params, f"{where}.model_version.output_info.params")
-            except InvalidArgument as exc:
-                raise _node_error(exc, node.id, where) from None
+            params = _node_params(model_local, params, node.id, where)
         reads, makes = declared_kinds(model, model_local)
         record = WorkflowNodeRecord(
             node.id, model.user_id, model.app_id, model.id, version.id, model.model_type_id, params, node.node_inputs
