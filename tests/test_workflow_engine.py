@@ -158,7 +158,7 @@ def test_models_are_created_from_their_type_and_a_failing_node_fails_its_descend
     model, version = engine.models.get(ADMIN, "admin", "app", "words")
     assert model.model_type_id == "wf-words" and version is not None and version.params == {"score": 0.75}
     _, pinned = engine.workflows.get(ADMIN, "admin", "app", "wf")
-    assert [n.model_version_id for n in pinned.nodes][0] == version.id  # the created version is pinned
+    assert pinned.nodes[0].model_version_id == version.id  # the created version is pinned
 
     ok, bad = run(engine, "a cat sat", "boom here")
     assert [o.code for o in ok] == [OutputCode.OK] * 3
@@ -246,7 +246,7 @@ def test_a_bad_workflow_is_refused_naming_the_node_and_stores_nothing(
 def test_a_runner_models_declared_fields_are_checked_on_its_edges(engine: Engine) -> None:
     engine.models.create(ADMIN, "admin", "app", "texter", input_fields=("text",), version=VersionSpec())
     engine.models.create(ADMIN, "admin", "app", "vectors", output_fields=("embeddings",), version=VersionSpec())
-    with pytest.raises(InvalidArgument, match="node 'texter' .model 'texter'. reads text, but its input node 'vec'"):
+    with pytest.raises(InvalidArgument, match=r"node 'texter' \(model 'texter'\) reads text, but its input node 'vec'"):
         create(engine, node("vec", "vectors"), node("texter", "texter", "vec"))
     with pytest.raises(InvalidArgument, match="exists with model_type_id '', not 'wf-words'"):
         create(engine, node("t", "texter", model_type_id="wf-words"))
