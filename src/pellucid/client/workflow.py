@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from google.protobuf import json_format
 
 from pellucid.api import v1
 from pellucid.client import _protos
@@ -134,7 +135,7 @@ def config_of(workflow: v1.Workflow) -> dict[str, Any]:
             described["app_id"] = model.app_id
         if model.model_type_id:
             described["model_type_id"] = model.model_type_id
-        params = _plain(dict(model.model_version.output_info.params))
+        params = _plain(json_format.MessageToDict(model.model_version.output_info.params))
         if params:
             described["output_info"] = {"params": params}
         entry: dict[str, Any] = {"id": node.id, "model": described}
