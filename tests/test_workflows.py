@@ -102,6 +102,9 @@ class Ops(Runner):
             if text == "sleep":
                 time.sleep(4)
             output.data.concepts.add(id="side", value=1.0)
+        elif op == "embed":  # a 2-d direction: texts starting with "a" one way, the others the other
+            vector = [1.0, 0.1] if text.lower().startswith("a") else [0.1, 1.0]
+            output.data.embeddings.add(vector=vector, num_dimensions=2)
         elif op == "detect":
             decode_png(input.data.image.base64)  # refuses anything but a PNG
             for name, box in (("left", (0.0, 0.0, 1.0, 0.5)), ("right", (0.0, 0.5, 1.0, 1.0))):
@@ -140,6 +143,7 @@ def app(alice: User, unique: str, crop_type: None) -> Iterator[App]:
         "side": (["text"], ["concepts"]),
         "detect": (["image"], ["regions"]),
         "classify": (["image"], ["concepts"]),
+        "embed": (["text"], ["embeddings"]),
     }.items():
         app.create_model(
             model_id, [label], input_fields=fields[0], output_fields=fields[1], params={"op": model_id}, version_id="v1"
@@ -304,3 +308,25 @@ def test_long_lists_are_split_and_one_deadline_covers_the_workflow(app: App, tmp
     assert side.status.code == v1.Status.DEADLINE_EXCEEDED and "node 'side'" in side.status.details
     assert after.status.code == v1.Status.DEADLINE_EXCEEDED
     assert after.status.details.startswith("node 'after' did not run: node 'side' failed on this input")
+
+
+def test_an_apps_base_workflow_may_name_a_workflow_whose_embeddings_are_searched(
+    server: RunningServer, app: App, tmp_path: Path
+) -> None:
+    from tests.test_indexing import vectors_of
+
+    with pytest.raises(errors.InvalidArgument, match="nor the id of a model or workflow"):
+        app.patch(base_workflow="search")
+    config = write(tmp_path / "search.yaml", "search", node("shout", "shout"), node("embed", "embed", "shout"))
+    app.create_workflow(config, display=False)
+    app.patch(base_workflow="search")
+    app.inputs().upload_text("apple", "apples and apricots")
+    app.inputs().upload_text("zebra", "zebras")
+    status = app.wait_until_indexed(timeout=60, show_progress=False)
+    assert (status.base_workflow, status.ready, status.failed) == ("search", 2, 0)
+    assert sorted(vectors_of(server, app, "workflow:search")) == ["apple", "zebra"]
+    # the query is embedded by the workflow too
+    assert [h.input.id for h in app.search().query(ranks=[{"text_raw": "zoo"}])] == ["zebra", "apple"]
+    assert [h.input.id for h in app.search().query(ranks=[{"text_raw": "aardvark"}])] == ["apple", "zebra"]
+    app.delete_workflow("search")  # its embeddings go with it
+    assert vectors_of(server, app, "workflow:search") == {}

@@ -86,6 +86,7 @@ class Engine:
         self.workflows = Workflows(store, self.apps, self.models, clock)
         self.workflow_runs = WorkflowRuns(self.workflows, self.models)
         self.models.on_delete = self.workflows.model_deleted  # deprecates the workflow versions pinning it
+        self.indexer.workflows = self.search.workflows = self.workflow_runs  # a base_workflow naming a workflow
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""

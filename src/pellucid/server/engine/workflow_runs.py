@@ -19,6 +19,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from pellucid.server.engine.access import Principal
 from pellucid.server.engine.errors import (
     Aborted,
@@ -44,6 +47,7 @@ from pellucid.server.engine.predict import (
     PredictOutput,
     PredictRequest,
 )
+from pellucid.server.engine.spaces import output_embedding
 from pellucid.server.engine.validation import MAX_BATCH
 from pellucid.server.engine.workflows import Workflows, declared_kinds, topological_order
 from pellucid.server.records import OutputConfig, WorkflowNodeRecord, WorkflowVersionRecord
@@ -142,6 +146,41 @@ class WorkflowRuns:
     def __init__(self, workflows: Workflows, models: Models) -> None:
         self._workflows = workflows
         self._models = models
+
+    def embeddings(
+        self,
+        principal: Principal,
+        user_id: str,
+        app_id: str,
+        workflow_id: str,
+        inputs: Sequence[PredictInput],
+        wait: float,
+    ) -> list[tuple[npt.NDArray[np.float32] | None, str]]:
+        """Per input, the vector of an app whose base workflow is this workflow: the first output
+        (in node order) that carries an embedding, or why there is none."""
+        try:
+            result = self.run(
+                principal, WorkflowRunRequest(user_id, app_id, workflow_id, "", tuple(inputs), None, wait)
+            )
+        except EngineError as exc:
+            return [(None, f"workflow {workflow_id!r} could not run: {exc.message}")] * len(inputs)
+        vectors: list[tuple[npt.NDArray[np.float32] | None, str]] = []
+        for item in result.results:
+            found: tuple[npt.NDArray[np.float32] | None, str] = (None, "")
+            failures = []
+            for made in item.outputs:
+                if made.output.code is not OutputCode.OK:
+                    failures.append(made.output.message)
+                elif made.output.data.embeddings:
+                    found = output_embedding(made.output, "this input")
+                    if found[0] is None:
+                        found = (None, f"node {made.node.id!r} {found[1]}")
+                    break
+            if found[0] is None and not found[1]:
+                why = failures[0] if failures else "no node returned an embedding (output.data.embeddings)"
+                found = (None, f"workflow {workflow_id!r}: {why}")
+            vectors.append(found)
+        return vectors
 
     def run(self, principal: Principal, request: WorkflowRunRequest) -> WorkflowRunResult:
         inputs = request.inputs

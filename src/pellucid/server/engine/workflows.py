@@ -24,6 +24,7 @@ from pellucid.server.engine.local_models import DATA_KINDS, LocalModelType, chec
 from pellucid.server.engine.models import Models, VersionSpec
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
 from pellucid.server.engine.predict import INPUT_FIELDS
+from pellucid.server.engine.spaces import WORKFLOW_EMBEDDER_PREFIX, space_name
 from pellucid.server.engine.validation import MAX_DESCRIPTION_LENGTH, check_metadata, check_text
 from pellucid.server.records import (
     AppRecord,
@@ -190,6 +191,7 @@ class Workflows:
                     f"workflow {workflow.id!r} already exists in app {app.id!r}", reason="WORKFLOW_EXISTS"
                 ) from None
             created.append((workflow, version))
+            self._reembed(app, workflow.id)
         return created
 
     def create_version(
@@ -207,7 +209,14 @@ class Workflows:
             raise AlreadyExists(
                 f"version {version.id!r} of workflow {workflow_id!r} already exists", field="version.id"
             ) from None
+        self._reembed(app, workflow.id)
         return version
+
+    def _reembed(self, app: AppRecord, workflow_id: str) -> None:
+        """The app's base workflow is this workflow (and no model of that id): its inputs are
+        embedded again by the new version."""
+        if app.base_workflow == workflow_id and self._store.get_model(app.user_id, app.id, workflow_id) is None:
+            self._apps.reindex(app)
 
     def _plan_version(
         self, principal: Principal, app: AppRecord, workflow_id: str, spec: WorkflowSpec, where: str
@@ -449,6 +458,10 @@ class Workflows:
         workflow, _ = self.get(principal, user_id, app_id, workflow_id)
         if not self._store.delete_workflow(workflow.user_id, workflow.app_id, workflow.id):
             raise NotFound(f"workflow {workflow_id!r} not found", field="workflow_id")
+        if self._apps.vectors is not None:  # the embeddings it made, if it was the app's base workflow
+            self._apps.vectors.drop_space(
+                space_name(workflow.user_id, workflow.app_id, WORKFLOW_EMBEDDER_PREFIX + workflow.id)
+            )
 
     # deprecation
 
