@@ -243,6 +243,27 @@ def test_a_bad_workflow_is_refused_naming_the_node_and_stores_nothing(
     assert workflows == [] and models == []  # not even the models the valid nodes would have created
 
 
+def test_a_node_after_a_crop_makes_regions_for_the_nodes_after_it(engine: Engine) -> None:
+    class ReadsRegions(Count):
+        type_id = "wf-reads-regions"
+        reads = ("regions",)
+
+    engine.models.local.register(ReadsRegions())
+    create(
+        engine,
+        node("halves", "halves", model_type_id="wf-halves"),
+        node("size", "size", "halves", model_type_id="wf-size"),  # makes concepts, but once per region
+        node("after", "after", "size", model_type_id="wf-reads-regions"),
+    )
+    with pytest.raises(InvalidArgument, match=r"node 'after' \(model 'after'\) reads regions, but its input node 'w'"):
+        create(
+            engine,
+            node("w", "words", model_type_id="wf-words"),
+            node("after", "after", "w", model_type_id="wf-reads-regions"),
+            workflow_id="other",
+        )
+
+
 def test_a_runner_models_declared_fields_are_checked_on_its_edges(engine: Engine) -> None:
     engine.models.create(ADMIN, "admin", "app", "texter", input_fields=("text",), version=VersionSpec())
     engine.models.create(ADMIN, "admin", "app", "vectors", output_fields=("embeddings",), version=VersionSpec())

@@ -274,10 +274,15 @@ class Workflows:
             kinds[node.id] = (reads, makes, record.model_id)
             if creation is not None:
                 to_create.append(creation)
-        for i, node in enumerate(nodes):
-            reads, _, model_id = kinds[node.id]
+        by_id = {n.id: n for n in nodes}
+        for node_id in topological_order(nodes):
+            node, i = by_id[node_id], positions[node_id]
+            reads, own_makes, model_id = kinds[node.id]
             for j, parent in enumerate(dict.fromkeys(node.node_inputs)):
                 _, makes, parent_model = kinds[parent]
+                if "regions" in makes and "regions" not in reads and (not reads or "image" in reads):
+                    # it runs once per cropped region, so what it makes comes back as regions
+                    kinds[node.id] = (reads, (*own_makes, "regions"), model_id)
                 if not can_feed(makes, reads):
                     raise InvalidArgument(
                         f"node {node.id!r} (model {model_id!r}) reads {', '.join(reads)}, but its input node "
