@@ -267,7 +267,10 @@ def test_export_writes_yaml_that_creates_an_equal_workflow(app: App, tmp_path: P
     app.delete_workflow("vision")
     again = app.create_workflow(str(exported), display=False)  # the same id, recreated
     assert again.id == "vision" and shape(again) == shape(copy)
-    assert [w.id for w in again.list_versions()] == ["vision"]
+    (version,) = again.list_versions()
+    url = f"{app.base_url}/{app.user_id}/{app.id}/workflows/vision/versions/{version.version_id}"
+    by_url = Workflow(url, pat=app._connection.settings.pat)
+    assert (by_url.id, by_url.version_id) == ("vision", version.version_id) and shape(by_url) == shape(again)
 
 
 def test_bad_yaml_is_refused_naming_the_node_and_nothing_is_stored(app: App, tmp_path: Path) -> None:
