@@ -56,8 +56,8 @@ class Crop(LocalModelType):
     """A test image-crop run by the server: one cropped PNG per region of its input."""
 
     type_id = "wf-test-crop"
-    reads = ("image", "regions")
-    makes = ("regions",)
+    reads = ("regions",)  # as the built-in image-crop declares: it crops the input's own image
+    makes = ("regions", "image")
     params = (ParamInfo("margin", "float", 0.0, "unused: a param to round-trip", minimum=0.0, maximum=1.0),)
 
     def predict(

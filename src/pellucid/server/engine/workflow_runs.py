@@ -38,7 +38,6 @@ from pellucid.server.engine.errors import (
 from pellucid.server.engine.local_models import LocalPredict
 from pellucid.server.engine.models import Models, PendingPredict
 from pellucid.server.engine.predict import (
-    INPUT_FIELDS,
     Media,
     OutputCode,
     OutputData,
@@ -257,7 +256,8 @@ class WorkflowRuns:
             if parent:
                 job.outputs[i] = run.inherit(node.id, i, parent)
                 continue
-            items = _node_inputs(given, [run.done[p][i] for p in dict.fromkeys(node.node_inputs)], reads)
+            parents_made = [run.done[p][i] for p in dict.fromkeys(node.node_inputs)]
+            items = _node_inputs(given, parents_made, reads, model.input_fields)
             if isinstance(items, tuple):  # one per cropped region
                 regions, per_region = items
                 job.fanned_out[i] = regions
@@ -377,16 +377,22 @@ def _unreadable(model_id: str, input_fields: tuple[str, ...], given: PredictInpu
 
 
 def _node_inputs(
-    given: PredictInput, parents: Sequence[PredictOutput], reads: tuple[str, ...]
+    given: PredictInput, parents: Sequence[PredictOutput], reads: tuple[str, ...], input_fields: tuple[str, ...]
 ) -> PredictInput | tuple[tuple[OutputRegion, ...], list[PredictInput]]:
     """What a node gets for one workflow input: the input itself (a root node), the input with
     what its input nodes made, or one input per cropped region (regions carrying images, for a
-    node that reads images and not regions)."""
+    node that reads images and not regions).
+
+    The input's own content reaches a node whose model declares no input_fields (a local type
+    decides for itself: image-crop reads the regions and crops the input's image), else only the
+    fields it declares (a text classifier after an OCR node gets the OCR text, not the image).
+    What the input nodes made reaches it if it reads that kind (or declares nothing)."""
+
+    def readable(media: tuple[Media, ...]) -> tuple[Media, ...]:
+        return tuple(m for m in media if m.kind in input_fields) if input_fields else media
+
     if not parents:
-        media = given.media
-        if reads and set(reads) & set(INPUT_FIELDS):
-            media = tuple(m for m in media if m.kind in reads)
-        return dataclasses.replace(given, media=media)
+        return dataclasses.replace(given, media=readable(given.media))
     embeddings = tuple(v for out in parents for v in out.data.embeddings)
     concepts = tuple(c for out in parents for c in out.data.concepts)
     regions = tuple(r for out in parents for r in out.data.regions)
@@ -404,15 +410,11 @@ def _node_inputs(
     media = tuple(m for m in given.media if not (texts and m.kind == "text"))
     if texts:
         media += (Media("text", texts[-1].encode("utf-8", "surrogatepass")),)
-    content = set(reads) & set(INPUT_FIELDS)
     if reads:
-        # a node gets the input's own content only if it reads that kind (a text classifier after
-        # an OCR node gets the OCR text, not the image); derived data only if it reads it
-        media = tuple(m for m in media if m.kind in content)
         embeddings = embeddings if "embeddings" in reads else ()
         concepts = concepts if "concepts" in reads else ()
         regions = regions if "regions" in reads else ()
-    return dataclasses.replace(given, media=media, embeddings=embeddings, concepts=concepts, regions=regions)
+    return dataclasses.replace(given, media=readable(media), embeddings=embeddings, concepts=concepts, regions=regions)
 
 
 __all__ = ["InputResult", "NodeOutput", "WorkflowRunRequest", "WorkflowRunResult", "WorkflowRuns"]
