@@ -312,6 +312,16 @@ def test_long_lists_are_split_and_one_deadline_covers_the_workflow(app: App, tmp
     assert after.status.code == v1.Status.DEADLINE_EXCEEDED
     assert after.status.details.startswith("node 'after' did not run: node 'side' failed on this input")
 
+    # a node no runner serves fails with that reason (its predict ends just before the workflow)
+    app.create_model("orphan", ["nobody-serves-this"])
+    lonely = app.create_workflow(
+        write(tmp_path / "orphan.yaml", "orphan", node("shout", "shout"), node("orphan", "orphan")), display=False
+    )
+    (result,) = lonely.with_options(timeout=2).predict([text_input("hi")]).results
+    assert result.outputs[0].status.code == v1.Status.OK
+    assert result.outputs[1].status.code == v1.Status.UNAVAILABLE
+    assert "node 'orphan' (model 'orphan') failed: no runner serves" in result.outputs[1].status.details
+
 
 def test_an_apps_base_workflow_may_name_a_workflow_whose_embeddings_are_searched(
     server: RunningServer, app: App, tmp_path: Path
