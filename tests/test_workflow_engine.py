@@ -172,6 +172,25 @@ def test_models_are_created_from_their_type_and_a_failing_node_fails_its_descend
     assert embed.code is OutputCode.OK  # not a descendant of the failed node
 
 
+def test_nodes_sharing_a_model_to_create_pin_the_one_version_created(engine: Engine) -> None:
+    create(
+        engine,
+        node("first", "words", model_type_id="wf-words", score=0.25),
+        node("second", "words", model_type_id="wf-words", score=0.25),
+    )
+    versions, _ = engine.models.list_versions(ADMIN, "admin", "app", "words", PageRequest())
+    _, pinned = engine.workflows.get(ADMIN, "admin", "app", "wf")
+    assert [n.model_version_id for n in pinned.nodes] == [versions[0].id] * 2 and len(versions) == 1
+    assert [o.code for o in run(engine, "fine")[0]] == [OutputCode.OK] * 2
+    with pytest.raises(InvalidArgument, match="node 'b': model 'other' is to be created twice, with different"):
+        create(
+            engine,
+            node("a", "other", model_type_id="wf-words", score=0.25),
+            node("b", "other", model_type_id="wf-words", score=0.5),
+            workflow_id="wf2",
+        )
+
+
 def test_after_a_crop_a_node_runs_once_per_region(engine: Engine) -> None:
     create(
         engine,

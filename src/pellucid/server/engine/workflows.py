@@ -157,6 +157,7 @@ class Workflows:
             raise InvalidArgument(f"send 1-{MAX_WORKFLOWS_PER_CALL} workflows per call", field="workflows")
         planned = []
         seen: dict[str, int] = {}
+        creating: dict[str, _ModelToCreate] = {}  # models to create, shared by the request's nodes
         for i, spec in enumerate(specs):
             where = f"workflows[{i}]"
             workflow_id = spec.id or new_id()
@@ -176,11 +177,10 @@ class Workflows:
                 )
             check_text(spec.description, f"{where}.description", MAX_DESCRIPTION_LENGTH)
             metadata = check_metadata(spec.metadata or {}, f"{where}.metadata")
-            version, to_create = self._plan_version(principal, app, workflow_id, spec, where)
+            version, to_create = self._plan_version(principal, app, workflow_id, spec, where, creating)
             now = self._clock()
             workflow = WorkflowRecord(app.user_id, app.id, workflow_id, now, now, spec.description, metadata)
             planned.append((workflow, version, to_create))
-        self._check_creations([c for _, _, creations in planned for c in creations])
         created = []
         for workflow, version, to_create in planned:
             self._create_models(principal, to_create)
@@ -200,8 +200,7 @@ class Workflows:
         """A new immutable version of an existing workflow (the nodes checked as on create)."""
         workflow, _ = self.get(principal, user_id, app_id, workflow_id)
         app = self._apps.get(principal, workflow.user_id, workflow.app_id)
-        version, to_create = self._plan_version(principal, app, workflow.id, spec, "version")
-        self._check_creations(to_create)
+        version, to_create = self._plan_version(principal, app, workflow.id, spec, "version", {})
         self._create_models(principal, to_create)
         try:
             self._store.insert_workflow_version(version)
@@ -219,7 +218,13 @@ class Workflows:
             self._apps.reindex(app)
 
     def _plan_version(
-        self, principal: Principal, app: AppRecord, workflow_id: str, spec: WorkflowSpec, where: str
+        self,
+        principal: Principal,
+        app: AppRecord,
+        workflow_id: str,
+        spec: WorkflowSpec,
+        where: str,
+        creating: dict[str, _ModelToCreate],
     ) -> tuple[WorkflowVersionRecord, builtins.list[_ModelToCreate]]:
         version_id = spec.version_id or new_id()
         validate_id(version_id, f"{where}.version.id")
@@ -269,10 +274,12 @@ class Workflows:
         kinds: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {}
         to_create: list[_ModelToCreate] = []
         for i, node in enumerate(nodes):
-            record, reads, makes, creation = self._resolve_node(principal, app, node, f"{where}.nodes[{i}].model")
+            record, reads, makes, creation = self._resolve_node(
+                principal, app, node, f"{where}.nodes[{i}].model", creating
+            )
             records.append(record)
             kinds[node.id] = (reads, makes, record.model_id)
-            if creation is not None:
+            if creation is not None and creation not in to_create:
                 to_create.append(creation)
         by_id = {n.id: n for n in nodes}
         for node_id in topological_order(nodes):
@@ -304,7 +311,7 @@ class Workflows:
         return version, to_create
 
     def _resolve_node(
-        self, principal: Principal, app: AppRecord, node: NodeSpec, where: str
+        self, principal: Principal, app: AppRecord, node: NodeSpec, where: str, creating: dict[str, _ModelToCreate]
     ) -> tuple[WorkflowNodeRecord, tuple[str, ...], tuple[str, ...], _ModelToCreate | None]:
         """The node's record (its model version pinned), what it reads and makes, and the model
         to create for it (if it does not exist and can be)."""
@@ -339,8 +346,18 @@ class Workflows:
                     field=f"{where}.model_version.id",
                 ) from None
             checked = _node_params(local, params, node.id, where)
-            version_id = new_id()
-            creation = _ModelToCreate(model_user, model_app, node.model_id, local, version_id, checked)
+            creation = creating.get(node.model_id) or _ModelToCreate(
+                model_user, model_app, node.model_id, local, new_id(), checked
+            )
+            if (creation.model_type.type_id, creation.params) != (local.type_id, checked):
+                raise InvalidArgument(
+                    f"node {node.id!r}: model {node.model_id!r} is to be created twice, with different types or "
+                    "params: give each its own model id",
+                    reason="CONFLICTING_MODELS",
+                    field=f"{where}.id",
+                ) from None
+            creating[node.model_id] = creation
+            version_id = creation.version_id
             record = WorkflowNodeRecord(
                 node.id, model_user, model_app, node.model_id, version_id, local.type_id, checked, node.node_inputs
             )
@@ -365,22 +382,6 @@ class Workflows:
             node.id, model.user_id, model.app_id, model.id, version.id, model.model_type_id, params, node.node_inputs
         )
         return record, reads, makes, None
-
-    @staticmethod
-    def _check_creations(creations: Sequence[_ModelToCreate]) -> None:
-        """Two nodes may share a model to create only if they describe it alike."""
-        by_model: dict[str, _ModelToCreate] = {}
-        for creation in creations:
-            other = by_model.setdefault(creation.model_id, creation)
-            if other is not creation and (other.model_type.type_id, other.params) != (
-                creation.model_type.type_id,
-                creation.params,
-            ):
-                raise InvalidArgument(
-                    f"model {creation.model_id!r} is to be created twice with different types or params: "
-                    "give each its own model id",
-                    reason="CONFLICTING_MODELS",
-                )
 
     def _create_models(self, principal: Principal, creations: Sequence[_ModelToCreate]) -> None:
         done: set[str] = set()
