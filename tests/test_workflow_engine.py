@@ -54,6 +54,19 @@ class Words(LocalModelType):
         return outputs
 
 
+class Raises(LocalModelType):
+    """A broken model: raises instead of answering."""
+
+    type_id = "wf-raises"
+    reads = ("text",)
+    makes = ("concepts",)
+
+    def predict(
+        self, model: ModelRecord, version: ModelVersionRecord, inputs: Sequence[PredictInput], params: dict[str, Any]
+    ) -> list[PredictOutput]:
+        raise RuntimeError("out of cheese")
+
+
 class Count(LocalModelType):
     """Concepts -> one concept "count" (how many it got, in hundredths)."""
 
@@ -124,7 +137,7 @@ class Size(LocalModelType):
 @pytest.fixture
 def engine(metadata_uri: str, tmp_path: Path) -> Iterator[Engine]:
     engine = Engine(open_metadata_store(metadata_uri), open_blob_store(f"file://{tmp_path / 'blobs'}"))
-    for model_type in (Words(), Count(), Embed(), Halves(), Size()):
+    for model_type in (Words(), Count(), Embed(), Halves(), Size(), Raises()):
         engine.models.local.register(model_type)
     engine.users.bootstrap("admin")
     engine.apps.create(ADMIN, "admin", "app")
@@ -189,6 +202,15 @@ def test_nodes_sharing_a_model_to_create_pin_the_one_version_created(engine: Eng
             node("b", "other", model_type_id="wf-words", score=0.5),
             workflow_id="wf2",
         )
+
+
+def test_a_model_that_raises_fails_its_node_not_the_call(engine: Engine) -> None:
+    create(
+        engine, node("broken", "broken", model_type_id="wf-raises"), node("words", "words", model_type_id="wf-words")
+    )
+    broken, words = run(engine, "fine")[0]
+    assert broken.code is OutputCode.INTERNAL and "RuntimeError: out of cheese" in broken.message
+    assert words.code is OutputCode.OK
 
 
 def test_after_a_crop_a_node_runs_once_per_region(engine: Engine) -> None:

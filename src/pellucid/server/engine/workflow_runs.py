@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import queue
 import time
 from collections.abc import Sequence
@@ -50,6 +51,8 @@ from pellucid.server.engine.spaces import output_embedding
 from pellucid.server.engine.validation import MAX_BATCH
 from pellucid.server.engine.workflows import Workflows, declared_kinds, topological_order
 from pellucid.server.records import OutputConfig, WorkflowNodeRecord, WorkflowVersionRecord
+
+log = logging.getLogger("pellucid.server.workflows")
 
 _CODES: dict[type[EngineError], OutputCode] = {
     InvalidArgument: OutputCode.INVALID_ARGUMENT,
@@ -301,6 +304,12 @@ class WorkflowRuns:
                 outputs = handle.result().outputs
             except EngineError as exc:
                 per_item.update((w, (_code_of(exc), exc.message, None)) for w in where)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a model run in-process raised: its inputs fail, not the call
+                log.warning("node %r (model %r) raised: %r", node.id, node.model_id, exc)
+                per_item.update(
+                    (w, (OutputCode.INTERNAL, f"the model raised {type(exc).__name__}: {exc}", None)) for w in where
+                )
                 continue
             if len(outputs) != len(where):
                 why = f"the model answered {len(outputs)} outputs for {len(where)} inputs"
