@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpellucid/api/v1/common.proto\x12\x0fpellucid.api.v1\"\x81\x04\n\x06Status\x12*\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1c.pellucid.api.v1.Status.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\xa4\x03\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\r\n\tCANCELLED\x10\x01\x12\x0b\n\x07UNKNOWN\x10\x02\x12\x14\n\x10INVALID_ARGUMENT\x10\x03\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x04\x12\r\n\tNOT_FOUND\x10\x05\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x06\x12\x15\n\x11PERMISSION_DENIED\x10\x07\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x08\x12\x17\n\x13\x46\x41ILED_PRECONDITION\x10\t\x12\x0b\n\x07\x41\x42ORTED\x10\n\x12\x10\n\x0cOUT_OF_RANGE\x10\x0b\x12\x11\n\rUNIMPLEMENTED\x10\x0c\x12\x0c\n\x08INTERNAL\x10\r\x12\x0f\n\x0bUNAVAILABLE\x10\x0e\x12\r\n\tDATA_LOSS\x10\x0f\x12\x13\n\x0fUNAUTHENTICATED\x10\x10\x12\x17\n\x11INPUT_INDEX_READY\x10\xb0\xea\x01\x12\x19\n\x13INPUT_INDEX_PENDING\x10\xb1\xea\x01\x12\x18\n\x12INPUT_INDEX_FAILED\x10\xb2\xea\x01\x12\x1d\n\x17INPUT_INDEX_IN_PROGRESS\x10\xb3\xea\x01\"@\n\x0b\x45rrorDetail\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cpellucid/api/v1/common.proto\x12\x0fpellucid.api.v1\"\x92\x04\n\x06Status\x12*\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1c.pellucid.api.v1.Status.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x04 \x01(\t\"\xa4\x03\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\r\n\tCANCELLED\x10\x01\x12\x0b\n\x07UNKNOWN\x10\x02\x12\x14\n\x10INVALID_ARGUMENT\x10\x03\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x04\x12\r\n\tNOT_FOUND\x10\x05\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x06\x12\x15\n\x11PERMISSION_DENIED\x10\x07\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x08\x12\x17\n\x13\x46\x41ILED_PRECONDITION\x10\t\x12\x0b\n\x07\x41\x42ORTED\x10\n\x12\x10\n\x0cOUT_OF_RANGE\x10\x0b\x12\x11\n\rUNIMPLEMENTED\x10\x0c\x12\x0c\n\x08INTERNAL\x10\r\x12\x0f\n\x0bUNAVAILABLE\x10\x0e\x12\r\n\tDATA_LOSS\x10\x0f\x12\x13\n\x0fUNAUTHENTICATED\x10\x10\x12\x17\n\x11INPUT_INDEX_READY\x10\xb0\xea\x01\x12\x19\n\x13INPUT_INDEX_PENDING\x10\xb1\xea\x01\x12\x18\n\x12INPUT_INDEX_FAILED\x10\xb2\xea\x01\x12\x1d\n\x17INPUT_INDEX_IN_PROGRESS\x10\xb3\xea\x01\"@\n\x0b\x45rrorDetail\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pellucid.api.v1.common_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUS']._serialized_start=50
-  _globals['_STATUS']._serialized_end=563
-  _globals['_STATUS_CODE']._serialized_start=143
-  _globals['_STATUS_CODE']._serialized_end=563
-  _globals['_ERRORDETAIL']._serialized_start=565
-  _globals['_ERRORDETAIL']._serialized_end=629
+  _globals['_STATUS']._serialized_end=580
+  _globals['_STATUS_CODE']._serialized_start=160
+  _globals['_STATUS_CODE']._serialized_end=580
+  _globals['_ERRORDETAIL']._serialized_start=582
+  _globals['_ERRORDETAIL']._serialized_end=646
 # @@protoc_insertion_point(module_scope)

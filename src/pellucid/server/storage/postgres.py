@@ -36,6 +36,7 @@ from pellucid.server.storage.postgres_modules import PostgresModuleTables
 from pellucid.server.storage.postgres_schema import MIGRATIONS
 from pellucid.server.storage.postgres_search import PostgresSearchTables
 from pellucid.server.storage.postgres_training import PostgresTrainingTables
+from pellucid.server.storage.postgres_workflows import PostgresWorkflowTables
 from pellucid.server.storage.rows import (
     TOKEN_USER_COLUMNS,
     app_from_row,
@@ -61,6 +62,7 @@ class PostgresMetadataStore(
     PostgresModuleTables,
     PostgresAlgorithmTables,
     PostgresTrainingTables,
+    PostgresWorkflowTables,
     MetadataStore,
 ):
     def __init__(self, uri: str) -> None:
