@@ -14,7 +14,14 @@ MODULES = [
 ]
 # Reads whose names say so less plainly (a prediction changes nothing), content-addressed uploads
 # (the same bytes give the same blob), and the runner stream (not a call that is retried).
-NATURALLY_IDEMPOTENT = {"DownloadInputs", "UploadBlob", "PostModelOutputs", "PostInputsSearches", "Connect"}
+NATURALLY_IDEMPOTENT = {
+    "DownloadInputs",
+    "UploadBlob",
+    "PostModelOutputs",
+    "PostWorkflowResults",
+    "PostInputsSearches",
+    "Connect",
+}
 # a predict of the owner's model, but an algorithm may have effects: the SDK never resends it
 NOT_RETRIED = {"CallAlgorithm"}
 

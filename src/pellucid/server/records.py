@@ -464,3 +464,42 @@ class EvaluationItem:
     truth: tuple[str, ...] = ()  # concept ids the input is labelled with (positives)
     predicted: tuple[ConceptValue, ...] = ()
     error: str = ""
+
+
+@dataclass(frozen=True)
+class WorkflowNodeRecord:
+    """One node of a workflow version: the model version it pins and the nodes that feed it."""
+
+    id: str
+    model_user_id: str
+    model_app_id: str
+    model_id: str
+    model_version_id: str
+    model_type_id: str = ""
+    params: dict[str, Any] = field(default_factory=dict)  # merged over the version's params
+    node_inputs: tuple[str, ...] = ()  # empty: the workflow's input
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    user_id: str
+    app_id: str
+    id: str
+    created_at: float
+    modified_at: float
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkflowVersionRecord:
+    user_id: str
+    app_id: str
+    workflow_id: str
+    id: str
+    created_at: float
+    nodes: tuple[WorkflowNodeRecord, ...] = ()
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # (node id, why) for each node whose pinned model version was deleted: the version is deprecated
+    deleted_pins: tuple[tuple[str, str], ...] = ()

@@ -32,6 +32,8 @@ from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.search import Search
 from pellucid.server.engine.training import Training
 from pellucid.server.engine.users import Users
+from pellucid.server.engine.workflow_runs import WorkflowRuns
+from pellucid.server.engine.workflows import Workflows
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
 from pellucid.server.storage.queue import WorkQueue
@@ -88,11 +90,15 @@ class Engine:
         self.indexer = Indexer(store, blobs, self.apps, self.models, self.vectors)
         self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
         self.search = Search(store, self.apps, self.models, self.vectors, UrlFetcher(allow_private=allow_private_urls))
+        # model evaluations over labelled datasets, run as jobs; server/runtime.py starts their workers
+        self.evaluations = Evaluations(store, blobs, self.datasets, self.models)
         self.algorithms = Algorithms(store, self.models, clock)
         # trains model versions in server jobs and registers its trainable types; runtime.py starts its workers
         self.training = Training(store, blobs, self.models, self.vectors, clock)
-        # model evaluations over labelled datasets, run as jobs; server/runtime.py starts their workers
-        self.evaluations = Evaluations(store, blobs, self.datasets, self.models)
+        self.workflows = Workflows(store, self.apps, self.models, clock)
+        self.workflow_runs = WorkflowRuns(self.workflows, self.models)
+        self.models.on_delete = self.workflows.model_deleted  # deprecates the workflow versions pinning it
+        self.indexer.workflows = self.search.workflows = self.workflow_runs  # a base_workflow naming a workflow
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""

@@ -1,7 +1,7 @@
 """The metadata store's interfaces, one per area, and `MetadataStore`, their composition.
 
 Engine modules depend on the area they use (`UserStore`, `AppStore`, `InputStore`,
-`ModelStore`, `RequestLogStore`, `SearchStore`, `EvaluationStore`); a backend (SQLite,
+`ModelStore`, `RequestLogStore`, `SearchStore`, `EvaluationStore`, ...); a backend (SQLite,
 PostgreSQL) implements them all in one class, opened by URI in `pellucid.server.storage.registry`. Each method is one
 transaction, unless it runs inside `unit_of_work()`: then it is one step (a savepoint) of
 the unit's transaction.
@@ -51,6 +51,8 @@ from pellucid.server.records import (
     TrainingJobRecord,
     TrainingState,
     UserRecord,
+    WorkflowRecord,
+    WorkflowVersionRecord,
 )
 
 
@@ -590,6 +592,48 @@ class TrainingStore(Transactional):
         """A trained clusterer's inputs and their clusters, in training order (or only `input_ids`)."""
 
 
+class WorkflowStore(Transactional):
+    """Workflows and their immutable versions, with the model versions each version pins."""
+
+    @abc.abstractmethod
+    def insert_workflow(self, workflow: WorkflowRecord, version: WorkflowVersionRecord) -> None:
+        """Store a workflow with its first version; Conflict if the app holds its id; LookupError if no app."""
+
+    @abc.abstractmethod
+    def insert_workflow_version(self, version: WorkflowVersionRecord) -> None:
+        """Conflict if the workflow holds its id; LookupError if the workflow does not exist."""
+
+    @abc.abstractmethod
+    def get_workflow(self, user_id: str, app_id: str, workflow_id: str) -> WorkflowRecord | None: ...
+
+    @abc.abstractmethod
+    def list_workflows(self, user_id: str, app_id: str, text: str, query: PageQuery) -> Page[WorkflowRecord]:
+        """The app's workflows in creation order; `text`: ids containing it (case-insensitive)."""
+
+    @abc.abstractmethod
+    def delete_workflow(self, user_id: str, app_id: str, workflow_id: str) -> bool:
+        """Delete a workflow and its versions; False if it did not exist."""
+
+    @abc.abstractmethod
+    def get_workflow_version(
+        self, user_id: str, app_id: str, workflow_id: str, version_id: str = ""
+    ) -> WorkflowVersionRecord | None:
+        """The version, or the latest one when `version_id` is empty."""
+
+    @abc.abstractmethod
+    def list_workflow_versions(
+        self, user_id: str, app_id: str, workflow_id: str, query: PageQuery
+    ) -> Page[WorkflowVersionRecord]:
+        """Oldest first; LookupError if the workflow does not exist."""
+
+    @abc.abstractmethod
+    def deprecate_workflow_pins(
+        self, user_id: str, app_id: str, model_id: str, model_version_id: str, reason: str
+    ) -> int:
+        """Record `reason` on every node (of any workflow version) pinning that model version
+        (every version of the model when `model_version_id` is empty) that has none yet; how many."""
+
+
 class EvaluationStore(Transactional):
     """Evaluations of models over labelled datasets (issue #11): jobs claimed by server workers
     with a lease, their per-input results, and the metrics computed at the end."""
@@ -645,6 +689,7 @@ class MetadataStore(
     ModuleStore,
     AlgorithmStore,
     TrainingStore,
+    WorkflowStore,
     EvaluationStore,
 ):
     """Metadata of every resource, every area in one backend. Safe to use from many threads."""

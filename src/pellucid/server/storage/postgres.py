@@ -37,6 +37,7 @@ from pellucid.server.storage.postgres_modules import PostgresModuleTables
 from pellucid.server.storage.postgres_schema import MIGRATIONS
 from pellucid.server.storage.postgres_search import PostgresSearchTables
 from pellucid.server.storage.postgres_training import PostgresTrainingTables
+from pellucid.server.storage.postgres_workflows import PostgresWorkflowTables
 from pellucid.server.storage.rows import (
     TOKEN_USER_COLUMNS,
     app_from_row,
@@ -62,6 +63,7 @@ class PostgresMetadataStore(
     PostgresModuleTables,
     PostgresAlgorithmTables,
     PostgresTrainingTables,
+    PostgresWorkflowTables,
     PostgresEvaluationTables,
     MetadataStore,
 ):

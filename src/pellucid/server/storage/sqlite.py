@@ -36,6 +36,7 @@ from pellucid.server.storage.sqlite_modules import ModuleTables
 from pellucid.server.storage.sqlite_schema import MIGRATIONS
 from pellucid.server.storage.sqlite_search import SEARCH_FUNCTIONS, SearchTables
 from pellucid.server.storage.sqlite_training import TrainingTables
+from pellucid.server.storage.sqlite_workflows import WorkflowTables
 
 T = TypeVar("T")
 
@@ -47,6 +48,7 @@ class SqliteMetadataStore(
     ModuleTables,
     AlgorithmTables,
     TrainingTables,
+    WorkflowTables,
     EvaluationTables,
     MetadataStore,
 ):
