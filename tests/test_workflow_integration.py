@@ -117,7 +117,7 @@ def shape(workflow: Workflow) -> list[tuple[Any, ...]]:
 
 
 def test_a_detector_then_the_built_in_crop_then_a_classifier_classifies_each_region_of_a_photo(
-    app: App, tmp_path: Path
+    app: App, alice: User, unique: str, tmp_path: Path
 ) -> None:
     config = write(
         tmp_path / "vision.yaml",
@@ -125,7 +125,9 @@ def test_a_detector_then_the_built_in_crop_then_a_classifier_classifies_each_reg
         node("detect", "detect"),
         node("crop", "crop", "detect", model_type_id="image-crop"),  # the built-in, created from the YAML
         node("classify", "brightness", "crop"),
-        node("sure", "sure", "classify", model_type_id="concept-thresholder", output_info={"params": {"threshold": 0.8}}),
+        node(
+            "sure", "sure", "classify", model_type_id="concept-thresholder", output_info={"params": {"threshold": 0.8}}
+        ),
     )
     workflow = app.create_workflow(config, display=False)
     photo = (SKIMAGE_DATA / "astronaut.png").read_bytes()
@@ -172,6 +174,26 @@ def test_a_detector_then_the_built_in_crop_then_a_classifier_classifies_each_reg
     for output in words.outputs[1:]:
         assert output.status.details.startswith(f"node {output.id!r} did not run: node 'detect' failed")
 
+    # exported, it is created again in another app: the operator models it names are created there
+    # with the same versions, the runner-served ones are found by the versions the export pins
+    exported = tmp_path / "exported.yaml"
+    workflow.export(str(exported))
+    pins = {
+        n["model"]["model_id"]: n["model"]["model_version_id"]
+        for n in yaml.safe_load(exported.read_text())["workflow"]["nodes"]
+    }
+    other = alice.create_app(f"wfi-other-{unique}", base_workflow="Empty")
+    for model_id, op in (("detect", "detect"), ("brightness", "classify")):
+        other.create_model(
+            model_id, [f"vision-{unique}"], input_fields=["image"], params={"op": op}, version_id=pins[model_id]
+        )
+    copy = other.create_workflow(str(exported), display=False)
+    assert shape(copy) == shape(workflow)
+    (result,) = copy.predict_by_bytes(photo, "image").results
+    assert [(r.id, r.data.concepts[0].id) for r in result.outputs[2].data.regions] == [
+        (name, label) for name, (label, _) in expected.items()
+    ]
+
 
 def _reviews() -> list[tuple[str, str]]:
     with REVIEWS.open(encoding="utf-8") as handle:
@@ -195,6 +217,18 @@ def test_text_embedder_then_a_trained_classifier_predicts_as_the_classifier_alon
     ]
     assert not app.inputs().upload_inputs(uploads, show_log=False).failed
     model = app.create_model("sentiment", model_type_id="embedding-classifier")
+    nodes = (node("embed", "text-embed", model_type_id="text-embedder"), node("classify", "sentiment", "embed"))
+    # a workflow pins only versions training made: not the one create_model made, nor a model never trained
+    with pytest.raises(
+        errors.FailedPrecondition, match=r"node 'classify': version '.*' of model 'sentiment' was not made"
+    ):
+        app.create_workflow(write(tmp_path / "early.yaml", "early", *nodes), display=False)
+    untrained = node("classify", "fresh", "embed", model_type_id="embedding-classifier")
+    with pytest.raises(
+        errors.FailedPrecondition, match=r"node 'classify': model 'fresh' does not exist, and .* training"
+    ):
+        app.create_workflow(write(tmp_path / "fresh.yaml", "fresh", nodes[0], untrained), display=False)
+    assert list(app.list_workflows()) == [] and [m.id for m in app.list_models()].count("fresh") == 0
     model.update_params(dataset_id="reviews", concepts=["positive", "negative"], validation_fraction=0.0)
     version_id = model.train()
     status = model.wait_for_training(version_id, timeout=120)
@@ -205,7 +239,9 @@ def test_text_embedder_then_a_trained_classifier_predicts_as_the_classifier_alon
         "reviews",
         node("embed", "text-embed", model_type_id="text-embedder"),
         node("classify", "sentiment", "embed"),  # the trained version is the latest: it is pinned
-        node("sure", "sure", "classify", model_type_id="concept-thresholder", output_info={"params": {"threshold": 0.6}}),
+        node(
+            "sure", "sure", "classify", model_type_id="concept-thresholder", output_info={"params": {"threshold": 0.6}}
+        ),
     )
     workflow = app.create_workflow(config, display=False)
     assert [n[2] for n in shape(workflow)][1] == version_id
@@ -228,7 +264,11 @@ def test_text_embedder_then_a_trained_classifier_predicts_as_the_classifier_alon
     workflow.export(str(exported))
     nodes = yaml.safe_load(exported.read_text())["workflow"]["nodes"]
     assert nodes[0]["model"]["model_type_id"] == "text-embedder"
-    assert nodes[1]["model"] == {"model_id": "sentiment", "model_version_id": version_id, "model_type_id": "embedding-classifier"}
+    assert nodes[1]["model"] == {
+        "model_id": "sentiment",
+        "model_version_id": version_id,
+        "model_type_id": "embedding-classifier",
+    }
     copy = app.create_workflow(str(exported), generate_new_id=True, display=False)
     assert shape(copy) == shape(workflow)
     again = copy.predict([v1.Input(data=v1.Data(text=v1.Text(raw=texts[1])))]).results[0].outputs[1]

@@ -3,7 +3,9 @@ versions, each pinning the model version of every node.
 
 Everything a workflow names is checked before anything is stored, and each error names the
 node at fault: node ids, node_inputs, cycles, the models (a missing one is created only when its
-model_type_id is a type the server runs itself), params, and whether each node can read what the
+model_type_id is a type the server runs itself, with the version id the node names if any, so an
+exported workflow can be created in another app; a trainable type is never created here, and its
+versions are pinned only if training made them), params, and whether each node can read what the
 nodes feeding it make. Deleting a pinned model version (or its model) records why on the
 versions that pin it; they are then deprecated and refuse to run (`Workflows.runnable`).
 """
@@ -29,6 +31,8 @@ from pellucid.server.engine.validation import MAX_DESCRIPTION_LENGTH, check_meta
 from pellucid.server.records import (
     AppRecord,
     ModelRecord,
+    ModelVersionRecord,
+    TrainingState,
     WorkflowNodeRecord,
     WorkflowRecord,
     WorkflowVersionRecord,
@@ -339,20 +343,25 @@ class Workflows:
                     reason="MODEL_NOT_FOUND",
                     field=f"{where}.id",
                 ) from None
-            if node.model_version_id:
-                raise NotFound(
-                    f"node {node.id!r}: model {node.model_id!r} does not exist, so its version "
-                    f"{node.model_version_id!r} cannot be pinned: leave model_version_id empty to create it",
-                    field=f"{where}.model_version.id",
+            if local.trainable:
+                raise FailedPrecondition(
+                    f"node {node.id!r}: model {node.model_id!r} does not exist, and a {local.type_id} gets its "
+                    f"versions from training: create it (App.create_model with model_type_id={local.type_id!r}), "
+                    "train it, then name it here",
+                    reason="MODEL_NOT_TRAINED",
+                    field=f"{where}.id",
                 ) from None
             checked = _node_params(local, params, node.id, where)
+            # an exported workflow names its versions: created elsewhere, the model gets the same ones
             creation = creating.get(node.model_id) or _ModelToCreate(
-                model_user, model_app, node.model_id, local, new_id(), checked
+                model_user, model_app, node.model_id, local, node.model_version_id or new_id(), checked
             )
-            if (creation.model_type.type_id, creation.params) != (local.type_id, checked):
+            if (creation.model_type.type_id, creation.params) != (local.type_id, checked) or (
+                node.model_version_id not in ("", creation.version_id)
+            ):
                 raise InvalidArgument(
-                    f"node {node.id!r}: model {node.model_id!r} is to be created twice, with different types or "
-                    "params: give each its own model id",
+                    f"node {node.id!r}: model {node.model_id!r} is to be created twice, with different types, "
+                    "params or versions: give each its own model id",
                     reason="CONFLICTING_MODELS",
                     field=f"{where}.id",
                 ) from None
@@ -377,11 +386,27 @@ class Workflows:
         model_local = self._models.local.get(model.model_type_id)
         if model_local is not None:
             params = _node_params(model_local, params, node.id, where)
+            if model_local.trainable:
+                self._check_trainable(model_local, model, version, node.id, f"{where}.model_version.id")
         reads, makes = declared_kinds(model, model_local)
         record = WorkflowNodeRecord(
             node.id, model.user_id, model.app_id, model.id, version.id, model.model_type_id, params, node.node_inputs
         )
         return record, reads, makes, None
+
+    def _check_trainable(
+        self, model_type: LocalModelType, model: ModelRecord, version: ModelVersionRecord, node_id: str, field: str
+    ) -> None:
+        """A trainable model's version is pinned only if training made it and did not fail: one that
+        is training will predict once trained, the others never can."""
+        job = self._store.get_training_job(model.user_id, model.app_id, model.id, version.id)
+        if job is None or job.state in (TrainingState.FAILED, TrainingState.NO_DATA):
+            raise FailedPrecondition(
+                f"node {node_id!r}: {model_type.check_version(model, version)}. Pin a version that training made "
+                "(model_version_id), or train the model and then create the workflow",
+                reason="MODEL_NOT_TRAINED",
+                field=field,
+            )
 
     def _create_models(self, principal: Principal, creations: Sequence[_ModelToCreate]) -> None:
         done: set[str] = set()
