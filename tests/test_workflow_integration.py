@@ -129,6 +129,12 @@ def test_a_detector_then_the_built_in_crop_then_a_classifier_classifies_each_reg
             "sure", "sure", "classify", model_type_id="concept-thresholder", output_info={"params": {"threshold": 0.8}}
         ),
     )
+    # without the crop the classifier would see the whole photo, not the boxes: refused, saying what to add
+    uncropped = write(
+        tmp_path / "uncropped.yaml", "uncropped", node("detect", "detect"), node("c", "brightness", "detect")
+    )
+    with pytest.raises(errors.InvalidArgument, match=r"node 'c' .* makes regions: .*put an image-crop node between"):
+        app.create_workflow(uncropped, display=False)
     workflow = app.create_workflow(config, display=False)
     photo = (SKIMAGE_DATA / "astronaut.png").read_bytes()
     pixels = rgb(photo)

@@ -105,10 +105,16 @@ def declared_kinds(model: ModelRecord, local: LocalModelType | None) -> tuple[tu
 
 def can_feed(makes: Sequence[str], reads: Sequence[str]) -> bool:
     """Whether a node that makes `makes` can feed one that reads `reads` (undeclared: yes).
-    Regions feed an image reader: it runs once per cropped region (after image-crop)."""
+    Cropped regions (regions and images, as image-crop makes) feed an image reader once per region;
+    regions without images (a detector's) do not: it would see the whole input, not the boxes."""
     if not makes or not reads:
         return True
-    return bool(set(makes) & set(reads)) or ("regions" in makes and "image" in reads)
+    return bool(set(makes) & set(reads))
+
+
+def per_region(makes: Sequence[str], reads: Sequence[str]) -> bool:
+    """Whether a node fed what `makes` describes runs once per cropped region (see can_feed)."""
+    return {"regions", "image"} <= set(makes) and "regions" not in reads and (not reads or "image" in reads)
 
 
 def topological_order(nodes: Sequence[WorkflowNodeRecord] | Sequence[NodeSpec]) -> list[str]:
@@ -291,14 +297,19 @@ class Workflows:
             reads, own_makes, model_id = kinds[node.id]
             for j, parent in enumerate(dict.fromkeys(node.node_inputs)):
                 _, makes, parent_model = kinds[parent]
-                if "regions" in makes and "regions" not in reads and (not reads or "image" in reads):
+                if per_region(makes, reads):
                     # it runs once per cropped region, so what it makes comes back as regions
                     kinds[node.id] = (reads, (*own_makes, "regions"), model_id)
                 if not can_feed(makes, reads):
+                    crop = (
+                        " (put an image-crop node between them to run it once per region)"
+                        if "regions" in makes and "image" in reads
+                        else ""
+                    )
                     raise InvalidArgument(
                         f"node {node.id!r} (model {model_id!r}) reads {', '.join(reads)}, but its input node "
                         f"{parent!r} (model {parent_model!r}) makes {', '.join(makes)}: feed it from a node "
-                        f"that makes {' or '.join(reads)}, or take the workflow's input (no node_inputs)",
+                        f"that makes {' or '.join(reads)}{crop}, or take the workflow's input (no node_inputs)",
                         reason="NODE_INPUT_KIND",
                         field=f"{where}.nodes[{i}].node_inputs[{j}]",
                     )
@@ -505,4 +516,4 @@ class Workflows:
         self._store.deprecate_workflow_pins(model.user_id, model.app_id, model.id, version_id, reason)
 
 
-__all__ = ["NodeSpec", "WorkflowSpec", "Workflows", "can_feed", "declared_kinds", "topological_order"]
+__all__ = ["NodeSpec", "WorkflowSpec", "Workflows", "can_feed", "declared_kinds", "per_region", "topological_order"]
