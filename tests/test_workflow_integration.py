@@ -265,6 +265,21 @@ def test_text_embedder_then_a_trained_classifier_predicts_as_the_classifier_alon
         assert all(abs(via_workflow[c] - directly[c]) < 1e-5 for c in directly)
         assert [c.id for c in sure.data.concepts] == [c for c, v in via_workflow.items() if v > 0.6]
 
+    # random-sample gates what comes after it: an input it leaves out reaches no node after it
+    gates = write(
+        tmp_path / "gates.yaml",
+        "gates",
+        node("none", "keep-none", model_type_id="random-sample", output_info={"params": {"keep_fraction": 0.0}}),
+        node("skipped", "sentiment", "none"),
+        node("all", "keep-all", model_type_id="random-sample", output_info={"params": {"keep_fraction": 1.0}}),
+        node("classified", "sentiment", "all"),
+    )
+    (gated,) = app.create_workflow(gates, display=False).predict_by_bytes(texts[0].encode(), "text").results
+    assert [o.status.code for o in gated.outputs] == [v1.Status.OK] * 4
+    assert not gated.outputs[0].HasField("data") or gated.outputs[0].data == v1.Data()
+    assert not gated.outputs[1].data.concepts  # the classifier did not run on what was left out
+    assert gated.outputs[3].data.concepts[0].id == "positive"
+
     # the export names the text-embedder by type and pins the trained version; it creates an equal workflow
     exported = tmp_path / "exported.yaml"
     workflow.export(str(exported))
