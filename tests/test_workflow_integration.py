@@ -249,6 +249,9 @@ def test_text_embedder_then_a_trained_classifier_predicts_as_the_classifier_alon
             "sure", "sure", "classify", model_type_id="concept-thresholder", output_info={"params": {"threshold": 0.6}}
         ),
     )
+    tuned = node("classify", "sentiment", "embed", output_info={"params": {"epochs": 3}})
+    with pytest.raises(errors.InvalidArgument, match=r"node 'classify': .* its params \(epochs\) are training params"):
+        app.create_workflow(write(tmp_path / "tuned.yaml", "tuned", nodes[0], tuned), display=False)
     workflow = app.create_workflow(config, display=False)
     assert [n[2] for n in shape(workflow)][1] == version_id
     texts = list(CLEAR)

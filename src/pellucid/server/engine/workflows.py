@@ -395,10 +395,18 @@ class Workflows:
                 field=f"{where}.model_type_id",
             )
         model_local = self._models.local.get(model.model_type_id)
-        if model_local is not None:
+        if model_local is not None and model_local.trainable:
+            if params:  # they would be ignored: a trained version predicts with what it was trained with
+                raise InvalidArgument(
+                    f"node {node.id!r}: model {model.id!r} is trained by the server, and its params "
+                    f"({', '.join(sorted(params))}) are training params: set them with Model.update_params before "
+                    "Model.train, and give the node none",
+                    reason="TRAINED_MODEL_PARAMS",
+                    field=f"{where}.model_version.output_info.params",
+                )
+            self._check_trainable(model_local, model, version, node.id, f"{where}.model_version.id")
+        elif model_local is not None:
             params = _node_params(model_local, params, node.id, where)
-            if model_local.trainable:
-                self._check_trainable(model_local, model, version, node.id, f"{where}.model_version.id")
         reads, makes = declared_kinds(model, model_local)
         record = WorkflowNodeRecord(
             node.id, model.user_id, model.app_id, model.id, version.id, model.model_type_id, params, node.node_inputs
