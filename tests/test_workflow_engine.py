@@ -101,7 +101,7 @@ class Halves(LocalModelType):
 
     type_id = "wf-halves"
     reads = ("image",)
-    makes = ("regions",)
+    makes = ("regions", "image")  # cropped regions, as image-crop makes: an image reader runs once per region
 
     def predict(
         self, model: ModelRecord, version: ModelVersionRecord, inputs: Sequence[PredictInput], params: dict[str, Any]

@@ -101,17 +101,32 @@ _THRESHOLD_PARAMS = (
 
 
 class ConceptThresholder(Operator):
+    """Also each region's concepts: after a node that ran once per cropped region, the concepts are
+    the regions' (every region is kept, with its box; region-thresholder drops those left empty)."""
+
     type_id = "concept-thresholder"
-    description = "keeps the concepts of its input whose values pass a threshold (per concept, with an operator)"
-    reads = ("concepts",)
-    makes = ("concepts",)
+    description = (
+        "keeps the concepts of its input, and of each of its regions, whose values pass a threshold "
+        "(per concept, with an operator)"
+    )
+    reads = ("concepts", "regions")
+    makes = ("concepts", "regions")
     params = _THRESHOLD_PARAMS
 
     def predict(
         self, model: ModelRecord, version: ModelVersionRecord, inputs: Sequence[PredictInput], params: dict[str, Any]
     ) -> list[PredictOutput]:
         thresholds = _Thresholds(version, self.settings(version, params))
-        return [PredictOutput(i.id, data=OutputData(concepts=thresholds.keep(i.concepts))) for i in inputs]
+        return [
+            PredictOutput(
+                given.id,
+                data=OutputData(
+                    concepts=thresholds.keep(given.concepts),
+                    regions=tuple(dataclasses.replace(r, concepts=thresholds.keep(r.concepts)) for r in given.regions),
+                ),
+            )
+            for given in inputs
+        ]
 
 
 class RegionThresholder(Operator):

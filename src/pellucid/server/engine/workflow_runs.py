@@ -5,7 +5,8 @@ Nodes without node_inputs take the workflow's input; the others take what their 
 the nodes feeding it are done, so independent nodes run at once, each through `Models.submit`
 (a runner, or in-process for local model types). Every node has one output per input with its
 own status; a failed node fails its descendants for that input only, naming the node that failed
-and why. After image-crop (regions carrying images), a node that reads images runs once per
+and why. A node whose input nodes all made nothing of an input (random-sample left it out, no
+concept passed a thresholder, image-crop had no regions) does not run on it: its output is empty. After image-crop (regions carrying images), a node that reads images runs once per
 region and its output holds one region per crop. One deadline covers the whole run: nodes not
 done by then fail with DEADLINE_EXCEEDED, the others keep their outputs.
 """
@@ -260,6 +261,9 @@ class WorkflowRuns:
                 job.outputs[i] = run.inherit(node.id, i, parent)
                 continue
             parents_made = [run.done[p][i] for p in dict.fromkeys(node.node_inputs)]
+            if parents_made and all(_made_nothing(made.data) for made in parents_made):
+                job.outputs[i] = PredictOutput(given.id)  # left out upstream (random-sample, nothing found)
+                continue
             items = _node_inputs(given, parents_made, reads, model.input_fields)
             if isinstance(items, tuple):  # one per cropped region
                 regions, per_region = items
@@ -375,6 +379,11 @@ class WorkflowRuns:
                     why = f"it did not finish within the workflow's deadline of {seconds:.1f} s"
                     outputs.append(run.fail(node, i, OutputCode.DEADLINE_EXCEEDED, why))
             run.done[node_id] = outputs
+
+
+def _made_nothing(data: OutputData) -> bool:
+    """Whether a node made nothing of an input (left it out): its descendants skip that input."""
+    return not any((data.concepts, data.text, data.metadata, data.extra, data.embeddings, data.regions, data.media))
 
 
 def _unreadable(model_id: str, input_fields: tuple[str, ...], given: PredictInput, item: PredictInput) -> str:

@@ -3,7 +3,9 @@ versions, each pinning the model version of every node.
 
 Everything a workflow names is checked before anything is stored, and each error names the
 node at fault: node ids, node_inputs, cycles, the models (a missing one is created only when its
-model_type_id is a type the server runs itself), params, and whether each node can read what the
+model_type_id is a type the server runs itself, with the version id the node names if any, so an
+exported workflow can be created in another app; a trainable type is never created here, and its
+versions are pinned only if training made them), params, and whether each node can read what the
 nodes feeding it make. Deleting a pinned model version (or its model) records why on the
 versions that pin it; they are then deprecated and refuse to run (`Workflows.runnable`).
 """
@@ -29,6 +31,8 @@ from pellucid.server.engine.validation import MAX_DESCRIPTION_LENGTH, check_meta
 from pellucid.server.records import (
     AppRecord,
     ModelRecord,
+    ModelVersionRecord,
+    TrainingState,
     WorkflowNodeRecord,
     WorkflowRecord,
     WorkflowVersionRecord,
@@ -101,10 +105,16 @@ def declared_kinds(model: ModelRecord, local: LocalModelType | None) -> tuple[tu
 
 def can_feed(makes: Sequence[str], reads: Sequence[str]) -> bool:
     """Whether a node that makes `makes` can feed one that reads `reads` (undeclared: yes).
-    Regions feed an image reader: it runs once per cropped region (after image-crop)."""
+    Cropped regions (regions and images, as image-crop makes) feed an image reader once per region;
+    regions without images (a detector's) do not: it would see the whole input, not the boxes."""
     if not makes or not reads:
         return True
-    return bool(set(makes) & set(reads)) or ("regions" in makes and "image" in reads)
+    return bool(set(makes) & set(reads))
+
+
+def per_region(makes: Sequence[str], reads: Sequence[str]) -> bool:
+    """Whether a node fed what `makes` describes runs once per cropped region (see can_feed)."""
+    return {"regions", "image"} <= set(makes) and "regions" not in reads and (not reads or "image" in reads)
 
 
 def topological_order(nodes: Sequence[WorkflowNodeRecord] | Sequence[NodeSpec]) -> list[str]:
@@ -287,14 +297,19 @@ class Workflows:
             reads, own_makes, model_id = kinds[node.id]
             for j, parent in enumerate(dict.fromkeys(node.node_inputs)):
                 _, makes, parent_model = kinds[parent]
-                if "regions" in makes and "regions" not in reads and (not reads or "image" in reads):
+                if per_region(makes, reads):
                     # it runs once per cropped region, so what it makes comes back as regions
                     kinds[node.id] = (reads, (*own_makes, "regions"), model_id)
                 if not can_feed(makes, reads):
+                    crop = (
+                        " (put an image-crop node between them to run it once per region)"
+                        if "regions" in makes and "image" in reads
+                        else ""
+                    )
                     raise InvalidArgument(
                         f"node {node.id!r} (model {model_id!r}) reads {', '.join(reads)}, but its input node "
                         f"{parent!r} (model {parent_model!r}) makes {', '.join(makes)}: feed it from a node "
-                        f"that makes {' or '.join(reads)}, or take the workflow's input (no node_inputs)",
+                        f"that makes {' or '.join(reads)}{crop}, or take the workflow's input (no node_inputs)",
                         reason="NODE_INPUT_KIND",
                         field=f"{where}.nodes[{i}].node_inputs[{j}]",
                     )
@@ -339,20 +354,25 @@ class Workflows:
                     reason="MODEL_NOT_FOUND",
                     field=f"{where}.id",
                 ) from None
-            if node.model_version_id:
-                raise NotFound(
-                    f"node {node.id!r}: model {node.model_id!r} does not exist, so its version "
-                    f"{node.model_version_id!r} cannot be pinned: leave model_version_id empty to create it",
-                    field=f"{where}.model_version.id",
+            if local.trainable:
+                raise FailedPrecondition(
+                    f"node {node.id!r}: model {node.model_id!r} does not exist, and a {local.type_id} gets its "
+                    f"versions from training: create it (App.create_model with model_type_id={local.type_id!r}), "
+                    "train it, then name it here",
+                    reason="MODEL_NOT_TRAINED",
+                    field=f"{where}.id",
                 ) from None
             checked = _node_params(local, params, node.id, where)
+            # an exported workflow names its versions: created elsewhere, the model gets the same ones
             creation = creating.get(node.model_id) or _ModelToCreate(
-                model_user, model_app, node.model_id, local, new_id(), checked
+                model_user, model_app, node.model_id, local, node.model_version_id or new_id(), checked
             )
-            if (creation.model_type.type_id, creation.params) != (local.type_id, checked):
+            if (creation.model_type.type_id, creation.params) != (local.type_id, checked) or (
+                node.model_version_id not in ("", creation.version_id)
+            ):
                 raise InvalidArgument(
-                    f"node {node.id!r}: model {node.model_id!r} is to be created twice, with different types or "
-                    "params: give each its own model id",
+                    f"node {node.id!r}: model {node.model_id!r} is to be created twice, with different types, "
+                    "params or versions: give each its own model id",
                     reason="CONFLICTING_MODELS",
                     field=f"{where}.id",
                 ) from None
@@ -375,13 +395,37 @@ class Workflows:
                 field=f"{where}.model_type_id",
             )
         model_local = self._models.local.get(model.model_type_id)
-        if model_local is not None:
+        if model_local is not None and model_local.trainable:
+            if params:  # they would be ignored: a trained version predicts with what it was trained with
+                raise InvalidArgument(
+                    f"node {node.id!r}: model {model.id!r} is trained by the server, and its params "
+                    f"({', '.join(sorted(params))}) are training params: set them with Model.update_params before "
+                    "Model.train, and give the node none",
+                    reason="TRAINED_MODEL_PARAMS",
+                    field=f"{where}.model_version.output_info.params",
+                )
+            self._check_trainable(model_local, model, version, node.id, f"{where}.model_version.id")
+        elif model_local is not None:
             params = _node_params(model_local, params, node.id, where)
         reads, makes = declared_kinds(model, model_local)
         record = WorkflowNodeRecord(
             node.id, model.user_id, model.app_id, model.id, version.id, model.model_type_id, params, node.node_inputs
         )
         return record, reads, makes, None
+
+    def _check_trainable(
+        self, model_type: LocalModelType, model: ModelRecord, version: ModelVersionRecord, node_id: str, field: str
+    ) -> None:
+        """A trainable model's version is pinned only if training made it and did not fail: one that
+        is training will predict once trained, the others never can."""
+        job = self._store.get_training_job(model.user_id, model.app_id, model.id, version.id)
+        if job is None or job.state in (TrainingState.FAILED, TrainingState.NO_DATA):
+            raise FailedPrecondition(
+                f"node {node_id!r}: {model_type.check_version(model, version)}. Pin a version that training made "
+                "(model_version_id), or train the model and then create the workflow",
+                reason="MODEL_NOT_TRAINED",
+                field=field,
+            )
 
     def _create_models(self, principal: Principal, creations: Sequence[_ModelToCreate]) -> None:
         done: set[str] = set()
@@ -480,4 +524,4 @@ class Workflows:
         self._store.deprecate_workflow_pins(model.user_id, model.app_id, model.id, version_id, reason)
 
 
-__all__ = ["NodeSpec", "WorkflowSpec", "Workflows", "can_feed", "declared_kinds", "topological_order"]
+__all__ = ["NodeSpec", "WorkflowSpec", "Workflows", "can_feed", "declared_kinds", "per_region", "topological_order"]
