@@ -10,6 +10,7 @@ from pellucid.server.grpc.context import principal
 from pellucid.server.grpc.convert import page_request
 from pellucid.server.grpc.idempotency import replayable
 from pellucid.server.grpc.translate.models import (
+    feature_spec_record,
     model_message,
     predict_request,
     predict_response,
@@ -53,6 +54,8 @@ class ModelServicer(v1.ModelServiceServicer):
             input_fields=tuple(m.input_fields),
             output_fields=tuple(m.output_fields),
             version=version_spec(request.version),
+            input_specs=tuple(feature_spec_record(s) for s in m.input_specs),
+            output_specs=tuple(feature_spec_record(s) for s in m.output_specs),
         )
         return model_message(model, version)
 

@@ -274,3 +274,7 @@ MIGRATIONS.append((8, ";\n".join(_ALGORITHM_TABLES)))
 
 MIGRATIONS.append((5, TRAINING_TABLES))
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 9 (SQLite's 15; deployments, issue #13): the features a model declares it reads and writes
+MIGRATIONS.append((9, "ALTER TABLE models ADD COLUMN feature_specs TEXT NOT NULL DEFAULT '{}'"))
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)

@@ -302,3 +302,7 @@ MIGRATIONS.append((14, ";\n".join(_ALGORITHM_TABLES)))
 
 MIGRATIONS.append((11, TRAINING_TABLES))
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 15 (deployments, issue #13): the features a model declares it reads and writes, as JSON
+MIGRATIONS.append((15, "ALTER TABLE models ADD COLUMN feature_specs TEXT NOT NULL DEFAULT '{}'"))
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)
