@@ -85,7 +85,9 @@ def _json_values(array: np.ndarray) -> list:
 
 def _input_tensor(given: Any, binary: bytes | None) -> NamedTensor:
     if not isinstance(given, dict) or not isinstance(given.get("name"), str):
-        raise InvalidArgument("each of `inputs` must be an object with a name, shape, datatype and data", field="inputs")
+        raise InvalidArgument(
+            "each of `inputs` must be an object with a name, shape, datatype and data", field="inputs"
+        )
     name = given["name"]
     shape = given.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
@@ -127,7 +129,9 @@ def parse_infer_body(body: bytes, header_length: str | None) -> tuple[dict, list
         except ValueError:
             length = -1
         if not 0 <= length <= len(body):
-            raise InvalidArgument(f"Inference-Header-Content-Length {header_length!r} does not fit a {len(body)}-byte body")
+            raise InvalidArgument(
+                f"Inference-Header-Content-Length {header_length!r} does not fit a {len(body)}-byte body"
+            )
         head, rest = body[:length], body[length:]
     else:
         head, rest = body, b""
@@ -253,8 +257,16 @@ def oip_routes(engine: Engine) -> list[Route]:
                 lambda: oip.submit(principal(request), name, version, tensors, wanted, INFER_DEADLINE_SECONDS)
             )
             loop = asyncio.get_running_loop()
-            done = loop.create_future()
-            pending.add_done_callback(lambda: loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None)))
+            done: asyncio.Future[None] = loop.create_future()
+
+            def finish() -> None:
+                if not done.done():
+                    done.set_result(None)
+
+            def wake() -> None:  # on the thread that finished the predict
+                loop.call_soon_threadsafe(finish)
+
+            pending.add_done_callback(wake)  # no thread waits for the runner meanwhile
             try:
                 await done
             except asyncio.CancelledError:
@@ -274,5 +286,4 @@ def oip_routes(engine: Engine) -> list[Route]:
     ]
 
 
-__all__ = ["oip_routes", "model_name", "parse_infer_body"]
-
+__all__ = ["model_name", "oip_routes", "parse_infer_body"]
