@@ -48,7 +48,7 @@ check-oldest-protobuf: $(OLDEST)/.installed
 	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider tests/test_protos.py tests/test_translate.py tests/test_oip.py tests/test_oip_http.py \
 		--deselect tests/test_protos.py::test_generated_code_is_up_to_date
 
-$(OLDEST)/.installed: pyproject.toml
+$(OLDEST)/.installed: pyproject.toml Makefile
 	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
 	$(OLDEST)/bin/python -m pip install --quiet -e . $(OLDEST_PINS) pillow httpx pytest pytest-timeout hypothesis
