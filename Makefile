@@ -51,7 +51,7 @@ check-oldest-protobuf: $(OLDEST)/.installed
 $(OLDEST)/.installed: pyproject.toml Makefile
 	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
-	$(OLDEST)/bin/python -m pip install --quiet -e . $(OLDEST_PINS) pillow httpx pytest pytest-timeout hypothesis
+	$(OLDEST)/bin/python -m pip install --quiet -e . $(OLDEST_PINS) pillow httpx uvicorn pytest pytest-timeout hypothesis
 	touch $@
 
 clean:
