@@ -259,3 +259,12 @@ def test_the_oip_module_loads_only_when_needed_and_outside_the_default_pool() ->
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_far_deadline_waits_for_a_bounded_time() -> None:
+    """tritonclient's calls arrive with a deadline years away: a wait that long overflows the
+    platform's timer (it answered INTERNAL before), so the wait for a runner is capped."""
+    from pellucid.server.grpc.models import MAX_RUNNER_WAIT, runner_wait
+
+    assert 0 < runner_wait(1e12) <= MAX_RUNNER_WAIT
+    assert threading.Event().wait(runner_wait(1e12) / 1e9) is False  # a wait the timer can take
