@@ -75,3 +75,32 @@ class ColourEmbedder(Runner):
         histogram = np.concatenate([np.bincount(pixels[:, c] // 64, minlength=4) for c in range(3)]).astype(np.float32)
         vector = histogram / np.linalg.norm(histogram)
         return v1.Output(data=v1.Data(embeddings=[v1.Embedding(vector=vector.tolist(), num_dimensions=len(vector))]))
+
+
+def tensor_math(values: dict) -> dict:
+    """What TensorMath computes, for the tests to compare with: x (float32) -> y = 2x + 1,
+    n (int64) -> total = its running sum along the last axis, s (byte strings) -> shout = each
+    upper-cased with "!" appended."""
+    import numpy as np
+
+    out = {}
+    if "x" in values:
+        out["y"] = (np.asarray(values["x"], dtype=np.float32) * 2 + 1).astype(np.float32)
+    if "n" in values:
+        out["total"] = np.cumsum(np.asarray(values["n"], dtype=np.int64), axis=-1)
+    if "s" in values:
+        strings = np.asarray(values["s"], dtype=object)
+        shout = np.empty(strings.shape, dtype=object)
+        shout.ravel()[:] = [bytes(b).upper() + b"!" for b in strings.ravel()]
+        out["shout"] = shout
+    return out
+
+
+class TensorMath(Runner):
+    """A model over named arrays (Open Inference Protocol tests and scripts/bench_oip.py): see tensor_math."""
+
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
+        from pellucid.client.runner import feature_values, features_from_values
+
+        outputs = tensor_math(feature_values(input.data.features))
+        return v1.Output(data=v1.Data(features=features_from_values(outputs)))

@@ -60,3 +60,35 @@ def test_every_list_call_pages_by_token_and_number() -> None:
                 fields = method.input_type.fields_by_name
                 assert {"page_size", "page_token", "page"} <= set(fields), method.name
                 assert "next_page_token" in method.output_type.fields_by_name, method.name
+
+
+def test_the_pins_start_where_the_generated_code_does() -> None:
+    """The generated code asks for the oldest protobuf and grpcio it runs on (scripts/gen_protos.py
+    lowers grpcio-tools' stamps); pyproject.toml's pins and `make check-oldest-protobuf` start
+    at exactly those, so what CI tests as the oldest is what users may install."""
+    import re
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {}
+    for requirement in dependencies:
+        found = re.fullmatch(r"(protobuf|grpcio|grpcio-health-checking|grpcio-reflection)>=([\d.]+),<\d+", requirement)
+        if found:
+            floors[found.group(1)] = found.group(2)
+    assert floors["grpcio-health-checking"] == floors["grpcio-reflection"] == floors["grpcio"]
+    makefile = (ROOT / "Makefile").read_text()
+    oldest = dict(re.findall(r"([\w-]+)==([\d.]+)", re.search(r"OLDEST_PINS := (.*)", makefile).group(1)))  # type: ignore[union-attr]
+    assert oldest == floors
+    generated = sorted((ROOT / "src" / "pellucid" / "api").glob("*/*_pb2*.py"))
+    assert any(p.parent.name == "oip" for p in generated)
+    for path in generated:
+        code = path.read_text()
+        if path.name.endswith("_pb2_grpc.py"):
+            assert f"GRPC_GENERATED_VERSION = '{floors['grpcio']}'" in code, path
+        else:
+            stamp = re.search(r"Domain\.PUBLIC,\s*(\d+),\s*(\d+),\s*(\d+),", code)
+            assert stamp is not None and ".".join(stamp.groups()) == floors["protobuf"], path

@@ -523,6 +523,7 @@ def test_users_tokens_models_runners_and_dataset_versions_round_trip(metadata_ur
         ConceptValue,
         DatasetRecord,
         DatasetVersionRecord,
+        FeatureSpec,
         ModelRecord,
         ModelVersionRecord,
         OutputConfig,
@@ -565,7 +566,19 @@ def test_users_tokens_models_runners_and_dataset_versions_round_trip(metadata_ur
         item_timeout_seconds=7,
     )
     model = ModelRecord(
-        user_id="u", app_id="app", id="m", created_at=1, modified_at=1, name="Model", input_fields=("image",)
+        user_id="u",
+        app_id="app",
+        id="m",
+        created_at=1,
+        modified_at=1,
+        name="Model",
+        input_fields=("image",),
+        input_specs=(
+            FeatureSpec("Size", "numeric"),
+            FeatureSpec("Picture", "image", width=28, height=28, channels=1, required=False),
+            FeatureSpec("Grid", "array", dtype="float32", shape=(-1, 3)),
+        ),
+        output_specs=(FeatureSpec("Kind", "categorical", categories=("cat", "dog")),),
     )
     store.insert_model(model, version)
     with pytest.raises(Conflict):
@@ -578,6 +591,7 @@ def test_users_tokens_models_runners_and_dataset_versions_round_trip(metadata_ur
     assert [m.id for m in store.list_models("u", "app", "MOD", PageQuery(limit=5)).items] == ["m"]
     model_now = store.get_model("u", "app", "m")
     assert model_now is not None and model_now.modified_at == 2 and model_now.input_fields == ("image",)
+    assert model_now.input_specs == model.input_specs and model_now.output_specs == model.output_specs
     assert store.delete_model_version("u", "app", "m", "v2") and not store.delete_model_version("u", "app", "m", "v2")
 
     store.insert_runner(RunnerRecord(user_id="u", id="r1", created_at=1, labels=("gpu", "eu")))

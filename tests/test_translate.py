@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+from PIL import Image
+
 from pellucid.api import v1
-from pellucid.server.engine.predict import Media, OutputCode
-from pellucid.server.grpc.translate.models import input_message, output_message, output_record, predict_input
+from pellucid.client.features import feature_spec_protos, image_bytes
+from pellucid.client.runner import feature_values, features_from_values, ndarray_from_numpy, ndarray_to_numpy
+from pellucid.errors import UserError
+from pellucid.server.engine.predict import Media, OutputCode, Tensor
+from pellucid.server.grpc.translate.models import (
+    feature_spec_message,
+    feature_spec_record,
+    input_message,
+    output_message,
+    output_record,
+    predict_input,
+)
 
 
 def test_inputs_round_trip_through_the_engine_types() -> None:
@@ -71,3 +85,64 @@ def test_media_an_output_passes_on_reach_the_engine() -> None:
     record = output_record(output)
     assert record.data.media == (Media("image", b"png", "", "image/png"),) and not record.data.extra
     assert output_message(record) == output
+
+
+PNG = image_bytes(Image.new("L", (2, 2), 7))
+
+
+def _feature_row() -> list[v1.Feature]:
+    return [
+        v1.Feature(name="Size", array=ndarray_from_numpy(np.float64(0.26))),
+        v1.Feature(name="Type", concepts=[v1.Concept(id="animal", value=1.0)]),
+        v1.Feature(name="Sound", text=v1.Text(raw="Miaow")),
+        v1.Feature(name="Picture", image=v1.Image(base64=PNG, mime="image/png")),
+        v1.Feature(name="Grid", array=ndarray_from_numpy(np.arange(6, dtype=np.int64).reshape(2, 3))),
+        v1.Feature(name="Words", array=ndarray_from_numpy(np.array(["a", "bé"], dtype=object))),
+    ]
+
+
+def test_features_round_trip_through_the_engine_types() -> None:
+    """Named features (a deployment's row) reach the engine as Tensors, texts, media and
+    concepts, and come back to the same protos, in inputs and in outputs."""
+    message = v1.Input(id="x", data=v1.Data(features=_feature_row()))
+    given = predict_input(message)
+    assert [f.name for f in given.features] == ["Size", "Type", "Sound", "Picture", "Grid", "Words"]
+    size, kind, sound, picture, grid, words = given.features
+    assert size.tensor == Tensor("float64", (), np.float64(0.26).tobytes()) and size.tensor.to_numpy() == 0.26
+    assert [c.id for c in kind.concepts] == ["animal"] and sound.text == "Miaow" and sound.tensor is None
+    assert picture.media == Media("image", PNG, "", "image/png")
+    assert grid.tensor is not None and grid.tensor.to_numpy().tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert words.tensor is not None and words.tensor.to_numpy().tolist() == [b"a", "bé".encode()]
+    assert given.extra == b""  # nothing rides along: the engine models every part
+    assert input_message(given) == message
+    output = v1.Output(input=v1.Input(id="x"), data=v1.Data(features=_feature_row()))
+    record = output_record(output)
+    assert record.data.features == given.features and record.data.extra == b""
+    assert output_message(record) == output
+
+
+def test_feature_specs_round_trip_and_runner_helpers_convert_to_numpy() -> None:
+    specs = feature_spec_protos(
+        [
+            {"name": "Size", "type": "numeric"},
+            {"name": "Type", "type": "categorical", "categories": ["animal", "plant"], "required": False},
+            v1.FeatureSpec(name="Picture", type="image", width=28, height=28, channels=1, required=True),
+            {"name": "Grid", "type": "array", "dtype": "float32", "shape": [-1, 3]},
+        ]
+    )
+    assert [feature_spec_message(feature_spec_record(s)) for s in specs] == specs
+    assert feature_spec_record(specs[0]).required and not feature_spec_record(specs[1]).required
+    assert feature_spec_record(specs[3]).shape == (-1, 3)
+    with pytest.raises(UserError, match="unknown keys"):
+        feature_spec_protos([{"name": "x", "kind": "numeric"}])
+    values = feature_values(_feature_row())
+    assert values["Size"] == 0.26 and values["Sound"] == "Miaow" and values["Type"] == {"animal": 1.0}
+    assert values["Picture"].size == (2, 2) and values["Picture"].getpixel((0, 0)) == 7
+    assert values["Grid"].dtype == np.int64 and values["Grid"].shape == (2, 3)
+    assert feature_values(features_from_values({"Grid": values["Grid"], "Size": 0.26}))["Grid"].tolist() == [
+        [0, 1, 2],
+        [3, 4, 5],
+    ]
+    bad = v1.NDArray(dtype="float32", shape=[2, 2], data=b"\0" * 12)
+    with pytest.raises(ValueError, match=r"needs 16 bytes, the data holds 12"):
+        ndarray_to_numpy(bad)

@@ -15,6 +15,7 @@ from pellucid.api import v1
 from pellucid.client import _protos
 from pellucid.client.base import BaseClient
 from pellucid.client.dataset import Dataset
+from pellucid.client.features import feature_spec_protos
 from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
 from pellucid.client.model import Model, version_proto
@@ -238,12 +239,22 @@ class App(Lister, BaseClient):
         instead of raising AlreadyExists.
 
         kwargs: name, description, model_type_id, input_fields (e.g. ["image"]), output_fields,
+        input_specs and output_specs (the named features it reads and writes, which deployments
+        check rows against: v1.FeatureSpec or dicts such as {"name": "Size", "type": "numeric"}),
         and the version's fields: params (default inference params), concepts, output_config,
         item_timeout_seconds, version_id, version_description.
         """
         model_fields = {
             k: kwargs.pop(k)
-            for k in ("name", "description", "model_type_id", "input_fields", "output_fields")
+            for k in (
+                "name",
+                "description",
+                "model_type_id",
+                "input_fields",
+                "output_fields",
+                "input_specs",
+                "output_specs",
+            )
             if k in kwargs
         }
         version_kwargs = {"runner_labels": runner_labels or []}
@@ -259,6 +270,8 @@ class App(Lister, BaseClient):
             model_type_id=model_fields.get("model_type_id", ""),
             input_fields=list(model_fields.get("input_fields", [])),
             output_fields=list(model_fields.get("output_fields", [])),
+            input_specs=feature_spec_protos(model_fields.get("input_specs", [])),
+            output_specs=feature_spec_protos(model_fields.get("output_specs", [])),
         )
         try:
             created = self._call(

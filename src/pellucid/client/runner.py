@@ -34,6 +34,14 @@ from pellucid.api import v1
 from pellucid.client._transport import get_connection
 from pellucid.client.algo import decode_data, encode_input, serving_call
 from pellucid.client.base import BaseClient
+from pellucid.client.features import (  # noqa: F401 - the helpers a runner serving features uses
+    feature_from_value,
+    feature_value,
+    feature_values,
+    features_from_values,
+    ndarray_from_numpy,
+    ndarray_to_numpy,
+)
 from pellucid.errors import ApiError, UserError, from_rpc_error
 
 log = logging.getLogger("pellucid.runner")

@@ -257,6 +257,25 @@ class ModelVersionRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+FEATURE_TYPES = ("numeric", "categorical", "text", "image", "array")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A feature a model reads or writes, by name; deployments check rows against these.
+    Image sizes and channels of 0 mean any; an array axis of -1 takes any size."""
+
+    name: str
+    type: str  # one of FEATURE_TYPES
+    categories: tuple[str, ...] = ()
+    width: int = 0
+    height: int = 0
+    channels: int = 0
+    dtype: str = ""
+    shape: tuple[int, ...] = ()
+    required: bool = True
+
+
 @dataclass(frozen=True)
 class ModelRecord:
     user_id: str
@@ -269,6 +288,8 @@ class ModelRecord:
     model_type_id: str = ""
     input_fields: tuple[str, ...] = ()
     output_fields: tuple[str, ...] = ()
+    input_specs: tuple[FeatureSpec, ...] = ()
+    output_specs: tuple[FeatureSpec, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -363,6 +363,7 @@ class Data(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     STDOUT_FIELD_NUMBER: _builtins.int
     STACK_TRACE_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
     json: _builtins.str
     """Algorithm calls (algorithm.proto) carry their input and result here. `content_type` says
     which field holds it: "text" (in `text.raw`), "json" (a JSON document in `json`, as its
@@ -395,6 +396,10 @@ class Data(_message.Message):
     def embeddings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Embedding]:
         """Vectors a model computed for this data (an embedding model's output)."""
 
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___Feature]:
+        """Named features (a deployment's row): numbers, categories, texts, images and arrays."""
+
     def __init__(
         self,
         *,
@@ -412,14 +417,87 @@ class Data(_message.Message):
         content_type: _builtins.str = ...,
         stdout: _builtins.str = ...,
         stack_trace: _builtins.str = ...,
+        features: _abc.Iterable[Global___Feature] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "geo", b"geo", "image", b"image", "metadata", b"metadata", "text", b"text", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "concepts", b"concepts", "content_type", b"content_type", "embeddings", b"embeddings", "geo", b"geo", "image", b"image", "json", b"json", "metadata", b"metadata", "raw", b"raw", "regions", b"regions", "stack_trace", b"stack_trace", "stdout", b"stdout", "text", b"text", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "concepts", b"concepts", "content_type", b"content_type", "embeddings", b"embeddings", "features", b"features", "geo", b"geo", "image", b"image", "json", b"json", "metadata", b"metadata", "raw", b"raw", "regions", b"regions", "stack_trace", b"stack_trace", "stdout", b"stdout", "text", b"text", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Data: _TypeAlias = Data  # noqa: Y015
+
+@_typing.final
+class NDArray(_message.Message):
+    """An n-dimensional array: `dtype` is a numpy dtype name ("float32", "int64", "bool", ...; "bytes"
+    for a tensor of byte strings), `shape` its dimensions (empty: a scalar, such as a number),
+    `data` the elements row-major, little-endian; with dtype "bytes" each element is a uint32
+    little-endian length and then that many bytes (as the Open Inference Protocol's raw contents).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DTYPE_FIELD_NUMBER: _builtins.int
+    SHAPE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    dtype: _builtins.str
+    data: _builtins.bytes
+    @_builtins.property
+    def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        dtype: _builtins.str = ...,
+        shape: _abc.Iterable[_builtins.int] | None = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "dtype", b"dtype", "shape", b"shape"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NDArray: _TypeAlias = NDArray  # noqa: Y015
+
+@_typing.final
+class Feature(_message.Message):
+    """One named feature of a row (a deployment's input or output): a number or array (`array`),
+    a text, an image, or categories (`concepts`: the chosen one with value 1 in an input, each
+    category's probability in an output).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ARRAY_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def array(self) -> Global___NDArray: ...
+    @_builtins.property
+    def text(self) -> Global___Text: ...
+    @_builtins.property
+    def image(self) -> Global___Image: ...
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedCompositeFieldContainer[_concept_pb2.Concept]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        array: Global___NDArray | None = ...,
+        text: Global___Text | None = ...,
+        image: Global___Image | None = ...,
+        concepts: _abc.Iterable[_concept_pb2.Concept] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["array", b"array", "image", b"image", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["array", b"array", "concepts", b"concepts", "image", b"image", "name", b"name", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Feature: _TypeAlias = Feature  # noqa: Y015
 
 @_typing.final
 class Embedding(_message.Message):

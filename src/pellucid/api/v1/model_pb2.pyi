@@ -141,6 +141,56 @@ class ModelVersion(_message.Message):
 Global___ModelVersion: _TypeAlias = ModelVersion  # noqa: Y015
 
 @_typing.final
+class FeatureSpec(_message.Message):
+    """A feature a model reads or writes (deployments check rows against these): `type` is one of
+    "numeric", "categorical" (with its `categories`), "text", "image" (with its width, height and
+    channels; 0 = any) or "array" (with its dtype and shape; -1 = any size on that axis).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    DTYPE_FIELD_NUMBER: _builtins.int
+    SHAPE_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    type: _builtins.str
+    width: _builtins.int
+    height: _builtins.int
+    channels: _builtins.int
+    dtype: _builtins.str
+    required: _builtins.bool
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        categories: _abc.Iterable[_builtins.str] | None = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        channels: _builtins.int = ...,
+        dtype: _builtins.str = ...,
+        shape: _abc.Iterable[_builtins.int] | None = ...,
+        required: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "channels", b"channels", "dtype", b"dtype", "height", b"height", "name", b"name", "required", b"required", "shape", b"shape", "type", b"type", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureSpec: _TypeAlias = FeatureSpec  # noqa: Y015
+
+@_typing.final
 class Model(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -155,6 +205,8 @@ class Model(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     MODIFIED_AT_FIELD_NUMBER: _builtins.int
+    INPUT_SPECS_FIELD_NUMBER: _builtins.int
+    OUTPUT_SPECS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     app_id: _builtins.str
     user_id: _builtins.str
@@ -175,6 +227,12 @@ class Model(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def modified_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def input_specs(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureSpec]:
+        """The features it reads and writes, by name (a deployment's defaults)."""
+
+    @_builtins.property
+    def output_specs(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureSpec]: ...
     def __init__(
         self,
         *,
@@ -189,10 +247,12 @@ class Model(_message.Message):
         model_version: Global___ModelVersion | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         modified_at: _timestamp_pb2.Timestamp | None = ...,
+        input_specs: _abc.Iterable[Global___FeatureSpec] | None = ...,
+        output_specs: _abc.Iterable[Global___FeatureSpec] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "model_version", b"model_version", "modified_at", b"modified_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "created_at", b"created_at", "description", b"description", "id", b"id", "input_fields", b"input_fields", "model_type_id", b"model_type_id", "model_version", b"model_version", "modified_at", b"modified_at", "name", b"name", "output_fields", b"output_fields", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "created_at", b"created_at", "description", b"description", "id", b"id", "input_fields", b"input_fields", "input_specs", b"input_specs", "model_type_id", b"model_type_id", "model_version", b"model_version", "modified_at", b"modified_at", "name", b"name", "output_fields", b"output_fields", "output_specs", b"output_specs", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

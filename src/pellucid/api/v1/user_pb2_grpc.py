@@ -5,7 +5,7 @@ import warnings
 
 from pellucid.api.v1 import user_pb2 as pellucid_dot_api_dot_v1_dot_user__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

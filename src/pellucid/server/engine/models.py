@@ -13,6 +13,7 @@ from typing import Any
 from pellucid.server.engine.access import Principal
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from pellucid.server.engine.features import check_feature_specs
 from pellucid.server.engine.ids import new_id, validate_id
 from pellucid.server.engine.local_models import LocalModels, LocalPredict
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
@@ -36,6 +37,7 @@ from pellucid.server.engine.validation import (
 )
 from pellucid.server.records import (
     ConceptValue,
+    FeatureSpec,
     ModelRecord,
     ModelVersionRecord,
     OutputConfig,
@@ -127,6 +129,8 @@ class Models:
         input_fields: tuple[str, ...] = (),
         output_fields: tuple[str, ...] = (),
         version: VersionSpec = VersionSpec(),
+        input_specs: tuple[FeatureSpec, ...] = (),
+        output_specs: tuple[FeatureSpec, ...] = (),
     ) -> tuple[ModelRecord, ModelVersionRecord]:
         app = self._apps.get(principal, user_id, app_id)
         validate_id(model_id, "model_id")
@@ -150,6 +154,8 @@ class Models:
             model_type_id=model_type_id,
             input_fields=tuple(input_fields),
             output_fields=tuple(output_fields),
+            input_specs=check_feature_specs(input_specs, "input_specs"),
+            output_specs=check_feature_specs(output_specs, "output_specs"),
         )
         first = self._checked_params(model_type_id, self._version(app.user_id, app.id, model_id, version))
         try:
@@ -311,8 +317,8 @@ class PendingPredict:
 def _check_predict_input(model: ModelRecord, given: PredictInput, field: str) -> None:
     """Refuse, before any runner sees it, an input the model says it cannot read (no input_fields: any)."""
     check_metadata(given.metadata or {}, f"{field}.data.metadata")
-    if not model.input_fields:
-        return
+    if not model.input_fields or (given.features and not given.fields):
+        return  # named features (a deployment's row) are checked against the model's specs
     accepted = ", ".join(model.input_fields)
     if not given.fields:
         raise InvalidArgument(

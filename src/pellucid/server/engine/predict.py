@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pellucid import tensors
 from pellucid.server.records import ConceptValue, ModelVersionRecord, OutputConfig
+from pellucid.tensors import BYTES_DTYPE, pack_bytes, shape_size, unpack_bytes
 
 INPUT_FIELDS = ("image", "video", "audio", "text")
 
@@ -50,6 +52,44 @@ class Media:
 
 
 @dataclass(frozen=True)
+class Tensor:
+    """An n-dimensional array as it travels: a numpy dtype name ("float32", "int64", "bool", ...;
+    "bytes" for byte strings), its shape, and its elements row-major little-endian (each
+    "bytes" element as a uint32 little-endian length, then its bytes: the OIP's raw contents).
+    pellucid.tensors holds the encoding, shared with the clients."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        """How many elements its shape holds."""
+        return shape_size(self.shape)
+
+    @classmethod
+    def from_numpy(cls, array: Any) -> Tensor:
+        """The tensor of a numpy array (or anything np.asarray takes)."""
+        return cls(*tensors.from_numpy(array))
+
+    def to_numpy(self) -> Any:
+        """The numpy array it holds; ValueError when its data does not fill its shape."""
+        return tensors.to_numpy(self.dtype, self.shape, self.data)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One named feature of a row (a deployment's input or output): a number or array
+    (`tensor`; a number is a 0-d tensor), a text, an image (`media`), or categories."""
+
+    name: str
+    tensor: Tensor | None = None
+    text: str | None = None
+    media: Media | None = None
+    concepts: tuple[ConceptValue, ...] = ()
+
+
+@dataclass(frozen=True)
 class OutputRegion:
     """A region a model found or kept: its box (top, left, bottom, right as fractions of the
     image), its concepts, and what a node made of it (image-crop: the cropped image)."""
@@ -76,6 +116,8 @@ class PredictInput:
     # concepts and regions given as the input (a workflow node fed by a classifier or detector)
     concepts: tuple[ConceptValue, ...] = ()
     regions: tuple[OutputRegion, ...] = ()
+    # named features (a deployment's row)
+    features: tuple[Feature, ...] = ()
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -137,6 +179,8 @@ class OutputData:
     regions: tuple[OutputRegion, ...] = ()
     # images, video or audio an output passes on (random-sample: the input it kept)
     media: tuple[Media, ...] = ()
+    # named features (a deployment's output row)
+    features: tuple[Feature, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,7 +228,9 @@ def apply_output_config(outputs: Sequence[PredictOutput], config: OutputConfig) 
 
 
 __all__ = [
+    "BYTES_DTYPE",
     "INPUT_FIELDS",
+    "Feature",
     "Media",
     "OutputCode",
     "OutputData",
@@ -194,6 +240,9 @@ __all__ = [
     "PredictRequest",
     "PredictResult",
     "RunnerWork",
+    "Tensor",
     "WorkCodec",
     "apply_output_config",
+    "pack_bytes",
+    "unpack_bytes",
 ]

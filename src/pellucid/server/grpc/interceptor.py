@@ -27,6 +27,9 @@ log = logging.getLogger("pellucid.server")
 UNAUTHENTICATED_PREFIXES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
+    # the Open Inference Protocol's liveness and readiness probes (grpc/oip.py)
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
 )
 MAX_CLIENT_REQUEST_ID = 128
 

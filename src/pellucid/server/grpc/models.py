@@ -10,6 +10,7 @@ from pellucid.server.grpc.context import principal
 from pellucid.server.grpc.convert import page_request
 from pellucid.server.grpc.idempotency import replayable
 from pellucid.server.grpc.translate.models import (
+    feature_spec_record,
     model_message,
     predict_request,
     predict_response,
@@ -25,12 +26,15 @@ from pellucid.server.grpc.translate.models import (
 ANSWER_MARGIN = 0.25
 TIMEOUT_ROUNDING = 0.01
 NO_DEADLINE_WAIT = 60.0
+# grpc reports a far deadline (some clients send one of years) as seconds that no wait can take
+MAX_RUNNER_WAIT = 24 * 3600.0
 
 
 def runner_wait(remaining: float | None) -> float:
     """How long a predict may wait for its runner when the caller has `remaining` seconds left."""
     if remaining is None:
         return NO_DEADLINE_WAIT
+    remaining = min(remaining, MAX_RUNNER_WAIT)
     margin = min(ANSWER_MARGIN + TIMEOUT_ROUNDING * remaining, remaining / 8)
     return max(remaining - margin, 0.0)
 
@@ -53,6 +57,8 @@ class ModelServicer(v1.ModelServiceServicer):
             input_fields=tuple(m.input_fields),
             output_fields=tuple(m.output_fields),
             version=version_spec(request.version),
+            input_specs=tuple(feature_spec_record(s) for s in m.input_specs),
+            output_specs=tuple(feature_spec_record(s) for s in m.output_specs),
         )
         return model_message(model, version)
 

@@ -31,6 +31,20 @@ from pellucid.server.grpc.workflows import WorkflowServicer
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+
+def _add_oip(servicer: Any, server: grpc.Server) -> None:
+    """The Open Inference Protocol's service, imported only when a server is built (grpc/oip.py)."""
+    from pellucid.server.grpc import oip
+
+    oip.add_to_server(servicer, server)
+
+
+def _oip_servicer(engine: Engine) -> Any:
+    from pellucid.server.grpc import oip
+
+    return oip.InferenceServicer(engine)
+
+
 SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any], str]] = [
     (v1.add_UserServiceServicer_to_server, UserServicer, "UserService"),
     (v1.add_AppServiceServicer_to_server, AppServicer, "AppService"),
@@ -45,6 +59,7 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
     (v1.add_TrainingServiceServicer_to_server, TrainingServicer, "TrainingService"),
     (v1.add_WorkflowServiceServicer_to_server, WorkflowServicer, "WorkflowService"),
     (v1.add_EvaluationServiceServicer_to_server, EvaluationServicer, "EvaluationService"),
+    (_add_oip, _oip_servicer, "inference.GRPCInferenceService"),  # a full name: not pellucid.api.v1
 ]
 
 
@@ -86,7 +101,7 @@ def build_server(
     names = []
     for add, servicer, name in SERVICES:
         add(servicer(engine), server)
-        names.append(f"pellucid.api.v1.{name}")
+        names.append(name if "." in name else f"pellucid.api.v1.{name}")
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *names]:

@@ -42,6 +42,7 @@ from pellucid.server.storage.rows import (
     TOKEN_USER_COLUMNS,
     app_from_row,
     concept_from_row,
+    feature_specs_json,
     model_from_row,
     model_version_from_row,
     output_info_json,
@@ -363,8 +364,8 @@ class PostgresMetadataStore(
     def insert_model(self, model: ModelRecord, version: ModelVersionRecord) -> None:
         with self._write() as conn:
             row = conn.execute(
-                "INSERT INTO models (app_seq, id, name, description, model_type_id, input_fields, output_fields,"
-                " created_at, modified_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+                "INSERT INTO models (app_seq, id, name, description, model_type_id, input_fields, output_fields, feature_specs,"
+                " created_at, modified_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
                 (
                     self._app_seq(conn, model.user_id, model.app_id),
                     model.id,
@@ -373,6 +374,7 @@ class PostgresMetadataStore(
                     model.model_type_id,
                     json.dumps(model.input_fields),
                     json.dumps(model.output_fields),
+                    feature_specs_json(model),
                     model.created_at,
                     model.modified_at,
                 ),
@@ -400,7 +402,7 @@ class PostgresMetadataStore(
     _MODEL_SELECT = (
         "SELECT m.seq AS seq, a.user_id AS user_id, a.id AS app_id, m.id AS id, m.name AS name,"
         " m.description AS description, m.model_type_id AS model_type_id, m.input_fields AS input_fields,"
-        " m.output_fields AS output_fields, m.created_at AS created_at, m.modified_at AS modified_at"
+        " m.output_fields AS output_fields, m.feature_specs AS feature_specs, m.created_at AS created_at, m.modified_at AS modified_at"
         " FROM models m JOIN apps a ON a.seq = m.app_seq WHERE a.user_id = %s AND a.id = %s"
     )
 

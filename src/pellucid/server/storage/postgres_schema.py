@@ -316,3 +316,7 @@ MIGRATIONS.append(
 
 # 6 (issue #11; SQLite's 12): evaluations and their per-input results (postgres_evaluations.py holds the script)
 MIGRATIONS.append((6, EVALUATIONS_MIGRATION))
+
+# 9 (SQLite's 15; deployments, issue #13): the features a model declares it reads and writes
+MIGRATIONS.append((9, "ALTER TABLE models ADD COLUMN feature_specs TEXT NOT NULL DEFAULT '{}'"))
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)

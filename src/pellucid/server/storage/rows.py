@@ -18,6 +18,7 @@ from pellucid.server.records import (
     DatasetRecord,
     DatasetStats,
     DatasetVersionRecord,
+    FeatureSpec,
     IndexState,
     InputRecord,
     ModelRecord,
@@ -42,7 +43,55 @@ def model_from_row(row: Any) -> ModelRecord:
         model_type_id=row["model_type_id"],
         input_fields=tuple(json.loads(row["input_fields"])),
         output_fields=tuple(json.loads(row["output_fields"])),
+        **feature_specs_from_json(row["feature_specs"]),
     )
+
+
+def feature_specs_json(model: ModelRecord) -> str:
+    """A model's declared input and output features, as one JSON column."""
+    return json.dumps(
+        {
+            "in": [_spec_dict(spec) for spec in model.input_specs],
+            "out": [_spec_dict(spec) for spec in model.output_specs],
+        }
+    )
+
+
+def _spec_dict(spec: FeatureSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "type": spec.type,
+        "categories": list(spec.categories),
+        "width": spec.width,
+        "height": spec.height,
+        "channels": spec.channels,
+        "dtype": spec.dtype,
+        "shape": list(spec.shape),
+        "required": spec.required,
+    }
+
+
+def feature_spec_from_dict(given: dict[str, Any]) -> FeatureSpec:
+    return FeatureSpec(
+        name=given["name"],
+        type=given["type"],
+        categories=tuple(given.get("categories", ())),
+        width=given.get("width", 0),
+        height=given.get("height", 0),
+        channels=given.get("channels", 0),
+        dtype=given.get("dtype", ""),
+        shape=tuple(given.get("shape", ())),
+        required=given.get("required", True),
+    )
+
+
+def feature_specs_from_json(text: str | None) -> dict[str, tuple[FeatureSpec, ...]]:
+    """ModelRecord's input_specs and output_specs from feature_specs_json (rows from before: none)."""
+    specs = json.loads(text) if text else {}
+    return {
+        "input_specs": tuple(feature_spec_from_dict(s) for s in specs.get("in", ())),
+        "output_specs": tuple(feature_spec_from_dict(s) for s in specs.get("out", ())),
+    }
 
 
 def output_info_json(v: ModelVersionRecord) -> str:

@@ -14,7 +14,13 @@ from pellucid.server.records import (
     RunnerRecord,
 )
 from pellucid.server.storage.base import Conflict
-from pellucid.server.storage.rows import model_from_row, model_version_from_row, output_info_json, runner_from_row
+from pellucid.server.storage.rows import (
+    feature_specs_json,
+    model_from_row,
+    model_version_from_row,
+    output_info_json,
+    runner_from_row,
+)
 from pellucid.server.storage.sqlite_connections import like_pattern
 
 
@@ -35,8 +41,8 @@ class ModelTables:
         try:
             with self._write() as conn:
                 cursor = conn.execute(
-                    "INSERT INTO models (app_seq, id, name, description, model_type_id, input_fields, output_fields,"
-                    " created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO models (app_seq, id, name, description, model_type_id, input_fields, output_fields, feature_specs,"
+                    " created_at, modified_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         self._app_seq(conn, model.user_id, model.app_id),
                         model.id,
@@ -45,6 +51,7 @@ class ModelTables:
                         model.model_type_id,
                         json.dumps(model.input_fields),
                         json.dumps(model.output_fields),
+                        feature_specs_json(model),
                         model.created_at,
                         model.modified_at,
                     ),
@@ -73,7 +80,7 @@ class ModelTables:
     _MODEL_SELECT = (
         "SELECT m.seq AS seq, a.user_id AS user_id, a.id AS app_id, m.id AS id, m.name AS name,"
         " m.description AS description, m.model_type_id AS model_type_id, m.input_fields AS input_fields,"
-        " m.output_fields AS output_fields, m.created_at AS created_at, m.modified_at AS modified_at"
+        " m.output_fields AS output_fields, m.feature_specs AS feature_specs, m.created_at AS created_at, m.modified_at AS modified_at"
         " FROM models m JOIN apps a ON a.seq = m.app_seq WHERE a.user_id = ? AND a.id = ?"
     )
 

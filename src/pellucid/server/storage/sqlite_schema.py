@@ -338,3 +338,7 @@ MIGRATIONS.append(
 
 # 12 (issue #11): evaluations and their per-input results (sqlite_evaluations.py holds the script)
 MIGRATIONS.append((12, EVALUATIONS_MIGRATION))
+
+# 15 (deployments, issue #13): the features a model declares it reads and writes, as JSON
+MIGRATIONS.append((15, "ALTER TABLE models ADD COLUMN feature_specs TEXT NOT NULL DEFAULT '{}'"))
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)

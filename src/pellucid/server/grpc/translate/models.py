@@ -6,6 +6,7 @@ from pellucid.api import v1
 from pellucid.server.engine.models import VersionSpec
 from pellucid.server.engine.predict import (
     INPUT_FIELDS,
+    Feature,
     Media,
     OutputCode,
     OutputData,
@@ -14,10 +15,11 @@ from pellucid.server.engine.predict import (
     PredictOutput,
     PredictRequest,
     PredictResult,
+    Tensor,
 )
 from pellucid.server.grpc.convert import to_dict, to_struct, to_timestamp
 from pellucid.server.grpc.translate.concepts import concept_messages, concept_values
-from pellucid.server.records import ModelRecord, ModelVersionRecord, OutputConfig
+from pellucid.server.records import FeatureSpec, ModelRecord, ModelVersionRecord, OutputConfig
 
 
 def output_config_record(config: v1.OutputConfig) -> OutputConfig:
@@ -78,7 +80,75 @@ def model_message(m: ModelRecord, version: ModelVersionRecord | None) -> v1.Mode
         model_version=version_message(version) if version else None,
         created_at=to_timestamp(m.created_at),
         modified_at=to_timestamp(m.modified_at),
+        input_specs=[feature_spec_message(s) for s in m.input_specs],
+        output_specs=[feature_spec_message(s) for s in m.output_specs],
     )
+
+
+def feature_spec_record(spec: v1.FeatureSpec) -> FeatureSpec:
+    return FeatureSpec(
+        name=spec.name,
+        type=spec.type,
+        categories=tuple(spec.categories),
+        width=spec.width,
+        height=spec.height,
+        channels=spec.channels,
+        dtype=spec.dtype,
+        shape=tuple(spec.shape),
+        required=spec.required,
+    )
+
+
+def feature_spec_message(spec: FeatureSpec) -> v1.FeatureSpec:
+    return v1.FeatureSpec(
+        name=spec.name,
+        type=spec.type,
+        categories=list(spec.categories),
+        width=spec.width,
+        height=spec.height,
+        channels=spec.channels,
+        dtype=spec.dtype,
+        shape=list(spec.shape),
+        required=spec.required,
+    )
+
+
+# named features
+
+
+def tensor_record(array: v1.NDArray) -> Tensor:
+    return Tensor(array.dtype, tuple(array.shape), array.data)
+
+
+def tensor_message(tensor: Tensor) -> v1.NDArray:
+    return v1.NDArray(dtype=tensor.dtype, shape=list(tensor.shape), data=tensor.data)
+
+
+def feature_record(feature: v1.Feature) -> Feature:
+    image = feature.image
+    return Feature(
+        name=feature.name,
+        tensor=tensor_record(feature.array) if feature.HasField("array") else None,
+        text=feature.text.raw if feature.HasField("text") else None,
+        media=Media("image", image.base64, image.url, image.mime) if feature.HasField("image") else None,
+        concepts=concept_values(feature.concepts),
+    )
+
+
+def feature_message(feature: Feature) -> v1.Feature:
+    message = v1.Feature(name=feature.name, concepts=concept_messages(feature.concepts))
+    if feature.tensor is not None:
+        message.array.CopyFrom(tensor_message(feature.tensor))
+    if feature.text is not None:
+        message.text.raw = feature.text
+    if feature.media is not None:
+        message.image.SetInParent()
+        message.image.base64, message.image.url, message.image.mime = (
+            feature.media.data,
+            feature.media.url,
+            feature.media.mime,
+        )
+    return message
 
 
 # predicts
@@ -108,6 +178,7 @@ def predict_input(message: v1.Input) -> PredictInput:
     rest.data.ClearField("embeddings")
     rest.data.ClearField("concepts")
     rest.data.ClearField("regions")
+    rest.data.ClearField("features")
     if not rest.data.ByteSize():
         rest.ClearField("data")
     extra = rest.SerializeToString() if rest.ByteSize() else b""
@@ -120,6 +191,7 @@ def predict_input(message: v1.Input) -> PredictInput:
         embeddings=tuple(tuple(e.vector) for e in data.embeddings),
         concepts=concept_values(data.concepts),
         regions=tuple(region_record(r) for r in data.regions),
+        features=tuple(feature_record(f) for f in data.features),
     )
 
 
@@ -189,6 +261,7 @@ def input_message(given: PredictInput) -> v1.Input:
     if given.concepts:
         message.data.concepts.extend(concept_messages(given.concepts))
     message.data.regions.extend(region_message(r) for r in given.regions)
+    message.data.features.extend(feature_message(f) for f in given.features)
     return message
 
 
@@ -225,6 +298,7 @@ def output_record(output: v1.Output) -> PredictOutput:
     rest.data.ClearField("metadata")
     rest.data.ClearField("embeddings")
     rest.data.ClearField("regions")
+    rest.data.ClearField("features")
     for kind in _OUTPUT_MEDIA:
         rest.data.ClearField(kind)  # type: ignore[arg-type]
     rest.data.text.raw = ""
@@ -251,6 +325,7 @@ def output_record(output: v1.Output) -> PredictOutput:
                 if data.HasField(kind)  # type: ignore[arg-type]
                 for field in (getattr(data, kind),)
             ),
+            features=tuple(feature_record(f) for f in data.features),
         ),
     )
 
@@ -275,6 +350,7 @@ def output_message(output: PredictOutput) -> v1.Output:
         field = getattr(message.data, media.kind)
         field.SetInParent()
         field.base64, field.url, field.mime = media.data, media.url, media.mime
+    message.data.features.extend(feature_message(f) for f in output.data.features)
     return message
 
 
