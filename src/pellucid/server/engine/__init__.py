@@ -14,6 +14,7 @@ from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
 from pellucid.server.engine.fetch import UrlFetcher
+from pellucid.server.engine.hosted_data import HostedData
 from pellucid.server.engine.indexing import Indexer
 from pellucid.server.engine.inputs import (
     DEFAULT_BLOB_GRACE_SECONDS,
@@ -81,6 +82,7 @@ class Engine:
         self.indexer = Indexer(store, blobs, self.apps, self.models, self.vectors)
         self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
         self.search = Search(store, self.apps, self.models, self.vectors, UrlFetcher(allow_private=allow_private_urls))
+        self.hosted_data = HostedData(store, blobs, clock, max_blob_bytes)  # data:// (issue #12)
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""

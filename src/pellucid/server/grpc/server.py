@@ -14,6 +14,7 @@ from pellucid.api import v1
 from pellucid.server.engine import Engine
 from pellucid.server.grpc.apps import AppServicer
 from pellucid.server.grpc.concepts import ConceptServicer
+from pellucid.server.grpc.data import DataServicer
 from pellucid.server.grpc.datasets import DatasetServicer
 from pellucid.server.grpc.inputs import InputServicer
 from pellucid.server.grpc.interceptor import AuthInterceptor
@@ -35,6 +36,7 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
     (v1.add_ModelServiceServicer_to_server, ModelServicer, "ModelService"),
     (v1.add_RunnerServiceServicer_to_server, RunnerServicer, "RunnerService"),
     (v1.add_SearchServiceServicer_to_server, SearchServicer, "SearchService"),
+    (v1.add_DataServiceServicer_to_server, DataServicer, "DataService"),
 ]
 
 

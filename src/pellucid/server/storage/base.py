@@ -21,6 +21,7 @@ from pellucid.server.records import (
     AnnotationRecord,
     AppRecord,
     ConceptRecord,
+    DataEntryRecord,
     DatasetRecord,
     DatasetStats,
     DatasetVersionRecord,
@@ -416,7 +417,51 @@ class SearchStore(Transactional):
         """How many of the app's inputs are in each state (every state present, 0 if none)."""
 
 
-class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore, SearchStore):
+class HostedDataStore(Transactional):
+    """Hosted data (data://, issue #12): directories and files by (owner, parent, name), a
+    collection's read ACL, each file's sha256 and size (the bytes live in the blob store).
+    The store knows nothing of permissions: server/engine/hosted_data.py decides them."""
+
+    @abc.abstractmethod
+    def data_lookup(self, owner: str, names: list[str]) -> list[DataEntryRecord]:
+        """The entries along `names` (a collection, then what is inside it), as far as they exist."""
+
+    @abc.abstractmethod
+    def data_insert_dir(self, owner: str, parent_seq: int | None, name: str, acl: str, now: float) -> DataEntryRecord:
+        """A new directory (a collection when parent_seq is None); Conflict if the name is taken
+        or the parent is gone."""
+
+    @abc.abstractmethod
+    def data_put_files(
+        self, owner: str, files: list[tuple[int, str, str, int]], now: float
+    ) -> list[DataEntryRecord | None]:
+        """Store (parent_seq, name, sha256, size) files in one transaction, overwriting files of
+        the same name; None for each whose name is a directory or whose parent is gone."""
+
+    @abc.abstractmethod
+    def data_list(
+        self, owner: str, parent_seq: int | None, query: PageQuery, public_only: bool = False
+    ) -> Page[DataEntryRecord]:
+        """A page of a directory's entries (of the owner's collections when parent_seq is None;
+        `public_only`: only public collections), in insertion order by keyset."""
+
+    @abc.abstractmethod
+    def data_has_children(self, seq: int) -> bool: ...
+
+    @abc.abstractmethod
+    def data_delete(self, owner: str, seq: int) -> int:
+        """Delete the entry and everything under it; how many entries went (0: it was gone)."""
+
+    @abc.abstractmethod
+    def data_set_acl(self, owner: str, seq: int, acl: str, now: float) -> DataEntryRecord | None:
+        """Set a collection's ACL; None if it is gone."""
+
+    @abc.abstractmethod
+    def referenced_data_blobs(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of the (owner, sha256) pairs whose blob is the content of one of that owner's files."""
+
+
+class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore, SearchStore, HostedDataStore):
     """Metadata of every resource, every area in one backend. Safe to use from many threads."""
 
     @abc.abstractmethod

@@ -29,6 +29,7 @@ from pellucid.server.records import (
 )
 from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore, StoreUnavailable
 from pellucid.server.storage.postgres_connections import PoolConnections
+from pellucid.server.storage.postgres_data import PostgresDataTables
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
 from pellucid.server.storage.postgres_schema import LATEST_VERSION, MIGRATIONS
 from pellucid.server.storage.postgres_search import PostgresSearchTables
@@ -51,7 +52,7 @@ T = TypeVar("T")
 MIGRATION_LOCK = 0x70656C6C  # "pell"
 
 
-class PostgresMetadataStore(PostgresInputTables, PostgresSearchTables, MetadataStore):
+class PostgresMetadataStore(PostgresInputTables, PostgresSearchTables, PostgresDataTables, MetadataStore):
     def __init__(self, uri: str) -> None:
         self._connections = PoolConnections(uri)
         try:

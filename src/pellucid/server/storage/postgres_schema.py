@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 
 from pellucid.server.records import AnnotationRecord
+from pellucid.server.storage.postgres_data import DATA_SCHEMA
 from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows
@@ -251,4 +252,7 @@ def _search_indexes(conn: psycopg.Connection[Any]) -> None:
 
 
 MIGRATIONS.append((2, _search_indexes))
+LATEST_VERSION = MIGRATIONS[-1][0]
+# 7 (hosted data, issue #12; SQLite's 13): data:// directories and files (server/storage/postgres_data.py)
+MIGRATIONS.append((7, DATA_SCHEMA))
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -27,6 +27,7 @@ from pellucid.server.storage.rows import (
     user_from_row,
 )
 from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
+from pellucid.server.storage.sqlite_data import DataTables
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
 from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
@@ -35,7 +36,7 @@ from pellucid.server.storage.sqlite_search import SEARCH_FUNCTIONS, SearchTables
 T = TypeVar("T")
 
 
-class SqliteMetadataStore(InputTables, SearchTables, ModelTables, MetadataStore):
+class SqliteMetadataStore(InputTables, SearchTables, ModelTables, DataTables, MetadataStore):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
 from pellucid.server.storage.sqlite_connections import insert_rows
+from pellucid.server.storage.sqlite_data import DATA_SCHEMA
 
 # a migration is a script (statements split at ';') or a function of the open transaction
 MIGRATIONS: list[tuple[int, str | Callable[[sqlite3.Connection], None]]] = [
@@ -285,4 +286,7 @@ def _search_indexes(conn: sqlite3.Connection) -> None:
 CONCEPT_INSERT = "INSERT INTO input_concepts (app_seq, concept_id, value, input_seq, annotation_seq)"
 TERM_INSERT = "INSERT INTO input_terms (app_seq, term, input_seq)"
 MIGRATIONS.append((8, _search_indexes))
+LATEST_VERSION = MIGRATIONS[-1][0]
+# 13 (hosted data, issue #12): data:// directories and files (server/storage/sqlite_data.py)
+MIGRATIONS.append((13, DATA_SCHEMA))
 LATEST_VERSION = MIGRATIONS[-1][0]
