@@ -6,12 +6,14 @@
     pellucid whoami
     pellucid runner start path/to/file.py:ClassName [--runner-id ID] [--concurrency N] [--labels a,b]
     pellucid runner list
+    pellucid ls [-l] [data://...] | mkdir | rmdir [-f] | rm | cp [-r] [-c N] SRC... DEST | cat   (hosted data)
     pellucid --version
 
 Client commands take --api, --pat, --profile, --timeout and --json before or after their
 name; --json prints data as JSON on stdout and errors as a JSON object on stderr. The exit
 codes are in `pellucid.cli.output` (0 ok, 1 other, 2 usage, 3 not authenticated or denied,
-4 not found, 5 server unreachable, 6 the server's port is in use). One module per command group: server, users, runners.
+4 not found, 5 server unreachable or, for cp, some files failed, 6 the server's port is in use). One module per
+command group: server, users, runners, data.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import argparse
 
 from pellucid import __version__
-from pellucid.cli import runners, users
+from pellucid.cli import data, runners, users
 from pellucid.cli.output import EXIT_CODES_DOC, INTERRUPTED, exit_code, report_error
 from pellucid.cli.server import add_server_arguments, cmd_server
 from pellucid.cli.session import client_options
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     users.add_commands(commands)
     runners.add_commands(commands)
+    data.add_commands(commands)  # ls, mkdir, rmdir, rm, cp, cat (hosted data)
     return parser
 
 
