@@ -3,7 +3,8 @@
 One table of entries keyed by (parent, name), collections by (owner, name); a directory's
 listing is a keyset scan of the (parent_seq, seq) index, so every page costs the same
 however deep into a large directory it is. Deleting a directory cascades through the
-foreign key to everything under it.
+foreign key to everything under it. Seqs are never reused (AUTOINCREMENT): a parent seq a
+caller looked up before its directory was deleted must not name a newer directory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pellucid.server.storage.rows import data_entry_from_row
 
 DATA_SCHEMA = """
 CREATE TABLE data_entries (
-    seq INTEGER PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
     owner TEXT NOT NULL,
     parent_seq INTEGER REFERENCES data_entries(seq) ON DELETE CASCADE,
     name TEXT NOT NULL,
