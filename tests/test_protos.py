@@ -14,7 +14,15 @@ MODULES = [
 ]
 # Reads whose names say so less plainly (a prediction changes nothing), content-addressed uploads
 # (the same bytes give the same blob), and the runner stream (not a call that is retried).
-NATURALLY_IDEMPOTENT = {"DownloadInputs", "UploadBlob", "PostModelOutputs", "PostInputsSearches", "Connect"}
+NATURALLY_IDEMPOTENT = {
+    "DownloadInputs",
+    "UploadBlob",
+    "PostModelOutputs",
+    "PostInputsSearches",
+    "Connect",
+    "UploadDataFiles",  # a put overwrites: sending the same files again leaves the same state
+    "DownloadDataFiles",
+}
 
 
 def test_generated_code_is_up_to_date() -> None:

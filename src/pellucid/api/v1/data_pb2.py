@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pellucid.api.v1 import common_pb2 as pellucid_dot_api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apellucid/api/v1/data.proto\x12\x0fpellucid.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cpellucid/api/v1/common.proto\"\xaf\x01\n\tDataEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06is_dir\x18\x03 \x01(\x08\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x31\n\rlast_modified\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12%\n\x03\x61\x63l\x18\x07 \x01(\x0e\x32\x18.pellucid.api.v1.DataAcl\"v\n\x1a\x43reateDataDirectoryRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12%\n\x03\x61\x63l\x18\x02 \x01(\x0e\x32\x18.pellucid.api.v1.DataAcl\x12\x0f\n\x07parents\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"#\n\x13GetDataEntryRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"I\n\x16\x44\x65leteDataEntryRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"*\n\x17\x44\x65leteDataEntryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"O\n\x18ListDataDirectoryRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x90\x01\n\x19ListDataDirectoryResponse\x12-\n\tdirectory\x18\x01 \x01(\x0b\x32\x1a.pellucid.api.v1.DataEntry\x12+\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1a.pellucid.api.v1.DataEntry\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"g\n\x1cUpdateDataPermissionsRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12%\n\x03\x61\x63l\x18\x02 \x01(\x0e\x32\x18.pellucid.api.v1.DataAcl\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"F\n\x0f\x44\x61taPermissions\x12\x0c\n\x04path\x18\x01 \x01(\t\x12%\n\x03\x61\x63l\x18\x02 \x01(\x0e\x32\x18.pellucid.api.v1.DataAcl\";\n\x0f\x44\x61taUploadChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"t\n\x10\x44\x61taUploadResult\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.pellucid.api.v1.Status\x12\x0c\n\x04path\x18\x02 \x01(\t\x12)\n\x05\x65ntry\x18\x03 \x01(\x0b\x32\x1a.pellucid.api.v1.DataEntry\"M\n\x17UploadDataFilesResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.pellucid.api.v1.DataUploadResult\")\n\x18\x44ownloadDataFilesRequest\x12\r\n\x05paths\x18\x01 \x03(\t\"\x7f\n\rDataFileChunk\x12)\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x1a.pellucid.api.v1.DataEntry\x12\'\n\x06status\x18\x02 \x01(\x0b\x32\x17.pellucid.api.v1.Status\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04path\x18\x04 \x01(\t*e\n\x07\x44\x61taAcl\x12\x18\n\x14\x44\x41TA_ACL_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x41TA_ACL_PRIVATE\x10\x01\x12\x15\n\x11\x44\x41TA_ACL_MY_ALGOS\x10\x02\x12\x13\n\x0f\x44\x41TA_ACL_PUBLIC\x10\x03\x32\xda\x07\n\x0b\x44\x61taService\x12^\n\x13\x43reateDataDirectory\x12+.pellucid.api.v1.CreateDataDirectoryRequest\x1a\x1a.pellucid.api.v1.DataEntry\x12T\n\x10GetDataDirectory\x12$.pellucid.api.v1.GetDataEntryRequest\x1a\x1a.pellucid.api.v1.DataEntry\x12h\n\x13\x44\x65leteDataDirectory\x12\'.pellucid.api.v1.DeleteDataEntryRequest\x1a(.pellucid.api.v1.DeleteDataEntryResponse\x12j\n\x11ListDataDirectory\x12).pellucid.api.v1.ListDataDirectoryRequest\x1a*.pellucid.api.v1.ListDataDirectoryResponse\x12\\\n\x12GetDataPermissions\x12$.pellucid.api.v1.GetDataEntryRequest\x1a .pellucid.api.v1.DataPermissions\x12h\n\x15UpdateDataPermissions\x12-.pellucid.api.v1.UpdateDataPermissionsRequest\x1a .pellucid.api.v1.DataPermissions\x12_\n\x0fUploadDataFiles\x12 .pellucid.api.v1.DataUploadChunk\x1a(.pellucid.api.v1.UploadDataFilesResponse(\x01\x12`\n\x11\x44ownloadDataFiles\x12).pellucid.api.v1.DownloadDataFilesRequest\x1a\x1e.pellucid.api.v1.DataFileChunk0\x01\x12O\n\x0bGetDataFile\x12$.pellucid.api.v1.GetDataEntryRequest\x1a\x1a.pellucid.api.v1.DataEntry\x12\x63\n\x0e\x44\x65leteDataFile\x12\'.pellucid.api.v1.DeleteDataEntryRequest\x1a(.pellucid.api.v1.DeleteDataEntryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apellucid/api/v1/data.proto\x12\x0fpellucid.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cpellucid/api/v1/common.proto\"\xaf\x01\n\tDataEntry\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06is_dir\x18\x03 \x01(\x08\x12\x0c\n\x04size\x18\x04 \x01(\x03\x12\x31\n\rlast_modified\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12%\n\x03\x61\x63l\x18\x07 \x01(\x0e\x32\x18.pellucid.api.v1.DataAcl\"v\n\x1a\x43reateDataDirectoryRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12%\n\x03\x61\x63l\x18\x02 \x01(\x0e\x32\x18.pellucid.api.v1.DataAcl\x12\x0f\n\x07parents\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"#\n\x13GetDataEntryRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"I\n\x16\x44\x65leteDataEntryRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"*\n\x17\x44\x65leteDataEntryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"]\n\x18ListDataDirectoryRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04page\x18\x04 \x01(\x05\"\x90\x01\n\x19ListDataDirectoryResponse\x12-\n\tdirectory\x18\x01 \x01(\x0b\x32\x1a.pellucid.api.v1.DataEntry\x12+\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x1a.pellucid.api.v1.DataEntry\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"g\n\x1cUpdateDataPermissionsRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12%\n\x03\x61\x63l\x18\x02 \x01(\x0e\x32\x18.pellucid.api.v1.DataAcl\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"F\n\x0f\x44\x61taPermissions\x12\x0c\n\x04path\x18\x01 \x01(\t\x12%\n\x03\x61\x63l\x18\x02 \x01(\x0e\x32\x18.pellucid.api.v1.DataAcl\";\n\x0f\x44\x61taUploadChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"t\n\x10\x44\x61taUploadResult\x12\'\n\x06status\x18\x01 \x01(\x0b\x32\x17.pellucid.api.v1.Status\x12\x0c\n\x04path\x18\x02 \x01(\t\x12)\n\x05\x65ntry\x18\x03 \x01(\x0b\x32\x1a.pellucid.api.v1.DataEntry\"M\n\x17UploadDataFilesResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.pellucid.api.v1.DataUploadResult\")\n\x18\x44ownloadDataFilesRequest\x12\r\n\x05paths\x18\x01 \x03(\t\"\x7f\n\rDataFileChunk\x12)\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x1a.pellucid.api.v1.DataEntry\x12\'\n\x06status\x18\x02 \x01(\x0b\x32\x17.pellucid.api.v1.Status\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04path\x18\x04 \x01(\t*e\n\x07\x44\x61taAcl\x12\x18\n\x14\x44\x41TA_ACL_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x41TA_ACL_PRIVATE\x10\x01\x12\x15\n\x11\x44\x41TA_ACL_MY_ALGOS\x10\x02\x12\x13\n\x0f\x44\x41TA_ACL_PUBLIC\x10\x03\x32\xda\x07\n\x0b\x44\x61taService\x12^\n\x13\x43reateDataDirectory\x12+.pellucid.api.v1.CreateDataDirectoryRequest\x1a\x1a.pellucid.api.v1.DataEntry\x12T\n\x10GetDataDirectory\x12$.pellucid.api.v1.GetDataEntryRequest\x1a\x1a.pellucid.api.v1.DataEntry\x12h\n\x13\x44\x65leteDataDirectory\x12\'.pellucid.api.v1.DeleteDataEntryRequest\x1a(.pellucid.api.v1.DeleteDataEntryResponse\x12j\n\x11ListDataDirectory\x12).pellucid.api.v1.ListDataDirectoryRequest\x1a*.pellucid.api.v1.ListDataDirectoryResponse\x12\\\n\x12GetDataPermissions\x12$.pellucid.api.v1.GetDataEntryRequest\x1a .pellucid.api.v1.DataPermissions\x12h\n\x15UpdateDataPermissions\x12-.pellucid.api.v1.UpdateDataPermissionsRequest\x1a .pellucid.api.v1.DataPermissions\x12_\n\x0fUploadDataFiles\x12 .pellucid.api.v1.DataUploadChunk\x1a(.pellucid.api.v1.UploadDataFilesResponse(\x01\x12`\n\x11\x44ownloadDataFiles\x12).pellucid.api.v1.DownloadDataFilesRequest\x1a\x1e.pellucid.api.v1.DataFileChunk0\x01\x12O\n\x0bGetDataFile\x12$.pellucid.api.v1.GetDataEntryRequest\x1a\x1a.pellucid.api.v1.DataEntry\x12\x63\n\x0e\x44\x65leteDataFile\x12\'.pellucid.api.v1.DeleteDataEntryRequest\x1a(.pellucid.api.v1.DeleteDataEntryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pellucid.api.v1.data_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATAACL']._serialized_start=1399
-  _globals['_DATAACL']._serialized_end=1500
+  _globals['_DATAACL']._serialized_start=1413
+  _globals['_DATAACL']._serialized_end=1514
   _globals['_DATAENTRY']._serialized_start=111
   _globals['_DATAENTRY']._serialized_end=286
   _globals['_CREATEDATADIRECTORYREQUEST']._serialized_start=288
@@ -46,23 +46,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEDATAENTRYRESPONSE']._serialized_start=520
   _globals['_DELETEDATAENTRYRESPONSE']._serialized_end=562
   _globals['_LISTDATADIRECTORYREQUEST']._serialized_start=564
-  _globals['_LISTDATADIRECTORYREQUEST']._serialized_end=643
-  _globals['_LISTDATADIRECTORYRESPONSE']._serialized_start=646
-  _globals['_LISTDATADIRECTORYRESPONSE']._serialized_end=790
-  _globals['_UPDATEDATAPERMISSIONSREQUEST']._serialized_start=792
-  _globals['_UPDATEDATAPERMISSIONSREQUEST']._serialized_end=895
-  _globals['_DATAPERMISSIONS']._serialized_start=897
-  _globals['_DATAPERMISSIONS']._serialized_end=967
-  _globals['_DATAUPLOADCHUNK']._serialized_start=969
-  _globals['_DATAUPLOADCHUNK']._serialized_end=1028
-  _globals['_DATAUPLOADRESULT']._serialized_start=1030
-  _globals['_DATAUPLOADRESULT']._serialized_end=1146
-  _globals['_UPLOADDATAFILESRESPONSE']._serialized_start=1148
-  _globals['_UPLOADDATAFILESRESPONSE']._serialized_end=1225
-  _globals['_DOWNLOADDATAFILESREQUEST']._serialized_start=1227
-  _globals['_DOWNLOADDATAFILESREQUEST']._serialized_end=1268
-  _globals['_DATAFILECHUNK']._serialized_start=1270
-  _globals['_DATAFILECHUNK']._serialized_end=1397
-  _globals['_DATASERVICE']._serialized_start=1503
-  _globals['_DATASERVICE']._serialized_end=2489
+  _globals['_LISTDATADIRECTORYREQUEST']._serialized_end=657
+  _globals['_LISTDATADIRECTORYRESPONSE']._serialized_start=660
+  _globals['_LISTDATADIRECTORYRESPONSE']._serialized_end=804
+  _globals['_UPDATEDATAPERMISSIONSREQUEST']._serialized_start=806
+  _globals['_UPDATEDATAPERMISSIONSREQUEST']._serialized_end=909
+  _globals['_DATAPERMISSIONS']._serialized_start=911
+  _globals['_DATAPERMISSIONS']._serialized_end=981
+  _globals['_DATAUPLOADCHUNK']._serialized_start=983
+  _globals['_DATAUPLOADCHUNK']._serialized_end=1042
+  _globals['_DATAUPLOADRESULT']._serialized_start=1044
+  _globals['_DATAUPLOADRESULT']._serialized_end=1160
+  _globals['_UPLOADDATAFILESRESPONSE']._serialized_start=1162
+  _globals['_UPLOADDATAFILESRESPONSE']._serialized_end=1239
+  _globals['_DOWNLOADDATAFILESREQUEST']._serialized_start=1241
+  _globals['_DOWNLOADDATAFILESREQUEST']._serialized_end=1282
+  _globals['_DATAFILECHUNK']._serialized_start=1284
+  _globals['_DATAFILECHUNK']._serialized_end=1411
+  _globals['_DATASERVICE']._serialized_start=1517
+  _globals['_DATASERVICE']._serialized_end=2503
 # @@protoc_insertion_point(module_scope)

@@ -9,8 +9,8 @@ import grpc
 from pellucid.api import v1
 from pellucid.server.engine import Engine
 from pellucid.server.engine.hosted_data import UploadPiece
-from pellucid.server.engine.paging import PageRequest
 from pellucid.server.grpc.context import principal
+from pellucid.server.grpc.convert import page_request
 from pellucid.server.grpc.errors import item_status
 from pellucid.server.grpc.idempotency import replayable
 from pellucid.server.grpc.translate.data import acl_name, acl_value, data_entry
@@ -40,8 +40,7 @@ class DataServicer(v1.DataServiceServicer):
     def ListDataDirectory(
         self, request: v1.ListDataDirectoryRequest, context: grpc.ServicerContext
     ) -> v1.ListDataDirectoryResponse:
-        page = PageRequest(page_size=request.page_size, page_token=request.page_token)
-        directory, items, token = self.engine.hosted_data.list_dir(principal(), request.path, page)
+        directory, items, token = self.engine.hosted_data.list_dir(principal(), request.path, page_request(request))
         return v1.ListDataDirectoryResponse(
             directory=data_entry(directory), entries=[data_entry(i) for i in items], next_page_token=token
         )
