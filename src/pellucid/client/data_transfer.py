@@ -1,10 +1,10 @@
 """Moving bytes to and from hosted data (data://): chunked streams, batches of small files, threads.
 
 Uploads frame files on `UploadDataFiles` streams (data.proto): small files (under 1 MiB)
-share a stream, up to 64 of them or 8 MiB, so a thousand files cost a few dozen calls;
-a large one has its own stream, read from disk one 1 MiB chunk at a time. Downloads
-ask for up to 64 files per `DownloadDataFiles` stream and write each to a temporary file
-beside its destination, renamed when complete. Memory stays bounded by the chunks in
+are spread over `concurrency` streams (at most 1,000 files or 64 MiB each), so a thousand
+files cost a handful of calls; a large one has its own stream, read from disk one 1 MiB
+chunk at a time. Downloads ask for the small files the same way on `DownloadDataFiles`
+streams and write each to a temporary file beside its destination, renamed when complete. Memory stays bounded by the chunks in
 flight (gRPC's flow control holds the rest back), whatever the files' sizes.
 
 Every file is attempted; failures are returned, one per file, never raised midway.
@@ -13,7 +13,6 @@ Every file is attempted; failures are returned, one per file, never raised midwa
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +28,10 @@ from pellucid.errors import ApiError, PellucidError, UserError, data_error, erro
 
 CHUNK_BYTES = 1024 * 1024
 SMALL_FILE_BYTES = 1024 * 1024
-BATCH_FILES = 64
-BATCH_BYTES = 8 * 1024 * 1024
+BATCH_FILES = 1000  # the server's limit per download
+BATCH_BYTES = 64 * 1024 * 1024
 PROGRESS_BYTES = 16 * 1024 * 1024  # a bar for transfers at least this large (on a terminal)
 DEFAULT_CONCURRENCY = 8
-_UMASK = os.umask(0o022)  # read once, at import (os.umask cannot be read without setting it)
-os.umask(_UMASK)
 
 
 def stream_timeout(base: float, size: int) -> float:
@@ -103,23 +100,25 @@ def _progress_bar(total: int, files: int, progress: bool | None, what: str) -> A
     )
 
 
-def _batches(items: list[Any]) -> list[list[Any]]:
-    """Small files grouped (at most BATCH_FILES, BATCH_BYTES), each large one alone."""
+def _batches(items: list[Any], concurrency: int) -> list[list[Any]]:
+    """Each large file alone; the small ones spread over `concurrency` streams (at most BATCH_FILES
+    and BATCH_BYTES each). Few long streams beat many short ones: a new stream starts with a small
+    flow-control window, which grows only as the stream goes on."""
+    large = [[item] for item in items if item.size >= SMALL_FILE_BYTES]
+    small = [item for item in items if item.size < SMALL_FILE_BYTES]
+    per_stream = max(1, min(BATCH_FILES, -(-len(small) // max(concurrency, 1))))
     batches: list[list[Any]] = []
-    small: list[Any] = []
-    small_bytes = 0
-    for item in items:
-        if item.size >= SMALL_FILE_BYTES:
-            batches.append([item])
-            continue
-        if small and (len(small) >= BATCH_FILES or small_bytes + item.size > BATCH_BYTES):
-            batches.append(small)
-            small, small_bytes = [], 0
-        small.append(item)
-        small_bytes += item.size
-    if small:
-        batches.append(small)
-    return batches
+    batch: list[Any] = []
+    batch_bytes = 0
+    for item in small:
+        if batch and (len(batch) >= per_stream or batch_bytes + item.size > BATCH_BYTES):
+            batches.append(batch)
+            batch, batch_bytes = [], 0
+        batch.append(item)
+        batch_bytes += item.size
+    if batch:
+        batches.append(batch)
+    return large + batches
 
 
 def _status_error(status: v1.Status, method: str) -> ApiError:
@@ -190,7 +189,7 @@ def upload(
                 report.failed(item.source or item.dest, item.dest, _status_error(result.status, "UploadDataFiles"))
 
     try:
-        _run(_batches(items), send, concurrency)
+        _run(_batches(items, concurrency), send, concurrency)
     finally:
         bar.close()
     return report
@@ -202,6 +201,8 @@ def download(
     """Download every item to its local path (written whole or not at all)."""
     report = TransferReport()
     bar = _progress_bar(sum(i.size for i in items), len(items), progress, "downloading")
+
+    made_dirs: set[Path] = set()
 
     def receive(batch: list[DownloadItem]) -> None:
         done: set[int] = set()
@@ -221,11 +222,11 @@ def download(
                         continue
                     size = left = message.entry.size
                     try:
-                        sink = _Sink(item.dest)
+                        sink = _Sink(item.dest, made_dirs)
                     except UserError as exc:  # this file only: its bytes are read and dropped
                         report.failed(item.source, str(item.dest), exc)
                         done.add(index)
-                else:
+                if message.data:
                     left -= len(message.data)
                     bar.update(len(message.data))
                     if sink is not None:
@@ -245,20 +246,24 @@ def download(
                 sink.abandon()
 
     try:
-        _run(_batches(items), receive, concurrency)
+        _run(_batches(items, concurrency), receive, concurrency)
     finally:
         bar.close()
     return report
 
 
 class _Sink:
-    """A file being downloaded: a temporary file beside `dest`, renamed over it once complete."""
+    """A file being downloaded: `.<name>.pellucid-part` beside `dest`, renamed over it once complete."""
 
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, made_dirs: set[Path]) -> None:
         self.dest = dest
+        self.tmp = dest.parent / f".{dest.name[:200]}.pellucid-part"
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, self.tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name[:50]}.", suffix=".part")
+            if dest.parent not in made_dirs:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                made_dirs.add(dest.parent)
+            # mode 0666 less the umask, as a plain open() makes it
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
         except OSError as exc:
             raise UserError(f"cannot write {dest}: {exc.strerror or exc}") from None
         self.file = os.fdopen(fd, "wb")
@@ -270,9 +275,8 @@ class _Sink:
 
     def commit(self) -> None:
         self.file.close()
-        os.chmod(self.tmp, 0o666 & ~_UMASK)  # as a plain open() would have made it
         os.replace(self.tmp, self.dest)
 
     def abandon(self) -> None:
         self.file.close()
-        Path(self.tmp).unlink(missing_ok=True)
+        self.tmp.unlink(missing_ok=True)

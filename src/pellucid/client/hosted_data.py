@@ -190,6 +190,8 @@ class DataFile(DataObject):
             if header.status.code != v1.Status.OK:
                 raise data_transfer._status_error(header.status, "DownloadDataFiles")
             self._entry = header.entry
+            if header.data:
+                yield header.data
             for message in stream:
                 yield message.data
 

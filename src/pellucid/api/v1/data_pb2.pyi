@@ -398,8 +398,9 @@ Global___DownloadDataFilesRequest: _TypeAlias = DownloadDataFilesRequest  # noqa
 
 @_typing.final
 class DataFileChunk(_message.Message):
-    """A download stream: per path in turn, a message with `entry` (or a failed `status`), then
-    the file's bytes in `data` messages (at most 1 MiB each) until `entry.size` arrived.
+    """A download stream: per path in turn, a message with `path` and `entry` (or a failed
+    `status`), then the file's bytes in `data` (at most 1 MiB a message, the first in the
+    message with `entry`) until `entry.size` arrived.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -23,6 +23,8 @@ such a path is INVALID_ARGUMENT saying it works only inside an algorithm.
 
 from __future__ import annotations
 
+import queue
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -500,6 +502,61 @@ class _Frames:
                 )
 
 
+class _Prefetched:
+    """Iterates `source` in a thread of its own, up to PREFETCH chunks ahead of the consumer.
+
+    A large file's chunks arrive (gRPC, protobuf decoding) while the chunks before them are
+    hashed and written (both release the GIL), so the two overlap on two cores instead of
+    taking turns. The source's exceptions surface in the consumer; leaving early stops it.
+    """
+
+    PREFETCH = 8
+    _END = object()
+
+    def __init__(self, source: Iterator[bytes]) -> None:
+        self._source = source
+        self._queue: queue.Queue[object] = queue.Queue(self.PREFETCH)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="pellucid-data-prefetch", daemon=True)
+
+    def _fill(self) -> None:
+        try:
+            for chunk in self._source:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            self._queue.put(self._END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._queue.put(exc)
+
+    def __enter__(self) -> Iterator[bytes]:
+        self._thread.start()
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+
 class _Upload:
     """One upload call's state: the small files waiting to be stored together, and the outcomes."""
 
@@ -531,7 +588,8 @@ class _Upload:
             return
         blobs = self.data._blobs
         try:
-            sha256, size = blobs.put_stream(target.owner, body, self.data.max_blob_bytes)
+            with _Prefetched(body) as chunks:  # receiving overlaps hashing and writing
+                sha256, size = blobs.put_stream(target.owner, chunks, self.data.max_blob_bytes)
         except BlobTooLarge as exc:  # refused before: the announced size; kept for a store-side limit
             raise ResourceExhausted(f"{header.path} is larger than {exc.limit} bytes", field="size") from None
         self._store([(index, target, parent, acl, sha256, size)])

@@ -77,8 +77,12 @@ class DataServicer(v1.DataServiceServicer):
             if download.item is None:
                 yield v1.DataFileChunk(path=download.path, status=item_status(download.error))
                 continue
-            yield v1.DataFileChunk(path=download.path, entry=data_entry(download.item), status=item_status(None))
-            for chunk in download.chunks:
+            chunks = iter(download.chunks)
+            first = next(chunks, b"")  # with the header: a small file is one message
+            yield v1.DataFileChunk(
+                path=download.path, entry=data_entry(download.item), status=item_status(None), data=first
+            )
+            for chunk in chunks:
                 yield v1.DataFileChunk(data=chunk)
 
     def GetDataFile(self, request: v1.GetDataEntryRequest, context: grpc.ServicerContext) -> v1.DataEntry:
