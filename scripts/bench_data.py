@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -88,7 +88,10 @@ class Raw:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", BARE_SERVER, "0", str(CHUNK)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", BARE_SERVER, "0", str(CHUNK)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         port = int(self.proc.stdout.readline())  # type: ignore[union-attr]
         options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
@@ -120,7 +123,7 @@ def file_messages(paths: list[Path]) -> Iterator[bytes]:
                 yield data
 
 
-def opener(path: Path):  # noqa: ANN201 - a callable returning a binary file
+def opener(path: Path) -> Callable[[], IO[bytes]]:
     def open_file() -> IO[bytes]:
         return open(path, "rb")
 
@@ -178,7 +181,10 @@ def main() -> None:
 
         for label, paths in ((f"{args.files} x {args.file_kb} KB", small), (f"1 x {args.large_mb} MiB", [large])):
             total = sum(p.stat().st_size for p in paths)
-            items = [data_transfer.UploadItem(f"data://.my/bench/{p.name}", p.stat().st_size, opener(p), str(p)) for p in paths]
+            items = [
+                data_transfer.UploadItem(f"data://.my/bench/{p.name}", p.stat().st_size, opener(p), str(p))
+                for p in paths
+            ]
             start = time.perf_counter()
             report = data_transfer.upload(user, items, args.concurrency, progress=False)
             up = time.perf_counter() - start
