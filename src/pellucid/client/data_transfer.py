@@ -226,11 +226,12 @@ def download(
                     except UserError as exc:  # this file only: its bytes are read and dropped
                         report.failed(item.source, str(item.dest), exc)
                         done.add(index)
-                if message.data:
-                    left -= len(message.data)
-                    bar.update(len(message.data))
+                data = message.data  # each access copies the bytes out of the message: once only
+                if data:
+                    left -= len(data)
+                    bar.update(len(data))
                     if sink is not None:
-                        sink.write(message.data)
+                        sink.write(data)
                 if sink is not None and left <= 0:
                     sink.commit()
                     sink = None

@@ -190,8 +190,9 @@ class DataFile(DataObject):
             if header.status.code != v1.Status.OK:
                 raise data_transfer._status_error(header.status, "DownloadDataFiles")
             self._entry = header.entry
-            if header.data:
-                yield header.data
+            first = header.data  # each access copies: once only
+            if first:
+                yield first
             for message in stream:
                 yield message.data
 
