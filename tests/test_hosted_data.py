@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pellucid.acl import Acl, AclType, ReadAcl
+from pellucid.api import v1
 from pellucid.client import data_transfer
 from pellucid.client.hosted_data import DataDirectory, DataFile, data_dir
 from pellucid.client.user import User
@@ -27,13 +28,14 @@ from pellucid.errors import (
     DataNotFound,
     DataPermissionDenied,
     DirectoryNotEmpty,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     UserError,
 )
 from pellucid.server.engine import Engine, Principal
 from pellucid.server.engine.errors import NotFound as EngineNotFound
-from pellucid.server.engine.hosted_data import AlgorithmCaller
+from pellucid.server.engine.hosted_data import AlgorithmCaller, DataPath, UploadPiece
 from pellucid.server.storage import open_metadata_store
 from pellucid.server.storage.registry import open_blob_store
 from tests.conftest import RunningServer
@@ -239,6 +241,11 @@ def test_my_algos_admits_the_owners_algorithms_and_private_does_not(engine: Engi
     calls_by["t2"] = AlgorithmCaller(owner="carol", algorithm="resize")  # another owner's algorithm
     assert [readable(bob, n) for n in ("priv", "algos", "pub")] == [False, False, True]
 
+    # data://.algo/... : the algorithm side maps it to the algorithm's own collection
+    data.resolve_algo = lambda principal, names: DataPath("alice", ("algos", *names))
+    data.create_dir(alice, "data://.algo/temp")
+    assert data.get_dir(alice, "data://alice/algos/temp").path == "data://alice/algos/temp"
+
 
 def test_blobs_stay_while_a_file_names_them_and_are_shared_by_content(server: RunningServer, alice: User) -> None:
     engine = server.server.engine
@@ -304,3 +311,45 @@ def test_data_dir_and_data_file_attach_to_any_client_object(alice: User) -> None
     directory.create()
     assert directory.file("x").put("y").getString() == "y"
     assert alice.dir("data://.my/attached") == directory
+
+
+def test_a_badly_framed_upload_is_invalid_argument_and_a_too_large_file_fails_alone(
+    alice: User, tmp_path: Path
+) -> None:
+    alice.dir("data://.my/frames").create()
+    path = "data://.my/frames/f"
+
+    def send(*messages: v1.DataUploadChunk) -> v1.UploadDataFilesResponse:
+        return alice._connection.send_stream(v1.DataServiceStub, "UploadDataFiles", iter(messages), timeout=30)
+
+    with pytest.raises(InvalidArgument, match="each file's first message names its path"):
+        send(v1.DataUploadChunk(data=b"x"))
+    with pytest.raises(InvalidArgument, match="more than the announced 1 bytes"):
+        send(v1.DataUploadChunk(path=path, size=1, data=b"xy"))
+    with pytest.raises(InvalidArgument, match="1 of the announced 3 bytes arrived before the end of the stream"):
+        send(v1.DataUploadChunk(path=path, size=3, data=b"x"))
+    with pytest.raises(InvalidArgument, match="before the next file"):
+        send(v1.DataUploadChunk(path=path, size=3, data=b"x"), v1.DataUploadChunk(path=path + "2", size=0))
+    with pytest.raises(InvalidArgument, match="negative"):
+        send(v1.DataUploadChunk(path=path, size=-1))
+    assert not alice.file(path).exists()  # nothing half-stored
+
+    engine = Engine(
+        open_metadata_store(f"sqlite://{tmp_path / 'm.sqlite3'}"),
+        open_blob_store(f"file://{tmp_path}"),
+        max_blob_bytes=10,
+    )
+    try:
+        owner = Principal("carol", False, "t")
+        engine.hosted_data.create_dir(owner, "data://.my/c")
+        pieces = [
+            UploadPiece("data://.my/c/small", 3, b"abc"),
+            UploadPiece("data://.my/c/huge", 11, b"x" * 11),
+            UploadPiece("data://.my/c/after", 2, b"ok"),
+        ]
+        outcomes = engine.hosted_data.upload(owner, iter(pieces))
+        assert [o.error is None for o in outcomes] == [True, False, True]
+        assert "more than the server's limit of 10" in str(outcomes[1].error)
+        assert engine.hosted_data.get_file(owner, "data://.my/c/after").size == 2
+    finally:
+        engine.close()
