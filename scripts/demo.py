@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pellucid
 from pellucid.api.v1 import Data, Image, Input, Text
 from pellucid.client.user import User
 from pellucid.errors import (
@@ -218,6 +219,12 @@ def main() -> int:
             print(
                 f"  {output.input.id:13} {describe(output) if output.status.code == 0 else '':32} {status if output.status.code else ''}"
             )
+        step("the same model as an algorithm, called in one line (pellucid.client)")
+        model.publish_algorithm(version="1.0.0")
+        algo = pellucid.client().algo(f"{user.user_id}/colour/1.0.0")
+        answer = algo.pipe("Stopped working after a week, very disappointing")
+        top = max(answer.result["concepts"], key=lambda c: c["value"])
+        print(f"algorithm {user.user_id}/colour/1.0.0: {top['id']} {top['value']:.2f} ({answer.metadata.content_type})")
     finally:
         runner.send_signal(signal.SIGTERM)  # it finishes what it holds, then exits
         print(f"runner stopped (exit code {runner.wait(timeout=30)})")

@@ -24,3 +24,4 @@ def test_the_demo_runs_end_to_end_twice_on_a_fresh_data_dir(tmp_path: Path) -> N
         assert result.returncode == 0, f"run {run}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         assert "demo finished in" in result.stdout
         assert "a-review      negative" in result.stdout  # the runner answered the batch, text included
+        assert "algorithm admin/colour/1.0.0: negative" in result.stdout  # and as an algorithm

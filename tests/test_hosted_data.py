@@ -353,3 +353,39 @@ def test_a_badly_framed_upload_is_invalid_argument_and_a_too_large_file_fails_al
         assert engine.hosted_data.get_file(owner, "data://.my/c/after").size == 2
     finally:
         engine.close()
+
+
+def reads_and_writes_data(input: dict) -> str:
+    """An algorithm: reads the file `input["read"]` and writes its upper case to `input["write"]`."""
+    import pellucid
+
+    client = pellucid.client()  # inside the runner: the runner's (its owner's) credentials
+    text = client.file(input["read"]).getString()
+    client.file(input["write"]).put(text.upper())
+    return text
+
+
+def test_an_algorithm_reads_and_writes_its_owners_data_for_another_caller(alice: User, bob: User, unique: str) -> None:
+    """The round trip of the issue: files in a collection only alice reads, an algorithm of hers that
+    reads them, called by bob; bob himself still cannot read them."""
+    from pellucid.client.runner import function_runner
+    from tests.test_algorithms import algo_client, start_runner
+
+    alice.dir("data://.my/inbox").create(ReadAcl.my_algos)
+    alice.file("data://.my/inbox/note.txt").put("for algorithms only")
+    label = f"data-algo-{unique}"
+    model = alice.create_app(f"data-{unique}").create_model("reader", runner_labels=[label])
+    runner, thread = start_runner(alice, f"reader-{unique}", label, function_runner(reads_and_writes_data))
+    try:
+        model.publish_algorithm(name=f"reader-{unique}", version="1.0.0", public=True)
+        owner = alice.user_id
+        request = {"read": f"data://{owner}/inbox/note.txt", "write": f"data://{owner}/inbox/out.txt"}
+        response = algo_client(bob).algo(f"{owner}/reader-{unique}").pipe(request)
+        assert response.result == "for algorithms only"
+        assert alice.file("data://.my/inbox/out.txt").getString() == "FOR ALGORITHMS ONLY"
+        with pytest.raises(DataNotFound):
+            bob.file(f"data://{owner}/inbox/note.txt").getString()
+        assert algo_client(alice).file("data://.my/inbox/out.txt").exists()  # the algorithm client has them too
+    finally:
+        runner.stop(drain=False)
+        thread.join(10)

@@ -188,6 +188,7 @@ DISTRIBUTION_OF_IMPORT = {
     "grpc_reflection": "grpcio-reflection",
     "google": "protobuf",
     "psycopg_pool": "psycopg-pool",
+    "yaml": "pyyaml",
 }
 # Imports an extra provides (imported only when its feature is used): import -> (extra, distribution).
 IMPORTS_OF_EXTRAS = {

@@ -9,7 +9,8 @@ import pytest
 
 from pellucid.server.records import AppRecord, IngestItem, PageQuery
 from pellucid.server.storage import Conflict, open_metadata_store
-from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
+from pellucid.server.storage.migrations import pending_migrations
+from pellucid.server.storage.sqlite_schema import MIGRATIONS
 
 
 def test_migrations_run_on_open_and_are_recorded(tmp_path: Path) -> None:
@@ -20,10 +21,22 @@ def test_migrations_run_on_open_and_are_recorded(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
-    assert versions == [v for v, _ in MIGRATIONS]  # each helper's migration has its own number
+    assert versions == sorted(v for v, _ in MIGRATIONS)  # each part of the schema has its own number
     reopened = open_metadata_store(str(path))  # a second open applies nothing twice
     assert reopened.schema_version() == LATEST_VERSION
     reopened.close()
+
+
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)
+
+
+def test_a_migration_numbered_below_the_highest_applied_one_still_runs() -> None:
+    """Parts of the schema land in any order: a store at 14 that lacks 9 gets 9, lowest first."""
+    migrations = [(1, "a"), (14, "c"), (9, "b")]
+    assert pending_migrations(migrations, {1, 14}, "db") == [(9, "b")]
+    assert pending_migrations(migrations, set(), "db") == [(1, "a"), (9, "b"), (14, "c")]
+    with pytest.raises(RuntimeError, match="schema version 15, newer"):
+        pending_migrations(migrations, {1, 15}, "db")
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

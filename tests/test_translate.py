@@ -63,3 +63,11 @@ def test_regions_reach_the_engine_and_keep_what_it_does_not_model() -> None:
     engine_input = predict_input(given)
     assert engine_input.kinds == ("embeddings", "regions") and engine_input.embeddings == ((1.0,),)
     assert input_message(engine_input) == given
+
+
+def test_media_an_output_passes_on_reach_the_engine() -> None:
+    """A runner's output image (random-sample's kept input, in the engine) is modelled both ways."""
+    output = v1.Output(input=v1.Input(id="x"), data=v1.Data(image=v1.Image(base64=b"png", mime="image/png")))
+    record = output_record(output)
+    assert record.data.media == (Media("image", b"png", "", "image/png"),) and not record.data.extra
+    assert output_message(record) == output

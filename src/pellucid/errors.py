@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 __all__ = [
+    "AlgoException",
     "AlreadyExists",
     "ApiClientError",
     "ApiError",
@@ -119,6 +120,29 @@ class Unavailable(ApiError):
 
 class DeadlineExceeded(ApiError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class AlgoException(ApiError):
+    """The algorithm raised: `message` is its exception's type and message, `stack_trace` where it
+    was raised (in the algorithm's process). An ApiError, so `except ApiError` catches it too."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+    def __init__(
+        self, message: str, *, stack_trace: str = "", error_code: int = 0, call_id: str = "", method: str = ""
+    ) -> None:
+        self.stack_trace = stack_trace
+        self.call_id = call_id
+        code = _BY_VALUE.get(error_code, grpc.StatusCode.UNKNOWN) if error_code else grpc.StatusCode.UNKNOWN
+        super().__init__(message, code=code, method=method)
+
+    @property
+    def stacktrace(self) -> str:
+        """The reference client's name for `stack_trace`."""
+        return self.stack_trace
+
+    def __str__(self) -> str:
+        return f"algorithm error: {self.message}"
 
 
 _BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {

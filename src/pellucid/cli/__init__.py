@@ -6,23 +6,29 @@
     pellucid whoami
     pellucid runner start path/to/file.py:ClassName [--runner-id ID] [--concurrency N] [--labels a,b]
     pellucid runner list
+    pellucid run OWNER/NAME[/VERSION] -d INPUT   (call an algorithm; see `pellucid help run`)
+    pellucid auth [--profile NAME] | auth list | auth remove NAME
+    pellucid help [COMMAND]
     pellucid ls [-l] [data://...] | mkdir | rmdir [-f] | rm | cp [-r] [-c N] SRC... DEST | cat   (hosted data)
     pellucid --version
 
 Client commands take --api, --pat, --profile, --timeout and --json before or after their
 name; --json prints data as JSON on stdout and errors as a JSON object on stderr. The exit
 codes are in `pellucid.cli.output` (0 ok, 1 other, 2 usage, 3 not authenticated or denied,
-4 not found, 5 server unreachable or, for cp, some files failed, 6 the server's port is in use). One module per
-command group: server, users, runners, data.
+4 not found, 5 server unreachable or, for cp, some files failed, 6 the server's port is in
+use). One module per command group: server, users, runners, algo (run), auth, data (ls, mkdir,
+rmdir, rm, cp, cat).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 from pellucid import __version__
-from pellucid.cli import data, runners, users
-from pellucid.cli.output import EXIT_CODES_DOC, INTERRUPTED, exit_code, report_error
+from pellucid.cli import algo, auth, data, runners, users
+from pellucid.cli.output import EXIT_CODES_DOC, INTERRUPTED, OK, USAGE, exit_code, report_error
 from pellucid.cli.server import add_server_arguments, cmd_server
 from pellucid.cli.session import client_options
 from pellucid.errors import PellucidError
@@ -45,8 +51,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     users.add_commands(commands)
     runners.add_commands(commands)
+    algo.add_commands(commands)
+    auth.add_commands(commands)
     data.add_commands(commands)  # ls, mkdir, rmdir, rm, cp, cat (hosted data)
+    add_help_command(commands, parser)
     return parser
+
+
+def add_help_command(commands: Any, parser: argparse.ArgumentParser) -> None:
+    """`pellucid help [COMMAND]`: the same text as --help, exit codes included."""
+    helper = commands.add_parser("help", help="print the help of pellucid or of one command, and the exit codes")
+    helper.add_argument("topic", nargs="*", metavar="COMMAND", help="e.g. run, or runner start")
+
+    def show(args: argparse.Namespace) -> int:
+        target = parser
+        for word in args.topic:
+            choices = next(
+                (a.choices for a in target._actions if isinstance(a, argparse._SubParsersAction)),
+                None,
+            )
+            if not choices or word not in choices:
+                known = ", ".join(sorted(choices or {}))
+                print(f"pellucid help: no command {word!r} (commands: {known})", file=sys.stderr)
+                return USAGE
+            target = choices[word]
+        target.print_help()
+        if target is not parser:
+            print(f"\n{EXIT_CODES_DOC}")
+        return OK
+
+    helper.set_defaults(run=show)
 
 
 def main(argv: list[str] | None = None) -> int:

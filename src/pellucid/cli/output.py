@@ -28,7 +28,7 @@ INTERRUPTED = 130  # stopped at once by a second Ctrl-C
 
 EXIT_CODES_DOC = """exit codes:
   0  ok
-  1  other failure (the message says what happened)
+  1  other failure (the message says what happened), or `pellucid run`: the algorithm raised
   2  usage: bad arguments or configuration, nothing was sent
   3  not authenticated (no or bad token) or permission denied
   4  not found

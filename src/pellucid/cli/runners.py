@@ -11,7 +11,7 @@ from typing import Any
 
 from pellucid.api import v1
 from pellucid.cli.output import INTERRUPTED, OK, emit
-from pellucid.cli.session import client_options, user
+from pellucid.cli.session import call_timeout, client_options, user
 from pellucid.errors import AlreadyExists, NotFound, UserError
 
 
@@ -43,9 +43,13 @@ def load_runner_class(spec: str) -> type:
     sys.path.insert(0, str(file.parent.resolve()))
     module_spec.loader.exec_module(module)
     cls = getattr(module, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Runner)):
-        raise UserError(f"{path} has no Runner subclass named {name!r}")
-    return cls
+    if isinstance(cls, type) and issubclass(cls, Runner):
+        return cls
+    if callable(cls) and not isinstance(cls, type):  # a plain function: served as an algorithm
+        from pellucid.client.runner import function_runner
+
+        return function_runner(cls, file.stem)
+    raise UserError(f"{path} has no Runner subclass or function named {name!r}")
 
 
 def register(args: argparse.Namespace, runner_id: str, labels: list[str]) -> None:
@@ -85,7 +89,7 @@ def cmd_runner_start(args: argparse.Namespace) -> int:
         base_url=args.api or "",
         pat=args.pat or "",
         profile=args.profile,
-        timeout=args.timeout,
+        timeout=call_timeout(args),
     )
     emit(
         args.json,
@@ -129,9 +133,17 @@ def add_commands(commands: Any) -> None:
     runner = commands.add_parser("runner", help="serve a model; see your runners").add_subparsers(
         dest="runner_command", required=True
     )
-    start = runner.add_parser("start", help="start a runner from user code: path/to/file.py:ClassName")
-    start.add_argument("target", help="path/to/file.py:ClassName (a pellucid.client.runner.Runner subclass)")
-    start.add_argument("--runner-id", default="", help="registered runner id (default: the class name, lowercased)")
+    start = runner.add_parser("start", help="start a runner from user code: path/to/file.py:ClassName or :function")
+    start.add_argument(
+        "target",
+        help="path/to/file.py:ClassName (a pellucid.client.runner.Runner subclass) or path/to/file.py:function "
+        "(a plain function serving an algorithm: it takes and returns str, bytes or JSON values)",
+    )
+    start.add_argument(
+        "--runner-id",
+        default="",
+        help="registered runner id (default: the class name, or for a function the file name, lowercased)",
+    )
     start.add_argument("--concurrency", type=int, default=4, help="items run at once")
     start.add_argument(
         "--labels",

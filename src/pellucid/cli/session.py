@@ -7,7 +7,8 @@ import argparse
 from pellucid.client._transport import DEFAULT_TIMEOUT
 from pellucid.client.user import User
 
-GLOBAL_DEFAULTS = {"api": "", "pat": "", "profile": None, "json": False, "timeout": DEFAULT_TIMEOUT}
+# timeout None: each command's own default (call_timeout), DEFAULT_TIMEOUT for most
+GLOBAL_DEFAULTS = {"api": "", "pat": "", "profile": None, "json": False, "timeout": None}
 
 
 def positive_seconds(text: str) -> float:
@@ -21,7 +22,13 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def client_options(parser: argparse.ArgumentParser, top_level: bool = False) -> None:
+def client_options(
+    parser: argparse.ArgumentParser,
+    top_level: bool = False,
+    *,
+    json_flag: bool = True,
+    timeout_default: float = DEFAULT_TIMEOUT,
+) -> None:
     """--api, --pat, --profile, --timeout and --json. On a subcommand they default to
     nothing, so `pellucid --profile p users list` and `pellucid users list --profile p`
     mean the same."""
@@ -40,18 +47,24 @@ def client_options(parser: argparse.ArgumentParser, top_level: bool = False) -> 
         type=positive_seconds,
         default=default,
         metavar="SECONDS",
-        help=f"deadline of each call (default {DEFAULT_TIMEOUT:g})",
+        help=f"deadline of each call (default {timeout_default:g})",
     )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        default=default,
-        help="print data as JSON (and errors as a JSON object on stderr)",
-    )
+    if json_flag:
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            default=default,
+            help="print data as JSON (and errors as a JSON object on stderr)",
+        )
     if top_level:
         parser.set_defaults(**GLOBAL_DEFAULTS)
 
 
+def call_timeout(args: argparse.Namespace, default: float = DEFAULT_TIMEOUT) -> float:
+    """--timeout if given, else the command's default deadline."""
+    return args.timeout if args.timeout is not None else default
+
+
 def user(args: argparse.Namespace) -> User:
     """The user the command's credentials resolve to (no network I/O yet)."""
-    return User(base_url=args.api or "", pat=args.pat or "", profile=args.profile, timeout=args.timeout)
+    return User(base_url=args.api or "", pat=args.pat or "", profile=args.profile, timeout=call_timeout(args))

@@ -18,6 +18,8 @@ from pellucid.client.dataset import Dataset
 from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
 from pellucid.client.model import Model, version_proto
+from pellucid.client.model_training import list_trainable_model_types
+from pellucid.client.module import VERSION_FIELDS, Module
 from pellucid.client.search import Search
 from pellucid.client.urls import split_url
 from pellucid.errors import AlreadyExists, DeadlineExceeded, UserError
@@ -304,12 +306,116 @@ class App(Lister, BaseClient):
         for proto in self.list_pages_generator(endpoint, v1.ListModelsRequest, request, page_no, per_page):
             yield Model._from_proto(proto, **self._child_kwargs())
 
+    def list_trainable_model_types(self) -> list[dict[str, Any]]:
+        """The model types the server trains (id, description, reads, makes, params, templates):
+        create one with create_model(model_id, model_type_id=...), then Model.train()."""
+        return list_trainable_model_types(self)
+
     def delete_model(self, model_id: str) -> None:
         self._call(
             v1.ModelServiceStub,
             "DeleteModel",
             v1.DeleteModelRequest(user_id=self._user_id, app_id=self.id, model_id=model_id),
         )
+
+    # modules: packages of code an app offers or installs (the server stores, never runs, them)
+
+    def create_module(self, module_id: str, description: str = "", *, exist_ok: bool = False, **kwargs: Any) -> Module:
+        """Create a module (kwargs: metadata, and a first version's git_url with git_ref and/or
+        git_commit, or entry_point "package.module:attr", version_id, version_description). If
+        that version is refused, the module is deleted again: nothing half-made is left. With
+        `exist_ok`, an existing module is returned as it is (at its latest version)."""
+        metadata = kwargs.pop("metadata", None)
+        unknown = set(kwargs) - set(VERSION_FIELDS)
+        if unknown:
+            raise UserError(f"create_module takes metadata and {sorted(VERSION_FIELDS)}; not {sorted(unknown)}")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise UserError(f"metadata must be a dict, got {type(metadata).__name__}")
+        module = v1.Module(id=module_id, description=description)
+        if metadata:
+            module.metadata.update(metadata)
+        try:
+            created = self._call(
+                v1.ModuleServiceStub,
+                "CreateModule",
+                v1.CreateModuleRequest(user_id=self._user_id, app_id=self.id, module=module),
+            )
+        except AlreadyExists:
+            if not exist_ok:
+                raise
+            return self.module(module_id)
+        result = Module._from_proto(created, **self._child_kwargs())
+        if not kwargs:
+            return result
+        try:
+            return result.create_version(**kwargs)
+        except BaseException:
+            self.delete_module(module_id)
+            raise
+
+    def module(self, module_id: str, module_version_id: str | None = None, **kwargs: Any) -> Module:
+        """The module `module_id` (at `module_version_id`, else the latest), checked to exist."""
+        module = Module(
+            module_id=module_id,
+            app_id=self.id,
+            user_id=self._user_id,
+            module_version={"id": module_version_id or ""},
+            **self._child_kwargs(),
+            **kwargs,
+        )
+        module.load_info()
+        return module
+
+    def list_modules(
+        self,
+        filter_by: dict[str, Any] | None = None,
+        only_in_app: bool = True,
+        page_no: int | None = None,
+        per_page: int | None = None,
+    ) -> Iterator[Module]:
+        """The app's modules; `filter_by={"query": text}` (or "id") keeps ids containing text."""
+        filter_by = dict(filter_by or {})
+        unknown = set(filter_by) - {"query", "id"}
+        if unknown:
+            raise UserError(f"list_modules cannot filter by {sorted(unknown)}: use query or id")
+        if not only_in_app:
+            raise UserError("only_in_app=False (modules of other apps) is not supported: list each app's modules")
+        endpoint = functools.partial(self._call, v1.ModuleServiceStub, "ListModules")
+        text = filter_by.get("query") or filter_by.get("id") or ""
+        request = {"user_id": self._user_id, "app_id": self.id, "query": text}
+        for proto in self.list_pages_generator(endpoint, v1.ListModulesRequest, request, page_no, per_page):
+            yield Module._from_proto(proto, **self._child_kwargs())
+
+    def delete_module(self, module_id: str) -> None:
+        """Delete a module with its versions and every app's installation of them."""
+        self._call(
+            v1.ModuleServiceStub,
+            "DeleteModule",
+            v1.DeleteModuleRequest(user_id=self._user_id, app_id=self.id, module_id=module_id),
+        )
+
+    def list_installed_module_versions(
+        self, filter_by: dict[str, Any] | None = None, page_no: int | None = None, per_page: int | None = None
+    ) -> Iterator[Module]:
+        """The module versions this app installed, as Modules pinned to them (the module's own app;
+        `installed_module_version_info` says when and under which id); `filter_by={"module_id": m}`."""
+        filter_by = dict(filter_by or {})
+        unknown = set(filter_by) - {"module_id"}
+        if unknown:
+            raise UserError(f"list_installed_module_versions cannot filter by {sorted(unknown)}: use module_id")
+        endpoint = functools.partial(self._call, v1.ModuleServiceStub, "ListInstalledModuleVersions")
+        request = {"user_id": self._user_id, "app_id": self.id, "module_id": filter_by.get("module_id", "")}
+        listing = self.list_pages_generator(endpoint, v1.ListInstalledModuleVersionsRequest, request, page_no, per_page)
+        for installed in listing:
+            version = installed.module_version
+            yield Module(
+                module_id=version.module_id,
+                app_id=version.app_id,
+                user_id=version.user_id,
+                module_version={"id": version.id},
+                _installed_info=installed,
+                **self._child_kwargs(),
+            )
 
     # concepts
 

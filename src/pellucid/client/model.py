@@ -1,4 +1,5 @@
-"""Model: versions and predictions. Predictions run on runners (see pellucid.client.runner)."""
+"""Model: versions and predictions. Predictions run on runners (see pellucid.client.runner), or on
+the server for built-in and trained models; training is in pellucid.client.model_training."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pellucid.api import v1
 from pellucid.client import _protos
 from pellucid.client.base import BaseClient
 from pellucid.client.lister import Lister
+from pellucid.client.model_training import ModelTraining
 from pellucid.client.urls import split_url
 from pellucid.errors import UserError, error_class
 
@@ -81,7 +83,7 @@ def version_proto(**kwargs: Any) -> v1.ModelVersion:
     return version
 
 
-class Model(Lister, BaseClient):
+class Model(Lister, BaseClient, ModelTraining):
     """A model, by `url` (`<base>/<user>/<app>/models/<id>[/versions/<vid>]`) or by `model_id`
     with `app_id` (and `user_id`). `model_version={"id": "..."}` pins a version; the default is
     the latest. Constructing one makes no call."""
@@ -176,6 +178,24 @@ class Model(Lister, BaseClient):
         self._call(
             v1.ModelServiceStub, "DeleteModelVersion", v1.DeleteModelVersionRequest(**self._ids(version_id=version_id))
         )
+
+    # algorithms
+
+    def publish_algorithm(
+        self, name: str | None = None, version: str | None = None, public: bool = False
+    ) -> v1.Algorithm:
+        """Publish this model as the algorithm `<owner>/<name>` (name: default the model id), callable
+        with `pellucid.client().algo(...)`: by anyone if `public`, else only by you. `version`, a
+        semantic version such as "1.0.2", names this Model's version (its pinned one, else the latest)
+        for good. Publishing again changes the visibility and adds versions."""
+        request = v1.PublishAlgorithmRequest(
+            **self._ids(),
+            version_id=self.version_id,
+            name=name or "",
+            version=version or "",
+            public=bool(public),
+        )
+        return self._call(v1.AlgorithmServiceStub, "PublishAlgorithm", request)
 
     # predictions
 

@@ -7,16 +7,22 @@ outputs back; heartbeats keep its items leased. It reconnects with backoff when 
 goes away (given several replicas, `grpc://host1:port1,host2:port2`, it keeps to the first
 that answers and moves to the next when that one fails), and on SIGTERM or Ctrl-C it takes no new work, finishes what it holds and exits
 (a second Ctrl-C stops it at once).
+
+A plain function serves an algorithm (pellucid.client.algo): `function_runner(apply)`, or
+`pellucid runner start hello.py:apply`. Any runner given an algorithm call (an input with a
+content type) returns what `run_input` printed and, if it raised, its stack trace.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import random
 import signal
 import threading
 import time
+import traceback
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +32,7 @@ import grpc
 
 from pellucid.api import v1
 from pellucid.client._transport import get_connection
+from pellucid.client.algo import decode_data, encode_input, serving_call
 from pellucid.client.base import BaseClient
 from pellucid.errors import ApiError, UserError, from_rpc_error
 
@@ -115,6 +122,9 @@ class Runner(BaseClient):
         an exception fails that input alone."""
         outputs = []
         for item in inputs:
+            if item.data.content_type:  # an algorithm call: its stdout and stack trace go back with it
+                outputs.append(self._run_algorithm_call(item, output_info))
+                continue
             try:
                 fetch_media(item)
                 output = self.run_input(item, output_info)
@@ -125,6 +135,21 @@ class Runner(BaseClient):
                 output = v1.Output(status=_failure(exc))
             outputs.append(output)
         return outputs
+
+    def _run_algorithm_call(self, item: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
+        """run_input on an algorithm call (its input's id is the call id), with what it prints
+        captured, and its stack trace if it raises."""
+        with serving_call(item.id, self._connection) as printed:
+            try:
+                output = self.run_input(item, output_info)
+                if not isinstance(output, v1.Output):
+                    raise TypeError(f"run_input returned {type(output).__name__}, not an Output")
+            except Exception as exc:  # noqa: BLE001 - the caller gets it as an AlgoException
+                log.debug("algorithm call %s failed: %s", item.id, exc)
+                output = v1.Output(status=_failure(exc))
+                output.data.stack_trace = traceback.format_exc()
+        output.data.stdout = "".join(printed)
+        return output
 
     # serving
 
@@ -331,3 +356,44 @@ class Runner(BaseClient):
             (time.perf_counter() - started) * 1000,
             " (cancelled, not sent)" if cancelled else "",
         )
+
+
+class FunctionRunner(Runner):
+    """Serves a plain function as an algorithm: `function(input)` takes and returns a str (text),
+    bytes (binary) or a JSON value. `pellucid runner start hello.py:apply` builds one."""
+
+    function: Any = None
+
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
+        data = input.data
+        if data.content_type:
+            value = decode_data(data)
+        elif data.HasField("text"):  # a plain predict of the model: its text, else its media's bytes
+            value = data.text.raw
+        else:
+            fetch_media(input)
+            media = data.image.base64 or data.video.base64 or data.audio.base64
+            value = bytes(media)
+        function = type(self).function
+        result = function(value)
+        if not isinstance(result, (str, bytes, bytearray, memoryview)):
+            try:
+                json.dumps(result, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                name = getattr(function, "__name__", "the function")
+                raise TypeError(
+                    f"{name} returned a {type(result).__name__} that is not a JSON value ({exc}): "
+                    "return a str, bytes, or JSON values (dict, list, number, bool, None)"
+                ) from None
+        return v1.Output(data=encode_input(result))
+
+
+def function_runner(function: Any, name: str = "") -> type[FunctionRunner]:
+    """A FunctionRunner subclass serving `function`."""
+    if not callable(function):
+        raise UserError(f"{function!r} is not callable")
+    return type(
+        name or f"{getattr(function, '__name__', 'function')}_runner",
+        (FunctionRunner,),
+        {"function": staticmethod(function)},
+    )

@@ -281,6 +281,143 @@ class RunnerRecord:
 
 
 @dataclass(frozen=True)
+class ModuleRecord:
+    """A named package of code an app offers (its versions say where the code is)."""
+
+    user_id: str
+    app_id: str
+    id: str
+    created_at: float
+    modified_at: float
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModuleVersionRecord:
+    """Where one version's code is: a git repository at a ref (and, pinned, a commit), or a
+    Python entry point ("package.module:attr"). The server stores it and never runs it."""
+
+    user_id: str
+    app_id: str
+    module_id: str
+    id: str
+    created_at: float
+    description: str = ""
+    git_url: str = ""
+    git_ref: str = ""
+    git_commit: str = ""
+    entry_point: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstalledModuleVersionRecord:
+    """Which version of a module an app uses: one per module and app (installing another replaces it)."""
+
+    user_id: str  # the installing app's
+    app_id: str
+    id: str
+    created_at: float
+    version: ModuleVersionRecord
+
+
+# algorithms (engine/algorithms.py)
+
+
+@dataclass(frozen=True)
+class AlgorithmRecord:
+    """A model its owner published under a user-wide name."""
+
+    user_id: str
+    name: str
+    app_id: str
+    model_id: str
+    public: bool
+    created_at: float
+    modified_at: float
+
+
+@dataclass(frozen=True)
+class AlgorithmTagRecord:
+    """A semantic version tag naming one version of an algorithm's model."""
+
+    user_id: str
+    name: str
+    tag: str
+    version_id: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class AlgorithmCallRecord:
+    """One call of an algorithm: insights reported later name it."""
+
+    id: str
+    user_id: str  # the algorithm's owner
+    name: str
+    version_id: str
+    caller: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class InsightRecord:
+    """Numeric insights reported for one algorithm call."""
+
+    user_id: str  # the algorithm's owner
+    name: str
+    call_id: str
+    version_id: str
+    reported_by: str
+    values: dict[str, float]
+    created_at: float
+
+
+class TrainingState(enum.Enum):
+    """Where a training job stands (GetTrainingStatus). A version is served once TRAINED."""
+
+    QUEUED = "queued"  # stored; waits for a server training worker
+    TRAINING = "training"  # a worker holds it (its claim lapses if that worker dies)
+    TRAINED = "trained"  # weights stored: the version predicts
+    FAILED = "failed"  # `reason` says why
+    NO_DATA = "no_data"  # the dataset held no usable labelled inputs (`reason` says what it held)
+
+
+@dataclass(frozen=True)
+class TrainingJobRecord:
+    """The training job of one model version (a trainable model type's version is made by one)."""
+
+    user_id: str
+    app_id: str
+    model_id: str
+    version_id: str
+    model_type_id: str
+    created_at: float
+    modified_at: float
+    params: dict[str, Any] = field(default_factory=dict)  # every declared param, checked
+    state: TrainingState = TrainingState.QUEUED
+    progress: float = 0.0  # 0..1
+    reason: str = ""
+    logs: str = ""  # lines, each ending in "\n"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0  # claims so far (a restart after a crash claims it again)
+    owner: str = ""  # the worker holding it while TRAINING
+    claimed_until: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ClusterAssignment:
+    """The cluster a trained clusterer put one of its training inputs in."""
+
+    input_id: str
+    cluster: int
+    distance: float  # Euclidean distance to the cluster's centre
+
+
+@dataclass(frozen=True)
 class DataEntryRecord:
     """A hosted-data directory or file (server/engine/hosted_data.py). `parent_seq` is None for a
     collection; `acl` is set on collections only (sub entries take their collection's)."""

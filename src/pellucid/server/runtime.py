@@ -178,6 +178,7 @@ class PellucidServer:
                 log.warning("%s", warning)
             # with the metadata in the data dir no other process embeds: claims left are a dead one's
             self.engine.indexer.start(self.settings.index_workers, exclusive=not self.settings.metadata_uri)
+            self.engine.training.start(self.settings.training_workers, exclusive=not self.settings.metadata_uri)
             if self.settings.blob_gc_interval_seconds > 0:
                 self._gc_thread = threading.Thread(
                     target=self._collect_garbage_periodically, args=(self.engine,), name="pellucid-blob-gc", daemon=True
@@ -243,6 +244,7 @@ class PellucidServer:
         handlers, self._handlers = self._handlers, None
         if self.engine is not None:
             self.engine.indexer.request_stop()  # before the router closes under a model embedder's predict
+            self.engine.training.request_stop()
             self.engine.router.close()  # wakes predicts waiting for a runner
         drained = threading.Thread(target=handlers.shutdown, kwargs={"wait": True}, name="pellucid-drain", daemon=True)
         drained.start()

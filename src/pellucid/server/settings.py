@@ -81,6 +81,8 @@ class ServerSettings:
     # Threads embedding stored inputs for their apps' base workflows (engine/indexing.py); 0: none
     # (inputs wait PENDING until a server that runs them, or another replica, embeds them).
     index_workers: int = 1
+    # Threads running training jobs (engine/training.py); 0: none (jobs wait QUEUED for a server that runs them)
+    training_workers: int = 1
 
     @property
     def tls(self) -> bool:
@@ -344,6 +346,13 @@ SETTINGS: tuple[Setting, ...] = (
         "index_workers",
         Kind.INTEGER,
         "threads embedding stored inputs for their apps' base workflows (0: none, inputs wait)",
+        minimum=0,
+    ),
+    Setting(
+        "training_workers",
+        "training_workers",
+        Kind.INTEGER,
+        "threads running model training jobs (0: none, jobs wait queued)",
         minimum=0,
     ),
     Setting("grace", "", Kind.NUMBER, "seconds in-flight calls get on shutdown", minimum=0, default=5.0),

@@ -358,6 +358,23 @@ class Data(_message.Message):
     GEO_FIELD_NUMBER: _builtins.int
     REGIONS_FIELD_NUMBER: _builtins.int
     EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    JSON_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    STDOUT_FIELD_NUMBER: _builtins.int
+    STACK_TRACE_FIELD_NUMBER: _builtins.int
+    json: _builtins.str
+    """Algorithm calls (algorithm.proto) carry their input and result here. `content_type` says
+    which field holds it: "text" (in `text.raw`), "json" (a JSON document in `json`, as its
+    text, so numbers keep their exact form) or "binary" (raw bytes in `raw`).
+    """
+    raw: _builtins.bytes
+    content_type: _builtins.str
+    stdout: _builtins.str
+    """Set by the runner on an algorithm call's result: what the algorithm printed while it ran,
+    and, when it raised, its stack trace (the message is in the output's status).
+    """
+    stack_trace: _builtins.str
     @_builtins.property
     def image(self) -> Global___Image: ...
     @_builtins.property
@@ -390,10 +407,15 @@ class Data(_message.Message):
         geo: Global___Geo | None = ...,
         regions: _abc.Iterable[Global___Region] | None = ...,
         embeddings: _abc.Iterable[Global___Embedding] | None = ...,
+        json: _builtins.str = ...,
+        raw: _builtins.bytes = ...,
+        content_type: _builtins.str = ...,
+        stdout: _builtins.str = ...,
+        stack_trace: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "geo", b"geo", "image", b"image", "metadata", b"metadata", "text", b"text", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "concepts", b"concepts", "embeddings", b"embeddings", "geo", b"geo", "image", b"image", "metadata", b"metadata", "regions", b"regions", "text", b"text", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "concepts", b"concepts", "content_type", b"content_type", "embeddings", b"embeddings", "geo", b"geo", "image", b"image", "json", b"json", "metadata", b"metadata", "raw", b"raw", "regions", b"regions", "stack_trace", b"stack_trace", "stdout", b"stdout", "text", b"text", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from pellucid.server.engine.access import Principal
+from pellucid.server.engine.algorithms import Algorithms
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
@@ -22,11 +23,14 @@ from pellucid.server.engine.inputs import (
     Inputs,
 )
 from pellucid.server.engine.models import Models
+from pellucid.server.engine.modules import Modules
+from pellucid.server.engine.operators import register_operators
 from pellucid.server.engine.predict import WorkCodec
 from pellucid.server.engine.requests import RequestLog
 from pellucid.server.engine.routing import Router
 from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.search import Search
+from pellucid.server.engine.training import Training
 from pellucid.server.engine.users import Users
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
@@ -77,11 +81,16 @@ class Engine:
         self.queue = queue if queue is not None else open_work_queue("memory:", router_clock)
         self.router = Router(self.queue, router_clock)
         self.models = Models(store, self.apps, self.router, clock, work_codec)
+        register_operators(self.models.local, UrlFetcher(allow_private=allow_private_urls))
         self.runners = Runners(store, self.router, clock)
+        self.modules = Modules(store, self.apps, clock)
         # embeds inputs behind ingestion; server/runtime.py starts its workers
         self.indexer = Indexer(store, blobs, self.apps, self.models, self.vectors)
         self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
         self.search = Search(store, self.apps, self.models, self.vectors, UrlFetcher(allow_private=allow_private_urls))
+        self.algorithms = Algorithms(store, self.models, clock)
+        # trains model versions in server jobs and registers its trainable types; runtime.py starts its workers
+        self.training = Training(store, blobs, self.models, self.vectors, clock)
         self.hosted_data = HostedData(store, blobs, clock, max_blob_bytes)  # data:// (issue #12)
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
@@ -90,6 +99,7 @@ class Engine:
 
     def close(self) -> None:
         self.indexer.stop()  # first: its workers use every store
+        self.training.stop()
         self.models.local.close()
         self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()

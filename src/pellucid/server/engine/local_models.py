@@ -10,6 +10,7 @@ registry is per engine, so each type can hold the stores it needs.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +26,7 @@ from pellucid.server.records import ModelRecord, ModelVersionRecord
 # after image-crop, their cropped images).
 DATA_KINDS = ("image", "video", "audio", "text", "embeddings", "concepts", "regions")
 
-PARAM_KINDS = ("int", "float", "str", "bool", "list[str]", "choice")
+PARAM_KINDS = ("int", "float", "str", "bool", "list[str]", "choice", "dict[str,float]")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ class ParamInfo:
             if not all(isinstance(v, str) for v in value):
                 raise InvalidArgument(f"{field} must be a list of strings, got {value!r}", field=field)
             return list(value)
+        if kind == "dict[str,float]":  # e.g. per-concept thresholds: the bounds apply to each value
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise InvalidArgument(f"{field} must be a map of names to numbers, got {value!r}", field=field)
+            scalar = dataclasses.replace(self, kind="float")
+            return {k: scalar.check(v, f"{field}.{k}") for k, v in value.items()}
         raise AssertionError(f"unknown param kind {kind!r}")
 
 
@@ -114,6 +120,11 @@ class LocalModelType(abc.ABC):
     ) -> list[PredictOutput]:
         """One output per input, in order; a bad input gets its own failed output, not an exception.
         `params` are the version's params merged with the request's inference params."""
+
+    def check_version_params(self, params: dict[str, Any], field: str) -> dict[str, Any]:
+        """A version's params, checked when the version is created (InvalidArgument naming the
+        param). The default takes any: a type that declares all its params overrides it."""
+        return params
 
     def check_version(self, model: ModelRecord, version: ModelVersionRecord) -> str:
         """Why this version cannot predict now ("" when it can): e.g. training not finished."""

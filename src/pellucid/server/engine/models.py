@@ -4,6 +4,7 @@ model types registered in `LocalModels`)."""
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +104,14 @@ class Models:
             metadata=check_metadata(spec.metadata or {}, "version.metadata"),
         )
 
+    def _checked_params(self, model_type_id: str, version: ModelVersionRecord) -> ModelVersionRecord:
+        """A version of a local model type with its params checked against the type's declaration."""
+        local_type = self.local.get(model_type_id)
+        if local_type is None:
+            return version
+        params = local_type.check_version_params(version.params, "version.output_info.params")
+        return dataclasses.replace(version, params=params)
+
     def create(
         self,
         principal: Principal,
@@ -140,7 +149,7 @@ class Models:
             input_fields=tuple(input_fields),
             output_fields=tuple(output_fields),
         )
-        first = self._version(app.user_id, app.id, model_id, version)
+        first = self._checked_params(model_type_id, self._version(app.user_id, app.id, model_id, version))
         try:
             self._store.insert_model(model, first)
         except Conflict:
@@ -187,7 +196,7 @@ class Models:
         self, principal: Principal, user_id: str, app_id: str, model_id: str, spec: VersionSpec
     ) -> ModelVersionRecord:
         model, _ = self.get(principal, user_id, app_id, model_id)
-        version = self._version(model.user_id, model.app_id, model.id, spec)
+        version = self._checked_params(model.model_type_id, self._version(model.user_id, model.app_id, model.id, spec))
         try:
             self._store.insert_model_version(version)
         except Conflict:

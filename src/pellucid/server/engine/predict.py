@@ -135,6 +135,8 @@ class OutputData:
     embeddings: tuple[tuple[float, ...], ...] = ()
     # regions a detector found (or a node kept or cropped)
     regions: tuple[OutputRegion, ...] = ()
+    # images, video or audio an output passes on (random-sample: the input it kept)
+    media: tuple[Media, ...] = ()
 
 
 @dataclass(frozen=True)

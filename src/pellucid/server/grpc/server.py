@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from pellucid.api import v1
 from pellucid.server.engine import Engine
+from pellucid.server.grpc.algorithms import AlgorithmServicer
 from pellucid.server.grpc.apps import AppServicer
 from pellucid.server.grpc.concepts import ConceptServicer
 from pellucid.server.grpc.data import DataServicer
@@ -20,9 +21,11 @@ from pellucid.server.grpc.inputs import InputServicer
 from pellucid.server.grpc.interceptor import AuthInterceptor
 from pellucid.server.grpc.limits import CallLimits
 from pellucid.server.grpc.models import ModelServicer
+from pellucid.server.grpc.modules import ModuleServicer
 from pellucid.server.grpc.pool import HandlerPool
 from pellucid.server.grpc.runners import RunnerServicer
 from pellucid.server.grpc.search import SearchServicer
+from pellucid.server.grpc.training import TrainingServicer
 from pellucid.server.grpc.users import UserServicer
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -36,6 +39,9 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
     (v1.add_ModelServiceServicer_to_server, ModelServicer, "ModelService"),
     (v1.add_RunnerServiceServicer_to_server, RunnerServicer, "RunnerService"),
     (v1.add_SearchServiceServicer_to_server, SearchServicer, "SearchService"),
+    (v1.add_ModuleServiceServicer_to_server, ModuleServicer, "ModuleService"),
+    (v1.add_AlgorithmServiceServicer_to_server, AlgorithmServicer, "AlgorithmService"),
+    (v1.add_TrainingServiceServicer_to_server, TrainingServicer, "TrainingService"),
     (v1.add_DataServiceServicer_to_server, DataServicer, "DataService"),
 ]
 

@@ -16,10 +16,15 @@ import enum
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from pellucid.server.records import (
+    AlgorithmCallRecord,
+    AlgorithmRecord,
+    AlgorithmTagRecord,
     AnnotationRecord,
     AppRecord,
+    ClusterAssignment,
     ConceptRecord,
     DataEntryRecord,
     DatasetRecord,
@@ -30,13 +35,19 @@ from pellucid.server.records import (
     IngestItem,
     InputFilter,
     InputRecord,
+    InsightRecord,
+    InstalledModuleVersionRecord,
     JobRecord,
     ModelRecord,
     ModelVersionRecord,
+    ModuleRecord,
+    ModuleVersionRecord,
     Page,
     PageQuery,
     RunnerRecord,
     TokenRecord,
+    TrainingJobRecord,
+    TrainingState,
     UserRecord,
 )
 
@@ -417,6 +428,166 @@ class SearchStore(Transactional):
         """How many of the app's inputs are in each state (every state present, 0 if none)."""
 
 
+class ModuleStore(Transactional):
+    """Modules, their versions, and which version each app has installed."""
+
+    @abc.abstractmethod
+    def insert_module(self, module: ModuleRecord) -> None:
+        """Conflict if the app has a module of that id; LookupError if the app is gone."""
+
+    @abc.abstractmethod
+    def get_module(self, user_id: str, app_id: str, module_id: str) -> ModuleRecord | None: ...
+
+    @abc.abstractmethod
+    def list_modules(self, user_id: str, app_id: str, text: str, query: PageQuery) -> Page[ModuleRecord]:
+        """The app's modules, oldest first; with `text`, those whose id contains it (case-insensitive)."""
+
+    @abc.abstractmethod
+    def delete_module(self, user_id: str, app_id: str, module_id: str) -> bool:
+        """Delete a module with its versions and every app's installation of them."""
+
+    @abc.abstractmethod
+    def insert_module_version(self, version: ModuleVersionRecord) -> None:
+        """Conflict if the version id is taken; LookupError if the module is gone."""
+
+    @abc.abstractmethod
+    def get_module_version(
+        self, user_id: str, app_id: str, module_id: str, version_id: str = ""
+    ) -> ModuleVersionRecord | None:
+        """The version (the latest if version_id is empty)."""
+
+    @abc.abstractmethod
+    def list_module_versions(
+        self, user_id: str, app_id: str, module_id: str, query: PageQuery
+    ) -> Page[ModuleVersionRecord]:
+        """Oldest first; LookupError if the module is gone."""
+
+    @abc.abstractmethod
+    def install_module_version(self, installed: InstalledModuleVersionRecord) -> None:
+        """Record that an app uses this version, replacing its installation of another version of
+        the same module; Conflict if the app has an installation of that id (of another module);
+        LookupError if the app or the version is gone."""
+
+    @abc.abstractmethod
+    def list_installed_module_versions(
+        self, user_id: str, app_id: str, module_id: str, query: PageQuery
+    ) -> Page[InstalledModuleVersionRecord]:
+        """The app's installations, oldest first; with `module_id`, only those of modules of that id."""
+
+
+class AlgorithmStore(Transactional):
+    """Published algorithms, their version tags, their calls and the insights reported for them."""
+
+    @abc.abstractmethod
+    def save_algorithm(self, algorithm: AlgorithmRecord) -> None:
+        """Insert it, or replace the row of the same (user_id, name); LookupError if its model does
+        not exist. Deleting the model (or its app) deletes the algorithm, its tags, calls and insights."""
+
+    @abc.abstractmethod
+    def get_algorithm(self, user_id: str, name: str) -> AlgorithmRecord | None: ...
+
+    @abc.abstractmethod
+    def list_algorithms(self, user_id: str, public_only: bool, query: PageQuery) -> Page[AlgorithmRecord]:
+        """The user's algorithms in publishing order (only the public ones if `public_only`)."""
+
+    @abc.abstractmethod
+    def insert_algorithm_tag(self, tag: AlgorithmTagRecord) -> None:
+        """Conflict if the algorithm has that tag already, LookupError if the algorithm or the model
+        version does not exist. Deleting the model version deletes its tags."""
+
+    @abc.abstractmethod
+    def list_algorithm_tags(self, user_id: str, name: str) -> list[AlgorithmTagRecord]:
+        """Every tag of the algorithm, in the order they were made."""
+
+    @abc.abstractmethod
+    def insert_algorithm_call(self, call: AlgorithmCallRecord) -> None: ...
+
+    @abc.abstractmethod
+    def get_algorithm_call(self, call_id: str) -> AlgorithmCallRecord | None: ...
+
+    @abc.abstractmethod
+    def insert_insights(self, insight: InsightRecord) -> None: ...
+
+    @abc.abstractmethod
+    def list_insights(self, user_id: str, name: str, query: PageQuery) -> Page[InsightRecord]:
+        """The insights of the algorithm's calls, oldest first."""
+
+
+class TrainingStore(Transactional):
+    """Training jobs (issue #11): one per version of a trainable model, claimed by server
+    workers with a lease (a job whose worker died is claimed again), and what they made:
+    the trained weights and, for a clusterer, each training input's cluster.
+
+    A job lives and dies with its model version (deleting the version or model deletes it).
+    """
+
+    @abc.abstractmethod
+    def insert_training_job(self, job: TrainingJobRecord) -> None:
+        """Store a QUEUED job for an existing version; Conflict if it has one, LookupError if the
+        version does not exist."""
+
+    @abc.abstractmethod
+    def get_training_job(
+        self, user_id: str, app_id: str, model_id: str, version_id: str
+    ) -> TrainingJobRecord | None: ...
+
+    @abc.abstractmethod
+    def claim_training_job(self, now: float, lease_seconds: float, owner: str) -> TrainingJobRecord | None:
+        """The oldest job (any app) that is QUEUED, or TRAINING with its claim lapsed (< now),
+        now TRAINING, held by `owner` until now + lease_seconds, its attempts counted.
+        Replicas claiming at once never get the same job."""
+
+    @abc.abstractmethod
+    def requeue_training_jobs(self) -> int:
+        """Every TRAINING job back to QUEUED (how many): a server that has the store to itself
+        starts, so their workers are gone and need not be waited for."""
+
+    @abc.abstractmethod
+    def update_training_job(
+        self,
+        job: TrainingJobRecord,
+        owner: str,
+        now: float,
+        claimed_until: float,
+        progress: float,
+        log_lines: str = "",
+    ) -> bool:
+        """Record progress (and append log lines) and extend the claim, if `owner` still holds the
+        job; False if it does not (taken over, or the version deleted): the worker stops."""
+
+    @abc.abstractmethod
+    def finish_training_job(
+        self,
+        job: TrainingJobRecord,
+        owner: str,
+        now: float,
+        state: TrainingState,
+        reason: str = "",
+        log_lines: str = "",
+        metrics: dict[str, Any] | None = None,
+        artifact: bytes | None = None,
+        assignments: list[ClusterAssignment] | None = None,
+    ) -> bool:
+        """End the job (TRAINED with its artifact and assignments, or FAILED / NO_DATA with the
+        reason), in one transaction, if `owner` still holds it; False if it does not."""
+
+    @abc.abstractmethod
+    def get_training_artifact(self, user_id: str, app_id: str, model_id: str, version_id: str) -> bytes | None:
+        """The weights a TRAINED job stored (None before)."""
+
+    @abc.abstractmethod
+    def list_cluster_assignments(
+        self,
+        user_id: str,
+        app_id: str,
+        model_id: str,
+        version_id: str,
+        query: PageQuery,
+        input_ids: list[str] | None = None,
+    ) -> Page[ClusterAssignment]:
+        """A trained clusterer's inputs and their clusters, in training order (or only `input_ids`)."""
+
+
 class HostedDataStore(Transactional):
     """Hosted data (data://, issue #12): directories and files by (owner, parent, name), a
     collection's read ACL, each file's sha256 and size (the bytes live in the blob store).
@@ -461,7 +632,18 @@ class HostedDataStore(Transactional):
         """Those of the (owner, sha256) pairs whose blob is the content of one of that owner's files."""
 
 
-class MetadataStore(UserStore, AppStore, InputStore, ModelStore, RequestLogStore, SearchStore, HostedDataStore):
+class MetadataStore(
+    UserStore,
+    AppStore,
+    InputStore,
+    ModelStore,
+    RequestLogStore,
+    SearchStore,
+    ModuleStore,
+    AlgorithmStore,
+    TrainingStore,
+    HostedDataStore,
+):
     """Metadata of every resource, every area in one backend. Safe to use from many threads."""
 
     @abc.abstractmethod

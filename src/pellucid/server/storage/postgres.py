@@ -28,11 +28,15 @@ from pellucid.server.records import (
     UserRecord,
 )
 from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore, StoreUnavailable
+from pellucid.server.storage.migrations import pending_migrations
+from pellucid.server.storage.postgres_algorithms import PostgresAlgorithmTables
 from pellucid.server.storage.postgres_connections import PoolConnections
 from pellucid.server.storage.postgres_data import PostgresDataTables
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
-from pellucid.server.storage.postgres_schema import LATEST_VERSION, MIGRATIONS
+from pellucid.server.storage.postgres_modules import PostgresModuleTables
+from pellucid.server.storage.postgres_schema import MIGRATIONS
 from pellucid.server.storage.postgres_search import PostgresSearchTables
+from pellucid.server.storage.postgres_training import PostgresTrainingTables
 from pellucid.server.storage.rows import (
     TOKEN_USER_COLUMNS,
     app_from_row,
@@ -52,7 +56,15 @@ T = TypeVar("T")
 MIGRATION_LOCK = 0x70656C6C  # "pell"
 
 
-class PostgresMetadataStore(PostgresInputTables, PostgresSearchTables, PostgresDataTables, MetadataStore):
+class PostgresMetadataStore(
+    PostgresInputTables,
+    PostgresSearchTables,
+    PostgresModuleTables,
+    PostgresAlgorithmTables,
+    PostgresTrainingTables,
+    PostgresDataTables,
+    MetadataStore,
+):
     def __init__(self, uri: str) -> None:
         self._connections = PoolConnections(uri)
         try:
@@ -68,21 +80,14 @@ class PostgresMetadataStore(PostgresInputTables, PostgresSearchTables, PostgresD
                 "CREATE TABLE IF NOT EXISTS schema_version"
                 " (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
             )
-            row = conn.execute("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version").fetchone()
-            current = row["v"] if row else 0
-            if current > LATEST_VERSION:
-                raise RuntimeError(
-                    f"{self._connections.description} has schema version {current}, newer than this pellucid"
-                    f" ({LATEST_VERSION}): upgrade pellucid"
-                )
-            for version, script in MIGRATIONS:
-                if version > current:
-                    if callable(script):
-                        script(conn)
-                    else:
-                        for statement in filter(str.strip, script.split(";")):
-                            conn.execute(statement.encode())  # bytes: a migration has no parameters
-                    conn.execute("INSERT INTO schema_version VALUES (%s, %s)", (version, time.time()))
+            applied = {row["version"] for row in conn.execute("SELECT version FROM schema_version")}
+            for version, script in pending_migrations(MIGRATIONS, applied, self._connections.description):
+                if callable(script):
+                    script(conn)
+                else:
+                    for statement in filter(str.strip, script.split(";")):
+                        conn.execute(statement.encode())  # bytes: a migration has no parameters
+                conn.execute("INSERT INTO schema_version VALUES (%s, %s)", (version, time.time()))
 
     @contextmanager
     def _read(self) -> Iterator[psycopg.Connection[Any]]:

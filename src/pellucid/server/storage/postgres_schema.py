@@ -10,10 +10,12 @@ from typing import Any
 import psycopg
 
 from pellucid.server.records import AnnotationRecord
+from pellucid.server.storage.module_rows import MODULE_TABLES
 from pellucid.server.storage.postgres_data import DATA_SCHEMA
 from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows
+from pellucid.server.storage.training_sql import POSTGRES_TABLES as TRAINING_TABLES
 
 # Version 1 is the schema SQLite reached at its version 7, in PostgreSQL's types.
 # a migration is a script (statements split at ';') or a function of the open transaction
@@ -253,6 +255,25 @@ def _search_indexes(conn: psycopg.Connection[Any]) -> None:
 
 MIGRATIONS.append((2, _search_indexes))
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 4: modules, their versions and which version each app has installed (as SQLite's 10; 3 is
+# another part of issue #11's)
+MIGRATIONS.append(
+    (
+        4,
+        MODULE_TABLES.format(
+            seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", ref="BIGINT", real="DOUBLE PRECISION"
+        ),
+    )
+)
+
+# 8 (algorithms, issue #12): published algorithms, their version tags, calls and insights
+from pellucid.server.storage.algorithm_rows import POSTGRES_SCHEMA as _ALGORITHM_TABLES  # noqa: E402
+
+MIGRATIONS.append((8, ";\n".join(_ALGORITHM_TABLES)))
+# 5 (SQLite's 11): training jobs (issue #11), see storage/training_sql.py
+
+MIGRATIONS.append((5, TRAINING_TABLES))
 # 7 (hosted data, issue #12; SQLite's 13): data:// directories and files (server/storage/postgres_data.py)
 MIGRATIONS.append((7, DATA_SCHEMA))
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -51,7 +51,9 @@ def output_info_json(v: ModelVersionRecord) -> str:
     return json.dumps(
         {
             "params": v.params,
-            "concepts": [[c.id, c.name] for c in v.concepts],
+            # the value is a concept's threshold for the thresholders (rows written before it had
+            # none: 1.0, the default)
+            "concepts": [[c.id, c.name, c.value] for c in v.concepts],
             "output_config": {
                 "min_value": v.output_config.min_value,
                 "max_concepts": v.output_config.max_concepts,
@@ -72,7 +74,7 @@ def model_version_from_row(row: Any) -> ModelVersionRecord:
         created_at=row["created_at"],
         description=row["description"],
         params=info.get("params", {}),
-        concepts=tuple(ConceptValue(i, n) for i, n in info.get("concepts", [])),
+        concepts=tuple(ConceptValue(*c) for c in info.get("concepts", [])),
         output_config=OutputConfig(
             config.get("min_value", 0.0), config.get("max_concepts", 0), tuple(config.get("select_concepts", ()))
         ),

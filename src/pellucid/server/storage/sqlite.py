@@ -18,6 +18,7 @@ from pellucid.server.records import (
     UserRecord,
 )
 from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, MetadataStore
+from pellucid.server.storage.migrations import pending_migrations
 from pellucid.server.storage.rows import (
     TOKEN_USER_COLUMNS,
     app_from_row,
@@ -26,17 +27,29 @@ from pellucid.server.storage.rows import (
     token_from_row,
     user_from_row,
 )
+from pellucid.server.storage.sqlite_algorithms import AlgorithmTables
 from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
 from pellucid.server.storage.sqlite_data import DataTables
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
-from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
+from pellucid.server.storage.sqlite_modules import ModuleTables
+from pellucid.server.storage.sqlite_schema import MIGRATIONS
 from pellucid.server.storage.sqlite_search import SEARCH_FUNCTIONS, SearchTables
+from pellucid.server.storage.sqlite_training import TrainingTables
 
 T = TypeVar("T")
 
 
-class SqliteMetadataStore(InputTables, SearchTables, ModelTables, DataTables, MetadataStore):
+class SqliteMetadataStore(
+    InputTables,
+    SearchTables,
+    ModelTables,
+    ModuleTables,
+    AlgorithmTables,
+    TrainingTables,
+    DataTables,
+    MetadataStore,
+):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,19 +63,14 @@ class SqliteMetadataStore(InputTables, SearchTables, ModelTables, DataTables, Me
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at REAL NOT NULL)"
             )
-            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-            if current > LATEST_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has schema version {current}, newer than this pellucid ({LATEST_VERSION}): upgrade pellucid"
-                )
-            for version, script in MIGRATIONS:
-                if version > current:
-                    if callable(script):
-                        script(conn)
-                    else:
-                        for statement in filter(str.strip, script.split(";")):
-                            conn.execute(statement)
-                    conn.execute("INSERT INTO schema_version VALUES (?, strftime('%s','now'))", (version,))
+            applied = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+            for version, script in pending_migrations(MIGRATIONS, applied, str(self.path)):
+                if callable(script):
+                    script(conn)
+                else:
+                    for statement in filter(str.strip, script.split(";")):
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_version VALUES (?, strftime('%s','now'))", (version,))
 
     def schema_version(self) -> int:
         return self._conn().execute("SELECT MAX(version) FROM schema_version").fetchone()[0]

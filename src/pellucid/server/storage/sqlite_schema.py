@@ -7,11 +7,13 @@ import sqlite3
 from collections.abc import Callable
 
 from pellucid.server.records import AnnotationRecord
+from pellucid.server.storage.module_rows import MODULE_TABLES
 from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
 from pellucid.server.storage.sqlite_connections import insert_rows
 from pellucid.server.storage.sqlite_data import DATA_SCHEMA
+from pellucid.server.storage.training_sql import SQLITE_TABLES as TRAINING_TABLES
 
 # a migration is a script (statements split at ';') or a function of the open transaction
 MIGRATIONS: list[tuple[int, str | Callable[[sqlite3.Connection], None]]] = [
@@ -287,6 +289,19 @@ CONCEPT_INSERT = "INSERT INTO input_concepts (app_seq, concept_id, value, input_
 TERM_INSERT = "INSERT INTO input_terms (app_seq, term, input_seq)"
 MIGRATIONS.append((8, _search_indexes))
 LATEST_VERSION = MIGRATIONS[-1][0]
+
+# 10: modules, their versions (where the code is: git or an entry point), and which version
+# each app has installed (one per module and app). 9 is another part of issue #11's.
+MIGRATIONS.append((10, MODULE_TABLES.format(seq="INTEGER PRIMARY KEY", ref="INTEGER", real="REAL")))
+
+# 14 (algorithms, issue #12): published algorithms, their version tags, calls and insights
+from pellucid.server.storage.algorithm_rows import SQLITE_SCHEMA as _ALGORITHM_TABLES  # noqa: E402
+
+MIGRATIONS.append((14, ";\n".join(_ALGORITHM_TABLES)))
+# 11: training jobs (issue #11): one per trained model version, claimed by server workers with a
+# lease; the trained weights, and a clusterer's cluster of each training input
+
+MIGRATIONS.append((11, TRAINING_TABLES))
 # 13 (hosted data, issue #12): data:// directories and files (server/storage/sqlite_data.py)
 MIGRATIONS.append((13, DATA_SCHEMA))
 LATEST_VERSION = MIGRATIONS[-1][0]

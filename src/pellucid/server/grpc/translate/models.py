@@ -206,6 +206,10 @@ def predict_request(request: v1.PostModelOutputsRequest, deadline_seconds: float
     )
 
 
+# the media an output can pass on (random-sample's kept input), as OutputData.media
+_OUTPUT_MEDIA = ("image", "video", "audio")
+
+
 def output_record(output: v1.Output) -> PredictOutput:
     """One output of a runner's answer; what the engine does not model rides along in `extra`."""
     try:
@@ -221,6 +225,8 @@ def output_record(output: v1.Output) -> PredictOutput:
     rest.data.ClearField("metadata")
     rest.data.ClearField("embeddings")
     rest.data.ClearField("regions")
+    for kind in _OUTPUT_MEDIA:
+        rest.data.ClearField(kind)  # type: ignore[arg-type]
     rest.data.text.raw = ""
     if not rest.data.text.url:
         rest.data.ClearField("text")
@@ -239,6 +245,12 @@ def output_record(output: v1.Output) -> PredictOutput:
             extra=rest.SerializeToString() if rest.ByteSize() else b"",
             embeddings=tuple(tuple(e.vector) for e in data.embeddings),
             regions=tuple(region_record(r) for r in data.regions),
+            media=tuple(
+                Media(kind, field.base64, field.url, field.mime)
+                for kind in _OUTPUT_MEDIA
+                if data.HasField(kind)  # type: ignore[arg-type]
+                for field in (getattr(data, kind),)
+            ),
         ),
     )
 
@@ -259,6 +271,10 @@ def output_message(output: PredictOutput) -> v1.Output:
     for vector in output.data.embeddings:
         message.data.embeddings.add(vector=vector, num_dimensions=len(vector))
     message.data.regions.extend(region_message(r) for r in output.data.regions)
+    for media in output.data.media:
+        field = getattr(message.data, media.kind)
+        field.SetInParent()
+        field.base64, field.url, field.mime = media.data, media.url, media.mime
     return message
 
 
