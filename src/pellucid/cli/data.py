@@ -198,7 +198,7 @@ def _plan_local_source(plan: _Plan, source: Path, dest: str, dest_is_dir: bool, 
                     continue
                 plan.uploads.append(data_transfer.UploadItem(f"{root}/{relative}", size, _opener(local), str(local)))
     else:
-        plan.fail(str(source), dest, f"{source} does not exist")
+        plan.fail(str(source), _target(dest, source.name, dest_is_dir, True), f"{source} does not exist")
 
 
 def _plan_remote_source(
