@@ -14,7 +14,7 @@ Measured in one run, every process on this machine's loopback:
 The client's peak RSS (and its growth over the run's start) and the server's (VmHWM) show
 that memory stays flat whatever the file size.
 
-    python scripts/bench_data.py [--files 1000] [--file-kb 100] [--large-mb 256] [--concurrency 8]
+    python scripts/bench_data.py [--files 1000] [--file-kb 100] [--large-mb 256] [--concurrency 8] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,7 @@ def main() -> None:
     parser.add_argument("--file-kb", type=int, default=100)
     parser.add_argument("--large-mb", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=data_transfer.DEFAULT_CONCURRENCY)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (the median is shown)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pellucid-bench-data-"))
@@ -185,24 +187,29 @@ def main() -> None:
                 data_transfer.UploadItem(f"data://.my/bench/{p.name}", p.stat().st_size, opener(p), str(p))
                 for p in paths
             ]
-            start = time.perf_counter()
-            report = data_transfer.upload(user, items, args.concurrency, progress=False)
-            up = time.perf_counter() - start
-            assert not report.failures, report.failures[:3]
-            downs = [data_transfer.DownloadItem(i.dest, work / "back" / Path(i.source).name, i.size) for i in items]
-            start = time.perf_counter()
-            report = data_transfer.download(user, downs, args.concurrency, progress=False)
-            down = time.perf_counter() - start
-            assert not report.failures, report.failures[:3]
-            raw_up = raw.up(file_messages(paths))
-            piece = min(CHUNK, paths[0].stat().st_size)
-            raw_down = raw.down(total // piece, piece)
-            cp_time = local_cp(paths, work / f"cp-{len(paths)}")
+            ups, downs_s, raw_ups, raw_downs, cps = [], [], [], [], []
+            for attempt in range(args.repeat):
+                start = time.perf_counter()
+                report = data_transfer.upload(user, items, args.concurrency, progress=False)
+                ups.append(time.perf_counter() - start)
+                assert not report.failures, report.failures[:3]
+                downs = [data_transfer.DownloadItem(i.dest, work / "back" / Path(i.source).name, i.size) for i in items]
+                start = time.perf_counter()
+                report = data_transfer.download(user, downs, args.concurrency, progress=False)
+                downs_s.append(time.perf_counter() - start)
+                assert not report.failures, report.failures[:3]
+                shutil.rmtree(work / "back", ignore_errors=True)
+                raw_ups.append(raw.up(file_messages(paths)))
+                piece = min(CHUNK, paths[0].stat().st_size)
+                raw_downs.append(raw.down(total // piece, piece))
+                cps.append(local_cp(paths, work / f"cp-{len(paths)}-{attempt}"))
+                shutil.rmtree(work / f"cp-{len(paths)}-{attempt}", ignore_errors=True)
+            up, down = statistics.median(ups), statistics.median(downs_s)
+            raw_up, raw_down, cp_time = statistics.median(raw_ups), statistics.median(raw_downs), statistics.median(cps)
             for direction, took, limit in (("up", up, raw_up), ("down", down, raw_down)):
                 rows.append((label, direction, took, total / took, limit, limit / took, cp_time))
-            shutil.rmtree(work / "back", ignore_errors=True)
 
-        print(f"\nhosted data transfers, loopback, concurrency {args.concurrency}")
+        print(f"\nhosted data transfers, loopback, concurrency {args.concurrency}, median of {args.repeat}")
         print(
             f"{'case':<20} {'dir':<5} {'pellucid s':>10} {'MB/s':>8} {'raw gRPC s':>10} {'x raw':>6} {'local cp s':>10}"
         )
