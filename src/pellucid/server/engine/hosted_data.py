@@ -23,7 +23,7 @@ such a path is INVALID_ARGUMENT saying it works only inside an algorithm.
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -416,10 +416,11 @@ class HostedData:
         permission, too large) is skipped and reported; bad framing fails the whole call.
         """
         upload = _Upload(self, principal)
-        stream = _Frames(iter(pieces))
-        while (header := stream.next_header()) is not None:
-            upload.receive(header, stream)
-        upload.flush()
+        with _Prefetched(iter(pieces)) as prefetched:
+            stream = _Frames(prefetched)
+            while (header := stream.next_header()) is not None:
+                upload.receive(header, stream)
+            upload.flush()
         return upload.outcomes
 
     def target_for_write(
@@ -503,58 +504,69 @@ class _Frames:
 
 
 class _Prefetched:
-    """Iterates `source` in a thread of its own, up to PREFETCH chunks ahead of the consumer.
+    """Reads an upload stream in a thread of its own, up to PREFETCH_BYTES ahead of the consumer.
 
-    A large file's chunks arrive (gRPC, protobuf decoding) while the chunks before them are
-    hashed and written (both release the GIL), so the two overlap on two cores instead of
-    taking turns. The source's exceptions surface in the consumer; leaving early stops it.
+    Messages arrive (gRPC, protobuf decoding) while the files before them are hashed, written
+    and fsynced (all three release the GIL), so receiving and storing overlap on two cores
+    instead of taking turns. The stream's exceptions surface in the consumer.
     """
 
-    PREFETCH = 8
-    _END = object()
+    PREFETCH_BYTES = 4 * 1024 * 1024  # per upload stream (a message may be up to 4 MiB)
 
-    def __init__(self, source: Iterator[bytes]) -> None:
+    def __init__(self, source: Iterator[UploadPiece]) -> None:
         self._source = source
-        self._queue: queue.Queue[object] = queue.Queue(self.PREFETCH)
-        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._pieces: collections.deque[UploadPiece] = collections.deque()
+        self._bytes = 0
+        self._done = False
+        self._stop = False
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._fill, name="pellucid-data-prefetch", daemon=True)
 
     def _fill(self) -> None:
         try:
-            for chunk in self._source:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(chunk, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
-            self._queue.put(self._END)
+            for piece in self._source:
+                with self._cond:
+                    while self._bytes and self._bytes + len(piece.data) > self.PREFETCH_BYTES and not self._stop:
+                        self._cond.wait()
+                    if self._stop:
+                        return
+                    self._pieces.append(piece)
+                    self._bytes += len(piece.data)
+                    self._cond.notify_all()
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            self._queue.put(exc)
+            with self._cond:
+                self._error = exc
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
 
-    def __enter__(self) -> Iterator[bytes]:
+    def __enter__(self) -> Iterator[UploadPiece]:
         self._thread.start()
-        return self._chunks()
+        return self._iterate()
 
-    def _chunks(self) -> Iterator[bytes]:
+    def _iterate(self) -> Iterator[UploadPiece]:
         while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
+            with self._cond:
+                while not self._pieces and not self._done:
+                    self._cond.wait()
+                if self._pieces:
+                    piece = self._pieces.popleft()
+                    self._bytes -= len(piece.data)
+                    self._cond.notify_all()
+                elif self._error is not None:
+                    raise self._error
+                else:
+                    return
+            yield piece
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        while self._thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        self._thread.join()
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        # a producer waiting for the client's next message stops when it arrives or the call ends
+        self._thread.join(timeout=1.0)
 
 
 class _Upload:
@@ -588,8 +600,7 @@ class _Upload:
             return
         blobs = self.data._blobs
         try:
-            with _Prefetched(body) as chunks:  # receiving overlaps hashing and writing
-                sha256, size = blobs.put_stream(target.owner, chunks, self.data.max_blob_bytes)
+            sha256, size = blobs.put_stream(target.owner, body, self.data.max_blob_bytes)
         except BlobTooLarge as exc:  # refused before: the announced size; kept for a store-side limit
             raise ResourceExhausted(f"{header.path} is larger than {exc.limit} bytes", field="size") from None
         self._store([(index, target, parent, acl, sha256, size)])
