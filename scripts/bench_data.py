@@ -179,35 +179,41 @@ def main() -> None:
             for _ in range(args.large_mb):
                 out.write(os.urandom(CHUNK))
         base_rss = peak_rss()
-        rows = []
-
-        for label, paths in ((f"{args.files} x {args.file_kb} KB", small), (f"1 x {args.large_mb} MiB", [large])):
-            total = sum(p.stat().st_size for p in paths)
+        cases = [(f"{args.files} x {args.file_kb} KB", small), (f"1 x {args.large_mb} MiB", [large])]
+        measured: dict[str, dict[str, list[float]]] = {label: {} for label, _ in cases}
+        # pellucid first, all cases: the client's peak RSS is then that of its transfers alone
+        for label, paths in cases:
             items = [
                 data_transfer.UploadItem(f"data://.my/bench/{p.name}", p.stat().st_size, opener(p), str(p))
                 for p in paths
             ]
-            ups, downs_s, raw_ups, raw_downs, cps = [], [], [], [], []
-            for attempt in range(args.repeat):
+            for _ in range(args.repeat):
                 start = time.perf_counter()
                 report = data_transfer.upload(user, items, args.concurrency, progress=False)
-                ups.append(time.perf_counter() - start)
+                measured[label].setdefault("up", []).append(time.perf_counter() - start)
                 assert not report.failures, report.failures[:3]
                 downs = [data_transfer.DownloadItem(i.dest, work / "back" / Path(i.source).name, i.size) for i in items]
                 start = time.perf_counter()
                 report = data_transfer.download(user, downs, args.concurrency, progress=False)
-                downs_s.append(time.perf_counter() - start)
+                measured[label].setdefault("down", []).append(time.perf_counter() - start)
                 assert not report.failures, report.failures[:3]
                 shutil.rmtree(work / "back", ignore_errors=True)
-                raw_ups.append(raw.up(file_messages(paths)))
-                piece = min(CHUNK, paths[0].stat().st_size)
-                raw_downs.append(raw.down(total // piece, piece))
-                cps.append(local_cp(paths, work / f"cp-{len(paths)}-{attempt}"))
-                shutil.rmtree(work / f"cp-{len(paths)}-{attempt}", ignore_errors=True)
-            up, down = statistics.median(ups), statistics.median(downs_s)
-            raw_up, raw_down, cp_time = statistics.median(raw_ups), statistics.median(raw_downs), statistics.median(cps)
-            for direction, took, limit in (("up", up, raw_up), ("down", down, raw_down)):
-                rows.append((label, direction, took, total / took, limit, limit / took, cp_time))
+        transfers_rss = peak_rss()
+        for label, paths in cases:
+            total = sum(p.stat().st_size for p in paths)
+            piece = min(CHUNK, paths[0].stat().st_size)
+            for attempt in range(args.repeat):
+                measured[label].setdefault("raw up", []).append(raw.up(file_messages(paths)))
+                measured[label].setdefault("raw down", []).append(raw.down(total // piece, piece))
+                measured[label].setdefault("cp", []).append(local_cp(paths, work / f"cp-{attempt}"))
+                shutil.rmtree(work / f"cp-{attempt}", ignore_errors=True)
+        rows = []
+        for label, paths in cases:
+            total = sum(p.stat().st_size for p in paths)
+            median = {key: statistics.median(values) for key, values in measured[label].items()}
+            for direction in ("up", "down"):
+                took, limit = median[direction], median[f"raw {direction}"]
+                rows.append((label, direction, took, total / took, limit, limit / took, median["cp"]))
 
         print(f"\nhosted data transfers, loopback, concurrency {args.concurrency}, median of {args.repeat}")
         print(
@@ -218,7 +224,7 @@ def main() -> None:
                 f"{label:<20} {direction:<5} {took:>10.2f} {rate / 1e6:>8.0f} {limit:>10.2f} {ratio:>6.2f} {cp_time:>10.2f}"
             )
         print(
-            f"client peak RSS {mib(peak_rss())} (growth over the run {mib(peak_rss() - base_rss)});"
+            f"client peak RSS during the transfers {mib(transfers_rss)} (growth {mib(transfers_rss - base_rss)});"
             f" server peak RSS {mib(server_peak_rss(server.pid))}"
         )
     finally:
