@@ -235,6 +235,58 @@ def main() -> int:
     except Unavailable as exc:
         print(f"{type(exc).__name__}: {exc.message}")
 
+    step("train a sentiment classifier on 120 labelled product reviews (a server job; the server serves it)")
+    app.create_dataset("product-reviews").upload_from_csv(
+        str(ROOT / "examples" / "data" / "product_reviews.csv"), input_type="text", labels=True
+    )
+    sentiment = app.create_model("sentiment", model_type_id="embedding-classifier")
+    sentiment.update_params(dataset_id="product-reviews", concepts=["positive", "negative"])
+    version_id = sentiment.train()  # returns at once
+    status = sentiment.wait_for_training(version_id)
+    print(
+        f"version {version_id[:12]}..: {status['state']}, held-out accuracy {status['metrics']['validation_accuracy']:.2f}"
+    )
+
+    step("evaluate it on the demo's own reviews (examples/data/reviews.csv: never trained on)")
+    metrics = sentiment.evaluate("reviews", wait=True)
+    summary = metrics.summary
+    print(
+        f"top-1 accuracy {summary.top1_accuracy:.2f} against {summary.majority_class_accuracy:.2f} for always "
+        f"answering {summary.majority_class!r}; macro precision {summary.macro_avg_precision:.2f}, "
+        f"recall {summary.macro_avg_recall:.2f}, F1 {summary.macro_avg_f1_score:.2f}"
+    )
+
+    step("a workflow from YAML: the built-in text embedder -> the trained classifier -> a thresholder")
+    config = work / "sentiment-workflow.yaml"
+    config.write_text(
+        f"""workflow:
+  id: confident-sentiment
+  nodes:
+    - id: embed
+      model: {{model_id: text-embedder, model_type_id: text-embedder}}
+    - id: classify
+      model: {{model_id: sentiment, model_version_id: {version_id}}}
+      node_inputs: [{{node_id: embed}}]
+    - id: confident
+      model:
+        model_id: confident
+        model_type_id: concept-thresholder
+        output_info: {{params: {{concept_threshold_type: GREATER_THAN, threshold: 0.7}}}}
+      node_inputs: [{{node_id: classify}}]
+"""
+    )
+    workflow = app.create_workflow(str(config), display=False)
+    texts = ["Broke on the first day and the seller never replied.", "Sturdy, quiet and a joy to use every day."]
+    response = workflow.predict([Input(id=f"text{i}", data=Data(text=Text(raw=t))) for i, t in enumerate(texts)])
+    for text, result in zip(texts, response.results, strict=True):
+        print(f"{text!r}:")
+        for output in result.outputs:  # one per node, in node order, each with its own status
+            made = describe(output) if output.data.concepts else f"{len(output.data.embeddings[0].vector)}-d embedding"
+            print(f"  {output.id:9} {output.status.code} {made}")
+    exported = work / "confident-sentiment.yaml"
+    workflow.export(str(exported))
+    print(f"exported to {exported.name}: create_workflow reads it back into an equal workflow")
+
     step("apps of this user")
     for listed in user.list_apps():
         print(f"- {listed.id} ({listed.app_info.name})")

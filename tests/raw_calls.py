@@ -10,7 +10,7 @@ from google.protobuf.descriptor import MethodDescriptor
 
 import pellucid.api.v1  # noqa: F401 - registers the pellucid descriptors
 
-AREAS = ("app", "concept", "dataset", "input", "model", "runner", "search", "user")
+AREAS = ("app", "concept", "dataset", "evaluation", "input", "model", "runner", "search", "user")
 
 
 def pellucid_methods() -> list[MethodDescriptor]:

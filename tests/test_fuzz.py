@@ -131,7 +131,12 @@ class World:
                 v1.PostInputsRequest(
                     app_id=APP,
                     inputs=[
-                        v1.Input(id=INPUT, dataset_ids=[DATASET], data=v1.Data(text=v1.Text(raw="fuzz"))),
+                        v1.Input(
+                            id=INPUT,
+                            dataset_ids=[DATASET],
+                            # labelled: a dataset to evaluate models on
+                            data=v1.Data(text=v1.Text(raw="fuzz"), concepts=[v1.Concept(id=CONCEPT, value=1)]),
+                        ),
                         v1.Input(id=f"{INPUT}-img", data=v1.Data(image=v1.Image(base64=IMAGE))),
                     ],
                 ),
@@ -542,6 +547,7 @@ def valid_request(world: World, method: MethodDescriptor) -> Any:
             app_id=APP, model_id=MODEL, version=v1.ModelVersion(runner_labels=["fz"])
         ),
         "PostModelOutputs": v1.PostModelOutputsRequest(app_id=APP, model_id=SERVED, inputs=[v1.Input(data=text)]),
+        "PostEvaluation": v1.PostEvaluationRequest(app_id=APP, model_id=SERVED, dataset_id=DATASET),
         "CreateRunner": v1.CreateRunnerRequest(runner=v1.Runner(id=f"r{fresh}", labels=["fz"])),
         "UploadBlob": v1.BlobChunk(app_id=APP, data=IMAGE),
         "RunnerMessage": v1.RunnerMessage(hello=v1.RunnerHello(runner_id=RUNNER, capacity=1)),
@@ -633,6 +639,7 @@ def test_every_service_is_fuzzed() -> None:
         "AppService",
         "ConceptService",
         "DatasetService",
+        "EvaluationService",
         "InputService",
         "ModelService",
         "RunnerService",

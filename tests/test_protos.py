@@ -18,6 +18,7 @@ NATURALLY_IDEMPOTENT = {
     "DownloadInputs",
     "UploadBlob",
     "PostModelOutputs",
+    "PostWorkflowResults",
     "PostInputsSearches",
     "Connect",
     "UploadDataFiles",  # a put overwrites: sending the same files again leaves the same state

@@ -22,6 +22,7 @@ from pellucid.client.model_training import list_trainable_model_types
 from pellucid.client.module import VERSION_FIELDS, Module
 from pellucid.client.search import Search
 from pellucid.client.urls import split_url
+from pellucid.client.workflow import Workflow, load_config, node_tree, workflow_proto
 from pellucid.errors import AlreadyExists, DeadlineExceeded, UserError
 
 log = logging.getLogger("pellucid.client")
@@ -444,4 +445,59 @@ class App(Lister, BaseClient):
             v1.ConceptServiceStub,
             "GetConcept",
             v1.GetConceptRequest(user_id=self._user_id, app_id=self.id, concept_id=concept_id),
+        )
+
+    # workflows
+
+    def create_workflow(self, config_filepath: str, generate_new_id: bool = False, display: bool = True) -> Workflow:
+        """Create a workflow from a YAML config (the reference format: `workflow: {id, nodes: [{id,
+        model: {model_id, model_version_id?, user_id?, app_id?, model_type_id?, output_info:
+        {params}}, node_inputs: [{node_id}]}]}`). Models it names that do not exist are created
+        when their model_type_id is a type the server runs itself; anything wrong (an unknown
+        node input, a cycle, a missing model, a node fed what it cannot read) is refused before
+        anything is stored, naming the node. `display` prints the node tree."""
+        workflow = workflow_proto(load_config(config_filepath), generate_new_id)
+        response = self._call(
+            v1.WorkflowServiceStub,
+            "PostWorkflows",
+            v1.PostWorkflowsRequest(user_id=self._user_id, app_id=self.id, workflows=[workflow]),
+        )
+        created = response.workflows[0]
+        if display:
+            print(node_tree(created))
+        return Workflow._from_proto(created, **self._child_kwargs())
+
+    def workflow(self, workflow_id: str, **kwargs: Any) -> Workflow:
+        """The workflow `workflow_id` (kwargs: workflow_version={"id": ...}, output_config), checked to exist."""
+        workflow = Workflow(
+            workflow_id=workflow_id, app_id=self.id, user_id=self._user_id, **self._child_kwargs(), **kwargs
+        )
+        workflow.load_info()
+        return workflow
+
+    def list_workflows(
+        self,
+        filter_by: dict[str, Any] | None = None,
+        only_in_app: bool = True,
+        page_no: int | None = None,
+        per_page: int | None = None,
+    ) -> Iterator[Workflow]:
+        """The app's workflows; `filter_by={"query": text}` (or "id") keeps ids containing text."""
+        filter_by = dict(filter_by or {})
+        unknown = set(filter_by) - {"query", "id"}
+        if unknown:
+            raise UserError(f"list_workflows cannot filter by {sorted(unknown)}: use query or id")
+        if not only_in_app:
+            raise UserError("only_in_app=False (workflows of other apps) is not supported: list each app's workflows")
+        text = filter_by.get("query") or filter_by.get("id") or ""
+        endpoint = functools.partial(self._call, v1.WorkflowServiceStub, "ListWorkflows")
+        request = {"user_id": self._user_id, "app_id": self.id, "query": text}
+        for proto in self.list_pages_generator(endpoint, v1.ListWorkflowsRequest, request, page_no, per_page):
+            yield Workflow._from_proto(proto, **self._child_kwargs())
+
+    def delete_workflow(self, workflow_id: str) -> None:
+        self._call(
+            v1.WorkflowServiceStub,
+            "DeleteWorkflow",
+            v1.DeleteWorkflowRequest(user_id=self._user_id, app_id=self.id, workflow_id=workflow_id),
         )

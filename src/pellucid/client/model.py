@@ -1,5 +1,6 @@
-"""Model: versions and predictions. Predictions run on runners (see pellucid.client.runner), or on
-the server for built-in and trained models; training is in pellucid.client.model_training."""
+"""Model: versions, predictions and evaluations. Predictions run on runners (see pellucid.client.runner),
+or on the server for built-in and trained models; training is in pellucid.client.model_training,
+evaluation in pellucid.client.evaluation."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from google.protobuf.struct_pb2 import Struct
 from pellucid.api import v1
 from pellucid.client import _protos
 from pellucid.client.base import BaseClient
+from pellucid.client.evaluation import EvaluationMixin
 from pellucid.client.lister import Lister
 from pellucid.client.model_training import ModelTraining
 from pellucid.client.urls import split_url
@@ -83,7 +85,7 @@ def version_proto(**kwargs: Any) -> v1.ModelVersion:
     return version
 
 
-class Model(Lister, BaseClient, ModelTraining):
+class Model(EvaluationMixin, Lister, BaseClient, ModelTraining):
     """A model, by `url` (`<base>/<user>/<app>/models/<id>[/versions/<vid>]`) or by `model_id`
     with `app_id` (and `user_id`). `model_version={"id": "..."}` pins a version; the default is
     the latest. Constructing one makes no call."""

@@ -417,6 +417,94 @@ class ClusterAssignment:
     distance: float  # Euclidean distance to the cluster's centre
 
 
+class EvaluationState(enum.Enum):
+    """Where an evaluation job stands (EvalMetrics.status)."""
+
+    QUEUED = "queued"  # stored, waiting for a server worker
+    RUNNING = "running"  # a worker holds it (its claim lapses if that worker dies)
+    DONE = "done"  # metrics computed
+    FAILED = "failed"  # `message` says why
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """A model version evaluated over a labelled dataset (or dataset version): a server job."""
+
+    user_id: str
+    app_id: str
+    model_id: str
+    id: str
+    model_version_id: str
+    dataset_user_id: str
+    dataset_app_id: str
+    dataset_id: str
+    dataset_version_id: str
+    created_at: float
+    modified_at: float
+    state: EvaluationState = EvaluationState.QUEUED
+    message: str = ""
+    total: int = 0  # inputs in the dataset (version) when the evaluation was asked for
+    processed: int = 0  # inputs predicted so far (failed ones included)
+    failed: int = 0  # inputs whose predict failed
+    last_input_seq: int = 0  # the store seq of the last input predicted: a resumed job goes on after it
+    eval_info: dict[str, Any] = field(default_factory=dict)
+    extended_metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # engine/evaluations.py's JSON, once DONE
+    seq: int = 0
+    owner: str = ""  # the worker claim that may write progress
+    claimed_until: float | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationItem:
+    """One input of an evaluation: its labels, what the model predicted, or why it failed."""
+
+    input_seq: int
+    input_id: str
+    truth: tuple[str, ...] = ()  # concept ids the input is labelled with (positives)
+    predicted: tuple[ConceptValue, ...] = ()
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class WorkflowNodeRecord:
+    """One node of a workflow version: the model version it pins and the nodes that feed it."""
+
+    id: str
+    model_user_id: str
+    model_app_id: str
+    model_id: str
+    model_version_id: str
+    model_type_id: str = ""
+    params: dict[str, Any] = field(default_factory=dict)  # merged over the version's params
+    node_inputs: tuple[str, ...] = ()  # empty: the workflow's input
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    user_id: str
+    app_id: str
+    id: str
+    created_at: float
+    modified_at: float
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkflowVersionRecord:
+    user_id: str
+    app_id: str
+    workflow_id: str
+    id: str
+    created_at: float
+    nodes: tuple[WorkflowNodeRecord, ...] = ()
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # (node id, why) for each node whose pinned model version was deleted: the version is deprecated
+    deleted_pins: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass(frozen=True)
 class DataEntryRecord:
     """A hosted-data directory or file (server/engine/hosted_data.py). `parent_seq` is None for a

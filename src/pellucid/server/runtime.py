@@ -179,6 +179,7 @@ class PellucidServer:
             # with the metadata in the data dir no other process embeds: claims left are a dead one's
             self.engine.indexer.start(self.settings.index_workers, exclusive=not self.settings.metadata_uri)
             self.engine.training.start(self.settings.training_workers, exclusive=not self.settings.metadata_uri)
+            self.engine.evaluations.start(self.settings.evaluation_workers, exclusive=not self.settings.metadata_uri)
             if self.settings.blob_gc_interval_seconds > 0:
                 self._gc_thread = threading.Thread(
                     target=self._collect_garbage_periodically, args=(self.engine,), name="pellucid-blob-gc", daemon=True
@@ -245,6 +246,7 @@ class PellucidServer:
         if self.engine is not None:
             self.engine.indexer.request_stop()  # before the router closes under a model embedder's predict
             self.engine.training.request_stop()
+            self.engine.evaluations.request_stop()  # likewise for an evaluation's predict
             self.engine.router.close()  # wakes predicts waiting for a runner
         drained = threading.Thread(target=handlers.shutdown, kwargs={"wait": True}, name="pellucid-drain", daemon=True)
         drained.start()

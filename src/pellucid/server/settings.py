@@ -83,6 +83,8 @@ class ServerSettings:
     index_workers: int = 1
     # Threads running training jobs (engine/training.py); 0: none (jobs wait QUEUED for a server that runs them)
     training_workers: int = 1
+    # Threads running model evaluations (engine/evaluations.py); 0: none (they wait QUEUED).
+    evaluation_workers: int = 1
 
     @property
     def tls(self) -> bool:
@@ -353,6 +355,13 @@ SETTINGS: tuple[Setting, ...] = (
         "training_workers",
         Kind.INTEGER,
         "threads running model training jobs (0: none, jobs wait queued)",
+        minimum=0,
+    ),
+    Setting(
+        "evaluation_workers",
+        "evaluation_workers",
+        Kind.INTEGER,
+        "threads running model evaluations (0: none, evaluations wait queued)",
         minimum=0,
     ),
     Setting("grace", "", Kind.NUMBER, "seconds in-flight calls get on shutdown", minimum=0, default=5.0),

@@ -69,8 +69,9 @@ class App(_message.Message):
     description: _builtins.str
     base_workflow: _builtins.str
     """What the server embeds for search: "Empty" (nothing), "Text" or "Language-Understanding"
-    (texts), "Universal" (texts and images), or the id of one of the app's models whose runner
-    returns data.embeddings. Empty on create: "Language-Understanding". Naming it in a patch
+    (texts), "Universal" (texts and images), the id of one of the app's models whose runner
+    returns data.embeddings, or the id of one of the app's workflows (its first node output
+    with data.embeddings). Empty on create: "Language-Understanding". Naming it in a patch
     re-embeds the app's inputs (GetAppIndexStatus shows the progress).
     """
     @_builtins.property

@@ -60,6 +60,16 @@ class Status(_message.Message):
         """its embedder failed on it: `message` says why"""
         INPUT_INDEX_IN_PROGRESS: Status._Code.ValueType  # 30003
         """a server worker is embedding it"""
+        MODEL_EVALUATED: Status._Code.ValueType  # 21300
+        """An evaluation's state (EvalMetrics.status).
+        done: the metrics are in
+        """
+        MODEL_EVALUATING: Status._Code.ValueType  # 21301
+        """a server worker is predicting the dataset"""
+        MODEL_QUEUED_FOR_EVALUATION: Status._Code.ValueType  # 21303
+        """waiting for a server worker"""
+        MODEL_EVALUATION_FAILED: Status._Code.ValueType  # 21315
+        """`message` says why"""
 
     class Code(_Code, metaclass=_CodeEnumTypeWrapper): ...
     OK: Status.Code.ValueType  # 0
@@ -90,25 +100,39 @@ class Status(_message.Message):
     """its embedder failed on it: `message` says why"""
     INPUT_INDEX_IN_PROGRESS: Status.Code.ValueType  # 30003
     """a server worker is embedding it"""
+    MODEL_EVALUATED: Status.Code.ValueType  # 21300
+    """An evaluation's state (EvalMetrics.status).
+    done: the metrics are in
+    """
+    MODEL_EVALUATING: Status.Code.ValueType  # 21301
+    """a server worker is predicting the dataset"""
+    MODEL_QUEUED_FOR_EVALUATION: Status.Code.ValueType  # 21303
+    """waiting for a server worker"""
+    MODEL_EVALUATION_FAILED: Status.Code.ValueType  # 21315
+    """`message` says why"""
 
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
     code: Global___Status.Code.ValueType
     message: _builtins.str
     """What went wrong and what to do about it, for a person."""
     description: _builtins.str
     """A short name of the code, for a person ("indexed", "waiting to be indexed", ...)."""
+    details: _builtins.str
+    """More about what went wrong (a workflow output: which node failed and why)."""
     def __init__(
         self,
         *,
         code: Global___Status.Code.ValueType = ...,
         message: _builtins.str = ...,
         description: _builtins.str = ...,
+        details: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "description", b"description", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "description", b"description", "details", b"details", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -509,6 +509,7 @@ class Output(_message.Message):
     INPUT_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     @_builtins.property
     def status(self) -> _common_pb2.Status:
@@ -522,6 +523,10 @@ class Output(_message.Message):
 
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def model(self) -> Global___Model:
+        """The model (and model_version.id) that made it: set in workflow results."""
+
     def __init__(
         self,
         *,
@@ -530,10 +535,11 @@ class Output(_message.Message):
         input: _input_pb2.Input | None = ...,
         data: _input_pb2.Data | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        model: Global___Model | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "data", b"data", "input", b"input", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "data", b"data", "input", b"input", "model", b"model", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "data", b"data", "id", b"id", "input", b"input", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "data", b"data", "id", b"id", "input", b"input", "model", b"model", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,6 +14,7 @@ from pellucid.server.engine.algorithms import Algorithms
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
+from pellucid.server.engine.evaluations import Evaluations
 from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.hosted_data import HostedData
 from pellucid.server.engine.indexing import Indexer
@@ -32,6 +33,8 @@ from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.search import Search
 from pellucid.server.engine.training import Training
 from pellucid.server.engine.users import Users
+from pellucid.server.engine.workflow_runs import WorkflowRuns
+from pellucid.server.engine.workflows import Workflows
 from pellucid.server.storage import MetadataStore
 from pellucid.server.storage.blobs import BlobStore, CollectionReport
 from pellucid.server.storage.queue import WorkQueue
@@ -88,9 +91,15 @@ class Engine:
         self.indexer = Indexer(store, blobs, self.apps, self.models, self.vectors)
         self.inputs.on_pending = self.apps.on_reindex = self.indexer.wake
         self.search = Search(store, self.apps, self.models, self.vectors, UrlFetcher(allow_private=allow_private_urls))
+        # model evaluations over labelled datasets, run as jobs; server/runtime.py starts their workers
+        self.evaluations = Evaluations(store, blobs, self.datasets, self.models)
         self.algorithms = Algorithms(store, self.models, clock)
         # trains model versions in server jobs and registers its trainable types; runtime.py starts its workers
         self.training = Training(store, blobs, self.models, self.vectors, clock)
+        self.workflows = Workflows(store, self.apps, self.models, clock)
+        self.workflow_runs = WorkflowRuns(self.workflows, self.models)
+        self.models.on_delete = self.workflows.model_deleted  # deprecates the workflow versions pinning it
+        self.indexer.workflows = self.search.workflows = self.workflow_runs  # a base_workflow naming a workflow
         self.hosted_data = HostedData(store, blobs, clock, max_blob_bytes)  # data:// (issue #12)
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
@@ -98,6 +107,7 @@ class Engine:
         return self.inputs.collect_garbage(grace_seconds)
 
     def close(self) -> None:
+        self.evaluations.stop()  # first, with the indexer: their workers use every store
         self.indexer.stop()  # first: its workers use every store
         self.training.stop()
         self.models.local.close()

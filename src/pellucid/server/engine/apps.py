@@ -25,6 +25,7 @@ from pellucid.server.engine.spaces import (
     BUILTIN_WORKFLOWS,
     DEFAULT_BASE_WORKFLOW,
     MODEL_EMBEDDER_PREFIX,
+    WORKFLOW_EMBEDDER_PREFIX,
     space_name,
 )
 from pellucid.server.engine.validation import (
@@ -78,9 +79,23 @@ class Apps:
         if not base_workflow or base_workflow in BUILTIN_WORKFLOWS:
             return dict(BUILTIN_WORKFLOWS.get(base_workflow or EMPTY_WORKFLOW, {}))
         model = self._store.get_model(user_id, app_id, base_workflow)
-        if model is None:  # a value stored before workflows were checked, or its model deleted
-            return {}
+        if model is None:  # a workflow of the app, a value stored before workflows were checked, or its model deleted
+            kinds = self.workflow_input_kinds(user_id, app_id, base_workflow)
+            return {kind: WORKFLOW_EMBEDDER_PREFIX + base_workflow for kind in kinds}
         return {kind: MODEL_EMBEDDER_PREFIX + model.id for kind in model.input_fields}
+
+    def workflow_input_kinds(self, user_id: str, app_id: str, workflow_id: str) -> tuple[str, ...]:
+        """The input types a workflow of the app reads (its root nodes' models' input_fields);
+        () if there is no such workflow."""
+        version = self._store.get_workflow_version(user_id, app_id, workflow_id)
+        if version is None:
+            return ()
+        kinds: set[str] = set()
+        for node in version.nodes:
+            if not node.node_inputs:
+                model = self._store.get_model(node.model_user_id, node.model_app_id, node.model_id)
+                kinds.update(model.input_fields if model is not None else ())
+        return tuple(sorted(kinds))
 
     def workflow_name(self, app: AppRecord) -> str:
         """The workflow the server runs for the app: its base_workflow, or "Empty" for a legacy
@@ -88,6 +103,8 @@ class Apps:
         if app.base_workflow in BUILTIN_WORKFLOWS:
             return app.base_workflow
         if app.base_workflow and self._store.get_model(app.user_id, app.id, app.base_workflow) is not None:
+            return app.base_workflow
+        if app.base_workflow and self._store.get_workflow(app.user_id, app.id, app.base_workflow) is not None:
             return app.base_workflow
         return EMPTY_WORKFLOW
 
@@ -111,11 +128,20 @@ class Apps:
             return value
         accepted = ", ".join(repr(w) for w in BUILTIN_WORKFLOWS)
         model = self._store.get_model(user_id, app_id, value) if value else None
+        if model is None and value and self._store.get_workflow(user_id, app_id, value) is not None:
+            if not self.workflow_input_kinds(user_id, app_id, value):
+                raise InvalidArgument(
+                    f"workflow {value!r} does not say which inputs it embeds: the models of its first nodes "
+                    "declare no input_fields (create them with input_fields, e.g. ['image'] or ['text'])",
+                    reason="MODEL_WITHOUT_INPUT_FIELDS",
+                    field="base_workflow",
+                )
+            return value
         if model is None:
             raise InvalidArgument(
                 f"base_workflow {value!r} is neither a built-in workflow ({accepted}) nor the id of a model "
-                f"in app {app_id!r} (to embed with your own model: create the app, then the model, then "
-                "patch the app's base_workflow to the model's id)",
+                f"or workflow in app {app_id!r} (to embed with your own model: create the app, then the model, "
+                "then patch the app's base_workflow to the model's id)",
                 reason="UNKNOWN_WORKFLOW",
                 field="base_workflow",
             )

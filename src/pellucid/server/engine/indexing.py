@@ -35,7 +35,13 @@ from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.errors import EngineError
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.predict import Media, PredictInput, PredictRequest
-from pellucid.server.engine.spaces import MODEL_EMBEDDER_PREFIX, output_embedding, space_name
+from pellucid.server.engine.spaces import (
+    MODEL_EMBEDDER_PREFIX,
+    WORKFLOW_EMBEDDER_PREFIX,
+    output_embedding,
+    space_name,
+)
+from pellucid.server.engine.workflow_runs import WorkflowRuns
 from pellucid.server.records import IndexState, IndexWork, InputRecord
 from pellucid.server.storage import MetadataStore, StoreUnavailable
 from pellucid.server.storage.blobs import BlobStore
@@ -94,6 +100,7 @@ class Indexer:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.workflows: WorkflowRuns | None = None  # runs an app's base workflow when it names a workflow
 
     # running
 
@@ -262,6 +269,21 @@ class Indexer:
                 found, errors = self._embed_with_model(
                     user_id, app_id, key[len(MODEL_EMBEDDER_PREFIX) :], [records[i] for i in ready], batch
                 )
+            elif key.startswith(WORKFLOW_EMBEDDER_PREFIX) and self.workflows is not None:
+                found, errors = {}, {}
+                inputs = [
+                    PredictInput(records[i].id, (Media(records[i].input_type, data, mime=records[i].media_mime),))
+                    for i, data in zip(ready, batch, strict=True)
+                ]
+                owner = Principal(user_id=user_id, is_admin=False, token_id=INDEXER_TOKEN_ID)
+                workflow_id = key.removeprefix(WORKFLOW_EMBEDDER_PREFIX)
+                for j, (vector, why) in enumerate(
+                    self.workflows.embeddings(owner, user_id, app_id, workflow_id, inputs, self.lease_seconds / 2)
+                ):
+                    if vector is None:
+                        errors[j] = why
+                    else:
+                        found[j] = vector
             else:
                 found, errors = self._embed_builtin(key, batch)
             for j, i in enumerate(ready):

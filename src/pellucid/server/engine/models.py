@@ -74,6 +74,8 @@ class Models:
         self._codec = codec
         # model types the server runs itself (operators, trained versions); others go to runners
         self.local = local if local is not None else LocalModels()
+        # told (model, version id; "" for the whole model) after a delete: workflows deprecate their pins
+        self.on_delete: Callable[[ModelRecord, str], None] | None = None
 
     def _version(self, user_id: str, app_id: str, model_id: str, spec: VersionSpec) -> ModelVersionRecord:
         version_id = spec.id or new_id()
@@ -189,6 +191,8 @@ class Models:
         model, _ = self.get(principal, user_id, app_id, model_id)
         if not self._store.delete_model(model.user_id, model.app_id, model.id):
             raise NotFound(f"model {model_id!r} not found", field="model_id")
+        if self.on_delete is not None:
+            self.on_delete(model, "")
         if self._apps.vectors is not None:  # the embeddings it made, if it was the app's base workflow
             self._apps.vectors.drop_space(space_name(model.user_id, model.app_id, MODEL_EMBEDDER_PREFIX + model.id))
 
@@ -216,6 +220,8 @@ class Models:
     def delete_version(self, principal: Principal, user_id: str, app_id: str, model_id: str, version_id: str) -> None:
         model, _ = self.get(principal, user_id, app_id, model_id, version_id)
         self._store.delete_model_version(model.user_id, model.app_id, model.id, version_id)
+        if self.on_delete is not None:
+            self.on_delete(model, version_id)
 
     # predictions
 

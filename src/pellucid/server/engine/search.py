@@ -41,8 +41,14 @@ from pellucid.server.engine.inputs import INPUT_TYPES
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.paging import MAX_PAGE_SIZE, PageRequest, next_token, to_query
 from pellucid.server.engine.predict import Media, PredictInput, PredictRequest
-from pellucid.server.engine.spaces import MODEL_EMBEDDER_PREFIX, output_embedding, space_name
+from pellucid.server.engine.spaces import (
+    MODEL_EMBEDDER_PREFIX,
+    WORKFLOW_EMBEDDER_PREFIX,
+    output_embedding,
+    space_name,
+)
 from pellucid.server.engine.validation import check_metadata, check_text
+from pellucid.server.engine.workflow_runs import WorkflowRuns
 from pellucid.server.records import AppRecord, GeoFilter, IndexState, InputFilter, InputRecord, Page, PageQuery
 from pellucid.server.storage.base import SearchStore
 from pellucid.server.storage.vectors import DimensionMismatch, Metric, VectorIndex, vector_problem
@@ -178,6 +184,7 @@ class Search:
         self._vectors = vectors
         self._fetcher = fetcher
         self._embedders = embedders
+        self.workflows: WorkflowRuns | None = None  # runs an app's base workflow when it names a workflow
 
     def search(
         self,
@@ -422,6 +429,17 @@ class Search:
             return self._model_embedding(
                 principal, app, key.removeprefix(MODEL_EMBEDDER_PREFIX), kind, data, where, wait
             )
+        if key.startswith(WORKFLOW_EMBEDDER_PREFIX) and self.workflows is not None:
+            query = PredictInput(id="query", media=(Media(kind, data),))
+            workflow_id = key.removeprefix(WORKFLOW_EMBEDDER_PREFIX)
+            ((vector, why),) = self.workflows.embeddings(principal, app.user_id, app.id, workflow_id, [query], wait)
+            if vector is None:
+                raise FailedPrecondition(
+                    f"{where}: the app's base workflow could not embed the query: {why}",
+                    reason="EMBEDDING_FAILED",
+                    field=where,
+                )
+            return vector
         try:
             embedder = self._embedders(key)
         except EmbedderUnavailable as exc:

@@ -14,7 +14,8 @@ from pellucid.server.storage.vectors import vector_problem
 
 # The built-in base workflows: input type -> built-in embedder ("text" or "image", see
 # server/embedders). Any other base workflow value must be the id of a model in the app whose
-# runner returns embeddings (it embeds the input types the model declares as its inputs).
+# runner returns embeddings (it embeds the input types the model declares as its inputs), or of
+# a workflow of the app (its first output with an embedding; the input types its root nodes read).
 BUILTIN_WORKFLOWS: dict[str, dict[str, str]] = {
     "Empty": {},
     "Text": {"text": "text"},
@@ -23,6 +24,7 @@ BUILTIN_WORKFLOWS: dict[str, dict[str, str]] = {
 }
 DEFAULT_BASE_WORKFLOW = "Language-Understanding"  # the reference SDK's create_app default
 MODEL_EMBEDDER_PREFIX = "model:"  # an embedder key naming a user's model: "model:<model id>"
+WORKFLOW_EMBEDDER_PREFIX = "workflow:"  # one naming a workflow of the app: "workflow:<workflow id>"
 
 
 def space_name(user_id: str, app_id: str, embedder_key: str) -> str:

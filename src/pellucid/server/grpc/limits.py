@@ -34,6 +34,7 @@ from pellucid.server.grpc.errors import abort
 RUNNER_CONNECT = "/pellucid.api.v1.RunnerService/Connect"
 PREDICT = "/pellucid.api.v1.ModelService/PostModelOutputs"
 CALL_ALGORITHM = "/pellucid.api.v1.AlgorithmService/CallAlgorithm"  # a predict of the owner's model
+WORKFLOW_PREDICT = "/pellucid.api.v1.WorkflowService/PostWorkflowResults"
 POST_INPUTS = "/pellucid.api.v1.InputService/PostInputs"
 SEARCH = "/pellucid.api.v1.SearchService/PostInputsSearches"
 MIN_WORKERS = 8
@@ -73,7 +74,7 @@ def call_kind(method: str, handler: grpc.RpcMethodHandler) -> CallKind | None:
     """Which cap a call counts against; None for the short unary calls, which are not counted."""
     if method == RUNNER_CONNECT:
         return CallKind.RUNNER
-    if method in (PREDICT, CALL_ALGORITHM):
+    if method in (PREDICT, CALL_ALGORITHM, WORKFLOW_PREDICT):
         return CallKind.PREDICT
     if method == POST_INPUTS:
         return CallKind.INPUT_BATCH

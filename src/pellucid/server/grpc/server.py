@@ -17,6 +17,7 @@ from pellucid.server.grpc.apps import AppServicer
 from pellucid.server.grpc.concepts import ConceptServicer
 from pellucid.server.grpc.data import DataServicer
 from pellucid.server.grpc.datasets import DatasetServicer
+from pellucid.server.grpc.evaluations import EvaluationServicer
 from pellucid.server.grpc.inputs import InputServicer
 from pellucid.server.grpc.interceptor import AuthInterceptor
 from pellucid.server.grpc.limits import CallLimits
@@ -27,6 +28,7 @@ from pellucid.server.grpc.runners import RunnerServicer
 from pellucid.server.grpc.search import SearchServicer
 from pellucid.server.grpc.training import TrainingServicer
 from pellucid.server.grpc.users import UserServicer
+from pellucid.server.grpc.workflows import WorkflowServicer
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -42,6 +44,8 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
     (v1.add_ModuleServiceServicer_to_server, ModuleServicer, "ModuleService"),
     (v1.add_AlgorithmServiceServicer_to_server, AlgorithmServicer, "AlgorithmService"),
     (v1.add_TrainingServiceServicer_to_server, TrainingServicer, "TrainingService"),
+    (v1.add_WorkflowServiceServicer_to_server, WorkflowServicer, "WorkflowService"),
+    (v1.add_EvaluationServiceServicer_to_server, EvaluationServicer, "EvaluationService"),
     (v1.add_DataServiceServicer_to_server, DataServicer, "DataService"),
 ]
 

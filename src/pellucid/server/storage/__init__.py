@@ -14,6 +14,7 @@ from pellucid.server.storage.base import (
     RequestLogStore,
     StoreUnavailable,
     UserStore,
+    WorkflowStore,
 )
 from pellucid.server.storage.registry import open_metadata_store
 
@@ -31,5 +32,6 @@ __all__ = [
     "RequestLogStore",
     "StoreUnavailable",
     "UserStore",
+    "WorkflowStore",
     "open_metadata_store",
 ]

@@ -1,8 +1,8 @@
 """The metadata store's interfaces, one per area, and `MetadataStore`, their composition.
 
 Engine modules depend on the area they use (`UserStore`, `AppStore`, `InputStore`,
-`ModelStore`, `RequestLogStore`); a backend (SQLite, PostgreSQL) implements them all in
-one class, opened by URI in `pellucid.server.storage.registry`. Each method is one
+`ModelStore`, `RequestLogStore`, `SearchStore`, `EvaluationStore`, ...); a backend (SQLite,
+PostgreSQL) implements them all in one class, opened by URI in `pellucid.server.storage.registry`. Each method is one
 transaction, unless it runs inside `unit_of_work()`: then it is one step (a savepoint) of
 the unit's transaction.
 
@@ -30,6 +30,9 @@ from pellucid.server.records import (
     DatasetRecord,
     DatasetStats,
     DatasetVersionRecord,
+    EvaluationItem,
+    EvaluationRecord,
+    EvaluationState,
     IndexState,
     IndexWork,
     IngestItem,
@@ -49,6 +52,8 @@ from pellucid.server.records import (
     TrainingJobRecord,
     TrainingState,
     UserRecord,
+    WorkflowRecord,
+    WorkflowVersionRecord,
 )
 
 
@@ -588,6 +593,93 @@ class TrainingStore(Transactional):
         """A trained clusterer's inputs and their clusters, in training order (or only `input_ids`)."""
 
 
+class WorkflowStore(Transactional):
+    """Workflows and their immutable versions, with the model versions each version pins."""
+
+    @abc.abstractmethod
+    def insert_workflow(self, workflow: WorkflowRecord, version: WorkflowVersionRecord) -> None:
+        """Store a workflow with its first version; Conflict if the app holds its id; LookupError if no app."""
+
+    @abc.abstractmethod
+    def insert_workflow_version(self, version: WorkflowVersionRecord) -> None:
+        """Conflict if the workflow holds its id; LookupError if the workflow does not exist."""
+
+    @abc.abstractmethod
+    def get_workflow(self, user_id: str, app_id: str, workflow_id: str) -> WorkflowRecord | None: ...
+
+    @abc.abstractmethod
+    def list_workflows(self, user_id: str, app_id: str, text: str, query: PageQuery) -> Page[WorkflowRecord]:
+        """The app's workflows in creation order; `text`: ids containing it (case-insensitive)."""
+
+    @abc.abstractmethod
+    def delete_workflow(self, user_id: str, app_id: str, workflow_id: str) -> bool:
+        """Delete a workflow and its versions; False if it did not exist."""
+
+    @abc.abstractmethod
+    def get_workflow_version(
+        self, user_id: str, app_id: str, workflow_id: str, version_id: str = ""
+    ) -> WorkflowVersionRecord | None:
+        """The version, or the latest one when `version_id` is empty."""
+
+    @abc.abstractmethod
+    def list_workflow_versions(
+        self, user_id: str, app_id: str, workflow_id: str, query: PageQuery
+    ) -> Page[WorkflowVersionRecord]:
+        """Oldest first; LookupError if the workflow does not exist."""
+
+    @abc.abstractmethod
+    def deprecate_workflow_pins(
+        self, user_id: str, app_id: str, model_id: str, model_version_id: str, reason: str
+    ) -> int:
+        """Record `reason` on every node (of any workflow version) pinning that model version
+        (every version of the model when `model_version_id` is empty) that has none yet; how many."""
+
+
+class EvaluationStore(Transactional):
+    """Evaluations of models over labelled datasets (issue #11): jobs claimed by server workers
+    with a lease, their per-input results, and the metrics computed at the end."""
+
+    @abc.abstractmethod
+    def insert_evaluation(self, evaluation: EvaluationRecord) -> EvaluationRecord:
+        """Store a QUEUED evaluation (returned with its seq); Conflict if the model has one of this
+        id, LookupError if the model does not exist."""
+
+    @abc.abstractmethod
+    def get_evaluation(self, user_id: str, app_id: str, model_id: str, eval_id: str) -> EvaluationRecord | None: ...
+
+    @abc.abstractmethod
+    def latest_evaluation(self, user_id: str, app_id: str, model_id: str) -> EvaluationRecord | None:
+        """The model's most recently created evaluation, whatever its state."""
+
+    @abc.abstractmethod
+    def list_evaluations(self, user_id: str, app_id: str, model_id: str, query: PageQuery) -> Page[EvaluationRecord]:
+        """The model's evaluations, oldest first."""
+
+    @abc.abstractmethod
+    def claim_evaluation(self, owner: str, now: float, lease_seconds: float) -> EvaluationRecord | None:
+        """The oldest evaluation (any app) that is QUEUED, or RUNNING with its claim lapsed (before
+        `now`): it becomes RUNNING, held by `owner` until now + lease_seconds. Replicas claiming at
+        once never get the same one."""
+
+    @abc.abstractmethod
+    def record_evaluation_batch(
+        self, seq: int, owner: str, items: list[EvaluationItem], last_input_seq: int, claimed_until: float, now: float
+    ) -> bool:
+        """Store a batch's items (an input stored twice keeps its first result), add them to the
+        progress counts, move last_input_seq and renew the claim, in one transaction; False (nothing
+        stored) if `owner` no longer holds the evaluation."""
+
+    @abc.abstractmethod
+    def finish_evaluation(
+        self, seq: int, owner: str, state: EvaluationState, message: str, metrics: dict[str, Any], now: float
+    ) -> bool:
+        """Record the end (DONE with its metrics, or FAILED with why); False if `owner` no longer holds it."""
+
+    @abc.abstractmethod
+    def evaluation_items(self, seq: int, after_input_seq: int, limit: int) -> list[EvaluationItem]:
+        """The evaluation's items by input seq, ascending, > after_input_seq, at most limit."""
+
+
 class HostedDataStore(Transactional):
     """Hosted data (data://, issue #12): directories and files by (owner, parent, name), a
     collection's read ACL, each file's sha256 and size (the bytes live in the blob store).
@@ -642,6 +734,8 @@ class MetadataStore(
     ModuleStore,
     AlgorithmStore,
     TrainingStore,
+    WorkflowStore,
+    EvaluationStore,
     HostedDataStore,
 ):
     """Metadata of every resource, every area in one backend. Safe to use from many threads."""

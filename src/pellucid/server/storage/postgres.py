@@ -32,11 +32,13 @@ from pellucid.server.storage.migrations import pending_migrations
 from pellucid.server.storage.postgres_algorithms import PostgresAlgorithmTables
 from pellucid.server.storage.postgres_connections import PoolConnections
 from pellucid.server.storage.postgres_data import PostgresDataTables
+from pellucid.server.storage.postgres_evaluations import PostgresEvaluationTables
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
 from pellucid.server.storage.postgres_modules import PostgresModuleTables
 from pellucid.server.storage.postgres_schema import MIGRATIONS
 from pellucid.server.storage.postgres_search import PostgresSearchTables
 from pellucid.server.storage.postgres_training import PostgresTrainingTables
+from pellucid.server.storage.postgres_workflows import PostgresWorkflowTables
 from pellucid.server.storage.rows import (
     TOKEN_USER_COLUMNS,
     app_from_row,
@@ -62,6 +64,8 @@ class PostgresMetadataStore(
     PostgresModuleTables,
     PostgresAlgorithmTables,
     PostgresTrainingTables,
+    PostgresWorkflowTables,
+    PostgresEvaluationTables,
     PostgresDataTables,
     MetadataStore,
 ):

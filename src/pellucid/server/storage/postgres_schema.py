@@ -1,5 +1,5 @@
-"""PostgreSQL schema migrations, applied in order on open under an advisory lock;
-`schema_version` records each one. Numbered on their own (not SQLite's numbers)."""
+"""PostgreSQL schema migrations, applied under an advisory lock (storage/migrations.py: each number a
+store lacks, lowest first); `schema_version` records each one. Numbered on their own (not SQLite's)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import psycopg
 from pellucid.server.records import AnnotationRecord
 from pellucid.server.storage.module_rows import MODULE_TABLES
 from pellucid.server.storage.postgres_data import DATA_SCHEMA
+from pellucid.server.storage.postgres_evaluations import MIGRATION as EVALUATIONS_MIGRATION
 from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows
@@ -196,7 +197,6 @@ MIGRATIONS: list[tuple[int, str | Callable[[psycopg.Connection[Any]], None]]] = 
     ),
 ]
 
-LATEST_VERSION = MIGRATIONS[-1][0]
 
 # rows of input_concepts, sent as arrays (one statement per batch)
 CONCEPT_INSERT = (
@@ -254,7 +254,6 @@ def _search_indexes(conn: psycopg.Connection[Any]) -> None:
 
 
 MIGRATIONS.append((2, _search_indexes))
-LATEST_VERSION = MIGRATIONS[-1][0]
 
 # 4: modules, their versions and which version each app has installed (as SQLite's 10; 3 is
 # another part of issue #11's)
@@ -274,6 +273,50 @@ MIGRATIONS.append((8, ";\n".join(_ALGORITHM_TABLES)))
 # 5 (SQLite's 11): training jobs (issue #11), see storage/training_sql.py
 
 MIGRATIONS.append((5, TRAINING_TABLES))
+# 3: workflows, their immutable versions (nodes as JSON), and one pin per node naming the model
+# version it runs: deleting that model version records why on the pin (the version is deprecated)
+MIGRATIONS.append(
+    (
+        3,
+        """
+        CREATE TABLE workflows (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            app_seq BIGINT NOT NULL REFERENCES apps(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            modified_at DOUBLE PRECISION NOT NULL,
+            UNIQUE (app_seq, id)
+        );
+        CREATE TABLE workflow_versions (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            workflow_seq BIGINT NOT NULL REFERENCES workflows(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            nodes TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            UNIQUE (workflow_seq, id)
+        );
+        CREATE TABLE workflow_pins (
+            pin_seq BIGINT GENERATED ALWAYS AS IDENTITY,
+            version_seq BIGINT NOT NULL REFERENCES workflow_versions(seq) ON DELETE CASCADE,
+            node_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            app_id TEXT NOT NULL,
+            model_id TEXT NOT NULL,
+            model_version_id TEXT NOT NULL,
+            deleted_reason TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (version_seq, node_id)
+        );
+        CREATE INDEX workflow_pins_by_model ON workflow_pins(user_id, app_id, model_id, model_version_id)
+        """,
+    )
+)
+
+# 6 (issue #11; SQLite's 12): evaluations and their per-input results (postgres_evaluations.py holds the script)
+MIGRATIONS.append((6, EVALUATIONS_MIGRATION))
 # 7 (hosted data, issue #12; SQLite's 13): data:// directories and files (server/storage/postgres_data.py)
 MIGRATIONS.append((7, DATA_SCHEMA))
 LATEST_VERSION = MIGRATIONS[-1][0]

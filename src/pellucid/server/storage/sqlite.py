@@ -30,12 +30,14 @@ from pellucid.server.storage.rows import (
 from pellucid.server.storage.sqlite_algorithms import AlgorithmTables
 from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
 from pellucid.server.storage.sqlite_data import DataTables
+from pellucid.server.storage.sqlite_evaluations import EvaluationTables
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
 from pellucid.server.storage.sqlite_modules import ModuleTables
 from pellucid.server.storage.sqlite_schema import MIGRATIONS
 from pellucid.server.storage.sqlite_search import SEARCH_FUNCTIONS, SearchTables
 from pellucid.server.storage.sqlite_training import TrainingTables
+from pellucid.server.storage.sqlite_workflows import WorkflowTables
 
 T = TypeVar("T")
 
@@ -47,6 +49,8 @@ class SqliteMetadataStore(
     ModuleTables,
     AlgorithmTables,
     TrainingTables,
+    WorkflowTables,
+    EvaluationTables,
     DataTables,
     MetadataStore,
 ):

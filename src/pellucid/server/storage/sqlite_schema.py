@@ -1,4 +1,4 @@
-"""SQLite schema migrations, applied in order on open; `schema_version` records the last one."""
+"""SQLite schema migrations: storage/migrations.py applies each number a store lacks, lowest first."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
 from pellucid.server.storage.sqlite_connections import insert_rows
 from pellucid.server.storage.sqlite_data import DATA_SCHEMA
+from pellucid.server.storage.sqlite_evaluations import MIGRATION as EVALUATIONS_MIGRATION
 from pellucid.server.storage.training_sql import SQLITE_TABLES as TRAINING_TABLES
 
 # a migration is a script (statements split at ';') or a function of the open transaction
@@ -77,7 +78,6 @@ MIGRATIONS: list[tuple[int, str | Callable[[sqlite3.Connection], None]]] = [
     ),
 ]
 
-LATEST_VERSION = MIGRATIONS[-1][0]
 
 MIGRATIONS.append(
     (
@@ -160,7 +160,6 @@ MIGRATIONS.append(
         """,
     )
 )
-LATEST_VERSION = MIGRATIONS[-1][0]
 
 MIGRATIONS.append(
     (
@@ -203,10 +202,8 @@ MIGRATIONS.append(
         """,
     )
 )
-LATEST_VERSION = MIGRATIONS[-1][0]
 
 MIGRATIONS.append((4, "ALTER TABLE request_log ADD COLUMN owner TEXT NOT NULL DEFAULT ''"))
-LATEST_VERSION = MIGRATIONS[-1][0]
 
 # PATs minted before lifetimes were bounded (engine.users.PAT_MAX_TTL, 366 days) could expire
 # past what a Timestamp holds, which failed every ListPats of their user: clamp them to the bound.
@@ -221,7 +218,6 @@ MIGRATIONS.append(
 )
 # 6: which inputs hold a blob, for blob garbage collection (media inputs only: text ones hold none)
 MIGRATIONS.append((6, "CREATE INDEX inputs_by_media ON inputs(media_sha256) WHERE media_sha256 != ''"))
-LATEST_VERSION = MIGRATIONS[-1][0]
 # 7: replicas (server processes sharing the store) heartbeat; a claim records its replica, so a
 # starting replica releases the claims of gone replicas only (never those of live ones)
 MIGRATIONS.append(
@@ -233,7 +229,6 @@ MIGRATIONS.append(
         """,
     )
 )
-LATEST_VERSION = MIGRATIONS[-1][0]
 
 
 def _search_indexes(conn: sqlite3.Connection) -> None:
@@ -288,7 +283,6 @@ def _search_indexes(conn: sqlite3.Connection) -> None:
 CONCEPT_INSERT = "INSERT INTO input_concepts (app_seq, concept_id, value, input_seq, annotation_seq)"
 TERM_INSERT = "INSERT INTO input_terms (app_seq, term, input_seq)"
 MIGRATIONS.append((8, _search_indexes))
-LATEST_VERSION = MIGRATIONS[-1][0]
 
 # 10: modules, their versions (where the code is: git or an entry point), and which version
 # each app has installed (one per module and app). 9 is another part of issue #11's.
@@ -302,6 +296,49 @@ MIGRATIONS.append((14, ";\n".join(_ALGORITHM_TABLES)))
 # lease; the trained weights, and a clusterer's cluster of each training input
 
 MIGRATIONS.append((11, TRAINING_TABLES))
+# 9: workflows, their immutable versions (nodes as JSON), and one pin per node naming the model
+# version it runs: deleting that model version records why on the pin (the version is deprecated)
+MIGRATIONS.append(
+    (
+        9,
+        """
+        CREATE TABLE workflows (
+            seq INTEGER PRIMARY KEY,
+            app_seq INTEGER NOT NULL REFERENCES apps(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            modified_at REAL NOT NULL,
+            UNIQUE (app_seq, id)
+        );
+        CREATE TABLE workflow_versions (
+            seq INTEGER PRIMARY KEY,
+            workflow_seq INTEGER NOT NULL REFERENCES workflows(seq) ON DELETE CASCADE,
+            id TEXT NOT NULL,
+            description TEXT NOT NULL,
+            nodes TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            UNIQUE (workflow_seq, id)
+        );
+        CREATE TABLE workflow_pins (
+            version_seq INTEGER NOT NULL REFERENCES workflow_versions(seq) ON DELETE CASCADE,
+            node_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            app_id TEXT NOT NULL,
+            model_id TEXT NOT NULL,
+            model_version_id TEXT NOT NULL,
+            deleted_reason TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (version_seq, node_id)
+        );
+        CREATE INDEX workflow_pins_by_model ON workflow_pins(user_id, app_id, model_id, model_version_id)
+        """,
+    )
+)
+
+# 12 (issue #11): evaluations and their per-input results (sqlite_evaluations.py holds the script)
+MIGRATIONS.append((12, EVALUATIONS_MIGRATION))
 # 13 (hosted data, issue #12): data:// directories and files (server/storage/sqlite_data.py)
 MIGRATIONS.append((13, DATA_SCHEMA))
 LATEST_VERSION = MIGRATIONS[-1][0]
