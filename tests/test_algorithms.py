@@ -296,17 +296,6 @@ def test_captured_stdout_is_per_thread_and_capped(monkeypatch: pytest.MonkeyPatc
     assert "0123456789abcdef" in sys.stdout.stream.getvalue()  # type: ignore[attr-defined]  # still printed
 
 
-def test_hosted_data_methods_say_when_hosted_data_is_missing(published: Published) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("pellucid.client.hosted_data") is not None:
-        pytest.skip("hosted data is installed: its own tests cover client.dir and client.file")
-    with pytest.raises(errors.UserError, match="hosted data"):
-        published.client.dir("data://.my/x")
-    with pytest.raises(errors.UserError, match="hosted data"):
-        published.client.file("data://.my/x/y.txt")
-
-
 def test_deleting_the_model_unpublishes_it(alice: User, unique: str) -> None:
     app = alice.create_app(f"gone-{unique}")
     app.create_model("gone", runner_labels=["x"]).publish_algorithm(version="1.0.0", public=True)

@@ -21,6 +21,8 @@ NATURALLY_IDEMPOTENT = {
     "PostWorkflowResults",
     "PostInputsSearches",
     "Connect",
+    "UploadDataFiles",  # a put overwrites: sending the same files again leaves the same state
+    "DownloadDataFiles",
 }
 # a predict of the owner's model, but an algorithm may have effects: the SDK never resends it
 NOT_RETRIED = {"CallAlgorithm"}

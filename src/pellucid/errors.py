@@ -19,7 +19,14 @@ __all__ = [
     "AlreadyExists",
     "ApiClientError",
     "ApiError",
+    "DataApiError",
+    "DataExists",
+    "DataFailedPrecondition",
+    "DataInvalidArgument",
+    "DataNotFound",
+    "DataPermissionDenied",
     "DeadlineExceeded",
+    "DirectoryNotEmpty",
     "FailedPrecondition",
     "InvalidArgument",
     "ItemFailure",
@@ -204,3 +211,62 @@ class PartialFailure(PellucidError):
         shown = "; ".join(f"{f.item_id!r}: {f.error.code.name}: {f.error.message}" for f in failed[:5])
         more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
         super().__init__(f"{len(failed)} of {len(failed) + len(succeeded)} {what} failed: {shown}{more}")
+
+
+# Hosted data (data://): typed errors that are also the ApiError of their status code, so
+# `except NotFound` and `except DataNotFound` both catch a missing file.
+
+
+class DataApiError(ApiError):
+    """A hosted data (data://) call failed."""
+
+
+class DataNotFound(DataApiError, NotFound):
+    """The path does not exist, or the caller may not read it (the server does not say which)."""
+
+
+class DataExists(DataApiError, AlreadyExists):
+    """A directory of that path already exists."""
+
+
+class DataPermissionDenied(DataApiError, PermissionDenied):
+    """The caller may read the path but not write it (only a collection's owner writes)."""
+
+
+class DirectoryNotEmpty(DataApiError, FailedPrecondition):
+    """A directory with files or directories in it was deleted without force."""
+
+
+_DATA_BY_CODE: dict[grpc.StatusCode, type[DataApiError]] = {
+    grpc.StatusCode.NOT_FOUND: DataNotFound,
+    grpc.StatusCode.ALREADY_EXISTS: DataExists,
+    grpc.StatusCode.PERMISSION_DENIED: DataPermissionDenied,
+}
+
+
+def data_error(error: ApiError) -> ApiError:
+    """The DataApiError of a hosted data call's error (others, such as UNAVAILABLE, stay as they are)."""
+    if isinstance(error, DataApiError):
+        return error
+    cls: type[DataApiError] | None = _DATA_BY_CODE.get(error.code)
+    if error.code == grpc.StatusCode.FAILED_PRECONDITION and error.details.get("reason") == "DIRECTORY_NOT_EMPTY":
+        cls = DirectoryNotEmpty
+    elif cls is None and error.code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+        cls = _DATA_OTHER[error.code]
+    if cls is None:
+        return error
+    return cls(error.message, code=error.code, request_id=error.request_id, details=error.details, method=error.method)
+
+
+class DataInvalidArgument(DataApiError, InvalidArgument):
+    """The path or the request is malformed (the message says what to write instead)."""
+
+
+class DataFailedPrecondition(DataApiError, FailedPrecondition):
+    """The path is of the wrong kind (a file where a directory is needed, or the reverse)."""
+
+
+_DATA_OTHER: dict[grpc.StatusCode, type[DataApiError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: DataInvalidArgument,
+    grpc.StatusCode.FAILED_PRECONDITION: DataFailedPrecondition,
+}

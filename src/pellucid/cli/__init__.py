@@ -9,12 +9,15 @@
     pellucid run OWNER/NAME[/VERSION] -d INPUT   (call an algorithm; see `pellucid help run`)
     pellucid auth [--profile NAME] | auth list | auth remove NAME
     pellucid help [COMMAND]
+    pellucid ls [-l] [data://...] | mkdir | rmdir [-f] | rm | cp [-r] [-c N] SRC... DEST | cat   (hosted data)
     pellucid --version
 
 Client commands take --api, --pat, --profile, --timeout and --json before or after their
 name; --json prints data as JSON on stdout and errors as a JSON object on stderr. The exit
 codes are in `pellucid.cli.output` (0 ok, 1 other, 2 usage, 3 not authenticated or denied,
-4 not found, 5 server unreachable, 6 the server's port is in use). One module per command group: server, users, runners, algo (run), auth.
+4 not found, 5 server unreachable or, for cp, some files failed, 6 the server's port is in
+use). One module per command group: server, users, runners, algo (run), auth, data (ls, mkdir,
+rmdir, rm, cp, cat).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import sys
 from typing import Any
 
 from pellucid import __version__
-from pellucid.cli import algo, auth, runners, users
+from pellucid.cli import algo, auth, data, runners, users
 from pellucid.cli.output import EXIT_CODES_DOC, INTERRUPTED, OK, USAGE, exit_code, report_error
 from pellucid.cli.server import add_server_arguments, cmd_server
 from pellucid.cli.session import client_options
@@ -50,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     runners.add_commands(commands)
     algo.add_commands(commands)
     auth.add_commands(commands)
+    data.add_commands(commands)  # ls, mkdir, rmdir, rm, cp, cat (hosted data)
     add_help_command(commands, parser)
     return parser
 

@@ -32,7 +32,8 @@ EXIT_CODES_DOC = """exit codes:
   2  usage: bad arguments or configuration, nothing was sent
   3  not authenticated (no or bad token) or permission denied
   4  not found
-  5  server unreachable (down, wrong address, or no answer before the deadline)
+  5  server unreachable (down, wrong address, or no answer before the deadline);
+     `pellucid cp`: some files failed (each is listed on stderr)
   6  `pellucid server`: its port is in use (nothing was created)
   130  a runner stopped at once by a second Ctrl-C"""
 

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from pellucid.api import v1
 from pellucid.client._transport import DEFAULT_RETRY, RetryPolicy
 from pellucid.client.base import BaseClient
+from pellucid.client.hosted_data import DataDirectory, DataFile, data_dir, data_file
 from pellucid.errors import AlgoException, UserError
 
 DEFAULT_ALGO_TIMEOUT = 300.0  # seconds, as the reference client's default
@@ -221,26 +222,15 @@ class AlgoClient(BaseClient):
             if not token:
                 return found
 
-    # hosted data (data://): the hosted-data module provides these when it is installed
+    # hosted data (data://): pellucid.client.hosted_data
 
-    def dir(self, path: str) -> Any:
-        """A `data://` directory (pellucid.client.hosted_data)."""
-        return _hosted_data().dir(self, path)
+    def dir(self, path: str) -> DataDirectory:
+        """A `data://` directory on this client's connection (inside an algorithm: its runner's)."""
+        return data_dir(self, path)
 
-    def file(self, path: str) -> Any:
-        """A `data://` file (pellucid.client.hosted_data)."""
-        return _hosted_data().file(self, path)
-
-
-def _hosted_data() -> Any:
-    import importlib
-
-    try:  # by name: the module comes with the hosted-data part of pellucid
-        return importlib.import_module("pellucid.client.hosted_data")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pellucid.client.hosted_data":
-            raise
-        raise UserError("hosted data (data://) is not part of this pellucid") from None
+    def file(self, path: str) -> DataFile:
+        """A `data://` file on this client's connection."""
+        return data_file(self, path)
 
 
 def client(api_key: str | None = None, api_address: str | None = None, **kwargs: Any) -> AlgoClient:

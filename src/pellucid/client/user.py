@@ -12,6 +12,7 @@ from google.protobuf import field_mask_pb2
 from pellucid.api import v1
 from pellucid.client.app import App, app_proto, patch_app_request
 from pellucid.client.base import BaseClient
+from pellucid.client.hosted_data import DataDirectory, DataFile, data_dir, data_file
 from pellucid.client.lister import Lister
 from pellucid.errors import AlreadyExists, UserError
 
@@ -57,6 +58,14 @@ class User(Lister, BaseClient):
 
     def __repr__(self) -> str:
         return f"User(user_id={self._user_id or '<token owner>'!r}, base_url={self.base_url!r})"
+
+    def dir(self, path: str) -> DataDirectory:
+        """A hosted data directory: data://<owner or .my>/<collection>[/<dirs>] (client/hosted_data.py)."""
+        return data_dir(self, path)
+
+    def file(self, path: str) -> DataFile:
+        """A hosted data file: data://<owner or .my>/<collection>[/<dirs>]/<file>."""
+        return data_file(self, path)
 
     # apps
 

@@ -524,3 +524,20 @@ class WorkflowVersionRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     # (node id, why) for each node whose pinned model version was deleted: the version is deprecated
     deleted_pins: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class DataEntryRecord:
+    """A hosted-data directory or file (server/engine/hosted_data.py). `parent_seq` is None for a
+    collection; `acl` is set on collections only (sub entries take their collection's)."""
+
+    seq: int
+    owner: str
+    parent_seq: int | None
+    name: str
+    is_dir: bool
+    created_at: float
+    modified_at: float
+    size: int = 0
+    sha256: str = ""
+    acl: str = ""

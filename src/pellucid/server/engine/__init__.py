@@ -16,6 +16,7 @@ from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
 from pellucid.server.engine.evaluations import Evaluations
 from pellucid.server.engine.fetch import UrlFetcher
+from pellucid.server.engine.hosted_data import HostedData
 from pellucid.server.engine.indexing import Indexer
 from pellucid.server.engine.inputs import (
     DEFAULT_BLOB_GRACE_SECONDS,
@@ -99,6 +100,7 @@ class Engine:
         self.workflow_runs = WorkflowRuns(self.workflows, self.models)
         self.models.on_delete = self.workflows.model_deleted  # deprecates the workflow versions pinning it
         self.indexer.workflows = self.search.workflows = self.workflow_runs  # a base_workflow naming a workflow
+        self.hosted_data = HostedData(store, blobs, clock, max_blob_bytes)  # data:// (issue #12)
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""

@@ -395,14 +395,21 @@ class Inputs:
     def collect_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete blobs no input uses any more (once unused for the grace period) and compact their space.
 
-        A blob counts as used by a user while an input in one of that user's apps holds it;
+        A blob counts as used by a user while an input in one of that user's apps, or one of the
+        user's hosted data files, holds it;
         the grace period protects blobs uploaded for inputs still on their way (see
         BlobStore.collect_garbage for why that is safe).
         """
         grace = self.blob_grace_seconds if grace_seconds is None else grace_seconds
         if grace < 0:
             raise InvalidArgument(f"grace_seconds {grace} is negative", field="grace_seconds")
-        return self._blobs.collect_garbage(self._store.referenced_blobs, grace)
+        return self._blobs.collect_garbage(self._blobs_in_use, grace)
+
+    def _blobs_in_use(self, pairs: builtins.list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The pairs an input or a hosted data file (data://) of that user still names."""
+        held = self._store.referenced_blobs(pairs)
+        rest = [pair for pair in pairs if pair not in held]
+        return held | (self._store.referenced_data_blobs(rest) if rest else set())
 
     def get_job(self, principal: Principal, user_id: str, app_id: str, job_id: str) -> JobRecord:
         app = self._apps.get(principal, user_id, app_id)

@@ -26,6 +26,7 @@ from pellucid.server.records import (
     AppRecord,
     ClusterAssignment,
     ConceptRecord,
+    DataEntryRecord,
     DatasetRecord,
     DatasetStats,
     DatasetVersionRecord,
@@ -679,6 +680,50 @@ class EvaluationStore(Transactional):
         """The evaluation's items by input seq, ascending, > after_input_seq, at most limit."""
 
 
+class HostedDataStore(Transactional):
+    """Hosted data (data://, issue #12): directories and files by (owner, parent, name), a
+    collection's read ACL, each file's sha256 and size (the bytes live in the blob store).
+    The store knows nothing of permissions: server/engine/hosted_data.py decides them."""
+
+    @abc.abstractmethod
+    def data_lookup(self, owner: str, names: list[str]) -> list[DataEntryRecord]:
+        """The entries along `names` (a collection, then what is inside it), as far as they exist."""
+
+    @abc.abstractmethod
+    def data_insert_dir(self, owner: str, parent_seq: int | None, name: str, acl: str, now: float) -> DataEntryRecord:
+        """A new directory (a collection when parent_seq is None); Conflict if the name is taken
+        or the parent is gone."""
+
+    @abc.abstractmethod
+    def data_put_files(
+        self, owner: str, files: list[tuple[int, str, str, int]], now: float
+    ) -> list[DataEntryRecord | None]:
+        """Store (parent_seq, name, sha256, size) files in one transaction, overwriting files of
+        the same name; None for each whose name is a directory or whose parent is gone."""
+
+    @abc.abstractmethod
+    def data_list(
+        self, owner: str, parent_seq: int | None, query: PageQuery, public_only: bool = False
+    ) -> Page[DataEntryRecord]:
+        """A page of a directory's entries (of the owner's collections when parent_seq is None;
+        `public_only`: only public collections), in insertion order by keyset."""
+
+    @abc.abstractmethod
+    def data_has_children(self, seq: int) -> bool: ...
+
+    @abc.abstractmethod
+    def data_delete(self, owner: str, seq: int) -> int:
+        """Delete the entry and everything under it; how many entries went (0: it was gone)."""
+
+    @abc.abstractmethod
+    def data_set_acl(self, owner: str, seq: int, acl: str, now: float) -> DataEntryRecord | None:
+        """Set a collection's ACL; None if it is gone."""
+
+    @abc.abstractmethod
+    def referenced_data_blobs(self, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of the (owner, sha256) pairs whose blob is the content of one of that owner's files."""
+
+
 class MetadataStore(
     UserStore,
     AppStore,
@@ -691,6 +736,7 @@ class MetadataStore(
     TrainingStore,
     WorkflowStore,
     EvaluationStore,
+    HostedDataStore,
 ):
     """Metadata of every resource, every area in one backend. Safe to use from many threads."""
 

@@ -31,6 +31,7 @@ from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, Metadata
 from pellucid.server.storage.migrations import pending_migrations
 from pellucid.server.storage.postgres_algorithms import PostgresAlgorithmTables
 from pellucid.server.storage.postgres_connections import PoolConnections
+from pellucid.server.storage.postgres_data import PostgresDataTables
 from pellucid.server.storage.postgres_evaluations import PostgresEvaluationTables
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
 from pellucid.server.storage.postgres_modules import PostgresModuleTables
@@ -66,6 +67,7 @@ class PostgresMetadataStore(
     PostgresTrainingTables,
     PostgresWorkflowTables,
     PostgresEvaluationTables,
+    PostgresDataTables,
     MetadataStore,
 ):
     def __init__(self, uri: str) -> None:

@@ -11,6 +11,7 @@ import psycopg
 
 from pellucid.server.records import AnnotationRecord
 from pellucid.server.storage.module_rows import MODULE_TABLES
+from pellucid.server.storage.postgres_data import DATA_SCHEMA
 from pellucid.server.storage.postgres_evaluations import MIGRATION as EVALUATIONS_MIGRATION
 from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
@@ -320,3 +321,5 @@ MIGRATIONS.append((6, EVALUATIONS_MIGRATION))
 # 9 (SQLite's 15; deployments, issue #13): the features a model declares it reads and writes
 MIGRATIONS.append((9, "ALTER TABLE models ADD COLUMN feature_specs TEXT NOT NULL DEFAULT '{}'"))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
+# 7 (hosted data, issue #12; SQLite's 13): data:// directories and files (server/storage/postgres_data.py)
+MIGRATIONS.append((7, DATA_SCHEMA))

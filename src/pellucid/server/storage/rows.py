@@ -15,6 +15,7 @@ from pellucid.server.records import (
     AppRecord,
     ConceptRecord,
     ConceptValue,
+    DataEntryRecord,
     DatasetRecord,
     DatasetStats,
     DatasetVersionRecord,
@@ -303,4 +304,19 @@ def app_from_row(row: Any) -> AppRecord:
 def concept_from_row(row: Any) -> ConceptRecord:
     return ConceptRecord(
         user_id=row["user_id"], app_id=row["app_id"], id=row["id"], name=row["name"], created_at=row["created_at"]
+    )
+
+
+def data_entry_from_row(row: Any) -> DataEntryRecord:
+    return DataEntryRecord(
+        seq=row["seq"],
+        owner=row["owner"],
+        parent_seq=row["parent_seq"],
+        name=row["name"],
+        is_dir=bool(row["is_dir"]),
+        created_at=row["created_at"],
+        modified_at=row["modified_at"],
+        size=row["size"],
+        sha256=row["sha256"],
+        acl=row["acl"],
     )

@@ -29,6 +29,7 @@ from pellucid.server.storage.rows import (
 )
 from pellucid.server.storage.sqlite_algorithms import AlgorithmTables
 from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
+from pellucid.server.storage.sqlite_data import DataTables
 from pellucid.server.storage.sqlite_evaluations import EvaluationTables
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
@@ -50,6 +51,7 @@ class SqliteMetadataStore(
     TrainingTables,
     WorkflowTables,
     EvaluationTables,
+    DataTables,
     MetadataStore,
 ):
     def __init__(self, path: Path) -> None:

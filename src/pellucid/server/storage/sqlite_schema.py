@@ -12,6 +12,7 @@ from pellucid.server.storage.rows import concepts_from, regions_from
 from pellucid.server.storage.search_sql import UNINDEXED_STATES
 from pellucid.server.storage.search_terms import annotation_rows, label_rows, term_rows
 from pellucid.server.storage.sqlite_connections import insert_rows
+from pellucid.server.storage.sqlite_data import DATA_SCHEMA
 from pellucid.server.storage.sqlite_evaluations import MIGRATION as EVALUATIONS_MIGRATION
 from pellucid.server.storage.training_sql import SQLITE_TABLES as TRAINING_TABLES
 
@@ -342,3 +343,5 @@ MIGRATIONS.append((12, EVALUATIONS_MIGRATION))
 # 15 (deployments, issue #13): the features a model declares it reads and writes, as JSON
 MIGRATIONS.append((15, "ALTER TABLE models ADD COLUMN feature_specs TEXT NOT NULL DEFAULT '{}'"))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
+# 13 (hosted data, issue #12): data:// directories and files (server/storage/sqlite_data.py)
+MIGRATIONS.append((13, DATA_SCHEMA))

@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Hosted data benchmark: `pellucid cp`'s transfers against a plain gRPC stream and local `cp`.
+
+Measured in one run, every process on this machine's loopback:
+
+1. many small files (default 1,000 of 100 KB) and one large file (default 256 MiB;
+   `--large-mb 1024` for 1 GB), each uploaded to data:// and downloaded back with the client's
+   transfer functions (client/data_transfer.py: what `pellucid cp` runs), against a
+   standalone `pellucid server` process;
+2. the limit: the same bytes in 1 MiB messages (the small files one message each) on one
+   plain gRPC stream each way, to a bare gRPC server process that drops or sends them;
+3. local `cp` of the same files on this disk.
+
+The client's peak RSS (and its growth over the run's start) and the server's (VmHWM) show
+that memory stays flat whatever the file size.
+
+    python scripts/bench_data.py [--files 1000] [--file-kb 100] [--large-mb 256] [--concurrency 8] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import grpc
+
+from pellucid.client import data_transfer
+from pellucid.client.user import User
+
+ROOT = Path(__file__).resolve().parent.parent
+CHUNK = 1024 * 1024
+
+BARE_SERVER = """
+import sys
+from concurrent import futures
+import grpc
+size, chunk = int(sys.argv[1]), int(sys.argv[2])
+def sink(requests, context):
+    total = 0
+    for message in requests:
+        total += len(message)
+    return str(total).encode()
+def source(request, context):
+    count, piece = (int(x) for x in request.decode().split())
+    block = b"x" * piece
+    for _ in range(count):
+        yield block
+handler = grpc.method_handlers_generic_handler("bench.Bytes", {
+    "Sink": grpc.stream_unary_rpc_method_handler(sink),
+    "Source": grpc.unary_stream_rpc_method_handler(source)})
+options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+server = grpc.server(futures.ThreadPoolExecutor(16), options=options)
+server.add_generic_rpc_handlers((handler,))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+sys.stdin.readline()
+"""
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def server_peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def mib(n: float) -> str:
+    return f"{n / (1024 * 1024):.0f} MiB"
+
+
+class Raw:
+    """The bare gRPC server: bytes in and out on one stream, nothing else."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", BARE_SERVER, "0", str(CHUNK)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        port = int(self.proc.stdout.readline())  # type: ignore[union-attr]
+        options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=options)
+        self.sink = self.channel.stream_unary("/bench.Bytes/Sink")
+        self.source = self.channel.unary_stream("/bench.Bytes/Source")
+
+    def up(self, messages: Iterator[bytes]) -> float:
+        start = time.perf_counter()
+        self.sink(messages, timeout=3600)
+        return time.perf_counter() - start
+
+    def down(self, count: int, piece: int) -> float:
+        start = time.perf_counter()
+        for _ in self.source(f"{count} {piece}".encode(), timeout=3600):
+            pass
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.channel.close()
+        self.proc.stdin.close()  # type: ignore[union-attr]
+        self.proc.wait(10)
+
+
+def file_messages(paths: list[Path]) -> Iterator[bytes]:
+    for path in paths:
+        with open(path, "rb") as f:
+            while data := f.read(CHUNK):
+                yield data
+
+
+def opener(path: Path) -> Callable[[], IO[bytes]]:
+    def open_file() -> IO[bytes]:
+        return open(path, "rb")
+
+    return open_file
+
+
+def local_cp(sources: list[Path], dest: Path) -> float:
+    dest.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    subprocess.run(["cp", *map(str, sources), str(dest)], check=True)
+    os.sync()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--file-kb", type=int, default=100)
+    parser.add_argument("--large-mb", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=data_transfer.DEFAULT_CONCURRENCY)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (the median is shown)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="pellucid-bench-data-"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pellucid.cli", "server", "--data-dir", str(work / "data"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    raw = None
+    try:
+        address = ""
+        for line in server.stdout:  # type: ignore[union-attr]
+            if line.startswith("listening on "):
+                address = line.split()[-1]
+                break
+        pat = json.loads((work / "data" / "credentials.json").read_text())["pat"]
+        user = User(base_url=f"grpc://{address}", pat=pat)
+        user.dir("data://.my/bench").create()
+        raw = Raw()
+
+        small_dir = work / "small"
+        small_dir.mkdir()
+        small = []
+        for i in range(args.files):
+            path = small_dir / f"f{i:05}.bin"
+            path.write_bytes(os.urandom(args.file_kb * 1024))
+            small.append(path)
+        large = work / "large.bin"
+        with open(large, "wb") as out:
+            for _ in range(args.large_mb):
+                out.write(os.urandom(CHUNK))
+        base_rss = peak_rss()
+        cases = [(f"{args.files} x {args.file_kb} KB", small), (f"1 x {args.large_mb} MiB", [large])]
+        measured: dict[str, dict[str, list[float]]] = {label: {} for label, _ in cases}
+        # pellucid first, all cases: the client's peak RSS is then that of its transfers alone
+        for label, paths in cases:
+            items = [
+                data_transfer.UploadItem(f"data://.my/bench/{p.name}", p.stat().st_size, opener(p), str(p))
+                for p in paths
+            ]
+            for _ in range(args.repeat):
+                start = time.perf_counter()
+                report = data_transfer.upload(user, items, args.concurrency, progress=False)
+                measured[label].setdefault("up", []).append(time.perf_counter() - start)
+                assert not report.failures, report.failures[:3]
+                downs = [data_transfer.DownloadItem(i.dest, work / "back" / Path(i.source).name, i.size) for i in items]
+                start = time.perf_counter()
+                report = data_transfer.download(user, downs, args.concurrency, progress=False)
+                measured[label].setdefault("down", []).append(time.perf_counter() - start)
+                assert not report.failures, report.failures[:3]
+                shutil.rmtree(work / "back", ignore_errors=True)
+        transfers_rss = peak_rss()
+        for label, paths in cases:
+            total = sum(p.stat().st_size for p in paths)
+            piece = min(CHUNK, paths[0].stat().st_size)
+            for attempt in range(args.repeat):
+                measured[label].setdefault("raw up", []).append(raw.up(file_messages(paths)))
+                measured[label].setdefault("raw down", []).append(raw.down(total // piece, piece))
+                measured[label].setdefault("cp", []).append(local_cp(paths, work / f"cp-{attempt}"))
+                shutil.rmtree(work / f"cp-{attempt}", ignore_errors=True)
+        rows = []
+        for label, paths in cases:
+            total = sum(p.stat().st_size for p in paths)
+            median = {key: statistics.median(values) for key, values in measured[label].items()}
+            for direction in ("up", "down"):
+                took, limit = median[direction], median[f"raw {direction}"]
+                rows.append((label, direction, took, total / took, limit, limit / took, median["cp"]))
+
+        print(f"\nhosted data transfers, loopback, concurrency {args.concurrency}, median of {args.repeat}")
+        print(
+            f"{'case':<20} {'dir':<5} {'pellucid s':>10} {'MB/s':>8} {'raw gRPC s':>10} {'x raw':>6} {'local cp s':>10}"
+        )
+        for label, direction, took, rate, limit, ratio, cp_time in rows:
+            print(
+                f"{label:<20} {direction:<5} {took:>10.2f} {rate / 1e6:>8.0f} {limit:>10.2f} {ratio:>6.2f} {cp_time:>10.2f}"
+            )
+        print(
+            f"client peak RSS during the transfers {mib(transfers_rss)} (growth {mib(transfers_rss - base_rss)});"
+            f" server peak RSS {mib(server_peak_rss(server.pid))}"
+        )
+    finally:
+        if raw is not None:
+            raw.close()
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,391 @@
+"""Hosted data (data://) through the Python client against a real server: directories, files, listings
+that page, typed errors, the ACL matrix, blobs kept while a file names them, and bounded-memory streaming."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pellucid.acl import Acl, AclType, ReadAcl
+from pellucid.api import v1
+from pellucid.client import data_transfer
+from pellucid.client.hosted_data import DataDirectory, DataFile, data_dir
+from pellucid.client.user import User
+from pellucid.errors import (
+    AlreadyExists,
+    ApiError,
+    DataApiError,
+    DataExists,
+    DataInvalidArgument,
+    DataNotFound,
+    DataPermissionDenied,
+    DirectoryNotEmpty,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    UserError,
+)
+from pellucid.server.engine import Engine, Principal
+from pellucid.server.engine.errors import NotFound as EngineNotFound
+from pellucid.server.engine.hosted_data import AlgorithmCaller, DataPath, UploadPiece
+from pellucid.server.storage import open_metadata_store
+from pellucid.server.storage.registry import open_blob_store
+from tests.conftest import RunningServer
+
+
+def test_directories_exist_create_and_refuse_to_delete_when_not_empty(alice: User) -> None:
+    photos = alice.dir("data://.my/photos")
+    assert not photos.exists()
+    photos.create()
+    assert photos.exists() and photos.get_permissions() == ReadAcl.my_algos  # the reference's default
+    with pytest.raises(DataExists) as exists:
+        photos.create()
+    assert isinstance(exists.value, AlreadyExists) and isinstance(exists.value, ApiError)
+    trip = photos.dir("trip")
+    trip.create()
+    assert alice.dir(".my/photos/trip").exists()  # the scheme may be left out
+    with pytest.raises(DataNotFound, match="create it first, or pass parents"):
+        photos.dir("a/b").create()
+    photos.dir("a/b").create(parents=True)
+    trip.file("x.txt").put("x")
+    with pytest.raises(DirectoryNotEmpty, match="not empty: delete what is in it first, or delete with force"):
+        photos.delete()
+    assert photos.exists() and trip.file("x.txt").exists()
+    assert photos.delete(force=True) == 5  # photos, trip, x.txt, a, a/b
+    assert not photos.exists() and not trip.file("x.txt").exists()
+
+
+def test_files_put_get_in_every_form_and_put_overwrites(alice: User, tmp_path: Path) -> None:
+    alice.dir("data://.my/docs").create()
+    text = alice.file("data://.my/docs/notes.txt")
+    assert not text.exists()
+    assert text.put("héllo").getString() == "héllo"
+    assert text.size == len("héllo".encode()) and text.last_modified is not None
+    before = text.last_modified
+    text.put(b"\xff\x01binary")  # overwrites
+    assert text.getBytes() == b"\xff\x01binary" and text.size == 8
+    assert text.last_modified is not None and text.last_modified >= before
+    with pytest.raises(UserError, match="is not utf-8 text"):
+        text.getString()
+
+    config = alice.file("data://.my/docs/config.json").putJson({"a": [1, 2.5, None, True], "b": "c"})
+    assert config.getJson() == {"a": [1, 2.5, None, True], "b": "c"}
+    with pytest.raises(UserError, match="not JSON-serialisable"):
+        config.putJson({1, 2})
+
+    local = tmp_path / "local.bin"
+    local.write_bytes(os.urandom(3 * 1024 * 1024 + 5))  # a large file: its own stream, several chunks
+    from_path = alice.file("data://.my/docs/sub/dir/from_path.bin").putFile(local)  # sub dirs are made
+    assert from_path.getBytes() == local.read_bytes()
+    with open(local, "rb") as handle:
+        handle.seek(5)
+        from_object = alice.file("data://.my/docs/from_object.bin").putFile(handle)  # from where it stands
+    assert from_object.getBytes() == local.read_bytes()[5:]
+    reader, writer = os.pipe()  # not seekable: spooled first
+    os.write(writer, b"piped bytes")
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        assert alice.file("data://.my/docs/piped").putFile(pipe).getString() == "piped bytes"
+    alice.file("data://.my/docs/empty").put(b"")
+    assert alice.file("data://.my/docs/empty").getBytes() == b""
+
+    with from_path.getFile() as downloaded:
+        assert downloaded.read() == local.read_bytes()
+    path = from_path.getFile(as_path=True)
+    assert Path(path).read_bytes() == local.read_bytes()
+    os.unlink(path)
+
+    assert sorted(d.name for d in alice.dir("data://.my/docs").dirs()) == ["sub"]
+    assert sorted(f.name for f in alice.dir("data://.my/docs").files()) == [
+        "config.json",
+        "empty",
+        "from_object.bin",
+        "notes.txt",
+        "piped",
+    ]
+    listed = {o.name: o for o in alice.dir("data://.my/docs").list()}
+    assert isinstance(listed["sub"], DataDirectory) and isinstance(listed["config.json"], DataFile)
+    assert listed["from_object.bin"].size == len(local.read_bytes()) - 5  # type: ignore[union-attr]
+
+    text.delete()
+    assert not text.exists()
+    with pytest.raises(DataNotFound) as missing:
+        text.getBytes()
+    assert isinstance(missing.value, NotFound)
+    with pytest.raises(DataNotFound):
+        text.delete()
+
+
+def test_bad_paths_are_refused_with_what_to_write(alice: User) -> None:
+    alice.dir("data://.my/things").create()
+    with pytest.raises(DataInvalidArgument, match="names no file"):
+        alice.file("data://.my/things").put("x")
+    with pytest.raises(DataInvalidArgument, match=r"'\.' or '\.\.'"):
+        alice.file("data://.my/things/../secret").put("x")
+    with pytest.raises(DataInvalidArgument, match="works only inside an algorithm"):
+        alice.file("data://.algo/temp/x").put("x")
+    with pytest.raises(UserError, match="only data:// paths"):
+        alice.file("s3://bucket/x")
+    with pytest.raises(DataNotFound, match=r"collection data://.+/nothing does not exist: create it first"):
+        alice.file("data://.my/nothing/x").put("x")
+    alice.file("data://.my/things/f").put("x")
+    with pytest.raises(DataApiError, match="is a file, not a directory"):
+        alice.file("data://.my/things/f/g").put("x")
+    alice.dir("data://.my/things/sub").create()
+    with pytest.raises(DataApiError, match="is a directory: delete it as a directory"):
+        alice.file("data://.my/things/sub").delete()
+    assert not alice.file("data://.my/things/sub").exists() and alice.dir("data://.my/things/sub").exists()
+
+
+def test_a_directory_of_thousands_of_files_lists_through_pages(alice: User) -> None:
+    many = alice.dir("data://.my/many")
+    many.create()
+    count = 2_345  # more than two pages of 1,000
+    items = [
+        data_transfer.UploadItem(f"{many.path}/f{i:05}", 3, (lambda: io.BytesIO(b"abc")), "") for i in range(count)
+    ]
+    report = data_transfer.upload(many, items)
+    assert report.failures == [] and report.files == count
+    names = [f.name for f in many.files()]  # in the order they were stored (batches ran concurrently)
+    assert len(names) == count and sorted(names) == [f"f{i:05}" for i in range(count)]
+
+
+def test_acl_matrix_owner_other_user_public(alice: User, bob: User) -> None:
+    for name, acl in (("priv", ReadAcl.private), ("algos", ReadAcl.my_algos), ("pub", ReadAcl.public)):
+        alice.dir(f"data://.my/{name}").create(acl)
+        alice.file(f"data://.my/{name}/f.txt").put(name)
+    owner = alice.user_id
+    for name in ("priv", "algos", "pub"):  # the owner reads and writes everything
+        assert alice.file(f"data://{owner}/{name}/f.txt").getString() == name
+        alice.file(f"data://{owner}/{name}/g.txt").put("g")
+
+    # another user: public reads, nothing else; writes never
+    assert bob.file(f"data://{owner}/pub/f.txt").getString() == "pub"
+    assert bob.dir(f"data://{owner}/pub").get_permissions().read_acl is AclType.public
+    assert [f.name for f in bob.dir(f"data://{owner}/pub").files()] == ["f.txt", "g.txt"]
+    with pytest.raises(DataPermissionDenied) as denied:
+        bob.file(f"data://{owner}/pub/f.txt").put("overwritten")
+    assert isinstance(denied.value, PermissionDenied)
+    with pytest.raises(DataPermissionDenied):
+        bob.file(f"data://{owner}/pub/f.txt").delete()
+    with pytest.raises(DataPermissionDenied):
+        bob.dir(f"data://{owner}/pub").update_permissions(ReadAcl.private)
+    with pytest.raises(DataPermissionDenied):
+        bob.dir(f"data://{owner}/pub").delete(force=True)
+    assert alice.file(f"data://{owner}/pub/f.txt").getString() == "pub"
+
+    def hidden(call: object) -> str:
+        with pytest.raises(DataNotFound) as error:
+            call()  # type: ignore[operator]
+        return error.value.message
+
+    for name in ("priv", "algos"):  # answered exactly as if there were nothing there
+        private = f"data://{owner}/{name}/f.txt"
+        absent = f"data://{owner}/{name}/f.txt".replace(name, "never-made")
+        assert hidden(lambda p=private: bob.file(p).getBytes()) == hidden(
+            lambda p=absent: bob.file(p).getBytes()
+        ).replace("never-made", name)
+        assert not bob.file(private).exists() and not bob.dir(f"data://{owner}/{name}").exists()
+        hidden(lambda p=private: bob.file(p).put("x"))
+        hidden(lambda p=private: bob.file(p).delete())
+        hidden(lambda n=name: list(bob.dir(f"data://{owner}/{n}").list()))
+        hidden(lambda n=name: bob.dir(f"data://{owner}/{n}").get_permissions())
+        hidden(lambda n=name: bob.dir(f"data://{owner}/{n}").update_permissions(ReadAcl.public))
+    assert [d.name for d in bob.dir(f"data://{owner}").dirs()] == ["pub"]  # others' root lists public ones only
+    assert [d.name for d in alice.dir("data://.my").dirs()] == ["priv", "algos", "pub"]
+
+    alice.dir("data://.my/priv").update_permissions(ReadAcl.public)  # the owner opens it
+    assert bob.file(f"data://{owner}/priv/f.txt").getString() == "priv"
+    alice.dir("data://.my/pub").update_permissions(AclType.private)  # and closes another
+    hidden(lambda: bob.file(f"data://{owner}/pub/f.txt").getBytes())
+    with pytest.raises(DataInvalidArgument, match="permissions belong to collections"):
+        alice.dir("data://.my/priv/sub").update_permissions(ReadAcl.public)
+    assert Acl.from_name("public") == ReadAcl.public and ReadAcl.private.to_api_param() == {"read": []}
+    assert ReadAcl.public.to_api_param() == {"read": ["user://*"]}
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    opened = Engine(open_metadata_store(f"sqlite://{tmp_path / 'm.sqlite3'}"), open_blob_store(f"file://{tmp_path}"))
+    yield opened
+    opened.close()
+
+
+def test_my_algos_admits_the_owners_algorithms_and_private_does_not(engine: Engine) -> None:
+    """The hook the algorithm side sets: a call made by one of alice's algorithms for another user."""
+    data = engine.hosted_data
+    alice, bob = Principal("alice", False, "t1"), Principal("bob", False, "t2")
+    for name, acl in (("priv", "private"), ("algos", "my_algos"), ("pub", "public")):
+        data.create_dir(alice, f"data://.my/{name}", acl)
+    calls_by: dict[str, AlgorithmCaller] = {}
+    data.algorithm_of = lambda principal: calls_by.get(principal.token_id)
+
+    def readable(principal: Principal, name: str) -> bool:
+        try:
+            data.get_dir(principal, f"data://alice/{name}")
+        except EngineNotFound:
+            return False
+        return True
+
+    assert [readable(bob, n) for n in ("priv", "algos", "pub")] == [False, False, True]
+    calls_by["t2"] = AlgorithmCaller(owner="alice", algorithm="resize")  # bob's call runs alice's algorithm
+    assert [readable(bob, n) for n in ("priv", "algos", "pub")] == [False, True, True]
+    calls_by["t2"] = AlgorithmCaller(owner="carol", algorithm="resize")  # another owner's algorithm
+    assert [readable(bob, n) for n in ("priv", "algos", "pub")] == [False, False, True]
+
+    # data://.algo/... : the algorithm side maps it to the algorithm's own collection
+    data.resolve_algo = lambda principal, names: DataPath("alice", ("algos", *names))
+    data.create_dir(alice, "data://.algo/temp")
+    assert data.get_dir(alice, "data://alice/algos/temp").path == "data://alice/algos/temp"
+
+
+def test_blobs_stay_while_a_file_names_them_and_are_shared_by_content(server: RunningServer, alice: User) -> None:
+    engine = server.server.engine
+    assert engine is not None
+    alice.dir("data://.my/gc").create()
+    content = os.urandom(2048)
+    first = alice.file("data://.my/gc/a").put(content)
+    alice.file("data://.my/gc/b").put(content)  # deduplicated: one blob
+    sha256 = first.sha256
+    assert sha256 == alice.file("data://.my/gc/b").sha256
+    engine.collect_blob_garbage(grace_seconds=0)
+    assert alice.file("data://.my/gc/a").getBytes() == content
+    first.delete()
+    engine.collect_blob_garbage(grace_seconds=0)
+    assert alice.file("data://.my/gc/b").getBytes() == content  # still named by b
+    alice.file("data://.my/gc/b").delete()
+    engine.collect_blob_garbage(grace_seconds=0)
+    assert engine.blobs.size(sha256) is None  # nobody names it any more
+
+
+MEMORY_PROBE = textwrap.dedent(
+    """
+    import json, resource, sys
+    from pellucid.client.user import User
+    user = User(base_url=sys.argv[1], pat=sys.argv[2])
+    user.dir("data://.my/large").create()
+    def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    user.file("data://.my/large/warmup").put(b"x" * 1024)
+    user.file("data://.my/large/warmup").getBytes()
+    base = peak()
+    remote = user.file("data://.my/large/big.bin").putFile(sys.argv[3])
+    up = peak()
+    remote.getFileTo(sys.argv[4])
+    print(json.dumps({"base": base, "up": up, "down": peak(), "size": remote.size}))
+    """
+)
+
+
+def test_a_large_file_streams_both_ways_in_bounded_memory(server: RunningServer, alice: User, tmp_path: Path) -> None:
+    size = 96 * 1024 * 1024
+    source = tmp_path / "big.bin"
+    with open(source, "wb") as out:
+        for _ in range(size // (8 * 1024 * 1024)):
+            out.write(os.urandom(8 * 1024 * 1024))
+    pat = alice._connection.settings.pat  # type: ignore[attr-defined]
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, server.url, pat, str(source), str(tmp_path / "back.bin")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout)
+    assert measured["size"] == size
+    assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
+    # the client held a few chunks at a time, not the file (a whole copy would add 96 MiB)
+    assert measured["up"] - measured["base"] < 32 * 1024 * 1024, measured
+    assert measured["down"] - measured["base"] < 32 * 1024 * 1024, measured
+
+
+def test_data_dir_and_data_file_attach_to_any_client_object(alice: User) -> None:
+    directory = data_dir(alice, "data://.my/attached")
+    directory.create()
+    assert directory.file("x").put("y").getString() == "y"
+    assert alice.dir("data://.my/attached") == directory
+
+
+def test_a_badly_framed_upload_is_invalid_argument_and_a_too_large_file_fails_alone(
+    alice: User, tmp_path: Path
+) -> None:
+    alice.dir("data://.my/frames").create()
+    path = "data://.my/frames/f"
+
+    def send(*messages: v1.DataUploadChunk) -> v1.UploadDataFilesResponse:
+        return alice._connection.send_stream(v1.DataServiceStub, "UploadDataFiles", iter(messages), timeout=30)
+
+    with pytest.raises(InvalidArgument, match="each file's first message names its path"):
+        send(v1.DataUploadChunk(data=b"x"))
+    with pytest.raises(InvalidArgument, match="more than the announced 1 bytes"):
+        send(v1.DataUploadChunk(path=path, size=1, data=b"xy"))
+    with pytest.raises(InvalidArgument, match="1 of the announced 3 bytes arrived before the end of the stream"):
+        send(v1.DataUploadChunk(path=path, size=3, data=b"x"))
+    with pytest.raises(InvalidArgument, match="before the next file"):
+        send(v1.DataUploadChunk(path=path, size=3, data=b"x"), v1.DataUploadChunk(path=path + "2", size=0))
+    with pytest.raises(InvalidArgument, match="negative"):
+        send(v1.DataUploadChunk(path=path, size=-1))
+    assert not alice.file(path).exists()  # nothing half-stored
+
+    engine = Engine(
+        open_metadata_store(f"sqlite://{tmp_path / 'm.sqlite3'}"),
+        open_blob_store(f"file://{tmp_path}"),
+        max_blob_bytes=10,
+    )
+    try:
+        owner = Principal("carol", False, "t")
+        engine.hosted_data.create_dir(owner, "data://.my/c")
+        pieces = [
+            UploadPiece("data://.my/c/small", 3, b"abc"),
+            UploadPiece("data://.my/c/huge", 11, b"x" * 11),
+            UploadPiece("data://.my/c/after", 2, b"ok"),
+        ]
+        outcomes = engine.hosted_data.upload(owner, iter(pieces))
+        assert [o.error is None for o in outcomes] == [True, False, True]
+        assert "more than the server's limit of 10" in str(outcomes[1].error)
+        assert engine.hosted_data.get_file(owner, "data://.my/c/after").size == 2
+    finally:
+        engine.close()
+
+
+def reads_and_writes_data(input: dict) -> str:
+    """An algorithm: reads the file `input["read"]` and writes its upper case to `input["write"]`."""
+    import pellucid
+
+    client = pellucid.client()  # inside the runner: the runner's (its owner's) credentials
+    text = client.file(input["read"]).getString()
+    client.file(input["write"]).put(text.upper())
+    return text
+
+
+def test_an_algorithm_reads_and_writes_its_owners_data_for_another_caller(alice: User, bob: User, unique: str) -> None:
+    """The round trip of the issue: files in a collection only alice reads, an algorithm of hers that
+    reads them, called by bob; bob himself still cannot read them."""
+    from pellucid.client.runner import function_runner
+    from tests.test_algorithms import algo_client, start_runner
+
+    alice.dir("data://.my/inbox").create(ReadAcl.my_algos)
+    alice.file("data://.my/inbox/note.txt").put("for algorithms only")
+    label = f"data-algo-{unique}"
+    model = alice.create_app(f"data-{unique}").create_model("reader", runner_labels=[label])
+    runner, thread = start_runner(alice, f"reader-{unique}", label, function_runner(reads_and_writes_data))
+    try:
+        model.publish_algorithm(name=f"reader-{unique}", version="1.0.0", public=True)
+        owner = alice.user_id
+        request = {"read": f"data://{owner}/inbox/note.txt", "write": f"data://{owner}/inbox/out.txt"}
+        response = algo_client(bob).algo(f"{owner}/reader-{unique}").pipe(request)
+        assert response.result == "for algorithms only"
+        assert alice.file("data://.my/inbox/out.txt").getString() == "FOR ALGORITHMS ONLY"
+        with pytest.raises(DataNotFound):
+            bob.file(f"data://{owner}/inbox/note.txt").getString()
+        assert algo_client(alice).file("data://.my/inbox/out.txt").exists()  # the algorithm client has them too
+    finally:
+        runner.stop(drain=False)
+        thread.join(10)
