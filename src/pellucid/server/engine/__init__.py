@@ -14,6 +14,7 @@ from pellucid.server.engine.algorithms import Algorithms
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
+from pellucid.server.engine.deployments import Deployments
 from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.indexing import Indexer
 from pellucid.server.engine.inputs import (
@@ -90,6 +91,7 @@ class Engine:
         self.algorithms = Algorithms(store, self.models, clock)
         # trains model versions in server jobs and registers its trainable types; runtime.py starts its workers
         self.training = Training(store, blobs, self.models, self.vectors, clock)
+        self.deployments = Deployments(store, self.apps, self.models, self.users, clock)
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""

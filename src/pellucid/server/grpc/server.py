@@ -16,6 +16,7 @@ from pellucid.server.grpc.algorithms import AlgorithmServicer
 from pellucid.server.grpc.apps import AppServicer
 from pellucid.server.grpc.concepts import ConceptServicer
 from pellucid.server.grpc.datasets import DatasetServicer
+from pellucid.server.grpc.deployments import DeploymentServicer
 from pellucid.server.grpc.inputs import InputServicer
 from pellucid.server.grpc.interceptor import AuthInterceptor
 from pellucid.server.grpc.limits import CallLimits
@@ -41,6 +42,7 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
     (v1.add_ModuleServiceServicer_to_server, ModuleServicer, "ModuleService"),
     (v1.add_AlgorithmServiceServicer_to_server, AlgorithmServicer, "AlgorithmService"),
     (v1.add_TrainingServiceServicer_to_server, TrainingServicer, "TrainingService"),
+    (v1.add_DeploymentServiceServicer_to_server, DeploymentServicer, "DeploymentService"),
 ]
 
 

@@ -31,6 +31,7 @@ from pellucid.server.storage.base import Claim, ClaimOutcome, Conflict, Metadata
 from pellucid.server.storage.migrations import pending_migrations
 from pellucid.server.storage.postgres_algorithms import PostgresAlgorithmTables
 from pellucid.server.storage.postgres_connections import PoolConnections
+from pellucid.server.storage.postgres_deployments import PostgresDeploymentTables
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
 from pellucid.server.storage.postgres_modules import PostgresModuleTables
 from pellucid.server.storage.postgres_schema import MIGRATIONS
@@ -62,6 +63,7 @@ class PostgresMetadataStore(
     PostgresModuleTables,
     PostgresAlgorithmTables,
     PostgresTrainingTables,
+    PostgresDeploymentTables,
     MetadataStore,
 ):
     def __init__(self, uri: str) -> None:

@@ -278,3 +278,9 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 # 9 (SQLite's 15; deployments, issue #13): the features a model declares it reads and writes
 MIGRATIONS.append((9, "ALTER TABLE models ADD COLUMN feature_specs TEXT NOT NULL DEFAULT '{}'"))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
+
+# 10 (SQLite's 16; deployments, issue #13): deployments and their tokens
+from pellucid.server.storage.deployment_rows import POSTGRES_SCHEMA as _DEPLOYMENT_TABLES  # noqa: E402
+
+MIGRATIONS.append((10, ";\n".join(_DEPLOYMENT_TABLES)))
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)

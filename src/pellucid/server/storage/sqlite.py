@@ -29,6 +29,7 @@ from pellucid.server.storage.rows import (
 )
 from pellucid.server.storage.sqlite_algorithms import AlgorithmTables
 from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
+from pellucid.server.storage.sqlite_deployments import DeploymentTables
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
 from pellucid.server.storage.sqlite_modules import ModuleTables
@@ -46,6 +47,7 @@ class SqliteMetadataStore(
     ModuleTables,
     AlgorithmTables,
     TrainingTables,
+    DeploymentTables,
     MetadataStore,
 ):
     def __init__(self, path: Path) -> None:

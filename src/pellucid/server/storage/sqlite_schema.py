@@ -306,3 +306,9 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 # 15 (deployments, issue #13): the features a model declares it reads and writes, as JSON
 MIGRATIONS.append((15, "ALTER TABLE models ADD COLUMN feature_specs TEXT NOT NULL DEFAULT '{}'"))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
+
+# 16 (deployments, issue #13): deployments and their tokens (storage/deployment_rows.py)
+from pellucid.server.storage.deployment_rows import SQLITE_SCHEMA as _DEPLOYMENT_TABLES  # noqa: E402
+
+MIGRATIONS.append((16, ";\n".join(_DEPLOYMENT_TABLES)))
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)

@@ -1,0 +1,96 @@
+"""uvicorn serving the HTTP app on a thread of the server process, with its own event loop."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from pathlib import Path
+
+import uvicorn
+from starlette.types import ASGIApp
+
+log = logging.getLogger("pellucid.http")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying when it listens (or gave up) through an Event."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.ready.set()
+
+
+class HttpServer:
+    """Listens on host:port (0: a port the OS picks) once `start` returns; `stop` ends it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = _Server(config)
+        self._socket: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        """Bind (OSError if the port is taken), serve on a thread, and return the bound port."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(2048)
+        except OSError:
+            sock.close()
+            raise
+        self._socket = sock
+        self.port = sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._run, args=(sock,), name="pellucid-http", daemon=True)
+        self._thread.start()
+        self._server.ready.wait(10.0)
+        if not self._server.started:
+            self.stop()
+            raise OSError(f"the HTTP server did not start on {self.host}:{self.port}")
+        return self.port
+
+    def _run(self, sock: socket.socket) -> None:
+        try:
+            self._server.run(sockets=[sock])
+        except Exception:  # pragma: no cover - logged, the rest of the server keeps serving
+            log.exception("the HTTP server stopped")
+        finally:
+            self._server.ready.set()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let calls in flight end (up to `grace` seconds), and join the thread."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(grace + 5.0)
+            if self._thread.is_alive():
+                self._server.force_exit = True
+                self._thread.join(5.0)
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
