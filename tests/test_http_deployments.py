@@ -38,6 +38,7 @@ from pellucid.deployment import (
 )
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.test_runners import ROOT, connected, wait_for
+from tests.test_server_process import ServerProcess
 
 MAX_BODY = 256 * 1024
 MAX_CALLS = 3
@@ -419,3 +420,32 @@ def test_deployment_tokens_are_hashed_at_rest_and_call_nothing_else(deployed: De
     assert deployed.token.encode() not in (deployed.server.data_dir.metadata_path).read_bytes()
     with pytest.raises(errors.Unauthenticated):  # not a PAT: the gRPC API refuses it
         User(base_url=f"grpc://{deployed.server.address}", pat=deployed.token).list_apps().__next__()
+
+
+def test_pellucid_server_http_port_serves_http_beside_grpc(tmp_path: Path) -> None:
+    """`pellucid server --http-port 0`: the OS picks the port, the server says which, and stops it with itself."""
+    server = ServerProcess(tmp_path / "data", "--http-port", "0")
+    try:
+        line = server.proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("HTTP on 127.0.0.1:"), line
+        http_address = line.split()[2]
+        assert httpx.get(f"http://{http_address}/openapi.json").json()["openapi"].startswith("3.")
+        no_token = httpx.post(f"http://{http_address}/v1/deployments/x/forward", json={"rows": []})
+        assert no_token.status_code == 401
+    finally:
+        assert server.stop() == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://{http_address}/openapi.json")
+
+
+def test_an_embedded_server_serves_http_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pellucid.client import _embedded
+
+    monkeypatch.setenv("PELLUCID_SERVER_HTTP_PORT", "0")
+    address = _embedded.local_address(str(tmp_path / "embedded"))
+    try:
+        server = _embedded._servers[(tmp_path / "embedded").resolve()]
+        assert server.address == address and server.http_port > 0
+        assert httpx.get(f"http://127.0.0.1:{server.http_port}/openapi.json").status_code == 200
+    finally:
+        _embedded._stop((tmp_path / "embedded").resolve())
