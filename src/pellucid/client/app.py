@@ -344,27 +344,31 @@ class App(Lister, BaseClient):
         *,
         description: str = "",
         enabled: bool = True,
+        exist_ok: bool = False,
     ) -> ManagedDeployment:
-        """Deploy a model of this app (at `version_id`, else its latest at each call).
+        """Deploy a model of this app (at `version_id`, else its latest at each call). With
+        `exist_ok`, an existing deployment of that id (the caller's) is returned as it is.
 
         `feature_specs` overrides the model's declared features: {"input": [...], "output": [...]}
         (each a list of dicts such as {"name": "Size", "type": "numeric"} or v1.FeatureSpec), or
         a list of input specs. Deployment ids are shared by all users of the server."""
-        info = self._call(
-            v1.DeploymentServiceStub,
-            "CreateDeployment",
-            v1.CreateDeploymentRequest(
-                user_id=self._user_id,
-                app_id=self.id,
-                deployment_id=deployment_id,
-                model_id=model_id,
-                workflow_id=workflow_id,
-                version_id=version_id or "",
-                description=description,
-                disabled=not enabled,
-                **feature_specs_request(feature_specs),
-            ),
+        request = v1.CreateDeploymentRequest(
+            user_id=self._user_id,
+            app_id=self.id,
+            deployment_id=deployment_id,
+            model_id=model_id,
+            workflow_id=workflow_id,
+            version_id=version_id or "",
+            description=description,
+            disabled=not enabled,
+            **feature_specs_request(feature_specs),
         )
+        try:
+            info = self._call(v1.DeploymentServiceStub, "CreateDeployment", request)
+        except AlreadyExists:
+            if not exist_ok:
+                raise
+            return self.deployment(deployment_id)
         return ManagedDeployment(deployment_id, info, **self._child_kwargs())
 
     def deployment(self, deployment_id: str) -> ManagedDeployment:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from pellucid.server.engine import Engine
-from pellucid.server.engine.access import Principal
 from pellucid.server.engine.deployments import DEFAULT_DEADLINE_SECONDS, PendingForward
 from pellucid.server.engine.errors import EngineError, ResourceExhausted, Unauthenticated
 from pellucid.server.http.errors import engine_error_response, error_response
@@ -99,7 +99,8 @@ class DeploymentRoutes:
     def __init__(self, engine: Engine, limits: HttpLimits) -> None:
         self.engine = engine
         self.limits = limits
-        self._in_flight: dict[str, int] = {}  # by owner; touched only on the event loop
+        self._in_flight: dict[str, int] = {}  # calls by caller, under _lock
+        self._lock = threading.Lock()
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -149,8 +150,25 @@ class DeploymentRoutes:
                     limit=limit,
                 )
             rows = _rows(body)
-            principal = await run_in_threadpool(self.engine.deployments.authenticate, secret)
-            owner = principal.user_id
+            owner, pending = await run_in_threadpool(self._submit, secret, deployment_id, rows, timeout)
+            try:
+                await wait_for(pending)
+                outputs = pending.result()
+            finally:
+                self._done(owner)
+        except EngineError as exc:
+            return engine_error_response(exc)
+        return Response(json.dumps({"rows": [row_json(r) for r in outputs]}), headers=JSON_HEADERS)
+
+    def _submit(
+        self, secret: str, deployment_id: str, rows: Sequence[Any], timeout: float
+    ) -> tuple[str, PendingForward]:
+        """Authenticate, count the call against the caller's cap (429 past it) and queue it: one
+        trip to the thread pool. Returns whom the call counts against, and the queued call."""
+        deployments = self.engine.deployments
+        principal = deployments.authenticate(secret)
+        owner = principal.user_id
+        with self._lock:
             if self._in_flight.get(owner, 0) >= self.limits.max_calls_per_user:
                 raise ResourceExhausted(
                     f"{self.limits.max_calls_per_user} calls of user {owner!r}'s deployments are in flight: "
@@ -158,22 +176,19 @@ class DeploymentRoutes:
                     reason="TOO_MANY_CALLS",
                 )
             self._in_flight[owner] = self._in_flight.get(owner, 0) + 1
-            try:
-                pending = await run_in_threadpool(self._submit, principal, deployment_id, rows, timeout)
-                await wait_for(pending)
-                outputs = pending.result()
-            finally:
-                left = self._in_flight[owner] - 1
-                if left:
-                    self._in_flight[owner] = left
-                else:
-                    del self._in_flight[owner]
-        except EngineError as exc:
-            return engine_error_response(exc)
-        return Response(json.dumps({"rows": [row_json(r) for r in outputs]}), headers=JSON_HEADERS)
+        try:
+            return owner, deployments.submit_json(principal, deployment_id, rows, timeout)
+        except BaseException:
+            self._done(owner)
+            raise
 
-    def _submit(self, principal: Principal, deployment_id: str, rows: Sequence[Any], timeout: float) -> PendingForward:
-        return self.engine.deployments.submit_json(principal, deployment_id, rows, timeout)
+    def _done(self, owner: str) -> None:
+        with self._lock:
+            left = self._in_flight[owner] - 1
+            if left:
+                self._in_flight[owner] = left
+            else:
+                del self._in_flight[owner]
 
 
 def _timeout(request: Request) -> float:
