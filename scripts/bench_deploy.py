@@ -54,8 +54,10 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pellucid.cli", "server", "--data-dir", str(data_dir), "--port", "0"]
-        + ["--http-port", "0", "--json", "--log-level", "warning", "--max-predicts-per-user", "256"],
+        [
+            *(sys.executable, "-m", "pellucid.cli", "server", "--data-dir", str(data_dir), "--port", "0"),
+            *("--http-port", "0", "--json", "--log-level", "warning", "--max-predicts-per-user", "256"),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -69,9 +71,11 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]
 def start_runner(address: str, pat: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen(
-        [sys.executable, "-m", "pellucid.cli", "runner", "start", f"{__file__}:Double"]
-        + ["--runner-id", "bench-deploy", "--labels", "bench-deploy", "--concurrency", "4"]
-        + ["--api", f"grpc://{address}", "--pat", pat, "--log-level", "warning"],
+        [
+            *(sys.executable, "-m", "pellucid.cli", "runner", "start", f"{__file__}:Double"),
+            *("--runner-id", "bench-deploy", "--labels", "bench-deploy", "--concurrency", "4"),
+            *("--api", f"grpc://{address}", "--pat", pat, "--log-level", "warning"),
+        ],
         env=env,
         text=True,
     )
@@ -119,7 +123,7 @@ def main() -> None:
                 assert response.status_code == 200 and response.json()["rows"][0]["y"] == 2.0 * i, response.text
 
             results = {}
-            for name, call in (("grpc", grpc_call), ("http", http_call)):
+            for call in (grpc_call, http_call):
                 for i in range(min(200, args.calls)):  # warm up: connections, caches, the runner's threads
                     call(i)
             for name, call in (("grpc", grpc_call), ("http", http_call)):
