@@ -63,8 +63,19 @@ def test_deployments_and_their_tokens_round_trip(metadata_uri: str) -> None:
     again = store.revoke_deployment_token("d1", "t1", 10.0)
     assert again is not None and again.revoked_at == 9.0  # the first revocation stands
     assert store.revoke_deployment_token("d2", "t2", 9.0) is None  # not d2's token
-    assert [t.id for t in store.list_deployment_tokens("d1", include_revoked=False)] == ["t2"]
-    assert [t.id for t in store.list_deployment_tokens("d1", include_revoked=True)] == ["t1", "t2"]
+    assert [t.id for t in store.list_deployment_tokens("d1", False, PageQuery(limit=5)).items] == ["t2"]
+    everything = store.list_deployment_tokens("d1", True, PageQuery(limit=1))
+    assert [t.id for t in everything.items] == ["t1"] and everything.next_after is not None
+    rest = store.list_deployment_tokens("d1", True, PageQuery(limit=1, after=everything.next_after))
+    assert [t.id for t in rest.items] == ["t2"]
+    store.insert_deployment_token(dataclasses.replace(token, id="t5", token_hash="h5", request_id="req"))
+    with pytest.raises(Conflict):  # one token per request id and deployment
+        store.insert_deployment_token(dataclasses.replace(token, id="t6", token_hash="h6", request_id="req"))
+    made = store.get_deployment_token_by_request("d1", "req")
+    assert made is not None and made.id == "t5" and store.get_deployment_token_by_request("d2", "req") is None
+    store.replace_deployment_token_hash("t5", "h7")
+    assert store.get_deployment_token_by_hash("h7") == dataclasses.replace(made, token_hash="h7")
+    assert store.get_deployment_token_by_hash("h5") is None
 
     assert store.delete_deployment("d1") and not store.delete_deployment("d1")
     assert store.get_deployment("d1") is None and store.get_deployment_token_by_hash("h2") is None

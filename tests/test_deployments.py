@@ -9,6 +9,8 @@ from pellucid import errors
 from pellucid.api import v1
 from pellucid.client.app import App
 from pellucid.client.user import User
+from pellucid.server.engine.errors import Unauthenticated
+from tests.conftest import RunningServer
 
 
 @pytest.fixture
@@ -100,3 +102,23 @@ def test_deployments_take_the_models_specs_or_their_own_and_belong_to_their_owne
     assert [d.id for d in app.list_deployments()] == [f"d-{unique}"]
     with pytest.raises(errors.NotFound):
         app.deployment(f"c-{unique}")
+
+
+def test_retried_creations_answer_as_the_first_did(app: App, unique: str, server: RunningServer) -> None:
+    """A CreateDeployment retried with its request id gets the stored answer; a retried
+    CreateDeploymentToken the same token with a new secret (the server never kept the first)."""
+    app.create_model("tabular", input_specs=[{"name": "Size", "type": "numeric"}])
+    request = v1.CreateDeploymentRequest(
+        app_id=app.id, deployment_id=f"r-{unique}", model_id="tabular", request_id=f"req-{unique}"
+    )
+    first = app._call(v1.DeploymentServiceStub, "CreateDeployment", request)
+    assert app._call(v1.DeploymentServiceStub, "CreateDeployment", request) == first
+    mint = v1.CreateDeploymentTokenRequest(deployment_id=f"r-{unique}", request_id=f"tok-{unique}")
+    one = app._call(v1.DeploymentServiceStub, "CreateDeploymentToken", mint)
+    two = app._call(v1.DeploymentServiceStub, "CreateDeploymentToken", mint)
+    assert one.token.id == two.token.id and one.secret != two.secret
+    deployments = server.server.engine.deployments  # type: ignore[union-attr]
+    assert deployments.authenticate(two.secret).deployment_id == f"r-{unique}"
+    with pytest.raises(Unauthenticated):  # only the secret of the last answer is valid
+        deployments.authenticate(one.secret)
+    assert [t.id for t in app.deployment(f"r-{unique}").list_tokens()] == [one.token.id]

@@ -361,8 +361,9 @@ class App(Lister, BaseClient):
             version_id=version_id or "",
             description=description,
             disabled=not enabled,
-            **feature_specs_request(feature_specs),
         )
+        for field, specs in feature_specs_request(feature_specs).items():
+            getattr(request, field).CopyFrom(specs)
         try:
             info = self._call(v1.DeploymentServiceStub, "CreateDeployment", request)
         except AlreadyExists:

@@ -86,12 +86,21 @@ class ManagedDeployment(BaseClient):
         return response.token, response.secret
 
     def list_tokens(self, include_revoked: bool = False) -> list[v1.DeploymentToken]:
-        response = self._call(
-            v1.DeploymentServiceStub,
-            "ListDeploymentTokens",
-            v1.ListDeploymentTokensRequest(deployment_id=self.id, include_revoked=include_revoked),
-        )
-        return list(response.tokens)
+        """Its tokens (not their secrets), oldest first; revoked ones too with `include_revoked`."""
+        tokens: list[v1.DeploymentToken] = []
+        page_token = ""
+        while True:
+            response = self._call(
+                v1.DeploymentServiceStub,
+                "ListDeploymentTokens",
+                v1.ListDeploymentTokensRequest(
+                    deployment_id=self.id, include_revoked=include_revoked, page_size=100, page_token=page_token
+                ),
+            )
+            tokens += response.tokens
+            page_token = response.next_page_token
+            if not page_token:
+                return tokens
 
     def revoke_token(self, token_id: str) -> v1.DeploymentToken:
         return self._call(

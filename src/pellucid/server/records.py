@@ -468,3 +468,4 @@ class DeploymentTokenRecord:
     created_at: float
     description: str = ""
     revoked_at: float | None = None
+    request_id: str | None = None  # of the call that made it (a retry gets it again, with a new secret)

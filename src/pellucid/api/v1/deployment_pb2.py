@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pellucid.api.v1 import model_pb2 as pellucid_dot_api_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pellucid/api/v1/deployment.proto\x12\x0fpellucid.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpellucid/api/v1/model.proto\"\xef\x02\n\nDeployment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x05 \x01(\t\x12\x12\n\nversion_id\x18\x06 \x01(\t\x12\x31\n\x0binput_specs\x18\x07 \x03(\x0b\x32\x1c.pellucid.api.v1.FeatureSpec\x12\x32\n\x0coutput_specs\x18\x08 \x03(\x0b\x32\x1c.pellucid.api.v1.FeatureSpec\x12\x0f\n\x07\x65nabled\x18\t \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bmodified_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03url\x18\r \x01(\t\";\n\x0c\x46\x65\x61tureSpecs\x12+\n\x05specs\x18\x01 \x03(\x0b\x32\x1c.pellucid.api.v1.FeatureSpec\"\x9c\x02\n\x17\x43reateDeploymentRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x15\n\rdeployment_id\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x05 \x01(\t\x12\x12\n\nversion_id\x18\x06 \x01(\t\x12\x32\n\x0binput_specs\x18\x07 \x01(\x0b\x32\x1d.pellucid.api.v1.FeatureSpecs\x12\x33\n\x0coutput_specs\x18\x08 \x01(\x0b\x32\x1d.pellucid.api.v1.FeatureSpecs\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12\x10\n\x08\x64isabled\x18\n \x01(\x08\"-\n\x14GetDeploymentRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\"n\n\x16ListDeploymentsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0c\n\x04page\x18\x05 \x01(\x05\"d\n\x17ListDeploymentsResponse\x12\x30\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1b.pellucid.api.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"0\n\x17\x44\x65leteDeploymentRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\"\x1a\n\x18\x44\x65leteDeploymentResponse\"E\n\x1bSetDeploymentEnabledRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\"\xa9\x01\n\x0f\x44\x65ploymentToken\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x1c\x43reateDeploymentTokenRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"`\n\x1d\x43reateDeploymentTokenResponse\x12/\n\x05token\x18\x01 \x01(\x0b\x32 .pellucid.api.v1.DeploymentToken\x12\x0e\n\x06secret\x18\x02 \x01(\t\"M\n\x1bListDeploymentTokensRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"P\n\x1cListDeploymentTokensResponse\x12\x30\n\x06tokens\x18\x01 \x03(\x0b\x32 .pellucid.api.v1.DeploymentToken\"G\n\x1cRevokeDeploymentTokenRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t2\xcc\x06\n\x11\x44\x65ploymentService\x12Y\n\x10\x43reateDeployment\x12(.pellucid.api.v1.CreateDeploymentRequest\x1a\x1b.pellucid.api.v1.Deployment\x12S\n\rGetDeployment\x12%.pellucid.api.v1.GetDeploymentRequest\x1a\x1b.pellucid.api.v1.Deployment\x12\x64\n\x0fListDeployments\x12\'.pellucid.api.v1.ListDeploymentsRequest\x1a(.pellucid.api.v1.ListDeploymentsResponse\x12g\n\x10\x44\x65leteDeployment\x12(.pellucid.api.v1.DeleteDeploymentRequest\x1a).pellucid.api.v1.DeleteDeploymentResponse\x12\x61\n\x14SetDeploymentEnabled\x12,.pellucid.api.v1.SetDeploymentEnabledRequest\x1a\x1b.pellucid.api.v1.Deployment\x12v\n\x15\x43reateDeploymentToken\x12-.pellucid.api.v1.CreateDeploymentTokenRequest\x1a..pellucid.api.v1.CreateDeploymentTokenResponse\x12s\n\x14ListDeploymentTokens\x12,.pellucid.api.v1.ListDeploymentTokensRequest\x1a-.pellucid.api.v1.ListDeploymentTokensResponse\x12h\n\x15RevokeDeploymentToken\x12-.pellucid.api.v1.RevokeDeploymentTokenRequest\x1a .pellucid.api.v1.DeploymentTokenb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n pellucid/api/v1/deployment.proto\x12\x0fpellucid.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpellucid/api/v1/model.proto\"\xef\x02\n\nDeployment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x05 \x01(\t\x12\x12\n\nversion_id\x18\x06 \x01(\t\x12\x31\n\x0binput_specs\x18\x07 \x03(\x0b\x32\x1c.pellucid.api.v1.FeatureSpec\x12\x32\n\x0coutput_specs\x18\x08 \x03(\x0b\x32\x1c.pellucid.api.v1.FeatureSpec\x12\x0f\n\x07\x65nabled\x18\t \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bmodified_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03url\x18\r \x01(\t\";\n\x0c\x46\x65\x61tureSpecs\x12+\n\x05specs\x18\x01 \x03(\x0b\x32\x1c.pellucid.api.v1.FeatureSpec\"\xb0\x02\n\x17\x43reateDeploymentRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x15\n\rdeployment_id\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x05 \x01(\t\x12\x12\n\nversion_id\x18\x06 \x01(\t\x12\x32\n\x0binput_specs\x18\x07 \x01(\x0b\x32\x1d.pellucid.api.v1.FeatureSpecs\x12\x33\n\x0coutput_specs\x18\x08 \x01(\x0b\x32\x1d.pellucid.api.v1.FeatureSpecs\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12\x10\n\x08\x64isabled\x18\n \x01(\x08\x12\x12\n\nrequest_id\x18\x0b \x01(\t\"-\n\x14GetDeploymentRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\"n\n\x16ListDeploymentsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0c\n\x04page\x18\x05 \x01(\x05\"d\n\x17ListDeploymentsResponse\x12\x30\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32\x1b.pellucid.api.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"D\n\x17\x44\x65leteDeploymentRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x1a\n\x18\x44\x65leteDeploymentResponse\"Y\n\x1bSetDeploymentEnabledRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xa9\x01\n\x0f\x44\x65ploymentToken\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\x1c\x43reateDeploymentTokenRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"`\n\x1d\x43reateDeploymentTokenResponse\x12/\n\x05token\x18\x01 \x01(\x0b\x32 .pellucid.api.v1.DeploymentToken\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x82\x01\n\x1bListDeploymentTokensRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x0c\n\x04page\x18\x05 \x01(\x05\"i\n\x1cListDeploymentTokensResponse\x12\x30\n\x06tokens\x18\x01 \x03(\x0b\x32 .pellucid.api.v1.DeploymentToken\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"[\n\x1cRevokeDeploymentTokenRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t2\xcc\x06\n\x11\x44\x65ploymentService\x12Y\n\x10\x43reateDeployment\x12(.pellucid.api.v1.CreateDeploymentRequest\x1a\x1b.pellucid.api.v1.Deployment\x12S\n\rGetDeployment\x12%.pellucid.api.v1.GetDeploymentRequest\x1a\x1b.pellucid.api.v1.Deployment\x12\x64\n\x0fListDeployments\x12\'.pellucid.api.v1.ListDeploymentsRequest\x1a(.pellucid.api.v1.ListDeploymentsResponse\x12g\n\x10\x44\x65leteDeployment\x12(.pellucid.api.v1.DeleteDeploymentRequest\x1a).pellucid.api.v1.DeleteDeploymentResponse\x12\x61\n\x14SetDeploymentEnabled\x12,.pellucid.api.v1.SetDeploymentEnabledRequest\x1a\x1b.pellucid.api.v1.Deployment\x12v\n\x15\x43reateDeploymentToken\x12-.pellucid.api.v1.CreateDeploymentTokenRequest\x1a..pellucid.api.v1.CreateDeploymentTokenResponse\x12s\n\x14ListDeploymentTokens\x12,.pellucid.api.v1.ListDeploymentTokensRequest\x1a-.pellucid.api.v1.ListDeploymentTokensResponse\x12h\n\x15RevokeDeploymentToken\x12-.pellucid.api.v1.RevokeDeploymentTokenRequest\x1a .pellucid.api.v1.DeploymentTokenb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,31 +38,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEATURESPECS']._serialized_start=485
   _globals['_FEATURESPECS']._serialized_end=544
   _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=547
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=831
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=833
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=878
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=880
-  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=990
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=992
-  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1092
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=1094
-  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=1142
-  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_start=1144
-  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_end=1170
-  _globals['_SETDEPLOYMENTENABLEDREQUEST']._serialized_start=1172
-  _globals['_SETDEPLOYMENTENABLEDREQUEST']._serialized_end=1241
-  _globals['_DEPLOYMENTTOKEN']._serialized_start=1244
-  _globals['_DEPLOYMENTTOKEN']._serialized_end=1413
-  _globals['_CREATEDEPLOYMENTTOKENREQUEST']._serialized_start=1415
-  _globals['_CREATEDEPLOYMENTTOKENREQUEST']._serialized_end=1489
-  _globals['_CREATEDEPLOYMENTTOKENRESPONSE']._serialized_start=1491
-  _globals['_CREATEDEPLOYMENTTOKENRESPONSE']._serialized_end=1587
-  _globals['_LISTDEPLOYMENTTOKENSREQUEST']._serialized_start=1589
-  _globals['_LISTDEPLOYMENTTOKENSREQUEST']._serialized_end=1666
-  _globals['_LISTDEPLOYMENTTOKENSRESPONSE']._serialized_start=1668
-  _globals['_LISTDEPLOYMENTTOKENSRESPONSE']._serialized_end=1748
-  _globals['_REVOKEDEPLOYMENTTOKENREQUEST']._serialized_start=1750
-  _globals['_REVOKEDEPLOYMENTTOKENREQUEST']._serialized_end=1821
-  _globals['_DEPLOYMENTSERVICE']._serialized_start=1824
-  _globals['_DEPLOYMENTSERVICE']._serialized_end=2668
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=851
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=853
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=898
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=900
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=1010
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=1012
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=1112
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_start=1114
+  _globals['_DELETEDEPLOYMENTREQUEST']._serialized_end=1182
+  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_start=1184
+  _globals['_DELETEDEPLOYMENTRESPONSE']._serialized_end=1210
+  _globals['_SETDEPLOYMENTENABLEDREQUEST']._serialized_start=1212
+  _globals['_SETDEPLOYMENTENABLEDREQUEST']._serialized_end=1301
+  _globals['_DEPLOYMENTTOKEN']._serialized_start=1304
+  _globals['_DEPLOYMENTTOKEN']._serialized_end=1473
+  _globals['_CREATEDEPLOYMENTTOKENREQUEST']._serialized_start=1475
+  _globals['_CREATEDEPLOYMENTTOKENREQUEST']._serialized_end=1569
+  _globals['_CREATEDEPLOYMENTTOKENRESPONSE']._serialized_start=1571
+  _globals['_CREATEDEPLOYMENTTOKENRESPONSE']._serialized_end=1667
+  _globals['_LISTDEPLOYMENTTOKENSREQUEST']._serialized_start=1670
+  _globals['_LISTDEPLOYMENTTOKENSREQUEST']._serialized_end=1800
+  _globals['_LISTDEPLOYMENTTOKENSRESPONSE']._serialized_start=1802
+  _globals['_LISTDEPLOYMENTTOKENSRESPONSE']._serialized_end=1907
+  _globals['_REVOKEDEPLOYMENTTOKENREQUEST']._serialized_start=1909
+  _globals['_REVOKEDEPLOYMENTTOKENREQUEST']._serialized_end=2000
+  _globals['_DEPLOYMENTSERVICE']._serialized_start=2003
+  _globals['_DEPLOYMENTSERVICE']._serialized_end=2847
 # @@protoc_insertion_point(module_scope)

@@ -126,6 +126,7 @@ class CreateDeploymentRequest(_message.Message):
     OUTPUT_SPECS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     DISABLED_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     app_id: _builtins.str
     deployment_id: _builtins.str
@@ -135,6 +136,7 @@ class CreateDeploymentRequest(_message.Message):
     description: _builtins.str
     disabled: _builtins.bool
     """Created disabled if set."""
+    request_id: _builtins.str
     @_builtins.property
     def input_specs(self) -> Global___FeatureSpecs: ...
     @_builtins.property
@@ -152,10 +154,11 @@ class CreateDeploymentRequest(_message.Message):
         output_specs: Global___FeatureSpecs | None = ...,
         description: _builtins.str = ...,
         disabled: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["input_specs", b"input_specs", "output_specs", b"output_specs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "deployment_id", b"deployment_id", "description", b"description", "disabled", b"disabled", "input_specs", b"input_specs", "model_id", b"model_id", "output_specs", b"output_specs", "user_id", b"user_id", "version_id", b"version_id", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "deployment_id", b"deployment_id", "description", b"description", "disabled", b"disabled", "input_specs", b"input_specs", "model_id", b"model_id", "output_specs", b"output_specs", "request_id", b"request_id", "user_id", b"user_id", "version_id", b"version_id", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -239,15 +242,18 @@ class DeleteDeploymentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
+    request_id: _builtins.str
     def __init__(
         self,
         *,
         deployment_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -270,21 +276,26 @@ Global___DeleteDeploymentResponse: _TypeAlias = DeleteDeploymentResponse  # noqa
 
 @_typing.final
 class SetDeploymentEnabledRequest(_message.Message):
+    """Setting the same value twice is harmless: a retry needs no request log."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     enabled: _builtins.bool
+    request_id: _builtins.str
     def __init__(
         self,
         *,
         deployment_id: _builtins.str = ...,
         enabled: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "enabled", b"enabled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "enabled", b"enabled", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -331,17 +342,23 @@ class CreateDeploymentTokenRequest(_message.Message):
 
     DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     description: _builtins.str
+    request_id: _builtins.str
+    """A retry with the same request_id gets the same token with a new secret (the server never
+    keeps the secret): only the secret of the last answer received is valid.
+    """
     def __init__(
         self,
         *,
         deployment_id: _builtins.str = ...,
         description: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "description", b"description"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "description", b"description", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -377,17 +394,26 @@ class ListDeploymentTokensRequest(_message.Message):
 
     DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_REVOKED_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     include_revoked: _builtins.bool
+    page_size: _builtins.int
+    page_token: _builtins.str
+    page: _builtins.int
     def __init__(
         self,
         *,
         deployment_id: _builtins.str = ...,
         include_revoked: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        page: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "include_revoked", b"include_revoked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "include_revoked", b"include_revoked", "page", b"page", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -398,16 +424,19 @@ class ListDeploymentTokensResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOKENS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
     def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentToken]: ...
     def __init__(
         self,
         *,
         tokens: _abc.Iterable[Global___DeploymentToken] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -415,21 +444,26 @@ Global___ListDeploymentTokensResponse: _TypeAlias = ListDeploymentTokensResponse
 
 @_typing.final
 class RevokeDeploymentTokenRequest(_message.Message):
+    """Revoking twice is harmless: a retry needs no request log."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEPLOYMENT_ID_FIELD_NUMBER: _builtins.int
     TOKEN_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     deployment_id: _builtins.str
     token_id: _builtins.str
+    request_id: _builtins.str
     def __init__(
         self,
         *,
         deployment_id: _builtins.str = ...,
         token_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "token_id", b"token_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployment_id", b"deployment_id", "request_id", b"request_id", "token_id", b"token_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

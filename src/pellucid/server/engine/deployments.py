@@ -49,7 +49,7 @@ from pellucid.server.engine.paging import PageRequest, next_token, to_query
 from pellucid.server.engine.predict import Feature, OutputCode, PredictInput, PredictOutput, PredictRequest
 from pellucid.server.engine.users import MAX_TOKEN_LENGTH, Users, hash_secret
 from pellucid.server.engine.validation import MAX_BATCH, MAX_DESCRIPTION_LENGTH, check_text
-from pellucid.server.records import DeploymentRecord, DeploymentTokenRecord, FeatureSpec
+from pellucid.server.records import DeploymentRecord, DeploymentTokenRecord, FeatureSpec, PageQuery
 from pellucid.server.storage import Conflict, MetadataStore
 
 DEPLOYMENT_TOKEN_PREFIX = "pel_dep_"
@@ -182,23 +182,37 @@ class Deployments:
     # its tokens
 
     def create_token(
-        self, principal: Principal, deployment_id: str, description: str = ""
+        self, principal: Principal, deployment_id: str, description: str = "", request_id: str = ""
     ) -> tuple[DeploymentTokenRecord, str]:
-        """A token that may call this deployment only; its secret is returned once, its hash kept."""
+        """A token that may call this deployment only; its secret is returned once, its hash kept.
+        A retry (the same `request_id`) gets the same token with a new secret, as PATs do."""
         self._owned(principal, deployment_id, "create deployment tokens")
         check_text(description, "description", MAX_DESCRIPTION_LENGTH)
-        if len(self._store.list_deployment_tokens(deployment_id, include_revoked=False)) >= MAX_TOKENS_PER_DEPLOYMENT:
+        if request_id:
+            validate_id(request_id, "request_id")
+            made = self._store.get_deployment_token_by_request(deployment_id, request_id)
+            if made is not None:
+                if made.revoked_at is not None:
+                    raise PermissionDenied(
+                        f"request {request_id!r} made token {made.id}, which was revoked since", field="request_id"
+                    )
+                secret = _new_secret()
+                self._store.replace_deployment_token_hash(made.id, hash_secret(secret))
+                return replace(made, token_hash=hash_secret(secret)), secret
+        active = self._store.list_deployment_tokens(deployment_id, False, PageQuery(limit=MAX_TOKENS_PER_DEPLOYMENT))
+        if len(active.items) >= MAX_TOKENS_PER_DEPLOYMENT:
             raise ResourceExhausted(
                 f"deployment {deployment_id!r} has {MAX_TOKENS_PER_DEPLOYMENT} active tokens: revoke some first",
                 reason="TOO_MANY_TOKENS",
             )
-        secret = DEPLOYMENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        secret = _new_secret()
         token = DeploymentTokenRecord(
             deployment_id=deployment_id,
             id=new_id(),
             token_hash=hash_secret(secret),
             created_at=self._clock(),
             description=description,
+            request_id=request_id or None,
         )
         try:
             self._store.insert_deployment_token(token)
@@ -207,10 +221,12 @@ class Deployments:
         return token, secret
 
     def list_tokens(
-        self, principal: Principal, deployment_id: str, include_revoked: bool = False
-    ) -> builtins.list[DeploymentTokenRecord]:
+        self, principal: Principal, deployment_id: str, include_revoked: bool, page: PageRequest
+    ) -> tuple[builtins.list[DeploymentTokenRecord], str]:
         self._owned(principal, deployment_id, "list deployment tokens")
-        return self._store.list_deployment_tokens(deployment_id, include_revoked)
+        scope = f"deployment-tokens:{deployment_id}:{include_revoked}"
+        result = self._store.list_deployment_tokens(deployment_id, include_revoked, to_query(page, scope))
+        return result.items, next_token(result, scope)
 
     def revoke_token(self, principal: Principal, deployment_id: str, token_id: str) -> DeploymentTokenRecord:
         self._owned(principal, deployment_id, "revoke deployment tokens")
@@ -404,6 +420,10 @@ def _raise_for(output: PredictOutput, row: int, deployment: DeploymentRecord) ->
 
 class ModelFailed(Aborted):
     """The deployment's model raised on a row (the caller's row may be fine: its owner must look)."""
+
+
+def _new_secret() -> str:
+    return DEPLOYMENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def _check_row_count(count: int) -> None:

@@ -616,11 +616,21 @@ class DeploymentStore(Transactional):
         """LookupError if the deployment does not exist, Conflict if the id or hash is taken."""
 
     @abc.abstractmethod
-    def list_deployment_tokens(self, deployment_id: str, include_revoked: bool) -> list[DeploymentTokenRecord]:
+    def list_deployment_tokens(
+        self, deployment_id: str, include_revoked: bool, query: PageQuery
+    ) -> Page[DeploymentTokenRecord]:
         """Its tokens, oldest first."""
 
     @abc.abstractmethod
     def get_deployment_token_by_hash(self, token_hash: str) -> DeploymentTokenRecord | None: ...
+
+    @abc.abstractmethod
+    def get_deployment_token_by_request(self, deployment_id: str, request_id: str) -> DeploymentTokenRecord | None:
+        """The token a call with this request id made (a retry of it)."""
+
+    @abc.abstractmethod
+    def replace_deployment_token_hash(self, token_id: str, token_hash: str) -> None:
+        """A new secret for a token (a retried creation: the server never kept the first)."""
 
     @abc.abstractmethod
     def revoke_deployment_token(self, deployment_id: str, token_id: str, now: float) -> DeploymentTokenRecord | None:

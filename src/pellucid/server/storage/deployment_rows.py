@@ -27,12 +27,12 @@ UPDATE_DEPLOYMENT = (
 )
 TOKEN_SELECT = (
     "SELECT t.seq AS seq, d.id AS deployment_id, t.id AS id, t.token_hash AS token_hash, t.description AS description,"
-    " t.created_at AS created_at, t.revoked_at AS revoked_at"
+    " t.created_at AS created_at, t.revoked_at AS revoked_at, t.request_id AS request_id"
     " FROM deployment_tokens t JOIN deployments d ON d.seq = t.deployment_seq"
 )
 INSERT_TOKEN = (
-    "INSERT INTO deployment_tokens (deployment_seq, id, token_hash, description, created_at, revoked_at)"
-    " SELECT seq, {p}, {p}, {p}, {p}, {p} FROM deployments WHERE id = {p}"
+    "INSERT INTO deployment_tokens (deployment_seq, id, token_hash, description, created_at, revoked_at, request_id)"
+    " SELECT seq, {p}, {p}, {p}, {p}, {p}, {p} FROM deployments WHERE id = {p}"
 )
 
 
@@ -83,7 +83,7 @@ def deployment_from_row(row: Any) -> DeploymentRecord:
 
 
 def token_params(t: DeploymentTokenRecord) -> tuple[Any, ...]:
-    return (t.id, t.token_hash, t.description, t.created_at, t.revoked_at, t.deployment_id)
+    return (t.id, t.token_hash, t.description, t.created_at, t.revoked_at, t.request_id, t.deployment_id)
 
 
 def token_from_row(row: Any) -> DeploymentTokenRecord:
@@ -94,6 +94,7 @@ def token_from_row(row: Any) -> DeploymentTokenRecord:
         created_at=row["created_at"],
         description=row["description"],
         revoked_at=row["revoked_at"],
+        request_id=row["request_id"],
     )
 
 
@@ -121,7 +122,9 @@ def schema(seq: str, real: str, boolean: str) -> list[str]:
             token_hash TEXT NOT NULL UNIQUE,
             description TEXT NOT NULL,
             created_at {real} NOT NULL,
-            revoked_at {real}
+            revoked_at {real},
+            request_id TEXT,
+            UNIQUE (deployment_seq, request_id)
         )""",
         "CREATE INDEX deployment_tokens_by_deployment ON deployment_tokens (deployment_seq, seq)",
     ]

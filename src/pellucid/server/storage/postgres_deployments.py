@@ -46,10 +46,21 @@ class PostgresDeploymentTables:
             if cursor.rowcount != 1:
                 raise LookupError(f"deployment {token.deployment_id!r} does not exist")
 
-    def list_deployment_tokens(self, deployment_id: str, include_revoked: bool) -> list[DeploymentTokenRecord]:
+    def list_deployment_tokens(
+        self, deployment_id: str, include_revoked: bool, query: PageQuery
+    ) -> Page[DeploymentTokenRecord]:
         sql = _q(rows.TOKEN_SELECT) + " WHERE d.id = %s" + ("" if include_revoked else " AND t.revoked_at IS NULL")
+        return self._page(sql, (deployment_id,), query, rows.token_from_row, seq="t.seq")
+
+    def get_deployment_token_by_request(self, deployment_id: str, request_id: str) -> DeploymentTokenRecord | None:
+        sql = _q(rows.TOKEN_SELECT) + " WHERE d.id = %s AND t.request_id = %s"
         with self._read() as conn:
-            return [rows.token_from_row(r) for r in conn.execute(sql + " ORDER BY t.seq", (deployment_id,)).fetchall()]
+            row = conn.execute(sql, (deployment_id, request_id)).fetchone()
+        return rows.token_from_row(row) if row else None
+
+    def replace_deployment_token_hash(self, token_id: str, token_hash: str) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE deployment_tokens SET token_hash = %s WHERE id = %s", (token_hash, token_id))
 
     def get_deployment_token_by_hash(self, token_hash: str) -> DeploymentTokenRecord | None:
         with self._read() as conn:

@@ -53,9 +53,20 @@ class DeploymentTables:
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from None
 
-    def list_deployment_tokens(self, deployment_id: str, include_revoked: bool) -> list[DeploymentTokenRecord]:
+    def list_deployment_tokens(
+        self, deployment_id: str, include_revoked: bool, query: PageQuery
+    ) -> Page[DeploymentTokenRecord]:
         sql = _q(rows.TOKEN_SELECT) + " WHERE d.id = ?" + ("" if include_revoked else " AND t.revoked_at IS NULL")
-        return [rows.token_from_row(r) for r in self._conn().execute(sql + " ORDER BY t.seq", (deployment_id,))]
+        return self._page(sql + " {after}", (deployment_id,), query, rows.token_from_row, seq="t.seq")
+
+    def get_deployment_token_by_request(self, deployment_id: str, request_id: str) -> DeploymentTokenRecord | None:
+        sql = _q(rows.TOKEN_SELECT) + " WHERE d.id = ? AND t.request_id = ?"
+        row = self._conn().execute(sql, (deployment_id, request_id)).fetchone()
+        return rows.token_from_row(row) if row else None
+
+    def replace_deployment_token_hash(self, token_id: str, token_hash: str) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE deployment_tokens SET token_hash = ? WHERE id = ?", (token_hash, token_id))
 
     def get_deployment_token_by_hash(self, token_hash: str) -> DeploymentTokenRecord | None:
         row = self._conn().execute(_q(rows.TOKEN_SELECT) + " WHERE t.token_hash = ?", (token_hash,)).fetchone()
