@@ -19,6 +19,12 @@ def test_the_benchmark_runs_end_to_end_at_a_small_n() -> None:
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for row in ("pellucid gRPC predict", "HTTP POST /v1/deployments/<id>/forward", "posted one by one", "predict_many"):
+    for row in (
+        "pellucid gRPC predict",
+        "HTTP forward, http.client",
+        "HTTP forward, httpx",
+        "posted one by one",
+        "predict_many",
+    ):
         assert f"| {row}" in out, out
     assert "HTTP overhead over gRPC predict" in out and "faster than posting one by one" in out
