@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import ssl
 import threading
 import time
 from collections import deque
@@ -177,7 +178,8 @@ def decode_value(value: Any, spec: Mapping[str, Any] | None) -> Any:
 class Deployment:
     """A deployment's HTTP client: `url` is the deployment's URL (…/v1/deployments/<id>/forward,
     as the deployment reports it; …/v1/deployments/<id> works too), `token` a deployment token
-    (or a PAT of its owner). `batch_size` rows go in each request, `concurrency` requests at once."""
+    (or a PAT of its owner). `batch_size` rows go in each request, `concurrency` requests at once;
+    `verify` False skips checking an https server's certificate, a path trusts that CA file."""
 
     def __init__(
         self,
@@ -203,7 +205,8 @@ class Deployment:
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
             timeout=httpx.Timeout(timeout + 5.0, connect=10.0),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-            verify=verify,
+            # a CA file's path: that CA's certificates only (a server with its own CA)
+            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
         )
         self._info: dict[str, Any] | None = None
         self._info_lock = threading.Lock()

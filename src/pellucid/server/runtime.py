@@ -213,6 +213,7 @@ class PellucidServer:
             self.settings.http_port or 0,
             self.settings.tls_cert,
             self.settings.tls_key,
+            self.settings.tls_client_ca,
         )
         self.http_port = self.http.start()
         scheme = "https" if self.settings.tls else "http"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from pathlib import Path
 
@@ -55,7 +56,10 @@ class HttpServer:
         port: int = 0,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        tls_client_ca: Path | None = None,
     ) -> None:
+        """With a certificate and key it speaks HTTPS only; with a client CA too, it requires a
+        client certificate that CA signed (as the gRPC port does)."""
         self.host = host
         self.port = port
         loop, http = _implementations()
@@ -68,6 +72,8 @@ class HttpServer:
             lifespan="off",
             ssl_certfile=str(tls_cert) if tls_cert else None,
             ssl_keyfile=str(tls_key) if tls_key else None,
+            ssl_ca_certs=str(tls_client_ca) if tls_client_ca else None,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if tls_client_ca else ssl.CERT_NONE,
             timeout_graceful_shutdown=5,
             timeout_keep_alive=75,  # idle kept-alive connections live as long as behind common load balancers
         )
