@@ -268,6 +268,10 @@ def test_the_http_port_speaks_tls_as_the_grpc_port_does(tmp_path: Path, pki: Pki
                 httpx.get(f"http://127.0.0.1:{server.http_port}/openapi.json")
             if client_ca is None:
                 assert httpx.get(f"{base}/openapi.json", verify=trusting).status_code == 200
+                from pellucid.deployment import Deployment, Unauthorized
+
+                with pytest.raises(Unauthorized):  # the handshake with the CA file worked: the token did not
+                    assert Deployment(url=f"{base}/v1/deployments/d", token="pel_dep_x", verify=str(pki.ca)).info
             else:
                 with pytest.raises(httpx.HTTPError):
                     httpx.get(f"{base}/openapi.json", verify=trusting).raise_for_status()
