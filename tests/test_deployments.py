@@ -70,6 +70,11 @@ def test_deployments_take_the_models_specs_or_their_own_and_belong_to_their_owne
     )
     assert [s.name for s in custom.info.input_specs] == ["Colour"] and not custom.enabled
     assert [s.name for s in custom.info.output_specs] == ["Score"]  # not given: the model's
+    pinned = app.create_deployment(f"v-{unique}", "tabular", app.model("tabular").version_id)
+    assert pinned.info.version_id == app.model("tabular").version_id and pinned.info.model_id == "tabular"
+    with pytest.raises(errors.NotFound):
+        app.create_deployment(f"x-{unique}", "tabular", "no-such-version")
+    pinned.delete()
     assert [d.id for d in app.list_deployments()] == [f"d-{unique}", f"c-{unique}"]
     assert app.deployment(f"c-{unique}").info.description == "colours"
     app.enable_deployment(f"c-{unique}")
