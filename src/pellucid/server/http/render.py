@@ -21,9 +21,12 @@ def feature_json(feature: Feature) -> Any:
             items = [_text_or_base64(b) for b in tensor.to_numpy().ravel().tolist()]
             return items[0] if not tensor.shape else {"shape": list(tensor.shape), "data": items}
         array = tensor.to_numpy()
+        data = array.ravel().tolist()
+        if array.dtype.kind == "f" and not np.isfinite(array).all():  # JSON has no NaN or infinity: null
+            data = [x if isinstance(x, float) and np.isfinite(x) else None for x in data]
         if array.ndim == 0:
-            return array.item()
-        return {"shape": list(array.shape), "data": array.ravel().tolist()}
+            return data[0]
+        return {"shape": list(array.shape), "data": data}
     if feature.media is not None:
         mime = feature.media.mime or "image/png"
         return f"data:{mime};base64,{base64.b64encode(feature.media.data).decode('ascii')}"
