@@ -115,7 +115,7 @@ class HttpServer:
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let calls in flight end (up to `grace` seconds), and join the thread."""
-        self._server.config.timeout_graceful_shutdown = max(grace, 0.1)
+        self._server.config.timeout_graceful_shutdown = max(1, round(grace))
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(grace + 5.0)
