@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pellucid
 from pellucid.api.v1 import Data, Image, Input, Text
+from pellucid.client.app import App
 from pellucid.client.user import User
+from pellucid.deployment import Deployment, InvalidRows
 from pellucid.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -45,6 +47,8 @@ def make_image_folder(folder: Path, per_label: int = 12) -> Path:
 
 
 APP_ID = "demo"
+# the embedded server serves HTTP too (on a port the OS picks): the demo calls a deployment over it
+os.environ.setdefault("PELLUCID_SERVER_HTTP_PORT", "0")
 
 
 def step(text: str) -> None:
@@ -53,6 +57,49 @@ def step(text: str) -> None:
 
 def describe(output) -> str:  # type: ignore[no-untyped-def]
     return ", ".join(f"{c.id} {c.value:.2f}" for c in output.data.concepts)
+
+
+def deploy_and_call(app: App, work: Path) -> None:
+    """The colour model behind a URL and a token: rows of named features over plain HTTP."""
+    step("deploy the model behind a URL and call it over HTTP (pellucid.deployment)")
+    deployment = app.create_deployment(
+        "demo-colour",
+        model_id="colour",
+        feature_specs={
+            "input": [
+                {"name": "Picture", "type": "image", "required": False},
+                {"name": "Review", "type": "text", "required": False},
+            ],
+            "output": [
+                {"name": "Colour", "type": "categorical", "categories": list(COLOURS)},
+                {"name": "Sentiment", "type": "categorical", "categories": ["positive", "negative"]},
+            ],
+        },
+        exist_ok=True,
+    )
+    if not deployment.url:
+        print("the server has no HTTP port (start it with --http-port): skipped")
+        return
+    _, token = deployment.create_token("demo")
+    print(f"deployment {deployment.id!r} at {deployment.url}, with a token that can call nothing else")
+    picture = next((work / "images" / "green").glob("*.png"))
+    with Deployment(url=deployment.url, token=token) as client:
+        print(f"inputs: {[(s['name'], s['type']) for s in client.feature_specs_in]}")
+        answer = client.predict(
+            Picture=picture.read_bytes(), Review="Arrived early, the battery lasts all day, would buy again"
+        )
+        colour = max(answer["Colour"], key=answer["Colour"].get)
+        sentiment = max(answer["Sentiment"], key=answer["Sentiment"].get)
+        print(f"{picture.name} + a review: colour {colour} {answer['Colour'][colour]:.2f}, sentiment {sentiment}")
+        rows = [{"Picture": p.read_bytes()} for p in sorted((work / "images").glob("*/*_0[0-2].png"))]
+        colours = [max(out["Colour"], key=out["Colour"].get) for out in client.predict_many(rows, progress=False)]
+        print(f"predict_many of {len(rows)} images: {colours}")
+        try:
+            client.predict(Picture=b"not a picture")
+        except InvalidRows as exc:
+            print(
+                f"{type(exc).__name__} (HTTP {exc.status}): row {exc.row}, feature {exc.feature!r}: {exc.rows[0]['message']}"
+            )
 
 
 def main() -> int:
@@ -225,6 +272,7 @@ def main() -> int:
         answer = algo.pipe("Stopped working after a week, very disappointing")
         top = max(answer.result["concepts"], key=lambda c: c["value"])
         print(f"algorithm {user.user_id}/colour/1.0.0: {top['id']} {top['value']:.2f} ({answer.metadata.content_type})")
+        deploy_and_call(app, work)
     finally:
         runner.send_signal(signal.SIGTERM)  # it finishes what it holds, then exits
         print(f"runner stopped (exit code {runner.wait(timeout=30)})")

@@ -104,3 +104,38 @@ class TensorMath(Runner):
 
         outputs = tensor_math(feature_values(input.data.features))
         return v1.Output(data=v1.Data(features=features_from_values(outputs)))
+
+
+class Tabular(Runner):
+    """A deployed model of named features (tests/test_http_deployments.py): from Size (numeric),
+    Type (categorical), Sound (text), and optional Picture (image) and Grid (array) it computes
+    Score = 2 * Size + len(Sound), Kind = {cat, dog} probabilities, Echo = Sound upper-cased,
+    Negative = the picture inverted, Doubled = Grid * 2. Size < 0 raises ValueError (the model
+    refuses the row), Sound "crash" RuntimeError (the model fails); Sound "slow" marks $STARTED_DIR and sleeps $SLEEP seconds (a model slower than a timeout)."""
+
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
+        from PIL import ImageOps
+
+        from pellucid.client.runner import feature_values, features_from_values
+
+        given = feature_values(input.data.features)
+        if given["Sound"] == "slow":
+            marks = os.environ.get("STARTED_DIR")
+            if marks:  # the test waits for these to know its slow calls are in flight
+                Path(marks, f"{input.id}-{os.getpid()}-{time.monotonic_ns()}").touch()
+            time.sleep(float(os.environ.get("SLEEP", "0")))
+        if given["Size"] < 0:  # the runner reports a ValueError as INVALID_ARGUMENT: the row's fault
+            raise ValueError(f"Size must not be negative, got {given['Size']}")
+        if given["Sound"] == "crash":  # anything else is the model's own failure
+            raise RuntimeError("the model crashed")
+        cat = 0.9 if given["Type"] == {"animal": 1.0} else 0.2
+        outputs = {
+            "Score": 2 * given["Size"] + len(given["Sound"]),
+            "Kind": {"cat": cat, "dog": round(1 - cat, 6)},
+            "Echo": given["Sound"].upper(),
+        }
+        if "Picture" in given:
+            outputs["Negative"] = ImageOps.invert(given["Picture"].convert("RGB"))
+        if "Grid" in given:
+            outputs["Doubled"] = given["Grid"] * 2
+        return v1.Output(data=v1.Data(features=features_from_values(outputs)))

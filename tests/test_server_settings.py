@@ -36,7 +36,7 @@ def test_each_row_parses_its_fields_type() -> None:
     from pellucid.server.settings import Kind
 
     kinds = {"str": Kind.TEXT, "int": Kind.INTEGER, "float": Kind.NUMBER, "bool": Kind.BOOLEAN}
-    kinds |= {"Path": Kind.PATH, "Path | None": Kind.PATH}
+    kinds |= {"Path": Kind.PATH, "Path | None": Kind.PATH, "int | None": Kind.INTEGER}
     types = {f.name: f.type for f in dataclasses.fields(ServerSettings)}
     assert {s.key: s.kind for s in SETTINGS if s.field} == {
         s.key: kinds[str(types[s.field])] for s in SETTINGS if s.field
@@ -46,6 +46,13 @@ def test_each_row_parses_its_fields_type() -> None:
 def test_defaults_are_the_embedded_layout_on_the_fixed_port() -> None:
     settings = resolved([], {})
     assert settings == ServerSettings(data_dir=Path("/default/home"), port=7317)
+    assert settings.http_port is None  # no HTTP unless asked for
+
+
+def test_the_http_port_is_off_unless_given_and_zero_lets_the_os_pick() -> None:
+    assert resolved(["--http-port", "8080"], {}).http_port == 8080
+    assert resolved([], {"PELLUCID_SERVER_HTTP_PORT": "0"}).http_port == 0
+    assert resolved(["--max-http-body-bytes", "1024"], {}).max_http_body_bytes == 1024
 
 
 def test_each_source_sets_every_kind_of_value(tmp_path: Path) -> None:

@@ -241,3 +241,42 @@ def test_listening_beyond_loopback_without_tls_is_warned_about(
         assert "without TLS" in warning and "--tls-cert" in warning  # type: ignore[operator]
     secured = ServerSettings(data_dir=tmp_path, host=host, tls_cert=pki.server_cert, tls_key=pki.server_key)
     assert plaintext_exposure_warning(secured) is None
+
+
+def test_the_http_port_speaks_tls_as_the_grpc_port_does(tmp_path: Path, pki: Pki) -> None:
+    """HTTPS only, with the same certificate; with a client CA, a client certificate is required."""
+    import ssl
+
+    import httpx
+
+    trusting = ssl.create_default_context(cafile=str(pki.ca))
+    for client_ca in (None, pki.ca):
+        server = PellucidServer(
+            ServerSettings(
+                data_dir=tmp_path / f"data-{client_ca is not None}",
+                http_port=0,
+                tls_cert=pki.server_cert,
+                tls_key=pki.server_key,
+                tls_client_ca=client_ca,
+            )
+        )
+        server.start()
+        try:
+            base = f"https://127.0.0.1:{server.http_port}"
+            assert server.engine is not None and server.engine.deployments.http_base_url == base
+            with pytest.raises(httpx.HTTPError):  # plaintext to the TLS port
+                httpx.get(f"http://127.0.0.1:{server.http_port}/openapi.json")
+            if client_ca is None:
+                assert httpx.get(f"{base}/openapi.json", verify=trusting).status_code == 200
+                from pellucid.deployment import Deployment, Unauthorized
+
+                with pytest.raises(Unauthorized):  # the handshake with the CA file worked: the token did not
+                    assert Deployment(url=f"{base}/v1/deployments/d", token="pel_dep_x", verify=str(pki.ca)).info
+            else:
+                with pytest.raises(httpx.HTTPError):
+                    httpx.get(f"{base}/openapi.json", verify=trusting).raise_for_status()
+                context = ssl.create_default_context(cafile=str(pki.ca))
+                context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+                assert httpx.get(f"{base}/openapi.json", verify=context).status_code == 200
+        finally:
+            server.stop(grace=0.5)

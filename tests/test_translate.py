@@ -146,3 +146,24 @@ def test_feature_specs_round_trip_and_runner_helpers_convert_to_numpy() -> None:
     bad = v1.NDArray(dtype="float32", shape=[2, 2], data=b"\0" * 12)
     with pytest.raises(ValueError, match=r"needs 16 bytes, the data holds 12"):
         ndarray_to_numpy(bad)
+
+
+def test_http_answers_are_strict_json_even_with_nan() -> None:
+    """JSON has no NaN: a model's NaN or infinity is written as null, numbers keep their type."""
+    import json
+
+    from pellucid.server.engine.predict import Feature
+    from pellucid.server.http.render import row_json
+
+    row = row_json(
+        [
+            Feature("a", tensor=Tensor.from_numpy(np.array([1.5, np.nan, np.inf], dtype=np.float32))),
+            Feature("b", tensor=Tensor.from_numpy(np.float64(np.nan))),
+            Feature("c", tensor=Tensor.from_numpy(np.array([[1, 2]], dtype=np.int64))),
+        ]
+    )
+    assert json.loads(json.dumps(row, allow_nan=False)) == {
+        "a": {"shape": [3], "data": [1.5, None, None]},
+        "b": None,
+        "c": {"shape": [1, 2], "data": [1, 2]},
+    }

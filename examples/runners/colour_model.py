@@ -5,6 +5,9 @@
 - Texts: a sentiment classifier (hashed bag of words + logistic regression) trained when
   the runner starts, on examples/data/reviews.csv; outputs positive / negative.
 
+Deployed (pellucid.deployment), it reads and writes named features instead: an image "Picture"
+and/or a text "Review" in, "Colour" and/or "Sentiment" ({label: probability}) out.
+
 Start it with:
 
     pellucid runner start examples/runners/colour_model.py:ColourModel --labels demo
@@ -16,12 +19,13 @@ import csv
 import re
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pellucid.api import v1
-from pellucid.client.runner import Runner
+from pellucid.client.runner import Runner, features_from_values
 
 CENTROIDS = {"red": (200, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 210)}
 REVIEWS = Path(__file__).resolve().parent.parent / "data" / "reviews.csv"
@@ -102,6 +106,8 @@ class ColourModel(Runner):
             self.bias -= 2.0 * float(np.mean(p - y))
 
     def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:  # noqa: A002
+        if input.data.features:
+            return self.run_features(input.data.features, output_info)
         if input.data.image.base64:
             return self.classify_image(input.data.image.base64, output_info)
         if input.data.text.raw:
@@ -117,6 +123,20 @@ class ColourModel(Runner):
         scores /= scores.sum()
         concepts = [v1.Concept(id=name, name=name, value=float(s)) for name, s in zip(CENTROIDS, scores)]
         return v1.Output(data=v1.Data(concepts=concepts))
+
+    def run_features(self, features: Sequence[v1.Feature], output_info: v1.OutputInfo) -> v1.Output:
+        """A deployment's row: the same two models, their concepts as {label: probability} features."""
+        given = {f.name: f for f in features}
+        outputs = {}
+        if "Picture" in given:
+            colour = self.classify_image(given["Picture"].image.base64, output_info)
+            outputs["Colour"] = {c.id: c.value for c in colour.data.concepts}
+        if "Review" in given:
+            sentiment = self.classify_text(given["Review"].text.raw)
+            outputs["Sentiment"] = {c.id: c.value for c in sentiment.data.concepts}
+        if not outputs:
+            raise ValueError("this model takes a Picture (an image) or a Review (a text)")
+        return v1.Output(data=v1.Data(features=features_from_values(outputs)))
 
     def classify_text(self, text: str) -> v1.Output:
         positive = 1.0 / (1.0 + np.exp(-(featurise(text) @ self.weights + self.bias)))

@@ -67,7 +67,12 @@ def cmd_server(args: argparse.Namespace) -> int:
     if args.json:
         emit(
             True,
-            {"event": "listening", "address": f"{settings.host}:{server.port}", "data_dir": str(server.data_dir.path)},
+            {
+                "event": "listening",
+                "address": f"{settings.host}:{server.port}",
+                "data_dir": str(server.data_dir.path),
+                **({"http_address": f"{settings.host}:{server.http_port}"} if server.http else {}),
+            },
             "",
         )
     else:
@@ -75,6 +80,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         if settings.tls:
             print(f"TLS on{', client certificates required' if settings.tls_client_ca else ''}", flush=True)
         print(f"listening on {settings.host}:{server.port}", flush=True)
+        if server.http is not None:
+            print(f"HTTP on {settings.host}:{server.http_port} (deployments: /v1/deployments/<id>/forward)", flush=True)
     while not stop.wait(0.5):
         pass
     print("shutting down", flush=True)

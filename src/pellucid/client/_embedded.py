@@ -12,6 +12,7 @@ the restarted server finds its dir free and clients reconnect to it.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from pathlib import Path
@@ -53,7 +54,8 @@ def local_address(data_dir: str) -> str:
             ownership = folder.try_lock(kind=EMBEDDED)
             if ownership is not None:
                 # in-process, as the user: nothing to protect from them, so localhost URLs work
-                server = PellucidServer(ServerSettings(data_dir=folder.path, allow_private_urls=True), lock=ownership)
+                settings = ServerSettings(data_dir=folder.path, allow_private_urls=True, http_port=_http_port())
+                server = PellucidServer(settings, lock=ownership)
                 server.start()
                 _servers[folder.path] = server
                 atexit.register(_stop, folder.path)
@@ -64,6 +66,21 @@ def local_address(data_dir: str) -> str:
     raise ApiClientError(
         f"timed out after {START_TIMEOUT:.0f}s waiting for the pellucid server that owns {folder.path} to publish its address"
     )
+
+
+def _http_port() -> int | None:
+    """The embedded server's HTTP port: PELLUCID_SERVER_HTTP_PORT (0: the OS picks), else none."""
+    from pellucid.server.settings import BY_KEY
+
+    setting = BY_KEY["http_port"]
+    text = os.environ.get(setting.env, "")
+    if not text:
+        return None
+    try:
+        port: int = setting.parse_text(text)
+    except ValueError as exc:
+        raise ApiClientError(f"{setting.env}: {exc}") from None
+    return port
 
 
 def standalone_is_down(data_dir: str | Path) -> str:

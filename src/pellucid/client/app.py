@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from google.protobuf import field_mask_pb2
@@ -15,6 +15,7 @@ from pellucid.api import v1
 from pellucid.client import _protos
 from pellucid.client.base import BaseClient
 from pellucid.client.dataset import Dataset
+from pellucid.client.deployments import ManagedDeployment, SpecsGiven, feature_specs_request
 from pellucid.client.features import feature_spec_protos
 from pellucid.client.input import Inputs
 from pellucid.client.lister import Lister
@@ -331,6 +332,68 @@ class App(Lister, BaseClient):
             "DeleteModel",
             v1.DeleteModelRequest(user_id=self._user_id, app_id=self.id, model_id=model_id),
         )
+
+    # deployments: a model behind a URL and tokens of its own (pellucid.deployment calls it over HTTP)
+
+    def create_deployment(
+        self,
+        deployment_id: str,
+        model_id: str = "",
+        version_id: str | None = None,
+        feature_specs: Mapping[str, SpecsGiven] | SpecsGiven | None = None,
+        *,
+        workflow_id: str = "",
+        description: str = "",
+        enabled: bool = True,
+        exist_ok: bool = False,
+    ) -> ManagedDeployment:
+        """Deploy a model of this app (at `version_id`, else its latest at each call). With
+        `exist_ok`, an existing deployment of that id (the caller's) is returned as it is.
+
+        `feature_specs` overrides the model's declared features: {"input": [...], "output": [...]}
+        (each a list of dicts such as {"name": "Size", "type": "numeric"} or v1.FeatureSpec), or
+        a list of input specs. Deployment ids are shared by all users of the server."""
+        request = v1.CreateDeploymentRequest(
+            user_id=self._user_id,
+            app_id=self.id,
+            deployment_id=deployment_id,
+            model_id=model_id,
+            workflow_id=workflow_id,
+            version_id=version_id or "",
+            description=description,
+            disabled=not enabled,
+        )
+        for field, specs in feature_specs_request(feature_specs).items():
+            getattr(request, field).CopyFrom(specs)
+        try:
+            info = self._call(v1.DeploymentServiceStub, "CreateDeployment", request)
+        except AlreadyExists:
+            if not exist_ok:
+                raise
+            return self.deployment(deployment_id)
+        return ManagedDeployment(deployment_id, info, **self._child_kwargs())
+
+    def deployment(self, deployment_id: str) -> ManagedDeployment:
+        """The deployment `deployment_id` (raises NotFound unless it is the caller's)."""
+        deployment = ManagedDeployment(deployment_id, **self._child_kwargs())
+        deployment.load_info()
+        return deployment
+
+    def list_deployments(self, page_no: int | None = None, per_page: int | None = None) -> Iterator[ManagedDeployment]:
+        endpoint = functools.partial(self._call, v1.DeploymentServiceStub, "ListDeployments")
+        request = {"user_id": self._user_id, "app_id": self.id}
+        for proto in self.list_pages_generator(endpoint, v1.ListDeploymentsRequest, request, page_no, per_page):
+            yield ManagedDeployment(proto.id, proto, **self._child_kwargs())
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        """Delete the deployment and its tokens."""
+        ManagedDeployment(deployment_id, **self._child_kwargs()).delete()
+
+    def enable_deployment(self, deployment_id: str) -> None:
+        ManagedDeployment(deployment_id, **self._child_kwargs()).enable()
+
+    def disable_deployment(self, deployment_id: str) -> None:
+        ManagedDeployment(deployment_id, **self._child_kwargs()).disable()
 
     # modules: packages of code an app offers or installs (the server stores, never runs, them)
 

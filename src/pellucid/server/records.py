@@ -541,3 +541,36 @@ class DataEntryRecord:
     size: int = 0
     sha256: str = ""
     acl: str = ""
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """A model (at a version, or its latest) served at a URL of its own: rows are checked against
+    its feature specs, and only its owner's PATs and its own deployment tokens may call it.
+    Deployment ids are global (the URL names only the id)."""
+
+    user_id: str
+    app_id: str
+    id: str
+    created_at: float
+    modified_at: float
+    model_id: str = ""
+    workflow_id: str = ""
+    version_id: str = ""  # empty: the model's latest version at each call
+    input_specs: tuple[FeatureSpec, ...] = ()
+    output_specs: tuple[FeatureSpec, ...] = ()
+    enabled: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DeploymentTokenRecord:
+    """A token that can only call one deployment; the secret is kept as its hash."""
+
+    deployment_id: str
+    id: str
+    token_hash: str
+    created_at: float
+    description: str = ""
+    revoked_at: float | None = None
+    request_id: str | None = None  # of the call that made it (a retry gets it again, with a new secret)

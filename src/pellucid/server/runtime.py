@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health
@@ -30,6 +31,9 @@ from pellucid.server.grpc.translate.runners import ProtoWorkCodec
 from pellucid.server.health import HealthMonitor, StoreProbe
 from pellucid.server.settings import ServerSettings
 from pellucid.server.storage import MetadataStore, open_metadata_store
+
+if TYPE_CHECKING:
+    from pellucid.server.http import HttpServer
 from pellucid.server.storage.registry import (
     check_vector_index_uri,
     check_work_queue_uri,
@@ -64,6 +68,9 @@ class PellucidServer:
         self._server: grpc.Server | None = None
         self.engine: Engine | None = None
         self.port = 0
+        # the HTTP port (settings.http_port), when it listens
+        self.http: HttpServer | None = None
+        self.http_port = 0
         self._stopped = threading.Event()
         self._stop_gc = threading.Event()
         self._gc_thread: threading.Thread | None = None
@@ -164,6 +171,8 @@ class PellucidServer:
             self._server, self.port, self._handlers = built.server, built.port, built.executor
             self._health_servicer = built.health
             self._server.start()
+            if self.settings.http_port is not None:
+                self._start_http(self.engine)
             if self.settings.health_check_seconds > 0:
                 self.health = HealthMonitor(
                     built.health,
@@ -189,6 +198,30 @@ class PellucidServer:
             self._release()
             raise
         return self.address
+
+    def _start_http(self, engine: Engine) -> None:
+        """The HTTP port (server/http), on its own thread and event loop, ending with the server."""
+        from pellucid.server.http import HttpServer, build_http_app
+        from pellucid.server.http.app import HttpLimits
+
+        limits = HttpLimits(self.settings.max_http_body_bytes, self.settings.max_predicts_per_user)
+        from pellucid.server.http.oip import oip_routes
+
+        # other HTTP protocols add their routes and OpenAPI paths here: the Open Inference Protocol's /v2
+        routes: list[Any] = list(oip_routes(engine))
+        openapi_paths: dict[str, Any] = {}
+        self.http = HttpServer(
+            build_http_app(engine, routes, limits, openapi_paths),
+            self.settings.host,
+            self.settings.http_port or 0,
+            self.settings.tls_cert,
+            self.settings.tls_key,
+            self.settings.tls_client_ca,
+        )
+        self.http_port = self.http.start()
+        scheme = "https" if self.settings.tls else "http"
+        engine.deployments.http_base_url = f"{scheme}://{self.address.rsplit(':', 1)[0]}:{self.http_port}"
+        log.info("serving HTTP on %s", engine.deployments.http_base_url)
 
     def _join_replicas(self, store: MetadataStore) -> None:
         """Announce this replica and release the request claims of gone ones, never of live ones.
@@ -228,6 +261,7 @@ class PellucidServer:
         if self.health is not None:
             self.health.stop()
             self.health = None
+        self._stop_http(grace)
         if self._server is not None:
             if self._health_servicer is not None:
                 self._health_servicer.enter_graceful_shutdown()  # NOT_SERVING: load balancers stop sending calls
@@ -273,7 +307,13 @@ class PellucidServer:
                     report.packs_compacted,
                 )
 
+    def _stop_http(self, grace: float) -> None:
+        if self.http is not None:
+            self.http.stop(grace)
+            self.http = None
+
     def _release(self) -> None:
+        self._stop_http(0.5)  # a start that failed half way
         self._stop_gc.set()
         if self.health is not None:  # a start that failed half way
             self.health.stop()

@@ -83,6 +83,10 @@ class ServerSettings:
     index_workers: int = 1
     # Threads running training jobs (engine/training.py); 0: none (jobs wait QUEUED for a server that runs them)
     training_workers: int = 1
+    # The HTTP port (deployments' rows as JSON, server/http): None: no HTTP; 0: a port the OS picks.
+    # It listens on `host`, with TLS when the gRPC port has it. Bodies past max_http_body_bytes get 413.
+    http_port: int | None = None
+    max_http_body_bytes: int = 64 * 1024 * 1024
     # Threads running model evaluations (engine/evaluations.py); 0: none (they wait QUEUED).
     evaluation_workers: int = 1
 
@@ -363,6 +367,21 @@ SETTINGS: tuple[Setting, ...] = (
         Kind.INTEGER,
         "threads running model evaluations (0: none, evaluations wait queued)",
         minimum=0,
+    ),
+    Setting(
+        "http_port",
+        "http_port",
+        Kind.INTEGER,
+        "also serve HTTP on this port (deployments: POST /v1/deployments/<id>/forward); 0 lets the OS pick; "
+        "not set: no HTTP",
+        minimum=0,
+    ),
+    Setting(
+        "max_http_body_bytes",
+        "max_http_body_bytes",
+        Kind.INTEGER,
+        "largest HTTP request body, in bytes (default 64 MiB); past it: 413",
+        minimum=1,
     ),
     Setting("grace", "", Kind.NUMBER, "seconds in-flight calls get on shutdown", minimum=0, default=5.0),
     Setting("log_level", "", Kind.TEXT, "debug, info, warning or error", default="info", check=lambda v: _log_level(v)),

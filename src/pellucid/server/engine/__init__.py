@@ -14,6 +14,7 @@ from pellucid.server.engine.algorithms import Algorithms
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
 from pellucid.server.engine.datasets import Datasets
+from pellucid.server.engine.deployments import Deployments
 from pellucid.server.engine.evaluations import Evaluations
 from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.hosted_data import HostedData
@@ -101,6 +102,7 @@ class Engine:
         self.models.on_delete = self.workflows.model_deleted  # deprecates the workflow versions pinning it
         self.indexer.workflows = self.search.workflows = self.workflow_runs  # a base_workflow naming a workflow
         self.hosted_data = HostedData(store, blobs, clock, max_blob_bytes)  # data:// (issue #12)
+        self.deployments = Deployments(store, self.apps, self.models, self.users, clock)
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""

@@ -18,6 +18,8 @@ class Principal:
     # Tokens minted with a session token must not outlive it (see Users.create_pat).
     is_session: bool = False
     expires_at: float | None = None
+    # Set for a deployment token: it may call that deployment and nothing else.
+    deployment_id: str = ""
 
 
 def own_namespace(principal: Principal, user_id: str, action: str) -> str:

@@ -17,6 +17,7 @@ from pellucid.server.grpc.apps import AppServicer
 from pellucid.server.grpc.concepts import ConceptServicer
 from pellucid.server.grpc.data import DataServicer
 from pellucid.server.grpc.datasets import DatasetServicer
+from pellucid.server.grpc.deployments import DeploymentServicer
 from pellucid.server.grpc.evaluations import EvaluationServicer
 from pellucid.server.grpc.inputs import InputServicer
 from pellucid.server.grpc.interceptor import AuthInterceptor
@@ -62,6 +63,7 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
     (v1.add_EvaluationServiceServicer_to_server, EvaluationServicer, "EvaluationService"),
     (_add_oip, _oip_servicer, "inference.GRPCInferenceService"),  # a full name: not pellucid.api.v1
     (v1.add_DataServiceServicer_to_server, DataServicer, "DataService"),
+    (v1.add_DeploymentServiceServicer_to_server, DeploymentServicer, "DeploymentService"),
 ]
 
 

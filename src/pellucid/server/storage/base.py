@@ -30,6 +30,8 @@ from pellucid.server.records import (
     DatasetRecord,
     DatasetStats,
     DatasetVersionRecord,
+    DeploymentRecord,
+    DeploymentTokenRecord,
     EvaluationItem,
     EvaluationRecord,
     EvaluationState,
@@ -724,6 +726,54 @@ class HostedDataStore(Transactional):
         """Those of the (owner, sha256) pairs whose blob is the content of one of that owner's files."""
 
 
+class DeploymentStore(Transactional):
+    """Deployments (issue #13) and the tokens that may call each one. Deployment ids are global;
+    deleting an app deletes its deployments, deleting a deployment deletes its tokens."""
+
+    @abc.abstractmethod
+    def insert_deployment(self, deployment: DeploymentRecord) -> None:
+        """Conflict if the id is taken (by any user), LookupError if the app does not exist."""
+
+    @abc.abstractmethod
+    def get_deployment(self, deployment_id: str) -> DeploymentRecord | None: ...
+
+    @abc.abstractmethod
+    def list_deployments(self, user_id: str, app_id: str, query: PageQuery) -> Page[DeploymentRecord]:
+        """The app's deployments, oldest first."""
+
+    @abc.abstractmethod
+    def update_deployment(self, deployment: DeploymentRecord) -> bool:
+        """Replace what can change (target, specs, enabled, description, modified_at); False if gone."""
+
+    @abc.abstractmethod
+    def delete_deployment(self, deployment_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def insert_deployment_token(self, token: DeploymentTokenRecord) -> None:
+        """LookupError if the deployment does not exist, Conflict if the id or hash is taken."""
+
+    @abc.abstractmethod
+    def list_deployment_tokens(
+        self, deployment_id: str, include_revoked: bool, query: PageQuery
+    ) -> Page[DeploymentTokenRecord]:
+        """Its tokens, oldest first."""
+
+    @abc.abstractmethod
+    def get_deployment_token_by_hash(self, token_hash: str) -> DeploymentTokenRecord | None: ...
+
+    @abc.abstractmethod
+    def get_deployment_token_by_request(self, deployment_id: str, request_id: str) -> DeploymentTokenRecord | None:
+        """The token a call with this request id made (a retry of it)."""
+
+    @abc.abstractmethod
+    def replace_deployment_token_hash(self, token_id: str, token_hash: str) -> None:
+        """A new secret for a token (a retried creation: the server never kept the first)."""
+
+    @abc.abstractmethod
+    def revoke_deployment_token(self, deployment_id: str, token_id: str, now: float) -> DeploymentTokenRecord | None:
+        """The token, revoked at `now` (kept as it was if revoked before); None if it is not one of the deployment's."""
+
+
 class MetadataStore(
     UserStore,
     AppStore,
@@ -737,6 +787,7 @@ class MetadataStore(
     WorkflowStore,
     EvaluationStore,
     HostedDataStore,
+    DeploymentStore,
 ):
     """Metadata of every resource, every area in one backend. Safe to use from many threads."""
 

@@ -32,6 +32,7 @@ from pellucid.server.storage.migrations import pending_migrations
 from pellucid.server.storage.postgres_algorithms import PostgresAlgorithmTables
 from pellucid.server.storage.postgres_connections import PoolConnections
 from pellucid.server.storage.postgres_data import PostgresDataTables
+from pellucid.server.storage.postgres_deployments import PostgresDeploymentTables
 from pellucid.server.storage.postgres_evaluations import PostgresEvaluationTables
 from pellucid.server.storage.postgres_inputs import PostgresInputTables
 from pellucid.server.storage.postgres_modules import PostgresModuleTables
@@ -68,6 +69,7 @@ class PostgresMetadataStore(
     PostgresWorkflowTables,
     PostgresEvaluationTables,
     PostgresDataTables,
+    PostgresDeploymentTables,
     MetadataStore,
 ):
     def __init__(self, uri: str) -> None:

@@ -323,3 +323,9 @@ MIGRATIONS.append((9, "ALTER TABLE models ADD COLUMN feature_specs TEXT NOT NULL
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 # 7 (hosted data, issue #12; SQLite's 13): data:// directories and files (server/storage/postgres_data.py)
 MIGRATIONS.append((7, DATA_SCHEMA))
+
+# 10 (SQLite's 16; deployments, issue #13): deployments and their tokens
+from pellucid.server.storage.deployment_rows import POSTGRES_SCHEMA as _DEPLOYMENT_TABLES  # noqa: E402
+
+MIGRATIONS.append((10, ";\n".join(_DEPLOYMENT_TABLES)))
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)

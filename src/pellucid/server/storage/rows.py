@@ -52,13 +52,13 @@ def feature_specs_json(model: ModelRecord) -> str:
     """A model's declared input and output features, as one JSON column."""
     return json.dumps(
         {
-            "in": [_spec_dict(spec) for spec in model.input_specs],
-            "out": [_spec_dict(spec) for spec in model.output_specs],
+            "in": [spec_dict(spec) for spec in model.input_specs],
+            "out": [spec_dict(spec) for spec in model.output_specs],
         }
     )
 
 
-def _spec_dict(spec: FeatureSpec) -> dict[str, Any]:
+def spec_dict(spec: FeatureSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "type": spec.type,

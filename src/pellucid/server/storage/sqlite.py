@@ -30,6 +30,7 @@ from pellucid.server.storage.rows import (
 from pellucid.server.storage.sqlite_algorithms import AlgorithmTables
 from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
 from pellucid.server.storage.sqlite_data import DataTables
+from pellucid.server.storage.sqlite_deployments import DeploymentTables
 from pellucid.server.storage.sqlite_evaluations import EvaluationTables
 from pellucid.server.storage.sqlite_inputs import InputTables
 from pellucid.server.storage.sqlite_models import ModelTables
@@ -52,6 +53,7 @@ class SqliteMetadataStore(
     WorkflowTables,
     EvaluationTables,
     DataTables,
+    DeploymentTables,
     MetadataStore,
 ):
     def __init__(self, path: Path) -> None:

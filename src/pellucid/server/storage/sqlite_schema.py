@@ -345,3 +345,9 @@ MIGRATIONS.append((15, "ALTER TABLE models ADD COLUMN feature_specs TEXT NOT NUL
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 # 13 (hosted data, issue #12): data:// directories and files (server/storage/sqlite_data.py)
 MIGRATIONS.append((13, DATA_SCHEMA))
+
+# 16 (deployments, issue #13): deployments and their tokens (storage/deployment_rows.py)
+from pellucid.server.storage.deployment_rows import SQLITE_SCHEMA as _DEPLOYMENT_TABLES  # noqa: E402
+
+MIGRATIONS.append((16, ";\n".join(_DEPLOYMENT_TABLES)))
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)

@@ -1,0 +1,450 @@
+"""Deployments: a model behind a URL of its own, called with rows of named features.
+
+A deployment names its target (a model, at a version or its latest), the feature specs rows are
+checked against (the model's declared input and output specs unless given at creation), and
+whether it is enabled. Only its owner's PATs and its own deployment tokens may call it; a
+deployment token can do nothing else (its Principal carries the deployment id, and the gRPC
+interceptor does not accept it: deployment tokens live in their own table).
+
+Every adapter (the HTTP endpoint, the Open Inference Protocol) ends in `submit`: rows are checked
+here before any model runs, then split into predicts of at most MAX_BATCH inputs each, all queued
+at once, and answered in order.
+"""
+
+from __future__ import annotations
+
+import builtins
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from pellucid.server.engine.access import Principal
+from pellucid.server.engine.apps import Apps
+from pellucid.server.engine.errors import (
+    Aborted,
+    AlreadyExists,
+    DeadlineExceeded,
+    EngineError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from pellucid.server.engine.features import (
+    RowError,
+    RowsInvalid,
+    check_feature_specs,
+    check_row,
+    json_row_features,
+)
+from pellucid.server.engine.ids import new_id, validate_id
+from pellucid.server.engine.local_models import LocalPredict
+from pellucid.server.engine.models import Models, PendingPredict
+from pellucid.server.engine.paging import PageRequest, next_token, to_query
+from pellucid.server.engine.predict import Feature, OutputCode, PredictInput, PredictOutput, PredictRequest
+from pellucid.server.engine.users import MAX_TOKEN_LENGTH, Users, hash_secret
+from pellucid.server.engine.validation import MAX_BATCH, MAX_DESCRIPTION_LENGTH, check_text
+from pellucid.server.records import DeploymentRecord, DeploymentTokenRecord, FeatureSpec, PageQuery
+from pellucid.server.storage import Conflict, MetadataStore
+
+DEPLOYMENT_TOKEN_PREFIX = "pel_dep_"
+MAX_ROWS = 10_000  # per call; predict_many sends batches far smaller
+MAX_TOKENS_PER_DEPLOYMENT = 100
+DEFAULT_DEADLINE_SECONDS = 60.0
+WORKFLOWS_UNSUPPORTED = (
+    "workflow_id: deployments of workflows are not supported by this server yet: deploy a model (model_id)"
+)
+
+
+class Deployments:
+    def __init__(
+        self, store: MetadataStore, apps: Apps, models: Models, users: Users, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._apps = apps
+        self._models = models
+        self._users = users
+        self._clock = clock
+        # where the server's HTTP endpoint is reached (set by the runtime when it listens), so a
+        # deployment can report its URL; empty: no HTTP
+        self.http_base_url = ""
+
+    # the resource
+
+    def create(
+        self,
+        principal: Principal,
+        user_id: str,
+        app_id: str,
+        deployment_id: str,
+        *,
+        model_id: str = "",
+        workflow_id: str = "",
+        version_id: str = "",
+        input_specs: Sequence[FeatureSpec] | None = None,
+        output_specs: Sequence[FeatureSpec] | None = None,
+        description: str = "",
+        enabled: bool = True,
+    ) -> DeploymentRecord:
+        """Deploy a model (at `version_id`, else its latest at each call). Specs not given are the
+        model's declared ones; a deployment needs input specs to check rows against."""
+        _refuse_deployment_token(principal, "create deployments")
+        app = self._apps.get(principal, user_id, app_id)
+        validate_id(deployment_id, "deployment_id")
+        check_text(description, "description", MAX_DESCRIPTION_LENGTH)
+        if bool(model_id) == bool(workflow_id):
+            raise InvalidArgument("give the deployment's model_id or its workflow_id (one of them)", field="model_id")
+        if workflow_id:
+            raise InvalidArgument(WORKFLOWS_UNSUPPORTED, reason="WORKFLOWS_UNSUPPORTED", field="workflow_id")
+        model, _ = self._models.get(principal, app.user_id, app.id, model_id, version_id)
+        inputs = check_feature_specs(model.input_specs if input_specs is None else input_specs, "input_specs")
+        outputs = check_feature_specs(model.output_specs if output_specs is None else output_specs, "output_specs")
+        if not inputs:
+            raise InvalidArgument(
+                f"model {model_id!r} declares no input features: create it with input_specs, or give the "
+                "deployment's feature specs (input_specs)",
+                reason="NO_FEATURE_SPECS",
+                field="input_specs",
+            )
+        now = self._clock()
+        deployment = DeploymentRecord(
+            user_id=app.user_id,
+            app_id=app.id,
+            id=deployment_id,
+            created_at=now,
+            modified_at=now,
+            model_id=model_id,
+            version_id=version_id,
+            input_specs=inputs,
+            output_specs=outputs,
+            enabled=enabled,
+            description=description,
+        )
+        try:
+            self._store.insert_deployment(deployment)
+        except Conflict:
+            raise AlreadyExists(
+                f"deployment {deployment_id!r} already exists (deployment ids are shared by all users): "
+                "choose another id",
+                field="deployment_id",
+            ) from None
+        except LookupError:
+            raise NotFound(f"app {app.id!r} was deleted", field="app_id") from None
+        return deployment
+
+    def get(self, principal: Principal, deployment_id: str) -> DeploymentRecord:
+        """The deployment, for its owner or one of its own tokens (which may read its specs)."""
+        validate_id(deployment_id, "deployment_id")
+        deployment = self._store.get_deployment(deployment_id)
+        if deployment is None or (not principal.deployment_id and principal.user_id != deployment.user_id):
+            raise NotFound(
+                f"deployment {deployment_id!r} not found", reason="DEPLOYMENT_NOT_FOUND", field="deployment_id"
+            )
+        if principal.deployment_id and principal.deployment_id != deployment_id:
+            raise PermissionDenied(
+                f"this deployment token is for deployment {principal.deployment_id!r}, not {deployment_id!r}: "
+                "use that deployment's token (or a PAT of its owner)",
+                reason="WRONG_DEPLOYMENT_TOKEN",
+            )
+        return deployment
+
+    def _owned(self, principal: Principal, deployment_id: str, action: str) -> DeploymentRecord:
+        _refuse_deployment_token(principal, action)
+        return self.get(principal, deployment_id)
+
+    def list(
+        self, principal: Principal, user_id: str, app_id: str, page: PageRequest
+    ) -> tuple[builtins.list[DeploymentRecord], str]:
+        _refuse_deployment_token(principal, "list deployments")
+        app = self._apps.get(principal, user_id, app_id)
+        scope = f"deployments:{app.user_id}:{app.id}"
+        result = self._store.list_deployments(app.user_id, app.id, to_query(page, scope))
+        return result.items, next_token(result, scope)
+
+    def delete(self, principal: Principal, deployment_id: str) -> None:
+        """Delete it and its tokens (its URL answers 404 from now on)."""
+        self._owned(principal, deployment_id, "delete deployments")
+        self._store.delete_deployment(deployment_id)
+
+    def set_enabled(self, principal: Principal, deployment_id: str, enabled: bool) -> DeploymentRecord:
+        """Enable or disable it: a disabled deployment refuses calls (403) until enabled again."""
+        deployment = self._owned(principal, deployment_id, "enable or disable deployments")
+        changed = replace(deployment, enabled=enabled, modified_at=self._clock())
+        if not self._store.update_deployment(changed):
+            raise NotFound(f"deployment {deployment_id!r} was deleted", field="deployment_id")
+        return changed
+
+    # its tokens
+
+    def create_token(
+        self, principal: Principal, deployment_id: str, description: str = "", request_id: str = ""
+    ) -> tuple[DeploymentTokenRecord, str]:
+        """A token that may call this deployment only; its secret is returned once, its hash kept.
+        A retry (the same `request_id`) gets the same token with a new secret, as PATs do."""
+        self._owned(principal, deployment_id, "create deployment tokens")
+        check_text(description, "description", MAX_DESCRIPTION_LENGTH)
+        if request_id:
+            validate_id(request_id, "request_id")
+            made = self._store.get_deployment_token_by_request(deployment_id, request_id)
+            if made is not None:
+                if made.revoked_at is not None:
+                    raise PermissionDenied(
+                        f"request {request_id!r} made token {made.id}, which was revoked since", field="request_id"
+                    )
+                secret = _new_secret()
+                self._store.replace_deployment_token_hash(made.id, hash_secret(secret))
+                return replace(made, token_hash=hash_secret(secret)), secret
+        active = self._store.list_deployment_tokens(deployment_id, False, PageQuery(limit=MAX_TOKENS_PER_DEPLOYMENT))
+        if len(active.items) >= MAX_TOKENS_PER_DEPLOYMENT:
+            raise ResourceExhausted(
+                f"deployment {deployment_id!r} has {MAX_TOKENS_PER_DEPLOYMENT} active tokens: revoke some first",
+                reason="TOO_MANY_TOKENS",
+            )
+        secret = _new_secret()
+        token = DeploymentTokenRecord(
+            deployment_id=deployment_id,
+            id=new_id(),
+            token_hash=hash_secret(secret),
+            created_at=self._clock(),
+            description=description,
+            request_id=request_id or None,
+        )
+        try:
+            self._store.insert_deployment_token(token)
+        except LookupError:
+            raise NotFound(f"deployment {deployment_id!r} was deleted", field="deployment_id") from None
+        return token, secret
+
+    def list_tokens(
+        self, principal: Principal, deployment_id: str, include_revoked: bool, page: PageRequest
+    ) -> tuple[builtins.list[DeploymentTokenRecord], str]:
+        self._owned(principal, deployment_id, "list deployment tokens")
+        scope = f"deployment-tokens:{deployment_id}:{include_revoked}"
+        result = self._store.list_deployment_tokens(deployment_id, include_revoked, to_query(page, scope))
+        return result.items, next_token(result, scope)
+
+    def revoke_token(self, principal: Principal, deployment_id: str, token_id: str) -> DeploymentTokenRecord:
+        self._owned(principal, deployment_id, "revoke deployment tokens")
+        validate_id(token_id, "token_id")
+        token = self._store.revoke_deployment_token(deployment_id, token_id, self._clock())
+        if token is None:
+            raise NotFound(f"token {token_id!r} of deployment {deployment_id!r} not found", field="token_id")
+        return token
+
+    # calls
+
+    def authenticate(self, secret: str) -> Principal:
+        """The caller of a deployment: a deployment token (a Principal that may call only its
+        deployment), or a PAT or session token of a user (Users.authenticate)."""
+        if not secret.startswith(DEPLOYMENT_TOKEN_PREFIX) or len(secret) > MAX_TOKEN_LENGTH:
+            return self._users.authenticate(secret)
+        token = self._store.get_deployment_token_by_hash(hash_secret(secret))
+        if token is None:
+            raise Unauthenticated(
+                "the deployment token is not valid: create one with Deployment.create_token", reason="BAD_TOKEN"
+            )
+        if token.revoked_at is not None:
+            raise Unauthenticated(f"deployment token {token.id} was revoked: create a new one", reason="REVOKED_TOKEN")
+        deployment = self._store.get_deployment(token.deployment_id)
+        if deployment is None:  # pragma: no cover - deleting a deployment deletes its tokens
+            raise Unauthenticated("the deployment token's deployment was deleted", reason="BAD_TOKEN")
+        return Principal(user_id=deployment.user_id, is_admin=False, token_id=token.id, deployment_id=deployment.id)
+
+    def callable(self, principal: Principal, deployment_id: str) -> DeploymentRecord:
+        """The deployment, if this caller may call it now: NotFound, PermissionDenied (a token of
+        another deployment, or the deployment is disabled)."""
+        deployment = self.get(principal, deployment_id)
+        if not deployment.enabled:
+            raise PermissionDenied(
+                f"deployment {deployment_id!r} is disabled: its owner can enable it again", reason="DEPLOYMENT_DISABLED"
+            )
+        return deployment
+
+    def submit_json(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        rows: Sequence[Mapping[str, Any]],
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    ) -> PendingForward:
+        """Rows of JSON values ({feature: value}, as the HTTP endpoint takes them), read by the
+        deployment's specs, checked, and queued (see submit)."""
+        deployment = self.callable(principal, deployment_id)
+        _check_row_count(len(rows))
+        errors: builtins.list[RowError] = []
+        checked = []
+        for i, row in enumerate(rows):
+            try:
+                checked.append(json_row_features(deployment.input_specs, row, i))
+            except RowsInvalid as exc:
+                errors.extend(exc.errors)
+        if errors:
+            raise RowsInvalid(errors)
+        return self._queue(principal, deployment, checked, deadline_seconds)
+
+    def submit(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        rows: Sequence[Sequence[Feature]],
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    ) -> PendingForward:
+        """Check rows of features against the deployment's specs (RowsInvalid names each bad row
+        and feature; nothing runs then), and queue them for its model: the handle waits."""
+        deployment = self.callable(principal, deployment_id)
+        _check_row_count(len(rows))
+        errors: builtins.list[RowError] = []
+        checked = []
+        for i, row in enumerate(rows):
+            try:
+                checked.append(check_row(deployment.input_specs, row, i))
+            except RowsInvalid as exc:
+                errors.extend(exc.errors)
+        if errors:
+            raise RowsInvalid(errors)
+        return self._queue(principal, deployment, checked, deadline_seconds)
+
+    def forward(
+        self,
+        principal: Principal,
+        deployment_id: str,
+        rows: Sequence[Sequence[Feature]],
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    ) -> builtins.list[tuple[Feature, ...]]:
+        """submit, and wait for the output rows."""
+        return self.submit(principal, deployment_id, rows, deadline_seconds).result()
+
+    def _queue(
+        self,
+        principal: Principal,
+        deployment: DeploymentRecord,
+        rows: Sequence[tuple[Feature, ...]],
+        deadline_seconds: float,
+    ) -> PendingForward:
+        # the model runs as its owner: a deployment token's Principal only gets this far
+        owner = Principal(user_id=deployment.user_id, is_admin=False, token_id=principal.token_id)
+        parts = []
+        try:
+            for start in range(0, len(rows), MAX_BATCH):
+                inputs = tuple(
+                    PredictInput(id=f"row-{start + i}", features=row)
+                    for i, row in enumerate(rows[start : start + MAX_BATCH])
+                )
+                request = PredictRequest(
+                    user_id=deployment.user_id,
+                    app_id=deployment.app_id,
+                    model_id=deployment.model_id,
+                    version_id=deployment.version_id,
+                    inputs=inputs,
+                    deadline_seconds=deadline_seconds,
+                )
+                parts.append(self._models.submit(owner, request))
+        except NotFound as exc:
+            for part in parts:
+                part.cancel("another part of the call failed")
+            raise NotFound(
+                f"deployment {deployment.id!r}: {exc.message} (its model was deleted: delete the deployment or "
+                "re-create the model)",
+                reason=exc.reason,
+            ) from None
+        except EngineError:
+            for part in parts:
+                part.cancel("another part of the call failed")
+            raise
+        return PendingForward(deployment, parts)
+
+
+class PendingForward:
+    """A queued deployment call: one predict per MAX_BATCH rows. `result()` blocks for all of
+    them; an async adapter passes `add_done_callback` a callback, holding no thread meanwhile."""
+
+    def __init__(self, deployment: DeploymentRecord, parts: Sequence[PendingPredict | LocalPredict]) -> None:
+        self.deployment = deployment
+        self._parts = parts
+        self._lock = threading.Lock()
+        self._left = len(parts)
+        self._callbacks: builtins.list[Callable[[], None]] = []
+        for part in parts:
+            part.add_done_callback(self._part_done)
+
+    def _part_done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            callbacks = self._callbacks if self._left == 0 else []
+        for callback in callbacks:
+            callback()
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on some thread) once every part has finished; at once if they have."""
+        with self._lock:
+            if self._left:
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def cancel(self, reason: str = "the caller went away") -> None:
+        for part in self._parts:
+            part.cancel(reason)
+
+    def result(self) -> builtins.list[tuple[Feature, ...]]:
+        """The output rows in order; an error naming the first row the model failed on."""
+        rows: builtins.list[tuple[Feature, ...]] = []
+        for part in self._parts:
+            result = part.result()
+            for output in result.outputs:
+                _raise_for(output, len(rows), self.deployment)
+                rows.append(output.data.features)
+        return rows
+
+
+def _raise_for(output: PredictOutput, row: int, deployment: DeploymentRecord) -> None:
+    """An output's failure as the error of the whole call, naming the row."""
+    if output.code is OutputCode.OK:
+        return
+    what = f"model {deployment.model_id!r} failed on row {row}: {output.message or output.code.name}"
+    if output.code is OutputCode.INVALID_ARGUMENT:
+        raise RowsInvalid([RowError(row, "", f"the model refused it: {output.message}")])
+    if output.code is OutputCode.DEADLINE_EXCEEDED:
+        raise DeadlineExceeded(what)
+    if output.code is OutputCode.UNAVAILABLE:
+        raise Unavailable(what)
+    if output.code is OutputCode.RESOURCE_EXHAUSTED:
+        raise ResourceExhausted(what)
+    raise ModelFailed(what, reason="MODEL_FAILED", field=f"rows[{row}]")
+
+
+class ModelFailed(Aborted):
+    """The deployment's model raised on a row (the caller's row may be fine: its owner must look)."""
+
+
+def _new_secret() -> str:
+    return DEPLOYMENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def _check_row_count(count: int) -> None:
+    if not 1 <= count <= MAX_ROWS:
+        raise InvalidArgument(f"a call takes 1-{MAX_ROWS} rows, got {count}: split larger lists", field="rows")
+
+
+def _refuse_deployment_token(principal: Principal, action: str) -> None:
+    if principal.deployment_id:
+        raise PermissionDenied(
+            f"a deployment token cannot {action}: it only calls its deployment; use a PAT",
+            reason="DEPLOYMENT_TOKEN",
+        )
+
+
+__all__ = [
+    "DEPLOYMENT_TOKEN_PREFIX",
+    "MAX_ROWS",
+    "Deployments",
+    "ModelFailed",
+    "PendingForward",
+    "RowError",
+    "RowsInvalid",
+]
