@@ -17,6 +17,7 @@ from pellucid.server.engine.datasets import Datasets
 from pellucid.server.engine.evaluations import Evaluations
 from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.hosted_data import HostedData
+from pellucid.server.engine.algorithm_data import AlgorithmData
 from pellucid.server.engine.indexing import Indexer
 from pellucid.server.engine.inputs import (
     DEFAULT_BLOB_GRACE_SECONDS,
@@ -101,6 +102,8 @@ class Engine:
         self.models.on_delete = self.workflows.model_deleted  # deprecates the workflow versions pinning it
         self.indexer.workflows = self.search.workflows = self.workflow_runs  # a base_workflow naming a workflow
         self.hosted_data = HostedData(store, blobs, clock, max_blob_bytes)  # data:// (issue #12)
+        algorithm_data = AlgorithmData(store, clock)  # who reads data from inside an algorithm call
+        self.hosted_data.algorithm_of, self.hosted_data.resolve_algo = algorithm_data.caller, algorithm_data.resolve
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""

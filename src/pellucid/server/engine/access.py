@@ -18,6 +18,9 @@ class Principal:
     # Tokens minted with a session token must not outlive it (see Users.create_pat).
     is_session: bool = False
     expires_at: float | None = None
+    # The algorithm call a runner says this request is made for (the `x-pellucid-algorithm-call`
+    # header); hosted data checks it (engine/algorithm_data.py) and then reads as that algorithm.
+    algorithm_call: str = ""
 
 
 def own_namespace(principal: Principal, user_id: str, action: str) -> str:
