@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from pellucid.server.engine.access import Principal
+from pellucid.server.engine.algorithm_data import AlgorithmData
 from pellucid.server.engine.algorithms import Algorithms
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
@@ -17,7 +18,6 @@ from pellucid.server.engine.datasets import Datasets
 from pellucid.server.engine.evaluations import Evaluations
 from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.hosted_data import HostedData
-from pellucid.server.engine.algorithm_data import AlgorithmData
 from pellucid.server.engine.indexing import Indexer
 from pellucid.server.engine.inputs import (
     DEFAULT_BLOB_GRACE_SECONDS,

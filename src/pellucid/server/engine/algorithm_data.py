@@ -42,9 +42,7 @@ class AlgorithmData:
         self._clock = clock
         self._lock = threading.Lock()
         # (user, call id) -> the algorithm: a call's owner and name never change, only its age does
-        self._known: collections.OrderedDict[tuple[str, str], tuple[AlgorithmCaller, float]] = (
-            collections.OrderedDict()
-        )
+        self._known: collections.OrderedDict[tuple[str, str], tuple[AlgorithmCaller, float]] = collections.OrderedDict()
 
     def caller(self, principal: Principal) -> AlgorithmCaller | None:
         """The algorithm a request is made by, None if it names no call; refuses a call id that is
