@@ -3,7 +3,9 @@
 - Images: decodes the PNG, averages its colour and scores the concepts red, green and blue
   by a softmax over the distance to each colour's centroid.
 - Texts: a sentiment classifier (hashed bag of words + logistic regression) trained when
-  the runner starts, on examples/data/reviews.csv; outputs positive / negative.
+  the runner starts, on examples/data/reviews.csv; outputs positive / negative. Called as an
+  algorithm with a `data://` path, it classifies the text of that hosted file (read as the
+  algorithm: its owner's my_algos and public collections).
 
 Start it with:
 
@@ -104,6 +106,10 @@ class ColourModel(Runner):
     def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:  # noqa: A002
         if input.data.image.base64:
             return self.classify_image(input.data.image.base64, output_info)
+        if input.data.text.raw.startswith("data://") and input.data.content_type:  # an algorithm call
+            import pellucid
+
+            return self.classify_text(pellucid.client().file(input.data.text.raw).getString())
         if input.data.text.raw:
             return self.classify_text(input.data.text.raw)
         raise ValueError("this model takes an image (as bytes) or a text")
