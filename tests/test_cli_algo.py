@@ -152,6 +152,7 @@ def test_help_documents_commands_and_exit_codes() -> None:
     assert top.returncode == 0 and b"exit codes:" in top.stdout and b"run" in top.stdout
     for code in (b"0  ok", b"1  other", b"2  usage", b"3  not auth", b"4  not found", b"5  server unreachable"):
         assert code in top.stdout
+    assert b"some files failed" in top.stdout and b"ServerUnreachable" in top.stdout  # cp's two kinds of 5
     run = pellucid("help", "run")
     assert run.returncode == 0 and b"--data" in run.stdout and b"exit codes:" in run.stdout
     assert pellucid("help", "auth").returncode == 0
