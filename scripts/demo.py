@@ -273,6 +273,16 @@ def main() -> int:
         top = max(answer.result["concepts"], key=lambda c: c["value"])
         print(f"algorithm {user.user_id}/colour/1.0.0: {top['id']} {top['value']:.2f} ({answer.metadata.content_type})")
         deploy_and_call(app, work)
+
+        step("hosted data: a file in data://, read by the algorithm (pellucid.client().file(...).put)")
+        client = pellucid.client()
+        inbox = client.dir("data://.my/demo-inbox")
+        if not inbox.exists():
+            inbox.create()  # ACL my_algos: you and your algorithms read it
+        review = client.file("data://.my/demo-inbox/review.txt").put("Works great, I love it, highly recommend")
+        answer = algo.pipe(review.path)
+        top = max(answer.result["concepts"], key=lambda c: c["value"])
+        print(f"algorithm on {review.path} ({review.size} bytes): {top['id']} {top['value']:.2f}")
     finally:
         runner.send_signal(signal.SIGTERM)  # it finishes what it holds, then exits
         print(f"runner stopped (exit code {runner.wait(timeout=30)})")

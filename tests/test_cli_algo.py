@@ -152,6 +152,7 @@ def test_help_documents_commands_and_exit_codes() -> None:
     assert top.returncode == 0 and b"exit codes:" in top.stdout and b"run" in top.stdout
     for code in (b"0  ok", b"1  other", b"2  usage", b"3  not auth", b"4  not found", b"5  server unreachable"):
         assert code in top.stdout
+    assert b"some files failed" in top.stdout and b"ServerUnreachable" in top.stdout  # cp's two kinds of 5
     run = pellucid("help", "run")
     assert run.returncode == 0 and b"--data" in run.stdout and b"exit codes:" in run.stdout
     assert pellucid("help", "auth").returncode == 0
@@ -174,3 +175,47 @@ def test_the_config_file_is_written_back_as_it_was_read() -> None:
         "other": {"nested": {"deep": 1.5}},
     }
     assert tomllib.loads(dump_config(data)) == data
+
+
+def readme_round_trip() -> list[str]:
+    """The shell lines of README's hosted-data round trip (the block after "runs these lines")."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("`tests/test_cli_algo.py` runs these lines:", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_round_trip_runs_as_written(setup: Setup, tmp_path: Path) -> None:
+    """auth, cp a folder up, run an algorithm that reads it from data:// and writes to data://, cat."""
+    import shlex
+
+    from pellucid.client.runner import function_runner
+    from tests.test_algorithms import start_runner
+
+    sys.path.insert(0, str(ROOT / "examples" / "algorithms"))
+    try:
+        import wordcount
+    finally:
+        sys.path.remove(str(ROOT / "examples" / "algorithms"))
+    carol = User(base_url=setup.url, pat=setup.pat)
+    model = carol.create_app("counting").create_model("wordcount", runner_labels=["wordcount"])
+    model.publish_algorithm(version="1.0.0")
+    runner, thread = start_runner(carol, "wordcount", "wordcount", function_runner(wordcount.apply))
+    (tmp_path / "reviews").mkdir()
+    (tmp_path / "reviews" / "good.txt").write_text("a fine and useful\n")
+    (tmp_path / "reviews" / "bad.txt").write_text("not at all\n")
+    try:
+        wait_for(lambda: connected(carol, "wordcount"))
+        outputs = []
+        for line in readme_round_trip():
+            args = shlex.split(
+                line.replace('"$PAT"', setup.pat).replace("grpc://pellucid.example:7317", setup.url), comments=True
+            )
+            assert args[0] == "pellucid"
+            done = subprocess.run([*PELLUCID, *args[1:]], cwd=tmp_path, capture_output=True, timeout=60)
+            assert done.returncode == 0, (line, done.stderr)
+            outputs.append(done.stdout)
+        assert json.loads(outputs[3]) == {"files": 2, "words": 7, "written": "data://.algo/counts.json"}
+        assert json.loads(outputs[4]) == {"bad.txt": 3, "good.txt": 4}
+    finally:
+        runner.stop(drain=False)
+        thread.join(10)

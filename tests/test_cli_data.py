@@ -123,3 +123,22 @@ def test_a_cp_that_partly_fails_copies_the_rest_and_lists_each_failure(
     summary = json.loads(as_json.stdout)
     assert as_json.returncode == 5 and summary["copied"] == 2 and len(summary["failed"]) == 3
     assert sorted(f["exit_code"] for f in summary["failed"]) == [1, 2, 4]
+
+
+def test_a_cp_that_reaches_no_server_says_so_as_one_error(tmp_path: Path) -> None:
+    """Exit code 5 as for some files failing, but told apart: one "server unreachable" error, and with
+    --json an error object on stderr instead of a summary on stdout."""
+    from tests.test_cli import closed_port
+
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "b.txt").write_text("b")
+    nowhere = ["--api", f"grpc://127.0.0.1:{closed_port()}", "--pat", "pel_pat_x", "--timeout", "1"]
+    sources = [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    for dest in ("data://.my/c/", "data://.my/c"):  # the upload fails; the destination's check fails
+        text = pellucid("cp", *sources, dest, *nowhere)
+        assert text.returncode == 5 and "server unreachable, nothing was copied" in text.stderr, text.stderr
+        assert "pellucid: failed " not in text.stderr
+        as_json = pellucid("cp", *sources, dest, *nowhere, "--json")
+        error = json.loads(as_json.stderr)["error"]
+        assert (as_json.returncode, as_json.stdout) == (5, "")
+        assert error["type"] == "ServerUnreachable" and error["exit_code"] == 5

@@ -26,6 +26,7 @@ def test_the_demo_runs_end_to_end_twice_on_a_fresh_data_dir(tmp_path: Path) -> N
         assert "demo finished in" in result.stdout
         assert "a-review      negative" in result.stdout  # the runner answered the batch, text included
         assert "algorithm admin/colour/1.0.0: negative" in result.stdout  # and as an algorithm
+        assert "algorithm on data://.my/demo-inbox/review.txt (40 bytes): positive" in result.stdout  # data://
         # trained by the server, evaluated on reviews it never saw, then run in a workflow
         assert ": trained, held-out accuracy" in result.stdout
         assert re.search(r"top-1 accuracy 0\.[6-9]\d against 0\.50", result.stdout), result.stdout[-3000:]

@@ -3,7 +3,9 @@
 - Images: decodes the PNG, averages its colour and scores the concepts red, green and blue
   by a softmax over the distance to each colour's centroid.
 - Texts: a sentiment classifier (hashed bag of words + logistic regression) trained when
-  the runner starts, on examples/data/reviews.csv; outputs positive / negative.
+  the runner starts, on examples/data/reviews.csv; outputs positive / negative. Called as an
+  algorithm with a `data://` path, it classifies the text of that hosted file (read as the
+  algorithm: its owner's my_algos and public collections).
 
 Deployed (pellucid.deployment), it reads and writes named features instead: an image "Picture"
 and/or a text "Review" in, "Colour" and/or "Sentiment" ({label: probability}) out.
@@ -110,6 +112,10 @@ class ColourModel(Runner):
             return self.run_features(input.data.features, output_info)
         if input.data.image.base64:
             return self.classify_image(input.data.image.base64, output_info)
+        if input.data.text.raw.startswith("data://") and input.data.content_type:  # an algorithm call
+            import pellucid
+
+            return self.classify_text(pellucid.client().file(input.data.text.raw).getString())
         if input.data.text.raw:
             return self.classify_text(input.data.text.raw)
         raise ValueError("this model takes an image (as bytes) or a text")

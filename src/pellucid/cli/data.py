@@ -8,7 +8,10 @@
     pellucid cat data://.my/photos/notes.txt ...
 
 `cp` tries every file, lists each failure on stderr at the end and then exits 5
-(SOME_FAILED); a remote path is one that starts with data:// (the other commands take
+(SOME_FAILED), with --json a summary on stdout. A cp that reaches no server at all (nothing
+copied, every transfer unanswered) exits 5 too, the code of an unreachable server, but says so
+as one error instead: `pellucid: server unreachable, nothing was copied: ...` (with --json an
+error object of type ServerUnreachable on stderr and nothing on stdout). A remote path is one that starts with data:// (the other commands take
 `.my/photos` too).
 """
 
@@ -26,14 +29,20 @@ from typing import IO, Any
 
 from pellucid.acl import Acl, AclType
 from pellucid.api import v1
-from pellucid.cli.output import OK, emit, exit_code
+from pellucid.cli.output import OK, UNREACHABLE, emit, exit_code
 from pellucid.cli.session import client_options, user
 from pellucid.client import data_transfer
 from pellucid.client.hosted_data import SCHEME, DataDirectory, data_dir, data_file, normalize_path
 from pellucid.client.user import User
-from pellucid.errors import DataNotFound, PellucidError, UserError
+from pellucid.errors import ApiClientError, DataNotFound, DeadlineExceeded, PellucidError, Unavailable, UserError
 
 SOME_FAILED = 5  # cp: some files failed (each is listed on stderr)
+
+
+class ServerUnreachable(ApiClientError):
+    """cp reached no server at all: one error (exit code 5), not a list of files that failed."""
+
+
 _ACL_NAMES = {v1.DATA_ACL_PRIVATE: "private", v1.DATA_ACL_MY_ALGOS: "my_algos", v1.DATA_ACL_PUBLIC: "public"}
 
 
@@ -229,7 +238,10 @@ def _plan_remote_source(
 
 def cmd_cp(args: argparse.Namespace) -> int:
     client = user(args)
-    plan = _plan(client, args.sources, args.dest, args.recursive)
+    try:
+        plan = _plan(client, args.sources, args.dest, args.recursive)
+    except (Unavailable, DeadlineExceeded, ApiClientError) as exc:
+        raise ServerUnreachable(f"server unreachable, nothing was copied: {exc}") from exc
     report = data_transfer.TransferReport()
     if plan.uploads:
         _merge(report, data_transfer.upload(client, plan.uploads, args.concurrency))
@@ -238,6 +250,10 @@ def cmd_cp(args: argparse.Namespace) -> int:
     if plan.copies:
         _copy_remote(client, plan.copies, args.concurrency, report)
     failures = plan.failures + report.failures
+    if report.failures and not report.files and all(exit_code(f.error) == UNREACHABLE for f in report.failures):
+        raise ServerUnreachable(
+            f"server unreachable, nothing was copied ({len(failures)} file(s) not copied): {report.failures[0].error}"
+        )
     summary = {
         "copied": report.files,
         "bytes": report.bytes,

@@ -33,7 +33,9 @@ EXIT_CODES_DOC = """exit codes:
   3  not authenticated (no or bad token) or permission denied
   4  not found
   5  server unreachable (down, wrong address, or no answer before the deadline);
-     `pellucid cp`: some files failed (each is listed on stderr)
+     `pellucid cp`: some files failed (each listed on stderr; with --json a summary
+     on stdout). A cp that reached no server says "server unreachable, nothing was
+     copied" instead (with --json an error of type ServerUnreachable on stderr)
   6  `pellucid server`: its port is in use (nothing was created)
   130  a runner stopped at once by a second Ctrl-C"""
 

@@ -302,6 +302,7 @@ class Connection:
         *,
         timeout: float | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> Any:
         """Call a unary RPC with a deadline, retrying when that is safe; errors become pellucid.errors.
 
@@ -328,9 +329,9 @@ class Connection:
             try:
                 if isinstance(request, EncodedRequest):
                     rpc = self._encoded_rpc(stub_type, method, request.response_type)
-                    return rpc(request.data, timeout=remaining, metadata=(("x-request-id", trace_id),))
+                    return rpc(request.data, timeout=remaining, metadata=(("x-request-id", trace_id), *metadata))
                 rpc = getattr(self.stub(stub_type), method)
-                return rpc(request, timeout=remaining, metadata=(("x-request-id", trace_id),))
+                return rpc(request, timeout=remaining, metadata=(("x-request-id", trace_id), *metadata))
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 pause = retry.backoff(attempt)
@@ -374,19 +375,59 @@ class Connection:
         error.args = (str(error),)
         return error
 
-    def send_stream(self, stub_type: type, method: str, requests: Iterator[Message], *, timeout: float) -> Any:
+    def send_stream(
+        self,
+        stub_type: type,
+        method: str,
+        requests: Iterator[Message],
+        *,
+        timeout: float,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> Any:
         """A client-streaming call: one deadline, errors mapped; not retried (a stream is not replayable)."""
         try:
-            return getattr(self.stub(stub_type), method)(requests, timeout=timeout)
+            return getattr(self.stub(stub_type), method)(requests, timeout=timeout, metadata=metadata or None)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, method) from exc
 
-    def read_stream(self, stub_type: type, method: str, request: Message, *, timeout: float) -> Iterator[Any]:
+    def read_stream(
+        self,
+        stub_type: type,
+        method: str,
+        request: Message,
+        *,
+        timeout: float,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> Iterator[Any]:
         """A server-streaming call: yields the responses; errors are mapped where they surface."""
         try:
-            yield from getattr(self.stub(stub_type), method)(request, timeout=timeout)
+            yield from getattr(self.stub(stub_type), method)(request, timeout=timeout, metadata=metadata or None)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, method) from exc
+
+
+class MetadataConnection:
+    """A connection whose calls all carry extra metadata (inside an algorithm call: the call's id,
+    so the server knows the requests come from the algorithm). Everything else is the connection's."""
+
+    def __init__(self, connection: Connection, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._wrapped = connection
+        self._metadata = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+    def call(self, stub_type: type, method: str, request: Any, **kwargs: Any) -> Any:
+        return self._wrapped.call(stub_type, method, request, metadata=self._metadata, **kwargs)
+
+    def send_stream(self, stub_type: type, method: str, requests: Iterator[Message], *, timeout: float) -> Any:
+        return self._wrapped.send_stream(stub_type, method, requests, timeout=timeout, metadata=self._metadata)
+
+    def read_stream(self, stub_type: type, method: str, request: Message, *, timeout: float) -> Iterator[Any]:
+        return self._wrapped.read_stream(stub_type, method, request, timeout=timeout, metadata=self._metadata)
+
+    def close(self) -> None:
+        """The wrapped connection belongs to its owner (the runner): nothing to close here."""
 
 
 def replica_list(addresses: tuple[str, ...]) -> str:

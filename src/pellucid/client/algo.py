@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from pellucid.api import v1
-from pellucid.client._transport import DEFAULT_RETRY, RetryPolicy
+from pellucid.client._transport import DEFAULT_RETRY, MetadataConnection, RetryPolicy
 from pellucid.client.base import BaseClient
 from pellucid.client.hosted_data import DataDirectory, DataFile, data_dir, data_file
 from pellucid.errors import AlgoException, UserError
 
+ALGORITHM_CALL_HEADER = "x-pellucid-algorithm-call"
 DEFAULT_ALGO_TIMEOUT = 300.0  # seconds, as the reference client's default
 MAX_STDOUT_CHARS = 1024 * 1024  # what one call's captured stdout keeps
 
@@ -289,7 +290,8 @@ def serving_call(call_id: str, connection: Any = None) -> Iterator[list[str]]:
             sys.stdout = _ThreadTee(sys.stdout)
     printed: list[str] = []
     _serving.call_id, _serving.stdout, _serving.stdout_chars = call_id, printed, 0
-    _serving.connection = connection
+    # the server reads data requests naming the call as the algorithm's (engine/algorithm_data.py)
+    _serving.connection = MetadataConnection(connection, ((ALGORITHM_CALL_HEADER, call_id),)) if connection else None
     try:
         yield printed
     finally:

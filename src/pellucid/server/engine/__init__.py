@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from pellucid.server.engine.access import Principal
+from pellucid.server.engine.algorithm_data import AlgorithmData
 from pellucid.server.engine.algorithms import Algorithms
 from pellucid.server.engine.apps import Apps
 from pellucid.server.engine.concepts import Concepts
@@ -103,6 +104,8 @@ class Engine:
         self.indexer.workflows = self.search.workflows = self.workflow_runs  # a base_workflow naming a workflow
         self.hosted_data = HostedData(store, blobs, clock, max_blob_bytes)  # data:// (issue #12)
         self.deployments = Deployments(store, self.apps, self.models, self.users, clock)
+        algorithm_data = AlgorithmData(store, clock)  # who reads data from inside an algorithm call
+        self.hosted_data.algorithm_of, self.hosted_data.resolve_algo = algorithm_data.caller, algorithm_data.resolve
 
     def collect_blob_garbage(self, grace_seconds: float | None = None) -> CollectionReport:
         """Delete unreferenced blobs and compact their space now (the server also runs it periodically)."""

@@ -20,6 +20,9 @@ class Principal:
     expires_at: float | None = None
     # Set for a deployment token: it may call that deployment and nothing else.
     deployment_id: str = ""
+    # The algorithm call a runner says this request is made for (the `x-pellucid-algorithm-call`
+    # header); hosted data checks it (engine/algorithm_data.py) and then reads as that algorithm.
+    algorithm_call: str = ""
 
 
 def own_namespace(principal: Principal, user_id: str, action: str) -> str:

@@ -13,12 +13,13 @@ as one that does not exist, so nobody learns another user's private names. File 
 blob owned by the file's owner (deduplicated by sha256, as inputs' media): garbage collection
 keeps a blob while a file names it (`referenced_data_blobs`).
 
-Today a runner authenticates with its owner's token, so an algorithm reading data is its
-owner and reads every collection of its owner; `algorithm_of` is the hook through which the
-algorithm side (issue #12's other half) marks calls made by an algorithm on behalf of another
-caller, so that `my_algos` admits them and `private` does not. `data://.algo/...` (the calling
-algorithm's own collection) is resolved by `resolve_algo`, the same side's hook: without it
-such a path is INVALID_ARGUMENT saying it works only inside an algorithm.
+A runner authenticates with its owner's token; while it serves an algorithm call its requests
+name the call, and `algorithm_of` (set by engine/algorithm_data.py) checks that and says which
+algorithm is calling: such a request reads as the algorithm, not as its owner (`my_algos` and
+`public`, not `private`), and writes only where it reads. `data://.algo/...` (the calling
+algorithm's own folder, data://<owner>/.algo/<algorithm>/...) is resolved by `resolve_algo`,
+from the same module: outside a call such a path is INVALID_ARGUMENT saying it works only inside
+an algorithm.
 """
 
 from __future__ import annotations
@@ -168,12 +169,13 @@ class HostedData:
 
     def parse(self, principal: Principal, path: str) -> DataPath:
         owner, names = split_path(path)
+        self.algorithm_of(principal)  # a request naming an algorithm call that is not the caller's is refused
         if owner == ALGO:
             resolved = self.resolve_algo(principal, names)
             if resolved is None:
                 raise InvalidArgument(
-                    f"{path[:80]!r}: data://.algo/ names the calling algorithm's own collection and works only inside"
-                    " an algorithm; from outside, name its owner: data://<owner>/<collection>/...",
+                    f"{path[:80]!r}: data://.algo/ names the calling algorithm's own folder and works only inside"
+                    " an algorithm; from outside, name its owner: data://<owner>/.algo/<algorithm>/...",
                     field="path",
                     reason="NOT_IN_ALGORITHM",
                 )
@@ -185,12 +187,10 @@ class HostedData:
         return DataPath(owner, names)
 
     def _may_read(self, principal: Principal, owner: str, acl: str) -> bool:
-        if owner == principal.user_id or acl == PUBLIC:
-            return True
-        if acl == MY_ALGOS:
-            algorithm = self.algorithm_of(principal)
-            return algorithm is not None and algorithm.owner == owner
-        return False
+        algorithm = self.algorithm_of(principal)
+        if algorithm is not None:  # an algorithm, even on its owner's token: not its owner's private data
+            return acl == PUBLIC or (acl == MY_ALGOS and algorithm.owner == owner)
+        return owner == principal.user_id or acl == PUBLIC
 
     @staticmethod
     def _not_found(target: DataPath | str) -> NotFound:
@@ -205,13 +205,20 @@ class HostedData:
         return entries
 
     def _check_owner(self, principal: Principal, target: DataPath) -> None:
-        """Only the owner writes: another user gets PERMISSION_DENIED where it may read, NOT_FOUND where not."""
-        if target.owner == principal.user_id:
+        """Only the owner writes: another user gets PERMISSION_DENIED where it may read, NOT_FOUND where not.
+        The owner's algorithm writes where it may read (and makes new collections)."""
+        own = target.owner == principal.user_id
+        if own and self.algorithm_of(principal) is None:
             return
         if target.names:
             collection = self._store.data_lookup(target.owner, [target.names[0]])
-            if not collection or not self._may_read(principal, target.owner, collection[0].acl):
+            new_collection = own and not collection and len(target.names) == 1
+            if not new_collection and (
+                not collection or not self._may_read(principal, target.owner, collection[0].acl)
+            ):
                 raise self._not_found(target)
+        if own:
+            return
         raise PermissionDenied(
             f"only {target.owner!r} writes under data://{target.owner}/: your own data is data://.my/",
             reason="NOT_DATA_OWNER",
@@ -312,7 +319,8 @@ class HostedData:
         if not target.names:
             listing = self._store.data_list(target.owner, None, query, public_only=target.owner != principal.user_id)
             directory = DataItem(path=target.uri, name=target.owner, is_dir=True)
-            items = [self._item(DataPath(target.owner, (e.name,)), e, e.acl) for e in listing.items]
+            visible = [e for e in listing.items if self._may_read(principal, target.owner, e.acl)]
+            items = [self._item(DataPath(target.owner, (e.name,)), e, e.acl) for e in visible]
             return directory, items, next_token(listing, scope)
         entries = self._readable(principal, target)
         if not entries[-1].is_dir:
@@ -357,6 +365,12 @@ class HostedData:
                 field="path",
             )
         self._check_acl(acl)
+        if self.algorithm_of(principal) is not None:
+            raise PermissionDenied(
+                f"an algorithm cannot change who reads {target.uri}: its owner does (outside the algorithm)",
+                reason="NOT_DATA_OWNER",
+                field="path",
+            )
         self._check_owner(principal, target)
         entries = self._readable(principal, target)
         updated = self._store.data_set_acl(target.owner, entries[0].seq, acl, self._clock())

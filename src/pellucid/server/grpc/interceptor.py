@@ -6,6 +6,7 @@ raises (or lets the engine raise) and every RPC behaves the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ UNAUTHENTICATED_PREFIXES = (
     "/inference.GRPCInferenceService/ServerReady",
 )
 MAX_CLIENT_REQUEST_ID = 128
+ALGORITHM_CALL_KEY = "x-pellucid-algorithm-call"  # sent by a runner's client inside an algorithm call
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
@@ -51,7 +53,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
         secret = bearer_secret(_text_header(metadata, "authorization"))
         given_id = _text_header(metadata, REQUEST_ID_KEY)
         request_id = given_id if 0 < len(given_id) <= MAX_CLIENT_REQUEST_ID else new_id()
-        return _wrap(self.limiter.guard(handler, kind, authenticated_user), self._engine, method, secret, request_id)
+        algorithm_call = _text_header(metadata, ALGORITHM_CALL_KEY)
+        guarded = self.limiter.guard(handler, kind, authenticated_user)
+        return _wrap(guarded, self._engine, method, secret, request_id, algorithm_call)
 
 
 def _text_header(metadata: Mapping[str, str | bytes], key: str) -> str:
@@ -70,11 +74,19 @@ def bearer_secret(header: str) -> str:
 
 
 def _wrap(
-    handler: grpc.RpcMethodHandler, engine: Engine, method: str, secret: str, request_id: str
+    handler: grpc.RpcMethodHandler,
+    engine: Engine,
+    method: str,
+    secret: str,
+    request_id: str,
+    algorithm_call: str = "",
 ) -> grpc.RpcMethodHandler:
     def enter(context: grpc.ServicerContext) -> tuple:
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-        return request_context.bind(engine.users.authenticate(secret), request_id)
+        caller = engine.users.authenticate(secret)
+        if algorithm_call:  # checked where it matters (hosted data), not trusted here
+            caller = dataclasses.replace(caller, algorithm_call=algorithm_call)
+        return request_context.bind(caller, request_id)
 
     def fail(context: grpc.ServicerContext, exc: BaseException) -> None:
         if isinstance(exc, EngineError):
