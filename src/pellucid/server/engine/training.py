@@ -37,10 +37,12 @@ import yaml
 from pellucid.server.embedders import Embedder, builtin_embedder
 from pellucid.server.engine.access import Principal
 from pellucid.server.engine.errors import EngineError, FailedPrecondition, InvalidArgument, NotFound
+from pellucid.server.engine.ids import validate_id
 from pellucid.server.engine.models import Models, VersionSpec
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
 from pellucid.server.engine.trainable import Clusterer, EmbeddingClassifier, TrainableModelType
 from pellucid.server.engine.training_data import (
+    BUILTIN,
     Embeddings,
     NoTrainingData,
     TrainingFailed,
@@ -227,6 +229,11 @@ class Training:
                     f"params.{info.name} is required: {info.help} (Model.update_params({info.name}=...))",
                     field=f"params.{info.name}",
                 )
+        validate_id(params["dataset_id"], "params.dataset_id")
+        if params.get("dataset_version_id"):
+            validate_id(params["dataset_version_id"], "params.dataset_version_id")
+        if params.get("embedder", BUILTIN) != BUILTIN:  # the id of an embedding model of the app
+            validate_id(params["embedder"], "params.embedder")
         if self._store.get_dataset(model.user_id, model.app_id, params["dataset_id"]) is None:
             raise NotFound(
                 f"dataset {params['dataset_id']!r} not found in app {model.app_id!r}: name a dataset of the "
