@@ -252,6 +252,11 @@ def test_after_a_crop_a_node_runs_once_per_region(engine: Engine) -> None:
             "node 'ghost': model 'no-such-model' not found in app 'app', and it cannot be created",
         ),
         (
+            [node("a", "words", model_type_id="wf-words"), node("b", "count", "a", "a", model_type_id="wf-count")],
+            InvalidArgument,
+            "node 'b': node_inputs[1] names 'a' again (node_inputs[0]): name each input node once",
+        ),
+        (
             [node("a", "words", model_type_id="wf-words"), node("a", "count", model_type_id="wf-count")],
             InvalidArgument,
             "node 'a' is defined twice (nodes[0] and nodes[1])",

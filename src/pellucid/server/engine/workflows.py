@@ -262,7 +262,16 @@ class Workflows:
                 )
             positions[node.id] = i
         for i, node in enumerate(nodes):
+            named: dict[str, int] = {}
             for j, parent in enumerate(node.node_inputs):
+                if parent in named:  # a node is fed once; repeats would only bloat the stored version
+                    raise InvalidArgument(
+                        f"node {node.id!r}: node_inputs[{j}] names {parent!r} again (node_inputs[{named[parent]}]): "
+                        "name each input node once",
+                        reason="DUPLICATE_NODE_INPUT",
+                        field=f"{where}.nodes[{i}].node_inputs[{j}].node_id",
+                    )
+                named[parent] = j
                 if parent not in positions:
                     raise InvalidArgument(
                         f"node {node.id!r}: node_inputs[{j}] names {parent!r}, which is not a node of this "
