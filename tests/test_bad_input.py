@@ -523,3 +523,13 @@ def test_an_error_quoting_a_huge_value_still_reaches_the_client(caller: Caller) 
         "GetTrainingParams", v1.GetTrainingParamsRequest(app_id=caller.app_id, model_id="clf", params=params)
     )
     assert "unknown param" in message and "more characters)" in message and len(message.encode()) <= 2048
+
+
+def test_cluster_assignments_check_their_input_ids(caller: Caller) -> None:
+    caller.call(
+        "CreateModel", v1.CreateModelRequest(app_id=caller.app_id, model=v1.Model(id="k", model_type_id="clusterer"))
+    )
+    listing = v1.ListClusterAssignmentsRequest(app_id=caller.app_id, model_id="k", input_ids=["a\x00b"])
+    assert "input_ids[0]" in caller.fails("ListClusterAssignments", listing)
+    listing = v1.ListClusterAssignmentsRequest(app_id=caller.app_id, model_id="k", input_ids=["i"] * 1001)
+    assert "at most 1000" in caller.fails("ListClusterAssignments", listing)

@@ -70,6 +70,7 @@ DEFAULT_NICENESS = 10
 MAX_ATTEMPTS = 3  # claims of one job: a job that kills its server every time stops being retried
 FLUSH_SECONDS = 0.5  # progress and log lines reach the store at most this often
 EXPORT_FORMAT = 1
+MAX_INPUT_IDS = 1000  # input_ids of one ListClusterAssignments, as ListAnnotations takes
 
 
 class JobLost(Exception):
@@ -318,6 +319,10 @@ class Training:
         input_ids: builtins.list[str] | None = None,
     ) -> tuple[builtins.list[ClusterAssignment], str, TrainingJobRecord]:
         """A trained clusterer's training inputs and their clusters (FAILED_PRECONDITION before it is trained)."""
+        if input_ids and len(input_ids) > MAX_INPUT_IDS:
+            raise InvalidArgument(f"input_ids: at most {MAX_INPUT_IDS} per call", field="input_ids")
+        for i, input_id in enumerate(input_ids or []):
+            validate_id(input_id, f"input_ids[{i}]")
         job = self.status(principal, user_id, app_id, model_id, version_id)
         if job.model_type_id != Clusterer.type_id:
             raise FailedPrecondition(
