@@ -130,6 +130,10 @@ def test_bad_paths_are_refused_with_what_to_write(alice: User) -> None:
         alice.file("data://.my/things").put("x")
     with pytest.raises(DataInvalidArgument, match=r"'\.' or '\.\.'"):
         alice.file("data://.my/things/../secret").put("x")
+    for spoof in ("invoice\u202efdp.exe", "a\u200bb", "\ufeffx", "line\u2028break"):
+        with pytest.raises(DataInvalidArgument, match="invisible or text-direction character"):
+            alice.file(f"data://.my/things/{spoof}").put("x")
+    alice.file("data://.my/things/caf\u00e9 \U0001f600.txt").put("x")  # other unicode is fine
     with pytest.raises(DataInvalidArgument, match="works only inside an algorithm"):
         alice.file("data://.algo/temp/x").put("x")
     with pytest.raises(UserError, match="only data:// paths"):

@@ -117,6 +117,10 @@ class DownloadItem:
     chunks: Iterator[bytes]
 
 
+# bidirectional overrides, embeddings and isolates, direction marks, zero-width space and the BOM
+_INVISIBLE = frozenset("\u061c\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
+
+
 def _check_name(name: str, path: str) -> str:
     if not name or name in (".", ".."):
         raise InvalidArgument(
@@ -129,6 +133,13 @@ def _check_name(name: str, path: str) -> str:
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in name) or "\\" in name:
         raise InvalidArgument(
             f"{path[:80]!r} holds control characters or a backslash: use printable names",
+            field="path",
+            reason="BAD_PATH",
+        )
+    if any(c in _INVISIBLE or unicodedata.category(c) in ("Zl", "Zp") for c in name):
+        # in a public collection, "invoice\u202efdp.exe" would show as "invoiceexe.pdf" to its readers
+        raise InvalidArgument(
+            f"{path[:80]!r} holds an invisible or text-direction character: use names that read as they are",
             field="path",
             reason="BAD_PATH",
         )
