@@ -57,6 +57,7 @@ SMALL_FILE_BYTES = 1024 * 1024  # smaller files of an upload are stored together
 BATCH_BYTES = 8 * 1024 * 1024
 BATCH_FILES = 256
 MAX_FILES_PER_DOWNLOAD = 1000
+MAX_FILES_PER_UPLOAD = 10_000  # the SDK sends at most 1000; the answer lists every file, and must fit one message
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 
 
@@ -430,6 +431,14 @@ class HostedData:
         with _Prefetched(iter(pieces)) as prefetched:
             stream = _Frames(prefetched)
             while (header := stream.next_header()) is not None:
+                if len(upload.outcomes) == MAX_FILES_PER_UPLOAD:
+                    upload.flush()
+                    raise InvalidArgument(
+                        f"an upload takes at most {MAX_FILES_PER_UPLOAD} files: the first {MAX_FILES_PER_UPLOAD} "
+                        f"were stored, {header.path!r} and those after it were not; send them in another call",
+                        field="path",
+                        reason="TOO_MANY_FILES",
+                    )
                 upload.receive(header, stream)
             upload.flush()
         return upload.outcomes

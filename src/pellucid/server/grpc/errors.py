@@ -35,12 +35,12 @@ def item_status(exc: errors.EngineError | None) -> Status:
     """The per-item Status of a batch call: OK, or the code a whole call would have failed with."""
     if exc is None:
         return Status(code=Status.OK)
-    return Status(code=Status.Code.Value(status_code(exc).name), message=bounded(exc.message, MAX_MESSAGE_BYTES))
+    return Status(code=Status.Code.Value(status_code(exc).name), message=bounded(exc.message, MAX_ERROR_MESSAGE_BYTES))
 
 
 # An error message or field often quotes what the client sent; a huge id quoted whole would make
 # the trailers pass gRPC's metadata limit (16 KiB), and the client would get a bare "Stream removed".
-MAX_MESSAGE_BYTES = 2048
+MAX_ERROR_MESSAGE_BYTES = 2048
 MAX_FIELD_BYTES = 256
 
 
@@ -56,4 +56,4 @@ def bounded(text: str, limit: int) -> str:
 def abort(context: grpc.ServicerContext, exc: errors.EngineError, request_id: str) -> None:
     detail = ErrorDetail(reason=exc.reason, field=bounded(exc.field, MAX_FIELD_BYTES), request_id=request_id)
     context.set_trailing_metadata(((REQUEST_ID_KEY, request_id), (ERROR_DETAIL_KEY, detail.SerializeToString())))
-    context.abort(status_code(exc), bounded(exc.message, MAX_MESSAGE_BYTES))
+    context.abort(status_code(exc), bounded(exc.message, MAX_ERROR_MESSAGE_BYTES))
