@@ -192,8 +192,10 @@ class Workflows:
             workflow = WorkflowRecord(app.user_id, app.id, workflow_id, now, now, spec.description, metadata)
             planned.append((workflow, version, to_create))
         created = []
+        made: set[str] = set()  # models the request's workflows share are created once
         for workflow, version, to_create in planned:
-            self._create_models(principal, to_create)
+            self._create_models(principal, [c for c in to_create if c.model_id not in made])
+            made.update(c.model_id for c in to_create)
             try:
                 self._store.insert_workflow(workflow, version)
             except Conflict:
