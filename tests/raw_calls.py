@@ -10,7 +10,22 @@ from google.protobuf.descriptor import MethodDescriptor
 
 import pellucid.api.v1  # noqa: F401 - registers the pellucid descriptors
 
-AREAS = ("app", "concept", "dataset", "evaluation", "input", "model", "runner", "search", "user")
+AREAS = (
+    "algorithm",
+    "app",
+    "concept",
+    "data",
+    "dataset",
+    "evaluation",
+    "input",
+    "model",
+    "module",
+    "runner",
+    "search",
+    "training",
+    "user",
+    "workflow",
+)
 
 
 def pellucid_methods() -> list[MethodDescriptor]:

@@ -20,6 +20,7 @@ from google.protobuf.struct_pb2 import Struct
 from pellucid import errors
 from pellucid.api import v1
 from pellucid.client.config import resolve_settings
+from pellucid.client.input import Inputs
 from pellucid.client.user import User
 from pellucid.server.engine.users import PAT_MAX_TTL
 from pellucid.server.engine.validation import MAX_METADATA_DEPTH
@@ -342,17 +343,42 @@ TAMPERED_TOKENS = [
 
 def _list_request(c: Caller, method: Any, token: str) -> Any:
     request = message_class(method.input_type)(page_token=token)
-    ids = {"app_id": c.app_id, "model_id": "m", "dataset_id": "ds", "user_id": c.user_id}
+    ids = {
+        "app_id": c.app_id,
+        "model_id": "clusters" if method.name == "ListClusterAssignments" else "m",
+        "dataset_id": "ds",
+        "user_id": c.user_id,
+        "module_id": "mod",
+        "workflow_id": "wf",
+        "algorithm": f"{c.user_id}/algo",
+        "path": "data://.my/",
+    }
     for name, value in ids.items():
         if name in method.input_type.fields_by_name:
             setattr(request, name, value)
     return request
 
 
-def test_tampered_page_tokens_on_every_list_rpc(server: RunningServer, caller: Caller) -> None:
-    app = caller.sdk.app(caller.app_id)
+def _listable(c: Caller) -> None:
+    """Something for each List RPC to list: a dataset, model, module, workflow, algorithm and trained clusterer."""
+    app = c.sdk.app(c.app_id)
     app.create_dataset("ds")
     app.create_model("m")
+    c.call("CreateModule", v1.CreateModuleRequest(app_id=c.app_id, module=v1.Module(id="mod")))
+    node = v1.WorkflowNode(id="n", model=v1.Model(id="thr", model_type_id="concept-thresholder"))
+    c.call("PostWorkflows", v1.PostWorkflowsRequest(app_id=c.app_id, workflows=[v1.Workflow(id="wf", nodes=[node])]))
+    c.call("PublishAlgorithm", v1.PublishAlgorithmRequest(app_id=c.app_id, model_id="m", name="algo"))
+    texts = ["cats purr", "kittens purr", "taxes are due", "file your taxes"]
+    app.inputs().upload_inputs(
+        [Inputs.get_text_input(f"t{i}", text, dataset_id="ds") for i, text in enumerate(texts)], show_log=False
+    )
+    clusters = app.create_model("clusters", model_type_id="clusterer")
+    clusters.update_params(dataset_id="ds", num_clusters=2)
+    assert clusters.wait_for_training(clusters.train(), timeout=120)["state"] == "trained"
+
+
+def test_tampered_page_tokens_on_every_list_rpc(server: RunningServer, caller: Caller) -> None:
+    _listable(caller)
     list_methods = [m for m in pellucid_methods() if m.name.startswith("List")]
     assert len(list_methods) >= 10
     admin = RawClient(server.server.address, f"Bearer {server.admin_pat}")
@@ -447,3 +473,63 @@ def test_an_input_type_the_model_does_not_read_is_refused(caller: Caller) -> Non
     )
     with pytest.raises(errors.InvalidArgument, match="input_fields"):
         app.model("reader").predict_by_bytes(png("y"), "image")
+
+
+# 7. The services of issue #11 (training, workflows, modules, algorithms, hosted data)
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_non_finite_training_params_are_invalid_argument(caller: Caller, number: float) -> None:
+    caller.sdk.app(caller.app_id).create_dataset("ds")
+    caller.call(
+        "CreateModel",
+        v1.CreateModelRequest(app_id=caller.app_id, model=v1.Model(id="clf", model_type_id="embedding-classifier")),
+    )
+    for name in ("epochs", "learning_rate"):  # an int param and a float one
+        params = struct({"dataset_id": "ds", name: number})
+        train = v1.TrainRequest(app_id=caller.app_id, model_id="clf", params=params, request_id=uuid.uuid4().hex)
+        assert f"params.{name} must be a finite number" in caller.fails("Train", train)
+        get = v1.GetTrainingParamsRequest(app_id=caller.app_id, model_id="clf", params=params)
+        assert f"params.{name} must be a finite number" in caller.fails("GetTrainingParams", get)
+
+
+def test_training_params_naming_ids_are_checked_as_ids(caller: Caller) -> None:
+    caller.sdk.app(caller.app_id).create_dataset("ds")
+    caller.call(
+        "CreateModel",
+        v1.CreateModelRequest(app_id=caller.app_id, model=v1.Model(id="clf", model_type_id="embedding-classifier")),
+    )
+    for params in (
+        {"dataset_id": "a\x00b"},
+        {"dataset_id": "../other-app/ds"},
+        {"dataset_id": "ds", "dataset_version_id": "x" * 100_000},
+        {"dataset_id": "ds", "embedder": "../../bob/app/text"},
+    ):
+        train = v1.TrainRequest(
+            app_id=caller.app_id, model_id="clf", params=struct(params), request_id=uuid.uuid4().hex
+        )
+        message = caller.fails("Train", train)
+        assert "use 1-128 characters" in message, (params, message)
+
+
+def test_an_error_quoting_a_huge_value_still_reaches_the_client(caller: Caller) -> None:
+    """The message is cut to fit gRPC's metadata limit, rather than the call ending in "Stream removed"."""
+    caller.call(
+        "CreateModel",
+        v1.CreateModelRequest(app_id=caller.app_id, model=v1.Model(id="clf", model_type_id="embedding-classifier")),
+    )
+    params = struct({"é" * 20_000: 1})  # an unknown param: the error names it, and the field holds it
+    message = caller.fails(
+        "GetTrainingParams", v1.GetTrainingParamsRequest(app_id=caller.app_id, model_id="clf", params=params)
+    )
+    assert "unknown param" in message and "more characters)" in message and len(message.encode()) <= 2048
+
+
+def test_cluster_assignments_check_their_input_ids(caller: Caller) -> None:
+    caller.call(
+        "CreateModel", v1.CreateModelRequest(app_id=caller.app_id, model=v1.Model(id="k", model_type_id="clusterer"))
+    )
+    listing = v1.ListClusterAssignmentsRequest(app_id=caller.app_id, model_id="k", input_ids=["a\x00b"])
+    assert "input_ids[0]" in caller.fails("ListClusterAssignments", listing)
+    listing = v1.ListClusterAssignmentsRequest(app_id=caller.app_id, model_id="k", input_ids=["i"] * 1001)
+    assert "at most 1000" in caller.fails("ListClusterAssignments", listing)

@@ -47,6 +47,7 @@ WAITING = {"PostModelOutputs": 1.0, "Connect": 2.0}
 FAILURES = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
 APP, DATASET, MODEL, CONCEPT, INPUT, RUNNER = "fz-app", "fz-ds", "fz-model", "fz-c", "fz-in", "fz-runner"
+WORKFLOW, TRAINABLE, MODULE, ALGORITHM, DATA = "fz-wf", "fz-clf", "fz-mod", "fz-algo", "data://.my/fz-data"
 SERVED = "fz-served"  # served by a live runner, so predicts go all the way and back
 IMAGE = png("fuzz")
 
@@ -145,6 +146,22 @@ class World:
                 "CreateDatasetVersion",
                 v1.CreateDatasetVersionRequest(app_id=APP, dataset_id=DATASET, version_id="fz-dv"),
             ),
+            # the services of issue #11: a workflow, a trainable model, a module, an algorithm, hosted data
+            ("PostWorkflows", v1.PostWorkflowsRequest(app_id=APP, workflows=[_workflow(WORKFLOW)])),
+            (
+                "CreateModel",
+                v1.CreateModelRequest(app_id=APP, model=v1.Model(id=TRAINABLE, model_type_id="embedding-classifier")),
+            ),
+            ("CreateModule", v1.CreateModuleRequest(app_id=APP, module=v1.Module(id=MODULE))),
+            (
+                "CreateModuleVersion",
+                v1.CreateModuleVersionRequest(
+                    app_id=APP, module_id=MODULE, version=v1.ModuleVersion(id="fz-mv", entry_point="fz.mod:main")
+                ),
+            ),
+            ("PublishAlgorithm", v1.PublishAlgorithmRequest(app_id=APP, model_id=SERVED, name=ALGORITHM)),
+            ("CreateDataDirectory", v1.CreateDataDirectoryRequest(path=DATA)),
+            ("UploadDataFiles", [v1.DataUploadChunk(path=f"{DATA}/f", size=2, data=b"hi")]),
         ]
         for name, request in steps:
             try:
@@ -205,6 +222,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "runner_labels": ["fz"],
             "labels": ["fz"],
             "select_concepts": [CONCEPT],
+            "workflow_id": [WORKFLOW],
+            "module_id": [MODULE],
+            "module_app_id": [APP],
+            "module_version_id": ["fz-mv"],
+            "algorithm": [f"{user_id}/{ALGORITHM}"],
+            "path": [DATA, f"{DATA}/f", "data://.my/"],
+            "paths": [f"{DATA}/f"],
         }
         yield world
         runner.stop(drain=False)
@@ -548,6 +572,16 @@ def valid_request(world: World, method: MethodDescriptor) -> Any:
         ),
         "PostModelOutputs": v1.PostModelOutputsRequest(app_id=APP, model_id=SERVED, inputs=[v1.Input(data=text)]),
         "PostEvaluation": v1.PostEvaluationRequest(app_id=APP, model_id=SERVED, dataset_id=DATASET),
+        "PostWorkflows": v1.PostWorkflowsRequest(app_id=APP, workflows=[_workflow(f"w{fresh}")]),
+        "PostWorkflowResults": v1.PostWorkflowResultsRequest(
+            app_id=APP, workflow_id=WORKFLOW, inputs=[v1.Input(data=text)]
+        ),
+        "Train": v1.TrainRequest(app_id=APP, model_id=TRAINABLE, params=_struct({"dataset_id": DATASET})),
+        "CreateDataDirectory": v1.CreateDataDirectoryRequest(path=f"{DATA}/d{fresh}", parents=True),
+        "DataUploadChunk": v1.DataUploadChunk(path=f"{DATA}/u{fresh}", size=3, data=b"abc"),
+        "CallAlgorithm": v1.CallAlgorithmRequest(
+            algorithm=f"{world.user_id}/{ALGORITHM}", input=v1.Data(content_type="text", text=v1.Text(raw="hi"))
+        ),
         "CreateRunner": v1.CreateRunnerRequest(runner=v1.Runner(id=f"r{fresh}", labels=["fz"])),
         "UploadBlob": v1.BlobChunk(app_id=APP, data=IMAGE),
         "RunnerMessage": v1.RunnerMessage(hello=v1.RunnerHello(runner_id=RUNNER, capacity=1)),
@@ -563,6 +597,18 @@ def valid_request(world: World, method: MethodDescriptor) -> Any:
                 elif field_descriptor.type == FieldDescriptor.TYPE_STRING:
                     getattr(request, name).append(values[0])
     return request
+
+
+def _workflow(workflow_id: str) -> v1.Workflow:
+    """A workflow of one built-in node (a concept-thresholder, created with it)."""
+    node = v1.WorkflowNode(id="t", model=v1.Model(id="fz-thresholder", model_type_id="concept-thresholder"))
+    return v1.Workflow(id=workflow_id, nodes=[node])
+
+
+def _struct(values: dict[str, Any]) -> Any:
+    struct = message_class(v1.App.DESCRIPTOR.fields_by_name["metadata"].message_type)()
+    struct.update(values)
+    return struct
 
 
 def _plain_struct() -> Any:
@@ -636,17 +682,22 @@ def test_fuzz_rpc(world: World, method: MethodDescriptor) -> None:
 def test_every_service_is_fuzzed() -> None:
     services = {m.containing_service.name for m in FUZZED}
     assert services == {
+        "AlgorithmService",
         "AppService",
         "ConceptService",
+        "DataService",
         "DatasetService",
         "EvaluationService",
         "InputService",
         "ModelService",
+        "ModuleService",
         "RunnerService",
         "SearchService",
+        "TrainingService",
         "UserService",
+        "WorkflowService",
     }
-    assert len(FUZZED) >= 45
+    assert len(FUZZED) >= 80
 
 
 def test_the_fuzzing_gets_past_validation() -> None:

@@ -34,8 +34,9 @@ from pellucid.errors import (
     UserError,
 )
 from pellucid.server.engine import Engine, Principal
+from pellucid.server.engine.errors import InvalidArgument as EngineInvalidArgument
 from pellucid.server.engine.errors import NotFound as EngineNotFound
-from pellucid.server.engine.hosted_data import AlgorithmCaller, DataPath, UploadPiece
+from pellucid.server.engine.hosted_data import MAX_FILES_PER_UPLOAD, AlgorithmCaller, DataPath, UploadPiece
 from pellucid.server.storage import open_metadata_store
 from pellucid.server.storage.registry import open_blob_store
 from tests.conftest import RunningServer
@@ -130,6 +131,10 @@ def test_bad_paths_are_refused_with_what_to_write(alice: User) -> None:
         alice.file("data://.my/things").put("x")
     with pytest.raises(DataInvalidArgument, match=r"'\.' or '\.\.'"):
         alice.file("data://.my/things/../secret").put("x")
+    for spoof in ("invoice\u202efdp.exe", "a\u200bb", "\ufeffx", "line\u2028break"):
+        with pytest.raises(DataInvalidArgument, match="invisible or text-direction character"):
+            alice.file(f"data://.my/things/{spoof}").put("x")
+    alice.file("data://.my/things/caf\u00e9 \U0001f600.txt").put("x")  # other unicode is fine
     with pytest.raises(DataInvalidArgument, match="works only inside an algorithm"):
         alice.file("data://.algo/temp/x").put("x")
     with pytest.raises(UserError, match="only data:// paths"):
@@ -351,6 +356,15 @@ def test_a_badly_framed_upload_is_invalid_argument_and_a_too_large_file_fails_al
         assert [o.error is None for o in outcomes] == [True, False, True]
         assert "more than the server's limit of 10" in str(outcomes[1].error)
         assert engine.hosted_data.get_file(owner, "data://.my/c/after").size == 2
+
+        # past MAX_FILES_PER_UPLOAD (its answer lists every file): refused, saying what was stored
+        many = (UploadPiece(f"data://.my/c/n{i}", 1, b"n") for i in range(MAX_FILES_PER_UPLOAD + 2))
+        with pytest.raises(EngineInvalidArgument, match=f"at most {MAX_FILES_PER_UPLOAD} files: the first") as info:
+            engine.hosted_data.upload(owner, many)
+        assert f"n{MAX_FILES_PER_UPLOAD}'" in info.value.message
+        assert engine.hosted_data.get_file(owner, f"data://.my/c/n{MAX_FILES_PER_UPLOAD - 1}").size == 1
+        with pytest.raises(EngineNotFound):
+            engine.hosted_data.get_file(owner, f"data://.my/c/n{MAX_FILES_PER_UPLOAD}")
     finally:
         engine.close()
 

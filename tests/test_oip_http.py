@@ -156,3 +156,23 @@ def test_bad_requests_get_statuses_a_client_can_act_on(http_url: str, math_model
     assert post({"inputs": good}, pat="wrong").status_code == 401
     bad_json = httpx.post(url, content=b"{", headers=bearer(math_model.pat))
     assert bad_json.status_code == 400 and "not JSON" in bad_json.json()["error"]
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit(
+    http_url: str,
+    math_model: MathModel,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A chunked body announces no length: the server stops reading it at the limit, not at its end."""
+    monkeypatch.setattr("pellucid.server.http.oip.MAX_BODY_BYTES", 1 << 20)
+    host, port = http_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            f"POST /v2/models/{math_model.app.id}--math/infer HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {math_model.pat}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        chunk = b"x" * 65536
+        for _ in range(24):  # 1.5 MiB, and never the last chunk: a server reading to the end would wait for ever
+            conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        reply = conn.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]

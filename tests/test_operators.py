@@ -214,6 +214,24 @@ def test_image_crop_decodes_only_the_image_formats_the_server_accepts(engine: En
     assert "8000 x 7000" in outputs[1].message and "50 million pixels" in outputs[1].message
 
 
+def test_image_crop_bounds_what_one_input_makes(engine: Engine) -> None:
+    """A detector may answer any number of boxes: their crops, all in memory at once, are bounded."""
+    from PIL import Image
+
+    encoded = io.BytesIO()
+    Image.new("RGB", (1000, 1000)).save(encoded, "PNG")  # one million pixels
+    whole = OutputRegion("r", (0.0, 0.0, 1.0, 1.0))
+    create(engine, "crop", "image-crop")
+    many = PredictInput("many", (Media("image", encoded.getvalue()),), regions=(whole,) * 1001)
+    big = PredictInput("big", (Media("image", encoded.getvalue()),), regions=(whole,) * 51)
+    fine = PredictInput("fine", (Media("image", encoded.getvalue()),), regions=(whole,) * 2)
+    outputs = predict(engine, "crop", many, big, fine)
+    assert [o.code for o in outputs] == [OutputCode.INVALID_ARGUMENT] * 2 + [OutputCode.OK]
+    assert "has 1001 regions: image-crop crops at most 1000 per input" in outputs[0].message
+    assert "51 regions hold 51 million pixels" in outputs[1].message and "at most 50 million" in outputs[1].message
+    assert len(outputs[2].data.regions) == 2
+
+
 def test_image_crop_without_pillow_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "PIL", None)  # an import of PIL now fails, as when it is not installed
     cropper = ImageCrop(UrlFetcher())

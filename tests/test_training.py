@@ -376,3 +376,16 @@ def test_a_classifier_over_the_embeddings_of_a_model_of_the_app(
     assert _top(model.predict_by_bytes(_solid_png((30, 30, 200), 98), "image")) == "blue"
     text = model.predict([Inputs.get_text_input("t", "a text")])
     assert text.outputs[0].status.code == v1.Status.FAILED_PRECONDITION  # the colour model reads images only
+
+
+def test_an_embedder_model_that_returns_no_embeddings_fails_the_job_saying_why(app: App) -> None:
+    rows = [(text, topic) for topic, texts in TOPICS.items() for text in texts]
+    _upload_texts(app, "topics", rows)
+    classifier = app.create_model("classifier", model_type_id="embedding-classifier")
+    classifier.update_params(dataset_id="topics", validation_fraction=0.0)
+    _trained(classifier, classifier.train())
+    model = app.create_model("on-concepts", model_type_id="embedding-classifier")
+    model.update_params(dataset_id="topics", embedder="classifier", validation_fraction=0.0)  # makes concepts
+    status = model.wait_for_training(model.train(), timeout=120)
+    assert status["state"] == "failed", status
+    assert "could be embedded (the first, topics-0: model 'classifier' returned no embedding" in status["reason"]

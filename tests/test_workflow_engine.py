@@ -204,6 +204,16 @@ def test_nodes_sharing_a_model_to_create_pin_the_one_version_created(engine: Eng
         )
 
 
+def test_workflows_of_one_request_sharing_a_model_to_create_create_it_once(engine: Engine) -> None:
+    shared = node("n", "shared", model_type_id="wf-words", score=0.25)
+    made = engine.workflows.create(
+        ADMIN, "admin", "app", [WorkflowSpec(id="one", nodes=(shared,)), WorkflowSpec(id="two", nodes=(shared,))]
+    )
+    assert [w.id for w, _ in made] == ["one", "two"]
+    versions, _ = engine.models.list_versions(ADMIN, "admin", "app", "shared", PageRequest())
+    assert len(versions) == 1 and {v.nodes[0].model_version_id for _, v in made} == {versions[0].id}
+
+
 def test_a_model_that_raises_fails_its_node_not_the_call(engine: Engine) -> None:
     create(
         engine, node("broken", "broken", model_type_id="wf-raises"), node("words", "words", model_type_id="wf-words")
@@ -250,6 +260,11 @@ def test_after_a_crop_a_node_runs_once_per_region(engine: Engine) -> None:
             [node("a", "words", model_type_id="wf-words"), node("ghost", "no-such-model", "a")],
             NotFound,
             "node 'ghost': model 'no-such-model' not found in app 'app', and it cannot be created",
+        ),
+        (
+            [node("a", "words", model_type_id="wf-words"), node("b", "count", "a", "a", model_type_id="wf-count")],
+            InvalidArgument,
+            "node 'b': node_inputs[1] names 'a' again (node_inputs[0]): name each input node once",
         ),
         (
             [node("a", "words", model_type_id="wf-words"), node("a", "count", model_type_id="wf-count")],

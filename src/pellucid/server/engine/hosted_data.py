@@ -58,6 +58,7 @@ SMALL_FILE_BYTES = 1024 * 1024  # smaller files of an upload are stored together
 BATCH_BYTES = 8 * 1024 * 1024
 BATCH_FILES = 256
 MAX_FILES_PER_DOWNLOAD = 1000
+MAX_FILES_PER_UPLOAD = 10_000  # the SDK sends at most 1000; the answer lists every file, and must fit one message
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 
 
@@ -118,6 +119,10 @@ class DownloadItem:
     chunks: Iterator[bytes]
 
 
+# bidirectional overrides, embeddings and isolates, direction marks, zero-width space and the BOM
+_INVISIBLE = frozenset("\u061c\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
+
+
 def _check_name(name: str, path: str) -> str:
     if not name or name in (".", ".."):
         raise InvalidArgument(
@@ -130,6 +135,13 @@ def _check_name(name: str, path: str) -> str:
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in name) or "\\" in name:
         raise InvalidArgument(
             f"{path[:80]!r} holds control characters or a backslash: use printable names",
+            field="path",
+            reason="BAD_PATH",
+        )
+    if any(c in _INVISIBLE or unicodedata.category(c) in ("Zl", "Zp") for c in name):
+        # in a public collection, "invoice\u202efdp.exe" would show as "invoiceexe.pdf" to its readers
+        raise InvalidArgument(
+            f"{path[:80]!r} holds an invisible or text-direction character: use names that read as they are",
             field="path",
             reason="BAD_PATH",
         )
@@ -433,6 +445,14 @@ class HostedData:
         with _Prefetched(iter(pieces)) as prefetched:
             stream = _Frames(prefetched)
             while (header := stream.next_header()) is not None:
+                if len(upload.outcomes) == MAX_FILES_PER_UPLOAD:
+                    upload.flush()
+                    raise InvalidArgument(
+                        f"an upload takes at most {MAX_FILES_PER_UPLOAD} files: the first {MAX_FILES_PER_UPLOAD} "
+                        f"were stored, {header.path!r} and those after it were not; send them in another call",
+                        field="path",
+                        reason="TOO_MANY_FILES",
+                    )
                 upload.receive(header, stream)
             upload.flush()
         return upload.outcomes

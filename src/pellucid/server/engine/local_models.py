@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,6 +53,8 @@ class ParamInfo:
         if kind in ("int", "float"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise InvalidArgument(f"{field} must be a number ({kind}), got {value!r}", field=field)
+            if not math.isfinite(value):  # int(NaN) would raise, and NaN passes every range check
+                raise InvalidArgument(f"{field} must be a finite number, got {value!r}", field=field)
             if kind == "int":
                 if float(value) != int(value):
                     raise InvalidArgument(f"{field} must be a whole number, got {value!r}", field=field)

@@ -41,6 +41,9 @@ THRESHOLD_TYPES: dict[str, Callable[[float, float], bool]] = {
 }
 CROP_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 MAX_CROP_PIXELS = 50_000_000  # ~150 MB decoded as RGB
+# One input's crops, all held in memory at once: a detector (a user's runner) may return any number
+# of boxes, and 10,000 boxes of a whole photo would be 10,000 copies of it.
+MAX_CROP_REGIONS = 1000
 PILLOW_HINT = "image-crop needs Pillow: install the models extra on the server (pip install 'pellucid[models]')"
 
 
@@ -233,6 +236,12 @@ class ImageCrop(Operator):
         return outputs
 
     def _crop(self, image_module: Any, given: PredictInput, field: str, settings: dict[str, Any]) -> PredictOutput:
+        if len(given.regions) > MAX_CROP_REGIONS:
+            raise InvalidArgument(
+                f"{field} has {len(given.regions)} regions: image-crop crops at most {MAX_CROP_REGIONS} per input "
+                "(put a region-thresholder before it to keep the likely ones)",
+                field=f"{field}.regions",
+            )
         boxes = [_check_box(r, f"{field}.regions[{k}]") for k, r in enumerate(given.regions)]
         if not boxes:
             return PredictOutput(given.id)  # nothing found upstream: nothing to crop
@@ -251,10 +260,19 @@ class ImageCrop(Operator):
             raise InvalidArgument(
                 f"{field} image cannot be decoded as {', '.join(CROP_FORMATS)}: {exc}", field=f"{field}.image"
             ) from None
+        pixel_boxes = [crop_box(box, image.width, image.height, settings["margin"]) for box in boxes]
+        cropped = sum((right - left) * (lower - upper) for left, upper, right, lower in pixel_boxes)
+        if cropped > MAX_CROP_PIXELS:
+            raise InvalidArgument(
+                f"{field}: the crops of its {len(boxes)} regions hold {cropped / 1e6:.0f} million pixels: image-crop "
+                f"makes at most {MAX_CROP_PIXELS // 1_000_000} million per input (put a region-thresholder before "
+                "it, or send a smaller image)",
+                field=f"{field}.regions",
+            )
         keep_png = image.format != "JPEG"  # PNG stays PNG; other formats become PNG (lossless)
         regions = []
-        for region, box in zip(given.regions, boxes, strict=True):
-            crop = image.crop(crop_box(box, image.width, image.height, settings["margin"]))
+        for region, pixel_box in zip(given.regions, pixel_boxes, strict=True):
+            crop = image.crop(pixel_box)
             encoded = io.BytesIO()
             if keep_png:
                 crop.save(encoded, "PNG")

@@ -37,10 +37,12 @@ import yaml
 from pellucid.server.embedders import Embedder, builtin_embedder
 from pellucid.server.engine.access import Principal
 from pellucid.server.engine.errors import EngineError, FailedPrecondition, InvalidArgument, NotFound
+from pellucid.server.engine.ids import validate_id
 from pellucid.server.engine.models import Models, VersionSpec
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
 from pellucid.server.engine.trainable import Clusterer, EmbeddingClassifier, TrainableModelType
 from pellucid.server.engine.training_data import (
+    BUILTIN,
     Embeddings,
     NoTrainingData,
     TrainingFailed,
@@ -68,6 +70,7 @@ DEFAULT_NICENESS = 10
 MAX_ATTEMPTS = 3  # claims of one job: a job that kills its server every time stops being retried
 FLUSH_SECONDS = 0.5  # progress and log lines reach the store at most this often
 EXPORT_FORMAT = 1
+MAX_INPUT_IDS = 1000  # input_ids of one ListClusterAssignments, as ListAnnotations takes
 
 
 class JobLost(Exception):
@@ -227,6 +230,11 @@ class Training:
                     f"params.{info.name} is required: {info.help} (Model.update_params({info.name}=...))",
                     field=f"params.{info.name}",
                 )
+        validate_id(params["dataset_id"], "params.dataset_id")
+        if params.get("dataset_version_id"):
+            validate_id(params["dataset_version_id"], "params.dataset_version_id")
+        if params.get("embedder", BUILTIN) != BUILTIN:  # the id of an embedding model of the app
+            validate_id(params["embedder"], "params.embedder")
         if self._store.get_dataset(model.user_id, model.app_id, params["dataset_id"]) is None:
             raise NotFound(
                 f"dataset {params['dataset_id']!r} not found in app {model.app_id!r}: name a dataset of the "
@@ -311,6 +319,10 @@ class Training:
         input_ids: builtins.list[str] | None = None,
     ) -> tuple[builtins.list[ClusterAssignment], str, TrainingJobRecord]:
         """A trained clusterer's training inputs and their clusters (FAILED_PRECONDITION before it is trained)."""
+        if input_ids and len(input_ids) > MAX_INPUT_IDS:
+            raise InvalidArgument(f"input_ids: at most {MAX_INPUT_IDS} per call", field="input_ids")
+        for i, input_id in enumerate(input_ids or []):
+            validate_id(input_id, f"input_ids[{i}]")
         job = self.status(principal, user_id, app_id, model_id, version_id)
         if job.model_type_id != Clusterer.type_id:
             raise FailedPrecondition(

@@ -255,10 +255,12 @@ def collect(
         raise TrainingFailed(f"{where} mixes {', '.join(sorted(kinds))}: set input_type to one of them")
     key = next(iter(keys.values()))
     report.log(f"embedding {len(chosen)} {'/'.join(sorted(kinds))} inputs with {Embeddings.describe(key)}")
-    vectors = _vectors(blobs, embeddings, user_id, app_id, key, [r for r, _ in chosen], report, skipped)
+    reasons: list[str] = []
+    vectors = _vectors(blobs, embeddings, user_id, app_id, key, [r for r, _ in chosen], report, skipped, reasons)
     kept_rows = [i for i in range(len(chosen)) if i in vectors]
     if not kept_rows:
-        raise TrainingFailed(f"no input of {where} could be embedded: {'; '.join(skipped) or 'no vectors'}")
+        why = f" (the first, {reasons[0]})" if reasons else ""
+        raise TrainingFailed(f"no input of {where} could be embedded{why}: {'; '.join(skipped) or 'no vectors'}")
     widths = {vectors[i].shape[-1] for i in kept_rows}
     if len(widths) > 1:
         raise TrainingFailed(f"{Embeddings.describe(key)} returned vectors of several lengths ({sorted(widths)})")
@@ -322,13 +324,14 @@ def _vectors(
     records: list[InputRecord],
     report: Report,
     skipped: dict[str, int],
+    reasons: list[str],
 ) -> dict[int, Vector]:
-    """Vectors by position: stored ones first, the rest embedded now (progress 0.05 .. 0.5)."""
+    """Vectors by position: stored ones first, the rest embedded now (progress 0.05 .. 0.5);
+    why each of the others could not be embedded is added to `reasons`."""
     stored = embeddings.stored(user_id, app_id, key, [r.seq for r in records])
     vectors = {i: stored[r.seq] for i, r in enumerate(records) if r.seq in stored}
     missing = [i for i in range(len(records)) if i not in vectors]
     report.log(f"{len(vectors)} vectors were stored for search; {len(missing)} to embed")
-    reasons: list[str] = []
     for start in range(0, len(missing), EMBED_BATCH):
         batch = missing[start : start + EMBED_BATCH]
         found, errors = embeddings.embed(user_id, app_id, key, [record_media(blobs, records[i]) for i in batch])

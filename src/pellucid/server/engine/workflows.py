@@ -192,8 +192,10 @@ class Workflows:
             workflow = WorkflowRecord(app.user_id, app.id, workflow_id, now, now, spec.description, metadata)
             planned.append((workflow, version, to_create))
         created = []
+        made: set[str] = set()  # models the request's workflows share are created once
         for workflow, version, to_create in planned:
-            self._create_models(principal, to_create)
+            self._create_models(principal, [c for c in to_create if c.model_id not in made])
+            made.update(c.model_id for c in to_create)
             try:
                 self._store.insert_workflow(workflow, version)
             except Conflict:
@@ -262,7 +264,16 @@ class Workflows:
                 )
             positions[node.id] = i
         for i, node in enumerate(nodes):
+            named: dict[str, int] = {}
             for j, parent in enumerate(node.node_inputs):
+                if parent in named:  # a node is fed once; repeats would only bloat the stored version
+                    raise InvalidArgument(
+                        f"node {node.id!r}: node_inputs[{j}] names {parent!r} again (node_inputs[{named[parent]}]): "
+                        "name each input node once",
+                        reason="DUPLICATE_NODE_INPUT",
+                        field=f"{where}.nodes[{i}].node_inputs[{j}].node_id",
+                    )
+                named[parent] = j
                 if parent not in positions:
                     raise InvalidArgument(
                         f"node {node.id!r}: node_inputs[{j}] names {parent!r}, which is not a node of this "

@@ -35,10 +35,25 @@ def item_status(exc: errors.EngineError | None) -> Status:
     """The per-item Status of a batch call: OK, or the code a whole call would have failed with."""
     if exc is None:
         return Status(code=Status.OK)
-    return Status(code=Status.Code.Value(status_code(exc).name), message=exc.message)
+    return Status(code=Status.Code.Value(status_code(exc).name), message=bounded(exc.message, MAX_ERROR_MESSAGE_BYTES))
+
+
+# An error message or field often quotes what the client sent; a huge id quoted whole would make
+# the trailers pass gRPC's metadata limit (16 KiB), and the client would get a bare "Stream removed".
+MAX_ERROR_MESSAGE_BYTES = 2048
+MAX_FIELD_BYTES = 256
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8 (saying how much was left out)."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) <= limit:
+        return text
+    kept = encoded[: limit - 48].decode("utf-8", "ignore")
+    return f"{kept}... ({len(text) - len(kept)} more characters)"
 
 
 def abort(context: grpc.ServicerContext, exc: errors.EngineError, request_id: str) -> None:
-    detail = ErrorDetail(reason=exc.reason, field=exc.field, request_id=request_id)
+    detail = ErrorDetail(reason=exc.reason, field=bounded(exc.field, MAX_FIELD_BYTES), request_id=request_id)
     context.set_trailing_metadata(((REQUEST_ID_KEY, request_id), (ERROR_DETAIL_KEY, detail.SerializeToString())))
-    context.abort(status_code(exc), exc.message)
+    context.abort(status_code(exc), bounded(exc.message, MAX_ERROR_MESSAGE_BYTES))

@@ -72,6 +72,18 @@ def model_name(path_name: str) -> tuple[str, str]:
     return name, version
 
 
+async def _body(request: Request) -> bytes | None:
+    """The request's body, or None as soon as it passes MAX_BODY_BYTES: a chunked body announces
+    no length, and read whole it could be any size."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _error(exc: EngineError) -> JSONResponse:
     status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
     return JSONResponse({"error": exc.message}, status_code=status)
@@ -244,17 +256,19 @@ def oip_routes(engine: Engine) -> list[Route]:
 
     async def infer(request: Request) -> Response:
         name, version = model_name(request.path_params["name"])
+        too_large = JSONResponse({"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return JSONResponse({"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return JSONResponse({"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
+            return too_large
         try:
+            caller = await run_in_threadpool(principal, request)  # before the body: no one unknown sends 64 MB
+            body = await _body(request)
+            if body is None:
+                return too_large
             payload, tensors = parse_infer_body(body, request.headers.get(HEADER_LENGTH))
             wanted = [o["name"] for o in payload.get("outputs") or [] if isinstance(o, dict) and "name" in o]
             pending = await run_in_threadpool(
-                lambda: oip.submit(principal(request), name, version, tensors, wanted, INFER_DEADLINE_SECONDS)
+                lambda: oip.submit(caller, name, version, tensors, wanted, INFER_DEADLINE_SECONDS)
             )
             loop = asyncio.get_running_loop()
             done: asyncio.Future[None] = loop.create_future()
