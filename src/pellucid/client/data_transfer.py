@@ -211,23 +211,27 @@ def download(
         timeout = stream_timeout(host.timeout, sum(i.size for i in batch))
         index, sink, left, size = -1, None, 0, 0
         try:
-            for message in host._connection.read_stream(
+            for encoded in host._connection.read_stream_encoded(
                 v1.DataServiceStub, "DownloadDataFiles", request, timeout=timeout
             ):
-                if message.path:  # the next file starts
-                    index += 1
-                    item = batch[index]
-                    if message.status.code != v1.Status.OK:
-                        report.failed(item.source, str(item.dest), _status_error(message.status, "DownloadDataFiles"))
-                        done.add(index)
-                        continue
-                    size = left = message.entry.size
-                    try:
-                        sink = _Sink(item.dest, made_dirs)
-                    except UserError as exc:  # this file only: its bytes are read and dropped
-                        report.failed(item.source, str(item.dest), exc)
-                        done.add(index)
-                data = message.data  # each access copies the bytes out of the message: once only
+                data: bytes | memoryview | None = _data_only(encoded)
+                if data is None:
+                    message = v1.DataFileChunk.FromString(encoded)
+                    if message.path:  # the next file starts
+                        index += 1
+                        item = batch[index]
+                        if message.status.code != v1.Status.OK:
+                            error = _status_error(message.status, "DownloadDataFiles")
+                            report.failed(item.source, str(item.dest), error)
+                            done.add(index)
+                            continue
+                        size = left = message.entry.size
+                        try:
+                            sink = _Sink(item.dest, made_dirs)
+                        except UserError as exc:  # this file only: its bytes are read and dropped
+                            report.failed(item.source, str(item.dest), exc)
+                            done.add(index)
+                    data = message.data  # each access copies the bytes out of the message: once only
                 if data:
                     left -= len(data)
                     bar.update(len(data))
@@ -254,6 +258,25 @@ def download(
     return report
 
 
+_DATA_TAG = (3 << 3) | 2  # DataFileChunk.data: field 3, length-delimited
+
+
+def _data_only(encoded: bytes) -> memoryview | None:
+    """The bytes of an encoded DataFileChunk that holds `data` and nothing else (every chunk of a
+    file after its first), as a view into `encoded`: no copy. None for any other message."""
+    if len(encoded) < 2 or encoded[0] != _DATA_TAG:
+        return None
+    length, shift, position = 0, 0, 1
+    while position < len(encoded) and shift < 64:
+        byte = encoded[position]
+        position += 1
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return memoryview(encoded)[position:] if position + length == len(encoded) else None
+        shift += 7
+    return None
+
+
 class _Sink:
     """A file being downloaded: `.<name>.pellucid-part` beside `dest`, renamed over it once complete.
 
@@ -274,7 +297,7 @@ class _Sink:
             raise UserError(f"cannot write {dest}: {exc.strerror or exc}") from None
         self.written = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view) :]
