@@ -221,8 +221,8 @@ def download(
                         index += 1
                         item = batch[index]
                         if message.status.code != v1.Status.OK:
-                            error = _status_error(message.status, "DownloadDataFiles")
-                            report.failed(item.source, str(item.dest), error)
+                            refused = _status_error(message.status, "DownloadDataFiles")
+                            report.failed(item.source, str(item.dest), refused)
                             done.add(index)
                             continue
                         size = left = message.entry.size
