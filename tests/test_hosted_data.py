@@ -450,3 +450,18 @@ def test_an_algorithm_reads_and_writes_its_owners_data_for_another_caller(alice:
     finally:
         runner.stop(drain=False)
         thread.join(10)
+
+
+def test_chunks_framed_by_hand_are_the_messages_protobuf_encodes() -> None:
+    """Uploads frame their data chunks themselves and downloads slice them out of the encoded
+    message (no copies): both must agree with protobuf at every varint length, and anything but a
+    data-only message is left to the parser."""
+    for size in (1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152):
+        data = os.urandom(size)
+        encoded = data_transfer._data_message(data)
+        assert encoded == v1.DataUploadChunk(data=data).SerializeToString()
+        assert v1.DataFileChunk.FromString(encoded).data == data
+        assert bytes(data_transfer._data_only(encoded) or b"") == data
+    assert data_transfer._data_only(v1.DataFileChunk(path="data://a/b/c", data=b"xy").SerializeToString()) is None
+    assert data_transfer._data_only(v1.DataFileChunk(data=b"xy", status=v1.Status(code=5)).SerializeToString()) is None
+    assert data_transfer._data_only(b"") is None and data_transfer._data_only(b"\x1a\x05ab") is None  # truncated

@@ -279,6 +279,23 @@ class Connection:
             ),
         )
 
+    def send_stream_encoded(
+        self, stub_type: type, method: str, requests: Iterator[bytes], response_type: type[Message], *, timeout: float
+    ) -> Any:
+        """`send_stream` of requests already encoded: a caller sending large bytes fields frames them
+        itself (one copy) instead of building messages and serializing them (two)."""
+        path = f"/{_service_name(stub_type)}/{method}"
+        call = self._cached(
+            (stub_type, method, bytes),
+            lambda channel: channel.stream_unary(
+                path, request_serializer=None, response_deserializer=response_type.FromString
+            ),
+        )
+        try:
+            return call(requests, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, method) from exc
+
     def read_stream_encoded(self, stub_type: type, method: str, request: Message, *, timeout: float) -> Iterator[bytes]:
         """`read_stream` with each response as its encoded bytes, not parsed: a caller after the
         large bytes field of most responses slices it out instead of copying it twice."""

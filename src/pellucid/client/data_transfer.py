@@ -156,12 +156,12 @@ def upload(
     def send(batch: list[UploadItem]) -> None:
         failure: list[BaseException] = []
 
-        def messages() -> Iterator[v1.DataUploadChunk]:
+        def messages() -> Iterator[bytes]:
             try:
                 for item in batch:
                     with item.open() as f:
                         first = f.read(min(CHUNK_BYTES, item.size))
-                        yield v1.DataUploadChunk(path=item.dest, size=item.size, data=first)
+                        yield v1.DataUploadChunk(path=item.dest, size=item.size, data=first).SerializeToString()
                         bar.update(len(first))
                         left = item.size - len(first)
                         while left > 0:
@@ -169,7 +169,7 @@ def upload(
                             if not data:
                                 raise UserError(f"{item.source or item.dest} became shorter while it was being sent")
                             left -= len(data)
-                            yield v1.DataUploadChunk(data=data)
+                            yield _data_message(data)
                             bar.update(len(data))
             except BaseException as exc:
                 failure.append(exc)
@@ -177,7 +177,9 @@ def upload(
 
         timeout = stream_timeout(host.timeout, sum(i.size for i in batch))
         try:
-            response = host._connection.send_stream(v1.DataServiceStub, "UploadDataFiles", messages(), timeout=timeout)
+            response = host._connection.send_stream_encoded(
+                v1.DataServiceStub, "UploadDataFiles", messages(), v1.UploadDataFilesResponse, timeout=timeout
+            )
         except Exception as exc:  # noqa: BLE001 - every file of the batch is reported
             error = _as_error(failure[0] if failure else exc)
             for item in batch:
@@ -259,6 +261,16 @@ def download(
 
 
 _DATA_TAG = (3 << 3) | 2  # DataFileChunk.data: field 3, length-delimited
+
+
+def _data_message(data: bytes) -> bytes:
+    """An encoded message holding only `data` as field 3 (DataUploadChunk and DataFileChunk alike)."""
+    length, varint = len(data), bytearray()
+    while length >= 0x80:
+        varint.append((length & 0x7F) | 0x80)
+        length >>= 7
+    varint.append(length)
+    return bytes([_DATA_TAG]) + bytes(varint) + data
 
 
 def _data_only(encoded: bytes) -> memoryview | None:
