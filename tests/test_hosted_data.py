@@ -37,6 +37,7 @@ from pellucid.server.engine import Engine, Principal, hosted_data
 from pellucid.server.engine.errors import EngineError
 from pellucid.server.engine.errors import NotFound as EngineNotFound
 from pellucid.server.engine.hosted_data import AlgorithmCaller, DataPath, UploadPiece
+from pellucid.server.grpc import data as grpc_data
 from pellucid.server.storage import open_metadata_store
 from pellucid.server.storage.registry import open_blob_store
 from tests.conftest import RunningServer
@@ -453,13 +454,13 @@ def test_an_algorithm_reads_and_writes_its_owners_data_for_another_caller(alice:
 
 
 def test_chunks_framed_by_hand_are_the_messages_protobuf_encodes() -> None:
-    """Uploads frame their data chunks themselves and downloads slice them out of the encoded
-    message (no copies): both must agree with protobuf at every varint length, and anything but a
+    """Uploads frame their data chunks themselves, the server sends a download's encoded, and the
+    client slices them out of the encoded message (no copies): all must agree with protobuf at every varint length, and anything but a
     data-only message is left to the parser."""
     for size in (1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152):
         data = os.urandom(size)
         encoded = data_transfer._data_message(data)
-        assert encoded == v1.DataUploadChunk(data=data).SerializeToString()
+        assert encoded == v1.DataUploadChunk(data=data).SerializeToString() == grpc_data._data_chunk(data)
         assert v1.DataFileChunk.FromString(encoded).data == data
         assert bytes(data_transfer._data_only(encoded) or b"") == data
     assert data_transfer._data_only(v1.DataFileChunk(path="data://a/b/c", data=b"xy").SerializeToString()) is None
