@@ -8,8 +8,11 @@ Measured in one run, every process on this machine's loopback:
    transfer functions (client/data_transfer.py: what `pellucid cp` runs), against a
    standalone `pellucid server` process;
 2. the limit: the same bytes in 1 MiB messages (the small files one message each) on one
-   plain gRPC stream each way, to a bare gRPC server process that drops or sends them;
-3. local `cp` of the same files on this disk.
+   plain gRPC stream each way, to a bare gRPC server process that drops or sends them,
+   measured right after pellucid's transfer in each repeat (the same load for both);
+3. the disk floor: what storing the same bytes costs with no network at all (up: sha256, write
+   and fsync, the server's least work; down: creating and writing the files, the client's);
+4. local `cp` of the same files on this disk.
 
 The client's peak RSS (and its growth over the run's start) and the server's (VmHWM) show
 that memory stays flat whatever the file size.
@@ -20,6 +23,7 @@ that memory stays flat whatever the file size.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -30,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
@@ -131,6 +136,46 @@ def opener(path: Path) -> Callable[[], IO[bytes]]:
     return open_file
 
 
+def store_floor(paths: list[Path], dest: Path) -> float:
+    """What storing the bytes costs the server at least, with no network: hash them (sha256, as
+    content addressing must), append them to one file and fsync it (durable before answering)."""
+    start = time.perf_counter()
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for message in file_messages(paths):
+            hashlib.sha256(message).digest()
+            os.write(fd, message)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    took = time.perf_counter() - start
+    dest.unlink()
+    return took
+
+
+def write_floor(paths: list[Path], dest: Path, concurrency: int) -> float:
+    """What writing the downloaded files costs the client at least: create each file and write as
+    many bytes (from memory, 1 MiB at a time), with the transfers' concurrency, no sync (as the download)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    block = memoryview(os.urandom(CHUNK))
+
+    def write(path: Path) -> None:
+        left = path.stat().st_size
+        fd = os.open(dest / path.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            while left > 0:
+                left -= os.write(fd, block[: min(left, CHUNK)])
+        finally:
+            os.close(fd)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max(1, min(concurrency, len(paths)))) as pool:
+        list(pool.map(write, paths))
+    took = time.perf_counter() - start
+    shutil.rmtree(dest)
+    return took
+
+
 def local_cp(sources: list[Path], dest: Path) -> float:
     dest.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -181,48 +226,62 @@ def main() -> None:
         base_rss = peak_rss()
         cases = [(f"{args.files} x {args.file_kb} KB", small), (f"1 x {args.large_mb} MiB", [large])]
         measured: dict[str, dict[str, list[float]]] = {label: {} for label, _ in cases}
-        # pellucid first, all cases: the client's peak RSS is then that of its transfers alone
-        for label, paths in cases:
-            items = [
-                data_transfer.UploadItem(f"data://.my/bench/{p.name}", p.stat().st_size, opener(p), str(p))
-                for p in paths
-            ]
-            for _ in range(args.repeat):
+        # each repeat measures pellucid and the plain stream one right after the other, so that both
+        # see the same load on a shared machine; the medians are then compared
+        transfers_rss = base_rss
+        for attempt in range(args.repeat):
+            for label, paths in cases:
+                times = measured[label]
+                items = [
+                    data_transfer.UploadItem(f"data://.my/bench/{p.name}", p.stat().st_size, opener(p), str(p))
+                    for p in paths
+                ]
+                total = sum(p.stat().st_size for p in paths)
+                piece = min(CHUNK, paths[0].stat().st_size)
                 start = time.perf_counter()
                 report = data_transfer.upload(user, items, args.concurrency, progress=False)
-                measured[label].setdefault("up", []).append(time.perf_counter() - start)
+                times.setdefault("up", []).append(time.perf_counter() - start)
                 assert not report.failures, report.failures[:3]
+                transfers_rss = max(transfers_rss, peak_rss())
+                times.setdefault("raw up", []).append(raw.up(file_messages(paths)))
                 downs = [data_transfer.DownloadItem(i.dest, work / "back" / Path(i.source).name, i.size) for i in items]
                 start = time.perf_counter()
                 report = data_transfer.download(user, downs, args.concurrency, progress=False)
-                measured[label].setdefault("down", []).append(time.perf_counter() - start)
+                times.setdefault("down", []).append(time.perf_counter() - start)
                 assert not report.failures, report.failures[:3]
+                transfers_rss = max(transfers_rss, peak_rss())
+                times.setdefault("raw down", []).append(raw.down(total // piece, piece))
                 shutil.rmtree(work / "back", ignore_errors=True)
-        transfers_rss = peak_rss()
-        for label, paths in cases:
-            total = sum(p.stat().st_size for p in paths)
-            piece = min(CHUNK, paths[0].stat().st_size)
-            for attempt in range(args.repeat):
-                measured[label].setdefault("raw up", []).append(raw.up(file_messages(paths)))
-                measured[label].setdefault("raw down", []).append(raw.down(total // piece, piece))
-                measured[label].setdefault("cp", []).append(local_cp(paths, work / f"cp-{attempt}"))
+                times.setdefault("floor up", []).append(store_floor(paths, work / "floor.bin"))
+                times.setdefault("floor down", []).append(write_floor(paths, work / "floor", args.concurrency))
+                times.setdefault("cp", []).append(local_cp(paths, work / f"cp-{attempt}"))
                 shutil.rmtree(work / f"cp-{attempt}", ignore_errors=True)
         rows = []
         for label, paths in cases:
             total = sum(p.stat().st_size for p in paths)
             median = {key: statistics.median(values) for key, values in measured[label].items()}
             for direction in ("up", "down"):
-                took, limit = median[direction], median[f"raw {direction}"]
-                rows.append((label, direction, took, total / took, limit, limit / took, median["cp"]))
+                took, limit, floor = median[direction], median[f"raw {direction}"], median[f"floor {direction}"]
+                rows.append((label, direction, took, total / took, limit, limit / took, floor, median["cp"]))
 
-        print(f"\nhosted data transfers, loopback, concurrency {args.concurrency}, median of {args.repeat}")
+        load = os.getloadavg()[0]
         print(
-            f"{'case':<20} {'dir':<5} {'pellucid s':>10} {'MB/s':>8} {'raw gRPC s':>10} {'x raw':>6} {'local cp s':>10}"
+            f"\nhosted data transfers, loopback, concurrency {args.concurrency}, median of {args.repeat}"
+            f" (load average {load:.1f} on {os.cpu_count()} cores)"
         )
-        for label, direction, took, rate, limit, ratio, cp_time in rows:
+        print(
+            f"{'case':<20} {'dir':<5} {'pellucid s':>10} {'MB/s':>8} {'raw gRPC s':>10} {'x raw':>6}"
+            f" {'disk floor s':>12} {'local cp s':>10}"
+        )
+        for label, direction, took, rate, limit, ratio, floor, cp_time in rows:
             print(
-                f"{label:<20} {direction:<5} {took:>10.2f} {rate / 1e6:>8.0f} {limit:>10.2f} {ratio:>6.2f} {cp_time:>10.2f}"
+                f"{label:<20} {direction:<5} {took:>10.2f} {rate / 1e6:>8.0f} {limit:>10.2f} {ratio:>6.2f}"
+                f" {floor:>12.2f} {cp_time:>10.2f}"
             )
+        print(
+            "disk floor: up, sha256 + write + fsync of the same bytes in one file (the server's least work);"
+            " down, creating and writing the same files from memory (the client's least work)"
+        )
         print(
             f"client peak RSS during the transfers {mib(transfers_rss)} (growth {mib(transfers_rss - base_rss)});"
             f" server peak RSS {mib(server_peak_rss(server.pid))}"

@@ -553,3 +553,31 @@ def test_a_local_store_whose_directory_went_away_is_unavailable(tmp_path: Path) 
             store.check()
     finally:
         store.close()
+
+
+def test_a_local_stream_whose_disk_write_fails_keeps_nothing_and_raises(tmp_path: Path) -> None:
+    """put_stream writes in a thread of its own while it hashes: a failed write (here the file
+    size limit, EFBIG, as a full disk would be) reaches the caller, and nothing is kept."""
+    import errno
+    import resource
+    import signal
+
+    store = LocalBlobStore(tmp_path)
+    data = os.urandom(6 * (1 << 20))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (3 * (1 << 20), hard))
+    try:
+        with pytest.raises(OSError) as raised:
+            store.put_stream("alice", _chunks(data))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    try:
+        assert raised.value.errno == errno.EFBIG
+        assert store.size(sha256_hex(data)) is None and store.acquire("alice", [sha256_hex(data)]) == {}
+        assert list((tmp_path / "blobs").glob(".upload-*")) == []
+        assert not [t for t in threading.enumerate() if t.name == "pellucid-blob-writer"]
+        assert store.put_stream("alice", _chunks(data)) == (sha256_hex(data), len(data))  # and it works again
+    finally:
+        store.close()

@@ -40,6 +40,9 @@ def test_directories_files_overwrite_and_cascading_delete(store: MetadataStore) 
     assert [e.name for e in store.data_lookup("alice", ["photos", "nope", "a.jpg"])] == ["photos"]
     assert store.data_lookup("carol", ["photos"]) == []
     assert store.data_has_children(photos.seq) and not store.data_has_children(first.seq)
+    children = store.data_children(photos.seq, ["trip", "nope", "trip"])
+    assert list(children) == ["trip"] and children["trip"].seq == trip.seq and children["trip"].is_dir
+    assert store.data_children(trip.seq, []) == {}
 
     assert store.referenced_data_blobs([("alice", SHA_B), ("alice", SHA_A), ("bob", SHA_B)]) == {("alice", SHA_B)}
     assert store.data_delete("bob", photos.seq) == 0  # not bob's
@@ -50,6 +53,20 @@ def test_directories_files_overwrite_and_cascading_delete(store: MetadataStore) 
     assert orphan is None  # its directory is gone
     with pytest.raises(Conflict):
         store.data_insert_dir("alice", trip.seq, "late", "", 6.0)
+
+
+def test_the_files_of_a_directory_are_found_in_one_call(store: MetadataStore) -> None:
+    inbox = store.data_insert_dir("alice", None, "inbox", "private", 1.0)
+    other = store.data_insert_dir("alice", inbox.seq, "other", "", 1.0)
+    many = [f"f{i}.bin" for i in range(1000)]  # more than one IN (...) list of SQLite
+    store.data_put_files("alice", [(inbox.seq, name, SHA_A, i) for i, name in enumerate(many)], 2.0)
+    store.data_put_files("alice", [(other.seq, "f1.bin", SHA_B, 5)], 2.0)
+    found = store.data_children(inbox.seq, [*many, "missing", "f1.bin"])
+    assert set(found) == set(many) and found["f7.bin"].size == 7 and found["f1.bin"].parent_seq == inbox.seq
+    assert set(store.data_children(inbox.seq, ["other", "missing"])) == {"other"}
+    assert store.data_children(other.seq, many[:3]) == {
+        "f1.bin": store.data_lookup("alice", ["inbox", "other", "f1.bin"])[-1]
+    }
 
 
 def test_acls_and_listing_pages(store: MetadataStore) -> None:

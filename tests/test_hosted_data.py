@@ -33,10 +33,12 @@ from pellucid.errors import (
     PermissionDenied,
     UserError,
 )
-from pellucid.server.engine import Engine, Principal
+from pellucid.server.engine import Engine, Principal, hosted_data
+from pellucid.server.engine.errors import EngineError
 from pellucid.server.engine.errors import InvalidArgument as EngineInvalidArgument
 from pellucid.server.engine.errors import NotFound as EngineNotFound
 from pellucid.server.engine.hosted_data import MAX_FILES_PER_UPLOAD, AlgorithmCaller, DataPath, UploadPiece
+from pellucid.server.grpc import data as grpc_data
 from pellucid.server.storage import open_metadata_store
 from pellucid.server.storage.registry import open_blob_store
 from tests.conftest import RunningServer
@@ -252,6 +254,66 @@ def test_my_algos_admits_the_owners_algorithms_and_private_does_not(engine: Engi
     assert data.get_dir(alice, "data://alice/algos/temp").path == "data://alice/algos/temp"
 
 
+def test_a_download_looks_files_up_together_and_answers_each_in_order(engine: Engine) -> None:
+    """Downloads resolve their files a directory at a time (`_files`): every path still gets
+    exactly what `get_file` says of it, in the order asked, across groups and directories."""
+    data = engine.hosted_data
+    alice, bob = Principal("alice", False, "t1"), Principal("bob", False, "t2")
+    data.create_dir(alice, "data://.my/pub", "public")
+    data.create_dir(alice, "data://.my/priv", "private")
+    data.create_dir(alice, "data://.my/pub/sub")
+    files = {f"data://alice/pub/f{i}": f"pub {i}".encode() for i in range(hosted_data.DOWNLOAD_RESOLVE_FILES + 5)}
+    files["data://alice/pub/sub/deep"] = b"deep"
+    files["data://alice/priv/secret"] = b"secret"
+    files["data://alice/pub/empty"] = b""
+    data.upload(alice, iter([UploadPiece(path, len(body), body) for path, body in files.items()]))
+    asked = [
+        *files,
+        "data://alice/pub/missing",
+        "data://alice/pub/sub",  # a directory
+        "data://alice/nope/f0",  # no such collection
+        "data://alice/pub/f0/under-a-file",
+        "data://alice/pub",  # names no file
+        "not a data path",
+    ]
+    asked.insert(3, asked[0])  # twice in one download
+
+    def answers(principal: Principal) -> list[bytes | str]:
+        got: list[bytes | str] = []
+        for item in data.download(principal, asked):
+            if item.error is None:
+                got.append(b"".join(item.chunks))
+            else:
+                got.append(f"{type(item.error).__name__}:{item.error.reason}")
+                assert item.path in str(item.error) or "data://" not in item.path
+        return got
+
+    def expected(principal: Principal) -> list[bytes | str]:
+        want: list[bytes | str] = []
+        for path in asked:
+            try:
+                item = data.get_file(principal, path)
+            except EngineError as exc:
+                want.append(f"{type(exc).__name__}:{exc.reason}")
+            else:
+                want.append(files[item.path])
+        return want
+
+    mine = answers(alice)
+    assert mine == expected(alice) and mine[3] == b"pub 0" and b"secret" in mine
+    assert mine[-6:] == [
+        "NotFound:DATA_NOT_FOUND",
+        "NotFound:NOT_A_FILE",
+        "NotFound:DATA_NOT_FOUND",
+        "NotFound:DATA_NOT_FOUND",
+        "InvalidArgument:BAD_PATH",
+        "InvalidArgument:BAD_PATH",
+    ]
+    theirs = answers(bob)  # bob reads the public collection only; the private file is as if missing
+    assert theirs == expected(bob) and b"secret" not in theirs and b"deep" in theirs
+    assert theirs[asked.index("data://alice/priv/secret")] == "NotFound:DATA_NOT_FOUND"
+
+
 def test_blobs_stay_while_a_file_names_them_and_are_shared_by_content(server: RunningServer, alice: User) -> None:
     engine = server.server.engine
     assert engine is not None
@@ -403,3 +465,18 @@ def test_an_algorithm_reads_and_writes_its_owners_data_for_another_caller(alice:
     finally:
         runner.stop(drain=False)
         thread.join(10)
+
+
+def test_chunks_framed_by_hand_are_the_messages_protobuf_encodes() -> None:
+    """Uploads frame their data chunks themselves, the server sends a download's encoded, and the
+    client slices them out of the encoded message (no copies): all must agree with protobuf at every varint length, and anything but a
+    data-only message is left to the parser."""
+    for size in (1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152):
+        data = os.urandom(size)
+        encoded = data_transfer._data_message(data)
+        assert encoded == v1.DataUploadChunk(data=data).SerializeToString() == grpc_data._data_chunk(data)
+        assert v1.DataFileChunk.FromString(encoded).data == data
+        assert bytes(data_transfer._data_only(encoded) or b"") == data
+    assert data_transfer._data_only(v1.DataFileChunk(path="data://a/b/c", data=b"xy").SerializeToString()) is None
+    assert data_transfer._data_only(v1.DataFileChunk(data=b"xy", status=v1.Status(code=5)).SerializeToString()) is None
+    assert data_transfer._data_only(b"") is None and data_transfer._data_only(b"\x1a\x05ab") is None  # truncated

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -279,6 +279,56 @@ class Connection:
             ),
         )
 
+    def send_stream_encoded(
+        self,
+        stub_type: type,
+        method: str,
+        requests: Iterator[bytes],
+        response_type: type[Message],
+        *,
+        timeout: float,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> Any:
+        """`send_stream` of requests already encoded: a caller sending large bytes fields frames them
+        itself (one copy) instead of building messages and serializing them (two)."""
+        path = f"/{_service_name(stub_type)}/{method}"
+        call = self._cached(
+            (stub_type, method, bytes),
+            lambda channel: channel.stream_unary(
+                path, request_serializer=None, response_deserializer=response_type.FromString
+            ),
+        )
+        try:
+            return call(requests, timeout=timeout, metadata=metadata or None)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, method) from exc
+
+    def read_stream_encoded(
+        self,
+        stub_type: type,
+        method: str,
+        request: Message,
+        *,
+        timeout: float,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> Iterator[bytes]:
+        """`read_stream` with each response as its encoded bytes, not parsed: a caller after the
+        large bytes field of most responses slices it out instead of copying it twice."""
+        path = f"/{_service_name(stub_type)}/{method}"
+        call = self._cached(
+            (stub_type, method, bytes),
+            lambda channel: channel.unary_stream(
+                path, request_serializer=type(request).SerializeToString, response_deserializer=None
+            ),
+        )
+        stream = call(request, timeout=timeout, metadata=metadata or None)
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, method) from exc
+        finally:
+            stream.cancel()  # a reader that stops early frees the stream now (a no-op once it ended)
+
     def _cached(self, key: Any, make: Callable[[grpc.Channel], Any]) -> Any:
         """A stub or callable on the current channel: never one on a channel that `close()`
         (another thread following a new local owner) has just closed."""
@@ -398,12 +448,17 @@ class Connection:
         *,
         timeout: float,
         metadata: tuple[tuple[str, str], ...] = (),
-    ) -> Iterator[Any]:
-        """A server-streaming call: yields the responses; errors are mapped where they surface."""
+    ) -> Generator[Any, None, None]:
+        """A server-streaming call: yields the responses; errors are mapped where they surface. A
+        reader that stops early (an error, a break, closing the generator) cancels the call at
+        once, so no stream is left open to hold up the process's exit."""
+        call = getattr(self.stub(stub_type), method)(request, timeout=timeout, metadata=metadata or None)
         try:
-            yield from getattr(self.stub(stub_type), method)(request, timeout=timeout, metadata=metadata or None)
+            yield from call
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, method) from exc
+        finally:
+            call.cancel()  # a no-op once the stream has ended
 
 
 class MetadataConnection:
@@ -423,8 +478,20 @@ class MetadataConnection:
     def send_stream(self, stub_type: type, method: str, requests: Iterator[Message], *, timeout: float) -> Any:
         return self._wrapped.send_stream(stub_type, method, requests, timeout=timeout, metadata=self._metadata)
 
-    def read_stream(self, stub_type: type, method: str, request: Message, *, timeout: float) -> Iterator[Any]:
+    def read_stream(
+        self, stub_type: type, method: str, request: Message, *, timeout: float
+    ) -> Generator[Any, None, None]:
         return self._wrapped.read_stream(stub_type, method, request, timeout=timeout, metadata=self._metadata)
+
+    def send_stream_encoded(
+        self, stub_type: type, method: str, requests: Iterator[bytes], response_type: type[Message], *, timeout: float
+    ) -> Any:
+        return self._wrapped.send_stream_encoded(
+            stub_type, method, requests, response_type, timeout=timeout, metadata=self._metadata
+        )
+
+    def read_stream_encoded(self, stub_type: type, method: str, request: Message, *, timeout: float) -> Iterator[bytes]:
+        return self._wrapped.read_stream_encoded(stub_type, method, request, timeout=timeout, metadata=self._metadata)
 
     def close(self) -> None:
         """The wrapped connection belongs to its owner (the runner): nothing to close here."""

@@ -156,12 +156,12 @@ def upload(
     def send(batch: list[UploadItem]) -> None:
         failure: list[BaseException] = []
 
-        def messages() -> Iterator[v1.DataUploadChunk]:
+        def messages() -> Iterator[bytes]:
             try:
                 for item in batch:
                     with item.open() as f:
                         first = f.read(min(CHUNK_BYTES, item.size))
-                        yield v1.DataUploadChunk(path=item.dest, size=item.size, data=first)
+                        yield v1.DataUploadChunk(path=item.dest, size=item.size, data=first).SerializeToString()
                         bar.update(len(first))
                         left = item.size - len(first)
                         while left > 0:
@@ -169,7 +169,7 @@ def upload(
                             if not data:
                                 raise UserError(f"{item.source or item.dest} became shorter while it was being sent")
                             left -= len(data)
-                            yield v1.DataUploadChunk(data=data)
+                            yield _data_message(data)
                             bar.update(len(data))
             except BaseException as exc:
                 failure.append(exc)
@@ -177,7 +177,9 @@ def upload(
 
         timeout = stream_timeout(host.timeout, sum(i.size for i in batch))
         try:
-            response = host._connection.send_stream(v1.DataServiceStub, "UploadDataFiles", messages(), timeout=timeout)
+            response = host._connection.send_stream_encoded(
+                v1.DataServiceStub, "UploadDataFiles", messages(), v1.UploadDataFilesResponse, timeout=timeout
+            )
         except Exception as exc:  # noqa: BLE001 - every file of the batch is reported
             error = _as_error(failure[0] if failure else exc)
             for item in batch:
@@ -211,23 +213,27 @@ def download(
         timeout = stream_timeout(host.timeout, sum(i.size for i in batch))
         index, sink, left, size = -1, None, 0, 0
         try:
-            for message in host._connection.read_stream(
+            for encoded in host._connection.read_stream_encoded(
                 v1.DataServiceStub, "DownloadDataFiles", request, timeout=timeout
             ):
-                if message.path:  # the next file starts
-                    index += 1
-                    item = batch[index]
-                    if message.status.code != v1.Status.OK:
-                        report.failed(item.source, str(item.dest), _status_error(message.status, "DownloadDataFiles"))
-                        done.add(index)
-                        continue
-                    size = left = message.entry.size
-                    try:
-                        sink = _Sink(item.dest, made_dirs)
-                    except UserError as exc:  # this file only: its bytes are read and dropped
-                        report.failed(item.source, str(item.dest), exc)
-                        done.add(index)
-                data = message.data  # each access copies the bytes out of the message: once only
+                data: bytes | memoryview | None = _data_only(encoded)
+                if data is None:
+                    message = v1.DataFileChunk.FromString(encoded)
+                    if message.path:  # the next file starts
+                        index += 1
+                        item = batch[index]
+                        if message.status.code != v1.Status.OK:
+                            refused = _status_error(message.status, "DownloadDataFiles")
+                            report.failed(item.source, str(item.dest), refused)
+                            done.add(index)
+                            continue
+                        size = left = message.entry.size
+                        try:
+                            sink = _Sink(item.dest, made_dirs)
+                        except UserError as exc:  # this file only: its bytes are read and dropped
+                            report.failed(item.source, str(item.dest), exc)
+                            done.add(index)
+                    data = message.data  # each access copies the bytes out of the message: once only
                 if data:
                     left -= len(data)
                     bar.update(len(data))
@@ -254,6 +260,35 @@ def download(
     return report
 
 
+_DATA_TAG = (3 << 3) | 2  # DataFileChunk.data: field 3, length-delimited
+
+
+def _data_message(data: bytes) -> bytes:
+    """An encoded message holding only `data` as field 3 (DataUploadChunk and DataFileChunk alike)."""
+    length, varint = len(data), bytearray()
+    while length >= 0x80:
+        varint.append((length & 0x7F) | 0x80)
+        length >>= 7
+    varint.append(length)
+    return bytes([_DATA_TAG]) + bytes(varint) + data
+
+
+def _data_only(encoded: bytes) -> memoryview | None:
+    """The bytes of an encoded DataFileChunk that holds `data` and nothing else (every chunk of a
+    file after its first), as a view into `encoded`: no copy. None for any other message."""
+    if len(encoded) < 2 or encoded[0] != _DATA_TAG:
+        return None
+    length, shift, position = 0, 0, 1
+    while position < len(encoded) and shift < 64:
+        byte = encoded[position]
+        position += 1
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return memoryview(encoded)[position:] if position + length == len(encoded) else None
+        shift += 7
+    return None
+
+
 class _Sink:
     """A file being downloaded: `.<name>.pellucid-part` beside `dest`, renamed over it once complete.
 
@@ -274,7 +309,7 @@ class _Sink:
             raise UserError(f"cannot write {dest}: {exc.strerror or exc}") from None
         self.written = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view) :]

@@ -183,18 +183,21 @@ class DataFile(DataObject):
         stream = self._connection.read_stream(
             v1.DataServiceStub, "DownloadDataFiles", request, timeout=data_transfer.stream_timeout(self.timeout, 0)
         )
-        with _data_errors():
-            header = next(stream, None)
-            if header is None:
-                raise DataNotFound(f"{self.path}: the server sent nothing", method="DownloadDataFiles")
-            if header.status.code != v1.Status.OK:
-                raise data_transfer._status_error(header.status, "DownloadDataFiles")
-            self._entry = header.entry
-            first = header.data  # each access copies: once only
-            if first:
-                yield first
-            for message in stream:
-                yield message.data
+        try:
+            with _data_errors():
+                header = next(stream, None)
+                if header is None:
+                    raise DataNotFound(f"{self.path}: the server sent nothing", method="DownloadDataFiles")
+                if header.status.code != v1.Status.OK:
+                    raise data_transfer._status_error(header.status, "DownloadDataFiles")
+                self._entry = header.entry
+                first = header.data  # each access copies: once only
+                if first:
+                    yield first
+                for message in stream:
+                    yield message.data
+        finally:
+            stream.close()  # cancels the call now when we stop early (a missing file, a failed write)
 
     def getBytes(self) -> bytes:
         return b"".join(self._chunks())

@@ -15,7 +15,7 @@ from pellucid.server.engine import Engine
 from pellucid.server.grpc.algorithms import AlgorithmServicer
 from pellucid.server.grpc.apps import AppServicer
 from pellucid.server.grpc.concepts import ConceptServicer
-from pellucid.server.grpc.data import DataServicer
+from pellucid.server.grpc.data import DataServicer, add_data_service
 from pellucid.server.grpc.datasets import DatasetServicer
 from pellucid.server.grpc.deployments import DeploymentServicer
 from pellucid.server.grpc.evaluations import EvaluationServicer
@@ -62,7 +62,7 @@ SERVICES: list[tuple[Callable[[Any, grpc.Server], None], Callable[[Engine], Any]
     (v1.add_WorkflowServiceServicer_to_server, WorkflowServicer, "WorkflowService"),
     (v1.add_EvaluationServiceServicer_to_server, EvaluationServicer, "EvaluationService"),
     (_add_oip, _oip_servicer, "inference.GRPCInferenceService"),  # a full name: not pellucid.api.v1
-    (v1.add_DataServiceServicer_to_server, DataServicer, "DataService"),
+    (add_data_service, DataServicer, "DataService"),  # DownloadDataFiles sends data chunks encoded
     (v1.add_DeploymentServiceServicer_to_server, DeploymentServicer, "DeploymentService"),
 ]
 

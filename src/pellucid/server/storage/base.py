@@ -692,6 +692,11 @@ class HostedDataStore(Transactional):
         """The entries along `names` (a collection, then what is inside it), as far as they exist."""
 
     @abc.abstractmethod
+    def data_children(self, parent_seq: int, names: list[str]) -> dict[str, DataEntryRecord]:
+        """Those of `names` that are entries of directory `parent_seq`, by name: a download's
+        files of one directory found in one query instead of one each."""
+
+    @abc.abstractmethod
     def data_insert_dir(self, owner: str, parent_seq: int | None, name: str, acl: str, now: float) -> DataEntryRecord:
         """A new directory (a collection when parent_seq is None); Conflict if the name is taken
         or the parent is gone."""

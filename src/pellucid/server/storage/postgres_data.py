@@ -56,6 +56,14 @@ class PostgresDataTables:
                 found.append(data_entry_from_row(row))
         return found
 
+    def data_children(self, parent_seq: int, names: list[str]) -> dict[str, DataEntryRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM data_entries WHERE parent_seq = %s AND name = ANY(%s)",
+                (parent_seq, list(dict.fromkeys(names))),
+            ).fetchall()
+        return {entry.name: entry for entry in map(data_entry_from_row, rows)}
+
     def data_insert_dir(self, owner: str, parent_seq: int | None, name: str, acl: str, now: float) -> DataEntryRecord:
         with self._write() as conn:  # a unique or foreign key violation is a Conflict
             row = conn.execute(

@@ -35,6 +35,7 @@ CREATE INDEX data_children_by_seq ON data_entries(parent_seq, seq);
 CREATE INDEX data_collections_by_seq ON data_entries(owner, seq) WHERE parent_seq IS NULL;
 CREATE INDEX data_by_blob ON data_entries(owner, sha256) WHERE sha256 != ''
 """
+_IN_BATCH = 900  # host parameters per IN (...) list, under SQLite's limit
 
 
 class DataTables:
@@ -56,6 +57,19 @@ class DataTables:
             if row is None:
                 break
             found.append(data_entry_from_row(row))
+        return found
+
+    def data_children(self, parent_seq: int, names: list[str]) -> dict[str, DataEntryRecord]:
+        conn: sqlite3.Connection = self._conn()
+        found: dict[str, DataEntryRecord] = {}
+        unique = list(dict.fromkeys(names))
+        for start in range(0, len(unique), _IN_BATCH):
+            part = unique[start : start + _IN_BATCH]
+            rows = conn.execute(
+                f"SELECT * FROM data_entries WHERE parent_seq = ? AND name IN ({','.join('?' * len(part))})",
+                (parent_seq, *part),
+            )
+            found.update((entry.name, entry) for entry in map(data_entry_from_row, rows))
         return found
 
     def data_insert_dir(self, owner: str, parent_seq: int | None, name: str, acl: str, now: float) -> DataEntryRecord:
