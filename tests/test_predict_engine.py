@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pellucid.server.engine import Engine, Principal
-from pellucid.server.engine.errors import InvalidArgument
+from pellucid.server.engine.errors import DeadlineExceeded, InvalidArgument
 from pellucid.server.engine.local_models import LocalModelType, ParamInfo, check_params
 from pellucid.server.engine.models import VersionSpec
 from pellucid.server.engine.predict import (
@@ -157,3 +158,23 @@ def test_declared_params_are_checked_naming_the_known_ones() -> None:
         check_params(declared, {"score": 2})
     with pytest.raises(InvalidArgument, match="number"):
         check_params(declared, {"score": "high"})
+
+
+class Slow(LocalModelType):
+    type_id = "test-slow"
+
+    def predict(self, model, version, inputs, params):  # type: ignore[no-untyped-def]
+        time.sleep(1.0)
+        return [PredictOutput(i.id) for i in inputs]
+
+
+def test_a_local_model_slower_than_the_deadline_is_deadline_exceeded(engine: Engine) -> None:
+    engine.models.local.register(Slow())
+    engine.users.bootstrap("admin")
+    engine.apps.create(ADMIN, "admin", "app")
+    engine.models.create(ADMIN, "admin", "app", "slow", model_type_id="test-slow")
+    request = PredictRequest(
+        "admin", "app", "slow", inputs=(PredictInput("i1", (Media("text", b"x"),)),), deadline_seconds=0.2
+    )
+    with pytest.raises(DeadlineExceeded, match=r"did not finish within 0\.2 s"):
+        engine.models.predict(ADMIN, request)

@@ -15,6 +15,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin TimeoutError before 3.11
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,7 +193,7 @@ class LocalPredict:
     def result(self) -> PredictResult:
         try:
             outputs = self._future.result(timeout=max(self._deadline, 0.0))
-        except TimeoutError:
+        except FutureTimeout:
             self._future.cancel()
             raise DeadlineExceeded(
                 f"model {self._version.model_id!r} did not finish within {self._deadline:.1f} s"
