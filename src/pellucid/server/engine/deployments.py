@@ -275,16 +275,7 @@ class Deployments:
         """Rows of JSON values ({feature: value}, as the HTTP endpoint takes them), read by the
         deployment's specs, checked, and queued (see submit)."""
         deployment = self.callable(principal, deployment_id)
-        _check_row_count(len(rows))
-        errors: builtins.list[RowError] = []
-        checked = []
-        for i, row in enumerate(rows):
-            try:
-                checked.append(json_row_features(deployment.input_specs, row, i))
-            except RowsInvalid as exc:
-                errors.extend(exc.errors)
-        if errors:
-            raise RowsInvalid(errors)
+        checked = _checked_rows(rows, lambda row, i: json_row_features(deployment.input_specs, row, i))
         return self._queue(principal, deployment, checked, deadline_seconds)
 
     def submit(
@@ -297,16 +288,7 @@ class Deployments:
         """Check rows of features against the deployment's specs (RowsInvalid names each bad row
         and feature; nothing runs then), and queue them for its model: the handle waits."""
         deployment = self.callable(principal, deployment_id)
-        _check_row_count(len(rows))
-        errors: builtins.list[RowError] = []
-        checked = []
-        for i, row in enumerate(rows):
-            try:
-                checked.append(check_row(deployment.input_specs, row, i))
-            except RowsInvalid as exc:
-                errors.extend(exc.errors)
-        if errors:
-            raise RowsInvalid(errors)
+        checked = _checked_rows(rows, lambda row, i: check_row(deployment.input_specs, row, i))
         return self._queue(principal, deployment, checked, deadline_seconds)
 
     def forward(
@@ -424,6 +406,22 @@ class ModelFailed(Aborted):
 
 def _new_secret() -> str:
     return DEPLOYMENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def _checked_rows(rows: Sequence[Any], read: Callable[[Any, int], tuple[Feature, ...]]) -> list[tuple[Feature, ...]]:
+    """Every row read and checked by `read(row, index)`; RowsInvalid naming every bad row and
+    feature at once (nothing runs then)."""
+    _check_row_count(len(rows))
+    errors: list[RowError] = []
+    checked = []
+    for i, row in enumerate(rows):
+        try:
+            checked.append(read(row, i))
+        except RowsInvalid as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise RowsInvalid(errors)
+    return checked
 
 
 def _check_row_count(count: int) -> None:
