@@ -46,6 +46,11 @@ def test_deployments_and_their_tokens_round_trip(metadata_uri: str) -> None:
     rest = store.list_deployments("u", "app", PageQuery(limit=3, after=page.next_after))
     assert [d.id for d in rest.items] == ["d4"] and rest.next_after is None
 
+    of_workflow = dataclasses.replace(first, id="w1", model_id="", workflow_id="wf", version_id="wv", created_at=9)
+    store.insert_deployment(of_workflow)
+    assert store.get_deployment("w1") == of_workflow
+    store.delete_deployment("w1")
+
     disabled = dataclasses.replace(first, enabled=False, modified_at=5, input_specs=(), description="off")
     assert store.update_deployment(disabled) and store.get_deployment("d1") == disabled
     assert not store.update_deployment(dataclasses.replace(first, id="missing"))

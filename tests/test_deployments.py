@@ -86,9 +86,9 @@ def test_deployments_take_the_models_specs_or_their_own_and_belong_to_their_owne
         bobs.create_deployment(f"d-{unique}", model_id="tabular")
     with pytest.raises(errors.NotFound):  # another user's deployment is not there for bob
         bob.create_app(f"b2-{unique}").deployment(f"d-{unique}")
-    with pytest.raises(errors.InvalidArgument, match="not supported by this server yet"):
+    with pytest.raises(errors.NotFound, match="workflow 'wf' not found"):
         app.create_deployment(f"w-{unique}", workflow_id="wf")
-    with pytest.raises(errors.InvalidArgument, match="model_id or its workflow_id"):
+    with pytest.raises(errors.InvalidArgument, match="neither was given: send model_id"):
         app.create_deployment(f"w-{unique}")
     with pytest.raises(errors.NotFound):
         app.create_deployment(f"m-{unique}", model_id="missing")

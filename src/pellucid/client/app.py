@@ -333,7 +333,7 @@ class App(Lister, BaseClient):
             v1.DeleteModelRequest(user_id=self._user_id, app_id=self.id, model_id=model_id),
         )
 
-    # deployments: a model behind a URL and tokens of its own (pellucid.deployment calls it over HTTP)
+    # deployments: a model or a workflow behind a URL and tokens of its own (pellucid.deployment calls it over HTTP)
 
     def create_deployment(
         self,
@@ -347,12 +347,16 @@ class App(Lister, BaseClient):
         enabled: bool = True,
         exist_ok: bool = False,
     ) -> ManagedDeployment:
-        """Deploy a model of this app (at `version_id`, else its latest at each call). With
-        `exist_ok`, an existing deployment of that id (the caller's) is returned as it is.
+        """Deploy a model of this app (at `version_id`, else its latest at each call), or with
+        `workflow_id` (and no model_id) a workflow of this app (at `version_id`, else its latest,
+        pinned now). With `exist_ok`, an existing deployment of that id (the caller's) is returned
+        as it is.
 
-        `feature_specs` overrides the model's declared features: {"input": [...], "output": [...]}
-        (each a list of dicts such as {"name": "Size", "type": "numeric"} or v1.FeatureSpec), or
-        a list of input specs. Deployment ids are shared by all users of the server."""
+        `feature_specs` overrides the model's declared features (or those the workflow's root and
+        leaf nodes imply; a workflow's outputs are named `<node_id>` or `<node_id>.<feature>`):
+        {"input": [...], "output": [...]} (each a list of dicts such as {"name": "Size", "type":
+        "numeric"} or v1.FeatureSpec), or a list of input specs. Deployment ids are shared by all
+        users of the server."""
         request = v1.CreateDeploymentRequest(
             user_id=self._user_id,
             app_id=self.id,

@@ -44,7 +44,12 @@ class ManagedDeployment(BaseClient):
         self.info = info or v1.Deployment(id=deployment_id)
 
     def __repr__(self) -> str:
-        return f"ManagedDeployment(id={self.id!r}, model_id={self.info.model_id!r}, enabled={self.info.enabled})"
+        target = (
+            f"workflow_id={self.info.workflow_id!r}" if self.info.workflow_id else f"model_id={self.info.model_id!r}"
+        )
+        return (
+            f"ManagedDeployment(id={self.id!r}, {target}, version_id={self.info.version_id!r}, enabled={self.enabled})"
+        )
 
     def load_info(self) -> v1.Deployment:
         self.info = self._call(

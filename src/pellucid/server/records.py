@@ -545,7 +545,8 @@ class DataEntryRecord:
 
 @dataclass(frozen=True)
 class DeploymentRecord:
-    """A model (at a version, or its latest) served at a URL of its own: rows are checked against
+    """A model (at a version, or its latest) or a workflow (at the version pinned at creation:
+    `version_id` is then the workflow's) served at a URL of its own: rows are checked against
     its feature specs, and only its owner's PATs and its own deployment tokens may call it.
     Deployment ids are global (the URL names only the id)."""
 
@@ -556,7 +557,7 @@ class DeploymentRecord:
     modified_at: float
     model_id: str = ""
     workflow_id: str = ""
-    version_id: str = ""  # empty: the model's latest version at each call
+    version_id: str = ""  # empty: the model's latest version at each call (a workflow's is always set)
     input_specs: tuple[FeatureSpec, ...] = ()
     output_specs: tuple[FeatureSpec, ...] = ()
     enabled: bool = True

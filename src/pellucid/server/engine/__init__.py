@@ -35,6 +35,7 @@ from pellucid.server.engine.runners import Runners
 from pellucid.server.engine.search import Search
 from pellucid.server.engine.training import Training
 from pellucid.server.engine.users import Users
+from pellucid.server.engine.workflow_deployments import WorkflowTargets
 from pellucid.server.engine.workflow_runs import WorkflowRuns
 from pellucid.server.engine.workflows import Workflows
 from pellucid.server.storage import MetadataStore
@@ -104,6 +105,7 @@ class Engine:
         self.indexer.workflows = self.search.workflows = self.workflow_runs  # a base_workflow naming a workflow
         self.hosted_data = HostedData(store, blobs, clock, max_blob_bytes)  # data:// (issue #12)
         self.deployments = Deployments(store, self.apps, self.models, self.users, clock)
+        self.deployments.workflows = WorkflowTargets(store, self.models, self.workflows, self.workflow_runs)
         algorithm_data = AlgorithmData(store, clock)  # who reads data from inside an algorithm call
         self.hosted_data.algorithm_of, self.hosted_data.resolve_algo = algorithm_data.caller, algorithm_data.resolve
 
@@ -115,6 +117,7 @@ class Engine:
         self.evaluations.stop()  # first, with the indexer: their workers use every store
         self.indexer.stop()  # first: its workers use every store
         self.training.stop()
+        self.deployments.close()
         self.models.local.close()
         self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()

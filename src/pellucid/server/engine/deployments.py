@@ -1,14 +1,16 @@
-"""Deployments: a model behind a URL of its own, called with rows of named features.
+"""Deployments: a model or a workflow behind a URL of its own, called with rows of named features.
 
-A deployment names its target (a model, at a version or its latest), the feature specs rows are
-checked against (the model's declared input and output specs unless given at creation), and
+A deployment names its target (a model, at a version or its latest at each call; or a workflow,
+at a version pinned at creation: its specs come from that version's graph), the feature specs
+rows are checked against (the model's declared input and output specs, or those the workflow's
+root and leaf nodes imply (engine/workflow_deployments.py), unless given at creation), and
 whether it is enabled. Only its owner's PATs and its own deployment tokens may call it; a
 deployment token can do nothing else (its Principal carries the deployment id, and the gRPC
 interceptor does not accept it: deployment tokens live in their own table).
 
 Every adapter (the HTTP endpoint, the Open Inference Protocol) ends in `submit`: rows are checked
-here before any model runs, then split into predicts of at most MAX_BATCH inputs each, all queued
-at once, and answered in order.
+here before any model runs, then split into predicts (or workflow runs) of at most MAX_BATCH
+inputs each, all queued at once, and answered in order.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pellucid.server.engine.errors import (
     AlreadyExists,
     DeadlineExceeded,
     EngineError,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -43,12 +46,12 @@ from pellucid.server.engine.features import (
     json_row_features,
 )
 from pellucid.server.engine.ids import new_id, validate_id
-from pellucid.server.engine.local_models import LocalPredict
-from pellucid.server.engine.models import Models, PendingPredict
+from pellucid.server.engine.models import Models
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
 from pellucid.server.engine.predict import Feature, OutputCode, PredictInput, PredictOutput, PredictRequest
 from pellucid.server.engine.users import MAX_TOKEN_LENGTH, Users, hash_secret
 from pellucid.server.engine.validation import MAX_BATCH, MAX_DESCRIPTION_LENGTH, check_text
+from pellucid.server.engine.workflow_deployments import ForwardPart, WorkflowTargets
 from pellucid.server.records import DeploymentRecord, DeploymentTokenRecord, FeatureSpec, PageQuery
 from pellucid.server.storage import Conflict, MetadataStore
 
@@ -56,9 +59,6 @@ DEPLOYMENT_TOKEN_PREFIX = "pel_dep_"
 MAX_ROWS = 10_000  # per call; predict_many sends batches far smaller
 MAX_TOKENS_PER_DEPLOYMENT = 100
 DEFAULT_DEADLINE_SECONDS = 60.0
-WORKFLOWS_UNSUPPORTED = (
-    "workflow_id: deployments of workflows are not supported by this server yet: deploy a model (model_id)"
-)
 
 
 class Deployments:
@@ -73,6 +73,12 @@ class Deployments:
         # where the server's HTTP endpoint is reached (set by the runtime when it listens), so a
         # deployment can report its URL; empty: no HTTP
         self.http_base_url = ""
+        # what deployments of workflows need (set by the Engine once it has workflows): None, refused
+        self.workflows: WorkflowTargets | None = None
+
+    def close(self) -> None:
+        if self.workflows is not None:
+            self.workflows.close()
 
     # the resource
 
@@ -91,23 +97,35 @@ class Deployments:
         description: str = "",
         enabled: bool = True,
     ) -> DeploymentRecord:
-        """Deploy a model (at `version_id`, else its latest at each call). Specs not given are the
-        model's declared ones; a deployment needs input specs to check rows against."""
+        """Deploy a model (at `version_id`, else its latest at each call) or a workflow (at
+        `version_id`, else its latest, pinned now). Specs not given are the model's declared ones,
+        or those the workflow's nodes imply; a deployment needs input specs to check rows against."""
         _refuse_deployment_token(principal, "create deployments")
         app = self._apps.get(principal, user_id, app_id)
         validate_id(deployment_id, "deployment_id")
         check_text(description, "description", MAX_DESCRIPTION_LENGTH)
         if bool(model_id) == bool(workflow_id):
-            raise InvalidArgument("give the deployment's model_id or its workflow_id (one of them)", field="model_id")
+            given = "both" if model_id else "neither"
+            raise InvalidArgument(
+                f"a deployment serves one model or one workflow, and {given} was given: send model_id (with an "
+                "optional version_id) or workflow_id (with an optional version_id)",
+                reason="DEPLOYMENT_TARGET",
+                field="model_id",
+            )
         if workflow_id:
-            raise InvalidArgument(WORKFLOWS_UNSUPPORTED, reason="WORKFLOWS_UNSUPPORTED", field="workflow_id")
-        model, _ = self._models.get(principal, app.user_id, app.id, model_id, version_id)
-        inputs = check_feature_specs(model.input_specs if input_specs is None else input_specs, "input_specs")
-        outputs = check_feature_specs(model.output_specs if output_specs is None else output_specs, "output_specs")
+            version_id, inputs, outputs = self._workflow_specs(
+                principal, app.user_id, app.id, workflow_id, version_id, input_specs, output_specs
+            )
+            what = f"workflow {workflow_id!r}"
+        else:
+            model, _ = self._models.get(principal, app.user_id, app.id, model_id, version_id)
+            inputs = check_feature_specs(model.input_specs if input_specs is None else input_specs, "input_specs")
+            outputs = check_feature_specs(model.output_specs if output_specs is None else output_specs, "output_specs")
+            what = f"model {model_id!r}"
         if not inputs:
             raise InvalidArgument(
-                f"model {model_id!r} declares no input features: create it with input_specs, or give the "
-                "deployment's feature specs (input_specs)",
+                f"{what} declares no input features: give the deployment's feature specs (input_specs)"
+                + (", or create the model with input_specs" if model_id else ""),
                 reason="NO_FEATURE_SPECS",
                 field="input_specs",
             )
@@ -119,6 +137,7 @@ class Deployments:
             created_at=now,
             modified_at=now,
             model_id=model_id,
+            workflow_id=workflow_id,
             version_id=version_id,
             input_specs=inputs,
             output_specs=outputs,
@@ -136,6 +155,32 @@ class Deployments:
         except LookupError:
             raise NotFound(f"app {app.id!r} was deleted", field="app_id") from None
         return deployment
+
+    def _workflow_specs(
+        self,
+        principal: Principal,
+        user_id: str,
+        app_id: str,
+        workflow_id: str,
+        version_id: str,
+        input_specs: Sequence[FeatureSpec] | None,
+        output_specs: Sequence[FeatureSpec] | None,
+    ) -> tuple[str, tuple[FeatureSpec, ...], tuple[FeatureSpec, ...]]:
+        """The workflow version to pin (its latest if none is named) and the specs: given, or
+        implied by its nodes."""
+        targets = self._workflow_targets()
+        version = targets.runnable(principal, user_id, app_id, workflow_id, version_id)
+        inputs = targets.input_specs(principal, version) if input_specs is None else input_specs
+        outputs = targets.output_specs(principal, version) if output_specs is None else output_specs
+        checked_outputs = check_feature_specs(outputs, "output_specs")
+        if output_specs is not None:
+            targets.check_output_names(version, checked_outputs)
+        return version.id, check_feature_specs(inputs, "input_specs"), checked_outputs
+
+    def _workflow_targets(self) -> WorkflowTargets:
+        if self.workflows is None:  # pragma: no cover - the Engine always sets it
+            raise InvalidArgument("this server does not deploy workflows: deploy a model", field="workflow_id")
+        return self.workflows
 
     def get(self, principal: Principal, deployment_id: str) -> DeploymentRecord:
         """The deployment, for its owner or one of its own tokens (which may read its specs)."""
@@ -310,7 +355,9 @@ class Deployments:
     ) -> PendingForward:
         # the model runs as its owner: a deployment token's Principal only gets this far
         owner = Principal(user_id=deployment.user_id, is_admin=False, token_id=principal.token_id)
-        parts = []
+        if deployment.workflow_id:
+            return self._queue_workflow(owner, deployment, rows, deadline_seconds)
+        parts: builtins.list[ForwardPart] = []
         try:
             for start in range(0, len(rows), MAX_BATCH):
                 inputs = tuple(
@@ -340,12 +387,45 @@ class Deployments:
             raise
         return PendingForward(deployment, parts)
 
+    def _queue_workflow(
+        self,
+        owner: Principal,
+        deployment: DeploymentRecord,
+        rows: Sequence[tuple[Feature, ...]],
+        deadline_seconds: float,
+    ) -> PendingForward:
+        try:
+            parts = self._workflow_targets().submit(
+                owner,
+                deployment.user_id,
+                deployment.app_id,
+                deployment.workflow_id,
+                deployment.version_id,
+                deployment.input_specs,
+                deployment.output_specs,
+                rows,
+                deadline_seconds,
+            )
+        except NotFound as exc:
+            raise NotFound(
+                f"deployment {deployment.id!r}: {exc.message} (its workflow was deleted: delete the deployment or "
+                "re-create the workflow)",
+                reason=exc.reason,
+            ) from None
+        except FailedPrecondition as exc:
+            raise FailedPrecondition(
+                f"deployment {deployment.id!r}: {exc.message}, then deploy that version",
+                reason=exc.reason,
+                field=exc.field,
+            ) from None
+        return PendingForward(deployment, parts)
+
 
 class PendingForward:
     """A queued deployment call: one predict per MAX_BATCH rows. `result()` blocks for all of
     them; an async adapter passes `add_done_callback` a callback, holding no thread meanwhile."""
 
-    def __init__(self, deployment: DeploymentRecord, parts: Sequence[PendingPredict | LocalPredict]) -> None:
+    def __init__(self, deployment: DeploymentRecord, parts: Sequence[ForwardPart]) -> None:
         self.deployment = deployment
         self._parts = parts
         self._lock = threading.Lock()
@@ -374,7 +454,7 @@ class PendingForward:
             part.cancel(reason)
 
     def result(self) -> builtins.list[tuple[Feature, ...]]:
-        """The output rows in order; an error naming the first row the model failed on."""
+        """The output rows in order; an error naming the first row the model (or workflow) failed on."""
         rows: builtins.list[tuple[Feature, ...]] = []
         for part in self._parts:
             result = part.result()
@@ -388,9 +468,11 @@ def _raise_for(output: PredictOutput, row: int, deployment: DeploymentRecord) ->
     """An output's failure as the error of the whole call, naming the row."""
     if output.code is OutputCode.OK:
         return
-    what = f"model {deployment.model_id!r} failed on row {row}: {output.message or output.code.name}"
+    target = f"workflow {deployment.workflow_id!r}" if deployment.workflow_id else f"model {deployment.model_id!r}"
+    what = f"{target} failed on row {row}: {output.message or output.code.name}"
     if output.code is OutputCode.INVALID_ARGUMENT:
-        raise RowsInvalid([RowError(row, "", f"the model refused it: {output.message}")])
+        refused = "the workflow refused it" if deployment.workflow_id else "the model refused it"
+        raise RowsInvalid([RowError(row, "", f"{refused}: {output.message}")])
     if output.code is OutputCode.DEADLINE_EXCEEDED:
         raise DeadlineExceeded(what)
     if output.code is OutputCode.UNAVAILABLE:
@@ -401,7 +483,8 @@ def _raise_for(output: PredictOutput, row: int, deployment: DeploymentRecord) ->
 
 
 class ModelFailed(Aborted):
-    """The deployment's model raised on a row (the caller's row may be fine: its owner must look)."""
+    """The deployment's model (or a node of its workflow) raised on a row (the caller's row may be
+    fine: its owner must look)."""
 
 
 def _new_secret() -> str:

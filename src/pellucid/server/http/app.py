@@ -122,6 +122,7 @@ class DeploymentRoutes:
                 "enabled": deployment.enabled,
                 "url": f"{base}/v1/deployments/{deployment.id}/forward",
                 "model_id": deployment.model_id,
+                "workflow_id": deployment.workflow_id,
                 "version_id": deployment.version_id,
                 "feature_specs_in": [spec_json(s) for s in deployment.input_specs],
                 "feature_specs_out": [spec_json(s) for s in deployment.output_specs],

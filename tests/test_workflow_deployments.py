@@ -1,0 +1,273 @@
+"""Deployments of a workflow, against a real server with an HTTP port: the built-in text embedder
+feeding a classifier the server trained and a thresholder, called over HTTP (httpx and the
+sidekick client) and compared with what `Workflow.predict` answers for the same texts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+import pellucid.errors as errors
+from pellucid.api import v1
+from pellucid.client.app import App
+from pellucid.client.input import Inputs
+from pellucid.client.user import User
+from pellucid.client.workflow import Workflow
+from pellucid.deployment import Deployment, InvalidRows
+from pellucid.server.runtime import PellucidServer, ServerSettings
+from tests.test_workflow_integration import CLEAR, _reviews, node, write
+
+TEXTS = list(CLEAR)
+
+
+@dataclass
+class Served:
+    server: PellucidServer
+    admin: User
+    user: User
+    app: App
+    workflow: Workflow
+    classifier_version: str
+    base: str
+    token: str
+
+    def post(self, rows: Any, deployment: str = "reviews", token: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token if token is None else token}"}
+        url = f"{self.base}/v1/deployments/{deployment}/forward"
+        return httpx.post(url, json={"rows": rows}, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """An app with a classifier trained on the demo's reviews, and the workflow `reviews`: the
+    text embedder feeding it and a thresholder after it (leaf `sure`), and the embedder alone
+    (leaf `vector`), deployed as `reviews`."""
+    server = PellucidServer(ServerSettings(data_dir=tmp_path_factory.mktemp("wf-deploy"), port=0, http_port=0))
+    server.start()
+    credentials = server.data_dir.read_credentials()
+    assert credentials is not None
+    admin = User(base_url=f"grpc://{server.address}", pat=credentials.pat)
+    created = admin.create_user("alice")
+    user = User(base_url=f"grpc://{server.address}", pat=created.pat.secret, user_id=created.user.id)
+    try:
+        app = user.create_app("shop", base_workflow="Empty")
+        app.create_dataset("reviews")
+        uploads = [
+            Inputs.get_text_input(f"review-{i}", text, dataset_id="reviews", labels=[label] if label else None)
+            for i, (text, label) in enumerate(_reviews())
+        ]
+        assert not app.inputs().upload_inputs(uploads, show_log=False).failed
+        model = app.create_model("sentiment", model_type_id="embedding-classifier")
+        model.update_params(dataset_id="reviews", concepts=["positive", "negative"], validation_fraction=0.0)
+        version_id = model.train()
+        assert model.wait_for_training(version_id, timeout=120)["state"] == "trained"
+        config = write(
+            tmp_path_factory.mktemp("yaml") / "reviews.yaml",
+            "reviews",
+            node("embed", "text-embed", model_type_id="text-embedder"),
+            node("classify", "sentiment", "embed"),
+            node(
+                "sure",
+                "sure",
+                "classify",
+                model_type_id="concept-thresholder",
+                output_info={"params": {"threshold": 0.6}},
+            ),
+            node("vector", "text-embed", model_type_id="text-embedder"),
+        )
+        workflow = app.create_workflow(config, display=False)
+        _, token = app.create_deployment("reviews", workflow_id="reviews").create_token("tests")
+        base = f"http://127.0.0.1:{server.http_port}"
+        yield Served(server, admin, user, app, workflow, version_id, base, token)
+    finally:
+        user.close()
+        admin.close()
+        server.stop(grace=0.5)
+
+
+def _workflow_answers(workflow: Workflow, texts: list[str]) -> list[dict[str, Any]]:
+    """What Workflow.predict answers for each text: the leaves' concepts and vector."""
+    response = workflow.predict([v1.Input(data=v1.Data(text=v1.Text(raw=t))) for t in texts])
+    answers = []
+    for result in response.results:
+        outputs = {o.id: o for o in result.outputs}
+        assert all(o.status.code == v1.Status.OK for o in result.outputs), result
+        answers.append(
+            {
+                "sure": {c.id: c.value for c in outputs["sure"].data.concepts},
+                "vector": list(outputs["vector"].data.embeddings[0].vector),
+            }
+        )
+    return answers
+
+
+def test_a_workflow_deployment_answers_as_the_workflow_does(served: Served) -> None:
+    deployment = served.app.deployment("reviews")
+    version = served.workflow.load_info().version.id
+    info = deployment.info
+    # the target is the workflow, at the version that was its latest at creation
+    assert (info.workflow_id, info.model_id, info.version_id) == ("reviews", "", version)
+    assert [d.info.workflow_id for d in served.app.list_deployments()] == ["reviews"]
+    assert "workflow_id='reviews'" in repr(deployment)
+    # inputs from the root nodes (both read text: one required text), outputs from the leaves by node id
+    assert [(s.name, s.type, s.required) for s in info.input_specs] == [("text", "text", True)]
+    assert [(s.name, s.type) for s in info.output_specs] == [("vector", "array"), ("sure", "categorical")]
+    assert list(info.output_specs[1].categories) == ["positive", "negative"]
+    assert info.output_specs[0].dtype == "float32"
+
+    described = httpx.get(
+        f"{served.base}/v1/deployments/reviews", headers={"Authorization": f"Bearer {served.token}"}
+    ).json()
+    assert described["workflow_id"] == "reviews" and described["version_id"] == version
+
+    expected = _workflow_answers(served.workflow, TEXTS)
+    response = served.post([{"text": t} for t in TEXTS])
+    assert response.status_code == 200, response.text
+    rows = response.json()["rows"]
+    assert len(rows) == len(TEXTS)
+    for text, row, want in zip(TEXTS, rows, expected, strict=True):
+        assert row.keys() == {"vector", "sure"}
+        assert row["vector"]["shape"] == [384] and row["vector"]["data"] == want["vector"]
+        assert row["sure"].keys() == want["sure"].keys() == {CLEAR[text]}  # the clear class passed 0.6
+        assert row["sure"] == pytest.approx(want["sure"], abs=1e-6)
+
+    client = Deployment(url=deployment.url, token=served.token, batch_size=3)
+    assert [s["name"] for s in client.feature_specs_out] == ["vector", "sure"]
+    one = client.predict(text=TEXTS[0])
+    assert isinstance(one["vector"], np.ndarray) and one["vector"].dtype == np.float32
+    assert np.array_equal(one["vector"], np.asarray(expected[0]["vector"], dtype=np.float32))
+    many = client.predict_many({"text": t} for t in TEXTS)
+    assert [m["sure"] for m in many] == [r["sure"] for r in rows]
+    assert all(np.array_equal(m["vector"], np.asarray(w["vector"], np.float32)) for m, w in zip(many, expected))
+
+
+def test_specs_given_at_creation_name_any_node(served: Served) -> None:
+    """Output specs given at creation name their node (`<node_id>`): here the classifier before the
+    thresholder, with every class's probability."""
+    specs = {"output": [{"name": "classify", "type": "categorical", "categories": ["positive", "negative"]}]}
+    managed = served.app.create_deployment("reviews-raw", workflow_id="reviews", feature_specs=specs)
+    _, token = managed.create_token()
+    response = served.post([{"text": TEXTS[1]}], deployment="reviews-raw", token=token)
+    assert response.status_code == 200, response.text
+    (row,) = response.json()["rows"]
+    direct = served.app.model("sentiment").predict([v1.Input(data=v1.Data(text=v1.Text(raw=TEXTS[1])))])
+    assert row["classify"] == pytest.approx({c.id: c.value for c in direct.outputs[0].data.concepts}, abs=1e-6)
+    assert max(row["classify"], key=row["classify"].get) == CLEAR[TEXTS[1]]
+    with pytest.raises(errors.InvalidArgument, match=r"'nowhere' names no node of workflow 'reviews'"):
+        served.app.create_deployment(
+            "reviews-bad", workflow_id="reviews", feature_specs={"output": [{"name": "nowhere", "type": "text"}]}
+        )
+
+
+def test_rows_are_checked_before_the_workflow_runs_and_a_failing_node_names_itself(served: Served) -> None:
+    response = served.post([{"text": "fine"}, {}, {"text": 3}, {"text": "x", "colour": "red"}])
+    assert response.status_code == 400
+    bad = response.json()["error"]["rows"]
+    assert [(r["row"], r["feature"]) for r in bad] == [(1, "text"), (2, "text"), (3, "colour")]
+    assert "missing" in bad[0]["message"] and "expected a string" in bad[1]["message"]
+    with pytest.raises(InvalidRows) as raised:
+        Deployment(url=f"{served.base}/v1/deployments/reviews", token=served.token).predict_many(
+            [{"text": "fine"}, {"text": ["a list"]}]
+        )
+    assert raised.value.row == 1 and raised.value.feature == "text"
+    # an empty text passes the spec but the embedder has nothing to read: that row fails, naming the node
+    response = served.post([{"text": "fine"}, {"text": ""}])
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["rows"][0]["row"] == 1
+    assert "the workflow refused it: node 'embed' (model 'text-embed') failed" in error["message"]
+
+
+def test_a_deployment_serves_one_target_of_its_owner(served: Served) -> None:
+    app = served.app
+    with pytest.raises(errors.InvalidArgument, match="both was given: send model_id .* or workflow_id"):
+        app.create_deployment("two", model_id="sentiment", workflow_id="reviews")
+    with pytest.raises(errors.InvalidArgument, match="neither was given"):
+        app.create_deployment("none")
+    with pytest.raises(errors.NotFound, match="version 'nope' of workflow 'reviews' not found"):
+        app.create_deployment("old", workflow_id="reviews", version_id="nope")
+    with pytest.raises(errors.NotFound, match="workflow 'missing' not found"):
+        app.create_deployment("missing", workflow_id="missing")
+    bob_created = served.admin.create_user("bob")
+    bob = User(base_url=served.user.base_url, pat=bob_created.pat.secret, user_id=bob_created.user.id)
+    try:
+        with pytest.raises(errors.NotFound, match="workflow 'reviews' not found"):  # alice's workflow is not his
+            bob.create_app("bobs").create_deployment("bobs-reviews", workflow_id="reviews")
+    finally:
+        bob.close()
+    # a workflow deployment's token calls that deployment only
+    other = app.create_deployment("reviews-other", workflow_id="reviews")
+    response = served.post([{"text": "fine"}], deployment="reviews-other")
+    assert response.status_code == 403 and response.json()["error"]["reason"] == "WRONG_DEPLOYMENT_TOKEN"
+    _, token = other.create_token()
+    assert served.post([{"text": "fine"}], deployment="reviews-other", token=token).status_code == 200
+    assert served.post([{"text": "fine"}], deployment="reviews", token=token).status_code == 403
+
+
+def test_deprecated_and_deleted_workflows_answer_clearly(served: Served, tmp_path: Path) -> None:
+    """Last in this file: it deletes what the others use."""
+    app = served.app
+    copy = write(tmp_path / "copy.yaml", "copy", node("embed", "text-embed", model_type_id="text-embedder"))
+    app.create_workflow(copy, display=False)
+    _, token = app.create_deployment("copy", workflow_id="copy").create_token()
+    app.delete_workflow("copy")
+    response = served.post([{"text": "fine"}], deployment="copy", token=token)
+    assert response.status_code == 404, response.text
+    assert "its workflow was deleted" in response.json()["error"]["message"]
+
+    app.model("sentiment").delete_version(served.classifier_version)  # deprecates the versions pinning it
+    response = served.post([{"text": "fine"}])
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["status"] == "FAILED_PRECONDITION" and error["reason"] == "WORKFLOW_VERSION_DEPRECATED"
+    assert "deployment 'reviews': version" in error["message"] and "node 'classify'" in error["message"]
+
+
+def test_specs_come_from_the_root_and_leaf_models_declarations(alice: User, unique: str, tmp_path: Path) -> None:
+    """Runner-served models (no runner needed to deploy): a root's declared input_specs are the
+    deployment's inputs; a leaf with one output feature gives it as `<node_id>`, with several as
+    `<node_id>.<feature>`; a leaf's concepts take its version's concepts as categories."""
+    app = alice.create_app(f"wfspecs-{unique}", base_workflow="Empty")
+    size = {"name": "Size", "type": "numeric"}
+    app.create_model("scale", ["x"], input_specs=[size], output_specs=[{"name": "Scaled", "type": "numeric"}])
+    app.create_model(
+        "stats",
+        ["x"],
+        input_specs=[size, {"name": "Note", "type": "text", "required": False}],
+        output_specs=[{"name": "Mean", "type": "numeric"}, {"name": "Grid", "type": "array", "dtype": "int64"}],
+    )
+    app.create_model("kinds", ["x"], input_fields=["image"], output_fields=["concepts"], concepts=["cat", "dog"])
+    app.create_model("vague", ["x"], input_fields=["image"], output_fields=["concepts"])
+    config = write(
+        tmp_path / "tabular.yaml",
+        "tabular",
+        node("scale", "scale"),
+        node("stats", "stats"),
+        node("kinds", "kinds"),
+    )
+    app.create_workflow(config, display=False)
+    info = app.create_deployment(f"tabular-{unique}", workflow_id="tabular").info
+    assert [(s.name, s.type, s.required) for s in info.input_specs] == [
+        ("Size", "numeric", True),
+        ("Note", "text", False),
+        ("image", "image", True),  # what the classifier reads, as it declares no input_specs
+    ]
+    assert [(s.name, s.type) for s in info.output_specs] == [
+        ("scale", "numeric"),
+        ("stats.Mean", "numeric"),
+        ("stats.Grid", "array"),
+        ("kinds", "categorical"),
+    ]
+    assert list(info.output_specs[3].categories) == ["cat", "dog"]
+    # concepts nobody names cannot become a categorical feature: the error says what to give
+    app.create_workflow(write(tmp_path / "vague.yaml", "vague", node("vague", "vague")), display=False)
+    with pytest.raises(errors.InvalidArgument, match=r"node 'vague' \(model 'vague'\) outputs concepts.*output_specs"):
+        app.create_deployment(f"vague-{unique}", workflow_id="vague")
+    given = {"output": [{"name": "vague", "type": "categorical", "categories": ["a", "b"]}]}
+    assert app.create_deployment(f"vague-{unique}", workflow_id="vague", feature_specs=given).info.output_specs
