@@ -93,7 +93,7 @@ def openapi_document(extra_paths: dict[str, Any]) -> dict[str, Any]:
         "paths": {
             "/v1/deployments/{deployment_id}/forward": {
                 "post": {
-                    "summary": "Predict rows of named features with the deployment's model",
+                    "summary": "Predict rows of named features with the deployment's model or workflow",
                     "parameters": [
                         deployment_id,
                         {
@@ -101,7 +101,7 @@ def openapi_document(extra_paths: dict[str, Any]) -> dict[str, Any]:
                             "in": "query",
                             "required": False,
                             "schema": {"type": "number"},
-                            "description": "seconds to wait for the model (default 60)",
+                            "description": "seconds to wait for the model or workflow (default 60)",
                         },
                     ],
                     "requestBody": {
@@ -124,7 +124,8 @@ def openapi_document(extra_paths: dict[str, Any]) -> dict[str, Any]:
                     "parameters": [deployment_id],
                     "responses": {
                         "200": {
-                            "description": "id, enabled, url, model_id, feature_specs_in, feature_specs_out",
+                            "description": "id, enabled, url, its target (model_id, or workflow_id, and version_id), "
+                            "feature_specs_in, feature_specs_out",
                             "content": {
                                 "application/json": {
                                     "schema": {
@@ -134,6 +135,7 @@ def openapi_document(extra_paths: dict[str, Any]) -> dict[str, Any]:
                                             "enabled": {"type": "boolean"},
                                             "url": {"type": "string"},
                                             "model_id": {"type": "string"},
+                                            "workflow_id": {"type": "string"},
                                             "version_id": {"type": "string"},
                                             "feature_specs_in": {
                                                 "type": "array",
