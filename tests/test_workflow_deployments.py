@@ -186,7 +186,7 @@ def test_rows_are_checked_before_the_workflow_runs_and_a_failing_node_names_itse
 
 def test_a_deployment_serves_one_target_of_its_owner(served: Served) -> None:
     app = served.app
-    with pytest.raises(errors.InvalidArgument, match="both was given: send model_id .* or workflow_id"):
+    with pytest.raises(errors.InvalidArgument, match=r"both was given: send model_id .* or workflow_id"):
         app.create_deployment("two", model_id="sentiment", workflow_id="reviews")
     with pytest.raises(errors.InvalidArgument, match="neither was given"):
         app.create_deployment("none")
