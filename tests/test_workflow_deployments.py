@@ -4,6 +4,7 @@ sidekick client) and compared with what `Workflow.predict` answers for the same 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from pellucid.client.user import User
 from pellucid.client.workflow import Workflow
 from pellucid.deployment import Deployment, InvalidRows
 from pellucid.server.runtime import PellucidServer, ServerSettings
+from tests.media_samples import png
+from tests.runner_models import Tabular
 from tests.test_workflow_integration import CLEAR, _reviews, node, write
 
 TEXTS = list(CLEAR)
@@ -208,6 +211,73 @@ def test_a_deployment_serves_one_target_of_its_owner(served: Served) -> None:
     _, token = other.create_token()
     assert served.post([{"text": "fine"}], deployment="reviews-other", token=token).status_code == 200
     assert served.post([{"text": "fine"}], deployment="reviews", token=token).status_code == 403
+
+
+def test_an_image_row_reaches_an_image_embedder(served: Served, tmp_path: Path) -> None:
+    """A workflow's image input: the row's data URI is the workflow input's image."""
+    app = served.app
+    config = write(
+        tmp_path / "pictures.yaml", "pictures", node("picture", "image-embed", model_type_id="image-embedder")
+    )
+    workflow = app.create_workflow(config, display=False)
+    managed = app.create_deployment("pictures", workflow_id="pictures")
+    assert [(s.name, s.type, s.required) for s in managed.info.input_specs] == [("image", "image", True)]
+    _, token = managed.create_token()
+    photo = png("pictures", side=32)
+    (expected,) = workflow.predict_by_bytes(photo, "image").results
+    vector = Deployment(url=managed.url, token=token).predict(image=photo)["picture"]
+    assert vector.shape == (len(expected.outputs[0].data.embeddings[0].vector),)
+    assert np.array_equal(vector, np.asarray(expected.outputs[0].data.embeddings[0].vector, np.float32))
+
+
+def test_a_runner_served_node_gets_the_row_and_names_its_outputs_by_node(served: Served, tmp_path: Path) -> None:
+    """A workflow of a runner-served model of named features (tests/runner_models.py:Tabular): the
+    row's features reach it, its several outputs come back as `<node_id>.<feature>`, and a row it
+    fails on fails the call naming the row and the node, as for a model deployment."""
+    app, user = served.app, served.user
+    label = "tabular-wf"
+    user.create_runner(label, labels=[label])
+    runner = Tabular(label, base_url=user.base_url, pat=user._connection.settings.pat, num_parallel_polls=2)
+    thread = threading.Thread(target=runner.start, daemon=True)
+    thread.start()
+    try:
+        assert runner.wait_connected(10)
+        app.create_model(
+            "tabular",
+            [label],
+            input_specs=[
+                {"name": "Size", "type": "numeric"},
+                {"name": "Type", "type": "categorical", "categories": ["animal", "plant"]},
+                {"name": "Sound", "type": "text"},
+            ],
+            output_specs=[
+                {"name": "Score", "type": "numeric"},
+                {"name": "Kind", "type": "categorical", "categories": ["cat", "dog"]},
+                {"name": "Echo", "type": "text"},
+            ],
+        )
+        app.create_workflow(write(tmp_path / "pets.yaml", "pets", node("pets", "tabular")), display=False)
+        managed = app.create_deployment("pets-wf", workflow_id="pets")
+        assert [s.name for s in managed.info.output_specs] == ["pets.Score", "pets.Kind", "pets.Echo"]
+        _, token = managed.create_token()
+        rows = [{"Size": 0.25, "Type": "animal", "Sound": "Miaow"}, {"Size": 2, "Type": "plant", "Sound": "Rustle"}]
+        response = served.post(rows, deployment="pets-wf", token=token)
+        assert response.status_code == 200, response.text
+        assert response.json()["rows"] == [
+            {"pets.Score": 5.5, "pets.Kind": {"cat": 0.9, "dog": 0.1}, "pets.Echo": "MIAOW"},
+            {"pets.Score": 10.0, "pets.Kind": {"cat": 0.2, "dog": 0.8}, "pets.Echo": "RUSTLE"},
+        ]
+        crash = served.post([rows[0], {**rows[1], "Sound": "crash"}], deployment="pets-wf", token=token)
+        assert crash.status_code == 502, crash.text
+        error = crash.json()["error"]
+        assert error["field"] == "rows[1]" and error["reason"] == "MODEL_FAILED"
+        assert error["message"].startswith("workflow 'pets' failed on row 1: node 'pets' (model 'tabular') failed")
+        refused = served.post([{**rows[0], "Size": -1}], deployment="pets-wf", token=token)
+        assert refused.status_code == 400 and refused.json()["error"]["rows"][0]["row"] == 0
+        assert "Size must not be negative" in refused.json()["error"]["message"]
+    finally:
+        runner.stop(drain=False)
+        thread.join(10)
 
 
 def test_deprecated_and_deleted_workflows_answer_clearly(served: Served, tmp_path: Path) -> None:
