@@ -4,6 +4,7 @@ sidekick client) and compared with what `Workflow.predict` answers for the same 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,13 +19,14 @@ import pellucid.errors as errors
 from pellucid.api import v1
 from pellucid.client.app import App
 from pellucid.client.input import Inputs
+from pellucid.client.runner import Runner
 from pellucid.client.user import User
 from pellucid.client.workflow import Workflow
 from pellucid.deployment import Deployment, InvalidRows
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.media_samples import png
 from tests.runner_models import Tabular
-from tests.test_workflow_integration import CLEAR, _reviews, node, write
+from tests.test_workflow_integration import BOXES, CLEAR, Vision, _reviews, node, write
 
 TEXTS = list(CLEAR)
 
@@ -230,18 +232,27 @@ def test_an_image_row_reaches_an_image_embedder(served: Served, tmp_path: Path) 
     assert np.array_equal(vector, np.asarray(expected.outputs[0].data.embeddings[0].vector, np.float32))
 
 
-def test_a_runner_served_node_gets_the_row_and_names_its_outputs_by_node(served: Served, tmp_path: Path) -> None:
-    """A workflow of a runner-served model of named features (tests/runner_models.py:Tabular): the
-    row's features reach it, its several outputs come back as `<node_id>.<feature>`, and a row it
-    fails on fails the call naming the row and the node, as for a model deployment."""
-    app, user = served.app, served.user
-    label = "tabular-wf"
+@contextlib.contextmanager
+def running(user: User, runner_class: type[Runner], label: str) -> Iterator[str]:
+    """A runner of `runner_class` on a thread, polling for `label`, while the block runs."""
     user.create_runner(label, labels=[label])
-    runner = Tabular(label, base_url=user.base_url, pat=user._connection.settings.pat, num_parallel_polls=2)
+    runner = runner_class(label, base_url=user.base_url, pat=user._connection.settings.pat, num_parallel_polls=2)
     thread = threading.Thread(target=runner.start, daemon=True)
     thread.start()
     try:
         assert runner.wait_connected(10)
+        yield label
+    finally:
+        runner.stop(drain=False)
+        thread.join(10)
+
+
+def test_a_runner_served_node_gets_the_row_and_names_its_outputs_by_node(served: Served, tmp_path: Path) -> None:
+    """A workflow of a runner-served model of named features (tests/runner_models.py:Tabular): the
+    row's features reach it, its several outputs come back as `<node_id>.<feature>`, and a row it
+    fails on fails the call naming the row and the node, as for a model deployment."""
+    app = served.app
+    with running(served.user, Tabular, "tabular-wf") as label:
         app.create_model(
             "tabular",
             [label],
@@ -275,9 +286,52 @@ def test_a_runner_served_node_gets_the_row_and_names_its_outputs_by_node(served:
         refused = served.post([{**rows[0], "Size": -1}], deployment="pets-wf", token=token)
         assert refused.status_code == 400 and refused.json()["error"]["rows"][0]["row"] == 0
         assert "Size must not be negative" in refused.json()["error"]["message"]
-    finally:
-        runner.stop(drain=False)
-        thread.join(10)
+
+
+def test_a_detectors_regions_are_an_array_of_boxes(served: Served, tmp_path: Path) -> None:
+    """A leaf that makes regions (tests/test_workflow_integration.py:Vision's detector) answers
+    its boxes as an array, one row of top, left, bottom, right per region."""
+    app = served.app
+    with running(served.user, Vision, "vision-wf") as label:
+        app.create_model("detect", [label], input_fields=["image"], output_fields=["regions"], params={"op": "detect"})
+        app.create_workflow(write(tmp_path / "boxes.yaml", "boxes", node("find", "detect")), display=False)
+        managed = app.create_deployment("boxes", workflow_id="boxes")
+        assert [(s.name, s.type, list(s.shape)) for s in managed.info.output_specs] == [("find", "array", [-1, 4])]
+        _, token = managed.create_token()
+        boxes = Deployment(url=managed.url, token=token).predict(image=png("boxes", side=16))["find"]
+    assert boxes.dtype == np.float32 and boxes.tolist() == np.asarray(list(BOXES.values()), np.float32).tolist()
+
+
+def test_a_pass_through_leaf_outputs_what_reaches_it(served: Served, tmp_path: Path) -> None:
+    """random-sample passes its input on: after the classifier its output is the classifier's
+    concepts (the same categories), and an input it leaves out answers no concepts."""
+    config = write(
+        tmp_path / "gates.yaml",
+        "gates",
+        node("embed", "text-embed", model_type_id="text-embedder"),
+        node("classify", "sentiment", "embed"),
+        node(
+            "none",
+            "keep-none",
+            "classify",
+            model_type_id="random-sample",
+            output_info={"params": {"keep_fraction": 0.0}},
+        ),
+        node(
+            "all", "keep-all", "classify", model_type_id="random-sample", output_info={"params": {"keep_fraction": 1.0}}
+        ),
+    )
+    served.app.create_workflow(config, display=False)
+    managed = served.app.create_deployment("gates", workflow_id="gates")
+    specs = managed.info.output_specs
+    assert [(s.name, s.type, list(s.categories)) for s in specs] == [
+        ("none", "categorical", ["positive", "negative"]),
+        ("all", "categorical", ["positive", "negative"]),
+    ]
+    _, token = managed.create_token()
+    (row,) = served.post([{"text": TEXTS[0]}], deployment="gates", token=token).json()["rows"]
+    assert row["none"] == {} and max(row["all"], key=row["all"].get) == CLEAR[TEXTS[0]]
+    assert sum(row["all"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_deprecated_and_deleted_workflows_answer_clearly(served: Served, tmp_path: Path) -> None:

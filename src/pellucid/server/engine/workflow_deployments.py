@@ -176,7 +176,7 @@ class WorkflowTargets:
             categories = tuple(c.id for c in model_version.concepts) if model_version is not None else ()
             if not categories and local is not None and local.trainable:
                 categories = self._trained_concepts(record)
-            if not categories and (not reads or "concepts" in reads or set(reads) == set(DATA_KINDS)):
+            if not categories and (not reads or "concepts" in reads):  # a thresholder, random-sample
                 categories = tuple(dict.fromkeys(c for p in parents for c in p.categories))
             nodes[node_id] = _Node(record, model, reads, makes, categories)
         return nodes
