@@ -9,8 +9,11 @@ deployment token can do nothing else (its Principal carries the deployment id, a
 interceptor does not accept it: deployment tokens live in their own table).
 
 Every adapter (the HTTP endpoint, the Open Inference Protocol) ends in `submit`: rows are checked
-here before any model runs, then split into predicts (or workflow runs) of at most MAX_BATCH
-inputs each, all queued at once, and answered in order.
+here before any model runs, then split into predicts of at most MAX_BATCH inputs each, all queued
+at once, and answered in order.
+
+A workflow's rows are split the same way into runs of the engine's workflow run, each on a thread
+of `WorkflowTargets` (engine/workflow_deployments.py), behind handles with a predict's surface.
 """
 
 from __future__ import annotations
