@@ -11,9 +11,6 @@ interceptor does not accept it: deployment tokens live in their own table).
 Every adapter (the HTTP endpoint, the Open Inference Protocol) ends in `submit`: rows are checked
 here before any model runs, then split into predicts of at most MAX_BATCH inputs each, all queued
 at once, and answered in order.
-
-A workflow's rows are split the same way into runs of the engine's workflow run, each on a thread
-of `WorkflowTargets` (engine/workflow_deployments.py), behind handles with a predict's surface.
 """
 
 from __future__ import annotations
@@ -49,12 +46,13 @@ from pellucid.server.engine.features import (
     json_row_features,
 )
 from pellucid.server.engine.ids import new_id, validate_id
-from pellucid.server.engine.models import Models
+from pellucid.server.engine.local_models import LocalPredict
+from pellucid.server.engine.models import Models, PendingPredict
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
 from pellucid.server.engine.predict import Feature, OutputCode, PredictInput, PredictOutput, PredictRequest
 from pellucid.server.engine.users import MAX_TOKEN_LENGTH, Users, hash_secret
 from pellucid.server.engine.validation import MAX_BATCH, MAX_DESCRIPTION_LENGTH, check_text
-from pellucid.server.engine.workflow_deployments import ForwardPart, WorkflowTargets
+from pellucid.server.engine.workflow_deployments import WorkflowRun, WorkflowTargets
 from pellucid.server.records import DeploymentRecord, DeploymentTokenRecord, FeatureSpec, PageQuery
 from pellucid.server.storage import Conflict, MetadataStore
 
@@ -360,7 +358,7 @@ class Deployments:
         owner = Principal(user_id=deployment.user_id, is_admin=False, token_id=principal.token_id)
         if deployment.workflow_id:
             return self._queue_workflow(owner, deployment, rows, deadline_seconds)
-        parts: builtins.list[ForwardPart] = []
+        parts: builtins.list[PendingPredict | LocalPredict | WorkflowRun] = []
         try:
             for start in range(0, len(rows), MAX_BATCH):
                 inputs = tuple(
@@ -397,6 +395,8 @@ class Deployments:
         rows: Sequence[tuple[Feature, ...]],
         deadline_seconds: float,
     ) -> PendingForward:
+        """A workflow's rows split the same way, into runs of the engine's workflow run, each on a
+        thread of `WorkflowTargets` behind a handle with a predict's surface."""
         try:
             parts = self._workflow_targets().submit(
                 owner,
@@ -428,7 +428,9 @@ class PendingForward:
     """A queued deployment call: one predict per MAX_BATCH rows. `result()` blocks for all of
     them; an async adapter passes `add_done_callback` a callback, holding no thread meanwhile."""
 
-    def __init__(self, deployment: DeploymentRecord, parts: Sequence[ForwardPart]) -> None:
+    def __init__(
+        self, deployment: DeploymentRecord, parts: Sequence[PendingPredict | LocalPredict | WorkflowRun]
+    ) -> None:
         self.deployment = deployment
         self._parts = parts
         self._lock = threading.Lock()

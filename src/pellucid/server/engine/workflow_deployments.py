@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 import numpy as np
 
@@ -52,16 +51,6 @@ SEPARATOR = "."  # <node_id>.<feature> (node ids hold no dots)
 CONTENT_KINDS = ("text", "image")  # what a row can carry as the workflow input's content
 OUTPUT_KINDS = ("embeddings", "concepts", "text", "regions", "image")  # a leaf's output, first found
 DEFAULT_WORKERS = 8
-
-
-class ForwardPart(Protocol):
-    """A queued part of a deployment call: a predict, or a workflow run."""
-
-    def add_done_callback(self, callback: Callable[[], None]) -> None: ...
-
-    def cancel(self, reason: str = "the caller went away") -> None: ...
-
-    def result(self) -> PredictResult: ...
 
 
 @dataclass(frozen=True)
@@ -206,12 +195,12 @@ class WorkflowTargets:
         output_specs: Sequence[FeatureSpec],
         rows: Sequence[tuple[Feature, ...]],
         deadline_seconds: float,
-    ) -> list[ForwardPart]:
+    ) -> list[WorkflowRun]:
         """Checked rows run through the workflow, MAX_BATCH per run, all queued at once."""
         version = self.runnable(owner, user_id, app_id, workflow_id, version_id)
         text, image = (next((s.name for s in input_specs if s.type == k), "") for k in CONTENT_KINDS)
         deadline = time.monotonic() + deadline_seconds
-        parts: list[ForwardPart] = []
+        parts: list[WorkflowRun] = []
         for start in range(0, len(rows), MAX_BATCH):
             inputs = tuple(
                 _workflow_input(f"row-{start + i}", row, text, image)
@@ -333,4 +322,4 @@ def _feature(spec: FeatureSpec, inner: str, data: OutputData) -> Feature | None:
     return None
 
 
-__all__ = ["SEPARATOR", "ForwardPart", "WorkflowRun", "WorkflowTargets"]
+__all__ = ["SEPARATOR", "WorkflowRun", "WorkflowTargets"]
