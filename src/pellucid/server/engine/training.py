@@ -466,9 +466,7 @@ class Training:
         job = self._store.claim_training_job(self._clock(), self.lease_seconds, owner)
         if job is None:
             return False
-        report = JobReport(
-            self._store, job, owner, self._clock, self.lease_seconds, self._stopping, self.max_seconds
-        )
+        report = JobReport(self._store, job, owner, self._clock, self.lease_seconds, self._stopping, self.max_seconds)
         try:
             self._run(job, report)
         except JobLost as exc:
