@@ -125,3 +125,26 @@ def test_deleting_a_version_drops_its_tags_and_deleting_the_model_or_app_the_alg
         assert store.get_algorithm("u", "other") is None and store.get_algorithm("u", "hello") is not None
     finally:
         store.close()
+
+
+def test_calls_older_than_the_retention_are_purged_and_insight_reports_are_counted_per_call(
+    metadata_uri: str,
+) -> None:
+    store = open_metadata_store(metadata_uri)
+    try:
+        model(store, "model-hello")
+        store.save_algorithm(algorithm("hello"))
+        for i in range(4):
+            store.insert_algorithm_call(AlgorithmCallRecord(f"c{i}", "u", "hello", "v1", "caller", 10.0 * i))
+        for i in range(3):
+            store.insert_insights(InsightRecord("u", "hello", "c3", "v1", "caller", {"n": i}, 40.0 + i))
+        store.insert_insights(InsightRecord("u", "hello", "c0", "v1", "caller", {"n": 9}, 41.0))
+        assert [store.count_call_insights(c) for c in ("c3", "c0", "c1", "none")] == [3, 1, 0, 0]
+        assert store.purge_algorithm_calls(older_than=20.0) == 2  # c0 (at 0) and c1 (at 10)
+        assert store.get_algorithm_call("c0") is None and store.get_algorithm_call("c1") is None
+        assert store.get_algorithm_call("c2") is not None and store.get_algorithm_call("c3") is not None
+        assert store.purge_algorithm_calls(older_than=20.0) == 0
+        # what was reported about a purged call stays for the owner to read
+        assert len(store.list_insights("u", "hello", PageQuery(limit=10)).items) == 4
+    finally:
+        store.close()

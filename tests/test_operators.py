@@ -232,6 +232,30 @@ def test_image_crop_bounds_what_one_input_makes(engine: Engine) -> None:
     assert len(outputs[2].data.regions) == 2
 
 
+def test_image_crop_bounds_what_one_call_makes(engine: Engine) -> None:
+    """Every input's crops are held until the call answers: past the call's budget, inputs fail alone."""
+    from PIL import Image
+
+    encoded = io.BytesIO()
+    Image.new("RGB", (1000, 1000)).save(encoded, "PNG")  # one million pixels
+    image = (Media("image", encoded.getvalue()),)
+    whole = OutputRegion("r", (0.0, 0.0, 1.0, 1.0))
+    tiny = OutputRegion("t", (0.0, 0.0, 0.001, 0.001))  # one pixel
+    create(engine, "crop", "image-crop")
+    big = [PredictInput(f"big{n}", image, regions=(whole,) * 40) for n in range(3)]  # 40 million pixels each
+    small = PredictInput("small", image, regions=(whole,) * 2)
+    outputs = predict(engine, "crop", *big, small)
+    assert [o.code for o in outputs] == [OutputCode.OK] * 2 + [OutputCode.RESOURCE_EXHAUSTED, OutputCode.OK]
+    assert "inputs[2]: its 40 crops (40.0 million pixels) would take this call past" in outputs[2].message
+    assert "limit of 5000 crops and 100 million pixels per call" in outputs[2].message
+    assert "made 80 crops, 80.0 million pixels" in outputs[2].message and "fewer inputs per call" in outputs[2].message
+    assert len(outputs[3].data.regions) == 2  # what still fits is cropped
+    many = [PredictInput(f"many{n}", image, regions=(tiny,) * 1000) for n in range(6)]  # each within its limit
+    outputs = predict(engine, "crop", *many)
+    assert [o.code for o in outputs] == [OutputCode.OK] * 5 + [OutputCode.RESOURCE_EXHAUSTED]
+    assert "inputs[5]: its 1000 crops" in outputs[5].message and "made 5000 crops" in outputs[5].message
+
+
 def test_image_crop_without_pillow_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "PIL", None)  # an import of PIL now fails, as when it is not installed
     cropper = ImageCrop(UrlFetcher())

@@ -55,6 +55,20 @@ def test_the_http_port_is_off_unless_given_and_zero_lets_the_os_pick() -> None:
     assert resolved(["--max-http-body-bytes", "1024"], {}).max_http_body_bytes == 1024
 
 
+def test_the_training_time_limit_and_the_algorithm_call_retention_are_settings() -> None:
+    defaults = resolved([], {})
+    assert defaults.training_max_seconds == 3600.0 and defaults.algorithm_call_retention_seconds == 30 * 24 * 3600.0
+    assert resolved(["--training-max-seconds", "0"], {}).training_max_seconds == 0.0  # no limit
+    given = {
+        "PELLUCID_SERVER_TRAINING_MAX_SECONDS": "7200",
+        "PELLUCID_SERVER_ALGORITHM_CALL_RETENTION_SECONDS": "86400",
+    }
+    from_env = resolved([], given)
+    assert from_env.training_max_seconds == 7200.0 and from_env.algorithm_call_retention_seconds == 86400.0
+    with pytest.raises(SettingsError, match="at least 60"):
+        resolved([], {"PELLUCID_SERVER_ALGORITHM_CALL_RETENTION_SECONDS": "1"})
+
+
 def test_each_source_sets_every_kind_of_value(tmp_path: Path) -> None:
     config = tmp_path / "conf" / "server.toml"
     config.parent.mkdir()

@@ -277,9 +277,16 @@ def test_failures_end_with_their_reason(app: App) -> None:
 
 def test_a_job_left_running_by_a_crashed_server_is_trained_after_a_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    server = PellucidServer(ServerSettings(data_dir=data_dir, port=0, training_workers=0))
+    settings = ServerSettings(
+        data_dir=data_dir, port=0, training_workers=0, training_max_seconds=120.0, algorithm_call_retention_seconds=7200
+    )
+    server = PellucidServer(settings)
     server.start()
     try:
+        assert (
+            server.engine is not None and server.engine.training.max_seconds == 120.0
+        )  # the settings reach the engine
+        assert server.engine.algorithms.call_retention_seconds == 7200
         credentials = server.data_dir.read_credentials()
         assert credentials is not None
         user = User(base_url=f"grpc://{server.address}", pat=credentials.pat)

@@ -120,3 +120,19 @@ def test_a_stopping_server_leaves_its_job_to_be_run_again(engine: Engine) -> Non
     assert left.state is TrainingState.TRAINING and left.attempts == 1  # its claim lapses, or a restart requeues it
     assert engine.store.requeue_training_jobs() == 1
     assert _job(engine, version.id).state is TrainingState.QUEUED
+
+
+@pytest.mark.usefixtures("long_jobs")
+def test_a_job_past_the_servers_time_limit_fails_and_is_not_run_again(engine: Engine) -> None:
+    engine.training.max_seconds = 1.0  # the training_max_seconds setting
+    version, _ = engine.training.train(OWNER, "u", "a", "m", {"dataset_id": "d", "hidden_units": 256, "epochs": 100000})
+    worker = threading.Thread(target=engine.training.run_once)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive()  # stopped at a report past the limit, not after its 100,000 epochs
+    job = _job(engine, version.id)
+    assert job.state is TrainingState.FAILED and job.attempts == 1 and job.progress < 0.95
+    assert "training ran longer than 1 s, this server's limit per job" in job.reason
+    assert "--training-max-seconds" in job.reason and "training_max_seconds" in job.reason
+    assert job.logs.rstrip().endswith(job.reason)
+    assert not engine.training.run_once()  # failed for good: no claim takes it up again

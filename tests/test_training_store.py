@@ -4,6 +4,8 @@ and a job goes with its model version."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pellucid.server.records import (
@@ -113,5 +115,39 @@ def test_training_jobs_are_claimed_once_and_taken_over_when_their_claim_lapses(m
         assert store.list_cluster_assignments("u", "a", "m", "v1", PageQuery(limit=10)).items == []
         assert store.delete_model("u", "a", "m")
         assert store.get_training_job("u", "a", "m", "v2") is None
+    finally:
+        store.close()
+
+
+def test_users_take_turns_claiming_training_jobs(metadata_uri: str) -> None:
+    """User A queues 3 jobs, then B queues 1: B's is claimed second, not after all of A's."""
+    store = open_metadata_store(metadata_uri)
+    try:
+        store.insert_app(AppRecord(user_id="b", id="a", created_at=0, modified_at=0))
+        store.insert_model(
+            ModelRecord(user_id="b", app_id="a", id="m", created_at=0, modified_at=0, model_type_id="clusterer"),
+            ModelVersionRecord(user_id="b", app_id="a", model_id="m", id="vb", created_at=1.0),
+        )
+        _version(store, "v1", first=True)
+        _version(store, "v2")
+        _version(store, "v3")
+        for n, version_id in enumerate(("v1", "v2", "v3")):
+            store.insert_training_job(_job(version_id, 10.0 + n))
+        store.insert_training_job(dataclasses.replace(_job("vb", 20.0), user_id="b"))
+
+        claimed = []
+        for n in range(4):
+            job = store.claim_training_job(100.0 + n, 60.0, f"w{n}")
+            assert job is not None
+            claimed.append((job.user_id, job.version_id))
+        assert claimed == [("u", "v1"), ("b", "vb"), ("u", "v2"), ("u", "v3")]
+        assert store.claim_training_job(110.0, 60.0, "w9") is None
+        # later: B's new job goes before A's, whose last claim (103) is more recent than B's (101)
+        _version(store, "v4")
+        store.insert_training_job(_job("v4", 30.0))
+        store.insert_model_version(ModelVersionRecord(user_id="b", app_id="a", model_id="m", id="vb2", created_at=2.0))
+        store.insert_training_job(dataclasses.replace(_job("vb2", 40.0), user_id="b"))
+        first = store.claim_training_job(120.0, 60.0, "w10")
+        assert first is not None and (first.user_id, first.version_id) == ("b", "vb2")
     finally:
         store.close()

@@ -154,6 +154,8 @@ class PellucidServer:
                 replica_id=self.replica_id,
                 vectors=vectors,
             )
+            self.engine.training.max_seconds = self.settings.training_max_seconds
+            self.engine.algorithms.call_retention_seconds = self.settings.algorithm_call_retention_seconds
             self._join_replicas(store)
             created = self.engine.users.bootstrap(self.settings.admin_user_id)
             if created is not None:

@@ -89,6 +89,10 @@ class ServerSettings:
     max_http_body_bytes: int = 64 * 1024 * 1024
     # Threads running model evaluations (engine/evaluations.py); 0: none (they wait QUEUED).
     evaluation_workers: int = 1
+    # A training job that runs longer than this fails (engine/training.py); 0: no limit.
+    training_max_seconds: float = 3600.0
+    # Algorithm calls (the rows ReportInsights names) are deleted this long after they were made.
+    algorithm_call_retention_seconds: float = 30 * 24 * 3600.0
 
     @property
     def tls(self) -> bool:
@@ -360,6 +364,20 @@ SETTINGS: tuple[Setting, ...] = (
         Kind.INTEGER,
         "threads running model training jobs (0: none, jobs wait queued)",
         minimum=0,
+    ),
+    Setting(
+        "training_max_seconds",
+        "training_max_seconds",
+        Kind.NUMBER,
+        "seconds one training job may run before it fails (default 3600; 0: no limit): a worker serves every user",
+        minimum=0,
+    ),
+    Setting(
+        "algorithm_call_retention_seconds",
+        "algorithm_call_retention_seconds",
+        Kind.NUMBER,
+        "seconds an algorithm call is kept, for insights to be reported on it (default 30 days)",
+        minimum=60,
     ),
     Setting(
         "evaluation_workers",

@@ -18,7 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pellucid.server.engine.access import Principal, own_namespace
-from pellucid.server.engine.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from pellucid.server.engine.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from pellucid.server.engine.ids import new_id, validate_id
 from pellucid.server.engine.local_models import LocalPredict
 from pellucid.server.engine.models import Models, PendingPredict
@@ -36,6 +42,13 @@ from pellucid.server.storage import Conflict, MetadataStore
 
 SEMVER = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\Z")
 MAX_INSIGHTS = 100  # keys per report
+# reports per call: with MAX_INSIGHTS, at most 10,000 numbers per call, so one caller's loop
+# cannot grow the owner's insights table without bound
+MAX_REPORTS_PER_CALL = 100
+# calls are kept this long for insights to be reported on them (the algorithm_call_retention_seconds
+# setting); older ones are deleted at most every PURGE_EVERY seconds, by the next call
+DEFAULT_CALL_RETENTION_SECONDS = 30 * 24 * 3600.0
+PURGE_EVERY = 600.0
 
 
 def semver_key(tag: str) -> tuple[int, int, int]:
@@ -69,6 +82,8 @@ class Algorithms:
         self._store = store
         self._models = models
         self._clock = clock
+        self.call_retention_seconds = DEFAULT_CALL_RETENTION_SECONDS
+        self._last_purge = 0.0
 
     # publishing
 
@@ -200,10 +215,12 @@ class Algorithms:
         resolved = self.resolve(principal, reference)
         algorithm, version = resolved.algorithm, resolved.version
         call_id = new_id()
+        now = self._clock()
+        if now - self._last_purge > PURGE_EVERY:
+            self._last_purge = now
+            self._store.purge_algorithm_calls(now - self.call_retention_seconds)
         self._store.insert_algorithm_call(
-            AlgorithmCallRecord(
-                call_id, algorithm.user_id, algorithm.name, version.id, principal.user_id, self._clock()
-            )
+            AlgorithmCallRecord(call_id, algorithm.user_id, algorithm.name, version.id, principal.user_id, now)
         )
         request = PredictRequest(
             user_id=algorithm.user_id,
@@ -226,7 +243,8 @@ class Algorithms:
     # insights
 
     def report_insights(self, principal: Principal, call_id: str, values: dict[str, float]) -> InsightRecord:
-        """Store numeric insights about one call; its algorithm's owner and its caller may report them."""
+        """Store numeric insights about one call; its algorithm's owner and its caller may report them
+        (at most MAX_INSIGHTS numbers per report and MAX_REPORTS_PER_CALL reports per call)."""
         validate_id(call_id, "call_id")
         call = self._store.get_algorithm_call(call_id)
         if call is None or principal.user_id not in (call.user_id, call.caller):
@@ -244,6 +262,13 @@ class Algorithms:
                 )
             if not math.isfinite(value):
                 raise InvalidArgument(f"insight {key!r} is {value}: insights are finite numbers", field="insights")
+        if self._store.count_call_insights(call.id) >= MAX_REPORTS_PER_CALL:
+            raise ResourceExhausted(
+                f"algorithm call {call.id!r} already has {MAX_REPORTS_PER_CALL} insight reports, the limit per call: "
+                f"put several numbers in one report (up to {MAX_INSIGHTS} each)",
+                reason="TOO_MANY_INSIGHTS",
+                field="call_id",
+            )
         insight = InsightRecord(
             call.user_id, call.name, call.id, call.version_id, principal.user_id, dict(values), self._clock()
         )

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pellucid.server.embedders import MODELS_EXTRA_HINT, Embedder, EmbedderUnavailable, builtin_embedder
-from pellucid.server.engine.errors import EngineError, InvalidArgument
+from pellucid.server.engine.errors import EngineError, InvalidArgument, ResourceExhausted
 from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.local_models import LocalModels, LocalModelType, ParamInfo, check_params
 from pellucid.server.engine.predict import (
@@ -44,6 +44,10 @@ MAX_CROP_PIXELS = 50_000_000  # ~150 MB decoded as RGB
 # One input's crops, all held in memory at once: a detector (a user's runner) may return any number
 # of boxes, and 10,000 boxes of a whole photo would be 10,000 copies of it.
 MAX_CROP_REGIONS = 1000
+# One call's crops: every input's are held until the call answers, and a workflow passes up to
+# MAX_BATCH inputs in one call, so the per-input limits alone would allow 128 times as much.
+MAX_CALL_CROP_PIXELS = 100_000_000
+MAX_CALL_CROP_REGIONS = 5000
 PILLOW_HINT = "image-crop needs Pillow: install the models extra on the server (pip install 'pellucid[models]')"
 
 
@@ -199,6 +203,28 @@ def crop_box(
     return x0, y0, x1, y1
 
 
+@dataclasses.dataclass
+class _CallBudget:
+    """What the inputs before this one have cropped in the call."""
+
+    pixels: int = 0
+    regions: int = 0
+
+    def spend(self, field: str, regions: int, pixels: int) -> None:
+        """Count one input's crops; ResourceExhausted (that input fails) when the call would pass its limits."""
+        if self.regions + regions > MAX_CALL_CROP_REGIONS or self.pixels + pixels > MAX_CALL_CROP_PIXELS:
+            raise ResourceExhausted(
+                f"{field}: its {regions} crops ({pixels / 1e6:.1f} million pixels) would take this call past "
+                f"image-crop's limit of {MAX_CALL_CROP_REGIONS} crops and {MAX_CALL_CROP_PIXELS // 1_000_000} "
+                f"million pixels per call (the inputs before it made {self.regions} crops, "
+                f"{self.pixels / 1e6:.1f} million pixels): send fewer inputs per call, or put a region-thresholder "
+                "before it",
+                field=f"{field}.regions",
+            )
+        self.regions += regions
+        self.pixels += pixels
+
+
 class ImageCrop(Operator):
     type_id = "image-crop"
     description = "one cropped image per region of its input (boxes as fractions of the image)"
@@ -228,14 +254,19 @@ class ImageCrop(Operator):
         except ImportError:
             return [_failed(i, OutputCode.FAILED_PRECONDITION, PILLOW_HINT) for i in inputs]
         outputs = []
+        budget = _CallBudget()
         for n, given in enumerate(inputs):
             try:
-                outputs.append(self._crop(Image, given, f"inputs[{n}]", settings))
+                outputs.append(self._crop(Image, given, f"inputs[{n}]", settings, budget))
+            except ResourceExhausted as exc:
+                outputs.append(_failed(given, OutputCode.RESOURCE_EXHAUSTED, str(exc)))
             except EngineError as exc:
                 outputs.append(_failed(given, OutputCode.INVALID_ARGUMENT, str(exc)))
         return outputs
 
-    def _crop(self, image_module: Any, given: PredictInput, field: str, settings: dict[str, Any]) -> PredictOutput:
+    def _crop(
+        self, image_module: Any, given: PredictInput, field: str, settings: dict[str, Any], budget: _CallBudget
+    ) -> PredictOutput:
         if len(given.regions) > MAX_CROP_REGIONS:
             raise InvalidArgument(
                 f"{field} has {len(given.regions)} regions: image-crop crops at most {MAX_CROP_REGIONS} per input "
@@ -269,6 +300,7 @@ class ImageCrop(Operator):
                 "it, or send a smaller image)",
                 field=f"{field}.regions",
             )
+        budget.spend(field, len(pixel_boxes), cropped)
         keep_png = image.format != "JPEG"  # PNG stays PNG; other formats become PNG (lossless)
         regions = []
         for region, pixel_box in zip(given.regions, pixel_boxes, strict=True):

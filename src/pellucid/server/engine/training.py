@@ -9,7 +9,9 @@ when a server that has the store to itself starts. A job gathers the dataset's l
 inputs and their embeddings (engine/training_data.py), fits the type's model
 (engine/trainable.py) and stores the weights; the version is then served in-process by
 Models.submit, with no runner. Progress and log lines are stored as the job goes
-(GetTrainingStatus).
+(GetTrainingStatus). Workers are shared by every user: a job that runs past the server's
+limit (training_max_seconds) ends FAILED at its next report, and the store hands out jobs in
+turns between users (claim_training_job), so one user's long queue cannot starve the others.
 
 `export` packs a trained version as model.tar: config.yaml (everything to re-create it: the
 model, the version's params, the embedder), weights.npz (pellucid.trained loads it) and the
@@ -67,6 +69,9 @@ log = logging.getLogger("pellucid.server.training")
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_POLL_SECONDS = 2.0
 DEFAULT_NICENESS = 10
+# one attempt of a job may run this long (the training_max_seconds setting; 0: no limit): one
+# user's huge job cannot hold a worker, which every user's jobs share, for ever
+DEFAULT_MAX_SECONDS = 3600.0
 MAX_ATTEMPTS = 3  # claims of one job: a job that kills its server every time stops being retried
 FLUSH_SECONDS = 0.5  # progress and log lines reach the store at most this often
 EXPORT_FORMAT = 1
@@ -75,6 +80,10 @@ MAX_INPUT_IDS = 1000  # input_ids of one ListClusterAssignments, as ListAnnotati
 
 class JobLost(Exception):
     """The worker no longer holds its job (taken over, its version deleted, the server stopping)."""
+
+
+class JobTimedOut(TrainingFailed):
+    """The job ran past the server's limit per job: it ends FAILED (and is not run again)."""
 
 
 class JobReport:
@@ -89,6 +98,7 @@ class JobReport:
         clock: Callable[[], float],
         lease_seconds: float,
         stopping: threading.Event,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
     ) -> None:
         self._store = store
         self._job = job
@@ -99,6 +109,8 @@ class JobReport:
         self._lines: list[str] = []
         self._progress = job.progress
         self._flushed = time.monotonic()
+        self._max_seconds = max_seconds
+        self._deadline = clock() + max_seconds if max_seconds > 0 else float("inf")  # of this attempt
 
     def log(self, line: str) -> None:
         self._add(line)
@@ -115,6 +127,12 @@ class JobReport:
     def _flush(self, force: bool = False) -> None:
         if self._stopping.is_set():
             raise JobLost("the server is stopping")
+        if self._clock() > self._deadline:  # checked at every report, so a long fit stops at its next one
+            raise JobTimedOut(
+                f"training ran longer than {self._max_seconds:g} s, this server's limit per job: train on fewer "
+                "inputs or for fewer epochs, or ask the server's operator to raise the limit "
+                "(pellucid server --training-max-seconds, or training_max_seconds in its settings)"
+            )
         if not force and time.monotonic() - self._flushed < min(FLUSH_SECONDS, self._lease / 4):
             return
         now = self._clock()
@@ -144,6 +162,7 @@ class Training:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         poll_seconds: float = DEFAULT_POLL_SECONDS,
         niceness: int = DEFAULT_NICENESS,
+        max_seconds: float = DEFAULT_MAX_SECONDS,
     ) -> None:
         self._store = store
         self._blobs = blobs
@@ -153,6 +172,7 @@ class Training:
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.niceness = niceness
+        self.max_seconds = max_seconds  # per attempt of a job; 0: no limit
         self._process = uuid.uuid4().hex[:12]  # owners of this process's claims: "<process>-<worker>"
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -446,7 +466,7 @@ class Training:
         job = self._store.claim_training_job(self._clock(), self.lease_seconds, owner)
         if job is None:
             return False
-        report = JobReport(self._store, job, owner, self._clock, self.lease_seconds, self._stopping)
+        report = JobReport(self._store, job, owner, self._clock, self.lease_seconds, self._stopping, self.max_seconds)
         try:
             self._run(job, report)
         except JobLost as exc:
@@ -566,4 +586,4 @@ def _pack(
     return buffer.getvalue()
 
 
-__all__ = ["EXPORT_FORMAT", "JobLost", "Training"]
+__all__ = ["EXPORT_FORMAT", "JobLost", "JobTimedOut", "Training"]

@@ -53,6 +53,16 @@ INSIGHT_SELECT = (
 )
 
 
+# calls older than the retention go (Algorithms.call purges now and then); their insights stay
+PURGE_CALLS = "DELETE FROM algorithm_calls WHERE created_at < {p}"
+COUNT_CALL_INSIGHTS = "SELECT COUNT(*) AS n FROM algorithm_insights WHERE call_id = {p}"
+# SQLite 18 / PostgreSQL 12: the indexes of the purge and of the per-call count of insight reports
+RETENTION_INDEXES = [
+    "CREATE INDEX algorithm_calls_by_time ON algorithm_calls (created_at)",
+    "CREATE INDEX algorithm_insights_by_call ON algorithm_insights (call_id)",
+]
+
+
 def sql(template: str, placeholder: str) -> str:
     return template.replace("{p}", placeholder)
 

@@ -513,6 +513,14 @@ class AlgorithmStore(Transactional):
     def get_algorithm_call(self, call_id: str) -> AlgorithmCallRecord | None: ...
 
     @abc.abstractmethod
+    def purge_algorithm_calls(self, older_than: float) -> int:
+        """Delete the calls made before `older_than` (how many); their insights stay."""
+
+    @abc.abstractmethod
+    def count_call_insights(self, call_id: str) -> int:
+        """How many insight reports the call has."""
+
+    @abc.abstractmethod
     def insert_insights(self, insight: InsightRecord) -> None: ...
 
     @abc.abstractmethod
@@ -540,8 +548,9 @@ class TrainingStore(Transactional):
 
     @abc.abstractmethod
     def claim_training_job(self, now: float, lease_seconds: float, owner: str) -> TrainingJobRecord | None:
-        """The oldest job (any app) that is QUEUED, or TRAINING with its claim lapsed (< now),
-        now TRAINING, held by `owner` until now + lease_seconds, its attempts counted.
+        """A job (any app) that is QUEUED, or TRAINING with its claim lapsed (< now), now
+        TRAINING, held by `owner` until now + lease_seconds, its attempts counted: the oldest
+        of the user (app owner) whose last claim is the least recent, so users take turns.
         Replicas claiming at once never get the same job."""
 
     @abc.abstractmethod

@@ -62,6 +62,14 @@ class PostgresAlgorithmTables:
             row = conn.execute(_q(rows.CALL_SELECT), (call_id,)).fetchone()
         return rows.call_from_row(row) if row else None
 
+    def purge_algorithm_calls(self, older_than: float) -> int:
+        with self._write() as conn:
+            return int(conn.execute(_q(rows.PURGE_CALLS), (older_than,)).rowcount)
+
+    def count_call_insights(self, call_id: str) -> int:
+        with self._read() as conn:
+            return int(conn.execute(_q(rows.COUNT_CALL_INSIGHTS), (call_id,)).fetchone()["n"])
+
     def insert_insights(self, insight: InsightRecord) -> None:
         with self._write() as conn:
             cursor = conn.execute(_q(rows.INSERT_INSIGHTS), rows.insight_params(insight))

@@ -329,3 +329,11 @@ from pellucid.server.storage.deployment_rows import POSTGRES_SCHEMA as _DEPLOYME
 
 MIGRATIONS.append((10, ";\n".join(_DEPLOYMENT_TABLES)))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
+
+# 12 (SQLite's 18; review of issues #11/#12): when each user's training job was last claimed,
+# and the indexes of algorithm calls' retention and per-call insight count
+from pellucid.server.storage.algorithm_rows import RETENTION_INDEXES as _ALGORITHM_RETENTION  # noqa: E402
+from pellucid.server.storage.training_sql import CLAIMS_TABLE as _TRAINING_CLAIMS  # noqa: E402
+
+MIGRATIONS.append((12, ";\n".join([_TRAINING_CLAIMS.format(real="DOUBLE PRECISION"), *_ALGORITHM_RETENTION])))
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)

@@ -1,6 +1,7 @@
 """PostgreSQL tables of training jobs and their results (a mixin of PostgresMetadataStore).
 
-Replicas claim jobs with `FOR UPDATE SKIP LOCKED`: two replicas never claim the same job."""
+Replicas claim jobs with `FOR UPDATE SKIP LOCKED`: two replicas never claim the same job; the
+next job is that of the user whose last claim is the least recent (training_sql.NEXT_JOB)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from pellucid.server.records import (
 from pellucid.server.storage.training_sql import (
     ASSIGNMENT_INSERT,
     BY_IDS,
-    CLAIMABLE,
     JOB_SELECT,
+    NEXT_JOB,
+    NOTE_CLAIM,
     VERSION_SEQ,
     assignment_from_row,
     ids,
@@ -69,13 +71,13 @@ class PostgresTrainingTables:
         with self._write() as conn:
             claimed = conn.execute(
                 "UPDATE training_jobs SET state = 'training', owner = %s, claimed_until = %s, attempts = attempts + 1,"
-                " started_at = COALESCE(started_at, %s), modified_at = %s WHERE version_seq = (SELECT j.version_seq"
-                f" FROM training_jobs j WHERE {pg(CLAIMABLE)} ORDER BY j.created_at, j.version_seq LIMIT 1"
-                " FOR UPDATE SKIP LOCKED) RETURNING version_seq",
+                f" started_at = COALESCE(started_at, %s), modified_at = %s WHERE version_seq = ({pg(NEXT_JOB)}"
+                " FOR UPDATE OF j SKIP LOCKED) RETURNING version_seq",
                 (owner, now + lease_seconds, now, now, now),
             ).fetchone()
             if claimed is None:
                 return None
+            conn.execute(pg(NOTE_CLAIM), (now, claimed["version_seq"]))
             row = conn.execute(JOB_SELECT + " WHERE j.version_seq = %s", (claimed["version_seq"],)).fetchone()
         return job_from_row(row)
 

@@ -351,3 +351,11 @@ from pellucid.server.storage.deployment_rows import SQLITE_SCHEMA as _DEPLOYMENT
 
 MIGRATIONS.append((16, ";\n".join(_DEPLOYMENT_TABLES)))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
+
+# 18 (review of issues #11/#12): when each user's training job was last claimed (claims take
+# turns between users), and the indexes of algorithm calls' retention and per-call insight count
+from pellucid.server.storage.algorithm_rows import RETENTION_INDEXES as _ALGORITHM_RETENTION  # noqa: E402
+from pellucid.server.storage.training_sql import CLAIMS_TABLE as _TRAINING_CLAIMS  # noqa: E402
+
+MIGRATIONS.append((18, ";\n".join([_TRAINING_CLAIMS.format(real="REAL"), *_ALGORITHM_RETENTION])))
+LATEST_VERSION = max(version for version, _ in MIGRATIONS)

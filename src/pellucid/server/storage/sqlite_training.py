@@ -17,8 +17,9 @@ from pellucid.server.storage.base import Conflict
 from pellucid.server.storage.training_sql import (
     ASSIGNMENT_INSERT,
     BY_IDS,
-    CLAIMABLE,
     JOB_SELECT,
+    NEXT_JOB,
+    NOTE_CLAIM,
     VERSION_SEQ,
     assignment_from_row,
     ids,
@@ -66,13 +67,10 @@ class TrainingTables:
 
     def claim_training_job(self, now: float, lease_seconds: float, owner: str) -> TrainingJobRecord | None:
         with self._write() as conn:  # SQLite has one writer: no other claim runs between the two statements
-            row = conn.execute(
-                f"SELECT j.version_seq FROM training_jobs j WHERE {CLAIMABLE} ORDER BY j.created_at, j.version_seq"
-                " LIMIT 1",
-                (now,),
-            ).fetchone()
+            row = conn.execute(NEXT_JOB, (now,)).fetchone()
             if row is None:
                 return None
+            conn.execute(NOTE_CLAIM, (now, row[0]))
             conn.execute(
                 "UPDATE training_jobs SET state = 'training', owner = ?, claimed_until = ?, attempts = attempts + 1,"
                 " started_at = COALESCE(started_at, ?), modified_at = ? WHERE version_seq = ?",

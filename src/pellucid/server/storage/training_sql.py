@@ -28,6 +28,21 @@ VERSION_SEQ = (
 BY_IDS = " WHERE a.user_id = ? AND a.id = ? AND m.id = ? AND v.id = ?"
 # a job that waits for a worker: QUEUED, or TRAINING with its holder's claim lapsed
 CLAIMABLE = "(j.state = 'queued' OR (j.state = 'training' AND j.claimed_until < ?))"
+# the next job to claim, fairly across users: of the user whose last claim is the least recent
+# (never claimed: first), that user's oldest; one user's long queue cannot starve the others
+NEXT_JOB = (
+    "SELECT j.version_seq FROM training_jobs j JOIN model_versions v ON v.seq = j.version_seq"
+    " JOIN models m ON m.seq = v.model_seq JOIN apps a ON a.seq = m.app_seq"
+    " LEFT JOIN training_claims c ON c.user_id = a.user_id"
+    f" WHERE {CLAIMABLE} ORDER BY COALESCE(c.claimed_at, -1), j.created_at, j.version_seq LIMIT 1"
+)
+# record the user's claim (the owner of the job's app) at ?
+NOTE_CLAIM = (
+    "INSERT INTO training_claims (user_id, claimed_at) SELECT a.user_id, ? FROM training_jobs j"
+    " JOIN model_versions v ON v.seq = j.version_seq JOIN models m ON m.seq = v.model_seq"
+    " JOIN apps a ON a.seq = m.app_seq WHERE j.version_seq = ?"
+    " ON CONFLICT (user_id) DO UPDATE SET claimed_at = excluded.claimed_at"
+)
 ASSIGNMENT_INSERT = "INSERT INTO training_assignments (version_seq, input_id, cluster, distance) VALUES (?, ?, ?, ?)"
 
 
@@ -125,3 +140,6 @@ CREATE TABLE training_assignments (
 );
 CREATE UNIQUE INDEX training_assignments_by_input ON training_assignments (version_seq, input_id)
 """
+
+# SQLite 18 / PostgreSQL 12: when each user's training job was last claimed (fair claims)
+CLAIMS_TABLE = "CREATE TABLE training_claims (user_id TEXT PRIMARY KEY, claimed_at {real} NOT NULL)"
