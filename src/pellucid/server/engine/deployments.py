@@ -4,11 +4,11 @@ A deployment names its target (a model, at a version or its latest), the feature
 checked against (the model's declared input and output specs unless given at creation), and
 whether it is enabled. Only its owner's PATs and its own deployment tokens may call it; a
 deployment token can do nothing else (its Principal carries the deployment id, and the gRPC
-interceptor does not accept it: deployment tokens live in their own table).
+interceptor accepts it for the Open Inference Protocol's calls only).
 
-Every adapter (the HTTP endpoint, the Open Inference Protocol) ends in `submit`: rows are checked
-here before any model runs, then split into predicts of at most MAX_BATCH inputs each, all queued
-at once, and answered in order.
+The HTTP endpoint ends in `submit`: rows are checked here before any model runs, then split into
+predicts of at most MAX_BATCH inputs each, all queued at once, and answered in order. The Open
+Inference Protocol names a deployment as its model: `resolve_for_inference` says which.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from pellucid.server.engine.features import (
     json_row_features,
 )
 from pellucid.server.engine.ids import new_id, validate_id
+from pellucid.server.engine.inference import ModelRef
 from pellucid.server.engine.local_models import LocalPredict
 from pellucid.server.engine.models import Models, PendingPredict
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
@@ -264,6 +265,12 @@ class Deployments:
                 f"deployment {deployment_id!r} is disabled: its owner can enable it again", reason="DEPLOYMENT_DISABLED"
             )
         return deployment
+
+    def resolve_for_inference(self, principal: Principal, deployment_id: str) -> ModelRef:
+        """The model (and pinned version) an Open Inference Protocol call naming this deployment
+        reaches, if this caller may call it now (as `callable`: NotFound, PermissionDenied)."""
+        deployment = self.callable(principal, deployment_id)
+        return ModelRef(deployment.user_id, deployment.app_id, deployment.model_id, deployment.version_id)
 
     def submit_json(
         self,

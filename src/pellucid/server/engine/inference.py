@@ -31,6 +31,7 @@ from pellucid.server.engine.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
@@ -137,8 +138,8 @@ class ModelRef:
     version_id: str = ""
 
 
-# Hook for deployments: a name without "/" (a deployment id) resolves through this, and a
-# deployment token (a principal that may only predict on one deployment) is checked there.
+# How a name without "/" (a deployment id) resolves: Deployments.resolve_for_inference, which
+# also decides who may call it (a deployment token reaches its own deployment only).
 DeploymentResolver = Callable[[Principal, str], ModelRef]
 
 
@@ -153,20 +154,44 @@ class OpenInference:
         return ServerMetadata(SERVER_NAME, __version__, ())
 
     def resolve(self, principal: Principal, name: str, version: str = "") -> ModelRef:
-        """`<app>/<model>` in the caller's namespace (a deployment id once deployments resolve)."""
+        """`<app>/<model>` in the caller's namespace, or a deployment id: its model at its version.
+        A deployment token names its own deployment, nothing else."""
         app_id, slash, model_id = name.partition("/")
         if not slash:
-            if self.resolve_deployment is not None:
-                ref = self.resolve_deployment(principal, name)
-                return ModelRef(ref.user_id, ref.app_id, ref.model_id, version or ref.version_id)
-            raise NotFound(
-                f"model {name!r} not found: name models as <app>/<model> (over REST also <app>--<model>)",
-                reason="MODEL_NOT_FOUND",
+            return self._deployment(principal, name, version)
+        if principal.deployment_id:
+            raise PermissionDenied(
+                f"this deployment token is for deployment {principal.deployment_id!r}, not model {name!r}: name "
+                f"the model {principal.deployment_id!r} (or use a PAT of the model's owner)",
+                reason="WRONG_DEPLOYMENT_TOKEN",
                 field="model_name",
             )
         if not app_id or not model_id or "/" in model_id:
             raise InvalidArgument(f"model name {name!r} must be <app>/<model>", field="model_name")
         return ModelRef(principal.user_id, app_id, model_id, version)
+
+    def _deployment(self, principal: Principal, name: str, version: str) -> ModelRef:
+        not_found = (
+            f"model {name!r} not found: name models as <app>/<model> (over REST also <app>--<model>), or by "
+            "the id of one of your deployments"
+        )
+        if self.resolve_deployment is None:
+            raise NotFound(not_found, reason="MODEL_NOT_FOUND", field="model_name")
+        try:
+            ref = self.resolve_deployment(principal, name)
+        except NotFound:
+            raise NotFound(not_found, reason="MODEL_NOT_FOUND", field="model_name") from None
+        except InvalidArgument:  # not an id at all
+            raise InvalidArgument(
+                f"model name {name!r} is neither <app>/<model> nor a deployment id", field="model_name"
+            ) from None
+        if version and version != ref.version_id:
+            serves = f"version {ref.version_id!r}" if ref.version_id else "its model's latest version"
+            raise InvalidArgument(
+                f"deployment {name!r} serves {serves}, not version {version!r}: leave the model version empty",
+                field="model_version",
+            )
+        return ref
 
     def _model(self, principal: Principal, name: str, version: str) -> tuple[ModelRecord, ModelVersionRecord | None]:
         ref = self.resolve(principal, name, version)

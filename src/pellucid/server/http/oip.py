@@ -8,7 +8,8 @@
 
 Model names are `<app>/<model>`: in a URL as is (`/v2/models/shop/price/infer`, which is what
 tritonclient sends), URL-encoded (`shop%2Fprice`), or as `<app>--<model>` (split at the first
-`--`). Calls other than health take `Authorization: Bearer <pat>`. Errors answer
+`--`); or a deployment id (`/v2/models/pets/infer`). Calls other than health take
+`Authorization: Bearer <pat or deployment token>` (a deployment token reaches only its deployment). Errors answer
 {"error": message} with 400, 401, 403, 404, 413, 429, 503 or 504.
 
 Binary tensors (Triton's binary data extension, tritonclient.http's default): the body is the
@@ -199,12 +200,12 @@ def infer_reply(result: InferResult, request: dict) -> Response:
 
 def oip_routes(engine: Engine) -> list[Route]:
     """The KServe v2 REST routes over `engine` (mount them on the server's HTTP app)."""
-    oip = OpenInference(engine.models)
+    oip = OpenInference(engine.models, engine.deployments.resolve_for_inference)
 
     def principal(request: Request) -> Any:
         header = request.headers.get("authorization", "")
         secret = header[7:].strip() if header[:7].lower() == "bearer " else header
-        return engine.users.authenticate(secret)
+        return engine.deployments.authenticate(secret)  # a PAT, or a deployment token
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
