@@ -70,7 +70,11 @@ def test_a_deployment_token_calls_its_deployment_by_id(
     assert stub.ServerMetadata(pb.ServerMetadataRequest(), metadata=auth(token)).name == "pellucid"
     meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=deployed.id), metadata=auth(token))
     assert meta.name == deployed.id and len(meta.versions) == 1
-    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs][0] == ("x", "FP32", [-1, 3])
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
+        ("x", "FP32", [-1, 3]),
+        ("n", "INT64", [-1]),
+        ("s", "BYTES", [-1]),
+    ]
     assert stub.ModelReady(pb.ModelReadyRequest(name=deployed.id), metadata=auth(token)).ready
     inputs = sample()
     response = stub.ModelInfer(raw_request(deployed.id, inputs), metadata=auth(token), timeout=30)
