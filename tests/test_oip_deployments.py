@@ -182,3 +182,26 @@ def test_rest_names_a_deployment_with_its_token(http_url: str, deployed: Deploye
     assert httpx.get(f"{base}/{deployed.id}/ready", headers=bearer(token)).status_code == 403
     deployed.deployment.enable()
     assert np.array_equal(json_outputs(infer(deployed.id, token).json())["total"], tensor_math(inputs)["total"])
+
+
+def test_rest_tells_a_dashed_deployment_id_from_app_dash_dash_model(
+    http_url: str,  # noqa: F811
+    deployed: Deployed,
+    unique: str,
+) -> None:
+    """REST also names models `<app>--<model>`: a deployment id with "--" in it is still its deployment."""
+    dashed = deployed.math.app.create_deployment(f"pets--{unique}", model_id="math")
+    _, token = dashed.create_token()
+    inputs = sample()
+    for name, secret in ((dashed.id, token), (dashed.id, deployed.math.pat), (f"{deployed.math.app.id}--math", None)):
+        headers = bearer(secret or deployed.math.pat)
+        reply = httpx.post(
+            f"{http_url}/v2/models/{name}/infer", json={"inputs": json_inputs(inputs)}, headers=headers, timeout=30
+        )
+        assert reply.status_code == 200, (name, reply.text)
+        assert reply.json()["model_name"] == (name if secret else deployed.math.name)
+        assert_same(json_outputs(reply.json()), tensor_math(inputs))
+        ready = httpx.get(f"{http_url}/v2/models/{name}/ready", headers=headers)
+        assert ready.json() == {"name": name if secret else deployed.math.name, "ready": True}
+    refused = httpx.get(f"{http_url}/v2/models/{deployed.math.app.id}--math", headers=bearer(token))
+    assert refused.status_code == 403

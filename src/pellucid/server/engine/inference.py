@@ -19,7 +19,7 @@ How a feature travels as a tensor:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -136,6 +136,7 @@ class ModelRef:
     app_id: str
     model_id: str
     version_id: str = ""
+    name: str = ""  # the name answers give: `<app>/<model>`, or the deployment id
 
 
 # How a name without "/" (a deployment id) resolves: Deployments.resolve_for_inference, which
@@ -146,9 +147,14 @@ DeploymentResolver = Callable[[Principal, str], ModelRef]
 class OpenInference:
     """OIP semantics over the engine's models; stateless, so each adapter may hold its own."""
 
-    def __init__(self, models: Models, resolve_deployment: DeploymentResolver | None = None) -> None:
+    def __init__(
+        self, models: Models, resolve_deployment: DeploymentResolver | None = None, dashed_names: bool = False
+    ) -> None:
         self._models = models
         self.resolve_deployment = resolve_deployment
+        # REST also takes `<app>--<model>` (a slash is awkward in a URL): a name without "/" is
+        # then a deployment id if one has it, else split at its first "--"
+        self.dashed_names = dashed_names
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(SERVER_NAME, __version__, ())
@@ -158,7 +164,13 @@ class OpenInference:
         A deployment token names its own deployment, nothing else."""
         app_id, slash, model_id = name.partition("/")
         if not slash:
-            return self._deployment(principal, name, version)
+            try:
+                return replace(self._deployment(principal, name, version), name=name)
+            except (NotFound, InvalidArgument):
+                if not (self.dashed_names and "--" in name):
+                    raise
+            app_id, _, model_id = name.partition("--")
+            name = f"{app_id}/{model_id}"
         if principal.deployment_id:
             raise PermissionDenied(
                 f"this deployment token is for deployment {principal.deployment_id!r}, not model {name!r}: name "
@@ -168,7 +180,7 @@ class OpenInference:
             )
         if not app_id or not model_id or "/" in model_id:
             raise InvalidArgument(f"model name {name!r} must be <app>/<model>", field="model_name")
-        return ModelRef(principal.user_id, app_id, model_id, version)
+        return ModelRef(principal.user_id, app_id, model_id, version, name)
 
     def _deployment(self, principal: Principal, name: str, version: str) -> ModelRef:
         not_found = (
@@ -193,15 +205,17 @@ class OpenInference:
             )
         return ref
 
-    def _model(self, principal: Principal, name: str, version: str) -> tuple[ModelRecord, ModelVersionRecord | None]:
+    def _model(
+        self, principal: Principal, name: str, version: str
+    ) -> tuple[ModelRef, ModelRecord, ModelVersionRecord | None]:
         ref = self.resolve(principal, name, version)
-        return self._models.get(principal, ref.user_id, ref.app_id, ref.model_id, ref.version_id)
+        return ref, *self._models.get(principal, ref.user_id, ref.app_id, ref.model_id, ref.version_id)
 
     def model_metadata(self, principal: Principal, name: str, version: str = "") -> ModelMetadata:
-        model, latest = self._model(principal, name, version)
+        ref, model, latest = self._model(principal, name, version)
         versions = (latest.id,) if latest is not None else ()
         return ModelMetadata(
-            name=name,
+            name=ref.name,
             versions=versions,
             platform=PLATFORM,
             inputs=tuple(_spec_metadata(s, output=False) for s in model.input_specs),
@@ -211,7 +225,7 @@ class OpenInference:
     def model_ready(self, principal: Principal, name: str, version: str = "") -> bool:
         """Whether the model exists with a version to run (its runners may still come and go)."""
         try:
-            _, found = self._model(principal, name, version)
+            _, _, found = self._model(principal, name, version)
         except NotFound:
             return False
         return found is not None
@@ -227,6 +241,7 @@ class OpenInference:
     ) -> PendingInfer:
         """Check the tensors against the model's inputs and queue the predict."""
         ref = self.resolve(principal, name, version)
+        name = ref.name
         model, _ = self._models.get(principal, ref.user_id, ref.app_id, ref.model_id, ref.version_id)
         features = input_features(model, inputs)
         output_names = {s.name for s in model.output_specs}
