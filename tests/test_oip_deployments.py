@@ -22,6 +22,8 @@ from pellucid.client.user import User
 from tests.conftest import RunningServer
 from tests.runner_models import tensor_math
 from tests.test_oip import (  # noqa: F401 - math_model and stub are fixtures
+    MATH_INPUTS,
+    MATH_OUTPUTS,
     MathModel,
     assert_same,
     auth,
@@ -205,3 +207,22 @@ def test_rest_tells_a_dashed_deployment_id_from_app_dash_dash_model(
         assert ready.json() == {"name": name if secret else deployed.math.name, "ready": True}
     refused = httpx.get(f"{http_url}/v2/models/{deployed.math.app.id}--math", headers=bearer(token))
     assert refused.status_code == 403
+
+
+def test_tensors_map_to_the_deployments_feature_specs(
+    stub: pb_grpc.GRPCInferenceServiceStub,  # noqa: F811
+    deployed: Deployed,
+) -> None:
+    """A deployment's specs (given at creation) are what its name takes, as its HTTP forward does."""
+    narrower = deployed.math.app.create_deployment(
+        f"{deployed.id}-xn", model_id="math", feature_specs={"input": MATH_INPUTS[:2], "output": MATH_OUTPUTS}
+    )
+    _, token = narrower.create_token()
+    meta = stub.ModelMetadata(pb.ModelMetadataRequest(name=narrower.id), metadata=auth(token))
+    assert [t.name for t in meta.inputs] == ["x", "n"]
+    inputs = sample()
+    code, message = refusal(stub.ModelInfer, raw_request(narrower.id, inputs), token)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "no input 's'" in message
+    del inputs["s"]
+    response = stub.ModelInfer(raw_request(narrower.id, inputs), metadata=auth(token), timeout=30)
+    assert_same(response_arrays(response), tensor_math(inputs))

@@ -267,10 +267,18 @@ class Deployments:
         return deployment
 
     def resolve_for_inference(self, principal: Principal, deployment_id: str) -> ModelRef:
-        """The model (and pinned version) an Open Inference Protocol call naming this deployment
-        reaches, if this caller may call it now (as `callable`: NotFound, PermissionDenied)."""
+        """The model (at its pinned version, with the deployment's feature specs) an Open Inference
+        Protocol call naming this deployment reaches, if this caller may call it now (as
+        `callable`: NotFound, PermissionDenied)."""
         deployment = self.callable(principal, deployment_id)
-        return ModelRef(deployment.user_id, deployment.app_id, deployment.model_id, deployment.version_id)
+        return ModelRef(
+            deployment.user_id,
+            deployment.app_id,
+            deployment.model_id,
+            deployment.version_id,
+            input_specs=deployment.input_specs,
+            output_specs=deployment.output_specs,
+        )
 
     def submit_json(
         self,

@@ -137,6 +137,9 @@ class ModelRef:
     model_id: str
     version_id: str = ""
     name: str = ""  # the name answers give: `<app>/<model>`, or the deployment id
+    # the feature specs tensors map to, when not the model's own (a deployment's)
+    input_specs: tuple[FeatureSpec, ...] | None = None
+    output_specs: tuple[FeatureSpec, ...] | None = None
 
 
 # How a name without "/" (a deployment id) resolves: Deployments.resolve_for_inference, which
@@ -209,7 +212,8 @@ class OpenInference:
         self, principal: Principal, name: str, version: str
     ) -> tuple[ModelRef, ModelRecord, ModelVersionRecord | None]:
         ref = self.resolve(principal, name, version)
-        return ref, *self._models.get(principal, ref.user_id, ref.app_id, ref.model_id, ref.version_id)
+        model, found = self._models.get(principal, ref.user_id, ref.app_id, ref.model_id, ref.version_id)
+        return ref, _with_specs(model, ref), found
 
     def model_metadata(self, principal: Principal, name: str, version: str = "") -> ModelMetadata:
         ref, model, latest = self._model(principal, name, version)
@@ -240,9 +244,8 @@ class OpenInference:
         deadline_seconds: float = 60.0,
     ) -> PendingInfer:
         """Check the tensors against the model's inputs and queue the predict."""
-        ref = self.resolve(principal, name, version)
+        ref, model, _ = self._model(principal, name, version)
         name = ref.name
-        model, _ = self._models.get(principal, ref.user_id, ref.app_id, ref.model_id, ref.version_id)
         features = input_features(model, inputs)
         output_names = {s.name for s in model.output_specs}
         for wanted in requested_outputs:
@@ -261,6 +264,17 @@ class OpenInference:
         )
         pending = self._models.submit(principal, request)
         return PendingInfer(name, model, pending, tuple(requested_outputs))
+
+
+def _with_specs(model: ModelRecord, ref: ModelRef) -> ModelRecord:
+    """The model as the name sees it: a deployment's feature specs stand in for the model's."""
+    if ref.input_specs is None and ref.output_specs is None:
+        return model
+    return replace(
+        model,
+        input_specs=model.input_specs if ref.input_specs is None else ref.input_specs,
+        output_specs=model.output_specs if ref.output_specs is None else ref.output_specs,
+    )
 
 
 class PendingInfer:
