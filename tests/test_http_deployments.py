@@ -421,7 +421,7 @@ def test_deployment_tokens_are_hashed_at_rest_and_call_nothing_else(deployed: De
     stored = store.get_deployment_token_by_hash(hashlib.sha256(deployed.token.encode()).hexdigest())
     assert stored is not None and stored.id == tokens[0].id
     assert deployed.token.encode() not in (deployed.server.data_dir.metadata_path).read_bytes()
-    with pytest.raises(errors.Unauthenticated):  # not a PAT: the gRPC API refuses it
+    with pytest.raises(errors.PermissionDenied):  # not a PAT: the gRPC API, but the inference protocol, refuses it
         User(base_url=f"grpc://{deployed.server.address}", pat=deployed.token).list_apps().__next__()
 
 

@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -268,3 +269,83 @@ def test_a_far_deadline_waits_for_a_bounded_time() -> None:
 
     assert 0 < runner_wait(1e12) <= MAX_RUNNER_WAIT
     assert threading.Event().wait(runner_wait(1e12) / 1e9) is False  # a wait the timer can take
+
+
+# The Open Inference Protocol's gRPC definition, field for field (specification/protocol/
+# open_inference_grpc.proto of github.com/kserve/open-inference-protocol); [0]: in the oneof.
+PROTOCOL = {
+    "package": "inference",
+    "ServerLiveRequest": "",
+    "ServerLiveResponse": "bool live = 1",
+    "ServerReadyRequest": "",
+    "ServerReadyResponse": "bool ready = 1",
+    "ModelReadyRequest": "string name = 1, string version = 2",
+    "ModelReadyResponse": "bool ready = 1",
+    "ServerMetadataRequest": "",
+    "ServerMetadataResponse": "string name = 1, string version = 2, repeated string extensions = 3",
+    "ModelMetadataRequest": "string name = 1, string version = 2",
+    "ModelMetadataResponse": "string name = 1, repeated string versions = 2, string platform = 3, "
+    "repeated TensorMetadata inputs = 4, repeated TensorMetadata outputs = 5, map<string, string> properties = 6",
+    "ModelMetadataResponse.TensorMetadata": "string name = 1, string datatype = 2, repeated int64 shape = 3",
+    "ModelInferRequest": "string model_name = 1, string model_version = 2, string id = 3, "
+    "map<string, InferParameter> parameters = 4, repeated InferInputTensor inputs = 5, "
+    "repeated InferRequestedOutputTensor outputs = 6, repeated bytes raw_input_contents = 7",
+    "ModelInferRequest.InferInputTensor": "string name = 1, string datatype = 2, repeated int64 shape = 3, "
+    "map<string, InferParameter> parameters = 4, InferTensorContents contents = 5",
+    "ModelInferRequest.InferRequestedOutputTensor": "string name = 1, map<string, InferParameter> parameters = 2",
+    "ModelInferResponse": "string model_name = 1, string model_version = 2, string id = 3, "
+    "map<string, InferParameter> parameters = 4, repeated InferOutputTensor outputs = 5, "
+    "repeated bytes raw_output_contents = 6",
+    "ModelInferResponse.InferOutputTensor": "string name = 1, string datatype = 2, repeated int64 shape = 3, "
+    "map<string, InferParameter> parameters = 4, InferTensorContents contents = 5",
+    "InferParameter": "bool bool_param = 1 [0], int64 int64_param = 2 [0], string string_param = 3 [0], "
+    "double double_param = 4 [0], uint64 uint64_param = 5 [0]",
+    "InferTensorContents": "repeated bool bool_contents = 1, repeated int32 int_contents = 2, "
+    "repeated int64 int64_contents = 3, repeated uint32 uint_contents = 4, repeated uint64 uint64_contents = 5, "
+    "repeated float fp32_contents = 6, repeated double fp64_contents = 7, repeated bytes bytes_contents = 8",
+    **{
+        f"GRPCInferenceService/{method}": f"{method}Request -> {method}Response"
+        for method in ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
+    },
+}
+
+
+def protocol_fields() -> dict[str, str]:
+    """pellucid's copy of the protocol, written as PROTOCOL is."""
+    from google.protobuf import descriptor_pb2
+
+    file = descriptor_pb2.FileDescriptorProto()
+    pb.DESCRIPTOR.CopyToProto(file)
+    types = {number: name[5:].lower() for name, number in descriptor_pb2.FieldDescriptorProto.Type.items()}
+    found = {"package": file.package}
+
+    def type_of(field: descriptor_pb2.FieldDescriptorProto) -> str:
+        return field.type_name.rsplit(".", 1)[-1] if field.type_name else types[field.type]
+
+    def walk(messages: Any, prefix: str) -> None:
+        for message in messages:
+            entries = {n.name: n for n in message.nested_type if n.options.map_entry}
+            described = []
+            for field in message.field:
+                entry = entries.get(field.type_name.rsplit(".", 1)[-1])
+                if entry is not None:
+                    key, value = entry.field
+                    text = f"map<{type_of(key)}, {type_of(value)}>"
+                else:
+                    repeated = "repeated " if field.label == field.LABEL_REPEATED else ""
+                    text = repeated + type_of(field)
+                oneof = f" [{field.oneof_index}]" if field.HasField("oneof_index") else ""
+                described.append(f"{text} {field.name} = {field.number}{oneof}")
+            found[prefix + message.name] = ", ".join(described)
+            walk([n for n in message.nested_type if not n.options.map_entry], f"{prefix}{message.name}.")
+
+    walk(file.message_type, "")
+    for service in file.service:
+        for method in service.method:
+            given, answered = (t.removeprefix(".inference.") for t in (method.input_type, method.output_type))
+            found[f"{service.name}/{method.name}"] = f"{given} -> {answered}"
+    return found
+
+
+def test_the_vendored_protocol_matches_the_specification_field_for_field() -> None:
+    assert protocol_fields() == PROTOCOL

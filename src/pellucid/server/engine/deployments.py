@@ -6,11 +6,11 @@ rows are checked against (the model's declared input and output specs, or those 
 root and leaf nodes imply (engine/workflow_deployments.py), unless given at creation), and
 whether it is enabled. Only its owner's PATs and its own deployment tokens may call it; a
 deployment token can do nothing else (its Principal carries the deployment id, and the gRPC
-interceptor does not accept it: deployment tokens live in their own table).
+interceptor accepts it for the Open Inference Protocol's calls only).
 
-Every adapter (the HTTP endpoint, the Open Inference Protocol) ends in `submit`: rows are checked
-here before any model runs, then split into predicts of at most MAX_BATCH inputs each, all queued
-at once, and answered in order.
+The HTTP endpoint ends in `submit`: rows are checked here before any model runs, then split into
+predicts of at most MAX_BATCH inputs each, all queued at once, and answered in order. The Open
+Inference Protocol names a deployment as its model: `resolve_for_inference` says which.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from pellucid.server.engine.features import (
     json_row_features,
 )
 from pellucid.server.engine.ids import new_id, validate_id
+from pellucid.server.engine.inference import ModelRef
 from pellucid.server.engine.local_models import LocalPredict
 from pellucid.server.engine.models import Models, PendingPredict
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
@@ -310,6 +311,20 @@ class Deployments:
                 f"deployment {deployment_id!r} is disabled: its owner can enable it again", reason="DEPLOYMENT_DISABLED"
             )
         return deployment
+
+    def resolve_for_inference(self, principal: Principal, deployment_id: str) -> ModelRef:
+        """The model (at its pinned version, with the deployment's feature specs) an Open Inference
+        Protocol call naming this deployment reaches, if this caller may call it now (as
+        `callable`: NotFound, PermissionDenied)."""
+        deployment = self.callable(principal, deployment_id)
+        return ModelRef(
+            deployment.user_id,
+            deployment.app_id,
+            deployment.model_id,
+            deployment.version_id,
+            input_specs=deployment.input_specs,
+            output_specs=deployment.output_specs,
+        )
 
     def submit_json(
         self,

@@ -19,7 +19,7 @@ How a feature travels as a tensor:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from pellucid.server.engine.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
 )
@@ -135,48 +136,90 @@ class ModelRef:
     app_id: str
     model_id: str
     version_id: str = ""
+    name: str = ""  # the name answers give: `<app>/<model>`, or the deployment id
+    # the feature specs tensors map to, when not the model's own (a deployment's)
+    input_specs: tuple[FeatureSpec, ...] | None = None
+    output_specs: tuple[FeatureSpec, ...] | None = None
 
 
-# Hook for deployments: a name without "/" (a deployment id) resolves through this, and a
-# deployment token (a principal that may only predict on one deployment) is checked there.
+# How a name without "/" (a deployment id) resolves: Deployments.resolve_for_inference, which
+# also decides who may call it (a deployment token reaches its own deployment only).
 DeploymentResolver = Callable[[Principal, str], ModelRef]
 
 
 class OpenInference:
     """OIP semantics over the engine's models; stateless, so each adapter may hold its own."""
 
-    def __init__(self, models: Models, resolve_deployment: DeploymentResolver | None = None) -> None:
+    def __init__(
+        self, models: Models, resolve_deployment: DeploymentResolver | None = None, dashed_names: bool = False
+    ) -> None:
         self._models = models
         self.resolve_deployment = resolve_deployment
+        # REST also takes `<app>--<model>` (a slash is awkward in a URL): a name without "/" is
+        # then a deployment id if one has it, else split at its first "--"
+        self.dashed_names = dashed_names
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(SERVER_NAME, __version__, ())
 
     def resolve(self, principal: Principal, name: str, version: str = "") -> ModelRef:
-        """`<app>/<model>` in the caller's namespace (a deployment id once deployments resolve)."""
+        """`<app>/<model>` in the caller's namespace, or a deployment id: its model at its version.
+        A deployment token names its own deployment, nothing else."""
         app_id, slash, model_id = name.partition("/")
         if not slash:
-            if self.resolve_deployment is not None:
-                ref = self.resolve_deployment(principal, name)
-                return ModelRef(ref.user_id, ref.app_id, ref.model_id, version or ref.version_id)
-            raise NotFound(
-                f"model {name!r} not found: name models as <app>/<model> (over REST also <app>--<model>)",
-                reason="MODEL_NOT_FOUND",
+            try:
+                return replace(self._deployment(principal, name, version), name=name)
+            except (NotFound, InvalidArgument):
+                if not (self.dashed_names and "--" in name):
+                    raise
+            app_id, _, model_id = name.partition("--")
+            name = f"{app_id}/{model_id}"
+        if principal.deployment_id:
+            raise PermissionDenied(
+                f"this deployment token is for deployment {principal.deployment_id!r}, not model {name!r}: name "
+                f"the model {principal.deployment_id!r} (or use a PAT of the model's owner)",
+                reason="WRONG_DEPLOYMENT_TOKEN",
                 field="model_name",
             )
         if not app_id or not model_id or "/" in model_id:
             raise InvalidArgument(f"model name {name!r} must be <app>/<model>", field="model_name")
-        return ModelRef(principal.user_id, app_id, model_id, version)
+        return ModelRef(principal.user_id, app_id, model_id, version, name)
 
-    def _model(self, principal: Principal, name: str, version: str) -> tuple[ModelRecord, ModelVersionRecord | None]:
+    def _deployment(self, principal: Principal, name: str, version: str) -> ModelRef:
+        not_found = (
+            f"model {name!r} not found: name models as <app>/<model> (over REST also <app>--<model>), or by "
+            "the id of one of your deployments"
+        )
+        if self.resolve_deployment is None:
+            raise NotFound(not_found, reason="MODEL_NOT_FOUND", field="model_name")
+        try:
+            ref = self.resolve_deployment(principal, name)
+        except NotFound:
+            raise NotFound(not_found, reason="MODEL_NOT_FOUND", field="model_name") from None
+        except InvalidArgument:  # not an id at all
+            raise InvalidArgument(
+                f"model name {name!r} is neither <app>/<model> nor a deployment id", field="model_name"
+            ) from None
+        if version and version != ref.version_id:
+            serves = f"version {ref.version_id!r}" if ref.version_id else "its model's latest version"
+            raise InvalidArgument(
+                f"deployment {name!r} serves {serves}, not version {version!r}: leave the model version empty",
+                field="model_version",
+            )
+        return ref
+
+    def _model(
+        self, principal: Principal, name: str, version: str
+    ) -> tuple[ModelRef, ModelRecord, ModelVersionRecord | None]:
         ref = self.resolve(principal, name, version)
-        return self._models.get(principal, ref.user_id, ref.app_id, ref.model_id, ref.version_id)
+        model, found = self._models.get(principal, ref.user_id, ref.app_id, ref.model_id, ref.version_id)
+        return ref, _with_specs(model, ref), found
 
     def model_metadata(self, principal: Principal, name: str, version: str = "") -> ModelMetadata:
-        model, latest = self._model(principal, name, version)
+        ref, model, latest = self._model(principal, name, version)
         versions = (latest.id,) if latest is not None else ()
         return ModelMetadata(
-            name=name,
+            name=ref.name,
             versions=versions,
             platform=PLATFORM,
             inputs=tuple(_spec_metadata(s, output=False) for s in model.input_specs),
@@ -186,7 +229,7 @@ class OpenInference:
     def model_ready(self, principal: Principal, name: str, version: str = "") -> bool:
         """Whether the model exists with a version to run (its runners may still come and go)."""
         try:
-            _, found = self._model(principal, name, version)
+            _, _, found = self._model(principal, name, version)
         except NotFound:
             return False
         return found is not None
@@ -201,8 +244,8 @@ class OpenInference:
         deadline_seconds: float = 60.0,
     ) -> PendingInfer:
         """Check the tensors against the model's inputs and queue the predict."""
-        ref = self.resolve(principal, name, version)
-        model, _ = self._models.get(principal, ref.user_id, ref.app_id, ref.model_id, ref.version_id)
+        ref, model, _ = self._model(principal, name, version)
+        name = ref.name
         features = input_features(model, inputs)
         output_names = {s.name for s in model.output_specs}
         for wanted in requested_outputs:
@@ -221,6 +264,17 @@ class OpenInference:
         )
         pending = self._models.submit(principal, request)
         return PendingInfer(name, model, pending, tuple(requested_outputs))
+
+
+def _with_specs(model: ModelRecord, ref: ModelRef) -> ModelRecord:
+    """The model as the name sees it: a deployment's feature specs stand in for the model's."""
+    if ref.input_specs is None and ref.output_specs is None:
+        return model
+    return replace(
+        model,
+        input_specs=model.input_specs if ref.input_specs is None else ref.input_specs,
+        output_specs=model.output_specs if ref.output_specs is None else ref.output_specs,
+    )
 
 
 class PendingInfer:

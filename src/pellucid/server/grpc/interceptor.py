@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from pellucid.server.engine import Engine
-from pellucid.server.engine.errors import EngineError, InvalidArgument
+from pellucid.server.engine.errors import EngineError, InvalidArgument, PermissionDenied
 from pellucid.server.engine.ids import new_id
 from pellucid.server.engine.validation import MAX_METADATA_DEPTH
 from pellucid.server.grpc import context as request_context
@@ -32,6 +32,9 @@ UNAUTHENTICATED_PREFIXES = (
     "/inference.GRPCInferenceService/ServerLive",
     "/inference.GRPCInferenceService/ServerReady",
 )
+# the only calls a deployment token may make (it names its deployment as the model); every other
+# call refuses it, since the rest of the API knows nothing of deployment tokens
+DEPLOYMENT_TOKEN_PREFIXES = ("/inference.GRPCInferenceService/",)
 MAX_CLIENT_REQUEST_ID = 128
 ALGORITHM_CALL_KEY = "x-pellucid-algorithm-call"  # sent by a runner's client inside an algorithm call
 
@@ -83,7 +86,14 @@ def _wrap(
 ) -> grpc.RpcMethodHandler:
     def enter(context: grpc.ServicerContext) -> tuple:
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-        caller = engine.users.authenticate(secret)
+        caller = engine.deployments.authenticate(secret)  # a PAT or session token, or a deployment token
+        if caller.deployment_id and not method.startswith(DEPLOYMENT_TOKEN_PREFIXES):
+            raise PermissionDenied(
+                f"a deployment token only calls its deployment ({caller.deployment_id!r}: POST "
+                f"/v1/deployments/{caller.deployment_id}/forward, or the Open Inference Protocol naming it as "
+                f"the model), not {method}: use a PAT",
+                reason="DEPLOYMENT_TOKEN",
+            )
         if algorithm_call:  # checked where it matters (hosted data), not trusted here
             caller = dataclasses.replace(caller, algorithm_call=algorithm_call)
         return request_context.bind(caller, request_id)

@@ -1,8 +1,9 @@
 """inference.GRPCInferenceService: the Open Inference Protocol over gRPC (engine/inference.py decides).
 
 Stock clients (tritonclient.grpc, kserve's InferenceGRPCClient) call it on pellucid's gRPC port
-with a PAT in the `authorization` metadata (`Bearer <pat>`); ServerLive and ServerReady answer
-without one, as health checks do. Replies always carry `raw_output_contents`: tritonclient
+with a PAT or a deployment token in the `authorization` metadata (`Bearer <token>`); a model is
+`<app>/<model>` or a deployment id (a deployment token reaches only its own). ServerLive and
+ServerReady answer without a token, as health checks do. Replies always carry `raw_output_contents`: tritonclient
 cannot read typed contents. Requests may use raw or typed contents, not both.
 """
 
@@ -110,7 +111,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """The six calls of GRPCInferenceService that pellucid serves."""
 
     def __init__(self, engine: Engine) -> None:
-        self.oip = OpenInference(engine.models)
+        self.oip = OpenInference(engine.models, engine.deployments.resolve_for_inference)
 
     def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
         return pb.ServerLiveResponse(live=True)

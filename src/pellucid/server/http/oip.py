@@ -8,7 +8,8 @@
 
 Model names are `<app>/<model>`: in a URL as is (`/v2/models/shop/price/infer`, which is what
 tritonclient sends), URL-encoded (`shop%2Fprice`), or as `<app>--<model>` (split at the first
-`--`). Calls other than health take `Authorization: Bearer <pat>`. Errors answer
+`--`, unless a deployment has that id); or a deployment id (`/v2/models/pets/infer`). Calls other than health take
+`Authorization: Bearer <pat or deployment token>` (a deployment token reaches only its deployment). Errors answer
 {"error": message} with 400, 401, 403, 404, 413, 429, 503 or 504.
 
 Binary tensors (Triton's binary data extension, tritonclient.http's default): the body is the
@@ -64,11 +65,9 @@ _STATUS: list[tuple[type[EngineError], int]] = [
 
 def model_name(path_name: str) -> tuple[str, str]:
     """(model name, version) of the URL's {name} part: `app/model`, `app%2Fmodel` (decoded before
-    routing), `app--model`, each optionally followed by /versions/{version}."""
+    routing), `app--model` or a deployment id (the engine tells them apart), each optionally
+    followed by /versions/{version}."""
     name, _, version = path_name.partition("/versions/")
-    if "/" not in name and "--" in name:
-        app_id, _, model_id = name.partition("--")
-        name = f"{app_id}/{model_id}"
     return name, version
 
 
@@ -199,12 +198,12 @@ def infer_reply(result: InferResult, request: dict) -> Response:
 
 def oip_routes(engine: Engine) -> list[Route]:
     """The KServe v2 REST routes over `engine` (mount them on the server's HTTP app)."""
-    oip = OpenInference(engine.models)
+    oip = OpenInference(engine.models, engine.deployments.resolve_for_inference, dashed_names=True)
 
     def principal(request: Request) -> Any:
         header = request.headers.get("authorization", "")
         secret = header[7:].strip() if header[:7].lower() == "bearer " else header
-        return engine.users.authenticate(secret)
+        return engine.deployments.authenticate(secret)  # a PAT, or a deployment token
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -243,16 +242,16 @@ def oip_routes(engine: Engine) -> list[Route]:
     async def model_ready(request: Request) -> Response:
         name, version = model_name(request.path_params["name"])
 
-        def check() -> bool:
+        def check() -> tuple[str, bool]:
             who = principal(request)
-            oip.model_metadata(who, name, version)  # NOT_FOUND for a model that is not there
-            return oip.model_ready(who, name, version)
+            meta = oip.model_metadata(who, name, version)  # NOT_FOUND for a model that is not there
+            return meta.name, oip.model_ready(who, name, version)
 
         try:
-            is_ready = await run_in_threadpool(check)
+            named, is_ready = await run_in_threadpool(check)
         except EngineError as exc:
             return _error(exc)
-        return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+        return JSONResponse({"name": named, "ready": is_ready}, status_code=200 if is_ready else 503)
 
     async def infer(request: Request) -> Response:
         name, version = model_name(request.path_params["name"])
