@@ -313,9 +313,10 @@ class Deployments:
         return deployment
 
     def resolve_for_inference(self, principal: Principal, deployment_id: str) -> ModelRef:
-        """The model (at its pinned version, with the deployment's feature specs) an Open Inference
-        Protocol call naming this deployment reaches, if this caller may call it now (as
-        `callable`: NotFound, PermissionDenied)."""
+        """What an Open Inference Protocol call naming this deployment reaches, with the
+        deployment's feature specs: its model at its pinned version, or its workflow (whose rows
+        OIP sends through `submit`), if this caller may call it now (as `callable`: NotFound,
+        PermissionDenied)."""
         deployment = self.callable(principal, deployment_id)
         return ModelRef(
             deployment.user_id,
@@ -324,6 +325,8 @@ class Deployments:
             deployment.version_id,
             input_specs=deployment.input_specs,
             output_specs=deployment.output_specs,
+            deployment_id=deployment.id,
+            workflow_id=deployment.workflow_id,
         )
 
     def submit_json(

@@ -2,11 +2,16 @@
 
 Both adapters, the gRPC `inference.GRPCInferenceService` (grpc/oip.py) and the REST routes
 (http/oip.py), only translate; what a name means, how tensors map to a model's features and
-which tensors are refused is decided here, and every infer ends in `Models.submit`.
+which tensors are refused is decided here. A name reaches a model (`<app>/<model>`, or a
+deployment of a model), whose infers end in `Models.submit`, or a deployment of a workflow, whose
+infers end in `Deployments.submit` (the engine path the HTTP forward takes): `InferTarget` says
+which, with the feature specs its tensors map to.
 
-One infer is one predict input: each request tensor becomes a named feature of that input (a
-model with declared `input_specs` gets them checked against its specs first; a model without
-takes tensors by their names), and the output's features become the response tensors.
+One infer is one predict input, or one row of a workflow deployment: each request tensor becomes
+a named feature (checked against the target's input specs first; a model without declared
+`input_specs` takes tensors by their names), and the output's features become the response
+tensors. A workflow deployment's metadata are its feature specs (outputs named `<node_id>` or
+`<node_id>.<feature>`), its version the workflow version it pins.
 
 How a feature travels as a tensor:
 - array: the tensor itself (the spec's dtype and shape; -1 = any size on that axis);
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -48,7 +54,7 @@ from pellucid.server.engine.predict import (
     pack_bytes,
     unpack_bytes,
 )
-from pellucid.server.records import ConceptValue, FeatureSpec, ModelRecord, ModelVersionRecord
+from pellucid.server.records import ConceptValue, FeatureSpec
 
 SERVER_NAME = "pellucid"
 PLATFORM = "pellucid"
@@ -130,31 +136,56 @@ class InferResult:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """Which model an OIP name means, in whose namespace."""
+    """Which model (or workflow deployment) an OIP name means, in whose namespace."""
 
     user_id: str
     app_id: str
     model_id: str
-    version_id: str = ""
+    version_id: str = ""  # a workflow deployment's: the workflow version it pins
     name: str = ""  # the name answers give: `<app>/<model>`, or the deployment id
     # the feature specs tensors map to, when not the model's own (a deployment's)
     input_specs: tuple[FeatureSpec, ...] | None = None
     output_specs: tuple[FeatureSpec, ...] | None = None
+    deployment_id: str = ""  # set when the name is a deployment's
+    workflow_id: str = ""  # set when that deployment serves a workflow (model_id is then empty)
 
 
-# How a name without "/" (a deployment id) resolves: Deployments.resolve_for_inference, which
-# also decides who may call it (a deployment token reaches its own deployment only).
-DeploymentResolver = Callable[[Principal, str], ModelRef]
+@dataclass(frozen=True)
+class InferTarget:
+    """What a name reaches, as an infer sees it: the specs tensors map to, how errors call it,
+    and the versions it reports (none: a model without a version to run yet)."""
+
+    ref: ModelRef
+    label: str  # "model 'm'" or "deployment 'd'"
+    input_specs: tuple[FeatureSpec, ...]
+    output_specs: tuple[FeatureSpec, ...]
+    versions: tuple[str, ...]
+
+
+class DeploymentTargets(Protocol):
+    """What OIP needs of deployments (engine/deployments.py:Deployments)."""
+
+    def resolve_for_inference(self, principal: Principal, deployment_id: str) -> ModelRef:
+        """A name without "/" (a deployment id): what it reaches, if this caller may call it (a
+        deployment token reaches its own deployment only)."""
+        ...
+
+    def submit(
+        self, principal: Principal, deployment_id: str, rows: Sequence[Sequence[Feature]], deadline_seconds: float
+    ) -> Any:
+        """Rows queued for the deployment's target: a handle whose `result()` is the output rows."""
+        ...
 
 
 class OpenInference:
-    """OIP semantics over the engine's models; stateless, so each adapter may hold its own."""
+    """OIP semantics over the engine's models and deployments; stateless, so each adapter may
+    hold its own."""
 
     def __init__(
-        self, models: Models, resolve_deployment: DeploymentResolver | None = None, dashed_names: bool = False
+        self, models: Models, deployments: DeploymentTargets | None = None, dashed_names: bool = False
     ) -> None:
         self._models = models
-        self.resolve_deployment = resolve_deployment
+        self._deployments = deployments
         # REST also takes `<app>--<model>` (a slash is awkward in a URL): a name without "/" is
         # then a deployment id if one has it, else split at its first "--"
         self.dashed_names = dashed_names
@@ -190,10 +221,10 @@ class OpenInference:
             f"model {name!r} not found: name models as <app>/<model> (over REST also <app>--<model>), or by "
             "the id of one of your deployments"
         )
-        if self.resolve_deployment is None:
+        if self._deployments is None:
             raise NotFound(not_found, reason="MODEL_NOT_FOUND", field="model_name")
         try:
-            ref = self.resolve_deployment(principal, name)
+            ref = self._deployments.resolve_for_inference(principal, name)
         except NotFound:
             raise NotFound(not_found, reason="MODEL_NOT_FOUND", field="model_name") from None
         except InvalidArgument:  # not an id at all
@@ -208,31 +239,34 @@ class OpenInference:
             )
         return ref
 
-    def _model(
-        self, principal: Principal, name: str, version: str
-    ) -> tuple[ModelRef, ModelRecord, ModelVersionRecord | None]:
+    def target(self, principal: Principal, name: str, version: str = "") -> InferTarget:
+        """What `name` reaches (see resolve) with the specs its tensors map to."""
         ref = self.resolve(principal, name, version)
+        if ref.workflow_id:
+            specs = ref.input_specs or (), ref.output_specs or ()
+            return InferTarget(ref, f"deployment {ref.deployment_id!r}", *specs, (ref.version_id,))
         model, found = self._models.get(principal, ref.user_id, ref.app_id, ref.model_id, ref.version_id)
-        return ref, _with_specs(model, ref), found
+        inputs = model.input_specs if ref.input_specs is None else ref.input_specs
+        outputs = model.output_specs if ref.output_specs is None else ref.output_specs
+        versions = (found.id,) if found is not None else ()
+        return InferTarget(ref, f"model {model.id!r}", inputs, outputs, versions)
 
     def model_metadata(self, principal: Principal, name: str, version: str = "") -> ModelMetadata:
-        ref, model, latest = self._model(principal, name, version)
-        versions = (latest.id,) if latest is not None else ()
+        target = self.target(principal, name, version)
         return ModelMetadata(
-            name=ref.name,
-            versions=versions,
+            name=target.ref.name,
+            versions=target.versions,
             platform=PLATFORM,
-            inputs=tuple(_spec_metadata(s, output=False) for s in model.input_specs),
-            outputs=tuple(_spec_metadata(s, output=True) for s in model.output_specs),
+            inputs=tuple(_spec_metadata(s, output=False) for s in target.input_specs),
+            outputs=tuple(_spec_metadata(s, output=True) for s in target.output_specs),
         )
 
     def model_ready(self, principal: Principal, name: str, version: str = "") -> bool:
-        """Whether the model exists with a version to run (its runners may still come and go)."""
+        """Whether the target exists with a version to run (its runners may still come and go)."""
         try:
-            _, _, found = self._model(principal, name, version)
+            return bool(self.target(principal, name, version).versions)
         except NotFound:
             return False
-        return found is not None
 
     def submit(
         self,
@@ -243,17 +277,22 @@ class OpenInference:
         requested_outputs: Sequence[str] = (),
         deadline_seconds: float = 60.0,
     ) -> PendingInfer:
-        """Check the tensors against the model's inputs and queue the predict."""
-        ref, model, _ = self._model(principal, name, version)
-        name = ref.name
-        features = input_features(model, inputs)
-        output_names = {s.name for s in model.output_specs}
+        """Check the tensors against the target's inputs and queue its predict (a model's) or
+        its row (a workflow deployment's)."""
+        target = self.target(principal, name, version)
+        ref = target.ref
+        features = input_features(target, inputs)
+        output_names = {s.name for s in target.output_specs}
         for wanted in requested_outputs:
             if output_names and wanted not in output_names:
                 raise InvalidArgument(
-                    f"model {name!r} has no output {wanted!r}: its outputs are {', '.join(sorted(output_names))}",
+                    f"{target.label} has no output {wanted!r}: its outputs are {', '.join(sorted(output_names))}",
                     field="outputs",
                 )
+        if ref.workflow_id:
+            assert self._deployments is not None  # it resolved the name
+            forward = self._deployments.submit(principal, ref.deployment_id, [features], deadline_seconds)
+            return PendingInfer(target, forward, tuple(requested_outputs), _forwarded_row)
         request = PredictRequest(
             user_id=ref.user_id,
             app_id=ref.app_id,
@@ -263,51 +302,67 @@ class OpenInference:
             deadline_seconds=deadline_seconds,
         )
         pending = self._models.submit(principal, request)
-        return PendingInfer(name, model, pending, tuple(requested_outputs))
+        return PendingInfer(target, pending, tuple(requested_outputs), _predicted_output)
 
 
-def _with_specs(model: ModelRecord, ref: ModelRef) -> ModelRecord:
-    """The model as the name sees it: a deployment's feature specs stand in for the model's."""
-    if ref.input_specs is None and ref.output_specs is None:
-        return model
-    return replace(
-        model,
-        input_specs=model.input_specs if ref.input_specs is None else ref.input_specs,
-        output_specs=model.output_specs if ref.output_specs is None else ref.output_specs,
-    )
+class _Pending(Protocol):
+    """A queued predict (Models.submit) or deployment call (Deployments.submit)."""
+
+    def cancel(self, reason: str = ...) -> None: ...
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None: ...
+
+    def result(self) -> Any: ...
+
+
+# (version, output features) of a finished handle, or the error of its failure
+Outcome = Callable[[Any, InferTarget], tuple[str, Sequence[Feature]]]
 
 
 class PendingInfer:
-    """A queued infer: `result()` waits for the model and gives the response tensors."""
+    """A queued infer: `result()` waits for the target and gives the response tensors."""
 
-    def __init__(self, name: str, model: ModelRecord, pending: object, requested: tuple[str, ...]) -> None:
-        self._name = name
-        self._model = model
+    def __init__(self, target: InferTarget, pending: _Pending, requested: tuple[str, ...], outcome: Outcome) -> None:
+        self._target = target
         self._pending = pending
         self._requested = requested
+        self._outcome = outcome
 
     def cancel(self, reason: str = "the caller went away") -> None:
-        self._pending.cancel(reason)  # type: ignore[attr-defined]
+        self._pending.cancel(reason)
 
     def add_done_callback(self, callback: Callable[[], None]) -> None:
-        self._pending.add_done_callback(callback)  # type: ignore[attr-defined]
+        self._pending.add_done_callback(callback)
 
     def result(self) -> InferResult:
-        predicted = self._pending.result()  # type: ignore[attr-defined]
-        (output,) = predicted.outputs
-        _raise_failed(self._name, output)
-        tensors = output_tensors(self._model, output.data.features)
+        name = self._target.ref.name
+        version, features = self._outcome(self._pending.result(), self._target)
+        tensors = output_tensors(self._target, features)
         if self._requested:
             by_name = {t.name: t for t in tensors}
             missing = [n for n in self._requested if n not in by_name]
             if missing:
                 raise InvalidArgument(
-                    f"model {self._name!r} returned no output {', '.join(map(repr, missing))} "
+                    f"{self._target.label} returned no output {', '.join(map(repr, missing))} "
                     f"(it returned {', '.join(by_name) or 'none'})",
                     field="outputs",
                 )
             tensors = tuple(by_name[n] for n in self._requested)
-        return InferResult(self._name, predicted.version_id, tensors)
+        return InferResult(name, version, tensors)
+
+
+def _predicted_output(predicted: Any, target: InferTarget) -> tuple[str, Sequence[Feature]]:
+    """A model's one output (its failure as an error naming the model)."""
+    (output,) = predicted.outputs
+    _raise_failed(target.ref.name, output)
+    return predicted.version_id, output.data.features
+
+
+def _forwarded_row(rows: Any, target: InferTarget) -> tuple[str, Sequence[Feature]]:
+    """A workflow deployment's one output row (PendingForward.result raised a failing node's error
+    as the HTTP forward answers it), at the workflow version the deployment pins."""
+    (row,) = rows
+    return target.ref.version_id, row
 
 
 _OUTPUT_ERRORS: dict[OutputCode, type[EngineError]] = {
@@ -343,9 +398,9 @@ def _decoded(named: NamedTensor) -> np.ndarray:
         raise InvalidArgument(f"tensor {named.name!r}: {exc}", field=f"inputs.{named.name}") from None
 
 
-def input_features(model: ModelRecord, inputs: Sequence[NamedTensor]) -> tuple[Feature, ...]:
-    """The features of a predict input made of the request's tensors, checked against the
-    model's input specs (without specs: each tensor as an array feature of its name)."""
+def input_features(target: InferTarget, inputs: Sequence[NamedTensor]) -> tuple[Feature, ...]:
+    """The features of a predict input (or deployment row) made of the request's tensors, checked
+    against the target's input specs (without specs: each tensor as an array feature of its name)."""
     if not inputs:
         raise InvalidArgument("an infer needs at least one input tensor", field="inputs")
     if len(inputs) > MAX_TENSORS:
@@ -356,19 +411,19 @@ def input_features(model: ModelRecord, inputs: Sequence[NamedTensor]) -> tuple[F
             raise InvalidArgument(f"input tensor {named.name!r} is given twice", field=f"inputs.{named.name}")
         seen.add(named.name)
         _decoded(named)  # its data must fill its shape
-    if not model.input_specs:
+    if not target.input_specs:
         return tuple(Feature(name=t.name, tensor=t.tensor) for t in inputs)
-    specs = {s.name: s for s in model.input_specs}
+    specs = {s.name: s for s in target.input_specs}
     for named in inputs:
         if named.name not in specs:
             raise InvalidArgument(
-                f"model {model.id!r} has no input {named.name!r}: its inputs are {', '.join(specs)}",
+                f"{target.label} has no input {named.name!r}: its inputs are {', '.join(specs)}",
                 field=f"inputs.{named.name}",
             )
-    missing = [s.name for s in model.input_specs if s.required and s.name not in seen]
+    missing = [s.name for s in target.input_specs if s.required and s.name not in seen]
     if missing:
         raise InvalidArgument(
-            f"model {model.id!r} needs input {', '.join(map(repr, missing))}", field=f"inputs.{missing[0]}"
+            f"{target.label} needs input {', '.join(map(repr, missing))}", field=f"inputs.{missing[0]}"
         )
     return tuple(_input_feature(specs[t.name], t) for t in inputs)
 
@@ -379,27 +434,27 @@ def _input_feature(spec: FeatureSpec, named: NamedTensor) -> Feature:
     if spec.type == "array":
         if spec.dtype and tensor.dtype != spec.dtype:
             raise InvalidArgument(
-                f"tensor {name!r} is {given}: the model takes {tensor_datatype(spec.dtype) or spec.dtype}",
+                f"tensor {name!r} is {given}: this input takes {tensor_datatype(spec.dtype) or spec.dtype}",
                 field=f"inputs.{name}.datatype",
             )
         if spec.shape and (
             len(spec.shape) != len(tensor.shape) or any(w not in (-1, g) for w, g in zip(spec.shape, tensor.shape))
         ):
             raise InvalidArgument(
-                f"tensor {name!r} has shape {list(tensor.shape)}: the model takes shape {list(spec.shape)} (-1 = any)",
+                f"tensor {name!r} has shape {list(tensor.shape)}: this input takes shape {list(spec.shape)} (-1 = any)",
                 field=f"inputs.{name}.shape",
             )
         return Feature(name=name, tensor=tensor)
     if spec.type == "numeric":
         if tensor.dtype == BYTES_DTYPE or tensor.size != 1:
             raise InvalidArgument(
-                f"tensor {name!r} is {given}: the model takes one number (a numeric datatype, shape [1])",
+                f"tensor {name!r} is {given}: this input takes one number (a numeric datatype, shape [1])",
                 field=f"inputs.{name}",
             )
         return Feature(name=name, tensor=Tensor(tensor.dtype, (), tensor.data))
     if tensor.dtype != BYTES_DTYPE or tensor.size != 1:
         raise InvalidArgument(
-            f"tensor {name!r} is {given}: the model takes one {spec.type} (BYTES, shape [1])", field=f"inputs.{name}"
+            f"tensor {name!r} is {given}: this input takes one {spec.type} (BYTES, shape [1])", field=f"inputs.{name}"
         )
     (raw,) = unpack_bytes(tensor.data)
     if spec.type == "text":
@@ -418,9 +473,9 @@ def _input_feature(spec: FeatureSpec, named: NamedTensor) -> Feature:
     return Feature(name=name, media=Media(kind="image", data=raw))
 
 
-def output_tensors(model: ModelRecord, features: Sequence[Feature]) -> tuple[NamedTensor, ...]:
+def output_tensors(target: InferTarget, features: Sequence[Feature]) -> tuple[NamedTensor, ...]:
     """The response tensors of an output's features (see the module docstring)."""
-    specs = {s.name: s for s in model.output_specs}
+    specs = {s.name: s for s in target.output_specs}
     tensors = []
     for feature in features:
         spec = specs.get(feature.name)
@@ -438,7 +493,7 @@ def output_tensors(model: ModelRecord, features: Sequence[Feature]) -> tuple[Nam
             tensor = Tensor.from_numpy(np.array([values.get(label, 0.0) for label in order], dtype=np.float32))
         if not tensor_datatype(tensor.dtype):
             raise FailedPrecondition(
-                f"model {model.id!r} returned {feature.name!r} as {tensor.dtype}, which the Open Inference "
+                f"{target.label} returned {feature.name!r} as {tensor.dtype}, which the Open Inference "
                 "Protocol has no datatype for"
             )
         tensors.append(NamedTensor(feature.name, tensor))
@@ -449,8 +504,9 @@ __all__ = [
     "DATATYPES",
     "DTYPES",
     "PLATFORM",
-    "DeploymentResolver",
+    "DeploymentTargets",
     "InferResult",
+    "InferTarget",
     "ModelMetadata",
     "ModelRef",
     "NamedTensor",

@@ -111,7 +111,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """The six calls of GRPCInferenceService that pellucid serves."""
 
     def __init__(self, engine: Engine) -> None:
-        self.oip = OpenInference(engine.models, engine.deployments.resolve_for_inference)
+        self.oip = OpenInference(engine.models, engine.deployments)
 
     def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
         return pb.ServerLiveResponse(live=True)

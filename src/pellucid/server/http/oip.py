@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from pellucid.server.engine import Engine
 from pellucid.server.engine.errors import (
+    Aborted,
     AlreadyExists,
     DeadlineExceeded,
     EngineError,
@@ -60,6 +61,7 @@ _STATUS: list[tuple[type[EngineError], int]] = [
     (ResourceExhausted, 429),
     (Unavailable, 503),
     (DeadlineExceeded, 504),
+    (Aborted, 502),  # a workflow deployment's node failed (ModelFailed), as the HTTP forward answers
 ]
 
 
@@ -198,7 +200,7 @@ def infer_reply(result: InferResult, request: dict) -> Response:
 
 def oip_routes(engine: Engine) -> list[Route]:
     """The KServe v2 REST routes over `engine` (mount them on the server's HTTP app)."""
-    oip = OpenInference(engine.models, engine.deployments.resolve_for_inference, dashed_names=True)
+    oip = OpenInference(engine.models, engine.deployments, dashed_names=True)
 
     def principal(request: Request) -> Any:
         header = request.headers.get("authorization", "")
