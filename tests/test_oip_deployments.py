@@ -1,13 +1,14 @@
 """The Open Inference Protocol naming a deployment as its model, over gRPC (pellucid's own copy of
 the stubs) and REST (httpx): a deployment token reaches its own deployment and nothing else, a
-PAT reaches its owner's deployments, a disabled deployment refuses as the HTTP forward does.
-tests/test_oip_deployment_clients.py calls a deployment with the stock tritonclient, curl and the
-sidekick-style client."""
+PAT reaches its owner's deployments, a disabled deployment refuses as the HTTP forward does; a
+deployment of a workflow answers as its HTTP forward does. tests/test_oip_deployment_clients.py
+calls a deployment with the stock tritonclient, curl and the sidekick-style client."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import httpx
@@ -34,6 +35,7 @@ from tests.test_oip import (  # noqa: F401 - math_model and stub are fixtures
     stub,
 )
 from tests.test_oip_http import bearer, http_url, json_inputs, json_outputs  # noqa: F401 - http_url is a fixture
+from tests.test_workflow_deployments import TEXTS, Served, served  # noqa: F401 - served is a fixture
 
 
 @dataclass
@@ -226,3 +228,136 @@ def test_tensors_map_to_the_deployments_feature_specs(
     del inputs["s"]
     response = stub.ModelInfer(raw_request(narrower.id, inputs), metadata=auth(token), timeout=30)
     assert_same(response_arrays(response), tensor_math(inputs))
+
+
+# the workflow deployment `reviews` of tests/test_workflow_deployments.py: text -> the embedder
+# (leaf `vector`) and the embedder -> a trained classifier -> a thresholder (leaf `sure`)
+CATEGORIES = ["positive", "negative"]
+
+
+def text_tensor(text: str, name: str = "text") -> dict[str, np.ndarray]:
+    items = np.empty(1, dtype=object)
+    items[:] = [text.encode()]
+    return {name: items}
+
+
+def forwarded(reviews: Served, text: str) -> dict[str, Any]:
+    """The HTTP /v1 forward's answer for one row of `reviews`, as the OIP tensors should carry it."""
+    response = reviews.post([{"text": text}])
+    assert response.status_code == 200, response.text
+    (row,) = response.json()["rows"]
+    expected = {}
+    if "vector" in row:
+        expected["vector"] = np.asarray(row["vector"]["data"], dtype=np.float32).reshape(row["vector"]["shape"])
+    expected["sure"] = np.asarray([row["sure"].get(c, 0.0) for c in CATEGORIES], dtype=np.float32)
+    return expected
+
+
+def assert_close(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    assert set(got) == set(expected)
+    for name, array in expected.items():
+        assert got[name].shape == array.shape, name
+        assert np.allclose(got[name], array, atol=1e-6), name
+
+
+@pytest.fixture
+def workflow_stub(served: Served) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:  # noqa: F811
+    with grpc.insecure_channel(served.server.address) as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def test_a_workflow_deployment_answers_over_oip_grpc_as_its_forward_does(
+    workflow_stub: pb_grpc.GRPCInferenceServiceStub,
+    served: Served,  # noqa: F811
+) -> None:
+    oip, token = workflow_stub, served.token
+    version = served.app.deployment("reviews").info.version_id
+    meta = oip.ModelMetadata(pb.ModelMetadataRequest(name="reviews"), metadata=auth(token))
+    assert meta.name == "reviews" and list(meta.versions) == [version]  # the workflow version it pins
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("text", "BYTES", [1])]
+    # outputs named by their leaf node; the thresholder's concepts as one probability per category
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
+        ("vector", "FP32", []),
+        ("sure", "FP32", [2]),
+    ]
+    assert oip.ModelReady(pb.ModelReadyRequest(name="reviews"), metadata=auth(token)).ready
+    for text in TEXTS[:2]:
+        response = oip.ModelInfer(raw_request("reviews", text_tensor(text)), metadata=auth(token), timeout=30)
+        assert (response.model_name, response.model_version, response.id) == ("reviews", version, "req-1")
+        got = response_arrays(response)
+        assert got["vector"].shape == (384,)
+        assert_close(got, forwarded(served, text))
+    # only the outputs asked for
+    request = raw_request("reviews", text_tensor(TEXTS[0]))
+    request.outputs.add(name="sure")
+    response = oip.ModelInfer(request, metadata=auth(served.user._connection.settings.pat), timeout=30)
+    assert [o.name for o in response.outputs] == ["sure"]
+    # a spec-narrowed deployment of the same workflow: its own specs, its node named as it names it
+    specs = {"output": [{"name": "classify", "type": "categorical", "categories": CATEGORIES}]}
+    narrowed = served.app.create_deployment("reviews-oip-raw", workflow_id="reviews", feature_specs=specs)
+    _, raw_token = narrowed.create_token()
+    meta = oip.ModelMetadata(pb.ModelMetadataRequest(name=narrowed.id), metadata=auth(raw_token))
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [("classify", "FP32", [2])]
+    response = oip.ModelInfer(raw_request(narrowed.id, text_tensor(TEXTS[1])), metadata=auth(raw_token), timeout=30)
+    (classify,) = response_arrays(response).values()
+    row = served.post([{"text": TEXTS[1]}], deployment=narrowed.id, token=raw_token).json()["rows"][0]
+    assert np.allclose(classify, [row["classify"][c] for c in CATEGORIES], atol=1e-6)
+
+
+def test_a_workflow_deployment_refuses_over_oip_as_its_forward_does(
+    workflow_stub: pb_grpc.GRPCInferenceServiceStub,
+    served: Served,  # noqa: F811
+) -> None:
+    oip, token = workflow_stub, served.token
+    code, message = refusal(oip.ModelInfer, raw_request("reviews", text_tensor("fine", name="txt")), token)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "deployment 'reviews' has no input 'txt'" in message
+    assert "its inputs are text" in message
+    wrong = {"text": np.ones(1, dtype=np.float32)}
+    code, message = refusal(oip.ModelInfer, raw_request("reviews", wrong), token)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tensor 'text'" in message and "BYTES" in message
+    request = raw_request("reviews", text_tensor("fine"))
+    request.outputs.add(name="nowhere")
+    code, message = refusal(oip.ModelInfer, request, token)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "no output 'nowhere'" in message
+    # an empty text passes the spec, and the embedder refuses it: the node names itself
+    code, message = refusal(oip.ModelInfer, raw_request("reviews", text_tensor("")), token)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, message
+    assert "the workflow refused it: node 'embed' (model 'text-embed') failed" in message
+    request = raw_request("reviews", text_tensor("fine"))
+    request.model_version = "another"
+    code, message = refusal(oip.ModelInfer, request, token)
+    pinned = served.app.deployment("reviews").info.version_id
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and repr(pinned) in message and "empty" in message
+
+
+def test_a_workflow_deployment_answers_over_oip_rest_as_its_forward_does(served: Served) -> None:  # noqa: F811
+    base, token = f"{served.base}/v2/models/reviews", served.token
+    version = served.app.deployment("reviews").info.version_id
+    meta = httpx.get(base, headers=bearer(token))
+    assert meta.status_code == 200, meta.text
+    assert meta.json() == {
+        "name": "reviews",
+        "versions": [version],
+        "platform": "pellucid",
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1]}],
+        "outputs": [
+            {"name": "vector", "datatype": "FP32", "shape": []},
+            {"name": "sure", "datatype": "FP32", "shape": [2]},
+        ],
+    }
+    assert httpx.get(f"{base}/ready", headers=bearer(token)).json() == {"name": "reviews", "ready": True}
+    text = TEXTS[2]
+    reply = httpx.post(
+        f"{base}/infer", json={"inputs": json_inputs(text_tensor(text))}, headers=bearer(token), timeout=30
+    )
+    assert reply.status_code == 200, reply.text
+    assert (reply.json()["model_name"], reply.json()["model_version"]) == ("reviews", version)
+    assert_close(json_outputs(reply.json()), forwarded(served, text))
+    bad = httpx.post(
+        f"{base}/infer", json={"inputs": json_inputs(text_tensor(text, name="txt"))}, headers=bearer(token), timeout=30
+    )
+    assert bad.status_code == 400 and "no input 'txt'" in bad.json()["error"]
+    refused = httpx.post(
+        f"{base}/infer", json={"inputs": json_inputs(text_tensor(""))}, headers=bearer(token), timeout=30
+    )
+    assert refused.status_code == 400 and "node 'embed'" in refused.json()["error"]
