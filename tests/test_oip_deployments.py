@@ -2,12 +2,15 @@
 the stubs) and REST (httpx): a deployment token reaches its own deployment and nothing else, a
 PAT reaches its owner's deployments, a disabled deployment refuses as the HTTP forward does; a
 deployment of a workflow answers as its HTTP forward does. tests/test_oip_deployment_clients.py
-calls a deployment with the stock tritonclient, curl and the sidekick-style client."""
+calls a deployment with the stock tritonclient, curl and the sidekick-style client; this file calls a workflow deployment with tritonclient too."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,6 +23,7 @@ from pellucid.api.oip import grpc_service_pb2 as pb
 from pellucid.api.oip import grpc_service_pb2_grpc as pb_grpc
 from pellucid.client.deployments import ManagedDeployment
 from pellucid.client.user import User
+from tests import triton_venv
 from tests.conftest import RunningServer
 from tests.runner_models import tensor_math
 from tests.test_oip import (  # noqa: F401 - math_model and stub are fixtures
@@ -361,3 +365,34 @@ def test_a_workflow_deployment_answers_over_oip_rest_as_its_forward_does(served:
         f"{base}/infer", json={"inputs": json_inputs(text_tensor(""))}, headers=bearer(token), timeout=30
     )
     assert refused.status_code == 400 and "node 'embed'" in refused.json()["error"]
+
+
+@pytest.mark.timeout(300)
+def test_tritonclient_calls_a_workflow_deployment(served: Served, tmp_path: Path) -> None:  # noqa: F811
+    """The stock tritonclient (tests/triton_venv.py), over gRPC and REST, with the deployment token."""
+    text = TEXTS[-1]
+    np.savez(tmp_path / "inputs.npz", **text_tensor(text))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the venv's own pellucid install
+    result = subprocess.run(
+        [
+            str(triton_venv.python()),
+            str(triton_venv.ROOT / "tests" / "triton_client.py"),
+            served.server.address,
+            served.base.removeprefix("http://"),
+            served.token,
+            "reviews",
+            str(tmp_path / "inputs.npz"),
+            str(tmp_path / "outputs.npz"),
+            "vector,sure",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = dict(np.load(tmp_path / "outputs.npz", allow_pickle=True))
+    assert got["grpc_meta_inputs"].tolist() == got["http_meta_inputs"].tolist() == ["text:BYTES:[1]"]
+    expected = forwarded(served, text)
+    for prefix in ("grpc", "http_binary", "http_json"):
+        assert_close({name: got[f"{prefix}_{name}"] for name in expected}, expected)

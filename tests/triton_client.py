@@ -1,6 +1,7 @@
 """Run in .venv-triton (tests/triton_venv.py) by tests/test_oip_triton.py: the stock tritonclient
 against a pellucid server, over gRPC and REST. Reads the inputs from an .npz file, writes what it
-got back to another; argv: grpc_address http_address pat model inputs.npz outputs.npz."""
+got back to another; argv: grpc_address http_address pat model inputs.npz outputs.npz
+[output names, comma-separated: y,total,shout (tests/runner_models.py:tensor_math's) unless given]."""
 
 from __future__ import annotations
 
@@ -33,7 +34,16 @@ def described(meta: dict) -> np.ndarray:
     return np.array([f"{t['name']}:{t['datatype']}:{[int(d) for d in t['shape']]}" for t in meta["inputs"]])
 
 
-def main(grpc_address: str, http_address: str, pat: str, model: str, inputs_path: str, outputs_path: str) -> None:
+def main(
+    grpc_address: str,
+    http_address: str,
+    pat: str,
+    model: str,
+    inputs_path: str,
+    outputs_path: str,
+    output_names: str = "y,total,shout",
+) -> None:
+    names = output_names.split(",")
     headers = {"authorization": f"Bearer {pat}"}
     arrays = dict(np.load(inputs_path, allow_pickle=True))
     got: dict[str, np.ndarray] = {}
@@ -46,7 +56,7 @@ def main(grpc_address: str, http_address: str, pat: str, model: str, inputs_path
     got["grpc_meta_inputs"] = described(meta)
     result = client.infer(model, infer_inputs(grpcclient, arrays), headers=headers, request_id="t1")
     assert result.get_response().id == "t1"
-    for name in ("y", "total", "shout"):
+    for name in names:
         got[f"grpc_{name}"] = result.as_numpy(name)
     # the request tritonclient sent parses with pellucid's copy of the protocol, in this process
     request = grpcclient.service_pb2.ModelInferRequest(model_name=model, raw_input_contents=[b"\x01"])
@@ -57,13 +67,13 @@ def main(grpc_address: str, http_address: str, pat: str, model: str, inputs_path
     meta = web.get_model_metadata(model, headers=headers)
     got["http_meta_inputs"] = described(meta)
     for binary in (True, False):
-        outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("y", "total", "shout")]
+        outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in names]
         # a copy each call: tritonclient.http adds Inference-Header-Content-Length to the dict it is given
         result = web.infer(model, infer_inputs(httpclient, arrays, binary), outputs=outputs, headers=dict(headers))
-        for name in ("y", "total", "shout"):
+        for name in names:
             got[f"http_{'binary' if binary else 'json'}_{name}"] = result.as_numpy(name)
     np.savez(outputs_path, **got)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:7])
+    main(*sys.argv[1:8])
