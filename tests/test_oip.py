@@ -349,3 +349,32 @@ def protocol_fields() -> dict[str, str]:
 
 def test_the_vendored_protocol_matches_the_specification_field_for_field() -> None:
     assert protocol_fields() == PROTOCOL
+
+
+def test_an_image_tensor_is_brought_to_the_declared_size_as_the_http_forward_does() -> None:
+    """OIP and the HTTP forward read an image feature alike: decoded (a broken one refused
+    naming the tensor), resized and converted to the spec's width, height and channels."""
+    import io
+
+    from PIL import Image
+
+    from pellucid.server.engine.errors import InvalidArgument
+    from pellucid.server.engine.inference import InferTarget, ModelRef, NamedTensor, input_features
+    from pellucid.server.engine.predict import BYTES_DTYPE, Tensor
+    from pellucid.server.records import FeatureSpec
+
+    spec = FeatureSpec(name="photo", type="image", width=4, height=3, channels=1)
+    target = InferTarget(ModelRef("u", "a", "m"), "model 'm'", (spec,), (), ("v",))
+    buffer = io.BytesIO()
+    Image.new("RGB", (10, 10), (200, 10, 10)).save(buffer, format="PNG")
+
+    def image_tensor(raw: bytes) -> NamedTensor:
+        return NamedTensor("photo", Tensor(BYTES_DTYPE, (1,), pack_bytes([raw])))
+
+    (feature,) = input_features(target, [image_tensor(buffer.getvalue())])
+    assert feature.media is not None
+    with Image.open(io.BytesIO(feature.media.data)) as image:
+        assert image.size == (4, 3) and image.mode == "L"
+    with pytest.raises(InvalidArgument, match="does not decode") as refused:
+        input_features(target, [image_tensor(b"not an image")])
+    assert refused.value.field == "inputs.photo"

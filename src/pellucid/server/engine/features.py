@@ -259,6 +259,15 @@ def check_row(specs: Sequence[FeatureSpec], features: Sequence[Feature], index: 
     return tuple(checked)
 
 
+def check_feature(spec: FeatureSpec, feature: Feature, field: str) -> Feature:
+    """One feature as its spec wants it (an image decoded and brought to the declared size and
+    channels), for callers outside rows (OIP tensors): InvalidArgument on `field` otherwise."""
+    try:
+        return _checked(spec, feature)
+    except _Bad as exc:
+        raise InvalidArgument(f"{spec.name!r}: {exc}", field=field) from None
+
+
 def _unknown(specs: Sequence[FeatureSpec], names: Any, index: int) -> list[RowError]:
     known = {s.name for s in specs}
     return [
@@ -356,6 +365,7 @@ __all__ = [
     "MAX_FEATURES",
     "RowError",
     "RowsInvalid",
+    "check_feature",
     "check_feature_specs",
     "check_row",
     "decode_data_uri",

@@ -41,6 +41,7 @@ from pellucid.server.engine.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from pellucid.server.engine.features import check_feature
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.predict import (
     BYTES_DTYPE,
@@ -470,7 +471,8 @@ def _input_feature(spec: FeatureSpec, named: NamedTensor) -> Feature:
                 field=f"inputs.{name}",
             )
         return Feature(name=name, concepts=(ConceptValue(id=label, name=label, value=1.0),))
-    return Feature(name=name, media=Media(kind="image", data=raw))
+    # decoded and brought to the declared size and channels, as the HTTP forward's rows are
+    return check_feature(spec, Feature(name=name, media=Media(kind="image", data=raw)), f"inputs.{name}")
 
 
 def output_tensors(target: InferTarget, features: Sequence[Feature]) -> tuple[NamedTensor, ...]:
