@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 
 import pellucid.errors as errors
 from pellucid.api import v1
+from pellucid.api.oip import grpc_service_pb2 as oip_pb
+from pellucid.api.oip import grpc_service_pb2_grpc as oip_grpc
 from pellucid.client.app import App
 from pellucid.client.input import Inputs
 from pellucid.client.runner import Runner
@@ -187,6 +190,39 @@ def test_rows_are_checked_before_the_workflow_runs_and_a_failing_node_names_itse
     error = response.json()["error"]
     assert error["rows"][0]["row"] == 1
     assert "the workflow refused it: node 'embed' (model 'text-embed') failed" in error["message"]
+
+
+def test_the_open_inference_protocol_says_a_workflow_deployment_is_called_by_its_forward(served: Served) -> None:
+    """OIP names deployments of models; one of a workflow (which has no model) is refused, saying
+    where to call it, for its token and its owner's PAT alike, over REST and gRPC."""
+    text = {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["great"]}
+    tensor = oip_pb.ModelInferRequest.InferInputTensor(
+        name="text", datatype="BYTES", shape=[1], contents=oip_pb.InferTensorContents(bytes_contents=[b"great"])
+    )
+    with grpc.insecure_channel(served.server.address) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        for secret in (served.token, served.user._connection.settings.pat):
+            headers = {"Authorization": f"Bearer {secret}"}
+            for answer in (
+                httpx.get(f"{served.base}/v2/models/reviews", headers=headers, timeout=30),
+                httpx.get(f"{served.base}/v2/models/reviews/ready", headers=headers, timeout=30),
+                httpx.post(
+                    f"{served.base}/v2/models/reviews/infer", json={"inputs": [text]}, headers=headers, timeout=30
+                ),
+            ):
+                assert answer.status_code == 400, answer.text
+                assert "serves workflow 'reviews'" in answer.json()["error"]
+                assert "/v1/deployments/reviews/forward" in answer.json()["error"]
+            metadata = [("authorization", f"Bearer {secret}")]
+            for call, request in (
+                (stub.ModelMetadata, oip_pb.ModelMetadataRequest(name="reviews")),
+                (stub.ModelReady, oip_pb.ModelReadyRequest(name="reviews")),
+                (stub.ModelInfer, oip_pb.ModelInferRequest(model_name="reviews", inputs=[tensor])),
+            ):
+                with pytest.raises(grpc.RpcError) as caught:
+                    call(request, metadata=metadata, timeout=30)
+                assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert "/v1/deployments/reviews/forward" in (caught.value.details() or "")
 
 
 def test_a_deployment_serves_one_target_of_its_owner(served: Served) -> None:

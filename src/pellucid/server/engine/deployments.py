@@ -315,8 +315,15 @@ class Deployments:
     def resolve_for_inference(self, principal: Principal, deployment_id: str) -> ModelRef:
         """The model (at its pinned version, with the deployment's feature specs) an Open Inference
         Protocol call naming this deployment reaches, if this caller may call it now (as
-        `callable`: NotFound, PermissionDenied)."""
+        `callable`: NotFound, PermissionDenied); a deployment of a workflow has no model to name."""
         deployment = self.callable(principal, deployment_id)
+        if deployment.workflow_id:
+            raise FailedPrecondition(
+                f"deployment {deployment_id!r} serves workflow {deployment.workflow_id!r}, and the Open Inference "
+                f"Protocol calls deployments of models only: call it with POST /v1/deployments/{deployment_id}/forward",
+                reason="WORKFLOW_DEPLOYMENT",
+                field="model_name",
+            )
         return ModelRef(
             deployment.user_id,
             deployment.app_id,
