@@ -242,6 +242,12 @@ def test_rows_that_do_not_match_the_specs_fail_with_their_row_and_feature(deploy
         headers={"Authorization": f"Bearer {deployed.token}"},
     )
     assert "not JSON" in error_of(bad_json, 400)["message"]
+    deep = httpx.post(
+        f"{deployed.base}/v1/deployments/pets/forward",
+        content=b'{"rows": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        headers={"Authorization": f"Bearer {deployed.token}"},
+    )
+    assert "too deeply" in error_of(deep, 400)["message"]
 
 
 def test_tokens_and_the_enabled_switch_decide_who_may_call(deployed: Deployed) -> None:
