@@ -26,6 +26,9 @@ from pellucid.client.runner import Runner
 from pellucid.client.user import User
 from pellucid.client.workflow import Workflow
 from pellucid.deployment import Deployment, InvalidRows
+from pellucid.server.engine import workflow_deployments
+from pellucid.server.engine.access import Principal
+from pellucid.server.engine.validation import MAX_BATCH
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.media_samples import png
 from tests.runner_models import Tabular
@@ -322,6 +325,42 @@ def test_a_runner_served_node_gets_the_row_and_names_its_outputs_by_node(served:
         refused = served.post([{**rows[0], "Size": -1}], deployment="pets-wf", token=token)
         assert refused.status_code == 400 and refused.json()["error"]["rows"][0]["row"] == 0
         assert "Size must not be negative" in refused.json()["error"]["message"]
+
+
+def test_one_owners_stuck_runs_leave_threads_for_the_other_owners(served: Served, tmp_path: Path) -> None:
+    """A run holds its thread while its node waits for a runner (here one that is not there yet,
+    up to the call's deadline): another owner's deployment answers meanwhile, though the stuck
+    call queued more runs than the pool has threads."""
+    created = served.admin.create_user("mallory")
+    mallory = User(base_url=f"grpc://{served.server.address}", pat=created.pat.secret, user_id=created.user.id)
+    specs = [
+        {"name": "Size", "type": "numeric"},
+        {"name": "Type", "type": "categorical", "categories": ["animal", "plant"]},
+        {"name": "Sound", "type": "text"},
+    ]
+    try:
+        app = mallory.create_app("stuck", base_workflow="Empty")
+        outputs = [
+            {"name": "Score", "type": "numeric"},
+            {"name": "Kind", "type": "categorical", "categories": ["cat", "dog"]},
+            {"name": "Echo", "type": "text"},
+        ]
+        app.create_model("echo", ["stuck-echo"], input_specs=specs, output_specs=outputs)
+        app.create_workflow(write(tmp_path / "stuck.yaml", "stuck", node("echo", "echo")), display=False)
+        app.create_deployment("stuck", workflow_id="stuck")
+        owner = Principal(user_id=created.user.id, is_admin=False, token_id="test")
+        rows = [{"Size": 1, "Type": "animal", "Sound": "hi"}] * (MAX_BATCH * 9)  # more runs than one owner may hold
+        stuck = served.server.engine.deployments.submit_json(owner, "stuck", rows, deadline_seconds=120)
+        stuck_done = threading.Event()
+        stuck.add_done_callback(stuck_done.set)
+        response = served.post([{"text": TEXTS[0]}])
+        assert response.status_code == 200, response.text
+        assert workflow_deployments.RUNS_PER_OWNER < 9 and not stuck_done.is_set()  # answered while it waits
+        with running(mallory, Tabular, "stuck-echo"):  # the runner comes: the stuck call ends
+            assert stuck_done.wait(60)
+            assert [row[2].text for row in stuck.result()] == ["HI"] * len(rows)
+    finally:
+        mallory.close()
 
 
 def test_a_detectors_regions_are_an_array_of_boxes(served: Served, tmp_path: Path) -> None:
