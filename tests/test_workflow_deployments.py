@@ -327,6 +327,30 @@ def test_a_runner_served_node_gets_the_row_and_names_its_outputs_by_node(served:
         assert "Size must not be negative" in refused.json()["error"]["message"]
 
 
+def test_a_leaf_declaring_one_output_gives_it_though_its_runner_returns_more(served: Served, tmp_path: Path) -> None:
+    """Tabular returns Score, Kind and Echo; a model of it declaring only Echo is a leaf of one
+    output, named by its node: that output is Echo, not nothing."""
+    app = served.app
+    with running(served.user, Tabular, "tabular-one") as label:
+        app.create_model(
+            "tabular-one",
+            [label],
+            input_specs=[
+                {"name": "Size", "type": "numeric"},
+                {"name": "Type", "type": "categorical", "categories": ["animal", "plant"]},
+                {"name": "Sound", "type": "text"},
+            ],
+            output_specs=[{"name": "Echo", "type": "text"}],
+        )
+        app.create_workflow(write(tmp_path / "one.yaml", "one", node("shout", "tabular-one")), display=False)
+        managed = app.create_deployment("one-output", workflow_id="one")
+        assert [s.name for s in managed.info.output_specs] == ["shout"]
+        _, token = managed.create_token()
+        response = served.post([{"Size": 1, "Type": "animal", "Sound": "Miaow"}], deployment="one-output", token=token)
+    assert response.status_code == 200, response.text
+    assert response.json()["rows"] == [{"shout": "MIAOW"}]
+
+
 def test_one_owners_stuck_runs_leave_threads_for_the_other_owners(served: Served, tmp_path: Path) -> None:
     """A run holds its thread while its node waits for a runner (here one that is not there yet,
     up to the call's deadline): another owner's deployment answers meanwhile, though the stuck

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pellucid.server.engine.access import Principal
-from pellucid.server.engine.errors import InvalidArgument, Unavailable
+from pellucid.server.engine.errors import EngineError, InvalidArgument, Unavailable
 from pellucid.server.engine.local_models import DATA_KINDS
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.predict import (
@@ -205,6 +205,7 @@ class WorkflowTargets:
     ) -> list[WorkflowRun]:
         """Checked rows run through the workflow, MAX_BATCH per run, all queued at once."""
         version = self.runnable(owner, user_id, app_id, workflow_id, version_id)
+        declared = self._declared_outputs(owner, version, output_specs)
         text, image = (next((s.name for s in input_specs if s.type == k), "") for k in CONTENT_KINDS)
         deadline = time.monotonic() + deadline_seconds
         parts: list[WorkflowRun] = []
@@ -214,16 +215,44 @@ class WorkflowTargets:
                 for i, row in enumerate(rows[start : start + MAX_BATCH])
             )
             request = WorkflowRunRequest(user_id, app_id, workflow_id, version.id, inputs, None, deadline_seconds)
-            future = self._pool.submit(owner.user_id, self._run, owner, request, deadline, tuple(output_specs))
+            future = self._pool.submit(
+                owner.user_id, self._run, owner, request, deadline, tuple(output_specs), declared
+            )
             parts.append(WorkflowRun(future))
         return parts
 
+    def _declared_outputs(
+        self, owner: Principal, version: WorkflowVersionRecord, specs: Sequence[FeatureSpec]
+    ) -> dict[str, str]:
+        """Outputs named by a bare node id whose model declares one output feature: that feature's
+        name, to find it among the features a runner returns (it may return more than it declares)."""
+        nodes = {n.id: n for n in version.nodes}
+        declared: dict[str, str] = {}
+        for spec in specs:
+            record = nodes.get(spec.name)
+            if record is None:
+                continue
+            try:
+                model, _ = self._models.get(
+                    owner, record.model_user_id, record.model_app_id, record.model_id, record.model_version_id
+                )
+            except EngineError:  # the run says why the node fails
+                continue
+            if len(model.output_specs) == 1:
+                declared[spec.name] = model.output_specs[0].name
+        return declared
+
     def _run(
-        self, owner: Principal, request: WorkflowRunRequest, deadline: float, specs: tuple[FeatureSpec, ...]
+        self,
+        owner: Principal,
+        request: WorkflowRunRequest,
+        deadline: float,
+        specs: tuple[FeatureSpec, ...],
+        declared: dict[str, str],
     ) -> PredictResult:
         left = deadline - time.monotonic()  # what waiting for a thread of the pool left of it
         result = self._runs.run(owner, replace(request, deadline_seconds=max(left, 0.0)))
-        return PredictResult("", result.version.id, "", tuple(_output_rows(result, specs)))
+        return PredictResult("", result.version.id, "", tuple(_output_rows(result, specs, declared)))
 
 
 _Task = tuple[Future[PredictResult], Callable[[], PredictResult]]
@@ -367,7 +396,9 @@ def _workflow_input(input_id: str, row: tuple[Feature, ...], text: str, image: s
     return PredictInput(id=input_id, media=tuple(media), features=row)
 
 
-def _output_rows(result: WorkflowRunResult, specs: Sequence[FeatureSpec]) -> Iterable[PredictOutput]:
+def _output_rows(
+    result: WorkflowRunResult, specs: Sequence[FeatureSpec], declared: dict[str, str]
+) -> Iterable[PredictOutput]:
     """Per input, its output features, or the first failure in the graph's order (the node at
     fault: the failures after it only repeat it)."""
     order = {node_id: i for i, node_id in enumerate(topological_order(result.version.nodes))}
@@ -381,6 +412,8 @@ def _output_rows(result: WorkflowRunResult, specs: Sequence[FeatureSpec]) -> Ite
         for spec in specs:
             node_id, _, inner = spec.name.partition(SEPARATOR)
             found = made.get(node_id)
+            if found is not None and not inner and len(found.output.data.features) > 1:
+                inner = declared.get(spec.name, "")  # the one its model declares, among more
             feature = _feature(spec, inner, found.output.data) if found is not None else None
             if feature is not None:
                 features.append(feature)
