@@ -103,7 +103,10 @@ def test_a_deployment_token_reaches_nothing_else(
             code, message = refusal(call, request, token)
             assert code == grpc.StatusCode.PERMISSION_DENIED, (name, message)
             assert deployed.id in message and "token" in message
+    # a deployment id that does not exist is refused as one of another deployment: the holder learns nothing
     code, message = refusal(stub.ModelInfer, raw_request("no-such-deployment", inputs), token)
+    assert code == grpc.StatusCode.PERMISSION_DENIED and deployed.id in message and "token" in message
+    code, message = refusal(stub.ModelInfer, raw_request("no-such-deployment", inputs), deployed.math.pat)
     assert code == grpc.StatusCode.NOT_FOUND and "<app>/<model>" in message and "deployment" in message
     code, _ = refusal(stub.ModelInfer, raw_request(deployed.id, inputs), "pel_dep_not-a-token")
     assert code == grpc.StatusCode.UNAUTHENTICATED
