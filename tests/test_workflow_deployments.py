@@ -351,6 +351,28 @@ def test_a_leaf_declaring_one_output_gives_it_though_its_runner_returns_more(ser
     assert response.json()["rows"] == [{"shout": "MIAOW"}]
 
 
+class Ragged(Runner):
+    """An embedder whose two vectors differ in length: no array holds them."""
+
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
+        output = v1.Output()
+        output.data.embeddings.add(vector=[1.0, 2.0])
+        output.data.embeddings.add(vector=[1.0, 2.0, 3.0])
+        return output
+
+
+def test_embeddings_no_array_holds_fail_the_row_as_the_nodes_fault(served: Served, tmp_path: Path) -> None:
+    app = served.app
+    with running(served.user, Ragged, "ragged-wf") as label:
+        app.create_model("ragged", [label], input_fields=["text"], output_fields=["embeddings"])
+        app.create_workflow(write(tmp_path / "ragged.yaml", "ragged", node("vectors", "ragged")), display=False)
+        _, token = app.create_deployment("ragged", workflow_id="ragged").create_token()
+        response = served.post([{"text": "hi"}], deployment="ragged", token=token)
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["field"] == "rows[0]" and "node 'vectors' returned 'vectors'" in error["message"]
+
+
 def test_one_owners_stuck_runs_leave_threads_for_the_other_owners(served: Served, tmp_path: Path) -> None:
     """A run holds its thread while its node waits for a runner (here one that is not there yet,
     up to the call's deadline): another owner's deployment answers meanwhile, though the stuck

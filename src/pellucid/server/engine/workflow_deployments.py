@@ -409,14 +409,22 @@ def _output_rows(
             yield replace(failed[0].output, input_id=item.input.id)
             continue
         features = []
+        unusable = ""
         for spec in specs:
             node_id, _, inner = spec.name.partition(SEPARATOR)
             found = made.get(node_id)
             if found is not None and not inner and len(found.output.data.features) > 1:
                 inner = declared.get(spec.name, "")  # the one its model declares, among more
-            feature = _feature(spec, inner, found.output.data) if found is not None else None
+            try:
+                feature = _feature(spec, inner, found.output.data) if found is not None else None
+            except ValueError as exc:  # e.g. a runner's embeddings of different lengths: no array holds them
+                unusable = f"node {node_id!r} returned {spec.name!r} in a form that is not an array: {exc}"
+                break
             if feature is not None:
                 features.append(feature)
+        if unusable:
+            yield PredictOutput(item.input.id, code=OutputCode.FAILED_PRECONDITION, message=unusable)
+            continue
         yield PredictOutput(item.input.id, data=OutputData(features=tuple(features)))
 
 
