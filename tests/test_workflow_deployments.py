@@ -28,6 +28,7 @@ from pellucid.client.workflow import Workflow
 from pellucid.deployment import Deployment, InvalidRows
 from pellucid.server.engine import workflow_deployments
 from pellucid.server.engine.access import Principal
+from pellucid.server.engine.errors import Unavailable
 from pellucid.server.engine.validation import MAX_BATCH
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.media_samples import png
@@ -371,6 +372,37 @@ def test_embeddings_no_array_holds_fail_the_row_as_the_nodes_fault(served: Serve
     assert response.status_code == 502, response.text
     error = response.json()["error"]
     assert error["field"] == "rows[0]" and "node 'vectors' returned 'vectors'" in error["message"]
+
+
+def test_the_pool_gives_one_owner_at_most_its_share_and_runs_every_task() -> None:
+    pool = workflow_deployments.FairPool(workers=4, per_owner=2, name="test-pool")
+    release = threading.Event()
+    lock = threading.Lock()
+    running: dict[str, int] = {"a": 0}
+    most = [0]
+
+    def blocked() -> Any:
+        with lock:
+            running["a"] += 1
+            most[0] = max(most[0], running["a"])
+        release.wait(30)
+        with lock:
+            running["a"] -= 1
+        return "a"
+
+    try:
+        stuck = [pool.submit("a", blocked) for _ in range(20)]
+        assert pool.submit("b", lambda: "b").result(timeout=30) == "b"  # b's task passes a's queue
+        assert pool.submit("c", lambda: "c").result(timeout=30) == "c"
+        assert most[0] <= 2 and not any(f.done() for f in stuck)
+        release.set()
+        assert [f.result(timeout=30) for f in stuck] == ["a"] * 20
+        assert most[0] == 2
+    finally:
+        release.set()
+        pool.close()
+    with pytest.raises(Unavailable, match="stopping"):
+        pool.submit("a", lambda: "a")
 
 
 def test_one_owners_stuck_runs_leave_threads_for_the_other_owners(served: Served, tmp_path: Path) -> None:
