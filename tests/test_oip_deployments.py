@@ -229,3 +229,19 @@ def test_tensors_map_to_the_deployments_feature_specs(
     del inputs["s"]
     response = stub.ModelInfer(raw_request(narrower.id, inputs), metadata=auth(token), timeout=30)
     assert_same(response_arrays(response), tensor_math(inputs))
+
+
+def test_a_deployments_contract_holds_over_oip_as_over_http(
+    stub: pb_grpc.GRPCInferenceServiceStub,  # noqa: F811
+    math_model: MathModel,  # noqa: F811
+    unique: str,
+) -> None:
+    """The HTTP forward refuses a number that is not finite before the model runs; OIP naming the
+    deployment checks its tensors against the same specs the same way."""
+    deployment = math_model.app.create_deployment(
+        f"oip-num-{unique}", model_id="math", feature_specs=[MATH_INPUTS[0], {"name": "n", "type": "numeric"}]
+    )
+    _, token = deployment.create_token()
+    request = raw_request(deployment.id, {"x": sample()["x"], "n": np.array([np.nan])})
+    code, message = refusal(stub.ModelInfer, request, token)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tensor 'n'" in message and "finite number" in message

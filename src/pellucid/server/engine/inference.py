@@ -35,6 +35,7 @@ from pellucid.server.engine.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from pellucid.server.engine.features import RowsInvalid, check_row
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.predict import (
     BYTES_DTYPE,
@@ -247,6 +248,14 @@ class OpenInference:
         ref, model, _ = self._model(principal, name, version)
         name = ref.name
         features = input_features(model, inputs)
+        if ref.input_specs is not None:  # a deployment's contract: checked as its HTTP forward checks rows
+            try:
+                features = check_row(ref.input_specs, features, 0)
+            except RowsInvalid as exc:
+                raise InvalidArgument(
+                    "; ".join(f"tensor {e.feature!r}: {e.message}" if e.feature else e.message for e in exc.errors),
+                    field=f"inputs.{exc.errors[0].feature}" if exc.errors[0].feature else "inputs",
+                ) from None
         output_names = {s.name for s in model.output_specs}
         for wanted in requested_outputs:
             if output_names and wanted not in output_names:
