@@ -85,3 +85,17 @@ def test_calls_older_than_the_retention_are_purged_by_later_calls(engine: Engine
     assert engine.store.get_algorithm_call(old) is None and engine.store.get_algorithm_call(recent) is not None
     stored, _ = engine.algorithms.list_insights(OWNER, "u/sample", PageRequest(page_size=10))
     assert [i.values["x"] for i in stored] == [1.0, 2.0, 4.0]  # what was reported stays
+
+
+def test_a_retention_shorter_than_a_call_never_purges_calls_that_may_still_run(engine: Engine, clock: Clock) -> None:
+    """The setting's minimum (60 s) is shorter than a call may wait for its runner (a day): a call
+    that may still run keeps its row, so its runner can still read data:// and report insights."""
+    engine.algorithms.call_retention_seconds = 60.0
+    running = call(engine)
+    clock.now += 3600.0
+    call(engine)  # purges calls older than the retention, but not one that may still be running
+    engine.algorithms.report_insights(OWNER, running, {"x": 1.0})
+    assert engine.store.get_algorithm_call(running) is not None
+    clock.now += DAY
+    call(engine)  # a day and an hour old: no call runs that long, so it goes
+    assert engine.store.get_algorithm_call(running) is None

@@ -242,6 +242,12 @@ def test_rows_that_do_not_match_the_specs_fail_with_their_row_and_feature(deploy
         headers={"Authorization": f"Bearer {deployed.token}"},
     )
     assert "not JSON" in error_of(bad_json, 400)["message"]
+    deep = httpx.post(
+        f"{deployed.base}/v1/deployments/pets/forward",
+        content=b'{"rows": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        headers={"Authorization": f"Bearer {deployed.token}"},
+    )
+    assert "too deeply" in error_of(deep, 400)["message"]
 
 
 def test_tokens_and_the_enabled_switch_decide_who_may_call(deployed: Deployed) -> None:
@@ -254,7 +260,11 @@ def test_tokens_and_the_enabled_switch_decide_who_may_call(deployed: Deployed) -
     other = deployed.app.create_deployment("pets-other", model_id="tabular")
     _, other_token = other.create_token()
     assert error_of(deployed.post(row, token=other_token), 403)["reason"] == "WRONG_DEPLOYMENT_TOKEN"
-    assert error_of(deployed.post(row, deployment="nowhere"), 404)["status"] == "NOT_FOUND"
+    assert error_of(deployed.post(row, token=deployed.pat, deployment="nowhere"), 404)["status"] == "NOT_FOUND"
+    # a token naming another deployment: refused alike whether it exists, so its holder learns nothing
+    for elsewhere in ("pets-other", "nowhere"):
+        refused = error_of(deployed.post(row, deployment=elsewhere), 403)
+        assert refused["reason"] == "WRONG_DEPLOYMENT_TOKEN" and "for deployment 'pets'" in refused["message"]
     stranger = deployed.user.create_user(f"stranger-{uuid.uuid4().hex[:6]}")
     assert error_of(deployed.post(row, token=stranger.pat.secret), 404)  # another user's: as if absent
 
@@ -347,7 +357,8 @@ def test_curl_posts_every_feature_type_and_sees_each_error_status(deployed: Depl
         "message": "expected a number, got a string",
     }
     assert curl({"rows": [simple]}, token="")[0] == 401
-    assert curl({"rows": [simple]}, deployment="nowhere")[0] == 404
+    assert curl({"rows": [simple]}, token=deployed.pat, deployment="nowhere")[0] == 404
+    assert curl({"rows": [simple]}, deployment="nowhere")[0] == 403  # the token is for 'pets'
     assert curl({"rows": [{"Sound": "x" * MAX_BODY}]})[0] == 413
     assert curl({"rows": [{**simple, "Sound": "crash"}]})[0] == 502
     assert curl({"rows": [{**simple, "Sound": "slow"}]}, query="?timeout=0.3")[0] == 504
@@ -403,6 +414,8 @@ def test_the_sidekick_client_encodes_and_decodes_every_type_in_order(deployed: D
     with pytest.raises(Unauthorized):
         Deployment(url=deployed.url, token="pel_dep_wrong").predict(Size=1, Type="plant", Sound="")
     with pytest.raises(DeploymentNotFound):
+        assert Deployment(url=f"{deployed.base}/v1/deployments/nowhere", token=deployed.pat).feature_specs_in
+    with pytest.raises(Forbidden):  # a token names its own deployment only, whether the other exists or not
         assert Deployment(url=f"{deployed.base}/v1/deployments/nowhere", token=deployed.token).feature_specs_in
     other = deployed.app.create_deployment("pets-sidekick", model_id="tabular")
     _, token = other.create_token()

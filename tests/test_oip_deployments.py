@@ -109,7 +109,10 @@ def test_a_deployment_token_reaches_nothing_else(
             code, message = refusal(call, request, token)
             assert code == grpc.StatusCode.PERMISSION_DENIED, (name, message)
             assert deployed.id in message and "token" in message
+    # a deployment id that does not exist is refused as one of another deployment: the holder learns nothing
     code, message = refusal(stub.ModelInfer, raw_request("no-such-deployment", inputs), token)
+    assert code == grpc.StatusCode.PERMISSION_DENIED and deployed.id in message and "token" in message
+    code, message = refusal(stub.ModelInfer, raw_request("no-such-deployment", inputs), deployed.math.pat)
     assert code == grpc.StatusCode.NOT_FOUND and "<app>/<model>" in message and "deployment" in message
     code, _ = refusal(stub.ModelInfer, raw_request(deployed.id, inputs), "pel_dep_not-a-token")
     assert code == grpc.StatusCode.UNAUTHENTICATED
@@ -396,3 +399,19 @@ def test_tritonclient_calls_a_workflow_deployment(served: Served, tmp_path: Path
     expected = forwarded(served, text)
     for prefix in ("grpc", "http_binary", "http_json"):
         assert_close({name: got[f"{prefix}_{name}"] for name in expected}, expected)
+
+
+def test_a_deployments_contract_holds_over_oip_as_over_http(
+    stub: pb_grpc.GRPCInferenceServiceStub,  # noqa: F811
+    math_model: MathModel,  # noqa: F811
+    unique: str,
+) -> None:
+    """The HTTP forward refuses a number that is not finite before the model runs; OIP naming the
+    deployment checks its tensors against the same specs the same way."""
+    deployment = math_model.app.create_deployment(
+        f"oip-num-{unique}", model_id="math", feature_specs=[MATH_INPUTS[0], {"name": "n", "type": "numeric"}]
+    )
+    _, token = deployment.create_token()
+    request = raw_request(deployment.id, {"x": sample()["x"], "n": np.array([np.nan])})
+    code, message = refusal(stub.ModelInfer, request, token)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "tensor 'n'" in message and "finite number" in message

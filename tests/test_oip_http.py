@@ -156,6 +156,10 @@ def test_bad_requests_get_statuses_a_client_can_act_on(http_url: str, math_model
     assert post({"inputs": good}, pat="wrong").status_code == 401
     bad_json = httpx.post(url, content=b"{", headers=bearer(math_model.pat))
     assert bad_json.status_code == 400 and "not JSON" in bad_json.json()["error"]
+    deep = httpx.post(
+        url, content=b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", headers=bearer(math_model.pat)
+    )
+    assert deep.status_code == 400 and "too deeply" in deep.json()["error"]
 
 
 def test_a_chunked_body_is_refused_once_it_passes_the_limit(

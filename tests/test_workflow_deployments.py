@@ -23,6 +23,10 @@ from pellucid.client.runner import Runner
 from pellucid.client.user import User
 from pellucid.client.workflow import Workflow
 from pellucid.deployment import Deployment, InvalidRows
+from pellucid.server.engine import workflow_deployments
+from pellucid.server.engine.access import Principal
+from pellucid.server.engine.errors import Unavailable
+from pellucid.server.engine.validation import MAX_BATCH
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.media_samples import png
 from tests.runner_models import Tabular
@@ -286,6 +290,119 @@ def test_a_runner_served_node_gets_the_row_and_names_its_outputs_by_node(served:
         refused = served.post([{**rows[0], "Size": -1}], deployment="pets-wf", token=token)
         assert refused.status_code == 400 and refused.json()["error"]["rows"][0]["row"] == 0
         assert "Size must not be negative" in refused.json()["error"]["message"]
+
+
+def test_a_leaf_declaring_one_output_gives_it_though_its_runner_returns_more(served: Served, tmp_path: Path) -> None:
+    """Tabular returns Score, Kind and Echo; a model of it declaring only Echo is a leaf of one
+    output, named by its node: that output is Echo, not nothing."""
+    app = served.app
+    with running(served.user, Tabular, "tabular-one") as label:
+        app.create_model(
+            "tabular-one",
+            [label],
+            input_specs=[
+                {"name": "Size", "type": "numeric"},
+                {"name": "Type", "type": "categorical", "categories": ["animal", "plant"]},
+                {"name": "Sound", "type": "text"},
+            ],
+            output_specs=[{"name": "Echo", "type": "text"}],
+        )
+        app.create_workflow(write(tmp_path / "one.yaml", "one", node("shout", "tabular-one")), display=False)
+        managed = app.create_deployment("one-output", workflow_id="one")
+        assert [s.name for s in managed.info.output_specs] == ["shout"]
+        _, token = managed.create_token()
+        response = served.post([{"Size": 1, "Type": "animal", "Sound": "Miaow"}], deployment="one-output", token=token)
+    assert response.status_code == 200, response.text
+    assert response.json()["rows"] == [{"shout": "MIAOW"}]
+
+
+class Ragged(Runner):
+    """An embedder whose two vectors differ in length: no array holds them."""
+
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
+        output = v1.Output()
+        output.data.embeddings.add(vector=[1.0, 2.0])
+        output.data.embeddings.add(vector=[1.0, 2.0, 3.0])
+        return output
+
+
+def test_embeddings_no_array_holds_fail_the_row_as_the_nodes_fault(served: Served, tmp_path: Path) -> None:
+    app = served.app
+    with running(served.user, Ragged, "ragged-wf") as label:
+        app.create_model("ragged", [label], input_fields=["text"], output_fields=["embeddings"])
+        app.create_workflow(write(tmp_path / "ragged.yaml", "ragged", node("vectors", "ragged")), display=False)
+        _, token = app.create_deployment("ragged", workflow_id="ragged").create_token()
+        response = served.post([{"text": "hi"}], deployment="ragged", token=token)
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["field"] == "rows[0]" and "node 'vectors' returned 'vectors'" in error["message"]
+
+
+def test_the_pool_gives_one_owner_at_most_its_share_and_runs_every_task() -> None:
+    pool = workflow_deployments.FairPool(workers=4, per_owner=2, name="test-pool")
+    release = threading.Event()
+    lock = threading.Lock()
+    running: dict[str, int] = {"a": 0}
+    most = [0]
+
+    def blocked() -> Any:
+        with lock:
+            running["a"] += 1
+            most[0] = max(most[0], running["a"])
+        release.wait(30)
+        with lock:
+            running["a"] -= 1
+        return "a"
+
+    try:
+        stuck = [pool.submit("a", blocked) for _ in range(20)]
+        assert pool.submit("b", lambda: "b").result(timeout=30) == "b"  # b's task passes a's queue
+        assert pool.submit("c", lambda: "c").result(timeout=30) == "c"
+        assert most[0] <= 2 and not any(f.done() for f in stuck)
+        release.set()
+        assert [f.result(timeout=30) for f in stuck] == ["a"] * 20
+        assert most[0] == 2
+    finally:
+        release.set()
+        pool.close()
+    with pytest.raises(Unavailable, match="stopping"):
+        pool.submit("a", lambda: "a")
+
+
+def test_one_owners_stuck_runs_leave_threads_for_the_other_owners(served: Served, tmp_path: Path) -> None:
+    """A run holds its thread while its node waits for a runner (here one that is not there yet,
+    up to the call's deadline): another owner's deployment answers meanwhile, though the stuck
+    call queued more runs than the pool has threads."""
+    created = served.admin.create_user("mallory")
+    mallory = User(base_url=f"grpc://{served.server.address}", pat=created.pat.secret, user_id=created.user.id)
+    specs = [
+        {"name": "Size", "type": "numeric"},
+        {"name": "Type", "type": "categorical", "categories": ["animal", "plant"]},
+        {"name": "Sound", "type": "text"},
+    ]
+    try:
+        app = mallory.create_app("stuck", base_workflow="Empty")
+        outputs = [
+            {"name": "Score", "type": "numeric"},
+            {"name": "Kind", "type": "categorical", "categories": ["cat", "dog"]},
+            {"name": "Echo", "type": "text"},
+        ]
+        app.create_model("echo", ["stuck-echo"], input_specs=specs, output_specs=outputs)
+        app.create_workflow(write(tmp_path / "stuck.yaml", "stuck", node("echo", "echo")), display=False)
+        app.create_deployment("stuck", workflow_id="stuck")
+        owner = Principal(user_id=created.user.id, is_admin=False, token_id="test")
+        rows = [{"Size": 1, "Type": "animal", "Sound": "hi"}] * (MAX_BATCH * 9)  # more runs than one owner may hold
+        stuck = served.server.engine.deployments.submit_json(owner, "stuck", rows, deadline_seconds=120)
+        stuck_done = threading.Event()
+        stuck.add_done_callback(stuck_done.set)
+        response = served.post([{"text": TEXTS[0]}])
+        assert response.status_code == 200, response.text
+        assert workflow_deployments.RUNS_PER_OWNER < 9 and not stuck_done.is_set()  # answered while it waits
+        with running(mallory, Tabular, "stuck-echo"):  # the runner comes: the stuck call ends
+            assert stuck_done.wait(60)
+            assert [row[2].text for row in stuck.result()] == ["HI"] * len(rows)
+    finally:
+        mallory.close()
 
 
 def test_a_detectors_regions_are_an_array_of_boxes(served: Served, tmp_path: Path) -> None:

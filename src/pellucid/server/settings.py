@@ -376,7 +376,7 @@ SETTINGS: tuple[Setting, ...] = (
         "algorithm_call_retention_seconds",
         "algorithm_call_retention_seconds",
         Kind.NUMBER,
-        "seconds an algorithm call is kept, for insights to be reported on it (default 30 days)",
+        "seconds an algorithm call is kept, for insights to be reported on it (default 30 days; at least a day, as a call may run that long)",
         minimum=60,
     ),
     Setting(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pellucid.server.engine.access import Principal, own_namespace
+from pellucid.server.engine.algorithm_data import MAX_CALL_SECONDS
 from pellucid.server.engine.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -218,7 +219,8 @@ class Algorithms:
         now = self._clock()
         if now - self._last_purge > PURGE_EVERY:
             self._last_purge = now
-            self._store.purge_algorithm_calls(now - self.call_retention_seconds)
+            # never a call that may still run: its runner reads data:// and reports insights by its id
+            self._store.purge_algorithm_calls(now - max(self.call_retention_seconds, MAX_CALL_SECONDS))
         self._store.insert_algorithm_call(
             AlgorithmCallRecord(call_id, algorithm.user_id, algorithm.name, version.id, principal.user_id, now)
         )

@@ -187,16 +187,17 @@ class Deployments:
     def get(self, principal: Principal, deployment_id: str) -> DeploymentRecord:
         """The deployment, for its owner or one of its own tokens (which may read its specs)."""
         validate_id(deployment_id, "deployment_id")
-        deployment = self._store.get_deployment(deployment_id)
-        if deployment is None or (not principal.deployment_id and principal.user_id != deployment.user_id):
-            raise NotFound(
-                f"deployment {deployment_id!r} not found", reason="DEPLOYMENT_NOT_FOUND", field="deployment_id"
-            )
+        # before any lookup, so a token's holder cannot tell which other deployment ids exist
         if principal.deployment_id and principal.deployment_id != deployment_id:
             raise PermissionDenied(
                 f"this deployment token is for deployment {principal.deployment_id!r}, not {deployment_id!r}: "
                 "use that deployment's token (or a PAT of its owner)",
                 reason="WRONG_DEPLOYMENT_TOKEN",
+            )
+        deployment = self._store.get_deployment(deployment_id)
+        if deployment is None or (not principal.deployment_id and principal.user_id != deployment.user_id):
+            raise NotFound(
+                f"deployment {deployment_id!r} not found", reason="DEPLOYMENT_NOT_FOUND", field="deployment_id"
             )
         return deployment
 

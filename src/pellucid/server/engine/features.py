@@ -259,13 +259,13 @@ def check_row(specs: Sequence[FeatureSpec], features: Sequence[Feature], index: 
     return tuple(checked)
 
 
-def check_feature(spec: FeatureSpec, feature: Feature, field: str) -> Feature:
+def check_feature(spec: FeatureSpec, feature: Feature, field: str, noun: str = "feature") -> Feature:
     """One feature as its spec wants it (an image decoded and brought to the declared size and
     channels), for callers outside rows (OIP tensors): InvalidArgument on `field` otherwise."""
     try:
         return _checked(spec, feature)
     except _Bad as exc:
-        raise InvalidArgument(f"{spec.name!r}: {exc}", field=field) from None
+        raise InvalidArgument(f"{noun} {spec.name!r}: {exc}", field=field) from None
 
 
 def _unknown(specs: Sequence[FeatureSpec], names: Any, index: int) -> list[RowError]:

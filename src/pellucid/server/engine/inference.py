@@ -426,7 +426,11 @@ def input_features(target: InferTarget, inputs: Sequence[NamedTensor]) -> tuple[
         raise InvalidArgument(
             f"{target.label} needs input {', '.join(map(repr, missing))}", field=f"inputs.{missing[0]}"
         )
-    return tuple(_input_feature(specs[t.name], t) for t in inputs)
+    # then checked as the HTTP forward checks a row's features (finite numbers; images decoded and
+    # brought to the declared size and channels): one contract whichever way a row comes
+    return tuple(
+        check_feature(specs[t.name], _input_feature(specs[t.name], t), f"inputs.{t.name}", "tensor") for t in inputs
+    )
 
 
 def _input_feature(spec: FeatureSpec, named: NamedTensor) -> Feature:
@@ -471,8 +475,7 @@ def _input_feature(spec: FeatureSpec, named: NamedTensor) -> Feature:
                 field=f"inputs.{name}",
             )
         return Feature(name=name, concepts=(ConceptValue(id=label, name=label, value=1.0),))
-    # decoded and brought to the declared size and channels, as the HTTP forward's rows are
-    return check_feature(spec, Feature(name=name, media=Media(kind="image", data=raw)), f"inputs.{name}")
+    return Feature(name=name, media=Media(kind="image", data=raw))
 
 
 def output_tensors(target: InferTarget, features: Sequence[Feature]) -> tuple[NamedTensor, ...]:

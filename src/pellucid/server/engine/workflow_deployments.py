@@ -15,20 +15,25 @@ output spec names its node the same way (any node, not only leaves).
 A row is one workflow input: its features (for roots that declare input_specs) and, of them,
 the first text and the first image feature as the input's text and image (what built-in and
 runner nodes read). The run is the engine's workflow run (`WorkflowRuns.run`), on a thread of
-this module's pool, so callers wait on a handle with the surface of a predict's.
+this module's pool, so callers wait on a handle with the surface of a predict's. A run holds its
+thread until the workflow ends (up to the call's deadline, e.g. while a node waits for a runner
+that never comes), so the pool serves owners in turns and gives one owner at most
+RUNS_PER_OWNER threads at a time: one owner's stuck runs cannot hold every thread.
 """
 
 from __future__ import annotations
 
+import collections
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from pellucid.server.engine.access import Principal
-from pellucid.server.engine.errors import InvalidArgument
+from pellucid.server.engine.errors import EngineError, InvalidArgument, Unavailable
 from pellucid.server.engine.local_models import DATA_KINDS
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.predict import (
@@ -50,7 +55,8 @@ from pellucid.server.storage import MetadataStore
 SEPARATOR = "."  # <node_id>.<feature> (node ids hold no dots)
 CONTENT_KINDS = ("text", "image")  # what a row can carry as the workflow input's content
 OUTPUT_KINDS = ("embeddings", "concepts", "text", "regions", "image")  # a leaf's output, first found
-DEFAULT_WORKERS = 8
+DEFAULT_WORKERS = 32  # threads of the pool (made as needed); a run mostly waits for its nodes' predicts
+RUNS_PER_OWNER = 8  # of them, what one owner's runs may hold at a time
 
 
 @dataclass(frozen=True)
@@ -75,15 +81,16 @@ class WorkflowTargets:
         workflows: Workflows,
         runs: WorkflowRuns,
         workers: int = DEFAULT_WORKERS,
+        runs_per_owner: int = RUNS_PER_OWNER,
     ) -> None:
         self._store = store
         self._models = models
         self._workflows = workflows
         self._runs = runs
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="workflow-deployment")
+        self._pool = FairPool(workers, runs_per_owner, "workflow-deployment")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
 
     def runnable(
         self, principal: Principal, user_id: str, app_id: str, workflow_id: str, version_id: str = ""
@@ -198,6 +205,7 @@ class WorkflowTargets:
     ) -> list[WorkflowRun]:
         """Checked rows run through the workflow, MAX_BATCH per run, all queued at once."""
         version = self.runnable(owner, user_id, app_id, workflow_id, version_id)
+        declared = self._declared_outputs(owner, version, output_specs)
         text, image = (next((s.name for s in input_specs if s.type == k), "") for k in CONTENT_KINDS)
         deadline = time.monotonic() + deadline_seconds
         parts: list[WorkflowRun] = []
@@ -207,16 +215,126 @@ class WorkflowTargets:
                 for i, row in enumerate(rows[start : start + MAX_BATCH])
             )
             request = WorkflowRunRequest(user_id, app_id, workflow_id, version.id, inputs, None, deadline_seconds)
-            future = self._pool.submit(self._run, owner, request, deadline, tuple(output_specs))
+            future = self._pool.submit(
+                owner.user_id, self._run, owner, request, deadline, tuple(output_specs), declared
+            )
             parts.append(WorkflowRun(future))
         return parts
 
+    def _declared_outputs(
+        self, owner: Principal, version: WorkflowVersionRecord, specs: Sequence[FeatureSpec]
+    ) -> dict[str, str]:
+        """Outputs named by a bare node id whose model declares one output feature: that feature's
+        name, to find it among the features a runner returns (it may return more than it declares)."""
+        nodes = {n.id: n for n in version.nodes}
+        declared: dict[str, str] = {}
+        for spec in specs:
+            record = nodes.get(spec.name)
+            if record is None:
+                continue
+            try:
+                model, _ = self._models.get(
+                    owner, record.model_user_id, record.model_app_id, record.model_id, record.model_version_id
+                )
+            except EngineError:  # the run says why the node fails
+                continue
+            if len(model.output_specs) == 1:
+                declared[spec.name] = model.output_specs[0].name
+        return declared
+
     def _run(
-        self, owner: Principal, request: WorkflowRunRequest, deadline: float, specs: tuple[FeatureSpec, ...]
+        self,
+        owner: Principal,
+        request: WorkflowRunRequest,
+        deadline: float,
+        specs: tuple[FeatureSpec, ...],
+        declared: dict[str, str],
     ) -> PredictResult:
         left = deadline - time.monotonic()  # what waiting for a thread of the pool left of it
         result = self._runs.run(owner, replace(request, deadline_seconds=max(left, 0.0)))
-        return PredictResult("", result.version.id, "", tuple(_output_rows(result, specs)))
+        return PredictResult("", result.version.id, "", tuple(_output_rows(result, specs, declared)))
+
+
+_Task = tuple[Future[PredictResult], Callable[[], PredictResult]]
+
+
+class FairPool:
+    """Up to `workers` threads (started as tasks come), taking owners' tasks in turns, at most
+    `per_owner` of one owner's at a time; threads are daemons, so a stuck run never holds up
+    the process's exit."""
+
+    def __init__(self, workers: int, per_owner: int, name: str) -> None:
+        self._workers = workers
+        self._per_owner = per_owner
+        self._name = name
+        self._lock = threading.Condition()
+        self._queues: collections.OrderedDict[str, collections.deque[_Task]] = collections.OrderedDict()
+        self._running: collections.Counter[str] = collections.Counter()
+        self._threads = 0
+        self._idle = 0
+        self._closed = False
+
+    def submit(self, owner: str, fn: Callable[..., PredictResult], *args: object) -> Future[PredictResult]:
+        future: Future[PredictResult] = Future()
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the server is stopping: retry on another replica or once it is back")
+            self._queues.setdefault(owner, collections.deque()).append((future, lambda: fn(*args)))
+            if self._idle:  # counted off here, so the next task wakes (or starts) another thread
+                self._idle -= 1
+                self._lock.notify()
+            elif self._threads < self._workers:
+                self._threads += 1
+                threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
+        return future
+
+    def close(self) -> None:
+        """Cancel the tasks not started; threads end once their task has."""
+        with self._lock:
+            self._closed = True
+            for queue in self._queues.values():
+                for future, _ in queue:
+                    future.cancel()
+            self._queues.clear()
+            self._lock.notify_all()
+
+    def _take(self) -> tuple[str, _Task] | None:
+        """The next task: of the first owner in turn with one waiting and a thread to spare."""
+        for owner, queue in self._queues.items():
+            if self._running[owner] < self._per_owner:
+                task = queue.popleft()
+                if queue:
+                    self._queues.move_to_end(owner)  # its next task waits for the other owners'
+                else:
+                    del self._queues[owner]
+                self._running[owner] += 1
+                return owner, task
+        return None
+
+    def _work(self) -> None:
+        with self._lock:
+            while True:
+                taken = self._take()
+                if taken is None:
+                    if self._closed:
+                        self._threads -= 1
+                        return
+                    self._idle += 1
+                    self._lock.wait()  # submit counts it off as it wakes it
+                    continue
+                owner, (future, task) = taken
+                self._lock.release()
+                try:
+                    if future.set_running_or_notify_cancel():
+                        try:
+                            future.set_result(task())
+                        except BaseException as exc:  # noqa: BLE001 - the caller's result() raises it
+                            future.set_exception(exc)
+                finally:
+                    self._lock.acquire()
+                    self._running[owner] -= 1
+                    if not self._running[owner]:
+                        del self._running[owner]
 
 
 class WorkflowRun:
@@ -278,7 +396,9 @@ def _workflow_input(input_id: str, row: tuple[Feature, ...], text: str, image: s
     return PredictInput(id=input_id, media=tuple(media), features=row)
 
 
-def _output_rows(result: WorkflowRunResult, specs: Sequence[FeatureSpec]) -> Iterable[PredictOutput]:
+def _output_rows(
+    result: WorkflowRunResult, specs: Sequence[FeatureSpec], declared: dict[str, str]
+) -> Iterable[PredictOutput]:
     """Per input, its output features, or the first failure in the graph's order (the node at
     fault: the failures after it only repeat it)."""
     order = {node_id: i for i, node_id in enumerate(topological_order(result.version.nodes))}
@@ -289,12 +409,22 @@ def _output_rows(result: WorkflowRunResult, specs: Sequence[FeatureSpec]) -> Ite
             yield replace(failed[0].output, input_id=item.input.id)
             continue
         features = []
+        unusable = ""
         for spec in specs:
             node_id, _, inner = spec.name.partition(SEPARATOR)
             found = made.get(node_id)
-            feature = _feature(spec, inner, found.output.data) if found is not None else None
+            if found is not None and not inner and len(found.output.data.features) > 1:
+                inner = declared.get(spec.name, "")  # the one its model declares, among more
+            try:
+                feature = _feature(spec, inner, found.output.data) if found is not None else None
+            except ValueError as exc:  # e.g. a runner's embeddings of different lengths: no array holds them
+                unusable = f"node {node_id!r} returned {spec.name!r} in a form that is not an array: {exc}"
+                break
             if feature is not None:
                 features.append(feature)
+        if unusable:
+            yield PredictOutput(item.input.id, code=OutputCode.FAILED_PRECONDITION, message=unusable)
+            continue
         yield PredictOutput(item.input.id, data=OutputData(features=tuple(features)))
 
 

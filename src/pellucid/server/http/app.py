@@ -214,6 +214,10 @@ def _rows(body: bytes) -> list[Any]:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"the body is not JSON: {exc}", reason="BAD_JSON") from None
+    except RecursionError:  # json.loads gives up on deep nesting (a few hundred levels)
+        raise InvalidArgument(
+            "the body nests JSON arrays or objects too deeply: flatten it", reason="BAD_JSON"
+        ) from None
     rows = payload.get("rows") if isinstance(payload, dict) else None
     if not isinstance(rows, list):
         raise InvalidArgument('the body must be {"rows": [{feature: value, ...}, ...]}', field="rows")

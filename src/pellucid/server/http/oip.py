@@ -152,6 +152,8 @@ def parse_infer_body(body: bytes, header_length: str | None) -> tuple[dict, list
         request = json.loads(head)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"the body is not JSON: {exc}") from None
+    except RecursionError:  # json.loads gives up on deep nesting (a few hundred levels)
+        raise InvalidArgument("the body nests JSON arrays or objects too deeply: flatten it") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise InvalidArgument('the body must be an object with "inputs": [...]', field="inputs")
     tensors, offset = [], 0
