@@ -37,6 +37,7 @@ from pellucid.server.engine import Engine, Principal, hosted_data
 from pellucid.server.engine.errors import EngineError
 from pellucid.server.engine.errors import InvalidArgument as EngineInvalidArgument
 from pellucid.server.engine.errors import NotFound as EngineNotFound
+from pellucid.server.engine.errors import ResourceExhausted as EngineResourceExhausted
 from pellucid.server.engine.hosted_data import MAX_FILES_PER_UPLOAD, AlgorithmCaller, DataPath, UploadPiece
 from pellucid.server.grpc import data as grpc_data
 from pellucid.server.storage import open_metadata_store
@@ -404,7 +405,8 @@ def test_a_badly_framed_upload_is_invalid_argument_and_a_too_large_file_fails_al
     engine = Engine(
         open_metadata_store(f"sqlite://{tmp_path / 'm.sqlite3'}"),
         open_blob_store(f"file://{tmp_path}"),
-        max_blob_bytes=10,
+        max_blob_bytes=1,  # inputs' limit: not data://'s
+        max_data_file_bytes=10,
     )
     try:
         owner = Principal("carol", False, "t")
@@ -417,7 +419,23 @@ def test_a_badly_framed_upload_is_invalid_argument_and_a_too_large_file_fails_al
         outcomes = engine.hosted_data.upload(owner, iter(pieces))
         assert [o.error is None for o in outcomes] == [True, False, True]
         assert "more than the server's limit of 10" in str(outcomes[1].error)
+        assert "--max-data-file-bytes" in str(outcomes[1].error)
         assert engine.hosted_data.get_file(owner, "data://.my/c/after").size == 2
+
+        # a file the blob store's disk cannot hold ends the upload before its bytes are read (reading
+        # them would fail on the framing: far fewer than announced follow)
+        engine.hosted_data.max_file_bytes = 0  # no limit but the disk
+        announced = [
+            UploadPiece("data://.my/c/before", 2, b"ok"),
+            UploadPiece("data://.my/c/vast", 1 << 62, b"x" * 10),
+            UploadPiece("", 0, b"x" * 10),
+        ]
+        with pytest.raises(EngineResourceExhausted, match="disk has [0-9]+ bytes free") as full:
+            engine.hosted_data.upload(owner, iter(announced))
+        assert full.value.reason == "NO_DISK_SPACE" and "(1 before it were)" in full.value.message
+        assert engine.hosted_data.get_file(owner, "data://.my/c/before").size == 2
+        with pytest.raises(EngineNotFound):
+            engine.hosted_data.get_file(owner, "data://.my/c/vast")
 
         # past MAX_FILES_PER_UPLOAD (its answer lists every file): refused, saying what was stored
         many = (UploadPiece(f"data://.my/c/n{i}", 1, b"n") for i in range(MAX_FILES_PER_UPLOAD + 2))

@@ -153,6 +153,7 @@ class PellucidServer:
                 work_codec=ProtoWorkCodec(),
                 replica_id=self.replica_id,
                 vectors=vectors,
+                max_data_file_bytes=self.settings.max_data_file_bytes,
             )
             self._join_replicas(store)
             created = self.engine.users.bootstrap(self.settings.admin_user_id)

@@ -25,6 +25,7 @@ an algorithm.
 from __future__ import annotations
 
 import collections
+import errno
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -61,6 +62,7 @@ MAX_FILES_PER_DOWNLOAD = 1000
 MAX_FILES_PER_UPLOAD = 10_000  # the SDK sends at most 1000; the answer lists every file, and must fit one message
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 DOWNLOAD_RESOLVE_FILES = 250  # files of a download looked up together
+DISK_RESERVE_BYTES = 1 << 30  # a large file is refused if storing it would leave less free on the blob store's disk
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\\\\]")  # categories Cc and Cs, and a backslash
 
 
@@ -173,11 +175,16 @@ def split_path(path: str) -> tuple[str, tuple[str, ...]]:
 
 
 class HostedData:
-    def __init__(self, store: MetadataStore, blobs: BlobStore, clock: Callable[[], float], max_blob_bytes: int) -> None:
+    def __init__(
+        self, store: MetadataStore, blobs: BlobStore, clock: Callable[[], float], max_file_bytes: int = 0
+    ) -> None:
+        """`max_file_bytes`: the largest file (the server setting max_data_file_bytes); 0 for no limit
+        but the blob store's free disk space. Separate from inputs' max_blob_bytes: hosted data is
+        for files of any size."""
         self._store = store
         self._blobs = blobs
         self._clock = clock
-        self.max_blob_bytes = max_blob_bytes
+        self.max_file_bytes = max_file_bytes
         # hooks for the algorithm side: who the calling algorithm is, and where data://.algo points
         self.algorithm_of: Callable[[Principal], AlgorithmCaller | None] = lambda principal: None
         self.resolve_algo: Callable[[Principal, tuple[str, ...]], DataPath | None] = lambda principal, names: None
@@ -661,6 +668,8 @@ class _Upload:
 
     def receive(self, header: UploadPiece, frames: _Frames) -> None:
         body = frames.body(header)
+        if header.size >= SMALL_FILE_BYTES:
+            self._check_disk_space(header)
         try:
             target, parent, acl = self._check(header)
         except EngineError as exc:
@@ -679,28 +688,67 @@ class _Upload:
             return
         blobs = self.data._blobs
         try:
-            sha256, size = blobs.put_stream(target.owner, body, self.data.max_blob_bytes)
+            sha256, size = blobs.put_stream(target.owner, body, self.data.max_file_bytes or None)
         except BlobTooLarge as exc:  # refused before: the announced size; kept for a store-side limit
             raise ResourceExhausted(f"{header.path} is larger than {exc.limit} bytes", field="size") from None
+        except OSError as exc:
+            self._raise_if_out_of_space(exc, header.path)
+            raise
         self._store([(index, target, parent, acl, sha256, size)])
 
     def _check(self, header: UploadPiece) -> tuple[DataPath, int, str]:
-        limit = self.data.max_blob_bytes
-        if header.size > limit:
+        limit = self.data.max_file_bytes
+        if limit and header.size > limit:
             raise ResourceExhausted(
-                f"{header.path} is {header.size} bytes, more than the server's limit of {limit}"
-                " (pellucid server --max-blob-bytes)",
+                f"{header.path} is {header.size} bytes, more than the server's limit of {limit} for a data:// file"
+                " (pellucid server --max-data-file-bytes)",
                 field="size",
                 reason="FILE_TOO_LARGE",
             )
         return self.data.target_for_write(self.principal, header.path, self._parents)
+
+    def _check_disk_space(self, header: UploadPiece) -> None:
+        """Refuse the rest of the upload, before reading any of this file, if it cannot fit on the
+        blob store's disk (keeping DISK_RESERVE_BYTES free): sending gigabytes only to drop them
+        helps nobody. A best effort (concurrent uploads are not counted); a write that still runs
+        out of space is refused the same way."""
+        free = self.data._blobs.free_bytes()
+        if free is None or header.size + DISK_RESERVE_BYTES <= free:
+            return
+        self.flush()
+        raise ResourceExhausted(
+            f"{header.path} is {header.size} bytes and the server's disk has {max(free, 0)} bytes free"
+            f" ({DISK_RESERVE_BYTES} of them kept in reserve): it and the files after it in this upload were not"
+            f" stored ({self._stored_count()} before it were); free space on the server, then send them again",
+            field="size",
+            reason="NO_DISK_SPACE",
+        )
+
+    def _stored_count(self) -> int:
+        return sum(1 for o in self.outcomes if o.item is not None)
+
+    def _raise_if_out_of_space(self, exc: OSError, path: str) -> None:
+        """A write that ran out of space ends the upload with RESOURCE_EXHAUSTED (other OS errors stay what they are)."""
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return
+        raise ResourceExhausted(
+            f"the server's disk ran out of space while storing {path}: it and the files after it in this upload"
+            f" were not stored ({self._stored_count()} before it were); free space on the server, then send them"
+            " again",
+            field="size",
+            reason="NO_DISK_SPACE",
+        ) from None
 
     def flush(self) -> None:
         if not self._small:
             return
         small, self._small, self._small_bytes = self._small, [], 0
         owner = small[0][1].owner  # one caller writes only its own files
-        digests = self.data._blobs.put_many(owner, [content for *_, content in small])
+        try:
+            digests = self.data._blobs.put_many(owner, [content for *_, content in small])
+        except OSError as exc:
+            self._raise_if_out_of_space(exc, small[0][1].uri)
+            raise
         self._store([(i, t, p, a, d, len(c)) for (i, t, p, a, c), d in zip(small, digests)])
 
     def _store(self, files: list[tuple[int, DataPath, int, str, str, int]]) -> None:

@@ -154,6 +154,10 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def free_bytes(self) -> int | None:
+        """Bytes free where new blobs go, if the store can tell cheaply (None: it cannot, or no such limit)."""
+        return None
+
     @abc.abstractmethod
     def check(self) -> None:
         """Raise BlobStoreUnavailable if the store cannot be reached now (for health checks: one quick probe)."""
@@ -210,6 +214,13 @@ class LocalBlobStore(BlobStore):
         if not self.packs.is_dir():  # a data dir on a volume that went away
             raise BlobStoreUnavailable(f"the blob store's directory {self.packs} is gone")
         self.index.check()
+
+    def free_bytes(self) -> int | None:
+        try:
+            stat = os.statvfs(self.files)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
 
     def _fix_modes(self) -> None:
         """Once per store: files and directories made before they were created private."""
