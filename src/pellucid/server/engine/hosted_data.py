@@ -103,7 +103,7 @@ class UploadPiece:
 
     path: str
     size: int
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True)
@@ -437,14 +437,17 @@ class HostedData:
             )
         for start in range(0, len(paths), DOWNLOAD_RESOLVE_FILES):  # in groups: the first bytes leave early
             part = paths[start : start + DOWNLOAD_RESOLVE_FILES]
-            for path, found in zip(part, self._files(principal, part)):
+            files = self._files(principal, part)
+            # where each file's bytes are, looked up together too
+            with_bytes = [f for f in files if isinstance(f, DataItem) and f.size]
+            readers = iter(self._blobs.read_many([f.sha256 for f in with_bytes], DOWNLOAD_CHUNK_BYTES))
+            for path, found in zip(part, files):
                 if isinstance(found, EngineError):
                     yield DownloadItem(path, None, found, iter(()))
                 elif found.size == 0:
                     yield DownloadItem(path, found, None, iter(()))
                 else:
-                    chunks = self._blobs.read_chunks(found.sha256, DOWNLOAD_CHUNK_BYTES)
-                    yield DownloadItem(path, found, None, chunks)
+                    yield DownloadItem(path, found, None, next(readers))
 
     def _files(self, principal: Principal, paths: list[str]) -> list[DataItem | EngineError]:
         """What `get_file` answers for each path, with one lookup per directory (the files of a
@@ -562,7 +565,7 @@ class _Frames:
             raise InvalidArgument(f"{piece.path}: size {piece.size} is negative", field="size")
         return piece
 
-    def body(self, header: UploadPiece) -> Iterator[bytes]:
+    def body(self, header: UploadPiece) -> Iterator[bytes | memoryview]:
         """The file's bytes: the header's data, then following messages' until `size` arrived."""
         left = header.size
         piece: UploadPiece | None = header

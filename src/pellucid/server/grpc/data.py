@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
@@ -57,11 +58,9 @@ class DataServicer(v1.DataServiceServicer):
         path, acl = self.engine.hosted_data.set_acl(principal(), request.path, acl_name(request.acl))
         return v1.DataPermissions(path=path, acl=acl_value(acl))
 
-    def UploadDataFiles(
-        self, request_iterator: Iterator[v1.DataUploadChunk], context: grpc.ServicerContext
-    ) -> v1.UploadDataFilesResponse:
-        pieces = (UploadPiece(m.path, m.size, m.data) for m in request_iterator)
-        outcomes = self.engine.hosted_data.upload(principal(), pieces)
+    def UploadDataFiles(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> v1.UploadDataFilesResponse:
+        """`request_iterator` yields UploadPieces, decoded by `upload_piece` (see add_data_service)."""
+        outcomes = self.engine.hosted_data.upload(principal(), request_iterator)
         return v1.UploadDataFilesResponse(
             results=[
                 v1.DataUploadResult(
@@ -80,9 +79,9 @@ class DataServicer(v1.DataServiceServicer):
                 continue
             chunks = iter(download.chunks)
             first = next(chunks, b"")  # with the header: a small file is one message
-            yield v1.DataFileChunk(
-                path=download.path, entry=data_entry(download.item), status=item_status(None), data=first
-            )
+            header = v1.DataFileChunk(path=download.path, entry=data_entry(download.item), status=item_status(None))
+            # the data field appended to the encoded header: one copy of the bytes (protobuf allows any field order)
+            yield b"".join((header.SerializeToString(), _data_prefix(len(first)), first))  # type: ignore[misc]
             for chunk in chunks:
                 yield _data_chunk(chunk)  # type: ignore[misc]  # encoded already: see add_data_service
 
@@ -99,15 +98,67 @@ class DataServicer(v1.DataServiceServicer):
 _DATA_TAG = bytes([(3 << 3) | 2])  # DataFileChunk.data: field 3, length-delimited
 
 
-def _data_chunk(data: bytes) -> bytes:
-    """The encoded DataFileChunk holding only `data`: one copy of the bytes, where building the
-    message and serializing it cost two."""
-    length, varint = len(data), bytearray()
+def _data_prefix(length: int) -> bytes:
+    """The tag and length that start DataFileChunk.data (field 3) of `length` bytes."""
+    varint = bytearray(_DATA_TAG)
     while length >= 0x80:
         varint.append((length & 0x7F) | 0x80)
         length >>= 7
     varint.append(length)
-    return _DATA_TAG + bytes(varint) + data
+    return bytes(varint)
+
+
+def _data_chunk(data: bytes) -> bytes:
+    """The encoded DataFileChunk holding only `data`: one copy of the bytes, where building the
+    message and serializing it cost two."""
+    return _data_prefix(len(data)) + data
+
+
+def upload_piece(encoded: bytes) -> UploadPiece:
+    """A DataUploadChunk decoded by hand, its data a view into the received bytes: protobuf's
+    parse copies them in and reading the field copies them out again, two copies of every byte
+    of an upload. Unknown fields are skipped as protobuf skips them; a malformed message raises
+    ValueError (the interceptor answers INVALID_ARGUMENT)."""
+    view = memoryview(encoded)
+    path, size, data = "", 0, view[0:0]
+    position, end = 0, len(encoded)
+    while position < end:
+        key, position = _varint(encoded, position)
+        field, wire = key >> 3, key & 7
+        if field == 0:
+            raise ValueError("field number 0")
+        if wire == 2:
+            length, position = _varint(encoded, position)
+            if position + length > end:
+                raise ValueError("a length-delimited field runs past the end of the message")
+            if field == 1:
+                path = str(view[position : position + length], "utf-8")
+            elif field == 3:
+                data = view[position : position + length]
+            position += length
+        elif wire == 0:
+            value, position = _varint(encoded, position)
+            if field == 2:
+                size = value - (1 << 64) if value >= 1 << 63 else value  # int64: two's complement
+        elif wire in (1, 5):
+            position += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"wire type {wire} is not used by DataUploadChunk")
+    if position > end:
+        raise ValueError("the message ends inside a field")
+    return UploadPiece(path, size, data)
+
+
+def _varint(encoded: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while position < len(encoded) and shift < 64:
+        byte = encoded[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value & ((1 << 64) - 1), position
+        shift += 7
+    raise ValueError("a varint runs past the end of the message or is longer than 10 bytes")
 
 
 def _message_or_encoded(response: Message | bytes) -> bytes:
@@ -130,9 +181,15 @@ class _Handlers:
 
 def add_data_service(servicer: DataServicer, server: grpc.Server) -> None:
     """The generated registration, except that DownloadDataFiles may answer messages already
-    encoded (its data chunks: the bulk of a download's bytes)."""
+    encoded (its data chunks: the bulk of a download's bytes) and UploadDataFiles decodes its
+    requests by hand (`upload_piece`)."""
     taken = _Handlers()
     v1.add_DataServiceServicer_to_server(servicer, taken)  # type: ignore[arg-type]  # takes what it registers
+    taken.handlers["UploadDataFiles"] = grpc.stream_unary_rpc_method_handler(
+        servicer.UploadDataFiles,
+        request_deserializer=upload_piece,
+        response_serializer=v1.UploadDataFilesResponse.SerializeToString,
+    )
     taken.handlers["DownloadDataFiles"] = grpc.unary_stream_rpc_method_handler(
         servicer.DownloadDataFiles,
         request_deserializer=v1.DownloadDataFilesRequest.FromString,

@@ -288,7 +288,7 @@ class S3BlobStore(BlobStore):
 
     @_unavailable_as_error
     def put_stream(
-        self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None, expected_sha256: str = ""
+        self, owner: str, chunks: Iterable[bytes | memoryview], max_bytes: int | None = None, expected_sha256: str = ""
     ) -> tuple[str, int]:
         if expected_sha256:
             check_digest(expected_sha256)

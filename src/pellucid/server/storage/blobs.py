@@ -66,6 +66,9 @@ class DigestMismatch(ValueError):
         self.expected = expected
 
 
+_KNOWN_NOT_PACKED = object()  # read_many found no pack row: a blob file of its own (or none)
+
+
 def is_sha256(value: str) -> bool:
     """64 lowercase hex characters (fullmatch: no trailing newline slips through)."""
     return isinstance(value, str) and _SHA256.fullmatch(value) is not None
@@ -119,7 +122,7 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def put_stream(
-        self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None, expected_sha256: str = ""
+        self, owner: str, chunks: Iterable[bytes | memoryview], max_bytes: int | None = None, expected_sha256: str = ""
     ) -> tuple[str, int]:
         """Store a blob arriving in pieces for `owner`; returns (sha256, size).
 
@@ -139,6 +142,11 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def read_chunks(self, sha256: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]: ...
+
+    def read_many(self, digests: list[str], chunk_bytes: int = CHUNK_BYTES) -> list[Iterator[bytes]]:
+        """`read_chunks` of each digest, in order; a store may look them up together (each
+        iterator reads only when it is iterated)."""
+        return [self.read_chunks(d, chunk_bytes) for d in digests]
 
     @abc.abstractmethod
     def backfill_owners(self, references: Callable[[], Iterable[tuple[str, str]]]) -> int:
@@ -320,7 +328,7 @@ class LocalBlobStore(BlobStore):
         self._pack, self._writer = self._pack + 1, fresh
 
     def put_stream(
-        self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None, expected_sha256: str = ""
+        self, owner: str, chunks: Iterable[bytes | memoryview], max_bytes: int | None = None, expected_sha256: str = ""
     ) -> tuple[str, int]:
         if expected_sha256:
             check_digest(expected_sha256)
@@ -401,9 +409,23 @@ class LocalBlobStore(BlobStore):
     def read_chunks(self, sha256: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         return self._read_chunks(check_digest(sha256), chunk_bytes)  # checked now, not at the first next()
 
-    def _read_chunks(self, sha256: str, chunk_bytes: int) -> Iterator[bytes]:
+    def read_many(self, digests: list[str], chunk_bytes: int = CHUNK_BYTES) -> list[Iterator[bytes]]:
+        """One index query for all of them (a download of many small files made one per file)."""
+        packed = self.index.locations(list(dict.fromkeys(check_digest(d) for d in digests)))
+        return [
+            self._read_chunks(d, chunk_bytes, _KNOWN_NOT_PACKED if d not in packed else packed[d]) for d in digests
+        ]
+
+    def _read_chunks(
+        self, sha256: str, chunk_bytes: int, known: BlobRow | object | None = None
+    ) -> Iterator[bytes]:
+        """`known`: the blob's row looked up beforehand (or _KNOWN_NOT_PACKED); a pack that
+        compaction removed meanwhile sends it to the index again."""
         for attempt in range(2):
-            location = self._location(sha256)
+            if attempt == 0 and known is not None:
+                location = (known.pack, known.offset, known.size) if isinstance(known, BlobRow) else None
+            else:
+                location = self._location(sha256)
             if not location:
                 break
             pack, offset, size = location
@@ -647,7 +669,7 @@ class _BackgroundWriter:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUED_CHUNKS)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(self.QUEUED_CHUNKS)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pellucid-blob-writer", daemon=True)
 
@@ -669,7 +691,7 @@ class _BackgroundWriter:
             while self._queue.get() is not None:  # drained until the end: a waiting write never blocks for good
                 pass
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put(chunk)
@@ -718,7 +740,7 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
-def _write_all(fd: int, parts: list[bytes]) -> None:
+def _write_all(fd: int, parts: list[bytes] | list[bytes | memoryview]) -> None:
     """Append `parts` with writev: joining a batch first cost a 1+ MB copy and fresh pages per batch."""
     views = [memoryview(p) for p in parts if p]
     first = 0
