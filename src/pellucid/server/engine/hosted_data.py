@@ -508,6 +508,8 @@ class HostedData:
                         field="path",
                         reason="TOO_MANY_FILES",
                     )
+                if header.size >= SMALL_FILE_BYTES:
+                    prefetched.read_ahead()
                 upload.receive(header, stream)
             upload.flush()
         return upload.outcomes
@@ -593,11 +595,15 @@ class _Frames:
 
 
 class _Prefetched:
-    """Reads an upload stream in a thread of its own, up to PREFETCH_BYTES ahead of the consumer.
+    """Reads an upload stream in a thread of its own, up to PREFETCH_BYTES ahead of the consumer,
+    from the first large file on (`read_ahead`).
 
-    Messages arrive (gRPC, protobuf decoding) while the files before them are hashed, written
-    and fsynced (all three release the GIL), so receiving and storing overlap on two cores
-    instead of taking turns. The stream's exceptions surface in the consumer.
+    A large file's messages arrive (gRPC) while the bytes before them are hashed, written and
+    fsynced (all three release the GIL), so receiving and storing overlap on two cores instead
+    of taking turns. Small files are read directly: they are stored in batches, and handing
+    each message from thread to thread cost more CPU than the overlap gained (server CPU per
+    1,000 files of 100 KB: 0.38 s with the thread, 0.34 s without). The stream's exceptions
+    surface in the consumer.
     """
 
     PREFETCH_BYTES = 4 * 1024 * 1024  # per upload stream (a message may be up to 4 MiB)
@@ -611,6 +617,13 @@ class _Prefetched:
         self._stop = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._fill, name="pellucid-data-prefetch", daemon=True)
+        self._reading_ahead = False
+
+    def read_ahead(self) -> None:
+        """Start the thread (once): called by the consumer between two of its reads."""
+        if not self._reading_ahead:
+            self._reading_ahead = True
+            self._thread.start()
 
     def _fill(self) -> None:
         try:
@@ -631,11 +644,22 @@ class _Prefetched:
                 self._done = True
                 self._cond.notify_all()
 
-    def __enter__(self) -> Iterator[UploadPiece]:
-        self._thread.start()
-        return self._iterate()
+    def __enter__(self) -> _Prefetched:
+        self._pieces_iterator = self._iterate()
+        return self
+
+    def __iter__(self) -> Iterator[UploadPiece]:
+        return self
+
+    def __next__(self) -> UploadPiece:
+        return next(self._pieces_iterator)
 
     def _iterate(self) -> Iterator[UploadPiece]:
+        while not self._reading_ahead:  # only this thread reads the source until then
+            piece = next(self._source, None)
+            if piece is None:
+                return
+            yield piece
         while True:
             with self._cond:
                 while not self._pieces and not self._done:
@@ -655,7 +679,8 @@ class _Prefetched:
             self._stop = True
             self._cond.notify_all()
         # a producer waiting for the client's next message stops when it arrives or the call ends
-        self._thread.join(timeout=1.0)
+        if self._reading_ahead:
+            self._thread.join(timeout=1.0)
 
 
 class _Upload:
@@ -666,7 +691,7 @@ class _Upload:
         self.principal = principal
         self.outcomes: list[UploadOutcome] = []
         self._parents: dict[tuple[str, ...], tuple[int, str]] = {}
-        self._small: list[tuple[int, DataPath, int, str, bytes]] = []  # outcome index, target, parent, acl, bytes
+        self._small: list[tuple[int, DataPath, int, str, bytes | memoryview]] = []  # outcome index, target, parent, acl, bytes
         self._small_bytes = 0
 
     def receive(self, header: UploadPiece, frames: _Frames) -> None:
@@ -683,7 +708,8 @@ class _Upload:
         index = len(self.outcomes)
         self.outcomes.append(UploadOutcome(header.path, None, None))
         if header.size < SMALL_FILE_BYTES:
-            content = b"".join(body)
+            parts = list(body)
+            content = parts[0] if len(parts) == 1 else b"".join(parts)  # one message: its view, no copy
             self._small.append((index, target, parent, acl, content))
             self._small_bytes += len(content)
             if self._small_bytes >= BATCH_BYTES or len(self._small) >= BATCH_FILES:

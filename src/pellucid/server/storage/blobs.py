@@ -24,7 +24,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +80,7 @@ def check_digest(value: str) -> str:
     return value
 
 
-def sha256_hex(data: bytes) -> str:
+def sha256_hex(data: bytes | memoryview) -> str:
     """sha256 of `data`; a small blob is hashed in pieces too small for hashlib to release the GIL.
 
     Releasing it for each 10 KB blob handed the GIL to another thread 128 times a
@@ -116,7 +116,9 @@ class BlobStore(abc.ABC):
     """Bytes by sha256, with owner records. Owners are opaque strings to the store (user ids)."""
 
     @abc.abstractmethod
-    def put_many(self, owner: str, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
+    def put_many(
+        self, owner: str, blobs: Sequence[bytes | memoryview], digests: list[str] | None = None
+    ) -> list[str]:
         """Store every blob (deduplicated by content) for `owner` and return their sha256 hex
         digests (`digests`, when the caller has them already, saves hashing twice)."""
 
@@ -267,10 +269,12 @@ class LocalBlobStore(BlobStore):
                     if self._in_flight[digest] <= 0:
                         del self._in_flight[digest]
 
-    def put_many(self, owner: str, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
+    def put_many(
+        self, owner: str, blobs: Sequence[bytes | memoryview], digests: list[str] | None = None
+    ) -> list[str]:
         digests = [check_digest(d) for d in digests] if digests is not None else [sha256_hex(b) for b in blobs]
         with self._storing(digests):
-            small: dict[str, bytes] = {}
+            small: dict[str, bytes | memoryview] = {}
             for digest, blob in zip(digests, blobs):
                 if len(blob) >= LARGE_BLOB_BYTES:
                     self._write_file(digest, [blob])
@@ -279,7 +283,7 @@ class LocalBlobStore(BlobStore):
             self._append_and_index(owner, small, list(dict.fromkeys(digests)))
         return digests
 
-    def _append_and_index(self, owner: str, small: dict[str, bytes], owned: list[str]) -> None:
+    def _append_and_index(self, owner: str, small: dict[str, bytes | memoryview], owned: list[str]) -> None:
         """Append the new ones of `small` to the current pack, then index them and record `owner`
         for every digest of `owned`, in one transaction."""
         rows: list[BlobRow] = []
@@ -359,7 +363,7 @@ class LocalBlobStore(BlobStore):
         finally:
             Path(tmp).unlink(missing_ok=True)
 
-    def _write_file(self, digest: str, parts: list[bytes]) -> None:
+    def _write_file(self, digest: str, parts: list[bytes | memoryview]) -> None:
         final = self._path(digest)
         if final.exists():
             return
