@@ -430,7 +430,7 @@ def test_a_badly_framed_upload_is_invalid_argument_and_a_too_large_file_fails_al
             UploadPiece("data://.my/c/vast", 1 << 62, b"x" * 10),
             UploadPiece("", 0, b"x" * 10),
         ]
-        with pytest.raises(EngineResourceExhausted, match="disk has [0-9]+ bytes free") as full:
+        with pytest.raises(EngineResourceExhausted, match=r"disk has [0-9]+ bytes free") as full:
             engine.hosted_data.upload(owner, iter(announced))
         assert full.value.reason == "NO_DISK_SPACE" and "(1 before it were)" in full.value.message
         assert engine.hosted_data.get_file(owner, "data://.my/c/before").size == 2
@@ -498,12 +498,17 @@ def test_chunks_framed_by_hand_are_the_messages_protobuf_encodes() -> None:
         rest, sliced = data_transfer._split_data(encoded)
         assert rest == b"" and bytes(sliced) == data
         first = data_transfer._data_message(data, header)
-        assert v1.DataUploadChunk.FromString(first) == v1.DataUploadChunk(path="data://.my/c/f", size=5_000_000, data=data)
+        assert v1.DataUploadChunk.FromString(first) == v1.DataUploadChunk(
+            path="data://.my/c/f", size=5_000_000, data=data
+        )
         piece = grpc_data.upload_piece(first)
         assert (piece.path, piece.size, bytes(piece.data)) == ("data://.my/c/f", 5_000_000, data)
     # a download's first message: its header fields, then the data; any order parses the same
     chunk = v1.DataFileChunk(path="data://a/b/c", status=v1.Status(code=5, message="é"), data=b"xy")
-    for encoded in (chunk.SerializeToString(), v1.DataFileChunk(path="data://a/b/c").SerializeToString() + b"\x1a\x02xy"):
+    for encoded in (
+        chunk.SerializeToString(),
+        v1.DataFileChunk(path="data://a/b/c").SerializeToString() + b"\x1a\x02xy",
+    ):
         rest, sliced = data_transfer._split_data(encoded)
         assert bytes(sliced) == b"xy" and v1.DataFileChunk.FromString(rest).path == "data://a/b/c"
     assert data_transfer._split_data(b"") == (b"", memoryview(b""))

@@ -691,7 +691,9 @@ class _Upload:
         self.principal = principal
         self.outcomes: list[UploadOutcome] = []
         self._parents: dict[tuple[str, ...], tuple[int, str]] = {}
-        self._small: list[tuple[int, DataPath, int, str, bytes | memoryview]] = []  # outcome index, target, parent, acl, bytes
+        self._small: list[
+            tuple[int, DataPath, int, str, bytes | memoryview]
+        ] = []  # outcome index, target, parent, acl, bytes
         self._small_bytes = 0
 
     def receive(self, header: UploadPiece, frames: _Frames) -> None:

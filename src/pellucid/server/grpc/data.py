@@ -58,7 +58,9 @@ class DataServicer(v1.DataServiceServicer):
         path, acl = self.engine.hosted_data.set_acl(principal(), request.path, acl_name(request.acl))
         return v1.DataPermissions(path=path, acl=acl_value(acl))
 
-    def UploadDataFiles(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> v1.UploadDataFilesResponse:
+    def UploadDataFiles(
+        self, request_iterator: Iterator[Any], context: grpc.ServicerContext
+    ) -> v1.UploadDataFilesResponse:
         """`request_iterator` yields UploadPieces, decoded by `upload_piece` (see add_data_service)."""
         outcomes = self.engine.hosted_data.upload(principal(), request_iterator)
         return v1.UploadDataFilesResponse(

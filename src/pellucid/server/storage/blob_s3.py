@@ -211,9 +211,7 @@ class S3BlobStore(BlobStore):
     # storing
 
     @_unavailable_as_error
-    def put_many(
-        self, owner: str, blobs: Sequence[bytes | memoryview], digests: list[str] | None = None
-    ) -> list[str]:
+    def put_many(self, owner: str, blobs: Sequence[bytes | memoryview], digests: list[str] | None = None) -> list[str]:
         whole = [bytes(b) if isinstance(b, memoryview) else b for b in blobs]  # the S3 client takes bytes
         digests = [check_digest(d) for d in digests] if digests is not None else [sha256_hex(b) for b in whole]
         unique = dict(zip(digests, whole))

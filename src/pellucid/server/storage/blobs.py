@@ -116,9 +116,7 @@ class BlobStore(abc.ABC):
     """Bytes by sha256, with owner records. Owners are opaque strings to the store (user ids)."""
 
     @abc.abstractmethod
-    def put_many(
-        self, owner: str, blobs: Sequence[bytes | memoryview], digests: list[str] | None = None
-    ) -> list[str]:
+    def put_many(self, owner: str, blobs: Sequence[bytes | memoryview], digests: list[str] | None = None) -> list[str]:
         """Store every blob (deduplicated by content) for `owner` and return their sha256 hex
         digests (`digests`, when the caller has them already, saves hashing twice)."""
 
@@ -269,9 +267,7 @@ class LocalBlobStore(BlobStore):
                     if self._in_flight[digest] <= 0:
                         del self._in_flight[digest]
 
-    def put_many(
-        self, owner: str, blobs: Sequence[bytes | memoryview], digests: list[str] | None = None
-    ) -> list[str]:
+    def put_many(self, owner: str, blobs: Sequence[bytes | memoryview], digests: list[str] | None = None) -> list[str]:
         digests = [check_digest(d) for d in digests] if digests is not None else [sha256_hex(b) for b in blobs]
         with self._storing(digests):
             small: dict[str, bytes | memoryview] = {}
@@ -416,13 +412,9 @@ class LocalBlobStore(BlobStore):
     def read_many(self, digests: list[str], chunk_bytes: int = CHUNK_BYTES) -> list[Iterator[bytes]]:
         """One index query for all of them (a download of many small files made one per file)."""
         packed = self.index.locations(list(dict.fromkeys(check_digest(d) for d in digests)))
-        return [
-            self._read_chunks(d, chunk_bytes, _KNOWN_NOT_PACKED if d not in packed else packed[d]) for d in digests
-        ]
+        return [self._read_chunks(d, chunk_bytes, _KNOWN_NOT_PACKED if d not in packed else packed[d]) for d in digests]
 
-    def _read_chunks(
-        self, sha256: str, chunk_bytes: int, known: BlobRow | object | None = None
-    ) -> Iterator[bytes]:
+    def _read_chunks(self, sha256: str, chunk_bytes: int, known: BlobRow | object | None = None) -> Iterator[bytes]:
         """`known`: the blob's row looked up beforehand (or _KNOWN_NOT_PACKED); a pack that
         compaction removed meanwhile sends it to the index again."""
         for attempt in range(2):
