@@ -485,6 +485,40 @@ def test_an_algorithm_reads_and_writes_its_owners_data_for_another_caller(alice:
         thread.join(10)
 
 
+def test_a_download_packs_whole_small_files_into_messages_only_when_asked(alice: User) -> None:
+    """pack_small_files: whole small files share messages (DataFileChunk.more), in the order asked,
+    a missing one among them and a large one streamed alone; without it, one file per message."""
+    alice.dir("data://.my/packs").create()
+    small = {f"data://.my/packs/s{i}": os.urandom(100 * 1024) for i in range(25)}
+    large = os.urandom(grpc_data.PACK_BYTES + 5)
+    report = data_transfer.upload(
+        alice,
+        [
+            data_transfer.UploadItem(path, len(data), lambda data=data: io.BytesIO(data))
+            for path, data in [*small.items(), ("data://.my/packs/large", large)]
+        ],
+    )
+    assert not report.failures
+    order = [*list(small)[:12], "data://.my/packs/missing", "data://.my/packs/large", *list(small)[12:]]
+
+    def download(pack: bool) -> list[v1.DataFileChunk]:
+        request = v1.DownloadDataFilesRequest(paths=order, pack_small_files=pack)
+        return list(alice._connection.read_stream(v1.DataServiceStub, "DownloadDataFiles", request, timeout=30))
+
+    unpacked = download(False)
+    assert not any(m.more for m in unpacked)
+    assert [m.path for m in unpacked if m.path] == order
+    packed = download(True)
+    assert len(packed) < len(unpacked) and max(m.ByteSize() for m in packed) < 2 * grpc_data.PACK_BYTES
+    files = [f for m in packed for f in (m, *m.more)]
+    assert [f.path for f in files if f.path] == order
+    got = {f.path: f.data for f in files if f.path and f.status.code == v1.Status.OK}
+    assert {p: got[p] for p in small} == small
+    assert next(f for f in files if f.path.endswith("missing")).status.code == v1.Status.NOT_FOUND
+    large_at = next(i for i, f in enumerate(files) if f.path.endswith("large"))
+    assert not files[large_at].more and b"".join(f.data for f in files[large_at : large_at + 2]) == large
+
+
 def test_chunks_framed_by_hand_are_the_messages_protobuf_encodes() -> None:
     """Uploads frame their chunks themselves and the server decodes them by hand; the server sends
     a download's encoded, and the client slices the data out of the encoded message (no copies):
@@ -495,8 +529,8 @@ def test_chunks_framed_by_hand_are_the_messages_protobuf_encodes() -> None:
         encoded = data_transfer._data_message(data)
         assert encoded == v1.DataUploadChunk(data=data).SerializeToString() == grpc_data._data_chunk(data)
         assert v1.DataFileChunk.FromString(encoded).data == data
-        rest, sliced = data_transfer._split_data(encoded)
-        assert rest == b"" and bytes(sliced) == data
+        rest, sliced, more = data_transfer._split_data(encoded)
+        assert rest == b"" and bytes(sliced) == data and more == []
         first = data_transfer._data_message(data, header)
         assert v1.DataUploadChunk.FromString(first) == v1.DataUploadChunk(
             path="data://.my/c/f", size=5_000_000, data=data
@@ -509,9 +543,18 @@ def test_chunks_framed_by_hand_are_the_messages_protobuf_encodes() -> None:
         chunk.SerializeToString(),
         v1.DataFileChunk(path="data://a/b/c").SerializeToString() + b"\x1a\x02xy",
     ):
-        rest, sliced = data_transfer._split_data(encoded)
-        assert bytes(sliced) == b"xy" and v1.DataFileChunk.FromString(rest).path == "data://a/b/c"
-    assert data_transfer._split_data(b"") == (b"", memoryview(b""))
+        rest, sliced, more = data_transfer._split_data(encoded)
+        assert bytes(sliced) == b"xy" and v1.DataFileChunk.FromString(rest).path == "data://a/b/c" and not more
+    assert data_transfer._split_data(b"") == (b"", memoryview(b""), [])
+    # whole files packed in `more` come out after the message's own, in order
+    packed = v1.DataFileChunk(
+        path="p0", data=b"0", more=[v1.DataFileChunk(path="p1", data=b"11"), v1.DataFileChunk(path="p2")]
+    )
+    files = [
+        (v1.DataFileChunk.FromString(r).path, bytes(d))
+        for r, d in data_transfer._files_of(iter([packed.SerializeToString()]))
+    ]
+    assert files == [("p0", b"0"), ("p1", b"11"), ("p2", b"")]
     with pytest.raises(Exception):  # noqa: B017 - truncated: protobuf's own error
         data_transfer._split_data(b"\x1a\x05ab")
     # the server's decoder: unknown fields skipped, negative sizes kept, malformed bytes refused

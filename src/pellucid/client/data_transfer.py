@@ -210,14 +210,13 @@ def download(
 
     def receive(batch: list[DownloadItem]) -> None:
         done: set[int] = set()
-        request = v1.DownloadDataFilesRequest(paths=[i.source for i in batch])
+        request = v1.DownloadDataFilesRequest(paths=[i.source for i in batch], pack_small_files=True)
         timeout = stream_timeout(host.timeout, sum(i.size for i in batch))
         index, sink, left, size = -1, None, 0, 0
         try:
-            for encoded in host._connection.read_stream_encoded(
-                v1.DataServiceStub, "DownloadDataFiles", request, timeout=timeout
+            for rest, data in _files_of(
+                host._connection.read_stream_encoded(v1.DataServiceStub, "DownloadDataFiles", request, timeout=timeout)
             ):
-                rest, data = _split_data(encoded)
                 if rest:
                     message = v1.DataFileChunk.FromString(rest)
                     if message.path:  # the next file starts
@@ -261,6 +260,7 @@ def download(
 
 
 _DATA_TAG = (3 << 3) | 2  # DataFileChunk.data: field 3, length-delimited
+_MORE_FIELD = 5  # DataFileChunk.more: whole files packed after the message's own
 
 
 def _data_message(data: bytes, header: bytes = b"") -> bytes:
@@ -277,34 +277,48 @@ def _data_message(data: bytes, header: bytes = b"") -> bytes:
     return b"".join((header, varint, data))
 
 
-def _split_data(encoded: bytes) -> tuple[bytes, memoryview]:
+def _files_of(messages: Iterator[bytes]) -> Iterator[tuple[bytes, memoryview]]:
+    """Each message's (other fields, data), then those of the whole files packed in its `more`."""
+    for encoded in messages:
+        pending: list[bytes | memoryview] = [encoded]
+        while pending:
+            rest, data, more = _split_data(pending.pop())
+            yield rest, data
+            pending += reversed(more)
+
+
+def _split_data(encoded: bytes | memoryview) -> tuple[bytes, memoryview, list[memoryview]]:
     """An encoded DataFileChunk split into its other fields (still encoded, for protobuf to parse:
-    they are small) and its data, a view into `encoded`: protobuf would copy the data in when
-    parsing and out again when it is read. Any message this cannot split is parsed whole."""
+    they are small), its data, and the encoded messages in its `more`, all views into `encoded`:
+    protobuf would copy the data in when parsing and out again when it is read. A message this
+    cannot split is parsed whole."""
     view = memoryview(encoded)
-    data, rest, position, end = view[0:0], [], 0, len(encoded)
+    data, rest, more, position, end = view[0:0], [], [], 0, len(view)
     while position < end:
         start = position
-        key, position = _varint(encoded, position)
+        key, position = _varint(view, position)
         if key & 7 != 2 or position < 0:  # every field of DataFileChunk is length-delimited
             break
-        length, position = _varint(encoded, position)
+        length, position = _varint(view, position)
         if position < 0 or position + length > end:
             break
         position += length
         if key >> 3 == 3:
             data = view[position - length : position]
+        elif key >> 3 == _MORE_FIELD:
+            more.append(view[position - length : position])
         else:
             rest.append(view[start:position])
     else:
-        return b"".join(rest), data
-    message = v1.DataFileChunk.FromString(encoded)  # not as expected: protobuf says why (or copes)
-    data_copy = message.data
+        return b"".join(rest), data, more
+    message = v1.DataFileChunk.FromString(bytes(view))  # not as expected: protobuf says why (or copes)
+    data_copy, nested = message.data, [memoryview(m.SerializeToString()) for m in message.more]
     message.ClearField("data")
-    return message.SerializeToString(), memoryview(data_copy)
+    message.ClearField("more")
+    return message.SerializeToString(), memoryview(data_copy), nested
 
 
-def _varint(encoded: bytes, position: int) -> tuple[int, int]:
+def _varint(encoded: bytes | memoryview, position: int) -> tuple[int, int]:
     """(value, position after it); position -1 if the varint is cut short or too long."""
     value, shift, end = 0, 0, len(encoded)
     while position < end and shift < 64:

@@ -75,17 +75,42 @@ class DataServicer(v1.DataServiceServicer):
     def DownloadDataFiles(
         self, request: v1.DownloadDataFilesRequest, context: grpc.ServicerContext
     ) -> Iterator[v1.DataFileChunk]:
+        """Messages encoded here (see add_data_service): a file's header with its first chunk, then
+        its other chunks; with pack_small_files, whole small files share a message (`more`) up to
+        PACK_BYTES, which saves gRPC's per-message cost (about 40 us each side) per file."""
+        pack: list[bytes] = []  # the parts of encoded whole files waiting to be sent together
+        pack_bytes = 0
         for download in self.engine.hosted_data.download(principal(), list(request.paths)):
+            chunks: Iterator[bytes] = iter(())
+            first = b""
             if download.item is None:
-                yield v1.DataFileChunk(path=download.path, status=item_status(download.error))
+                parts = [v1.DataFileChunk(path=download.path, status=item_status(download.error)).SerializeToString()]
+            else:
+                chunks = iter(download.chunks)
+                first = next(chunks, b"")  # with the header: a small file is one message
+                header = v1.DataFileChunk(
+                    path=download.path, entry=data_entry(download.item), status=item_status(None)
+                ).SerializeToString()
+                # the data field after the encoded header (any field order parses): the bytes are copied once, when joined
+                parts = [header, _field_prefix(_DATA_TAG, len(first)), first]
+            size = sum(len(p) for p in parts)
+            if request.pack_small_files and (download.item is None or download.item.size <= len(first)):
+                if pack and pack_bytes + size > PACK_BYTES:
+                    yield b"".join(pack)  # type: ignore[misc]  # encoded already: see add_data_service
+                    pack, pack_bytes = [], 0
+                if pack:  # a file after the first goes in `more`
+                    parts.insert(0, _field_prefix(_MORE_TAG, size))
+                pack += parts
+                pack_bytes += size
                 continue
-            chunks = iter(download.chunks)
-            first = next(chunks, b"")  # with the header: a small file is one message
-            header = v1.DataFileChunk(path=download.path, entry=data_entry(download.item), status=item_status(None))
-            # the data field appended to the encoded header: one copy of the bytes (protobuf allows any field order)
-            yield b"".join((header.SerializeToString(), _data_prefix(len(first)), first))  # type: ignore[misc]
+            if pack:
+                yield b"".join(pack)  # type: ignore[misc]
+                pack, pack_bytes = [], 0
+            yield b"".join(parts)  # type: ignore[misc]
             for chunk in chunks:
-                yield _data_chunk(chunk)  # type: ignore[misc]  # encoded already: see add_data_service
+                yield _data_chunk(chunk)  # type: ignore[misc]
+        if pack:
+            yield b"".join(pack)  # type: ignore[misc]
 
     def GetDataFile(self, request: v1.GetDataEntryRequest, context: grpc.ServicerContext) -> v1.DataEntry:
         return data_entry(self.engine.hosted_data.get_file(principal(), request.path))
@@ -98,11 +123,13 @@ class DataServicer(v1.DataServiceServicer):
 
 
 _DATA_TAG = bytes([(3 << 3) | 2])  # DataFileChunk.data: field 3, length-delimited
+_MORE_TAG = bytes([(5 << 3) | 2])  # DataFileChunk.more: field 5, length-delimited
+PACK_BYTES = 1024 * 1024  # whole small files packed into one message up to this (a message may be 4 MiB)
 
 
-def _data_prefix(length: int) -> bytes:
-    """The tag and length that start DataFileChunk.data (field 3) of `length` bytes."""
-    varint = bytearray(_DATA_TAG)
+def _field_prefix(tag: bytes, length: int) -> bytes:
+    """The tag and length that start a length-delimited field of `length` bytes."""
+    varint = bytearray(tag)
     while length >= 0x80:
         varint.append((length & 0x7F) | 0x80)
         length >>= 7
@@ -113,7 +140,7 @@ def _data_prefix(length: int) -> bytes:
 def _data_chunk(data: bytes) -> bytes:
     """The encoded DataFileChunk holding only `data`: one copy of the bytes, where building the
     message and serializing it cost two."""
-    return _data_prefix(len(data)) + data
+    return _field_prefix(_DATA_TAG, len(data)) + data
 
 
 def upload_piece(encoded: bytes) -> UploadPiece:
