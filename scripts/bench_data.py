@@ -174,19 +174,22 @@ def store_floor(paths: list[Path], dest: Path) -> float:
 
 
 def write_floor(paths: list[Path], dest: Path, concurrency: int) -> float:
-    """What writing the downloaded files costs the client at least: create each file and write as
-    many bytes (from memory, 1 MiB at a time), with the transfers' concurrency, no sync (as the download)."""
+    """What writing the downloaded files costs the client at least: create each file (under a
+    temporary name, renamed when written, as the download does) and write as many bytes (from
+    memory, 1 MiB at a time), with the transfers' concurrency, no sync (as the download)."""
     dest.mkdir(parents=True, exist_ok=True)
     block = memoryview(os.urandom(CHUNK))
 
     def write(path: Path) -> None:
         left = path.stat().st_size
-        fd = os.open(dest / path.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        part = dest / f".{path.name}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             while left > 0:
                 left -= os.write(fd, block[: min(left, CHUNK)])
         finally:
             os.close(fd)
+        os.replace(part, dest / path.name)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max(1, min(concurrency, len(paths)))) as pool:
