@@ -15,9 +15,15 @@ Measured in one run, every process on this machine's loopback:
 4. local `cp` of the same files on this disk.
 
 The client's peak RSS (and its growth over the run's start) and the server's (VmHWM) show
-that memory stays flat whatever the file size.
+that memory stays flat whatever the file size: `--large-size 2GiB --repeat 1` moves a 2 GiB
+file both ways (the server's `max_data_file_bytes` has no limit by default).
 
-    python scripts/bench_data.py [--files 1000] [--file-kb 100] [--large-mb 256] [--concurrency 8] [--repeat 3]
+Files written by a repeat are deleted only at the end of the run (the large ones at once): on
+this machine's ext4 (no journal), creating files shortly after deleting thousands scans the
+recently deleted inodes, which made every file creation of the next repeat (pellucid's, the
+floor's and cp's alike) slower than in a fresh directory.
+
+    python scripts/bench_data.py [--files 1000] [--file-kb 100] [--large-size 256MiB] [--concurrency 8] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -83,6 +89,20 @@ def server_peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def parse_size(text: str) -> int:
+    """`256MiB`, `1GiB`, `2GB`, `1048576` -> bytes."""
+    units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1}
+    lowered = text.strip().lower()
+    for unit, factor in units.items():
+        if lowered.endswith(unit):
+            return int(float(lowered[: -len(unit)]) * factor)
+    return int(lowered)
+
+
+def size_label(n: int) -> str:
+    return f"{n / (1 << 30):g} GiB" if n >= 1 << 30 else f"{n / (1 << 20):g} MiB"
 
 
 def mib(n: float) -> str:
@@ -154,26 +174,27 @@ def store_floor(paths: list[Path], dest: Path) -> float:
 
 
 def write_floor(paths: list[Path], dest: Path, concurrency: int) -> float:
-    """What writing the downloaded files costs the client at least: create each file and write as
-    many bytes (from memory, 1 MiB at a time), with the transfers' concurrency, no sync (as the download)."""
+    """What writing the downloaded files costs the client at least: create each file (under a
+    temporary name, renamed when written, as the download does) and write as many bytes (from
+    memory, 1 MiB at a time), with the transfers' concurrency, no sync (as the download)."""
     dest.mkdir(parents=True, exist_ok=True)
     block = memoryview(os.urandom(CHUNK))
 
     def write(path: Path) -> None:
         left = path.stat().st_size
-        fd = os.open(dest / path.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        part = dest / f".{path.name}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             while left > 0:
                 left -= os.write(fd, block[: min(left, CHUNK)])
         finally:
             os.close(fd)
+        os.replace(part, dest / path.name)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max(1, min(concurrency, len(paths)))) as pool:
         list(pool.map(write, paths))
-    took = time.perf_counter() - start
-    shutil.rmtree(dest)
-    return took
+    return time.perf_counter() - start
 
 
 def local_cp(sources: list[Path], dest: Path) -> float:
@@ -188,10 +209,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--file-kb", type=int, default=100)
-    parser.add_argument("--large-mb", type=int, default=256)
+    parser.add_argument("--large-mb", type=int, default=256, help="the large file's size in MiB")
+    parser.add_argument("--large-size", type=parse_size, help="the large file's size, e.g. 2GiB (overrides --large-mb)")
     parser.add_argument("--concurrency", type=int, default=data_transfer.DEFAULT_CONCURRENCY)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (the median is shown)")
     args = parser.parse_args()
+    large_bytes = args.large_size or args.large_mb * CHUNK
 
     work = Path(tempfile.mkdtemp(prefix="pellucid-bench-data-"))
     server = subprocess.Popen(
@@ -221,10 +244,10 @@ def main() -> None:
             small.append(path)
         large = work / "large.bin"
         with open(large, "wb") as out:
-            for _ in range(args.large_mb):
-                out.write(os.urandom(CHUNK))
+            for start in range(0, large_bytes, CHUNK):
+                out.write(os.urandom(min(CHUNK, large_bytes - start)))
         base_rss = peak_rss()
-        cases = [(f"{args.files} x {args.file_kb} KB", small), (f"1 x {args.large_mb} MiB", [large])]
+        cases = [(f"{args.files} x {args.file_kb} KB", small), (f"1 x {size_label(large_bytes)}", [large])]
         measured: dict[str, dict[str, list[float]]] = {label: {} for label, _ in cases}
         # each repeat measures pellucid and the plain stream one right after the other, so that both
         # see the same load on a shared machine; the medians are then compared
@@ -244,18 +267,20 @@ def main() -> None:
                 assert not report.failures, report.failures[:3]
                 transfers_rss = max(transfers_rss, peak_rss())
                 times.setdefault("raw up", []).append(raw.up(file_messages(paths)))
-                downs = [data_transfer.DownloadItem(i.dest, work / "back" / Path(i.source).name, i.size) for i in items]
+                back, floor, copied = (work / f"{what}-{attempt}-{len(paths)}" for what in ("back", "floor", "cp"))
+                downs = [data_transfer.DownloadItem(i.dest, back / Path(i.source).name, i.size) for i in items]
                 start = time.perf_counter()
                 report = data_transfer.download(user, downs, args.concurrency, progress=False)
                 times.setdefault("down", []).append(time.perf_counter() - start)
                 assert not report.failures, report.failures[:3]
                 transfers_rss = max(transfers_rss, peak_rss())
                 times.setdefault("raw down", []).append(raw.down(total // piece, piece))
-                shutil.rmtree(work / "back", ignore_errors=True)
                 times.setdefault("floor up", []).append(store_floor(paths, work / "floor.bin"))
-                times.setdefault("floor down", []).append(write_floor(paths, work / "floor", args.concurrency))
-                times.setdefault("cp", []).append(local_cp(paths, work / f"cp-{attempt}"))
-                shutil.rmtree(work / f"cp-{attempt}", ignore_errors=True)
+                times.setdefault("floor down", []).append(write_floor(paths, floor, args.concurrency))
+                times.setdefault("cp", []).append(local_cp(paths, copied))
+                if len(paths) == 1:  # a large file: its disk space back now (one file: no inode scan to fear)
+                    for directory in (back, floor, copied):
+                        shutil.rmtree(directory, ignore_errors=True)
         rows = []
         for label, paths in cases:
             total = sum(p.stat().st_size for p in paths)

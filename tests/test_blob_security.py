@@ -226,6 +226,10 @@ def test_an_upload_past_the_size_limit_is_refused_as_it_passes_and_nothing_is_ke
     assert _upload_blob(inputs, at_limit).size == LARGE_BLOB_BYTES + 1000
     result = inputs.upload_inputs([Inputs.get_input_from_bytes("big", video_bytes=at_limit + b"!")], show_log=False)
     assert result.failed[0].code == "RESOURCE_EXHAUSTED" and "max_blob_bytes" in result.failed[0].reason
+    # hosted data files have their own limit (max_data_file_bytes, none by default): inputs' does not bound them
+    admin.dir("data://.my/big").create()
+    stored = admin.file("data://.my/big/file").put(at_limit + b"!" * 1000)
+    assert stored.size == len(at_limit) + 1000 and stored.getBytes() == at_limit + b"!" * 1000
 
 
 def test_the_store_stops_reading_a_stream_at_the_limit(tmp_path: Path) -> None:
@@ -250,6 +254,8 @@ def test_the_server_command_takes_max_blob_bytes() -> None:
     from pellucid.server.settings import resolve
 
     assert resolve(vars(build_parser().parse_args(["server"])), environ={})["max_blob_bytes"] == 1 << 30
+    assert build_parser().parse_args(["server", "--max-data-file-bytes", "99"]).max_data_file_bytes == 99
+    assert resolve(vars(build_parser().parse_args(["server"])), environ={})["max_data_file_bytes"] == 0
 
 
 # --- file modes --------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from pellucid.server.engine import Engine, Principal, hosted_data
 from pellucid.server.engine.errors import EngineError
 from pellucid.server.engine.errors import InvalidArgument as EngineInvalidArgument
 from pellucid.server.engine.errors import NotFound as EngineNotFound
+from pellucid.server.engine.errors import ResourceExhausted as EngineResourceExhausted
 from pellucid.server.engine.hosted_data import MAX_FILES_PER_UPLOAD, AlgorithmCaller, DataPath, UploadPiece
 from pellucid.server.grpc import data as grpc_data
 from pellucid.server.storage import open_metadata_store
@@ -404,7 +405,8 @@ def test_a_badly_framed_upload_is_invalid_argument_and_a_too_large_file_fails_al
     engine = Engine(
         open_metadata_store(f"sqlite://{tmp_path / 'm.sqlite3'}"),
         open_blob_store(f"file://{tmp_path}"),
-        max_blob_bytes=10,
+        max_blob_bytes=1,  # inputs' limit: not data://'s
+        max_data_file_bytes=10,
     )
     try:
         owner = Principal("carol", False, "t")
@@ -417,7 +419,23 @@ def test_a_badly_framed_upload_is_invalid_argument_and_a_too_large_file_fails_al
         outcomes = engine.hosted_data.upload(owner, iter(pieces))
         assert [o.error is None for o in outcomes] == [True, False, True]
         assert "more than the server's limit of 10" in str(outcomes[1].error)
+        assert "--max-data-file-bytes" in str(outcomes[1].error)
         assert engine.hosted_data.get_file(owner, "data://.my/c/after").size == 2
+
+        # a file the blob store's disk cannot hold ends the upload before its bytes are read (reading
+        # them would fail on the framing: far fewer than announced follow)
+        engine.hosted_data.max_file_bytes = 0  # no limit but the disk
+        announced = [
+            UploadPiece("data://.my/c/before", 2, b"ok"),
+            UploadPiece("data://.my/c/vast", 1 << 62, b"x" * 10),
+            UploadPiece("", 0, b"x" * 10),
+        ]
+        with pytest.raises(EngineResourceExhausted, match=r"disk has [0-9]+ bytes free") as full:
+            engine.hosted_data.upload(owner, iter(announced))
+        assert full.value.reason == "NO_DISK_SPACE" and "(1 before it were)" in full.value.message
+        assert engine.hosted_data.get_file(owner, "data://.my/c/before").size == 2
+        with pytest.raises(EngineNotFound):
+            engine.hosted_data.get_file(owner, "data://.my/c/vast")
 
         # past MAX_FILES_PER_UPLOAD (its answer lists every file): refused, saying what was stored
         many = (UploadPiece(f"data://.my/c/n{i}", 1, b"n") for i in range(MAX_FILES_PER_UPLOAD + 2))
@@ -467,16 +485,81 @@ def test_an_algorithm_reads_and_writes_its_owners_data_for_another_caller(alice:
         thread.join(10)
 
 
+def test_a_download_packs_whole_small_files_into_messages_only_when_asked(alice: User) -> None:
+    """pack_small_files: whole small files share messages (DataFileChunk.more), in the order asked,
+    a missing one among them and a large one streamed alone; without it, one file per message."""
+    alice.dir("data://.my/packs").create()
+    small = {f"data://.my/packs/s{i}": os.urandom(100 * 1024) for i in range(25)}
+    large = os.urandom(grpc_data.PACK_BYTES + 5)
+    report = data_transfer.upload(
+        alice,
+        [
+            data_transfer.UploadItem(path, len(data), lambda data=data: io.BytesIO(data))
+            for path, data in [*small.items(), ("data://.my/packs/large", large)]
+        ],
+    )
+    assert not report.failures
+    order = [*list(small)[:12], "data://.my/packs/missing", "data://.my/packs/large", *list(small)[12:]]
+
+    def download(pack: bool) -> list[v1.DataFileChunk]:
+        request = v1.DownloadDataFilesRequest(paths=order, pack_small_files=pack)
+        return list(alice._connection.read_stream(v1.DataServiceStub, "DownloadDataFiles", request, timeout=30))
+
+    unpacked = download(False)
+    assert not any(m.more for m in unpacked)
+    assert [m.path for m in unpacked if m.path] == order
+    packed = download(True)
+    assert len(packed) < len(unpacked) and max(m.ByteSize() for m in packed) < 2 * grpc_data.PACK_BYTES
+    files = [f for m in packed for f in (m, *m.more)]
+    assert [f.path for f in files if f.path] == order
+    got = {f.path: f.data for f in files if f.path and f.status.code == v1.Status.OK}
+    assert {p: got[p] for p in small} == small
+    assert next(f for f in files if f.path.endswith("missing")).status.code == v1.Status.NOT_FOUND
+    large_at = next(i for i, f in enumerate(files) if f.path.endswith("large"))
+    assert not files[large_at].more and b"".join(f.data for f in files[large_at : large_at + 2]) == large
+
+
 def test_chunks_framed_by_hand_are_the_messages_protobuf_encodes() -> None:
-    """Uploads frame their data chunks themselves, the server sends a download's encoded, and the
-    client slices them out of the encoded message (no copies): all must agree with protobuf at every varint length, and anything but a
-    data-only message is left to the parser."""
+    """Uploads frame their chunks themselves and the server decodes them by hand; the server sends
+    a download's encoded, and the client slices the data out of the encoded message (no copies):
+    all must agree with protobuf at every varint length, whatever other fields a message holds."""
+    header = v1.DataUploadChunk(path="data://.my/c/f", size=5_000_000).SerializeToString()
     for size in (1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152):
         data = os.urandom(size)
         encoded = data_transfer._data_message(data)
         assert encoded == v1.DataUploadChunk(data=data).SerializeToString() == grpc_data._data_chunk(data)
         assert v1.DataFileChunk.FromString(encoded).data == data
-        assert bytes(data_transfer._data_only(encoded) or b"") == data
-    assert data_transfer._data_only(v1.DataFileChunk(path="data://a/b/c", data=b"xy").SerializeToString()) is None
-    assert data_transfer._data_only(v1.DataFileChunk(data=b"xy", status=v1.Status(code=5)).SerializeToString()) is None
-    assert data_transfer._data_only(b"") is None and data_transfer._data_only(b"\x1a\x05ab") is None  # truncated
+        rest, sliced, more = data_transfer._split_data(encoded)
+        assert rest == b"" and bytes(sliced) == data and more == []
+        first = data_transfer._data_message(data, header)
+        assert v1.DataUploadChunk.FromString(first) == v1.DataUploadChunk(
+            path="data://.my/c/f", size=5_000_000, data=data
+        )
+        piece = grpc_data.upload_piece(first)
+        assert (piece.path, piece.size, bytes(piece.data)) == ("data://.my/c/f", 5_000_000, data)
+    # a download's first message: its header fields, then the data; any order parses the same
+    chunk = v1.DataFileChunk(path="data://a/b/c", status=v1.Status(code=5, message="é"), data=b"xy")
+    for encoded in (
+        chunk.SerializeToString(),
+        v1.DataFileChunk(path="data://a/b/c").SerializeToString() + b"\x1a\x02xy",
+    ):
+        rest, sliced, more = data_transfer._split_data(encoded)
+        assert bytes(sliced) == b"xy" and v1.DataFileChunk.FromString(rest).path == "data://a/b/c" and not more
+    assert data_transfer._split_data(b"") == (b"", memoryview(b""), [])
+    # whole files packed in `more` come out after the message's own, in order
+    packed = v1.DataFileChunk(
+        path="p0", data=b"0", more=[v1.DataFileChunk(path="p1", data=b"11"), v1.DataFileChunk(path="p2")]
+    )
+    files = [
+        (v1.DataFileChunk.FromString(r).path, bytes(d))
+        for r, d in data_transfer._files_of(iter([packed.SerializeToString()]))
+    ]
+    assert files == [("p0", b"0"), ("p1", b"11"), ("p2", b"")]
+    with pytest.raises(Exception):  # noqa: B017 - truncated: protobuf's own error
+        data_transfer._split_data(b"\x1a\x05ab")
+    # the server's decoder: unknown fields skipped, negative sizes kept, malformed bytes refused
+    unknown = b"\x28\x07" + b"\x35\x00\x00\x00\x00" + v1.DataUploadChunk(path="p", size=-1).SerializeToString()
+    assert (grpc_data.upload_piece(unknown).path, grpc_data.upload_piece(unknown).size) == ("p", -1)
+    for malformed in (b"\x0a\x05ab", b"\x0a\x02\xff\xfe", b"\x10", b"\x00\x01", b"\x0b"):
+        with pytest.raises(ValueError):
+            grpc_data.upload_piece(malformed)

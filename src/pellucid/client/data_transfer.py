@@ -161,7 +161,8 @@ def upload(
                 for item in batch:
                     with item.open() as f:
                         first = f.read(min(CHUNK_BYTES, item.size))
-                        yield v1.DataUploadChunk(path=item.dest, size=item.size, data=first).SerializeToString()
+                        header = v1.DataUploadChunk(path=item.dest, size=item.size).SerializeToString()
+                        yield _data_message(first, header)
                         bar.update(len(first))
                         left = item.size - len(first)
                         while left > 0:
@@ -209,16 +210,15 @@ def download(
 
     def receive(batch: list[DownloadItem]) -> None:
         done: set[int] = set()
-        request = v1.DownloadDataFilesRequest(paths=[i.source for i in batch])
+        request = v1.DownloadDataFilesRequest(paths=[i.source for i in batch], pack_small_files=True)
         timeout = stream_timeout(host.timeout, sum(i.size for i in batch))
         index, sink, left, size = -1, None, 0, 0
         try:
-            for encoded in host._connection.read_stream_encoded(
-                v1.DataServiceStub, "DownloadDataFiles", request, timeout=timeout
+            for rest, data in _files_of(
+                host._connection.read_stream_encoded(v1.DataServiceStub, "DownloadDataFiles", request, timeout=timeout)
             ):
-                data: bytes | memoryview | None = _data_only(encoded)
-                if data is None:
-                    message = v1.DataFileChunk.FromString(encoded)
+                if rest:
+                    message = v1.DataFileChunk.FromString(rest)
                     if message.path:  # the next file starts
                         index += 1
                         item = batch[index]
@@ -233,7 +233,6 @@ def download(
                         except UserError as exc:  # this file only: its bytes are read and dropped
                             report.failed(item.source, str(item.dest), exc)
                             done.add(index)
-                    data = message.data  # each access copies the bytes out of the message: once only
                 if data:
                     left -= len(data)
                     bar.update(len(data))
@@ -261,32 +260,75 @@ def download(
 
 
 _DATA_TAG = (3 << 3) | 2  # DataFileChunk.data: field 3, length-delimited
+_MORE_FIELD = 5  # DataFileChunk.more: whole files packed after the message's own
 
 
-def _data_message(data: bytes) -> bytes:
-    """An encoded message holding only `data` as field 3 (DataUploadChunk and DataFileChunk alike)."""
-    length, varint = len(data), bytearray()
+def _data_message(data: bytes, header: bytes = b"") -> bytes:
+    """An encoded message holding `data` as field 3 (DataUploadChunk and DataFileChunk alike),
+    after the encoded fields `header`: one copy of the bytes (building a message and serializing
+    it cost two)."""
+    if not data:
+        return header
+    length, varint = len(data), bytearray([_DATA_TAG])
     while length >= 0x80:
         varint.append((length & 0x7F) | 0x80)
         length >>= 7
     varint.append(length)
-    return bytes([_DATA_TAG]) + bytes(varint) + data
+    return b"".join((header, varint, data))
 
 
-def _data_only(encoded: bytes) -> memoryview | None:
-    """The bytes of an encoded DataFileChunk that holds `data` and nothing else (every chunk of a
-    file after its first), as a view into `encoded`: no copy. None for any other message."""
-    if len(encoded) < 2 or encoded[0] != _DATA_TAG:
-        return None
-    length, shift, position = 0, 0, 1
-    while position < len(encoded) and shift < 64:
+def _files_of(messages: Iterator[bytes]) -> Iterator[tuple[bytes, memoryview]]:
+    """Each message's (other fields, data), then those of the whole files packed in its `more`."""
+    for encoded in messages:
+        pending: list[bytes | memoryview] = [encoded]
+        while pending:
+            rest, data, more = _split_data(pending.pop())
+            yield rest, data
+            pending += reversed(more)
+
+
+def _split_data(encoded: bytes | memoryview) -> tuple[bytes, memoryview, list[memoryview]]:
+    """An encoded DataFileChunk split into its other fields (still encoded, for protobuf to parse:
+    they are small), its data, and the encoded messages in its `more`, all views into `encoded`:
+    protobuf would copy the data in when parsing and out again when it is read. A message this
+    cannot split is parsed whole."""
+    view = memoryview(encoded)
+    data, rest, more, position, end = view[0:0], [], [], 0, len(view)
+    while position < end:
+        start = position
+        key, position = _varint(view, position)
+        if key & 7 != 2 or position < 0:  # every field of DataFileChunk is length-delimited
+            break
+        length, position = _varint(view, position)
+        if position < 0 or position + length > end:
+            break
+        position += length
+        if key >> 3 == 3:
+            data = view[position - length : position]
+        elif key >> 3 == _MORE_FIELD:
+            more.append(view[position - length : position])
+        else:
+            rest.append(view[start:position])
+    else:
+        return b"".join(rest), data, more
+    message = v1.DataFileChunk.FromString(bytes(view))  # not as expected: protobuf says why (or copes)
+    data_copy, nested = message.data, [memoryview(m.SerializeToString()) for m in message.more]
+    message.ClearField("data")
+    message.ClearField("more")
+    return message.SerializeToString(), memoryview(data_copy), nested
+
+
+def _varint(encoded: bytes | memoryview, position: int) -> tuple[int, int]:
+    """(value, position after it); position -1 if the varint is cut short or too long."""
+    value, shift, end = 0, 0, len(encoded)
+    while position < end and shift < 64:
         byte = encoded[position]
         position += 1
-        length |= (byte & 0x7F) << shift
+        value |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return memoryview(encoded)[position:] if position + length == len(encoded) else None
+            return value, position
         shift += 7
-    return None
+    return 0, -1
 
 
 class _Sink:

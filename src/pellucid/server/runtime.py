@@ -153,6 +153,7 @@ class PellucidServer:
                 work_codec=ProtoWorkCodec(),
                 replica_id=self.replica_id,
                 vectors=vectors,
+                max_data_file_bytes=self.settings.max_data_file_bytes,
             )
             self.engine.training.max_seconds = self.settings.training_max_seconds
             self.engine.algorithms.call_retention_seconds = self.settings.algorithm_call_retention_seconds

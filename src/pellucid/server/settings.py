@@ -68,6 +68,8 @@ class ServerSettings:
     tls_client_ca: Path | None = None
     # Largest blob a caller may store (UploadBlob, or an input's bytes): 1 GiB.
     max_blob_bytes: int = 1 << 30
+    # Largest hosted data (data://) file; 0: no limit but the blob store's free disk space.
+    max_data_file_bytes: int = 0
     # Blob garbage collection: how often (seconds; 0 turns it off), and how long an uploaded
     # blob no input uses is kept (it may be waiting for the PostInputs that will use it).
     blob_gc_interval_seconds: float = 3600.0
@@ -315,6 +317,13 @@ SETTINGS: tuple[Setting, ...] = (
         Kind.INTEGER,
         "largest blob a caller may upload, in bytes (default 1 GiB)",
         minimum=1,
+    ),
+    Setting(
+        "max_data_file_bytes",
+        "max_data_file_bytes",
+        Kind.INTEGER,
+        "largest data:// file, in bytes (default 0: no limit but the server's free disk space)",
+        minimum=0,
     ),
     Setting(
         "blob_gc_interval_seconds",

@@ -381,16 +381,22 @@ class DownloadDataFilesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PATHS_FIELD_NUMBER: _builtins.int
+    PACK_SMALL_FILES_FIELD_NUMBER: _builtins.int
+    pack_small_files: _builtins.bool
+    """Let several small files share one response message (see DataFileChunk.more); a client
+    that does not set it gets one file (or part of one) per message.
+    """
     @_builtins.property
     def paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         paths: _abc.Iterable[_builtins.str] | None = ...,
+        pack_small_files: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["paths", b"paths"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pack_small_files", b"pack_small_files", "paths", b"paths"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -409,12 +415,19 @@ class DataFileChunk(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
     path: _builtins.str
     @_builtins.property
     def entry(self) -> Global___DataEntry: ...
     @_builtins.property
     def status(self) -> _common_pb2.Status: ...
+    @_builtins.property
+    def more(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataFileChunk]:
+        """Only when the request set pack_small_files: whole files that follow this message's own, in
+        order, each with its path, entry or status, and all of its data.
+        """
+
     def __init__(
         self,
         *,
@@ -422,10 +435,11 @@ class DataFileChunk(_message.Message):
         status: _common_pb2.Status | None = ...,
         data: _builtins.bytes = ...,
         path: _builtins.str = ...,
+        more: _abc.Iterable[Global___DataFileChunk] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "entry", b"entry", "path", b"path", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "entry", b"entry", "more", b"more", "path", b"path", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

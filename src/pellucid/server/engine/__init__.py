@@ -61,6 +61,7 @@ class Engine:
         router_clock: Callable[[], float] = time.time,
         replica_id: str = "",
         vectors: VectorIndex | None = None,
+        max_data_file_bytes: int = 0,
     ) -> None:
         """`queue` defaults to the in-memory one; `work_codec` is the runner wire format that the
         runner-facing adapter provides (without one, predictions are refused); `vectors` (the
@@ -103,7 +104,7 @@ class Engine:
         self.workflow_runs = WorkflowRuns(self.workflows, self.models)
         self.models.on_delete = self.workflows.model_deleted  # deprecates the workflow versions pinning it
         self.indexer.workflows = self.search.workflows = self.workflow_runs  # a base_workflow naming a workflow
-        self.hosted_data = HostedData(store, blobs, clock, max_blob_bytes)  # data:// (issue #12)
+        self.hosted_data = HostedData(store, blobs, clock, max_data_file_bytes)  # data:// (issue #12)
         self.deployments = Deployments(store, self.apps, self.models, self.users, clock)
         self.deployments.workflows = WorkflowTargets(store, self.models, self.workflows, self.workflow_runs)
         algorithm_data = AlgorithmData(store, clock)  # who reads data from inside an algorithm call

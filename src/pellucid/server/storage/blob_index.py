@@ -48,6 +48,15 @@ class BlobIndex(abc.ABC):
     @abc.abstractmethod
     def location(self, sha256: str) -> BlobRow | None: ...
 
+    def locations(self, digests: list[str]) -> dict[str, BlobRow]:
+        """The rows of those of `digests` that are packed (one query where the backend allows)."""
+        found = {}
+        for digest in digests:
+            row = self.location(digest)
+            if row is not None:
+                found[digest] = row
+        return found
+
     @abc.abstractmethod
     def record(self, owner: str, rows: list[BlobRow], owned: list[str], now: float) -> None:
         """Add `rows` (a digest already indexed keeps its row) and make `owner` an owner of every
@@ -161,6 +170,19 @@ class SqliteBlobIndex(BlobIndex):
     def location(self, sha256: str) -> BlobRow | None:
         row = self._conn().execute("SELECT pack, offset, size FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
         return BlobRow(sha256, row[0], row[1], row[2]) if row else None
+
+    def locations(self, digests: list[str]) -> dict[str, BlobRow]:
+        found: dict[str, BlobRow] = {}
+        conn = self._conn()
+        for start in range(0, len(digests), _BATCH):
+            part = digests[start : start + _BATCH]
+            found.update(
+                (r[0], BlobRow(r[0], r[1], r[2], r[3]))
+                for r in conn.execute(
+                    f"SELECT sha256, pack, offset, size FROM blobs WHERE sha256 IN ({','.join('?' * len(part))})", part
+                )
+            )
+        return found
 
     def record(self, owner: str, rows: list[BlobRow], owned: list[str], now: float) -> None:
         with self._connections.write() as conn:

@@ -111,6 +111,15 @@ class PostgresBlobIndex(BlobIndex):
             row = conn.execute('SELECT pack, "offset", size FROM blob_rows WHERE sha256 = %s', (sha256,)).fetchone()
         return BlobRow(sha256, row[0], row[1], row[2]) if row else None
 
+    def locations(self, digests: list[str]) -> dict[str, BlobRow]:
+        if not digests:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(
+                'SELECT sha256, pack, "offset", size FROM blob_rows WHERE sha256 = ANY(%s)', (digests,)
+            ).fetchall()
+        return {r[0]: BlobRow(r[0], r[1], r[2], r[3]) for r in rows}
+
     @staticmethod
     def _renew(conn: psycopg.Connection[Any], owner: str, digests: list[str], now: float) -> None:
         if digests:  # in key order: two transactions upserting the same records never deadlock

@@ -26,7 +26,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -211,9 +211,10 @@ class S3BlobStore(BlobStore):
     # storing
 
     @_unavailable_as_error
-    def put_many(self, owner: str, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
-        digests = [check_digest(d) for d in digests] if digests is not None else [sha256_hex(b) for b in blobs]
-        unique = dict(zip(digests, blobs))
+    def put_many(self, owner: str, blobs: Sequence[bytes | memoryview], digests: list[str] | None = None) -> list[str]:
+        whole = [bytes(b) if isinstance(b, memoryview) else b for b in blobs]  # the S3 client takes bytes
+        digests = [check_digest(d) for d in digests] if digests is not None else [sha256_hex(b) for b in whole]
+        unique = dict(zip(digests, whole))
         with self._in_flight.marked(list(unique)):
             stored = self.index.claim(owner, list(unique), time.time())  # owner records first: see blob_index
             missing = {d: b for d, b in unique.items() if d not in stored}
@@ -288,7 +289,7 @@ class S3BlobStore(BlobStore):
 
     @_unavailable_as_error
     def put_stream(
-        self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None, expected_sha256: str = ""
+        self, owner: str, chunks: Iterable[bytes | memoryview], max_bytes: int | None = None, expected_sha256: str = ""
     ) -> tuple[str, int]:
         if expected_sha256:
             check_digest(expected_sha256)

@@ -24,7 +24,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +66,9 @@ class DigestMismatch(ValueError):
         self.expected = expected
 
 
+_KNOWN_NOT_PACKED = object()  # read_many found no pack row: a blob file of its own (or none)
+
+
 def is_sha256(value: str) -> bool:
     """64 lowercase hex characters (fullmatch: no trailing newline slips through)."""
     return isinstance(value, str) and _SHA256.fullmatch(value) is not None
@@ -77,7 +80,7 @@ def check_digest(value: str) -> str:
     return value
 
 
-def sha256_hex(data: bytes) -> str:
+def sha256_hex(data: bytes | memoryview) -> str:
     """sha256 of `data`; a small blob is hashed in pieces too small for hashlib to release the GIL.
 
     Releasing it for each 10 KB blob handed the GIL to another thread 128 times a
@@ -113,13 +116,13 @@ class BlobStore(abc.ABC):
     """Bytes by sha256, with owner records. Owners are opaque strings to the store (user ids)."""
 
     @abc.abstractmethod
-    def put_many(self, owner: str, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
+    def put_many(self, owner: str, blobs: Sequence[bytes | memoryview], digests: list[str] | None = None) -> list[str]:
         """Store every blob (deduplicated by content) for `owner` and return their sha256 hex
         digests (`digests`, when the caller has them already, saves hashing twice)."""
 
     @abc.abstractmethod
     def put_stream(
-        self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None, expected_sha256: str = ""
+        self, owner: str, chunks: Iterable[bytes | memoryview], max_bytes: int | None = None, expected_sha256: str = ""
     ) -> tuple[str, int]:
         """Store a blob arriving in pieces for `owner`; returns (sha256, size).
 
@@ -140,6 +143,11 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def read_chunks(self, sha256: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]: ...
 
+    def read_many(self, digests: list[str], chunk_bytes: int = CHUNK_BYTES) -> list[Iterator[bytes]]:
+        """`read_chunks` of each digest, in order; a store may look them up together (each
+        iterator reads only when it is iterated)."""
+        return [self.read_chunks(d, chunk_bytes) for d in digests]
+
     @abc.abstractmethod
     def backfill_owners(self, references: Callable[[], Iterable[tuple[str, str]]]) -> int:
         """Once per store: give owners to blobs stored before owners existed, from the
@@ -153,6 +161,10 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    def free_bytes(self) -> int | None:
+        """Bytes free where new blobs go, if the store can tell cheaply (None: it cannot, or no such limit)."""
+        return None
 
     @abc.abstractmethod
     def check(self) -> None:
@@ -211,6 +223,13 @@ class LocalBlobStore(BlobStore):
             raise BlobStoreUnavailable(f"the blob store's directory {self.packs} is gone")
         self.index.check()
 
+    def free_bytes(self) -> int | None:
+        try:
+            stat = os.statvfs(self.files)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
+
     def _fix_modes(self) -> None:
         """Once per store: files and directories made before they were created private."""
         for directory, _subdirs, names in os.walk(self.files):
@@ -248,10 +267,10 @@ class LocalBlobStore(BlobStore):
                     if self._in_flight[digest] <= 0:
                         del self._in_flight[digest]
 
-    def put_many(self, owner: str, blobs: list[bytes], digests: list[str] | None = None) -> list[str]:
+    def put_many(self, owner: str, blobs: Sequence[bytes | memoryview], digests: list[str] | None = None) -> list[str]:
         digests = [check_digest(d) for d in digests] if digests is not None else [sha256_hex(b) for b in blobs]
         with self._storing(digests):
-            small: dict[str, bytes] = {}
+            small: dict[str, bytes | memoryview] = {}
             for digest, blob in zip(digests, blobs):
                 if len(blob) >= LARGE_BLOB_BYTES:
                     self._write_file(digest, [blob])
@@ -260,7 +279,7 @@ class LocalBlobStore(BlobStore):
             self._append_and_index(owner, small, list(dict.fromkeys(digests)))
         return digests
 
-    def _append_and_index(self, owner: str, small: dict[str, bytes], owned: list[str]) -> None:
+    def _append_and_index(self, owner: str, small: dict[str, bytes | memoryview], owned: list[str]) -> None:
         """Append the new ones of `small` to the current pack, then index them and record `owner`
         for every digest of `owned`, in one transaction."""
         rows: list[BlobRow] = []
@@ -309,7 +328,7 @@ class LocalBlobStore(BlobStore):
         self._pack, self._writer = self._pack + 1, fresh
 
     def put_stream(
-        self, owner: str, chunks: Iterable[bytes], max_bytes: int | None = None, expected_sha256: str = ""
+        self, owner: str, chunks: Iterable[bytes | memoryview], max_bytes: int | None = None, expected_sha256: str = ""
     ) -> tuple[str, int]:
         if expected_sha256:
             check_digest(expected_sha256)
@@ -340,7 +359,7 @@ class LocalBlobStore(BlobStore):
         finally:
             Path(tmp).unlink(missing_ok=True)
 
-    def _write_file(self, digest: str, parts: list[bytes]) -> None:
+    def _write_file(self, digest: str, parts: list[bytes | memoryview]) -> None:
         final = self._path(digest)
         if final.exists():
             return
@@ -390,9 +409,19 @@ class LocalBlobStore(BlobStore):
     def read_chunks(self, sha256: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         return self._read_chunks(check_digest(sha256), chunk_bytes)  # checked now, not at the first next()
 
-    def _read_chunks(self, sha256: str, chunk_bytes: int) -> Iterator[bytes]:
+    def read_many(self, digests: list[str], chunk_bytes: int = CHUNK_BYTES) -> list[Iterator[bytes]]:
+        """One index query for all of them (a download of many small files made one per file)."""
+        packed = self.index.locations(list(dict.fromkeys(check_digest(d) for d in digests)))
+        return [self._read_chunks(d, chunk_bytes, _KNOWN_NOT_PACKED if d not in packed else packed[d]) for d in digests]
+
+    def _read_chunks(self, sha256: str, chunk_bytes: int, known: BlobRow | object | None = None) -> Iterator[bytes]:
+        """`known`: the blob's row looked up beforehand (or _KNOWN_NOT_PACKED); a pack that
+        compaction removed meanwhile sends it to the index again."""
         for attempt in range(2):
-            location = self._location(sha256)
+            if attempt == 0 and known is not None:
+                location = (known.pack, known.offset, known.size) if isinstance(known, BlobRow) else None
+            else:
+                location = self._location(sha256)
             if not location:
                 break
             pack, offset, size = location
@@ -636,7 +665,7 @@ class _BackgroundWriter:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUED_CHUNKS)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(self.QUEUED_CHUNKS)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pellucid-blob-writer", daemon=True)
 
@@ -658,7 +687,7 @@ class _BackgroundWriter:
             while self._queue.get() is not None:  # drained until the end: a waiting write never blocks for good
                 pass
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put(chunk)
@@ -707,7 +736,7 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
         _SYNC_FILE_RANGE(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
-def _write_all(fd: int, parts: list[bytes]) -> None:
+def _write_all(fd: int, parts: list[bytes] | list[bytes | memoryview]) -> None:
     """Append `parts` with writev: joining a batch first cost a 1+ MB copy and fresh pages per batch."""
     views = [memoryview(p) for p in parts if p]
     first = 0
