@@ -419,6 +419,59 @@ def test_a_detectors_regions_are_an_array_of_boxes(served: Served, tmp_path: Pat
     assert boxes.dtype == np.float32 and boxes.tolist() == np.asarray(list(BOXES.values()), np.float32).tolist()
 
 
+def test_a_server_run_model_is_deployed_alone_with_the_specs_it_implies(served: Served) -> None:
+    """Built-in and trained models declare no feature specs: deployed alone, a model gets its
+    inputs from what it reads and its outputs from what it makes (as a workflow's root and leaf),
+    a row's text reaches it as the input's text, and it answers what the same nodes answer inside
+    the workflow (the embedder's vector; the trained classifier's concepts)."""
+    embedder = served.app.create_deployment("text-embed-alone", model_id="text-embed")
+    info = embedder.info
+    assert [(s.name, s.type, s.required) for s in info.input_specs] == [("text", "text", True)]
+    assert [(s.name, s.type, s.dtype) for s in info.output_specs] == [("embedding", "array", "float32")]
+    classifier = served.app.create_deployment(
+        "sentiment-alone", model_id="sentiment", version_id=served.classifier_version
+    )
+    assert [(s.name, s.type) for s in classifier.info.output_specs] == [("concepts", "categorical")]
+    assert list(classifier.info.output_specs[0].categories) == ["positive", "negative"]
+
+    expected = _workflow_answers(served.workflow, TEXTS[:3])
+    _, token = embedder.create_token()
+    answer = Deployment(url=f"{served.base}/v1/deployments/text-embed-alone", token=token)
+    for row, want in zip(answer.predict_many([{"text": t} for t in TEXTS[:3]]), expected, strict=True):
+        assert np.allclose(row["embedding"], want["vector"], atol=1e-5)
+    # the Open Inference Protocol naming the deployment takes the same path
+    text = {"name": "text", "datatype": "BYTES", "shape": [1], "data": [TEXTS[0]]}
+    reply = httpx.post(
+        f"{served.base}/v2/models/text-embed-alone/infer",
+        json={"inputs": [text]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    (output,) = reply.json()["outputs"]
+    assert output["name"] == "embedding" and np.allclose(output["data"], expected[0]["vector"], atol=1e-5)
+
+    _, token = classifier.create_token()
+    response = served.post([{"text": t} for t in TEXTS[:3]], deployment="sentiment-alone", token=token)
+    assert response.status_code == 200, response.text
+    workflow = served.workflow.predict([v1.Input(data=v1.Data(text=v1.Text(raw=t))) for t in TEXTS[:3]])
+    for row, result in zip(response.json()["rows"], workflow.results, strict=True):
+        (classify,) = [o for o in result.outputs if o.id == "classify"]
+        want = {c.id: c.value for c in classify.data.concepts}
+        assert set(row["concepts"]) == set(want)
+        assert all(abs(row["concepts"][c] - want[c]) < 1e-5 for c in want)
+    # the classifier reads text or images (either may come: neither is required); a row with
+    # neither is refused by the model, naming the row
+    assert [(s.name, s.required) for s in classifier.info.input_specs] == [("text", False), ("image", False)]
+    refused = served.post([{"text": TEXTS[0]}, {}], deployment="sentiment-alone", token=token)
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["rows"][0]["row"] == 1 and "reads text" in refused.json()["error"]["message"]
+    # the embedder needs its text: a row without it is refused before the model runs, naming it
+    _, token = embedder.create_token()
+    refused = served.post([{}], deployment="text-embed-alone", token=token)
+    assert refused.status_code == 400 and refused.json()["error"]["rows"][0]["feature"] == "text", refused.text
+
+
 def test_a_pass_through_leaf_outputs_what_reaches_it(served: Served, tmp_path: Path) -> None:
     """random-sample passes its input on: after the classifier its output is the classifier's
     concepts (the same categories), and an input it leaves out answers no concepts."""

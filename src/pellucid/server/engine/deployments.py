@@ -50,10 +50,10 @@ from pellucid.server.engine.inference import ModelRef
 from pellucid.server.engine.local_models import LocalPredict
 from pellucid.server.engine.models import Models, PendingPredict
 from pellucid.server.engine.paging import PageRequest, next_token, to_query
-from pellucid.server.engine.predict import Feature, OutputCode, PredictInput, PredictOutput, PredictRequest
+from pellucid.server.engine.predict import Feature, OutputCode, PredictOutput, PredictRequest
 from pellucid.server.engine.users import MAX_TOKEN_LENGTH, Users, hash_secret
 from pellucid.server.engine.validation import MAX_BATCH, MAX_DESCRIPTION_LENGTH, check_text
-from pellucid.server.engine.workflow_deployments import WorkflowRun, WorkflowTargets
+from pellucid.server.engine.workflow_deployments import WorkflowRun, WorkflowTargets, output_feature, row_input
 from pellucid.server.records import DeploymentRecord, DeploymentTokenRecord, FeatureSpec, PageQuery
 from pellucid.server.storage import Conflict, MetadataStore
 
@@ -100,8 +100,9 @@ class Deployments:
         enabled: bool = True,
     ) -> DeploymentRecord:
         """Deploy a model (at `version_id`, else its latest at each call) or a workflow (at
-        `version_id`, else its latest, pinned now). Specs not given are the model's declared ones,
-        or those the workflow's nodes imply; a deployment needs input specs to check rows against."""
+        `version_id`, else its latest, pinned now). Specs not given are the model's declared ones
+        (else those what it reads and makes implies, as for a one-node workflow), or those the
+        workflow's nodes imply; a deployment needs input specs to check rows against."""
         _refuse_deployment_token(principal, "create deployments")
         app = self._apps.get(principal, user_id, app_id)
         validate_id(deployment_id, "deployment_id")
@@ -120,9 +121,10 @@ class Deployments:
             )
             what = f"workflow {workflow_id!r}"
         else:
-            model, _ = self._models.get(principal, app.user_id, app.id, model_id, version_id)
-            inputs = check_feature_specs(model.input_specs if input_specs is None else input_specs, "input_specs")
-            outputs = check_feature_specs(model.output_specs if output_specs is None else output_specs, "output_specs")
+            model, model_version = self._models.get(principal, app.user_id, app.id, model_id, version_id)
+            implied_inputs, implied_outputs = self._workflow_targets().model_specs(principal, model, model_version)
+            inputs = check_feature_specs(implied_inputs if input_specs is None else input_specs, "input_specs")
+            outputs = check_feature_specs(implied_outputs if output_specs is None else output_specs, "output_specs")
             what = f"model {model_id!r}"
         if not inputs:
             raise InvalidArgument(
@@ -381,7 +383,7 @@ class Deployments:
         try:
             for start in range(0, len(rows), MAX_BATCH):
                 inputs = tuple(
-                    PredictInput(id=f"row-{start + i}", features=row)
+                    row_input(f"row-{start + i}", row, deployment.input_specs)
                     for i, row in enumerate(rows[start : start + MAX_BATCH])
                 )
                 request = PredictRequest(
@@ -484,8 +486,19 @@ class PendingForward:
             result = part.result()
             for output in result.outputs:
                 _raise_for(output, len(rows), self.deployment)
-                rows.append(output.data.features)
+                rows.append(_output_row(output, self.deployment))
         return rows
+
+
+def _output_row(output: PredictOutput, deployment: DeploymentRecord) -> tuple[Feature, ...]:
+    """A model's output as a row: its features, or (a model answering with embeddings, concepts,
+    text, regions or an image rather than features, as built-in and trained models do) the
+    deployment's output features read out of them."""
+    data = output.data
+    if data.features or deployment.workflow_id:
+        return data.features
+    found = (output_feature(spec, "", data) for spec in deployment.output_specs)
+    return tuple(feature for feature in found if feature is not None)
 
 
 def _raise_for(output: PredictOutput, row: int, deployment: DeploymentRecord) -> None:

@@ -278,8 +278,8 @@ class OpenInference:
         requested_outputs: Sequence[str] = (),
         deadline_seconds: float = 60.0,
     ) -> PendingInfer:
-        """Check the tensors against the target's inputs and queue its predict (a model's) or
-        its row (a workflow deployment's)."""
+        """Check the tensors against the target's inputs and queue its predict (a model named
+        <app>/<model>) or its row (a deployment, of a model or a workflow)."""
         target = self.target(principal, name, version)
         ref = target.ref
         features = input_features(target, inputs)
@@ -290,7 +290,7 @@ class OpenInference:
                     f"{target.label} has no output {wanted!r}: its outputs are {', '.join(sorted(output_names))}",
                     field="outputs",
                 )
-        if ref.workflow_id:
+        if ref.deployment_id:  # the deployment's own path, as its HTTP forward: rows in, rows out
             assert self._deployments is not None  # it resolved the name
             forward = self._deployments.submit(principal, ref.deployment_id, [features], deadline_seconds)
             return PendingInfer(target, forward, tuple(requested_outputs), _forwarded_row)
@@ -360,10 +360,10 @@ def _predicted_output(predicted: Any, target: InferTarget) -> tuple[str, Sequenc
 
 
 def _forwarded_row(rows: Any, target: InferTarget) -> tuple[str, Sequence[Feature]]:
-    """A workflow deployment's one output row (PendingForward.result raised a failing node's error
-    as the HTTP forward answers it), at the workflow version the deployment pins."""
+    """A deployment's one output row (PendingForward.result raised a failure as the HTTP forward
+    answers it), at the version the deployment pins (else its model's latest when resolved)."""
     (row,) = rows
-    return target.ref.version_id, row
+    return target.ref.version_id or (target.versions[0] if target.versions else ""), row
 
 
 _OUTPUT_ERRORS: dict[OutputCode, type[EngineError]] = {

@@ -49,7 +49,13 @@ from pellucid.server.engine.predict import (
 from pellucid.server.engine.validation import MAX_BATCH
 from pellucid.server.engine.workflow_runs import WorkflowRunRequest, WorkflowRunResult, WorkflowRuns
 from pellucid.server.engine.workflows import Workflows, declared_kinds, topological_order
-from pellucid.server.records import FeatureSpec, ModelRecord, WorkflowNodeRecord, WorkflowVersionRecord
+from pellucid.server.records import (
+    FeatureSpec,
+    ModelRecord,
+    ModelVersionRecord,
+    WorkflowNodeRecord,
+    WorkflowVersionRecord,
+)
 from pellucid.server.storage import MetadataStore
 
 SEPARATOR = "."  # <node_id>.<feature> (node ids hold no dots)
@@ -107,11 +113,7 @@ class WorkflowTargets:
         for node in nodes.values():
             if node.record.node_inputs:
                 continue
-            if node.model.input_specs:
-                own = node.model.input_specs
-            else:
-                kinds = [k for k in CONTENT_KINDS if not node.reads or k in node.reads]
-                own = tuple(FeatureSpec(k, k, required=len(kinds) == 1) for k in kinds)
+            own = node.model.input_specs or content_specs(node.reads)
             for spec in own:
                 seen = specs.get(spec.name)
                 if seen is None:
@@ -135,7 +137,8 @@ class WorkflowTargets:
         for node in nodes.values():
             if node.record.id in feeding:
                 continue
-            made = _leaf_features(node)
+            where = f"node {node.record.id!r} (model {node.model.id!r})"
+            made = made_features(node.model, node.makes, node.categories, where, node.record.id)
             if len(made) == 1:
                 specs.append(replace(made[0], name=node.record.id))
             else:
@@ -171,23 +174,44 @@ class WorkflowTargets:
                 makes = tuple(dict.fromkeys(k for p in parents for k in p.makes)) if parents else CONTENT_KINDS
             categories = tuple(c.id for c in model_version.concepts) if model_version is not None else ()
             if not categories and local is not None and local.trainable:
-                categories = self._trained_concepts(record)
+                categories = self._trained_concepts(
+                    record.model_user_id, record.model_app_id, record.model_id, record.model_version_id
+                )
             if not categories and (not reads or "concepts" in reads):  # a thresholder, random-sample
                 categories = tuple(dict.fromkeys(c for p in parents for c in p.categories))
             nodes[node_id] = _Node(record, model, reads, makes, categories)
         return nodes
 
-    def _trained_concepts(self, record: WorkflowNodeRecord) -> tuple[str, ...]:
+    def _trained_concepts(self, user_id: str, app_id: str, model_id: str, version_id: str) -> tuple[str, ...]:
         """The concepts a trained version learnt (else those it was asked to learn)."""
-        job = self._store.get_training_job(
-            record.model_user_id, record.model_app_id, record.model_id, record.model_version_id
-        )
+        job = self._store.get_training_job(user_id, app_id, model_id, version_id)
         if job is None:
             return ()
         learnt = job.metrics.get("concepts") or []
         if learnt:
             return tuple(str(c["id"]) for c in learnt if isinstance(c, dict) and "id" in c)
         return tuple(str(c) for c in job.params.get("concepts") or [])
+
+    def model_specs(
+        self, principal: Principal, model: ModelRecord, version: ModelVersionRecord | None
+    ) -> tuple[tuple[FeatureSpec, ...], tuple[FeatureSpec, ...]]:
+        """The specs a deployment of one model gets where the model declares none: its inputs as a
+        workflow root's (what it reads), its outputs as a leaf's (what it makes, named by what they
+        are: `embedding`, `concepts`, ...); none where what it makes is not known."""
+        local = self._models.local.get(model.model_type_id)
+        reads, makes = declared_kinds(model, local)
+        inputs = model.input_specs or (content_specs(reads) if reads else ())
+        if model.output_specs or not makes or set(makes) == set(DATA_KINDS):
+            return inputs, model.output_specs
+        categories = tuple(c.id for c in version.concepts) if version is not None else ()
+        if not categories and local is not None and local.trainable and version is not None:
+            categories = self._trained_concepts(model.user_id, model.app_id, model.id, version.id)
+        try:
+            return inputs, tuple(made_features(model, makes, categories, f"model {model.id!r}", model.id))
+        except InvalidArgument:
+            if local is not None:  # the server runs it and answers no features: the specs must say what to read
+                raise
+            return inputs, ()  # a runner's model: its features as they come
 
     # calls
 
@@ -206,13 +230,11 @@ class WorkflowTargets:
         """Checked rows run through the workflow, MAX_BATCH per run, all queued at once."""
         version = self.runnable(owner, user_id, app_id, workflow_id, version_id)
         declared = self._declared_outputs(owner, version, output_specs)
-        text, image = (next((s.name for s in input_specs if s.type == k), "") for k in CONTENT_KINDS)
         deadline = time.monotonic() + deadline_seconds
         parts: list[WorkflowRun] = []
         for start in range(0, len(rows), MAX_BATCH):
             inputs = tuple(
-                _workflow_input(f"row-{start + i}", row, text, image)
-                for i, row in enumerate(rows[start : start + MAX_BATCH])
+                row_input(f"row-{start + i}", row, input_specs) for i, row in enumerate(rows[start : start + MAX_BATCH])
             )
             request = WorkflowRunRequest(user_id, app_id, workflow_id, version.id, inputs, None, deadline_seconds)
             future = self._pool.submit(
@@ -353,24 +375,34 @@ class WorkflowRun:
         return self._future.result()
 
 
-def _leaf_features(node: _Node) -> list[FeatureSpec]:
-    """The features a leaf node outputs (named by what they are; the caller adds the node id)."""
-    if node.model.output_specs:
-        return list(node.model.output_specs)
-    where = f"node {node.record.id!r} (model {node.model.id!r})"
-    kind = next((k for k in OUTPUT_KINDS if k in node.makes), "")
+def content_specs(reads: Sequence[str]) -> tuple[FeatureSpec, ...]:
+    """Input features for what a model reads: `text` and `image` (either, when it reads neither),
+    each required when it is the only one."""
+    kinds = [k for k in CONTENT_KINDS if not reads or k in reads]
+    return tuple(FeatureSpec(k, k, required=len(kinds) == 1) for k in kinds)
+
+
+def made_features(
+    model: ModelRecord, makes: Sequence[str], categories: Sequence[str], where: str, name: str
+) -> list[FeatureSpec]:
+    """The features a model outputs (named by what they are; a workflow adds the node id): its
+    declared output_specs, else the first of OUTPUT_KINDS it makes. `name` is what errors suggest
+    naming the output."""
+    if model.output_specs:
+        return list(model.output_specs)
+    kind = next((k for k in OUTPUT_KINDS if k in makes), "")
     if kind == "embeddings":
         return [FeatureSpec("embedding", "array", dtype="float32")]
     if kind == "concepts":
-        if not node.categories:
+        if not categories:
             raise InvalidArgument(
                 f"{where} outputs concepts, and which ones is not known (its model version names none): give the "
-                f"deployment's output_specs, e.g. {{'name': '{node.record.id}', 'type': 'categorical', "
+                f"deployment's output_specs, e.g. {{'name': '{name}', 'type': 'categorical', "
                 "'categories': [...]}",
                 reason="NO_FEATURE_SPECS",
                 field="output_specs",
             )
-        return [FeatureSpec("concepts", "categorical", categories=node.categories)]
+        return [FeatureSpec("concepts", "categorical", categories=tuple(categories))]
     if kind == "text":
         return [FeatureSpec("text", "text")]
     if kind == "regions":
@@ -379,21 +411,24 @@ def _leaf_features(node: _Node) -> list[FeatureSpec]:
         return [FeatureSpec("image", "image")]
     raise InvalidArgument(
         f"{where} declares no outputs (output_specs, or output_fields such as concepts or embeddings): give the "
-        f"deployment's output_specs, naming its outputs {node.record.id!r} or {node.record.id}{SEPARATOR}<feature>",
+        f"deployment's output_specs, naming its outputs {name!r} or {name}{SEPARATOR}<feature>",
         reason="NO_FEATURE_SPECS",
         field="output_specs",
     )
 
 
-def _workflow_input(input_id: str, row: tuple[Feature, ...], text: str, image: str) -> PredictInput:
-    """A row as a workflow input: its features, and its text and image features as content."""
+def row_input(input_id: str, row: Sequence[Feature], specs: Sequence[FeatureSpec]) -> PredictInput:
+    """A deployment row as a predict (or workflow) input: its features, and of them the first
+    text and the first image feature of the specs also as the input's content (what built-in
+    models and runners reading `text` or `image` read)."""
+    text, image = (next((s.name for s in specs if s.type == k), "") for k in CONTENT_KINDS)
     media: list[Media] = []
     for feature in row:
         if feature.name == text and feature.text is not None:
             media.append(Media("text", feature.text.encode("utf-8", "surrogatepass")))
         elif feature.name == image and feature.media is not None:
             media.append(feature.media)
-    return PredictInput(id=input_id, media=tuple(media), features=row)
+    return PredictInput(id=input_id, media=tuple(media), features=tuple(row))
 
 
 def _output_rows(
@@ -416,7 +451,7 @@ def _output_rows(
             if found is not None and not inner and len(found.output.data.features) > 1:
                 inner = declared.get(spec.name, "")  # the one its model declares, among more
             try:
-                feature = _feature(spec, inner, found.output.data) if found is not None else None
+                feature = output_feature(spec, inner, found.output.data) if found is not None else None
             except ValueError as exc:  # e.g. a runner's embeddings of different lengths: no array holds them
                 unusable = f"node {node_id!r} returned {spec.name!r} in a form that is not an array: {exc}"
                 break
@@ -428,7 +463,7 @@ def _output_rows(
         yield PredictOutput(item.input.id, data=OutputData(features=tuple(features)))
 
 
-def _feature(spec: FeatureSpec, inner: str, data: OutputData) -> Feature | None:
+def output_feature(spec: FeatureSpec, inner: str, data: OutputData) -> Feature | None:
     """The output feature `spec` of what one node made (None: the node made none of it)."""
     if data.features:
         wanted = inner or (data.features[0].name if len(data.features) == 1 else spec.name)
@@ -452,4 +487,12 @@ def _feature(spec: FeatureSpec, inner: str, data: OutputData) -> Feature | None:
     return None
 
 
-__all__ = ["SEPARATOR", "WorkflowRun", "WorkflowTargets"]
+__all__ = [
+    "SEPARATOR",
+    "WorkflowRun",
+    "WorkflowTargets",
+    "content_specs",
+    "made_features",
+    "output_feature",
+    "row_input",
+]
