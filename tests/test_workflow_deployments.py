@@ -521,6 +521,9 @@ def test_deprecated_and_deleted_workflows_answer_clearly(served: Served, tmp_pat
     error = response.json()["error"]
     assert error["status"] == "FAILED_PRECONDITION" and error["reason"] == "WORKFLOW_VERSION_DEPRECATED"
     assert "deployment 'reviews': version" in error["message"] and "node 'classify'" in error["message"]
+    # the Open Inference Protocol says it is not ready (and no version to run), and its infer says why
+    ready = httpx.get(f"{served.base}/v2/models/reviews/ready", headers={"Authorization": f"Bearer {served.token}"})
+    assert ready.json() == {"name": "reviews", "ready": False}
 
 
 def test_specs_come_from_the_root_and_leaf_models_declarations(alice: User, unique: str, tmp_path: Path) -> None:

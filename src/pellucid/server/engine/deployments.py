@@ -321,6 +321,15 @@ class Deployments:
         OIP sends through `submit`), if this caller may call it now (as `callable`: NotFound,
         PermissionDenied)."""
         deployment = self.callable(principal, deployment_id)
+        runnable = True
+        if deployment.workflow_id:  # a deprecated pinned version is not ready (calls say why)
+            owner = Principal(user_id=deployment.user_id, is_admin=False, token_id=principal.token_id)
+            try:
+                self._workflow_targets().runnable(
+                    owner, deployment.user_id, deployment.app_id, deployment.workflow_id, deployment.version_id
+                )
+            except (FailedPrecondition, NotFound):
+                runnable = False
         return ModelRef(
             deployment.user_id,
             deployment.app_id,
@@ -330,6 +339,7 @@ class Deployments:
             output_specs=deployment.output_specs,
             deployment_id=deployment.id,
             workflow_id=deployment.workflow_id,
+            runnable=runnable,
         )
 
     def submit_json(

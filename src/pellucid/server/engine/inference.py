@@ -149,6 +149,7 @@ class ModelRef:
     output_specs: tuple[FeatureSpec, ...] | None = None
     deployment_id: str = ""  # set when the name is a deployment's
     workflow_id: str = ""  # set when that deployment serves a workflow (model_id is then empty)
+    runnable: bool = True  # False: the workflow version it pins is deprecated (ModelReady says no)
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,8 @@ class OpenInference:
         ref = self.resolve(principal, name, version)
         if ref.workflow_id:
             specs = ref.input_specs or (), ref.output_specs or ()
-            return InferTarget(ref, f"deployment {ref.deployment_id!r}", *specs, (ref.version_id,))
+            versions = (ref.version_id,) if ref.runnable else ()
+            return InferTarget(ref, f"deployment {ref.deployment_id!r}", *specs, versions)
         model, found = self._models.get(principal, ref.user_id, ref.app_id, ref.model_id, ref.version_id)
         inputs = model.input_specs if ref.input_specs is None else ref.input_specs
         outputs = model.output_specs if ref.output_specs is None else ref.output_specs
