@@ -28,6 +28,54 @@ class RunningServer:
         return User(base_url=self.url, pat=pat, **kwargs)
 
 
+# A test process that grows past this (MiB of RSS) has a runaway allocation: before the kernel's
+# OOM killer ends it without a word (as it once did to a worker here, at 23 GB), every thread's
+# stack is written to stderr and to a file named in the message, and the process stops.
+MAX_RSS_MIB = int(os.environ.get("PELLUCID_TEST_MAX_RSS_MIB", "8192"))
+_current_test = [""]
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _watch_memory() -> None:
+    import faulthandler
+    import sys
+    import tempfile
+    import time
+
+    while True:
+        time.sleep(0.25)
+        rss = _rss_mib()
+        if rss <= MAX_RSS_MIB:
+            continue
+        report = Path(tempfile.gettempdir()) / f"pellucid-test-rss-{os.getpid()}.txt"
+        message = (
+            f"\nRSS {rss:.0f} MiB > {MAX_RSS_MIB} MiB during {_current_test[0]}: every thread's stack in {report}\n"
+        )
+        with open(report, "w") as out:
+            out.write(message)
+            faulthandler.dump_traceback(file=out, all_threads=True)
+        sys.stderr.write(message)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        os._exit(70)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if MAX_RSS_MIB > 0 and os.path.exists("/proc/self/statm"):
+        import threading
+
+        threading.Thread(target=_watch_memory, name="rss-watch", daemon=True).start()
+
+
+@pytest.fixture(autouse=True)
+def _name_the_running_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    _current_test[0] = request.node.nodeid
+    yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the developer's ~/.pellucid, config file or PELLUCID_* variables."""
