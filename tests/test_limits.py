@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -25,6 +26,7 @@ from pellucid.api import v1
 from pellucid.client.runner import Runner
 from pellucid.client.user import User
 from pellucid.server.runtime import PellucidServer, ServerSettings
+from tests.test_runners import wait_for
 
 ANSWER_WITHIN = 10.0  # a guard against hanging, not a timing threshold: a starved call waits forever
 
@@ -423,3 +425,99 @@ def test_searches_fetching_slow_image_urls_are_capped_per_user(tmp_path: Path) -
                 grpc.StatusCode.INVALID_ARGUMENT,
                 grpc.StatusCode.FAILED_PRECONDITION,
             ), error
+
+
+class Held(Runner):
+    """Holds every item until `release` is set: predicts in flight for as long as the test likes."""
+
+    release = threading.Event()
+
+    def run_input(self, input: v1.Input, output_info: v1.OutputInfo) -> v1.Output:
+        from pellucid.client.runner import features_from_values
+
+        assert Held.release.wait(ANSWER_WITHIN * 3)
+        if input.data.features:
+            return v1.Output(data=v1.Data(features=features_from_values({"Echo": "held"})))
+        return v1.Output(data=v1.Data(text=v1.Text(raw="held")))
+
+
+def test_one_cap_on_predicts_in_flight_over_grpc_and_http_together(tmp_path: Path) -> None:
+    """With max_predicts_per_user=N, N predicts held over gRPC make the next HTTP call (deployment
+    forward and OIP REST infer) answer 429, and N held over HTTP make the next gRPC predict
+    RESOURCE_EXHAUSTED: one count, not one per protocol."""
+    cap = 2
+    Held.release.clear()
+    with limited_server(tmp_path, max_predicts_per_user=cap, http_port=0) as limited, stalled_calls() as held:
+        alice = limited.tenant("alice")
+        app = alice.user.app(alice.app_id)
+        alice.user.create_runner("held", labels=["held"])
+        app.create_model("plain", runner_labels=["held"], input_fields=["text"])
+        app.create_model(
+            "named",
+            runner_labels=["held"],
+            input_specs=[{"name": "Sound", "type": "text"}],
+            output_specs=[{"name": "Echo", "type": "text"}],
+        )
+        _, token = app.create_deployment("named", model_id="named").create_token()
+        runner = Held("held", base_url=alice.user.base_url, pat=alice.pat, num_parallel_polls=2 * cap)
+        thread = threading.Thread(target=runner.start, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{limited.server.http_port}"
+        counts = limited.server.engine.predicts_in_flight
+        caller = f"user {alice.user.user_id!r}"
+
+        def forward() -> httpx.Response:
+            return httpx.post(
+                f"{base}/v1/deployments/named/forward",
+                json={"rows": [{"Sound": "hi"}]},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=ANSWER_WITHIN * 3,
+            )
+
+        def infer() -> httpx.Response:
+            body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]}
+            return httpx.post(
+                f"{base}/v2/models/{alice.app_id}--plain/infer",
+                json=body,
+                headers={"Authorization": f"Bearer {alice.pat}"},
+                timeout=ANSWER_WITHIN * 3,
+            )
+
+        predict = v1.ModelServiceStub(limited.channel).PostModelOutputs
+        request = v1.PostModelOutputsRequest(
+            app_id=alice.app_id, model_id="plain", inputs=[v1.Input(data=v1.Data(text=v1.Text(raw="x")))]
+        )
+        try:
+            assert runner.wait_connected(ANSWER_WITHIN)
+            # N over gRPC: HTTP is refused
+            for _ in range(cap):
+                held.add(predict.future(request, metadata=alice.metadata, timeout=ANSWER_WITHIN * 3))
+            wait_for(lambda: counts.held(caller) == cap)
+            busy = forward()
+            assert busy.status_code == 429, busy.text
+            assert busy.json()["error"]["reason"] == "TOO_MANY_CALLS" and busy.headers["retry-after"]
+            assert infer().status_code == 429
+            Held.release.set()
+            assert [call.result(ANSWER_WITHIN).outputs[0].data.text.raw for call in held.calls] == ["held"] * cap
+            wait_for(lambda: counts.held(caller) == 0)
+
+            # N over HTTP (one forward, one OIP infer): gRPC is refused
+            Held.release.clear()
+            answers: list[httpx.Response] = []
+            calls = [threading.Thread(target=lambda f=f: answers.append(f())) for f in (forward, infer)]
+            for call in calls:
+                call.start()
+            wait_for(lambda: counts.held(caller) == cap)
+            with pytest.raises(grpc.RpcError) as refused:
+                predict(request, metadata=alice.metadata, timeout=ANSWER_WITHIN)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert f"{cap} predicts in flight" in refused.value.details()
+            Held.release.set()
+            for call in calls:
+                call.join(ANSWER_WITHIN * 3)
+            assert sorted(r.status_code for r in answers) == [200, 200], [r.text for r in answers]
+            wait_for(lambda: counts.held(caller) == 0)
+        finally:
+            Held.release.set()
+            runner.stop(drain=False)
+            thread.join(ANSWER_WITHIN)

@@ -211,7 +211,7 @@ class PellucidServer:
         from pellucid.server.http.oip import oip_routes
 
         # other HTTP protocols add their routes and OpenAPI paths here: the Open Inference Protocol's /v2
-        routes: list[Any] = list(oip_routes(engine))
+        routes: list[Any] = list(oip_routes(engine, self.settings.max_predicts_per_user))
         openapi_paths: dict[str, Any] = {}
         self.http = HttpServer(
             build_http_app(engine, routes, limits, openapi_paths),

@@ -19,6 +19,7 @@ from pellucid.server.engine.deployments import Deployments
 from pellucid.server.engine.evaluations import Evaluations
 from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.hosted_data import HostedData
+from pellucid.server.engine.in_flight import PredictsInFlight
 from pellucid.server.engine.indexing import Indexer
 from pellucid.server.engine.inputs import (
     DEFAULT_BLOB_GRACE_SECONDS,
@@ -107,6 +108,7 @@ class Engine:
         self.hosted_data = HostedData(store, blobs, clock, max_data_file_bytes)  # data:// (issue #12)
         self.deployments = Deployments(store, self.apps, self.models, self.users, clock)
         self.deployments.workflows = WorkflowTargets(store, self.models, self.workflows, self.workflow_runs)
+        self.predicts_in_flight = PredictsInFlight()  # one per-user cap over gRPC, HTTP and OIP REST
         algorithm_data = AlgorithmData(store, clock)  # who reads data from inside an algorithm call
         self.hosted_data.algorithm_of, self.hosted_data.resolve_algo = algorithm_data.caller, algorithm_data.resolve
 

@@ -42,7 +42,7 @@ ALGORITHM_CALL_KEY = "x-pellucid-algorithm-call"  # sent by a runner's client in
 class AuthInterceptor(grpc.ServerInterceptor):
     def __init__(self, engine: Engine, limits: CallLimits | None = None) -> None:
         self._engine = engine
-        self.limiter = CallLimiter(limits or CallLimits())
+        self.limiter = CallLimiter(limits or CallLimits(), engine.predicts_in_flight)
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)

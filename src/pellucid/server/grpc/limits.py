@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 
 from pellucid.server.engine.errors import ResourceExhausted
+from pellucid.server.engine.in_flight import PredictsInFlight, user_caller
 from pellucid.server.grpc import context as request_context
 from pellucid.server.grpc.errors import abort
 
@@ -35,6 +36,7 @@ RUNNER_CONNECT = "/pellucid.api.v1.RunnerService/Connect"
 PREDICT = "/pellucid.api.v1.ModelService/PostModelOutputs"
 CALL_ALGORITHM = "/pellucid.api.v1.AlgorithmService/CallAlgorithm"  # a predict of the owner's model
 WORKFLOW_PREDICT = "/pellucid.api.v1.WorkflowService/PostWorkflowResults"
+OIP_INFER = "/inference.GRPCInferenceService/ModelInfer"
 POST_INPUTS = "/pellucid.api.v1.InputService/PostInputs"
 SEARCH = "/pellucid.api.v1.SearchService/PostInputsSearches"
 MIN_WORKERS = 8
@@ -74,7 +76,7 @@ def call_kind(method: str, handler: grpc.RpcMethodHandler) -> CallKind | None:
     """Which cap a call counts against; None for the short unary calls, which are not counted."""
     if method == RUNNER_CONNECT:
         return CallKind.RUNNER
-    if method in (PREDICT, CALL_ALGORITHM, WORKFLOW_PREDICT):
+    if method in (PREDICT, CALL_ALGORITHM, WORKFLOW_PREDICT, OIP_INFER):
         return CallKind.PREDICT
     if method == POST_INPUTS:
         return CallKind.INPUT_BATCH
@@ -116,10 +118,14 @@ class CallLimits:
 
 
 class CallLimiter:
-    """Counts the long calls running now, per (kind, caller) and in total."""
+    """Counts the long calls running now, per (kind, caller) and in total.
 
-    def __init__(self, limits: CallLimits) -> None:
+    Predicts are counted per caller in `predicts` (the engine's, shared with the HTTP routes)
+    so that one cap holds over every path; the other kinds here."""
+
+    def __init__(self, limits: CallLimits, predicts: PredictsInFlight | None = None) -> None:
         self.limits = limits
+        self.predicts = predicts if predicts is not None else PredictsInFlight()
         self._lock = threading.Lock()
         self._held: dict[tuple[CallKind, str], int] = {}
         self._total = 0
@@ -130,13 +136,16 @@ class CallLimiter:
         cap, total_cap = self.limits.per_caller(kind), self.limits.max_long_calls
         with self._lock:
             held = self._held.get((kind, caller), 0)
-            if held >= cap:
+            if held >= cap or (kind is CallKind.PREDICT and not self.predicts.acquire(caller, cap)):
+                held = max(held, self.predicts.held(caller)) if kind is CallKind.PREDICT else held
                 raise ResourceExhausted(
                     f"{caller} already has {held} {what}, the most one caller may have (limit {setting}={cap}): "
                     f"finish or cancel some first, or start the server with a higher {flag}",
                     reason=reason,
                 )
             if self._total >= total_cap:
+                if kind is CallKind.PREDICT:
+                    self.predicts.release(caller)
                 raise ResourceExhausted(
                     f"the server is busy: {self._total} long calls (streams, predicts, input batches, runner connections) are "
                     f"running, the most its {self.limits.max_workers} threads allow while keeping "
@@ -149,6 +158,8 @@ class CallLimiter:
 
     def release(self, kind: CallKind, caller: str) -> None:
         with self._lock:
+            if kind is CallKind.PREDICT:
+                self.predicts.release(caller)
             self._total -= 1
             left = self._held[(kind, caller)] - 1
             if left:
@@ -217,4 +228,4 @@ def unauthenticated_callers(context: grpc.ServicerContext) -> str:
 
 def authenticated_user(context: grpc.ServicerContext) -> str:
     """Who an authenticated call comes from (the interceptor has bound the principal)."""
-    return f"user {request_context.principal().user_id!r}"
+    return user_caller(request_context.principal().user_id)

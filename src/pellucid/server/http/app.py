@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from pellucid.server.engine import Engine
 from pellucid.server.engine.deployments import DEFAULT_DEADLINE_SECONDS, PendingForward
 from pellucid.server.engine.errors import EngineError, ResourceExhausted, Unauthenticated
+from pellucid.server.engine.in_flight import user_caller
 from pellucid.server.http.errors import engine_error_response, error_response
 from pellucid.server.http.openapi import openapi_document
 from pellucid.server.http.render import row_json, spec_json
@@ -99,8 +99,6 @@ class DeploymentRoutes:
     def __init__(self, engine: Engine, limits: HttpLimits) -> None:
         self.engine = engine
         self.limits = limits
-        self._in_flight: dict[str, int] = {}  # calls by caller, under _lock
-        self._lock = threading.Lock()
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -168,15 +166,7 @@ class DeploymentRoutes:
         trip to the thread pool. Returns whom the call counts against, and the queued call."""
         deployments = self.engine.deployments
         principal = deployments.authenticate(secret)
-        owner = principal.user_id
-        with self._lock:
-            if self._in_flight.get(owner, 0) >= self.limits.max_calls_per_user:
-                raise ResourceExhausted(
-                    f"{self.limits.max_calls_per_user} calls of user {owner!r}'s deployments are in flight: "
-                    "retry after the Retry-After seconds, or send more rows per call",
-                    reason="TOO_MANY_CALLS",
-                )
-            self._in_flight[owner] = self._in_flight.get(owner, 0) + 1
+        owner = admit_predict(self.engine, principal.user_id, self.limits.max_calls_per_user)
         try:
             return owner, deployments.submit_json(principal, deployment_id, rows, timeout)
         except BaseException:
@@ -184,12 +174,20 @@ class DeploymentRoutes:
             raise
 
     def _done(self, owner: str) -> None:
-        with self._lock:
-            left = self._in_flight[owner] - 1
-            if left:
-                self._in_flight[owner] = left
-            else:
-                del self._in_flight[owner]
+        self.engine.predicts_in_flight.release(owner)
+
+
+def admit_predict(engine: Engine, user_id: str, cap: int) -> str:
+    """Count a predict of `user_id` in the engine's count, shared with gRPC (429 past `cap`);
+    returns whom to release when it ends."""
+    caller = user_caller(user_id)
+    if not engine.predicts_in_flight.acquire(caller, cap):
+        raise ResourceExhausted(
+            f"{cap} predicts of {caller} (over HTTP and gRPC together) are in flight, the most one user may have "
+            "(limit max_predicts_per_user): retry after the Retry-After seconds, or send more rows per call",
+            reason="TOO_MANY_CALLS",
+        )
+    return caller
 
 
 def _timeout(request: Request) -> float:

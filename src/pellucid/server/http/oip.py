@@ -47,6 +47,7 @@ from pellucid.server.engine.errors import (
 )
 from pellucid.server.engine.inference import InferResult, NamedTensor, OpenInference, tensor_dtype
 from pellucid.server.engine.predict import BYTES_DTYPE, Tensor, pack_bytes
+from pellucid.server.http.app import DEFAULT_MAX_CALLS_PER_USER, admit_predict
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_BODY_BYTES = 64 * 1024 * 1024  # as the gRPC port's message limit
@@ -200,8 +201,9 @@ def infer_reply(result: InferResult, request: dict) -> Response:
     )
 
 
-def oip_routes(engine: Engine) -> list[Route]:
-    """The KServe v2 REST routes over `engine` (mount them on the server's HTTP app)."""
+def oip_routes(engine: Engine, max_predicts_per_user: int = DEFAULT_MAX_CALLS_PER_USER) -> list[Route]:
+    """The KServe v2 REST routes over `engine` (mount them on the server's HTTP app); an infer
+    counts against the caller's predicts in flight, shared with gRPC and the deployment routes."""
     oip = OpenInference(engine.models, engine.deployments, dashed_names=True)
 
     def principal(request: Request) -> Any:
@@ -270,26 +272,30 @@ def oip_routes(engine: Engine) -> list[Route]:
                 return too_large
             payload, tensors = parse_infer_body(body, request.headers.get(HEADER_LENGTH))
             wanted = [o["name"] for o in payload.get("outputs") or [] if isinstance(o, dict) and "name" in o]
-            pending = await run_in_threadpool(
-                lambda: oip.submit(caller, name, version, tensors, wanted, INFER_DEADLINE_SECONDS)
-            )
-            loop = asyncio.get_running_loop()
-            done: asyncio.Future[None] = loop.create_future()
-
-            def finish() -> None:
-                if not done.done():
-                    done.set_result(None)
-
-            def wake() -> None:  # on the thread that finished the predict
-                loop.call_soon_threadsafe(finish)
-
-            pending.add_done_callback(wake)  # no thread waits for the runner meanwhile
+            counted = admit_predict(engine, caller.user_id, max_predicts_per_user)  # a lock, no I/O
             try:
-                await done
-            except asyncio.CancelledError:
-                pending.cancel()
-                raise
-            return infer_reply(pending.result(), payload)
+                pending = await run_in_threadpool(
+                    lambda: oip.submit(caller, name, version, tensors, wanted, INFER_DEADLINE_SECONDS)
+                )
+                loop = asyncio.get_running_loop()
+                done: asyncio.Future[None] = loop.create_future()
+
+                def finish() -> None:
+                    if not done.done():
+                        done.set_result(None)
+
+                def wake() -> None:  # on the thread that finished the predict
+                    loop.call_soon_threadsafe(finish)
+
+                pending.add_done_callback(wake)  # no thread waits for the runner meanwhile
+                try:
+                    await done
+                except asyncio.CancelledError:
+                    pending.cancel()
+                    raise
+                return infer_reply(pending.result(), payload)
+            finally:
+                engine.predicts_in_flight.release(counted)
         except EngineError as exc:
             return _error(exc)
 
