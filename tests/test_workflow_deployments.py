@@ -504,6 +504,34 @@ def test_a_pass_through_leaf_outputs_what_reaches_it(served: Served, tmp_path: P
     assert sum(row["all"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_deleting_an_app_deprecates_the_deployed_workflows_elsewhere_pinning_its_models(
+    served: Served, tmp_path: Path
+) -> None:
+    """A workflow of app B pins a model of app A; deleting A: B's deployment of it answers 409
+    (deprecated, naming the node and A), no more a NOT_FOUND when run; A's own deployments are
+    gone with it (404)."""
+    source = served.user.create_app("pinned-source", base_workflow="Empty")
+    embed = node("embed", "text-embed", model_type_id="text-embedder")
+    source.create_workflow(write(tmp_path / "source.yaml", "source", embed), display=False)  # creates the model
+    source.create_deployment("source-embed", model_id="text-embed")
+    using = served.user.create_app("pinned-user", base_workflow="Empty")
+    pinning = node("embed", "text-embed", app_id=source.id)
+    using.create_workflow(write(tmp_path / "pinning.yaml", "pinning", pinning), display=False)
+    _, token = using.create_deployment("pinning", workflow_id="pinning").create_token()
+    pat = served.user._connection.settings.pat
+    assert served.post([{"text": "fine"}], deployment="pinning", token=token).status_code == 200
+    assert served.post([{"text": "fine"}], deployment="source-embed", token=pat).status_code == 200
+
+    served.user.delete_app(source.id)
+    response = served.post([{"text": "fine"}], deployment="pinning", token=token)
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["reason"] == "WORKFLOW_VERSION_DEPRECATED"
+    assert "node 'embed': its model's app 'pinned-source' was deleted" in error["message"]
+    gone = served.post([{"text": "fine"}], deployment="source-embed", token=pat)
+    assert gone.status_code == 404 and gone.json()["error"]["reason"] == "DEPLOYMENT_NOT_FOUND", gone.text
+
+
 def test_deprecated_and_deleted_workflows_answer_clearly(served: Served, tmp_path: Path) -> None:
     """Last in this file: it deletes what the others use."""
     app = served.app

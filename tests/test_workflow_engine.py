@@ -329,6 +329,25 @@ def test_a_runner_models_declared_fields_are_checked_on_its_edges(engine: Engine
         create(engine, node("t", "texter", model_type_id="wf-words"))
 
 
+def test_deleting_an_app_deprecates_the_workflow_versions_elsewhere_that_pin_its_models(engine: Engine) -> None:
+    """A node may pin a model of another app; deleting that app deprecates the version (it
+    refused to run with NOT_FOUND before), naming the node and the app."""
+    engine.apps.create(ADMIN, "admin", "shared")
+    engine.models.create(ADMIN, "admin", "shared", "words", model_type_id="wf-words", version=VersionSpec(id="v1"))
+    shared = NodeSpec("w", "words", model_app_id="shared")
+    create(engine, shared, node("c", "count", "w", model_type_id="wf-count"))
+    create(engine, node("c", "count", model_type_id="wf-count"), workflow_id="own")  # pins only its app's model
+    assert [o.code for o in run(engine, "fine")[0]] == [OutputCode.OK, OutputCode.OK]
+
+    engine.apps.delete(ADMIN, "admin", "shared")
+    _, version = engine.workflows.get(ADMIN, "admin", "app", "wf")
+    assert version.deleted_pins == (("w", "its model's app 'shared' was deleted"),)
+    with pytest.raises(FailedPrecondition, match=r"is deprecated \(node 'w': its model's app 'shared' was deleted\)"):
+        run(engine, "fine")
+    _, own = engine.workflows.get(ADMIN, "admin", "app", "own")
+    assert own.deleted_pins == () and run(engine, "fine", workflow_id="own")[0][0].code is OutputCode.OK
+
+
 def test_deleting_a_pinned_model_version_deprecates_the_workflow_version(engine: Engine) -> None:
     engine.models.create(ADMIN, "admin", "app", "words", model_type_id="wf-words", version=VersionSpec(id="v1"))
     create(engine, node("w", "words"), node("c", "count", "w", model_type_id="wf-count"))

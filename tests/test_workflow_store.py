@@ -89,3 +89,29 @@ def test_workflows_and_versions_round_trip_and_deprecate(metadata_uri: str) -> N
         assert store.get_workflow("u", "app", "other_wf") is None
     finally:
         store.close()
+
+
+def test_a_deleted_app_deprecates_the_pins_of_its_models_in_other_apps(metadata_uri: str) -> None:
+    """model_id "" (and version ""): every node pinning any model of the app, in any workflow."""
+    store = open_metadata_store(metadata_uri)
+    try:
+        for app_id in ("app", "models", "kept"):
+            store.insert_app(AppRecord(user_id="u", id=app_id, created_at=0, modified_at=0))
+        pins = version(
+            "wf",
+            "v1",
+            node("det", "det", "dv1", app_id="models"),
+            node("cls", "cls", "cv1", "det", app_id="models"),
+            node("own", "own", "ov1", "cls", app_id="kept"),
+        )
+        store.insert_workflow(WorkflowRecord("u", "app", "wf", 1, 1), pins)
+        assert store.deprecate_workflow_pins("u", "models", "", "", "its model's app 'models' was deleted") == 2
+        assert store.deprecate_workflow_pins("u", "models", "", "", "again") == 0  # the first reason stays
+        deprecated = store.get_workflow_version("u", "app", "wf", "v1")
+        assert deprecated is not None and sorted(deprecated.deleted_pins) == [
+            ("cls", "its model's app 'models' was deleted"),
+            ("det", "its model's app 'models' was deleted"),
+        ]  # the node of the kept app's model is not deprecated
+        assert store.deprecate_workflow_pins("v", "kept", "", "", "another user's app of that name") == 0
+    finally:
+        store.close()

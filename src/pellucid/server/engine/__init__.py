@@ -104,6 +104,7 @@ class Engine:
         self.workflows = Workflows(store, self.apps, self.models, clock)
         self.workflow_runs = WorkflowRuns(self.workflows, self.models)
         self.models.on_delete = self.workflows.model_deleted  # deprecates the workflow versions pinning it
+        self.apps.on_delete = self.workflows.app_deleted  # and those pinning any model of a deleted app
         self.indexer.workflows = self.search.workflows = self.workflow_runs  # a base_workflow naming a workflow
         self.hosted_data = HostedData(store, blobs, clock, max_data_file_bytes)  # data:// (issue #12)
         self.deployments = Deployments(store, self.apps, self.models, self.users, clock)

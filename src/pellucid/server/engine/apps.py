@@ -70,6 +70,8 @@ class Apps:
         self._clock = clock
         self.vectors = vectors
         self.on_reindex = on_reindex
+        # told (the app) after a delete: workflows elsewhere deprecate the pins of its models
+        self.on_delete: Callable[[AppRecord], None] | None = None
 
     # base workflows
 
@@ -284,6 +286,8 @@ class Apps:
         spaces = self.spaces(app)
         if not self._store.delete_app(app.user_id, app.id):
             raise NotFound(f"app {app_id!r} of user {app.user_id!r} not found", reason="APP_NOT_FOUND", field="app_id")
+        if self.on_delete is not None:
+            self.on_delete(app)
         if self.vectors is not None:
             for space in spaces:
                 self.vectors.drop_space(space)

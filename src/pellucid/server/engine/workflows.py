@@ -7,7 +7,7 @@ model_type_id is a type the server runs itself, with the version id the node nam
 exported workflow can be created in another app; a trainable type is never created here, and its
 versions are pinned only if training made them), params, and whether each node can read what the
 nodes feeding it make. Deleting a pinned model version (or its model) records why on the
-versions that pin it; they are then deprecated and refuse to run (`Workflows.runnable`).
+versions that pin it (deleting its app, on those of other apps); they are then deprecated and refuse to run (`Workflows.runnable`).
 """
 
 from __future__ import annotations
@@ -533,6 +533,10 @@ class Workflows:
         else:
             reason = f"model {model.id!r} (app {model.app_id!r}) was deleted"
         self._store.deprecate_workflow_pins(model.user_id, model.app_id, model.id, version_id, reason)
+
+    def app_deleted(self, app: AppRecord) -> None:
+        """Deprecate the workflow versions (of other apps, or other users) pinning any model of the app."""
+        self._store.deprecate_workflow_pins(app.user_id, app.id, "", "", f"its model's app {app.id!r} was deleted")
 
 
 __all__ = ["NodeSpec", "WorkflowSpec", "Workflows", "can_feed", "declared_kinds", "per_region", "topological_order"]

@@ -643,7 +643,8 @@ class WorkflowStore(Transactional):
         self, user_id: str, app_id: str, model_id: str, model_version_id: str, reason: str
     ) -> int:
         """Record `reason` on every node (of any workflow version) pinning that model version
-        (every version of the model when `model_version_id` is empty) that has none yet; how many."""
+        (every version of the model when `model_version_id` is empty; every model of the app
+        when `model_id` is empty too) that has none yet; how many."""
 
 
 class EvaluationStore(Transactional):

@@ -153,12 +153,11 @@ class PostgresWorkflowTables:
     def deprecate_workflow_pins(
         self, user_id: str, app_id: str, model_id: str, model_version_id: str, reason: str
     ) -> int:
-        sql = (
-            "UPDATE workflow_pins SET deleted_reason = %s WHERE user_id = %s AND app_id = %s AND model_id = %s"
-            " AND deleted_reason = ''"
-        )
-        params: tuple[Any, ...] = (reason, user_id, app_id, model_id)
-        if model_version_id:
+        sql = "UPDATE workflow_pins SET deleted_reason = %s WHERE user_id = %s AND app_id = %s AND deleted_reason = ''"
+        params: tuple[Any, ...] = (reason, user_id, app_id)
+        if model_id:  # else the whole app went
+            sql, params = sql + " AND model_id = %s", (*params, model_id)
+        if model_id and model_version_id:
             sql, params = sql + " AND model_version_id = %s", (*params, model_version_id)
         with self._write() as conn:
             return int(conn.execute(sql, params).rowcount)
