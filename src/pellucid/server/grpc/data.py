@@ -166,7 +166,10 @@ def upload_pieces(encoded: bytes) -> list[UploadPiece]:
     more: list[memoryview] = []
     pieces = [_decode_upload(memoryview(encoded), more)]
     for nested in more:
-        pieces.append(_decode_upload(nested, None))
+        inner: list[memoryview] = []
+        pieces.append(_decode_upload(nested, inner))
+        if inner:
+            raise ValueError("a file packed in `more` holds packed files itself: pack them all in the outer message")
     return pieces
 
 
