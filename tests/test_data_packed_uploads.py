@@ -62,8 +62,9 @@ def test_a_packed_upload_stores_every_file_and_fails_a_bad_one_alone(alice: User
     observed = _Observed(alice._connection)
     alice._connection = observed
     report = data_transfer.upload(alice, _items(files), concurrency=1)
-    # one stream, ten files a message (1 MiB): a tenth of the messages an unpacked upload sends
-    assert observed.calls == [("UploadDataFilesPacked", 3)]
+    # asked once whether the server takes packs (an empty stream), then one stream of ten files a
+    # message (1 MiB): a tenth of the messages an unpacked upload sends
+    assert observed.calls == [("UploadDataFilesPacked", 0), ("UploadDataFilesPacked", 3)]
     failed = {f.dest: f.error for f in report.failures}
     assert set(failed) == set(bad.values())
     assert isinstance(failed["data://.my/packed/taken"], FailedPrecondition)
@@ -173,10 +174,14 @@ def test_uploads_fall_back_to_unpacked_messages_when_the_server_lacks_packed_one
             report = data_transfer.upload(client, _items(files), concurrency=1)
             assert not report.failures and report.files == 12
         assert all(alice.file(path).getBytes() == data for path, data in files.items())
-        # asked once; every later upload on this connection goes unpacked at once, a file a message
-        assert observed.calls[1:] == [("UploadDataFiles", 12)] * 2
-        assert observed.calls[0][0] == "UploadDataFilesPacked"
+        # asked once, before any file was sent (a file object cannot be read twice); every upload
+        # on this connection then goes unpacked, a file a message
+        assert observed.calls == [("UploadDataFilesPacked", 0), ("UploadDataFiles", 12), ("UploadDataFiles", 12)]
         assert sum(m.endswith("/UploadDataFilesPacked") for m in older.methods) == 1
+        # a file object is read once, from where it stands
+        stream = io.BytesIO(b"skip:" + files["data://.my/older/f0"])
+        stream.read(5)
+        assert client.file("data://.my/older/obj").putFile(stream).getBytes() == files["data://.my/older/f0"]
     finally:
         proxy.stop(None)
         older.channel.close()

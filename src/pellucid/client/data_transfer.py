@@ -2,8 +2,9 @@
 
 Uploads frame files on `UploadDataFilesPacked` streams (data.proto; `UploadDataFiles` on a
 server without it): small files (under 1 MiB) are spread over `concurrency` streams (at most
-1,000 files or 64 MiB each), whole ones sharing messages of up to 1 MiB, so a thousand files
-cost a handful of calls and about a hundred messages; a large one has its own stream, read from disk one 1 MiB
+1,000 files or 64 MiB each), whole ones sharing messages of up to 1 MiB (when the server takes
+packs: asked once per connection), so a thousand files cost a handful of calls and about a
+hundred messages; a large one has its own stream, read from disk one 1 MiB
 chunk at a time. Downloads ask for the small files the same way on `DownloadDataFiles`
 streams and write each to a temporary file beside its destination, renamed when complete. Memory stays bounded by the chunks in
 flight (gRPC's flow control holds the rest back), whatever the files' sizes.
@@ -158,7 +159,6 @@ def upload(
 
     def send(batch: list[UploadItem]) -> None:
         failure: list[BaseException] = []
-        sent = [0]
 
         def messages(packed: bool) -> Iterator[bytes]:
             pack: list[bytes] = []  # encoded whole small files waiting to share one message
@@ -177,14 +177,12 @@ def upload(
                                 pack.append(_field_prefix(_MORE_UPLOAD_TAG, len(encoded)))
                             pack.append(encoded)
                             pack_bytes += len(encoded)
-                            sent[0] += len(first)
                             bar.update(len(first))
                             continue
                         if pack:
                             yield b"".join(pack)
                             pack, pack_bytes = [], 0
                         yield _data_message(first, header)
-                        sent[0] += len(first)
                         bar.update(len(first))
                         left = item.size - len(first)
                         while left > 0:
@@ -193,7 +191,6 @@ def upload(
                                 raise UserError(f"{item.source or item.dest} became shorter while it was being sent")
                             left -= len(data)
                             yield _data_message(data)
-                            sent[0] += len(data)
                             bar.update(len(data))
                 if pack:
                     yield b"".join(pack)
@@ -202,25 +199,15 @@ def upload(
                 raise
 
         timeout = stream_timeout(host.timeout, sum(i.size for i in batch))
-        connection = host._connection
         try:
-            try:
-                packed = connection not in _WITHOUT_PACKED_UPLOADS
-                response = connection.send_stream_encoded(
-                    v1.DataServiceStub,
-                    "UploadDataFilesPacked" if packed else "UploadDataFiles",
-                    messages(packed),
-                    v1.UploadDataFilesResponse,
-                    timeout=timeout,
-                )
-            except ApiError as exc:
-                if not packed or exc.code != grpc.StatusCode.UNIMPLEMENTED or failure:
-                    raise
-                _WITHOUT_PACKED_UPLOADS.add(connection)  # a server older than packed uploads: ask once
-                bar.update(-sent[0])
-                response = connection.send_stream_encoded(
-                    v1.DataServiceStub, "UploadDataFiles", messages(False), v1.UploadDataFilesResponse, timeout=timeout
-                )
+            packed = sum(1 for i in batch if i.size <= PACK_BYTES) > 1 and _takes_packed_uploads(host)
+            response = host._connection.send_stream_encoded(
+                v1.DataServiceStub,
+                "UploadDataFilesPacked" if packed else "UploadDataFiles",
+                messages(packed),
+                v1.UploadDataFilesResponse,
+                timeout=timeout,
+            )
         except Exception as exc:  # noqa: BLE001 - every file of the batch is reported
             error = _as_error(failure[0] if failure else exc)
             for item in batch:
@@ -303,8 +290,34 @@ _DATA_TAG = (3 << 3) | 2  # DataFileChunk.data: field 3, length-delimited
 _MORE_FIELD = 5  # DataFileChunk.more: whole files packed after the message's own
 _MORE_UPLOAD_TAG = (4 << 3) | 2  # DataUploadChunk.more: whole files packed after the message's own
 PACK_BYTES = 1024 * 1024  # whole small files packed into one upload message up to this (a message may be 4 MiB)
-# connections to servers that answered UNIMPLEMENTED to UploadDataFilesPacked (older than it)
-_WITHOUT_PACKED_UPLOADS: weakref.WeakSet[Any] = weakref.WeakSet()
+# per connection: whether its server takes UploadDataFilesPacked (asked once, `_takes_packed_uploads`)
+_PACKED_UPLOADS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_PACKED_UPLOADS_LOCK = threading.Lock()
+
+
+def _takes_packed_uploads(host: Any) -> bool:
+    """Whether the server takes UploadDataFilesPacked: asked once per connection with an empty
+    stream (an older server answers UNIMPLEMENTED). Asked before any file is sent, not learnt
+    from a failed upload: a file object given to `putFile` cannot be read a second time."""
+    connection = host._connection
+    with _PACKED_UPLOADS_LOCK:
+        known = _PACKED_UPLOADS.get(connection)
+        if known is None:
+            try:
+                connection.send_stream_encoded(
+                    v1.DataServiceStub,
+                    "UploadDataFilesPacked",
+                    iter(()),
+                    v1.UploadDataFilesResponse,
+                    timeout=host.timeout,
+                )
+                known = True
+            except ApiError as exc:
+                if exc.code != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                known = False
+            _PACKED_UPLOADS[connection] = known
+        return known
 
 
 def _data_message(data: bytes, header: bytes = b"") -> bytes:
