@@ -22,6 +22,7 @@ NATURALLY_IDEMPOTENT = {
     "PostInputsSearches",
     "Connect",
     "UploadDataFiles",  # a put overwrites: sending the same files again leaves the same state
+    "UploadDataFilesPacked",
     "DownloadDataFiles",
 }
 # a predict of the owner's model, but an algorithm may have effects: the SDK never resends it

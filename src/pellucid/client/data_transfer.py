@@ -1,8 +1,10 @@
 """Moving bytes to and from hosted data (data://): chunked streams, batches of small files, threads.
 
-Uploads frame files on `UploadDataFiles` streams (data.proto): small files (under 1 MiB)
-are spread over `concurrency` streams (at most 1,000 files or 64 MiB each), so a thousand
-files cost a handful of calls; a large one has its own stream, read from disk one 1 MiB
+Uploads frame files on `UploadDataFilesPacked` streams (data.proto; `UploadDataFiles` on a
+server without it): small files (under 1 MiB) are spread over `concurrency` streams (at most
+1,000 files or 64 MiB each), whole ones sharing messages of up to 1 MiB (when the server takes
+packs: asked once per connection), so a thousand files cost a handful of calls and about a
+hundred messages; a large one has its own stream, read from disk one 1 MiB
 chunk at a time. Downloads ask for the small files the same way on `DownloadDataFiles`
 streams and write each to a temporary file beside its destination, renamed when complete. Memory stays bounded by the chunks in
 flight (gRPC's flow control holds the rest back), whatever the files' sizes.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import grpc
 from tqdm.auto import tqdm
 
 from pellucid.api import v1
@@ -156,12 +160,28 @@ def upload(
     def send(batch: list[UploadItem]) -> None:
         failure: list[BaseException] = []
 
-        def messages() -> Iterator[bytes]:
+        def messages(packed: bool) -> Iterator[bytes]:
+            pack: list[bytes] = []  # encoded whole small files waiting to share one message
+            pack_bytes = 0
             try:
                 for item in batch:
                     with item.open() as f:
                         first = f.read(min(CHUNK_BYTES, item.size))
                         header = v1.DataUploadChunk(path=item.dest, size=item.size).SerializeToString()
+                        if packed and len(first) == item.size <= PACK_BYTES:  # whole: it may share a message
+                            encoded = _data_message(first, header)
+                            if pack and pack_bytes + len(encoded) > PACK_BYTES:
+                                yield b"".join(pack)
+                                pack, pack_bytes = [], 0
+                            if pack:  # a file after the first goes in `more`
+                                pack.append(_field_prefix(_MORE_UPLOAD_TAG, len(encoded)))
+                            pack.append(encoded)
+                            pack_bytes += len(encoded)
+                            bar.update(len(first))
+                            continue
+                        if pack:
+                            yield b"".join(pack)
+                            pack, pack_bytes = [], 0
                         yield _data_message(first, header)
                         bar.update(len(first))
                         left = item.size - len(first)
@@ -172,14 +192,21 @@ def upload(
                             left -= len(data)
                             yield _data_message(data)
                             bar.update(len(data))
+                if pack:
+                    yield b"".join(pack)
             except BaseException as exc:
                 failure.append(exc)
                 raise
 
         timeout = stream_timeout(host.timeout, sum(i.size for i in batch))
         try:
+            packed = sum(1 for i in batch if i.size <= PACK_BYTES) > 1 and _takes_packed_uploads(host)
             response = host._connection.send_stream_encoded(
-                v1.DataServiceStub, "UploadDataFiles", messages(), v1.UploadDataFilesResponse, timeout=timeout
+                v1.DataServiceStub,
+                "UploadDataFilesPacked" if packed else "UploadDataFiles",
+                messages(packed),
+                v1.UploadDataFilesResponse,
+                timeout=timeout,
             )
         except Exception as exc:  # noqa: BLE001 - every file of the batch is reported
             error = _as_error(failure[0] if failure else exc)
@@ -261,6 +288,36 @@ def download(
 
 _DATA_TAG = (3 << 3) | 2  # DataFileChunk.data: field 3, length-delimited
 _MORE_FIELD = 5  # DataFileChunk.more: whole files packed after the message's own
+_MORE_UPLOAD_TAG = (4 << 3) | 2  # DataUploadChunk.more: whole files packed after the message's own
+PACK_BYTES = 1024 * 1024  # whole small files packed into one upload message up to this (a message may be 4 MiB)
+# per connection: whether its server takes UploadDataFilesPacked (asked once, `_takes_packed_uploads`)
+_PACKED_UPLOADS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_PACKED_UPLOADS_LOCK = threading.Lock()
+
+
+def _takes_packed_uploads(host: Any) -> bool:
+    """Whether the server takes UploadDataFilesPacked: asked once per connection with an empty
+    stream (an older server answers UNIMPLEMENTED). Asked before any file is sent, not learnt
+    from a failed upload: a file object given to `putFile` cannot be read a second time."""
+    connection = host._connection
+    with _PACKED_UPLOADS_LOCK:
+        known = _PACKED_UPLOADS.get(connection)
+        if known is None:
+            try:
+                connection.send_stream_encoded(
+                    v1.DataServiceStub,
+                    "UploadDataFilesPacked",
+                    iter(()),
+                    v1.UploadDataFilesResponse,
+                    timeout=host.timeout,
+                )
+                known = True
+            except ApiError as exc:
+                if exc.code != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                known = False
+            _PACKED_UPLOADS[connection] = known
+        return known
 
 
 def _data_message(data: bytes, header: bytes = b"") -> bytes:
@@ -269,12 +326,17 @@ def _data_message(data: bytes, header: bytes = b"") -> bytes:
     it cost two)."""
     if not data:
         return header
-    length, varint = len(data), bytearray([_DATA_TAG])
+    return b"".join((header, _field_prefix(_DATA_TAG, len(data)), data))
+
+
+def _field_prefix(tag: int, length: int) -> bytes:
+    """The tag and length that start a length-delimited field of `length` bytes."""
+    varint = bytearray([tag])
     while length >= 0x80:
         varint.append((length & 0x7F) | 0x80)
         length >>= 7
     varint.append(length)
-    return b"".join((header, varint, data))
+    return bytes(varint)
 
 
 def _files_of(messages: Iterator[bytes]) -> Iterator[tuple[bytes, memoryview]]:

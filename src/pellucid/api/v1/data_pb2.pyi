@@ -309,19 +309,27 @@ class DataUploadChunk(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    MORE_FIELD_NUMBER: _builtins.int
     path: _builtins.str
     size: _builtins.int
     data: _builtins.bytes
+    @_builtins.property
+    def more(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataUploadChunk]:
+        """Only on UploadDataFilesPacked: whole files that follow this message's own, in order, each
+        with its path, size and all of its data (UploadDataFiles would ignore them).
+        """
+
     def __init__(
         self,
         *,
         path: _builtins.str = ...,
         size: _builtins.int = ...,
         data: _builtins.bytes = ...,
+        more: _abc.Iterable[Global___DataUploadChunk] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "path", b"path", "size", b"size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "more", b"more", "path", b"path", "size", b"size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

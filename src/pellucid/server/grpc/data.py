@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,6 +72,13 @@ class DataServicer(v1.DataServiceServicer):
                 for o in outcomes
             ]
         )
+
+    def UploadDataFilesPacked(
+        self, request_iterator: Iterator[Any], context: grpc.ServicerContext
+    ) -> v1.UploadDataFilesResponse:
+        """`request_iterator` yields lists of UploadPieces (`upload_pieces`): the same stream of
+        files as UploadDataFiles, several whole small files a message."""
+        return self.UploadDataFiles(itertools.chain.from_iterable(request_iterator), context)
 
     def DownloadDataFiles(
         self, request: v1.DownloadDataFilesRequest, context: grpc.ServicerContext
@@ -146,27 +154,47 @@ def _data_chunk(data: bytes) -> bytes:
 def upload_piece(encoded: bytes) -> UploadPiece:
     """A DataUploadChunk decoded by hand, its data a view into the received bytes: protobuf's
     parse copies them in and reading the field copies them out again, two copies of every byte
-    of an upload. Unknown fields are skipped as protobuf skips them; a malformed message raises
-    ValueError (the interceptor answers INVALID_ARGUMENT)."""
-    view = memoryview(encoded)
+    of an upload. Unknown fields are skipped as protobuf skips them (`more` too: UploadDataFiles
+    does not take packs); a malformed message raises ValueError (the interceptor answers
+    INVALID_ARGUMENT)."""
+    return _decode_upload(memoryview(encoded), None)
+
+
+def upload_pieces(encoded: bytes) -> list[UploadPiece]:
+    """An UploadDataFilesPacked message: its own piece, then the whole files packed in its
+    `more`, in order (each decoded as `upload_piece`; a packed file may not hold packs itself)."""
+    more: list[memoryview] = []
+    pieces = [_decode_upload(memoryview(encoded), more)]
+    for nested in more:
+        inner: list[memoryview] = []
+        pieces.append(_decode_upload(nested, inner))
+        if inner:
+            raise ValueError("a file packed in `more` holds packed files itself: pack them all in the outer message")
+    return pieces
+
+
+def _decode_upload(view: memoryview, more: list[memoryview] | None) -> UploadPiece:
+    """One DataUploadChunk; its `more` (field 4) appended to `more` when packs are taken."""
     path, size, data = "", 0, view[0:0]
-    position, end = 0, len(encoded)
+    position, end = 0, len(view)
     while position < end:
-        key, position = _varint(encoded, position)
+        key, position = _varint(view, position)
         field, wire = key >> 3, key & 7
         if field == 0:
             raise ValueError("field number 0")
         if wire == 2:
-            length, position = _varint(encoded, position)
+            length, position = _varint(view, position)
             if position + length > end:
                 raise ValueError("a length-delimited field runs past the end of the message")
             if field == 1:
                 path = str(view[position : position + length], "utf-8")
             elif field == 3:
                 data = view[position : position + length]
+            elif field == _MORE_UPLOAD_FIELD and more is not None:
+                more.append(view[position : position + length])
             position += length
         elif wire == 0:
-            value, position = _varint(encoded, position)
+            value, position = _varint(view, position)
             if field == 2:
                 size = value - (1 << 64) if value >= 1 << 63 else value  # int64: two's complement
         elif wire in (1, 5):
@@ -178,7 +206,10 @@ def upload_piece(encoded: bytes) -> UploadPiece:
     return UploadPiece(path, size, data)
 
 
-def _varint(encoded: bytes, position: int) -> tuple[int, int]:
+_MORE_UPLOAD_FIELD = 4  # DataUploadChunk.more
+
+
+def _varint(encoded: bytes | memoryview, position: int) -> tuple[int, int]:
     value, shift = 0, 0
     while position < len(encoded) and shift < 64:
         byte = encoded[position]
@@ -210,13 +241,18 @@ class _Handlers:
 
 def add_data_service(servicer: DataServicer, server: grpc.Server) -> None:
     """The generated registration, except that DownloadDataFiles may answer messages already
-    encoded (its data chunks: the bulk of a download's bytes) and UploadDataFiles decodes its
-    requests by hand (`upload_piece`)."""
+    encoded (its data chunks: the bulk of a download's bytes) and the uploads decode their
+    requests by hand (`upload_piece`, `upload_pieces`)."""
     taken = _Handlers()
     v1.add_DataServiceServicer_to_server(servicer, taken)  # type: ignore[arg-type]  # takes what it registers
     taken.handlers["UploadDataFiles"] = grpc.stream_unary_rpc_method_handler(
         servicer.UploadDataFiles,
         request_deserializer=upload_piece,
+        response_serializer=v1.UploadDataFilesResponse.SerializeToString,
+    )
+    taken.handlers["UploadDataFilesPacked"] = grpc.stream_unary_rpc_method_handler(
+        servicer.UploadDataFilesPacked,
+        request_deserializer=upload_pieces,
         response_serializer=v1.UploadDataFilesResponse.SerializeToString,
     )
     taken.handlers["DownloadDataFiles"] = grpc.unary_stream_rpc_method_handler(
