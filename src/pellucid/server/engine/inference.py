@@ -2,12 +2,12 @@
 
 Both adapters, the gRPC `inference.GRPCInferenceService` (grpc/oip.py) and the REST routes
 (http/oip.py), only translate; what a name means, how tensors map to a model's features and
-which tensors are refused is decided here. A name reaches a model (`<app>/<model>`, or a
-deployment of a model), whose infers end in `Models.submit`, or a deployment of a workflow, whose
+which tensors are refused is decided here. A name reaches a model (`<app>/<model>`), whose
+infers end in `Models.submit`, or a deployment (of a model or a workflow, by its id), whose
 infers end in `Deployments.submit` (the engine path the HTTP forward takes): `InferTarget` says
 which, with the feature specs its tensors map to.
 
-One infer is one predict input, or one row of a workflow deployment: each request tensor becomes
+One infer is one predict input, or one row of a deployment: each request tensor becomes
 a named feature (checked against the target's input specs first; a model without declared
 `input_specs` takes tensors by their names), and the output's features become the response
 tensors. A workflow deployment's metadata are its feature specs (outputs named `<node_id>` or
