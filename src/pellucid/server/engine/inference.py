@@ -41,7 +41,7 @@ from pellucid.server.engine.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from pellucid.server.engine.features import check_feature
+from pellucid.server.engine.features import RowsInvalid, check_feature
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.predict import (
     BYTES_DTYPE,
@@ -294,7 +294,14 @@ class OpenInference:
                 )
         if ref.deployment_id:  # the deployment's own path, as its HTTP forward: rows in, rows out
             assert self._deployments is not None  # it resolved the name
-            forward = self._deployments.submit(principal, ref.deployment_id, [features], deadline_seconds)
+            try:
+                forward = self._deployments.submit(principal, ref.deployment_id, [features], deadline_seconds)
+            except RowsInvalid as exc:  # the one row's faults, named by tensor (the row index means nothing here)
+                first = exc.errors[0].feature
+                raise InvalidArgument(
+                    "; ".join(f"tensor {e.feature!r}: {e.message}" if e.feature else e.message for e in exc.errors),
+                    field=f"inputs.{first}" if first else "inputs",
+                ) from None
             return PendingInfer(target, forward, tuple(requested_outputs), _forwarded_row)
         request = PredictRequest(
             user_id=ref.user_id,
@@ -428,11 +435,12 @@ def input_features(target: InferTarget, inputs: Sequence[NamedTensor]) -> tuple[
         raise InvalidArgument(
             f"{target.label} needs input {', '.join(map(repr, missing))}", field=f"inputs.{missing[0]}"
         )
-    # then checked as the HTTP forward checks a row's features (finite numbers; images decoded and
-    # brought to the declared size and channels): one contract whichever way a row comes
-    return tuple(
-        check_feature(specs[t.name], _input_feature(specs[t.name], t), f"inputs.{t.name}", "tensor") for t in inputs
-    )
+    features = tuple(_input_feature(specs[t.name], t) for t in inputs)
+    if target.ref.deployment_id:  # Deployments.submit checks the row, as for its HTTP forward
+        return features
+    # a model's: checked the same way (finite numbers; images decoded and brought to the declared
+    # size and channels), so one contract holds whichever way a request comes
+    return tuple(check_feature(specs[f.name], f, f"inputs.{f.name}", "tensor") for f in features)
 
 
 def _input_feature(spec: FeatureSpec, named: NamedTensor) -> Feature:
