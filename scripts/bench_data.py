@@ -6,13 +6,19 @@ Measured in one run, every process on this machine's loopback:
 1. many small files (default 1,000 of 100 KB) and one large file (default 256 MiB;
    `--large-mb 1024` for 1 GB), each uploaded to data:// and downloaded back with the client's
    transfer functions (client/data_transfer.py: what `pellucid cp` runs), against a
-   standalone `pellucid server` process;
+   standalone `pellucid server` process; every repeat changes the files' first bytes, so each
+   upload is new content (stored content is deduplicated, not written again);
 2. the limit: the same bytes in 1 MiB messages (the small files one message each) on one
    plain gRPC stream each way, to a bare gRPC server process that drops or sends them,
    measured right after pellucid's transfer in each repeat (the same load for both);
 3. the disk floor: what storing the same bytes costs with no network at all (up: sha256, write
    and fsync, the server's least work; down: creating and writing the files, the client's);
-4. local `cp` of the same files on this disk.
+4. local `cp` of the same files on this disk;
+5. CPU seconds, client and server, of pellucid's transfer, the plain stream and the floor, and
+   from them the bound no implementation beats on this machine: the plain stream's CPU plus the
+   floor's (work a transfer cannot skip: receiving or sending the bytes, and hashing and storing
+   them or creating the files) spread over every core, or the plain stream's time if longer.
+   `best x raw` is the plain stream's time over that bound: a target above it cannot hold here.
 
 The client's peak RSS (and its growth over the run's start) and the server's (VmHWM) show
 that memory stays flat whatever the file size: `--large-size 2GiB --repeat 1` moves a 2 GiB
@@ -80,6 +86,35 @@ sys.stdin.readline()
 """
 
 
+def own_cpu() -> float:
+    """CPU seconds of this process (every thread), user and system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of another process so far, user and system (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Timed:
+    """Wall time and CPU seconds of this process and of `pid` over a `with` block."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = pid
+        self.wall = self.cpu = 0.0
+
+    def __enter__(self) -> Timed:
+        self._start = (time.perf_counter(), own_cpu(), process_cpu(self.pid) if self.pid else 0.0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall, mine, theirs = self._start
+        self.wall = time.perf_counter() - wall
+        self.cpu = own_cpu() - mine + ((process_cpu(self.pid) - theirs) if self.pid else 0.0)
+
+
 def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -125,16 +160,16 @@ class Raw:
         self.sink = self.channel.stream_unary("/bench.Bytes/Sink")
         self.source = self.channel.unary_stream("/bench.Bytes/Source")
 
-    def up(self, messages: Iterator[bytes]) -> float:
-        start = time.perf_counter()
-        self.sink(messages, timeout=3600)
-        return time.perf_counter() - start
+    def up(self, messages: Iterator[bytes]) -> Timed:
+        with Timed(self.proc.pid) as timed:
+            self.sink(messages, timeout=3600)
+        return timed
 
-    def down(self, count: int, piece: int) -> float:
-        start = time.perf_counter()
-        for _ in self.source(f"{count} {piece}".encode(), timeout=3600):
-            pass
-        return time.perf_counter() - start
+    def down(self, count: int, piece: int) -> Timed:
+        with Timed(self.proc.pid) as timed:
+            for _ in self.source(f"{count} {piece}".encode(), timeout=3600):
+                pass
+        return timed
 
     def close(self) -> None:
         self.channel.close()
@@ -149,6 +184,14 @@ def file_messages(paths: list[Path]) -> Iterator[bytes]:
                 yield data
 
 
+def freshen(paths: list[Path]) -> None:
+    """New bytes at the start of every file: each repeat uploads content the server has not seen
+    (content already stored is deduplicated: not written again, which would flatter the upload)."""
+    for path in paths:
+        with open(path, "r+b") as f:
+            f.write(os.urandom(16))
+
+
 def opener(path: Path) -> Callable[[], IO[bytes]]:
     def open_file() -> IO[bytes]:
         return open(path, "rb")
@@ -156,24 +199,28 @@ def opener(path: Path) -> Callable[[], IO[bytes]]:
     return open_file
 
 
-def store_floor(paths: list[Path], dest: Path) -> float:
+def store_floor(paths: list[Path], dest: Path) -> Timed:
     """What storing the bytes costs the server at least, with no network: hash them (sha256, as
-    content addressing must), append them to one file and fsync it (durable before answering)."""
-    start = time.perf_counter()
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for message in file_messages(paths):
-            hashlib.sha256(message).digest()
-            os.write(fd, message)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    took = time.perf_counter() - start
+    content addressing must), append them to one file and fsync it (durable before answering).
+    Its CPU leaves out reading the files (measured alone first): the plain stream's client reads them too."""
+    with Timed() as reading:
+        for _ in file_messages(paths):
+            pass
+    with Timed() as timed:
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for message in file_messages(paths):
+                hashlib.sha256(message).digest()
+                os.write(fd, message)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     dest.unlink()
-    return took
+    timed.cpu = max(0.0, timed.cpu - reading.cpu)
+    return timed
 
 
-def write_floor(paths: list[Path], dest: Path, concurrency: int) -> float:
+def write_floor(paths: list[Path], dest: Path, concurrency: int) -> Timed:
     """What writing the downloaded files costs the client at least: create each file (under a
     temporary name, renamed when written, as the download does) and write as many bytes (from
     memory, 1 MiB at a time), with the transfers' concurrency, no sync (as the download)."""
@@ -191,18 +238,17 @@ def write_floor(paths: list[Path], dest: Path, concurrency: int) -> float:
             os.close(fd)
         os.replace(part, dest / path.name)
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max(1, min(concurrency, len(paths)))) as pool:
+    with Timed() as timed, ThreadPoolExecutor(max(1, min(concurrency, len(paths)))) as pool:
         list(pool.map(write, paths))
-    return time.perf_counter() - start
+    return timed
 
 
-def local_cp(sources: list[Path], dest: Path) -> float:
+def local_cp(sources: list[Path], dest: Path) -> Timed:
     dest.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    subprocess.run(["cp", *map(str, sources), str(dest)], check=True)
-    os.sync()
-    return time.perf_counter() - start
+    with Timed() as timed:
+        subprocess.run(["cp", *map(str, sources), str(dest)], check=True)
+        os.sync()
+    return timed
 
 
 def main() -> None:
@@ -248,64 +294,75 @@ def main() -> None:
                 out.write(os.urandom(min(CHUNK, large_bytes - start)))
         base_rss = peak_rss()
         cases = [(f"{args.files} x {args.file_kb} KB", small), (f"1 x {size_label(large_bytes)}", [large])]
-        measured: dict[str, dict[str, list[float]]] = {label: {} for label, _ in cases}
+        measured: dict[str, dict[str, list[Timed]]] = {label: {} for label, _ in cases}
         # each repeat measures pellucid and the plain stream one right after the other, so that both
         # see the same load on a shared machine; the medians are then compared
         transfers_rss = base_rss
         for attempt in range(args.repeat):
             for label, paths in cases:
-                times = measured[label]
+                runs = measured[label]
                 items = [
                     data_transfer.UploadItem(f"data://.my/bench/{p.name}", p.stat().st_size, opener(p), str(p))
                     for p in paths
                 ]
                 total = sum(p.stat().st_size for p in paths)
                 piece = min(CHUNK, paths[0].stat().st_size)
-                start = time.perf_counter()
-                report = data_transfer.upload(user, items, args.concurrency, progress=False)
-                times.setdefault("up", []).append(time.perf_counter() - start)
+                freshen(paths)
+                with Timed(server.pid) as timed:
+                    report = data_transfer.upload(user, items, args.concurrency, progress=False)
+                runs.setdefault("up", []).append(timed)
                 assert not report.failures, report.failures[:3]
                 transfers_rss = max(transfers_rss, peak_rss())
-                times.setdefault("raw up", []).append(raw.up(file_messages(paths)))
+                runs.setdefault("raw up", []).append(raw.up(file_messages(paths)))
                 back, floor, copied = (work / f"{what}-{attempt}-{len(paths)}" for what in ("back", "floor", "cp"))
                 downs = [data_transfer.DownloadItem(i.dest, back / Path(i.source).name, i.size) for i in items]
-                start = time.perf_counter()
-                report = data_transfer.download(user, downs, args.concurrency, progress=False)
-                times.setdefault("down", []).append(time.perf_counter() - start)
+                with Timed(server.pid) as timed:
+                    report = data_transfer.download(user, downs, args.concurrency, progress=False)
+                runs.setdefault("down", []).append(timed)
                 assert not report.failures, report.failures[:3]
                 transfers_rss = max(transfers_rss, peak_rss())
-                times.setdefault("raw down", []).append(raw.down(total // piece, piece))
-                times.setdefault("floor up", []).append(store_floor(paths, work / "floor.bin"))
-                times.setdefault("floor down", []).append(write_floor(paths, floor, args.concurrency))
-                times.setdefault("cp", []).append(local_cp(paths, copied))
+                runs.setdefault("raw down", []).append(raw.down(total // piece, piece))
+                runs.setdefault("floor up", []).append(store_floor(paths, work / "floor.bin"))
+                runs.setdefault("floor down", []).append(write_floor(paths, floor, args.concurrency))
+                runs.setdefault("cp", []).append(local_cp(paths, copied))
                 if len(paths) == 1:  # a large file: its disk space back now (one file: no inode scan to fear)
                     for directory in (back, floor, copied):
                         shutil.rmtree(directory, ignore_errors=True)
+        cores = os.cpu_count() or 1
         rows = []
         for label, paths in cases:
             total = sum(p.stat().st_size for p in paths)
-            median = {key: statistics.median(values) for key, values in measured[label].items()}
+            wall = {key: statistics.median(r.wall for r in runs) for key, runs in measured[label].items()}
+            cpu = {key: statistics.median(r.cpu for r in runs) for key, runs in measured[label].items()}
             for direction in ("up", "down"):
-                took, limit, floor = median[direction], median[f"raw {direction}"], median[f"floor {direction}"]
-                rows.append((label, direction, took, total / took, limit, limit / took, floor, median["cp"]))
+                took, limit = wall[direction], wall[f"raw {direction}"]
+                # no transfer does less than the plain stream's work plus the floor's, on `cores` cores at best
+                bound = max(limit, (cpu[f"raw {direction}"] + cpu[f"floor {direction}"]) / cores)
+                spent = (cpu[direction], cpu[f"raw {direction}"], cpu[f"floor {direction}"])
+                walls = (wall[f"floor {direction}"], wall["cp"])
+                rows.append((label, direction, took, total / took, limit, limit / took, limit / bound, *spent, *walls))
 
         load = os.getloadavg()[0]
         print(
             f"\nhosted data transfers, loopback, concurrency {args.concurrency}, median of {args.repeat}"
-            f" (load average {load:.1f} on {os.cpu_count()} cores)"
+            f" (load average {load:.1f} on {cores} cores)"
         )
         print(
-            f"{'case':<20} {'dir':<5} {'pellucid s':>10} {'MB/s':>8} {'raw gRPC s':>10} {'x raw':>6}"
-            f" {'disk floor s':>12} {'local cp s':>10}"
+            f"{'case':<20} {'dir':<5} {'pellucid s':>10} {'MB/s':>8} {'raw gRPC s':>10} {'x raw':>6} {'best x raw':>10}"
+            f" {'CPU s':>6} {'raw CPU s':>9} {'floor CPU s':>11} {'disk floor s':>12} {'local cp s':>10}"
         )
-        for label, direction, took, rate, limit, ratio, floor, cp_time in rows:
+        for label, direction, took, rate, limit, ratio, best, used, raw_cpu, floor_cpu, floor_wall, cp_time in rows:
             print(
-                f"{label:<20} {direction:<5} {took:>10.2f} {rate / 1e6:>8.0f} {limit:>10.2f} {ratio:>6.2f}"
-                f" {floor:>12.2f} {cp_time:>10.2f}"
+                f"{label:<20} {direction:<5} {took:>10.2f} {rate / 1e6:>8.0f} {limit:>10.2f} {ratio:>6.2f} {best:>10.2f}"
+                f" {used:>6.2f} {raw_cpu:>9.2f} {floor_cpu:>11.2f} {floor_wall:>12.2f} {cp_time:>10.2f}"
             )
         print(
             "disk floor: up, sha256 + write + fsync of the same bytes in one file (the server's least work);"
             " down, creating and writing the same files from memory (the client's least work)"
+        )
+        print(
+            "CPU s: client and server together; best x raw: the plain stream's time over"
+            f" max(its time, (raw CPU + floor CPU) / {cores} cores), the most any transfer could reach here"
         )
         print(
             f"client peak RSS during the transfers {mib(transfers_rss)} (growth {mib(transfers_rss - base_rss)});"
