@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from pellucid.server.records import (
@@ -15,6 +18,8 @@ from pellucid.server.records import (
     PageQuery,
 )
 from pellucid.server.storage import Conflict, MetadataStore, open_metadata_store
+
+REPORTS = 100  # insight reports a call may have (the engine's limit)
 
 
 def model(store: MetadataStore, model_id: str, user_id: str = "u", app_id: str = "app", versions: int = 1) -> None:
@@ -87,7 +92,9 @@ def test_tags_calls_and_insights(metadata_uri: str) -> None:
         with pytest.raises(LookupError):
             store.insert_algorithm_call(AlgorithmCallRecord("c3", "u", "nothing", "v1", "caller", 4.0))
         for i in range(5):
-            store.insert_insights(InsightRecord("u", "hello", "c1", "v1", "caller", {"score": i / 4, "n": i}, 5.0 + i))
+            store.insert_insights(
+                InsightRecord("u", "hello", "c1", "v1", "caller", {"score": i / 4, "n": i}, 5.0 + i), REPORTS
+            )
         seen, after = [], None
         while True:
             page = store.list_insights("u", "hello", PageQuery(limit=2, after=after))
@@ -110,7 +117,7 @@ def test_deleting_a_version_drops_its_tags_and_deleting_the_model_or_app_the_alg
         store.insert_algorithm_tag(AlgorithmTagRecord("u", "hello", "1.0.0", "v1", 1.0))
         store.insert_algorithm_tag(AlgorithmTagRecord("u", "hello", "2.0.0", "v2", 2.0))
         store.insert_algorithm_call(AlgorithmCallRecord("c1", "u", "hello", "v1", "u", 3.0))
-        store.insert_insights(InsightRecord("u", "hello", "c1", "v1", "u", {"x": 1.0}, 4.0))
+        store.insert_insights(InsightRecord("u", "hello", "c1", "v1", "u", {"x": 1.0}, 4.0), REPORTS)
         store.delete_model_version("u", "app", "model-hello", "v1")
         assert [t.tag for t in store.list_algorithm_tags("u", "hello")] == ["2.0.0"]
         store.delete_model("u", "app", "model-hello")
@@ -137,14 +144,41 @@ def test_calls_older_than_the_retention_are_purged_and_insight_reports_are_count
         for i in range(4):
             store.insert_algorithm_call(AlgorithmCallRecord(f"c{i}", "u", "hello", "v1", "caller", 10.0 * i))
         for i in range(3):
-            store.insert_insights(InsightRecord("u", "hello", "c3", "v1", "caller", {"n": i}, 40.0 + i))
-        store.insert_insights(InsightRecord("u", "hello", "c0", "v1", "caller", {"n": 9}, 41.0))
-        assert [store.count_call_insights(c) for c in ("c3", "c0", "c1", "none")] == [3, 1, 0, 0]
+            store.insert_insights(InsightRecord("u", "hello", "c3", "v1", "caller", {"n": i}, 40.0 + i), REPORTS)
+        store.insert_insights(InsightRecord("u", "hello", "c0", "v1", "caller", {"n": 9}, 41.0), REPORTS)
+        assert not store.insert_insights(InsightRecord("u", "hello", "c3", "v1", "caller", {"n": 3}, 43.0), 3)
+        assert store.insert_insights(InsightRecord("u", "hello", "c0", "v1", "caller", {"n": 3}, 43.0), 3)
         assert store.purge_algorithm_calls(older_than=20.0) == 2  # c0 (at 0) and c1 (at 10)
         assert store.get_algorithm_call("c0") is None and store.get_algorithm_call("c1") is None
         assert store.get_algorithm_call("c2") is not None and store.get_algorithm_call("c3") is not None
         assert store.purge_algorithm_calls(older_than=20.0) == 0
         # what was reported about a purged call stays for the owner to read
-        assert len(store.list_insights("u", "hello", PageQuery(limit=10)).items) == 4
+        assert len(store.list_insights("u", "hello", PageQuery(limit=10)).items) == 5
+    finally:
+        store.close()
+
+
+def test_concurrent_insight_reports_never_pass_the_limit_per_call(metadata_uri: str) -> None:
+    """Counted and inserted in one transaction: 8 threads reporting 5 times each on a call that
+    takes 12 store exactly 12 (a count then an insert let a few more through)."""
+    store = open_metadata_store(metadata_uri)
+    try:
+        model(store, "model-hello")
+        store.save_algorithm(algorithm("hello"))
+        store.insert_algorithm_call(AlgorithmCallRecord("c1", "u", "hello", "v1", "caller", 1.0))
+        start = threading.Barrier(8)
+
+        def report(thread: int) -> int:
+            start.wait()
+            stored = 0
+            for i in range(5):
+                record = InsightRecord("u", "hello", "c1", "v1", "caller", {"thread": thread, "i": i}, 2.0)
+                stored += store.insert_insights(record, 12)
+            return stored
+
+        with ThreadPoolExecutor(8) as pool:
+            accepted = sum(pool.map(report, range(8)))
+        assert accepted == 12
+        assert len(store.list_insights("u", "hello", PageQuery(limit=100)).items) == 12
     finally:
         store.close()

@@ -264,17 +264,16 @@ class Algorithms:
                 )
             if not math.isfinite(value):
                 raise InvalidArgument(f"insight {key!r} is {value}: insights are finite numbers", field="insights")
-        if self._store.count_call_insights(call.id) >= MAX_REPORTS_PER_CALL:
+        insight = InsightRecord(
+            call.user_id, call.name, call.id, call.version_id, principal.user_id, dict(values), self._clock()
+        )
+        if not self._store.insert_insights(insight, MAX_REPORTS_PER_CALL):
             raise ResourceExhausted(
                 f"algorithm call {call.id!r} already has {MAX_REPORTS_PER_CALL} insight reports, the limit per call: "
                 f"put several numbers in one report (up to {MAX_INSIGHTS} each)",
                 reason="TOO_MANY_INSIGHTS",
                 field="call_id",
             )
-        insight = InsightRecord(
-            call.user_id, call.name, call.id, call.version_id, principal.user_id, dict(values), self._clock()
-        )
-        self._store.insert_insights(insight)
         return insight
 
     def list_insights(

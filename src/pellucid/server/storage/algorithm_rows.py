@@ -56,6 +56,9 @@ INSIGHT_SELECT = (
 # calls older than the retention go (Algorithms.call purges now and then); their insights stay
 PURGE_CALLS = "DELETE FROM algorithm_calls WHERE created_at < {p}"
 COUNT_CALL_INSIGHTS = "SELECT COUNT(*) AS n FROM algorithm_insights WHERE call_id = {p}"
+# PostgreSQL: concurrent reports on one call take turns (counted then inserted in one transaction);
+# SQLite's writes are serial already
+LOCK_CALL_INSIGHTS = "SELECT pg_advisory_xact_lock(hashtext('pellucid insights ' || {p}))"
 # SQLite 18 / PostgreSQL 12: the indexes of the purge and of the per-call count of insight reports
 RETENTION_INDEXES = [
     "CREATE INDEX algorithm_calls_by_time ON algorithm_calls (created_at)",

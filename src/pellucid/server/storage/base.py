@@ -517,11 +517,9 @@ class AlgorithmStore(Transactional):
         """Delete the calls made before `older_than` (how many); their insights stay."""
 
     @abc.abstractmethod
-    def count_call_insights(self, call_id: str) -> int:
-        """How many insight reports the call has."""
-
-    @abc.abstractmethod
-    def insert_insights(self, insight: InsightRecord) -> None: ...
+    def insert_insights(self, insight: InsightRecord, max_reports: int) -> bool:
+        """Store the report unless its call has `max_reports` already (False then): counted and
+        inserted in one transaction, so concurrent reports cannot pass the limit."""
 
     @abc.abstractmethod
     def list_insights(self, user_id: str, name: str, query: PageQuery) -> Page[InsightRecord]:

@@ -76,14 +76,14 @@ class AlgorithmTables:
         with self._write() as conn:
             return int(conn.execute(_q(rows.PURGE_CALLS), (older_than,)).rowcount)
 
-    def count_call_insights(self, call_id: str) -> int:
-        return int(self._conn().execute(_q(rows.COUNT_CALL_INSIGHTS), (call_id,)).fetchone()[0])
-
-    def insert_insights(self, insight: InsightRecord) -> None:
+    def insert_insights(self, insight: InsightRecord, max_reports: int) -> bool:
         with self._write() as conn:
+            if int(conn.execute(_q(rows.COUNT_CALL_INSIGHTS), (insight.call_id,)).fetchone()[0]) >= max_reports:
+                return False
             cursor = conn.execute(_q(rows.INSERT_INSIGHTS), rows.insight_params(insight))
             if cursor.rowcount != 1:
                 raise LookupError(f"algorithm {insight.user_id}/{insight.name} does not exist")
+        return True
 
     def list_insights(self, user_id: str, name: str, query: PageQuery) -> Page[InsightRecord]:
         return self._page(
