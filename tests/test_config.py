@@ -29,6 +29,9 @@ def write_config(text: str) -> Path:
         ("local:///srv/pellucid", "local", "/srv/pellucid"),
         ("grpc://10.0.0.1:7317, 10.0.0.2:7317", "grpc", "10.0.0.1:7317,10.0.0.2:7317"),
         ("https://a.example.com,b.example.com:8443", "grpcs", "a.example.com:443,b.example.com:8443"),
+        ("grpc://[::1]:50051", "grpc", "[::1]:50051"),
+        ("grpcs://[::1]", "grpcs", "[::1]:443"),
+        ("https://API.Example.com:0443", "grpcs", "api.example.com:443"),
     ],
 )
 def test_target_forms(url: str, scheme: str, location: str) -> None:
@@ -36,9 +39,26 @@ def test_target_forms(url: str, scheme: str, location: str) -> None:
     assert (target.scheme, target.location) == (scheme, location)
 
 
-def test_a_replica_named_twice_is_refused() -> None:
+@pytest.mark.parametrize("url", ["grpc://h:1,h:1", "grpc://a:1,A:1", "grpc://h:1,h:01"])
+def test_a_replica_named_twice_is_refused(url: str) -> None:
     with pytest.raises(UserError, match="twice"):
-        parse_target("grpc://h:1,h:1")
+        parse_target(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("grpc://h:0", "out of range"),
+        ("grpc://h:65536", "out of range"),
+        ("grpc://::1:50051", "IPv6 address in brackets"),
+        ("grpc://[::1", "IPv6 address in brackets"),
+        ("grpc://[::1]x", "IPv6 address in brackets"),
+        ("grpc://[]:1", "grpc://host:port"),
+    ],
+)
+def test_bad_addresses_say_what_to_fix(url: str, says: str) -> None:
+    with pytest.raises(UserError, match=says):
+        parse_target(url)
 
 
 def test_local_uses_pellucid_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -96,12 +96,27 @@ def parse_target(url: str) -> Target:
 
 
 def _host_port(hostport: str, default_port: int | None, url: str) -> str:
-    host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", "")
-    if not port and default_port:
-        host, port = hostport, str(default_port)
-    if not host or "/" in hostport or not port.isdigit():
+    """`host:port` (an IPv6 address in brackets, `[::1]:50051`), the port defaulted where the scheme
+    has one; the host lower-cased (names are case-insensitive, so `A:1,a:1` is one address twice)."""
+    if "/" in hostport:  # another scheme, or a path after the address
         raise UserError(f"base_url {url!r} is not a pellucid target: use {TARGET_FORMS}")
-    return f"{host}:{port}"
+    if hostport.startswith("["):  # [IPv6] or [IPv6]:port
+        end = hostport.find("]")
+        host, rest = hostport[: end + 1], hostport[end + 1 :]
+        if end < 0 or (rest and not rest.startswith(":")):
+            raise UserError(f"base_url {url!r}: write an IPv6 address in brackets, e.g. grpc://[::1]:50051")
+        port = rest[1:]
+    elif hostport.count(":") > 1:
+        raise UserError(f"base_url {url!r}: write an IPv6 address in brackets, e.g. grpc://[::1]:50051")
+    else:
+        host, _, port = hostport.partition(":")
+    if not port and default_port:
+        port = str(default_port)
+    if not host or host == "[]" or not port.isdigit():
+        raise UserError(f"base_url {url!r} is not a pellucid target: use {TARGET_FORMS}")
+    if not 0 < int(port) < 65536:
+        raise UserError(f"base_url {url!r}: port {port} is out of range (1-65535)")
+    return f"{host.lower()}:{int(port)}"
 
 
 def config_path() -> Path:
