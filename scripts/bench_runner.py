@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -210,6 +211,7 @@ def main() -> int:
     plain = plain_round_trips(args.calls, v1.PostModelOutputsRequest(inputs=[request]).SerializeToString())
 
     data_dir = tempfile.mkdtemp(prefix="pellucid-bench-runner-")
+    data_dirs = [data_dir]  # removed at the end, with the servers' data
     server = start_server(data_dir, stores)
     servers = [server]
     runners: list[subprocess.Popen] = []
@@ -217,7 +219,8 @@ def main() -> int:
         address = server_address(server)
         caller_address = address
         if args.across_replicas:  # a second replica over the same stores receives the predicts
-            second = start_server(tempfile.mkdtemp(prefix="pellucid-bench-runner-"), stores)
+            data_dirs.append(tempfile.mkdtemp(prefix="pellucid-bench-runner-"))
+            second = start_server(data_dirs[-1], stores)
             servers.append(second)
             caller_address = server_address(second)
         pat = json.loads((Path(data_dir) / "credentials.json").read_text())["pat"]
@@ -272,6 +275,8 @@ def main() -> int:
         for running in servers:
             running.terminate()
             running.wait(30)
+        for directory in data_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
         if args.temp_postgres:
             pg.stop()
 
