@@ -3,6 +3,7 @@ that page, typed errors, the ACL matrix, blobs kept while a file names them, and
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -103,6 +104,13 @@ def test_files_put_get_in_every_form_and_put_overwrites(alice: User, tmp_path: P
 
     with from_path.getFile() as downloaded:
         assert downloaded.read() == local.read_bytes()
+        assert Path(downloaded.name).read_bytes() == local.read_bytes()  # a path other code can open meanwhile
+    assert not Path(downloaded.name).exists()  # closed: deleted, as a NamedTemporaryFile is
+    dropped = from_path.getFile()
+    dropped_path = dropped.name
+    del dropped
+    gc.collect()
+    assert not Path(dropped_path).exists()  # collected without close: deleted too
     path = from_path.getFile(as_path=True)
     assert Path(path).read_bytes() == local.read_bytes()
     os.unlink(path)

@@ -15,6 +15,7 @@ Bytes move in 1 MiB chunks both ways (client/data_transfer.py), with a bar on lo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -217,15 +218,16 @@ class DataFile(DataObject):
             raise UserError(f"{self.path} is not JSON ({exc}): use getString or getBytes") from None
 
     def getFile(self, as_path: bool = False, progress: bool | None = None) -> Any:
-        """Download into a temporary file: an open binary file at its start, or its path with `as_path`
-        (the caller deletes it)."""
+        """Download into a temporary file: an open binary file at its start, deleted from disk when
+        closed (its `.name` is a path other code can read until then), or with `as_path` its path,
+        kept until the caller deletes it."""
         fd, name = tempfile.mkstemp(prefix="pellucid-", suffix=f"-{self.name[:60]}")
         os.close(fd)
         report = data_transfer.download(self, [data_transfer.DownloadItem(self.path, Path(name), 0)], 1, progress)
         if report.failures:
             Path(name).unlink(missing_ok=True)
             raise report.failures[0].error
-        return name if as_path else open(name, "rb")
+        return name if as_path else TemporaryDownload(name)
 
     def getFileTo(self, dest: str | os.PathLike[str], progress: bool | None = None) -> Path:
         """Download to `dest` (written whole or not at all)."""
@@ -233,6 +235,22 @@ class DataFile(DataObject):
         if report.failures:
             raise report.failures[0].error
         return Path(dest)
+
+
+class TemporaryDownload(io.BufferedReader):
+    """A downloaded temporary file, open for reading; closing it (or its collection) deletes it,
+    as `tempfile.NamedTemporaryFile` does, so files read and dropped do not pile up in the temp dir."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self._path = path
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
 
 
 def _remaining_size(file: IO[bytes]) -> int | None:
