@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,7 @@ def main() -> int:
             if process is not None:
                 process.terminate()
                 process.wait(30)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
     (p50, p99), (t50, t99) = percentiles(own), percentiles(triton)
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, grpcio {grpc.__version__}")

@@ -103,6 +103,12 @@ def deploy_and_call(app: App, work: Path) -> None:
 
 
 def main() -> int:
+    """The demo, its local files (images, exports) in a temporary directory removed at the end."""
+    with tempfile.TemporaryDirectory(prefix="pellucid-demo-") as work:
+        return demo(Path(work))
+
+
+def demo(work: Path) -> int:
     started = time.perf_counter()
     user = User()  # no configuration: the embedded `local` target and its first user
     step(f"connected to {user.base_url} as {user.get_user_info().id!r}")
@@ -170,7 +176,6 @@ def main() -> int:
         print(f"  stored anyway: {[c.id for c in exc.succeeded]}")
 
     step("ingest a labelled image folder (label = folder name)")
-    work = Path(tempfile.mkdtemp(prefix="pellucid-demo-"))
     images = app.create_dataset("colours", description="noisy colour squares")
     result = images.upload_from_folder(str(make_image_folder(work / "images")), input_type="image", labels=True)
     print(f"upload result: {result}")

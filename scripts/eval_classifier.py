@@ -19,8 +19,10 @@ so the baseline is wrong on every input (0 of 10 on the demo's reviews), which f
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import os
+import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -62,7 +64,9 @@ def main() -> None:
     concepts = sorted(set(labels))
     splits = folds_of(labels, args.folds or len(rows), args.seed)
 
-    os.environ["PELLUCID_HOME"] = tempfile.mkdtemp(prefix="pellucid-eval-")  # a fresh embedded server
+    home = tempfile.mkdtemp(prefix="pellucid-eval-")
+    os.environ["PELLUCID_HOME"] = home  # a fresh embedded server
+    atexit.register(shutil.rmtree, home, True)  # after the embedded server stops (registered before it)
     from pellucid.client.user import User  # after PELLUCID_HOME: the embedded server reads it
 
     app = User().create_app("eval-classifier", base_workflow="Empty")
