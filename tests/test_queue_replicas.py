@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pellucid import errors
 from pellucid.api import v1
+from pellucid.client.model import Model
 from pellucid.client.runner import Runner
 from pellucid.client.user import User
 from pellucid.server.runtime import PellucidServer, ServerSettings
@@ -97,3 +99,55 @@ def test_a_killed_replica_loses_nothing(tmp_path: Path, _postgres_session: None)
             proc.wait(20)
         doomed.stop(signal.SIGKILL)
         survivor.stop()
+
+
+def test_a_runner_relabelled_or_deleted_through_replica_b_stops_serving_at_replica_a(
+    two_replicas: tuple[PellucidServer, PellucidServer], tmp_path: Path
+) -> None:
+    """Replica A holds the runner's stream; the registration changes through B, which closes only
+    the streams it holds. A notices at its next check of its streams (every few seconds) and
+    closes the stream, so work for a label the runner lost (or for a deleted runner) is no
+    longer handed to it."""
+    a, b = two_replicas
+    pat = admin_pat(tmp_path / "a")
+    on_a, on_b = User(base_url=f"grpc://{a.address}", pat=pat), User(base_url=f"grpc://{b.address}", pat=pat)
+    on_a.create_runner("upper", labels=["text", "gpu"])
+    app = on_a.create_app("shared")
+    app.create_model("needs-gpu", runner_labels=["gpu"])
+    text_model = app.create_model("needs-text", runner_labels=["text"])
+    runner = Upper("upper", base_url=f"grpc://{a.address}", pat=pat, num_parallel_polls=1)
+    ended: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            runner.start()
+        except errors.NotFound as exc:  # its registration deleted: it cannot connect again
+            ended.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def served(model: Model) -> bool:
+        try:
+            model.with_options(timeout=2).predict_by_bytes(b"x", "text")
+            return True
+        except errors.Unavailable as exc:
+            assert exc.details.get("reason") == "NO_RUNNER" or "no runner" in exc.message, exc
+            return False
+
+    try:
+        assert runner.wait_connected(10)
+        at_b = on_b.app("shared")
+        assert served(at_b.model("needs-gpu"))
+        on_b.patch_runner("upper", labels=["text"])
+        wait_for(
+            lambda: not served(at_b.model("needs-gpu")), timeout=20
+        )  # A closed the stream; it came back without gpu
+        wait_for(lambda: served(at_b.model("needs-text")), timeout=20)
+        on_b.delete_runner("upper")
+        wait_for(lambda: not served(text_model), timeout=20)
+        thread.join(20)
+        assert ended and "not found" in str(ended[0])
+    finally:
+        runner.stop(drain=False)
+        thread.join(10)

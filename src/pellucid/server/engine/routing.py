@@ -42,6 +42,9 @@ from pellucid.server.storage.queue import (
 )
 
 log = logging.getLogger(__name__)
+# how often a replica asks whether its streams' runners still exist with the labels they connected
+# with (a runner deleted or relabelled through another replica; its own changes close them at once)
+STREAM_CHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,9 @@ class Router:
         self._claimable: dict[str, float] = {}
         self._order = itertools.count(1)
         self._last_poll = float("-inf")  # when tick last swept and polled the queue
+        # set by the runners' module: the ids of the given streams to close, with why (see _check_streams)
+        self.stream_check: Callable[[list[StreamInfo]], dict[str, str]] | None = None
+        self._last_check = float("-inf")
         self.closed = False
         self._unsubscribe = queue.subscribe(self._on_event)
         self._stop = threading.Event()
@@ -312,6 +318,7 @@ class Router:
     def tick(self) -> None:
         """One pass of upkeep: drop silent streams, take back items out of time, expire items
         past their deadline, and offer what is claimable (the fallback to notifications)."""
+        self._check_streams()
         with self._critical():
             now = self.clock()
             for stream in list(self._streams.values()):
@@ -333,6 +340,19 @@ class Router:
             for owner in {s.info.user_id for s in self._streams.values()}:
                 self._claimable[owner] = float("inf")  # the poll behind the notifications
                 self._offer_locked(owner)
+
+    def _check_streams(self) -> None:
+        """Every STREAM_CHECK_SECONDS, close the open streams `stream_check` names (asked outside
+        the lock: it reads the metadata store)."""
+        check, now = self.stream_check, self.clock()
+        if check is None or now - self._last_check < STREAM_CHECK_SECONDS:
+            return
+        self._last_check = now
+        with self._lock:
+            streams = [s.info for s in self._streams.values() if not s.closed]
+        if streams:
+            for stream_id, reason in check(streams).items():
+                self.close_stream(stream_id, reason)
 
     def _watch(self, tick_seconds: float) -> None:
         while not self._stop.wait(tick_seconds):

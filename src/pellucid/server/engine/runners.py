@@ -25,6 +25,20 @@ class Runners:
         self._store = store
         self._router = router
         self._clock = clock
+        router.stream_check = self._stale_streams
+
+    def _stale_streams(self, streams: builtins.list[StreamInfo]) -> dict[str, str]:
+        """Those of this replica's `streams` whose runner was deleted, or lost a label the stream
+        serves, through another replica (which closes only the streams it holds itself)."""
+        runners = {key: self._store.get_runner(*key) for key in {(s.user_id, s.runner_id) for s in streams}}
+        stale = {}
+        for stream in streams:
+            runner = runners[(stream.user_id, stream.runner_id)]
+            if runner is None:
+                stale[stream.id] = "runner deleted"
+            elif not stream.labels <= frozenset(runner.labels):
+                stale[stream.id] = "the runner's labels changed"
+        return stale
 
     @property
     def heartbeat_seconds(self) -> float:
