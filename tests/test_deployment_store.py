@@ -8,6 +8,7 @@ import pytest
 
 from pellucid.server.records import (
     AppRecord,
+    DeletedDeploymentToken,
     DeploymentRecord,
     DeploymentTokenRecord,
     FeatureSpec,
@@ -82,8 +83,19 @@ def test_deployments_and_their_tokens_round_trip(metadata_uri: str) -> None:
     assert store.get_deployment_token_by_hash("h7") == dataclasses.replace(made, token_hash="h7")
     assert store.get_deployment_token_by_hash("h5") is None
 
+    store.insert_deployment_token(dataclasses.replace(token, deployment_id="d2", id="t8", token_hash="h8"))
+    store.insert_deployment_token(dataclasses.replace(token, deployment_id="other", id="t9", token_hash="h9"))
+    assert store.get_deleted_deployment_token("h2") is None  # its deployment is there
+
     assert store.delete_deployment("d1") and not store.delete_deployment("d1")
     assert store.get_deployment("d1") is None and store.get_deployment_token_by_hash("h2") is None
+    # a deleted deployment's tokens (revoked or not) leave their hash, naming it
+    for kept in ("h1", "h2", "h7"):
+        assert store.get_deleted_deployment_token(kept) == DeletedDeploymentToken("d1", with_app=False)
     assert store.delete_app("u", "app")
     assert store.get_deployment("d2") is None and store.get_deployment("other") is not None
+    assert store.get_deleted_deployment_token("h8") == DeletedDeploymentToken("d2", with_app=True)
+    assert store.get_deleted_deployment_token("h9") is None  # v's app of the same id stays
+    assert store.get_deleted_deployment_token("h1") == DeletedDeploymentToken("d1", with_app=False)
+    assert store.get_deleted_deployment_token("x") is None
     store.close()

@@ -415,3 +415,57 @@ def test_a_deployments_contract_holds_over_oip_as_over_http(
     request = raw_request(deployment.id, {"x": sample()["x"], "n": np.array([np.nan])})
     code, message = refusal(stub.ModelInfer, request, token)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "tensor 'n'" in message and "finite number" in message
+
+
+def test_a_deleted_deployments_token_hears_it_was_deleted_everywhere(
+    workflow_stub: pb_grpc.GRPCInferenceServiceStub,
+    served: Served,  # noqa: F811
+) -> None:
+    """A token of a deleted deployment (alone, or with its app) is told so (NOT_FOUND / 404
+    DEPLOYMENT_DELETED) over OIP gRPC, OIP REST and the deployment's own routes; a token that
+    never was stays UNAUTHENTICATED / 401, and the owner's PAT gets its 404 as before."""
+    app = served.user.create_app("short-lived", base_workflow="Empty")
+    app.create_model("vectors", model_type_id="text-embedder")
+    _, alone = app.create_deployment("gone-alone", model_id="vectors").create_token()
+    _, with_app = app.create_deployment("gone-with-app", model_id="vectors").create_token()
+    app.deployment("gone-alone").delete()
+    pat = served.user._connection.settings.pat
+
+    def refusals(deployment_id: str, secret: str) -> list[tuple[object, str]]:
+        """What each surface answers `secret` naming `deployment_id`: gRPC status or HTTP status, and the message."""
+        answers: list[tuple[object, str]] = []
+        for call, request in (
+            (workflow_stub.ModelInfer, raw_request(deployment_id, text_tensor("hi"))),
+            (workflow_stub.ModelMetadata, pb.ModelMetadataRequest(name=deployment_id)),
+            (workflow_stub.ModelReady, pb.ModelReadyRequest(name=deployment_id)),
+        ):
+            answers.append(refusal(call, request, secret))
+        base, headers = f"{served.base}/v2/models/{deployment_id}", bearer(secret)
+        body = {"inputs": json_inputs(text_tensor("hi"))}
+        for reply in (
+            httpx.post(f"{base}/infer", json=body, headers=headers, timeout=30),
+            httpx.get(base, headers=headers),
+            httpx.get(f"{base}/ready", headers=headers),
+        ):
+            answers.append((reply.status_code, reply.json()["error"]))
+        own = f"{served.base}/v1/deployments/{deployment_id}"
+        for reply in (httpx.get(own, headers=headers), served.post([{"text": "hi"}], deployment_id, secret)):
+            error = reply.json()["error"]
+            answers.append((reply.status_code, f"{error['reason']}: {error['message']}"))
+        return answers
+
+    def assert_deleted(answers: list[tuple[object, str]], message: str) -> None:
+        assert [code for code, _ in answers] == [grpc.StatusCode.NOT_FOUND] * 3 + [404] * 5, answers
+        assert all(message in text for _, text in answers), answers
+        assert all(text.startswith("DEPLOYMENT_DELETED") for _, text in answers[-2:]), answers
+
+    assert_deleted(refusals("gone-alone", alone), "deployment 'gone-alone' was deleted: this token")
+    # naming another deployment's id tells of its own deployment only, nothing of the id named
+    assert_deleted(refusals("reviews", alone), "deployment 'gone-alone' was deleted: this token")
+    served.user.delete_app("short-lived")
+    assert_deleted(refusals("gone-with-app", with_app), "deployment 'gone-with-app' was deleted with its app")
+    # a token that never was: UNAUTHENTICATED / 401 as before; the owner's PAT: the deployment's 404
+    never = refusals("gone-alone", "pel_dep_never-a-token")
+    assert [code for code, _ in never] == [grpc.StatusCode.UNAUTHENTICATED] * 3 + [401] * 5, never
+    by_pat = served.post([{"text": "hi"}], "gone-alone", pat)
+    assert by_pat.status_code == 404 and by_pat.json()["error"]["reason"] == "DEPLOYMENT_NOT_FOUND", by_pat.text

@@ -5,14 +5,17 @@ leaves the job to be run again."""
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from pellucid import trained
 from pellucid.server.engine import Engine, Principal, trainable, training
 from pellucid.server.engine.inputs import InputSpec
 from pellucid.server.engine.spaces import space_name
@@ -29,8 +32,15 @@ N = 600
 def engine(tmp_path: Path) -> Iterator[Engine]:
     """An app whose N labelled texts have stored 384-d vectors (two clear concepts): jobs read
     them back and embed nothing."""
+    engine = _engine(tmp_path)
+    yield engine
+    engine.close()
+
+
+def _engine(tmp_path: Path, clock: Callable[[], float] = time.time) -> Engine:
     store = open_metadata_store(f"sqlite://{tmp_path / 'metadata.sqlite3'}")
-    engine = Engine(store, open_blob_store(f"file://{tmp_path}", tmp_path), vectors=open_vector_index("memory:", None))
+    blobs = open_blob_store(f"file://{tmp_path}", tmp_path)
+    engine = Engine(store, blobs, vectors=open_vector_index("memory:", None), clock=clock)
     engine.apps.create(OWNER, "u", "a", base_workflow="Empty")
     engine.datasets.create(OWNER, "u", "a", "d")
     rng = np.random.default_rng(0)
@@ -46,8 +56,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     vectors[:, 0] += labels * 4.0
     engine.vectors.upsert(space_name("u", "a", "text"), np.array([seqs[s.id] for s in specs]), vectors)
     engine.models.create(OWNER, "u", "a", "m", model_type_id="embedding-classifier")
-    yield engine
-    engine.close()
+    return engine
 
 
 def _job(engine: Engine, version_id: str) -> TrainingJobRecord:
@@ -136,3 +145,36 @@ def test_a_job_past_the_servers_time_limit_fails_and_is_not_run_again(engine: En
     assert "--training-max-seconds" in job.reason and "training_max_seconds" in job.reason
     assert job.logs.rstrip().endswith(job.reason)
     assert not engine.training.run_once()  # failed for good: no claim takes it up again
+
+
+@pytest.mark.parametrize(
+    ("model_type", "params", "first_report"),
+    [
+        # one epoch of an MLP: the old first report was the end of that epoch
+        ("embedding-classifier", {"hidden_units": 64, "epochs": 1}, "epoch 1/"),
+        # k-means++ seeding 300 centres: the old first report was the end of the first iteration
+        ("clusterer", {"num_clusters": 300, "max_iterations": 1}, "iteration 1:"),
+    ],
+)
+def test_a_fit_past_the_time_limit_stops_before_its_first_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_type: str, params: dict[str, Any], first_report: str
+) -> None:
+    """The clock moves a second each time it is read, and the limit is 100 s: gathering the data
+    reads it far fewer times, so the limit passes inside the fit, which reads it before each block
+    of work (CHECK_WORK shrunk so that the classifier's epoch over the test's 600 rows is 200 blocks).
+    The job fails saying so, before the fit's first report (which is where the limit used to be
+    checked: both jobs used to be trained, their 100 s never seen)."""
+    monkeypatch.setattr(trained, "CHECK_WORK", 1 << 18)
+    ticks = itertools.count()
+    engine = _engine(tmp_path, clock=lambda: 1_000_000.0 + next(ticks))
+    try:
+        engine.models.create(OWNER, "u", "a", "k", model_type_id=model_type)
+        engine.training.max_seconds = 100.0
+        version, _ = engine.training.train(OWNER, "u", "a", "k", {"dataset_id": "d", **params})
+        assert engine.training.run_once()
+        job = engine.store.get_training_job("u", "a", "k", version.id)
+        assert job is not None and job.state is TrainingState.FAILED, job
+        assert "training ran longer than 100 s, this server's limit per job" in job.reason
+        assert f"holds {N} inputs" in job.logs and first_report not in job.logs
+    finally:
+        engine.close()

@@ -369,6 +369,74 @@ def test_the_pool_gives_one_owner_at_most_its_share_and_runs_every_task() -> Non
         pool.submit("a", lambda: "a")
 
 
+def test_owners_with_stuck_runs_leave_threads_for_an_owner_with_none() -> None:
+    """Four owners' stuck runs at their cap (8 each) would fill all 32 threads: the pool keeps its
+    reserve for an owner with nothing running, who is answered while they stay stuck."""
+    workers, per_owner = workflow_deployments.DEFAULT_WORKERS, workflow_deployments.RUNS_PER_OWNER
+    stuck_owners = [f"stuck-{i}" for i in range(workers // per_owner)]
+    pool = workflow_deployments.FairPool(workers, per_owner, name="test-reserve")
+    release = threading.Event()
+    started = threading.Condition()
+    running = [0]
+
+    def blocked() -> Any:
+        with started:
+            running[0] += 1
+            started.notify_all()
+        release.wait(60)
+        return "stuck"
+
+    try:
+        stuck = [pool.submit(owner, blocked) for owner in stuck_owners for _ in range(per_owner + 2)]
+        shared = workers - max(1, workers // 8)  # what owners already running may hold together
+        with started:
+            assert started.wait_for(lambda: running[0] >= shared, timeout=30)
+        assert pool.submit("newcomer", lambda: "answered").result(timeout=30) == "answered"
+        assert pool.submit("another", lambda: "answered").result(timeout=30) == "answered"
+        assert running[0] == shared and not any(f.done() for f in stuck)
+        release.set()
+        assert [f.result(timeout=30) for f in stuck] == ["stuck"] * len(stuck)
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_a_task_ending_starts_both_tasks_it_lets_run() -> None:
+    """x's one run ends: that frees a spare thread (taken by a's queued run, first in turn) and
+    leaves x with nothing running, so x's next run may take the reserve: an idle thread takes it
+    while a's runs stay stuck."""
+    pool = workflow_deployments.FairPool(workers=4, per_owner=4, name="test-wake", reserve=1)
+    stuck, x_first = threading.Event(), threading.Event()
+    started = threading.Condition()
+    running: list[str] = []
+
+    def blocked(name: str, until: threading.Event) -> Any:
+        with started:
+            running.append(name)
+            started.notify_all()
+        until.wait(60)
+        return name
+
+    try:
+        a = [pool.submit("a", blocked, "a", stuck) for _ in range(2)]
+        with started:
+            assert started.wait_for(lambda: len(running) == 2, timeout=30)
+        first = pool.submit("x", blocked, "x", x_first)
+        with started:
+            assert started.wait_for(lambda: len(running) == 3, timeout=30)
+        a.append(pool.submit("a", blocked, "a", stuck))  # no spare thread: waits, a thread idles
+        second = pool.submit("x", lambda: "x again")
+        x_first.set()
+        assert first.result(timeout=30) == "x"
+        assert second.result(timeout=30) == "x again"
+        assert not any(f.done() for f in a)
+    finally:
+        stuck.set()
+        x_first.set()
+        pool.close()
+    assert [f.result(timeout=30) for f in a] == ["a"] * 3
+
+
 def test_one_owners_stuck_runs_leave_threads_for_the_other_owners(served: Served, tmp_path: Path) -> None:
     """A run holds its thread while its node waits for a runner (here one that is not there yet,
     up to the call's deadline): another owner's deployment answers meanwhile, though the stuck

@@ -9,6 +9,10 @@ predicts with, and `probabilities` / `assign` give the same numbers.
   hidden layers), over standardised embeddings, fitted by full-batch Adam on the cross-entropy
   with an L2 penalty.
 - `KMeans`: centres fitted by k-means++ seeding and Lloyd's iterations.
+
+Fits work in row blocks of at most CHECK_WORK multiply-adds and call `check` (if given) before
+each, so a caller can stop one (by raising from it) within a bounded time however large the
+data, the hidden layer or k are: a training job checks its time limit there.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +30,11 @@ import numpy.typing as npt
 WEIGHTS_FORMAT = 1  # bumped when the arrays in weights.npz change meaning
 
 Floats = npt.NDArray[np.float32]
+Check = Callable[[], None] | None  # called between blocks of work; raises to stop the fit
+# multiply-adds per block of a fit (and of a predict over many rows): tens of milliseconds on one
+# core (more while other processes share it), and rows enough for numpy's cost per call to vanish
+CHECK_WORK = 1 << 28
+ELEMENT_WORK = 32  # an elementwise numpy operation on one value costs about as much as this many multiply-adds
 
 
 @dataclass
@@ -57,9 +66,16 @@ class SoftmaxClassifier:
         logits: Floats = (_dot(h, self.weights[-1]) + self.biases[-1]).astype(np.float32, copy=False)
         return activations, _softmax(logits)
 
-    def probabilities(self, x: Floats) -> Floats:
+    def probabilities(self, x: Floats, check: Check = None) -> Floats:
         """(n, concepts) probabilities of each row of `x` (n, dimension); rows sum to 1."""
-        return self._forward(x)[1]
+        x = np.asarray(x, dtype=np.float32)
+        out = np.empty((len(x), len(self.concept_ids)), dtype=np.float32)
+        per_row = _layer_work(self.weights) + ELEMENT_WORK * (
+            len(self.mean) + sum(int(w.shape[1]) for w in self.weights)
+        )
+        for rows in _row_blocks(len(x), per_row, check):
+            out[rows] = self._forward(x[rows])[1]
+        return out
 
     def to_bytes(self) -> bytes:
         arrays: dict[str, Any] = {
@@ -99,11 +115,11 @@ class KMeans:
     def dimension(self) -> int:
         return int(self.centres.shape[1])
 
-    def assign(self, x: Floats) -> tuple[npt.NDArray[np.int64], Floats]:
+    def assign(self, x: Floats, check: Check = None) -> tuple[npt.NDArray[np.int64], Floats]:
         """Each row's cluster and its distance to that cluster's centre."""
-        squared = _squared_distances(np.asarray(x, dtype=np.float32), self.centres)
-        labels = squared.argmin(axis=1)
-        return labels.astype(np.int64), np.sqrt(np.maximum(squared[np.arange(len(labels)), labels], 0.0))
+        x = np.asarray(x, dtype=np.float32)
+        labels, squared = _nearest(x, _row_norms(x, check), self.centres, check)
+        return labels, np.sqrt(squared)
 
     def to_bytes(self) -> bytes:
         return _save(self.kind, self.config, {"centres": self.centres})
@@ -142,15 +158,16 @@ def fit_softmax(
     seed: int = 0,
     tolerance: float = 1e-6,
     on_epoch: Callable[[int, float], None] | None = None,
+    check: Check = None,
 ) -> tuple[SoftmaxClassifier, int]:
     """Fit on `x` (n, d) and `targets` (n, concepts; each row a distribution over the concepts).
     Returns the model and the epochs run (fewer than `epochs` once the loss stops moving by
-    more than `tolerance`). `on_epoch(epoch, loss)` is called every epoch (progress, stop)."""
+    more than `tolerance`). `on_epoch(epoch, loss)` is called every epoch (progress, stop);
+    `check()` before every block of work (see the module's docstring)."""
     x = np.asarray(x, dtype=np.float32)
     targets = np.asarray(targets, dtype=np.float32)
     n, d = x.shape
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
+    mean, scale = _column_stats(x, check)
     scale = np.where(scale > 1e-6, scale, 1.0).astype(np.float32)
     rng = np.random.default_rng(seed)
     sizes = [d, *([hidden_units] if hidden_units else []), targets.shape[1]]
@@ -160,25 +177,32 @@ def fit_softmax(
     ]
     biases = [np.zeros(b, dtype=np.float32) for b in sizes[1:]]
     model = SoftmaxClassifier(concept_ids, concept_names, mean, scale, weights, biases)
-    standardised = (x - mean) / scale
+    standardised = np.empty_like(x)
+    for rows in _row_blocks(n, ELEMENT_WORK * d, check):
+        standardised[rows] = (x[rows] - mean) / scale
     params = [*weights, *biases]
+    # the forward pass's products and the backward pass's two per layer, and elementwise work on each output
+    per_row = 3 * _layer_work(weights) + 4 * ELEMENT_WORK * sum(int(w.shape[1]) for w in weights)
     first_moment = [np.zeros_like(p) for p in params]
     second_moment = [np.zeros_like(p) for p in params]
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     previous = np.inf
     ran = 0
     for epoch in range(1, epochs + 1):
-        activations, probabilities = model._forward(standardised, standardised=True)
-        loss = float(-(targets * np.log(probabilities + 1e-12)).sum() / n)
-        loss += 0.5 * l2 * sum(float((w * w).sum()) for w in weights)
-        delta = (probabilities - targets) / n
-        grads_w: list[Floats] = [np.zeros(0, dtype=np.float32)] * len(weights)
-        grads_b: list[Floats] = [np.zeros(0, dtype=np.float32)] * len(biases)
-        for layer in range(len(weights) - 1, -1, -1):
-            grads_w[layer] = _dot_t(activations[layer], delta) + l2 * weights[layer]
-            grads_b[layer] = delta.sum(axis=0)
-            if layer:
-                delta = _dot(delta, weights[layer].T) * (activations[layer] > 0)
+        # the full batch's gradient, summed over row blocks (each block's share is divided by n)
+        grads_w: list[Floats] = [l2 * w for w in weights]
+        grads_b: list[Floats] = [np.zeros_like(b) for b in biases]
+        cross_entropy = 0.0
+        for rows in _row_blocks(n, per_row, check):
+            activations, probabilities = model._forward(standardised[rows], standardised=True)
+            cross_entropy -= float((targets[rows] * np.log(probabilities + 1e-12)).sum())
+            delta = (probabilities - targets[rows]) / n
+            for layer in range(len(weights) - 1, -1, -1):
+                grads_w[layer] += _dot_t(activations[layer], delta)
+                grads_b[layer] += delta.sum(axis=0)
+                if layer:
+                    delta = _dot(delta, weights[layer].T) * (activations[layer] > 0)
+        loss = cross_entropy / n + 0.5 * l2 * sum(float((w * w).sum()) for w in weights)
         for i, (p, g) in enumerate(zip(params, [*grads_w, *grads_b])):
             first_moment[i] = beta1 * first_moment[i] + (1 - beta1) * g
             second_moment[i] = beta2 * second_moment[i] + (1 - beta2) * g * g
@@ -202,42 +226,94 @@ def fit_kmeans(
     max_iterations: int = 100,
     seed: int = 0,
     on_iteration: Callable[[int, float], None] | None = None,
+    check: Check = None,
 ) -> tuple[KMeans, npt.NDArray[np.int64], Floats, int]:
     """k-means++ seeding, then Lloyd's iterations until no input changes cluster (or
-    `max_iterations`). Returns the model, each row's cluster and distance, and the iterations."""
+    `max_iterations`). Returns the model, each row's cluster and distance, and the iterations.
+    `check()` is called before every block of work (see the module's docstring)."""
     x = np.asarray(x, dtype=np.float32)
-    n = len(x)
+    n, d = x.shape
+    norms = _row_norms(x, check)
     rng = np.random.default_rng(seed)
-    centres = np.empty((clusters, x.shape[1]), dtype=np.float32)
+    centres = np.empty((clusters, d), dtype=np.float32)
     centres[0] = x[rng.integers(n)]
-    closest = _squared_distances(x, centres[:1])[:, 0]
+    _, closest = _nearest(x, norms, centres[:1], check)
     for k in range(1, clusters):
         total = float(closest.sum())
         pick = int(rng.choice(n, p=closest / total)) if total > 0 else int(rng.integers(n))
         centres[k] = x[pick]
-        closest = np.minimum(closest, _squared_distances(x, centres[k : k + 1])[:, 0])
+        _, to_new = _nearest(x, norms, centres[k : k + 1], check)
+        closest = np.minimum(closest, to_new)
     labels = np.full(n, -1, dtype=np.int64)
     iterations = 0
     for iteration in range(1, max_iterations + 1):
-        squared = _squared_distances(x, centres)
-        new_labels = squared.argmin(axis=1)
-        inertia = float(squared[np.arange(n), new_labels].clip(min=0).sum())
+        new_labels, squared = _nearest(x, norms, centres, check)
+        inertia = float(squared.sum())
         iterations = iteration
         if on_iteration is not None:
             on_iteration(iteration, inertia)
         if np.array_equal(new_labels, labels):
             break
         labels = new_labels
-        for k in range(clusters):
+        for k in range(clusters):  # each step O(n): a comparison per row, then its members' mean
+            if check is not None:
+                check()
             members = x[labels == k]
             if len(members):
                 centres[k] = members.mean(axis=0)
             else:  # an empty cluster restarts at the input farthest from its centre
-                far = int(squared[np.arange(n), labels].argmax())
-                centres[k] = x[far]
+                centres[k] = x[int(squared.argmax())]
     model = KMeans(centres, {"clusters": clusters, "iterations": iterations})
-    final_labels, distances = model.assign(x)
+    final_labels, distances = model.assign(x, check)
     return model, final_labels, distances, iterations
+
+
+def _row_blocks(n: int, per_row: int, check: Check) -> Iterator[slice]:
+    """Slices of n rows, each about CHECK_WORK multiply-adds at `per_row` a row; `check()` before each."""
+    rows = max(1, CHECK_WORK // max(per_row, 1))
+    for start in range(0, n, rows):
+        if check is not None:
+            check()
+        yield slice(start, min(start + rows, n))
+
+
+def _layer_work(weights: list[Floats]) -> int:
+    """Multiply-adds of one row's forward pass."""
+    return sum(int(w.shape[0]) * int(w.shape[1]) for w in weights)
+
+
+def _column_stats(x: Floats, check: Check) -> tuple[Floats, Floats]:
+    """Each column's mean and standard deviation (two passes, summed in float64)."""
+    n, d = x.shape
+    total = np.zeros(d, dtype=np.float64)
+    for rows in _row_blocks(n, ELEMENT_WORK * d, check):
+        total += x[rows].sum(axis=0, dtype=np.float64)
+    mean = total / max(n, 1)
+    squares = np.zeros(d, dtype=np.float64)
+    for rows in _row_blocks(n, ELEMENT_WORK * d, check):
+        centred = x[rows] - mean
+        squares += (centred * centred).sum(axis=0)
+    return mean.astype(np.float32), np.sqrt(squares / max(n, 1)).astype(np.float32)
+
+
+def _row_norms(x: Floats, check: Check) -> Floats:
+    norms = np.empty(len(x), dtype=np.float32)
+    for rows in _row_blocks(len(x), ELEMENT_WORK * x.shape[1], check):
+        norms[rows] = (x[rows] * x[rows]).sum(axis=1)
+    return norms
+
+
+def _nearest(x: Floats, norms: Floats, centres: Floats, check: Check) -> tuple[npt.NDArray[np.int64], Floats]:
+    """Each row's nearest centre and squared distance to it (at least 0: rounding can make the
+    distance of a row to itself slightly negative), a block of rows at a time."""
+    labels = np.empty(len(x), dtype=np.int64)
+    squared = np.empty(len(x), dtype=np.float32)
+    centre_norms = (centres * centres).sum(axis=1)
+    for rows in _row_blocks(len(x), (x.shape[1] + 4 * ELEMENT_WORK) * len(centres), check):
+        block = (norms[rows, None] - 2.0 * (x[rows] @ centres.T) + centre_norms[None, :]).astype(np.float32)
+        labels[rows] = block.argmin(axis=1)
+        squared[rows] = np.maximum(block[np.arange(len(block)), labels[rows]], 0.0)
+    return labels, squared
 
 
 # OpenBLAS runs a matrix product on one thread when m*n*k is at most 4 * 65536 and on all of
@@ -281,12 +357,6 @@ def _softmax(logits: Floats) -> Floats:
     shifted = np.maximum(logits - logits.max(axis=1, keepdims=True), -60.0)
     e = np.exp(shifted)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def _squared_distances(x: Floats, centres: Floats) -> Floats:
-    return ((x * x).sum(axis=1)[:, None] - 2.0 * (x @ centres.T) + (centres * centres).sum(axis=1)[None, :]).astype(
-        np.float32
-    )
 
 
 def _save(kind: str, config: dict[str, Any], arrays: dict[str, Any]) -> bytes:

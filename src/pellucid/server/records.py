@@ -575,3 +575,12 @@ class DeploymentTokenRecord:
     description: str = ""
     revoked_at: float | None = None
     request_id: str | None = None  # of the call that made it (a retry gets it again, with a new secret)
+
+
+@dataclass(frozen=True)
+class DeletedDeploymentToken:
+    """What is kept of a token whose deployment was deleted: which deployment, and whether its app
+    went with it, so the token's holder hears that rather than "not valid"."""
+
+    deployment_id: str
+    with_app: bool

@@ -295,6 +295,9 @@ class Deployments:
             return self._users.authenticate(secret)
         token = self._store.get_deployment_token_by_hash(hash_secret(secret))
         if token is None:
+            deleted = self._store.get_deleted_deployment_token(hash_secret(secret))
+            if deleted is not None:
+                raise _deleted(deleted.deployment_id, deleted.with_app)
             raise Unauthenticated(
                 "the deployment token is not valid: create one with Deployment.create_token", reason="BAD_TOKEN"
             )
@@ -302,7 +305,7 @@ class Deployments:
             raise Unauthenticated(f"deployment token {token.id} was revoked: create a new one", reason="REVOKED_TOKEN")
         deployment = self._store.get_deployment(token.deployment_id)
         if deployment is None:  # pragma: no cover - deleting a deployment deletes its tokens
-            raise Unauthenticated("the deployment token's deployment was deleted", reason="BAD_TOKEN")
+            raise _deleted(token.deployment_id, with_app=False)
         return Principal(user_id=deployment.user_id, is_admin=False, token_id=token.id, deployment_id=deployment.id)
 
     def callable(self, principal: Principal, deployment_id: str) -> DeploymentRecord:
@@ -557,6 +560,18 @@ def _checked_rows(rows: Sequence[Any], read: Callable[[Any, int], tuple[Feature,
 def _check_row_count(count: int) -> None:
     if not 1 <= count <= MAX_ROWS:
         raise InvalidArgument(f"a call takes 1-{MAX_ROWS} rows, got {count}: split larger lists", field="rows")
+
+
+def _deleted(deployment_id: str, with_app: bool) -> NotFound:
+    """A real token of a deleted deployment: NOT_FOUND (HTTP 404, as its owner's PAT gets), not
+    UNAUTHENTICATED, so its client can tell "this deployment is gone" from "check the token" and
+    stop retrying or refreshing credentials. Found by the secret's hash alone and naming only the
+    token's own deployment, it tells its holder nothing of other ids (a guessed secret is "not valid")."""
+    gone = f"deployment {deployment_id!r} was deleted" + (" with its app" if with_app else "")
+    return NotFound(
+        f"{gone}: this token called it and now calls nothing; ask its owner for a new deployment and token",
+        reason="DEPLOYMENT_DELETED",
+    )
 
 
 def _refuse_deployment_token(principal: Principal, action: str) -> None:

@@ -331,6 +331,7 @@ class EmbeddingClassifier(TrainableModelType):
             l2=float(params["l2"]),
             seed=int(params["seed"]),
             on_epoch=on_epoch,
+            check=report.check,
         )
         model.config.update({"embedder": data.embedder_key, "input_type": data.input_type})
         metrics: dict[str, Any] = {
@@ -341,10 +342,10 @@ class EmbeddingClassifier(TrainableModelType):
             "epochs_run": ran,
             "dimension": int(data.vectors.shape[1]),
             "embedder": data.embedder_key,
-            "train_accuracy": _accuracy(model, data.vectors[train], primary[train]),
+            "train_accuracy": _accuracy(model, data.vectors[train], primary[train], report),
         }
         if len(held):
-            metrics["validation_accuracy"] = _accuracy(model, data.vectors[held], primary[held])
+            metrics["validation_accuracy"] = _accuracy(model, data.vectors[held], primary[held], report)
         if data.skipped:
             metrics["skipped_inputs"] = dict(data.skipped)
         report.log(
@@ -406,7 +407,12 @@ class Clusterer(TrainableModelType):
             report.progress(0.5 + 0.45 * iteration / limit)
 
         model, labels, distances, iterations = fit_kmeans(
-            data.vectors, clusters, max_iterations=limit, seed=int(params["seed"]), on_iteration=on_iteration
+            data.vectors,
+            clusters,
+            max_iterations=limit,
+            seed=int(params["seed"]),
+            on_iteration=on_iteration,
+            check=report.check,
         )
         model.config.update({"embedder": data.embedder_key, "input_type": data.input_type})
         sizes = np.bincount(labels, minlength=clusters)
@@ -495,10 +501,10 @@ def stratified_split(primary: Any, classes: int, fraction: float, seed: int) -> 
     return np.array(sorted(train), dtype=np.int64), np.array(sorted(held), dtype=np.int64)
 
 
-def _accuracy(model: SoftmaxClassifier, vectors: Vector, truth: Any) -> float:
+def _accuracy(model: SoftmaxClassifier, vectors: Vector, truth: Any, report: Report) -> float:
     if not len(truth):
         return 0.0
-    return float((model.probabilities(vectors).argmax(axis=1) == truth).mean())
+    return float((model.probabilities(vectors, report.check).argmax(axis=1) == truth).mean())
 
 
 __all__ = [

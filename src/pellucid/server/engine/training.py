@@ -10,7 +10,8 @@ inputs and their embeddings (engine/training_data.py), fits the type's model
 (engine/trainable.py) and stores the weights; the version is then served in-process by
 Models.submit, with no runner. Progress and log lines are stored as the job goes
 (GetTrainingStatus). Workers are shared by every user: a job that runs past the server's
-limit (training_max_seconds) ends FAILED at its next report, and the store hands out jobs in
+limit (training_max_seconds) ends FAILED at its next report (the fits report between blocks of
+bounded work: pellucid.trained.CHECK_WORK), and the store hands out jobs in
 turns between users (claim_training_job), so one user's long queue cannot starve the others.
 
 `export` packs a trained version as model.tar: config.yaml (everything to re-create it: the
@@ -122,6 +123,9 @@ class JobReport:
 
     def progress(self, fraction: float) -> None:
         self._progress = max(self._progress, min(fraction, 0.99))
+        self._flush()
+
+    def check(self) -> None:
         self._flush()
 
     def _flush(self, force: bool = False) -> None:

@@ -46,11 +46,15 @@ class TrainingFailed(Exception):
 
 
 class Report(Protocol):
-    """How a job tells its progress; both raise when the job must stop (taken over, deleted, shutdown)."""
+    """How a job tells its progress; each raises when the job must stop (taken over, deleted,
+    shutdown, past the server's time limit)."""
 
     def log(self, line: str) -> None: ...
 
     def progress(self, fraction: float) -> None: ...
+
+    def check(self) -> None:
+        """Progress unchanged: what a fit calls between blocks of work, so the job stops within one block."""
 
 
 @dataclass

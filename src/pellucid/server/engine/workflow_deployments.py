@@ -17,8 +17,9 @@ the first text and the first image feature as the input's text and image (what b
 runner nodes read). The run is the engine's workflow run (`WorkflowRuns.run`), on a thread of
 this module's pool, so callers wait on a handle with the surface of a predict's. A run holds its
 thread until the workflow ends (up to the call's deadline, e.g. while a node waits for a runner
-that never comes), so the pool serves owners in turns and gives one owner at most
-RUNS_PER_OWNER threads at a time: one owner's stuck runs cannot hold every thread.
+that never comes), so the pool serves owners in turns, gives one owner at most RUNS_PER_OWNER
+threads at a time and keeps a few threads for owners with nothing running (see FairPool): neither
+one owner's stuck runs nor several owners' can hold every thread.
 """
 
 from __future__ import annotations
@@ -283,15 +284,25 @@ _Task = tuple[Future[PredictResult], Callable[[], PredictResult]]
 class FairPool:
     """Up to `workers` threads (started as tasks come), taking owners' tasks in turns, at most
     `per_owner` of one owner's at a time; threads are daemons, so a stuck run never holds up
-    the process's exit."""
+    the process's exit.
 
-    def __init__(self, workers: int, per_owner: int, name: str) -> None:
+    The last `reserve` free threads go only to owners with nothing running. A cap per owner
+    alone lets a few owners with stuck runs (workers / per_owner of them) fill the pool; a
+    share that shrinks as owners arrive cannot take back threads already given. A reserve
+    holds whatever the owners already running do: their runs together hold at most
+    `workers - reserve` threads, so an owner arriving next is answered at once, and up to
+    `reserve` of them at a time, each with one thread until the others end. (No finite pool
+    outlasts unboundedly many owners with stuck runs: those end at their call's deadline.)"""
+
+    def __init__(self, workers: int, per_owner: int, name: str, reserve: int | None = None) -> None:
         self._workers = workers
         self._per_owner = per_owner
+        self._reserve = min(max(1, workers // 8) if reserve is None else reserve, workers - 1)
         self._name = name
         self._lock = threading.Condition()
         self._queues: collections.OrderedDict[str, collections.deque[_Task]] = collections.OrderedDict()
         self._running: collections.Counter[str] = collections.Counter()
+        self._busy = 0  # threads running a task, of every owner
         self._threads = 0
         self._idle = 0
         self._closed = False
@@ -321,15 +332,19 @@ class FairPool:
             self._lock.notify_all()
 
     def _take(self) -> tuple[str, _Task] | None:
-        """The next task: of the first owner in turn with one waiting and a thread to spare."""
+        """The next task: of the first owner in turn with one waiting and a thread to spare (an
+        owner with runs may not take the reserve)."""
+        spare = self._workers - self._busy > self._reserve
         for owner, queue in self._queues.items():
-            if self._running[owner] < self._per_owner:
+            running = self._running[owner]
+            if running < self._per_owner and (spare or not running):
                 task = queue.popleft()
                 if queue:
                     self._queues.move_to_end(owner)  # its next task waits for the other owners'
                 else:
                     del self._queues[owner]
                 self._running[owner] += 1
+                self._busy += 1
                 return owner, task
         return None
 
@@ -355,8 +370,12 @@ class FairPool:
                 finally:
                     self._lock.acquire()
                     self._running[owner] -= 1
+                    self._busy -= 1
                     if not self._running[owner]:
                         del self._running[owner]
+                    if self._queues and self._idle:  # an ended task can let two others start (its
+                        self._idle -= 1  # owner's, now with nothing running, and one for the spare)
+                        self._lock.notify()
 
 
 class WorkflowRun:

@@ -30,6 +30,7 @@ from pellucid.server.records import (
     DatasetRecord,
     DatasetStats,
     DatasetVersionRecord,
+    DeletedDeploymentToken,
     DeploymentRecord,
     DeploymentTokenRecord,
     EvaluationItem,
@@ -759,7 +760,12 @@ class DeploymentStore(Transactional):
         """Replace what can change (target, specs, enabled, description, modified_at); False if gone."""
 
     @abc.abstractmethod
-    def delete_deployment(self, deployment_id: str) -> bool: ...
+    def delete_deployment(self, deployment_id: str) -> bool:
+        """Delete it and its tokens, keeping their hashes (as deleting its app does too)."""
+
+    @abc.abstractmethod
+    def get_deleted_deployment_token(self, token_hash: str) -> DeletedDeploymentToken | None:
+        """What is kept of a token whose deployment (or its app) was deleted."""
 
     @abc.abstractmethod
     def insert_deployment_token(self, token: DeploymentTokenRecord) -> None:

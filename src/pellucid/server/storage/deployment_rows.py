@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pellucid.server.records import DeploymentRecord, DeploymentTokenRecord
+from pellucid.server.records import DeletedDeploymentToken, DeploymentRecord, DeploymentTokenRecord
 from pellucid.server.storage.rows import feature_spec_from_dict, spec_dict
 
 # a deployment belongs to its app (deleting the app deletes it and its tokens); it names its model
@@ -34,6 +34,28 @@ INSERT_TOKEN = (
     "INSERT INTO deployment_tokens (deployment_seq, id, token_hash, description, created_at, revoked_at, request_id)"
     " SELECT seq, {p}, {p}, {p}, {p}, {p}, {p} FROM deployments WHERE id = {p}"
 )
+
+# a deleted deployment's tokens leave their hash (only): a call with one is told its deployment was
+# deleted (Deployments.authenticate). Written in the transaction that deletes the deployment or app.
+DELETED_TOKENS_TABLE = """CREATE TABLE deleted_deployment_tokens (
+    token_hash TEXT PRIMARY KEY,
+    deployment_id TEXT NOT NULL,
+    deleted_with TEXT NOT NULL
+)"""
+_KEEP_DELETED = (
+    "INSERT INTO deleted_deployment_tokens (token_hash, deployment_id, deleted_with)"
+    " SELECT t.token_hash, d.id, '{with}' FROM deployment_tokens t JOIN deployments d ON d.seq = t.deployment_seq"
+)
+KEEP_TOKENS_OF_DEPLOYMENT = _KEEP_DELETED.replace("{with}", "deployment") + " WHERE d.id = {p} ON CONFLICT DO NOTHING"
+KEEP_TOKENS_OF_APP = (
+    _KEEP_DELETED.replace("{with}", "app")
+    + " JOIN apps a ON a.seq = d.app_seq WHERE a.user_id = {p} AND a.id = {p} ON CONFLICT DO NOTHING"
+)
+DELETED_TOKEN_SELECT = "SELECT deployment_id, deleted_with FROM deleted_deployment_tokens WHERE token_hash = {p}"
+
+
+def deleted_token_from_row(row: Any) -> DeletedDeploymentToken:
+    return DeletedDeploymentToken(deployment_id=row["deployment_id"], with_app=row["deleted_with"] == "app")
 
 
 def sql(template: str, placeholder: str) -> str:

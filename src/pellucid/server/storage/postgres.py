@@ -307,6 +307,7 @@ class PostgresMetadataStore(
 
     def delete_app(self, user_id: str, app_id: str) -> bool:
         with self._write() as conn:
+            self.keep_deleted_app_tokens(conn, user_id, app_id)
             return conn.execute("DELETE FROM apps WHERE user_id = %s AND id = %s", (user_id, app_id)).rowcount > 0
 
     # concepts

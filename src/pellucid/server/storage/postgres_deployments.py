@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pellucid.server.records import DeploymentRecord, DeploymentTokenRecord, Page, PageQuery
+from pellucid.server.records import DeletedDeploymentToken, DeploymentRecord, DeploymentTokenRecord, Page, PageQuery
 from pellucid.server.storage import deployment_rows as rows
 
 
@@ -38,7 +38,17 @@ class PostgresDeploymentTables:
 
     def delete_deployment(self, deployment_id: str) -> bool:
         with self._write() as conn:
+            conn.execute(_q(rows.KEEP_TOKENS_OF_DEPLOYMENT), (deployment_id,))
             return bool(conn.execute("DELETE FROM deployments WHERE id = %s", (deployment_id,)).rowcount)
+
+    def keep_deleted_app_tokens(self, conn: Any, user_id: str, app_id: str) -> None:
+        """In the transaction deleting an app: keep its deployments' tokens' hashes."""
+        conn.execute(_q(rows.KEEP_TOKENS_OF_APP), (user_id, app_id))
+
+    def get_deleted_deployment_token(self, token_hash: str) -> DeletedDeploymentToken | None:
+        with self._read() as conn:
+            row = conn.execute(_q(rows.DELETED_TOKEN_SELECT), (token_hash,)).fetchone()
+        return rows.deleted_token_from_row(row) if row else None
 
     def insert_deployment_token(self, token: DeploymentTokenRecord) -> None:
         with self._write() as conn:

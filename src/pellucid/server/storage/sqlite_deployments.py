@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from pellucid.server.records import DeploymentRecord, DeploymentTokenRecord, Page, PageQuery
+from pellucid.server.records import DeletedDeploymentToken, DeploymentRecord, DeploymentTokenRecord, Page, PageQuery
 from pellucid.server.storage import deployment_rows as rows
 from pellucid.server.storage.base import Conflict
 
@@ -42,7 +42,16 @@ class DeploymentTables:
 
     def delete_deployment(self, deployment_id: str) -> bool:
         with self._write() as conn:
+            conn.execute(_q(rows.KEEP_TOKENS_OF_DEPLOYMENT), (deployment_id,))
             return bool(conn.execute("DELETE FROM deployments WHERE id = ?", (deployment_id,)).rowcount)
+
+    def keep_deleted_app_tokens(self, conn: Any, user_id: str, app_id: str) -> None:
+        """In the transaction deleting an app: keep its deployments' tokens' hashes."""
+        conn.execute(_q(rows.KEEP_TOKENS_OF_APP), (user_id, app_id))
+
+    def get_deleted_deployment_token(self, token_hash: str) -> DeletedDeploymentToken | None:
+        row = self._conn().execute(_q(rows.DELETED_TOKEN_SELECT), (token_hash,)).fetchone()
+        return rows.deleted_token_from_row(row) if row else None
 
     def insert_deployment_token(self, token: DeploymentTokenRecord) -> None:
         try:
