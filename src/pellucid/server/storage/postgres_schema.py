@@ -338,7 +338,7 @@ from pellucid.server.storage.training_sql import CLAIMS_TABLE as _TRAINING_CLAIM
 MIGRATIONS.append((12, ";\n".join([_TRAINING_CLAIMS.format(real="DOUBLE PRECISION"), *_ALGORITHM_RETENTION])))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 
-# 13 (SQLite's 19): the hashes of deleted deployments' tokens
+# 13 (SQLite's 20): the hashes of deleted deployments' tokens
 from pellucid.server.storage.deployment_rows import DELETED_TOKENS_TABLE as _DELETED_TOKENS  # noqa: E402
 
 MIGRATIONS.append((13, _DELETED_TOKENS))

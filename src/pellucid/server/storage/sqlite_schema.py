@@ -360,8 +360,8 @@ from pellucid.server.storage.training_sql import CLAIMS_TABLE as _TRAINING_CLAIM
 MIGRATIONS.append((18, ";\n".join([_TRAINING_CLAIMS.format(real="REAL"), *_ALGORITHM_RETENTION])))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 
-# 19: the hashes of deleted deployments' tokens (a call with one hears its deployment was deleted)
+# 20: the hashes of deleted deployments' tokens (a call with one hears its deployment was deleted)
 from pellucid.server.storage.deployment_rows import DELETED_TOKENS_TABLE as _DELETED_TOKENS  # noqa: E402
 
-MIGRATIONS.append((19, _DELETED_TOKENS))
+MIGRATIONS.append((20, _DELETED_TOKENS))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
