@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -282,3 +283,54 @@ def test_audio_and_folder_and_csv_builders(inputs: Inputs, tmp_path: Path) -> No
         ("first", ["a"]),
         ("second", ["b", "c"]),
     ]
+
+
+def test_one_users_slow_urls_do_not_hold_up_another_users_batch(app: App, bob: User) -> None:
+    """URL fetches share the server's fetch threads in turns between users: a batch whose
+    URLs hang holds at most all but one of them, and another user's batch is fetched meanwhile."""
+    release = threading.Event()
+    lock = threading.Lock()
+    hanging = [0, 0]  # requests waiting now, the most at once
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/slow/"):
+                with lock:
+                    hanging[0] += 1
+                    hanging[1] = max(hanging)
+                release.wait(60)
+                with lock:
+                    hanging[0] -= 1
+            body = png(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{web.server_address[1]}"
+    slow_batch = [Inputs.get_input_from_url(f"s{i}", image_url=f"{base}/slow/{i}.png") for i in range(16)]
+    results: list[object] = []
+    uploader = threading.Thread(
+        target=lambda: results.append(app.inputs().upload_inputs(slow_batch, show_log=False)), daemon=True
+    )
+    try:
+        uploader.start()
+        deadline = time.monotonic() + 20
+        while hanging[0] < 7 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hanging[0] == 7  # all of the fetch threads but one, however many URLs wait
+        theirs = bob.create_app("fetch-turns").inputs().with_options(timeout=20)
+        fast = [Inputs.get_input_from_url(f"f{i}", image_url=f"{base}/fast/{i}.png") for i in range(3)]
+        result = theirs.upload_inputs(fast, show_log=False)  # while every slow URL still hangs
+        assert not result.failed and not release.is_set()
+    finally:
+        release.set()
+        uploader.join(60)
+        web.shutdown()
+    assert len(results) == 1 and not results[0].failed  # type: ignore[attr-defined]
+    assert hanging[1] == 7

@@ -26,6 +26,7 @@ from pellucid.deployment import Deployment, InvalidRows
 from pellucid.server.engine import workflow_deployments
 from pellucid.server.engine.access import Principal
 from pellucid.server.engine.errors import Unavailable
+from pellucid.server.engine.fair_pool import FairPool
 from pellucid.server.engine.validation import MAX_BATCH
 from pellucid.server.runtime import PellucidServer, ServerSettings
 from tests.media_samples import png
@@ -339,7 +340,7 @@ def test_embeddings_no_array_holds_fail_the_row_as_the_nodes_fault(served: Serve
 
 
 def test_the_pool_gives_one_owner_at_most_its_share_and_runs_every_task() -> None:
-    pool = workflow_deployments.FairPool(workers=4, per_owner=2, name="test-pool")
+    pool = FairPool(workers=4, per_owner=2, name="test-pool")
     release = threading.Event()
     lock = threading.Lock()
     running: dict[str, int] = {"a": 0}
@@ -374,7 +375,7 @@ def test_owners_with_stuck_runs_leave_threads_for_an_owner_with_none() -> None:
     reserve for an owner with nothing running, who is answered while they stay stuck."""
     workers, per_owner = workflow_deployments.DEFAULT_WORKERS, workflow_deployments.RUNS_PER_OWNER
     stuck_owners = [f"stuck-{i}" for i in range(workers // per_owner)]
-    pool = workflow_deployments.FairPool(workers, per_owner, name="test-reserve")
+    pool = FairPool(workers, per_owner, name="test-reserve")
     release = threading.Event()
     started = threading.Condition()
     running = [0]
@@ -405,7 +406,7 @@ def test_a_task_ending_starts_both_tasks_it_lets_run() -> None:
     """x's one run ends: that frees a spare thread (taken by a's queued run, first in turn) and
     leaves x with nothing running, so x's next run may take the reserve: an idle thread takes it
     while a's runs stay stuck."""
-    pool = workflow_deployments.FairPool(workers=4, per_owner=4, name="test-wake", reserve=1)
+    pool = FairPool(workers=4, per_owner=4, name="test-wake", reserve=1)
     stuck, x_first = threading.Event(), threading.Event()
     started = threading.Condition()
     running: list[str] = []

@@ -10,7 +10,6 @@ import builtins
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,6 +22,7 @@ from pellucid.server.engine.errors import (
     NotFound,
     ResourceExhausted,
 )
+from pellucid.server.engine.fair_pool import FairPool
 from pellucid.server.engine.fetch import UrlFetcher
 from pellucid.server.engine.ids import validate_id
 from pellucid.server.engine.media import sniff
@@ -145,6 +145,10 @@ def derived_annotation_id(input_id: str, concepts: Iterable[ConceptValue], regio
     return _digest("annotation", input_id, labels, shape)[:32]
 
 
+# an input ready to store (its record, annotations and bytes), or why it cannot be
+Prepared = tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError
+
+
 class Inputs:
     FETCH_WORKERS = 8
 
@@ -165,7 +169,9 @@ class Inputs:
         self._apps = apps
         self._clock = clock
         self._urls = urls or UrlFetcher()
-        self._fetcher = ThreadPoolExecutor(self.FETCH_WORKERS, thread_name_prefix="pellucid-fetch")
+        # URL fetches of every user's batches share these threads in turns (a user's batch of slow
+        # URLs, each up to the fetch timeout, cannot hold them all: the others' batches go on)
+        self._fetcher: FairPool[Prepared] = FairPool(self.FETCH_WORKERS, self.FETCH_WORKERS - 1, "pellucid-fetch")
         # called when a batch stored inputs that wait to be embedded (wakes the indexer)
         self.on_pending: Callable[[], None] | None = None
 
@@ -184,13 +190,15 @@ class Inputs:
         # one query for the batch: the blobs named by hash that this app's owner holds (others: as if absent)
         named = sorted({m.blob_sha256 for s in specs for m in s.media if is_sha256(m.blob_sha256)})
         held = self._blobs.acquire(app.user_id, named) if named else {}
-        prepared: builtins.list[tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError] = list(
-            self._fetcher.map(
-                lambda pair: self._prepare(app, pair[0], pair[1], known_datasets, held, embedded), enumerate(specs)
-            )
-            if any(s.text_url or any(m.url for m in s.media) for s in specs)
-            else (self._prepare(app, i, s, known_datasets, held, embedded) for i, s in enumerate(specs))
-        )
+        prepared: builtins.list[Prepared]
+        if any(s.text_url or any(m.url for m in s.media) for s in specs):
+            futures = [
+                self._fetcher.submit(app.user_id, self._prepare, app, i, s, known_datasets, held, embedded)
+                for i, s in enumerate(specs)
+            ]
+            prepared = [future.result() for future in futures]
+        else:
+            prepared = [self._prepare(app, i, s, known_datasets, held, embedded) for i, s in enumerate(specs)]
         # bytes first (content-addressed, so a crash here leaves nothing to undo), then metadata;
         # storing them makes the app's owner an owner of each blob
         payloads = [(p[2], p[0].media_sha256) for p in prepared if not isinstance(p, EngineError) and p[2]]
@@ -253,7 +261,7 @@ class Inputs:
         datasets: set[str],
         held: dict[str, int],
         embedded: frozenset[str] = frozenset(),
-    ) -> tuple[InputRecord, builtins.list[AnnotationRecord], bytes] | EngineError:
+    ) -> Prepared:
         try:
             return self._prepare_or_raise(app, spec, datasets, held, embedded)
         except EngineError as exc:

@@ -24,8 +24,6 @@ one owner's stuck runs nor several owners' can hold every thread.
 
 from __future__ import annotations
 
-import collections
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
@@ -34,7 +32,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from pellucid.server.engine.access import Principal
-from pellucid.server.engine.errors import EngineError, InvalidArgument, Unavailable
+from pellucid.server.engine.errors import EngineError, InvalidArgument
+from pellucid.server.engine.fair_pool import FairPool
 from pellucid.server.engine.local_models import DATA_KINDS
 from pellucid.server.engine.models import Models
 from pellucid.server.engine.predict import (
@@ -94,7 +93,7 @@ class WorkflowTargets:
         self._models = models
         self._workflows = workflows
         self._runs = runs
-        self._pool = FairPool(workers, runs_per_owner, "workflow-deployment")
+        self._pool: FairPool[PredictResult] = FairPool(workers, runs_per_owner, "workflow-deployment")
 
     def close(self) -> None:
         self._pool.close()
@@ -276,106 +275,6 @@ class WorkflowTargets:
         left = deadline - time.monotonic()  # what waiting for a thread of the pool left of it
         result = self._runs.run(owner, replace(request, deadline_seconds=max(left, 0.0)))
         return PredictResult("", result.version.id, "", tuple(_output_rows(result, specs, declared)))
-
-
-_Task = tuple[Future[PredictResult], Callable[[], PredictResult]]
-
-
-class FairPool:
-    """Up to `workers` threads (started as tasks come), taking owners' tasks in turns, at most
-    `per_owner` of one owner's at a time; threads are daemons, so a stuck run never holds up
-    the process's exit.
-
-    The last `reserve` free threads go only to owners with nothing running. A cap per owner
-    alone lets a few owners with stuck runs (workers / per_owner of them) fill the pool; a
-    share that shrinks as owners arrive cannot take back threads already given. A reserve
-    holds whatever the owners already running do: their runs together hold at most
-    `workers - reserve` threads, so an owner arriving next is answered at once, and up to
-    `reserve` of them at a time, each with one thread until the others end. (No finite pool
-    outlasts unboundedly many owners with stuck runs: those end at their call's deadline.)"""
-
-    def __init__(self, workers: int, per_owner: int, name: str, reserve: int | None = None) -> None:
-        self._workers = workers
-        self._per_owner = per_owner
-        self._reserve = min(max(1, workers // 8) if reserve is None else reserve, workers - 1)
-        self._name = name
-        self._lock = threading.Condition()
-        self._queues: collections.OrderedDict[str, collections.deque[_Task]] = collections.OrderedDict()
-        self._running: collections.Counter[str] = collections.Counter()
-        self._busy = 0  # threads running a task, of every owner
-        self._threads = 0
-        self._idle = 0
-        self._closed = False
-
-    def submit(self, owner: str, fn: Callable[..., PredictResult], *args: object) -> Future[PredictResult]:
-        future: Future[PredictResult] = Future()
-        with self._lock:
-            if self._closed:
-                raise Unavailable("the server is stopping: retry on another replica or once it is back")
-            self._queues.setdefault(owner, collections.deque()).append((future, lambda: fn(*args)))
-            if self._idle:  # counted off here, so the next task wakes (or starts) another thread
-                self._idle -= 1
-                self._lock.notify()
-            elif self._threads < self._workers:
-                self._threads += 1
-                threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
-        return future
-
-    def close(self) -> None:
-        """Cancel the tasks not started; threads end once their task has."""
-        with self._lock:
-            self._closed = True
-            for queue in self._queues.values():
-                for future, _ in queue:
-                    future.cancel()
-            self._queues.clear()
-            self._lock.notify_all()
-
-    def _take(self) -> tuple[str, _Task] | None:
-        """The next task: of the first owner in turn with one waiting and a thread to spare (an
-        owner with runs may not take the reserve)."""
-        spare = self._workers - self._busy > self._reserve
-        for owner, queue in self._queues.items():
-            running = self._running[owner]
-            if running < self._per_owner and (spare or not running):
-                task = queue.popleft()
-                if queue:
-                    self._queues.move_to_end(owner)  # its next task waits for the other owners'
-                else:
-                    del self._queues[owner]
-                self._running[owner] += 1
-                self._busy += 1
-                return owner, task
-        return None
-
-    def _work(self) -> None:
-        with self._lock:
-            while True:
-                taken = self._take()
-                if taken is None:
-                    if self._closed:
-                        self._threads -= 1
-                        return
-                    self._idle += 1
-                    self._lock.wait()  # submit counts it off as it wakes it
-                    continue
-                owner, (future, task) = taken
-                self._lock.release()
-                try:
-                    if future.set_running_or_notify_cancel():
-                        try:
-                            future.set_result(task())
-                        except BaseException as exc:  # noqa: BLE001 - the caller's result() raises it
-                            future.set_exception(exc)
-                finally:
-                    self._lock.acquire()
-                    self._running[owner] -= 1
-                    self._busy -= 1
-                    if not self._running[owner]:
-                        del self._running[owner]
-                    if self._queues and self._idle:  # an ended task can let two others start (its
-                        self._idle -= 1  # owner's, now with nothing running, and one for the spare)
-                        self._lock.notify()
 
 
 class WorkflowRun:
