@@ -28,7 +28,7 @@ from pellucid.server.storage.rows import (
     user_from_row,
 )
 from pellucid.server.storage.sqlite_algorithms import AlgorithmTables
-from pellucid.server.storage.sqlite_connections import ThreadConnections, like_pattern
+from pellucid.server.storage.sqlite_connections import ThreadConnections, foreign_key_violations, like_pattern
 from pellucid.server.storage.sqlite_data import DataTables
 from pellucid.server.storage.sqlite_deployments import DeploymentTables
 from pellucid.server.storage.sqlite_evaluations import EvaluationTables
@@ -62,21 +62,31 @@ class SqliteMetadataStore(
         self._connections = ThreadConnections(self.path, foreign_keys=True, functions=SEARCH_FUNCTIONS)
         self._conn = self._connections.get
         self._write = self._connections.write
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self._connections.close()
+            raise
 
     def _migrate(self) -> None:
-        with self._write() as conn:
+        """Apply the pending migrations in one transaction with foreign keys off (a table rebuild,
+        such as migration 19's, drops the old table: with them on, that would cascade into every
+        child row) and PRAGMA foreign_key_check clean before it commits."""
+        with self._connections.write_without_foreign_keys() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at REAL NOT NULL)"
             )
             applied = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
-            for version, script in pending_migrations(MIGRATIONS, applied, str(self.path)):
+            pending = pending_migrations(MIGRATIONS, applied, str(self.path))
+            for version, script in pending:
                 if callable(script):
                     script(conn)
                 else:
                     for statement in filter(str.strip, script.split(";")):
                         conn.execute(statement)
                 conn.execute("INSERT INTO schema_version VALUES (?, strftime('%s','now'))", (version,))
+            if pending and (problem := foreign_key_violations(conn)):
+                raise sqlite3.IntegrityError(f"{self.path}: migrating left {problem}; nothing was changed")
 
     def schema_version(self) -> int:
         return self._conn().execute("SELECT MAX(version) FROM schema_version").fetchone()[0]

@@ -38,6 +38,7 @@ class ThreadConnections:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        self._foreign_keys_off = False  # the writer's, for the transaction of write_without_foreign_keys()
         self._closed = False
 
     def _open(self) -> sqlite3.Connection:
@@ -88,6 +89,23 @@ class ThreadConnections:
         self._end(conn, commit=True)
 
     @contextmanager
+    def write_without_foreign_keys(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction with foreign keys off, for SQLite's table rebuild (a DROP TABLE
+        under them would cascade into every child row). PRAGMA foreign_keys is a no-op inside a
+        transaction, so it is turned off before BEGIN and on again before the writer is handed
+        on. The caller checks its work with `foreign_key_violations` before the block ends.
+        """
+        if getattr(self._local, "unit", None) is not None or getattr(self._local, "writing", None) is not None:
+            raise RuntimeError(f"{self.path}: a write transaction is already open in this thread")
+        conn = self._begin(foreign_keys=False)
+        try:
+            yield conn
+        except BaseException:
+            self._end(conn, commit=False)
+            raise
+        self._end(conn, commit=True)
+
+    @contextmanager
     def unit_of_work(self) -> Iterator[None]:
         """Every `write()` of this thread until the block ends commits as one transaction, or none does.
 
@@ -119,8 +137,9 @@ class ThreadConnections:
         finally:
             self._local.unit = None
 
-    def _begin(self) -> sqlite3.Connection:
-        """Take the writer (in turn, under the lock) and begin a transaction on it."""
+    def _begin(self, foreign_keys: bool = True) -> sqlite3.Connection:
+        """Take the writer (in turn, under the lock) and begin a transaction on it (with foreign
+        keys off if asked and they are on: `_end` turns them on again)."""
         if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_SECONDS):
             raise sqlite3.OperationalError(
                 f"{self.path}: database is locked (no write for {BUSY_TIMEOUT_SECONDS:.0f} s)"
@@ -130,12 +149,38 @@ class ThreadConnections:
                 self._writer = self._open()
                 self._writer.execute("PRAGMA temp_store=MEMORY")  # statement journals of multi-row inserts
             conn = self._local.writing = self._writer
+            if self._foreign_keys and not foreign_keys:
+                self._foreign_keys_off = True
+                conn.execute("PRAGMA foreign_keys=OFF")
             conn.execute("BEGIN IMMEDIATE")
         except BaseException:
+            self._restore_foreign_keys()
             self._local.writing = None
             self._write_lock.release()
             raise
         return conn
+
+    def _restore_foreign_keys(self) -> None:
+        """Foreign keys on again on the writer, under the write lock (the next transaction must
+        not run without them); a writer that cannot take the PRAGMA (still inside a transaction,
+        where it would be silently ignored) is closed, and the next write opens a fresh one."""
+        if not self._foreign_keys_off:
+            return
+        self._foreign_keys_off = False
+        conn = self._writer
+        if conn is None:
+            return
+        try:
+            if not conn.in_transaction:
+                conn.execute("PRAGMA foreign_keys=ON")
+                if conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1:
+                    return
+        except sqlite3.Error:
+            pass
+        with self._lock:
+            self._all.remove(conn)
+        self._writer = None
+        conn.close()
 
     def _end(self, conn: sqlite3.Connection, commit: bool) -> None:
         """Commit (or roll back) the writer's transaction and hand the writer on."""
@@ -150,8 +195,11 @@ class ThreadConnections:
             elif conn.in_transaction:
                 conn.execute("ROLLBACK")
         finally:
-            self._local.writing = None
-            self._write_lock.release()
+            try:
+                self._restore_foreign_keys()
+            finally:
+                self._local.writing = None
+                self._write_lock.release()
 
     @contextmanager
     def _savepoint(self, unit: _Unit) -> Iterator[sqlite3.Connection]:
@@ -208,6 +256,15 @@ class _Unit:
         self.conn: sqlite3.Connection | None = None
         self.depth = 0  # savepoints open inside it
         self.broken = False  # SQLite rolled its transaction back under a write: it must not commit
+
+
+def foreign_key_violations(conn: sqlite3.Connection) -> str:
+    """What `PRAGMA foreign_key_check` finds in the whole database, said briefly ("" if nothing)."""
+    violations = conn.execute("PRAGMA foreign_key_check").fetchall()
+    shown = ", ".join(
+        f"{table}{'' if rowid is None else f' row {rowid}'} -> {parent}" for table, rowid, parent, _ in violations[:5]
+    )
+    return f"{len(violations)} foreign key violations ({shown})" if violations else ""
 
 
 def insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> None:

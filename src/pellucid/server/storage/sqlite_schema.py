@@ -360,6 +360,12 @@ from pellucid.server.storage.training_sql import CLAIMS_TABLE as _TRAINING_CLAIM
 MIGRATIONS.append((18, ";\n".join([_TRAINING_CLAIMS.format(real="REAL"), *_ALGORITHM_RETENTION])))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 
+# 19: inputs' seqs are never reused (AUTOINCREMENT), as they key vectors, dataset version snapshots,
+# evaluation items and cursors outside the row: a table rebuild (storage/sqlite_rebuild.py)
+from pellucid.server.storage.sqlite_rebuild import never_reuse_input_seqs  # noqa: E402
+
+MIGRATIONS.append((19, never_reuse_input_seqs))
+
 # 20: the hashes of deleted deployments' tokens (a call with one hears its deployment was deleted)
 from pellucid.server.storage.deployment_rows import DELETED_TOKENS_TABLE as _DELETED_TOKENS  # noqa: E402
 
