@@ -20,7 +20,7 @@ from pellucid.server.records import (
 from pellucid.server.storage import open_metadata_store
 from pellucid.server.storage.base import MetadataStore
 from pellucid.server.storage.sqlite_rebuild import rebuild_table
-from pellucid.server.storage.sqlite_schema import MIGRATIONS
+from pellucid.server.storage.sqlite_schema import LATEST_VERSION, MIGRATIONS
 
 CAT = (ConceptValue("cat", "Cat"),)
 
@@ -124,7 +124,7 @@ def test_migration_19_rebuilds_inputs_keeping_every_row_and_reference(
 
     store = open_metadata_store(str(path))
     try:
-        assert store.schema_version() == 19
+        assert store.schema_version() == LATEST_VERSION
         after = _dump(path)
         assert after == before  # every row, reference, column and index as it was
         conn = store._conn()  # type: ignore[attr-defined]
@@ -160,15 +160,15 @@ def test_a_migration_that_breaks_a_foreign_key_commits_nothing(tmp_path: Path, m
     _store_at_18(path, monkeypatch).close()
     orphan = "INSERT INTO dataset_inputs (dataset_seq, input_seq) VALUES (7, 7)"
     with monkeypatch.context() as patch:
-        patch.setattr("pellucid.server.storage.sqlite.MIGRATIONS", [*MIGRATIONS, (20, orphan)])
+        patch.setattr("pellucid.server.storage.sqlite.MIGRATIONS", [*MIGRATIONS, (LATEST_VERSION + 1, orphan)])
         with pytest.raises(
             sqlite3.IntegrityError,
             match=r"2 foreign key violations \(dataset_inputs -> inputs, dataset_inputs -> datasets\)",
         ):
             open_metadata_store(str(path))
-    store = open_metadata_store(str(path))  # 19 alone applies; 20's row never committed
+    store = open_metadata_store(str(path))  # the real ones apply; the orphan's row never committed
     try:
-        assert store.schema_version() == 19
+        assert store.schema_version() == LATEST_VERSION
         conn = store._conn()  # type: ignore[attr-defined]
         assert conn.execute("SELECT COUNT(*) FROM dataset_inputs").fetchone()[0] == 0
     finally:
