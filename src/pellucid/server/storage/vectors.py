@@ -1,7 +1,7 @@
 """The vector index: embeddings of inputs, searched by similarity (issue #10).
 
 One index holds many *spaces*: a space is the vectors of one embedder in one app (for
-example "<app seq>/text-minilm"), all of one dimension. Keys are the inputs' store seqs
+example "alice/photos/text", see engine/spaces.py), all of one dimension. Keys are the inputs' store seqs
 (`InputRecord.seq`, int64). Backends (one class each, one contract suite over all):
 exact (numpy), ANN (faiss, candidates re-ranked exactly) and pgvector, chosen by URI in
 `registry.open_vector_index`.
