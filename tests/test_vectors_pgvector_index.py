@@ -165,6 +165,43 @@ def test_an_invalid_index_left_by_a_stopped_build_is_rebuilt(uri: str, opened: l
     assert second.uses_ann(SPACE) and recall(second, vectors, keys, seed=28) >= 0.95
 
 
+def test_dropping_a_space_cancels_its_index_build(uri: str, opened: list[PgvectorIndex]) -> None:
+    """DROP TABLE would wait for a build in flight (and the build for the drop's snapshot, until
+    PostgreSQL's deadlock check ends one): drop_space cancels the build first."""
+    store = open_store(uri, opened)
+    vectors = clustered(600, 16, seed=31)
+    store.upsert(SPACE, np.arange(400, dtype=np.int64), vectors[:400])
+    table = table_of(uri)
+    dropped: list[BaseException | None] = []
+    with psycopg.connect(uri) as writer:  # holds the build in its first wait
+        writer.execute(f"INSERT INTO {table} VALUES (%s, %s)".encode(), (10_000, "[" + ",".join(["1"] * 16) + "]"))
+        store.upsert(SPACE, np.arange(400, 600, dtype=np.int64), vectors[400:])
+        deadline = time.monotonic() + 30
+        while not hnsw_indexes(uri) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert hnsw_indexes(uri), "the build did not start"
+
+        def drop() -> None:
+            try:
+                store.drop_space(SPACE)
+                dropped.append(None)
+            except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+                dropped.append(exc)
+
+        dropping = threading.Thread(target=drop)
+        dropping.start()
+        # cancelled while the writer still holds it back
+        assert store.wait_for_index_builds(timeout=30), "the build was not cancelled"
+        writer.rollback()  # DROP TABLE waits for this writer's lock, as for any write
+    dropping.join(30)
+    assert dropped == [None] and store.indexes_built == 0
+    assert store.count(SPACE) == 0 and store.dimension(SPACE) is None
+    with psycopg.connect(uri) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,)
+    store.upsert(SPACE, np.arange(3, dtype=np.int64), np.ones((3, 4), dtype=np.float32))  # made anew
+    assert store.dimension(SPACE) == 4
+
+
 def test_threshold_zero_indexes_at_creation_and_indexed_spaces_keep_theirs(
     uri: str, opened: list[PgvectorIndex]
 ) -> None:

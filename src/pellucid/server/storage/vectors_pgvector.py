@@ -219,12 +219,14 @@ class PgvectorIndex(VectorIndex):
                 self._build_connections.pop(table, None)
                 self._builds.pop(table, None)
 
-    def wait_for_index_builds(self, timeout: float | None = None) -> None:
-        """Wait for the HNSW index builds this instance started (tests and benchmarks)."""
+    def wait_for_index_builds(self, timeout: float | None = None) -> bool:
+        """Wait for the HNSW index builds this instance started (tests and benchmarks), each up
+        to `timeout` seconds: whether they all ended."""
         with self._builds_lock:
             threads = list(self._builds.values())
         for thread in threads:
             thread.join(timeout)
+        return not any(thread.is_alive() for thread in threads)
 
     def _build_index(self, conn: psycopg.Connection[Any], table: str) -> bool:
         """Build the table's HNSW index (outside any transaction: CONCURRENTLY cannot run in one),
@@ -257,6 +259,9 @@ class PgvectorIndex(VectorIndex):
                 return True
             finally:
                 conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", lock)
+        except psycopg.errors.QueryCanceled:
+            log.info("the HNSW index build of %s was cancelled (its space dropped, or the store closed)", table)
+            return False
         except psycopg.Error as exc:
             log.warning(
                 "building the HNSW index of %s failed; searched exactly until a later upsert builds it: %s", table, exc
@@ -417,12 +422,20 @@ class PgvectorIndex(VectorIndex):
             return None if held is None else held.dimension
 
     def drop_space(self, space: str) -> None:
-        with self._conn() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("pellucid vector space " + space,))
-            held = self._space(conn, space)
-            if held is not None:
-                conn.execute(f"DROP TABLE IF EXISTS {held.table}".encode())
-                conn.execute("DELETE FROM vector_spaces WHERE name = %s", (space,))
+        with self._conn() as conn:
+            # an index build on the table (any replica's) would hold DROP TABLE until PostgreSQL's
+            # deadlock check ends one of them (the build waits for older snapshots, the drop's among
+            # them): cancel it first; the table goes with whatever it left
+            conn.execute(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_progress_create_index WHERE relid = to_regclass(%s)",
+                (_table_name(space),),
+            )
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("pellucid vector space " + space,))
+                held = self._space(conn, space)
+                if held is not None:
+                    conn.execute(f"DROP TABLE IF EXISTS {held.table}".encode())
+                    conn.execute("DELETE FROM vector_spaces WHERE name = %s", (space,))
 
     def close(self) -> None:
         """Cancel index builds in flight (an INVALID index they leave is rebuilt after the space's
