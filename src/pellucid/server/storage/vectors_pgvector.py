@@ -6,16 +6,18 @@ A table per space (`vector_space_<hash>`: bigint key, `vector(dimension)`), list
 scans). Spaces of more than 2000 dimensions (pgvector's HNSW limit) are searched exactly.
 
 The index is built once, when a space first holds `hnsw_threshold` (10,000) vectors, after the
-upsert that crossed it commits: inserting row by row into a live HNSW graph costs ~8x building
-it from the table (10,000 x 384-d: 75 s against 8 s of inserts plus 9 s of build), and below
-the threshold a sequential scan is exact and fast (p50 3.6 ms at 10,000 x 384-d, 13.5 ms at
-20,000; HNSW ~1.4 ms). The build runs in a thread of its own (the upsert returns; an indexing
-worker is not held for it) as `CREATE INDEX CONCURRENTLY` (searches and writes go on meanwhile,
-exact until the index is valid), under a session advisory lock per table taken with try-lock:
-of replicas crossing the threshold together one builds, the others go on. An INVALID index (a
-build killed or failed mid-way, or cancelled by close) is dropped and rebuilt after the next
-upsert into the space; until then the space is searched exactly. Spaces made before this
-(index from creation) keep theirs; `hnsw_threshold=0` is that behaviour.
+upsert that crossed it commits: inserting row by row into a live HNSW graph costs several times
+building it from the table (10,000 x 384-d in batches of 1,000: 18-20 s with the index from the
+first row, 7-8 s of inserts and a build at the end; README "Search speed"), and below the
+threshold a sequential scan is exact and fast enough (p50 3.6 ms at 10,000 x 384-d, 13.5 ms at
+20,000, past which it grows with the table; HNSW ~1.5 ms). The build runs in a thread of its
+own (the upsert returns; an indexing worker is not held for it) as `CREATE INDEX CONCURRENTLY`
+(searches and writes go on meanwhile, exact until the index is valid), under a session advisory
+lock per table taken with try-lock: of replicas crossing the threshold together one builds, the
+others go on. An INVALID index (a build killed or failed mid-way, or cancelled by close or
+drop_space) is dropped and rebuilt after the next upsert into the space; until then the space
+is searched exactly. Spaces made before this (index from creation) keep theirs;
+`hnsw_threshold=0` is that behaviour.
 
 - exact (`exact=True`): the index scan turned off for the query's transaction (SET LOCAL),
   so PostgreSQL computes every distance.
