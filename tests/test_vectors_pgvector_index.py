@@ -165,6 +165,35 @@ def test_an_invalid_index_left_by_a_stopped_build_is_rebuilt(uri: str, opened: l
     assert second.uses_ann(SPACE) and recall(second, vectors, keys, seed=28) >= 0.95
 
 
+def test_a_lock_timeout_of_the_database_does_not_cancel_the_build(uri: str, opened: list[PgvectorIndex]) -> None:
+    """A build waits for older writes: a database (or role) lock_timeout would cancel every long
+    one, leaving an INVALID index each time. The build's session sets none."""
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET lock_timeout = 200', current_database()); END $$"
+        )
+    store = open_store(uri, opened)
+    vectors = clustered(600, 16, seed=33)
+    store.upsert(SPACE, np.arange(400, dtype=np.int64), vectors[:400])
+    table = table_of(uri)
+    with psycopg.connect(uri) as writer, psycopg.connect(uri, autocommit=True) as watcher:
+        writer.execute(f"INSERT INTO {table} VALUES (%s, %s)".encode(), (10_000, "[" + ",".join(["1"] * 16) + "]"))
+        store.upsert(SPACE, np.arange(400, 600, dtype=np.int64), vectors[400:])
+        waited = 0.0
+        deadline = time.monotonic() + 30
+        while waited < 1.0 and not store.wait_for_index_builds(timeout=0) and time.monotonic() < deadline:
+            row = watcher.execute(
+                "SELECT extract(epoch FROM now() - query_start) FROM pg_stat_activity"
+                " WHERE query LIKE 'CREATE INDEX CONCURRENTLY%%' AND state = 'active'"
+            ).fetchone()
+            waited = float(row[0]) if row else 0.0
+            time.sleep(0.02)
+        assert waited >= 1.0, "the build ended (cancelled by the lock timeout) before the writer did"
+        writer.rollback()
+    assert store.wait_for_index_builds(timeout=30)
+    assert [valid for _, valid in hnsw_indexes(uri)] == [True] and store.indexes_built == 1
+
+
 def test_dropping_a_space_cancels_its_index_build(uri: str, opened: list[PgvectorIndex]) -> None:
     """DROP TABLE would wait for a build in flight (and the build for the drop's snapshot, until
     PostgreSQL's deadlock check ends one): drop_space cancels the build first."""

@@ -251,6 +251,10 @@ class PgvectorIndex(VectorIndex):
                     log.warning("the HNSW index of %s is INVALID (a build failed or was stopped): rebuilding it", table)
                     conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {table}_hnsw".encode())
                 started = time.monotonic()
+                # a role's statement or lock timeout would cancel every long build (each leaving an
+                # INVALID index to build again): none for this session while it builds
+                conn.execute(b"SET statement_timeout = 0")
+                conn.execute(b"SET lock_timeout = 0")
                 conn.execute(
                     f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {table}_hnsw ON {table}"
                     " USING hnsw (embedding vector_cosine_ops)".encode()
@@ -260,6 +264,8 @@ class PgvectorIndex(VectorIndex):
                 log.info("built the HNSW index of %s in %.1f s", table, time.monotonic() - started)
                 return True
             finally:
+                conn.execute(b"RESET statement_timeout")
+                conn.execute(b"RESET lock_timeout")
                 conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", lock)
         except psycopg.errors.QueryCanceled:
             log.info("the HNSW index build of %s was cancelled (its space dropped, or the store closed)", table)
