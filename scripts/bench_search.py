@@ -12,7 +12,9 @@ smaller N, which the table states):
 - numpy brute force: the floor any user writes, one matrix-vector product and argpartition
   per query (cosine on normalised vectors);
 - pellucid's ExactVectorIndex, its FaissVectorIndex ("hnsw" and "ivf" kinds, candidates
-  re-ranked exactly, fed in batches as indexing does) and its PgvectorIndex, through the
+  re-ranked exactly, fed in batches as indexing does) and its PgvectorIndex (HNSW index built
+  once a space holds hnsw_threshold vectors; the "pgvector-eager" row keeps it from the first
+  row, the behaviour before, so the two build times compare the ways to fill a new space), through the
   VectorIndex interface (server/storage/vectors.py), with the ANN curve: recall@10 against p50
   for several ef_search / nprobe values (where those modules are not in the tree, faiss's own
   IndexFlatIP, IndexHNSWFlat and IVF-SQ8 and pgvector directly, labelled "direct");
