@@ -45,7 +45,9 @@ def test_bench_runs_end_to_end_at_tiny_n(capsys: pytest.CaptureFixture[str], dir
     bench = bench_module()
     sizes = ["--n", "2000", "--queries", "40", "--slow-queries", "20"]
     settings = ["--nprobe", "2,8", "--default-nprobe", "8", "--ef", "16,64", "--default-ef", "64"]
-    args = bench.parse([*sizes, *settings, *direct, "--skip", "pgvector,qdrant,chromadb,lancedb,lancedb-index"])
+    args = bench.parse(
+        [*sizes, *settings, *direct, "--skip", "pgvector,pgvector-eager,qdrant,chromadb,lancedb,lancedb-index"]
+    )
     result = bench.run(args)
     printed = capsys.readouterr().out
     rows = {row.name: row for row in result.rows}

@@ -19,6 +19,7 @@ from tests import pg
 SPACE = "alice/photos/text"
 BACKENDS = ["memory", "exact", "faiss", "pgvector"]
 ANN_THRESHOLD = 500  # the faiss backend's spaces above this go through its ANN structure
+HNSW_THRESHOLD = 1000  # the pgvector backend's spaces get their HNSW index at this size
 
 
 def _faiss_index(directory: Path, **settings: object) -> VectorIndex:
@@ -63,7 +64,7 @@ def opener(
         def open_index() -> VectorIndex:
             # pgvector draws HNSW levels at random (unseeded): at the default ef_search (64) this
             # 3,000-vector graph's recall@10 ranged 0.94-1.0 over runs; 100 keeps it above 0.95
-            opened.append(PgvectorIndex(uri, filter_exact_max=50, ef_search=100))
+            opened.append(PgvectorIndex(uri, filter_exact_max=50, ef_search=100, hnsw_threshold=HNSW_THRESHOLD))
             return opened[-1]
 
     open_index.backend = request.param  # type: ignore[attr-defined]
@@ -167,13 +168,16 @@ def _recall(index: VectorIndex, vectors: npt.NDArray[np.float32], keys: npt.NDAr
 
 
 def test_ann_recall_filters_and_removes(opener: Callable[[], VectorIndex]) -> None:
-    """Large enough for the ANN path (faiss: past its threshold; pgvector: its HNSW index)."""
+    """Large enough for the ANN path (faiss: past its threshold; pgvector: its HNSW index, built
+    after the first batch and inserted into by the next two)."""
     index = opener()
     vectors = clustered(3000, 32, seed=2)
     keys = np.arange(1, 3001, dtype=np.int64) * 3
     for start in range(0, 3000, 1000):
         index.upsert(SPACE, keys[start : start + 1000], vectors[start : start + 1000])
-    if getattr(opener, "backend", "") == "faiss":
+    if getattr(opener, "backend", "") == "pgvector":
+        index.wait_for_index_builds()  # type: ignore[attr-defined]
+    if getattr(opener, "backend", "") in ("faiss", "pgvector"):
         assert index.uses_ann(SPACE)  # type: ignore[attr-defined]
     assert _recall(index, vectors, keys, seed=3) >= 0.95
     rng = np.random.default_rng(4)
