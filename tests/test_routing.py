@@ -5,10 +5,12 @@ Time is a fake clock moved by the tests, and upkeep runs when they call `tick()`
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
 
+from pellucid.server.engine import routing
 from pellucid.server.engine.errors import Aborted, DeadlineExceeded, Unavailable
 from pellucid.server.engine.routing import Router, StreamEnd, StreamInfo, Withdrawal, WorkOrder
 from pellucid.server.storage.queue_memory import MemoryWorkQueue
@@ -310,3 +312,44 @@ def test_a_shared_queue_is_swept_and_polled_only_every_poll_seconds(clock: FakeC
     finally:
         replica_b.close()
         replica_a.close()
+
+
+def test_streams_the_check_names_are_closed_and_a_failing_check_closes_nothing(router: Router) -> None:
+    """`watch_streams`' check (the runners' module reads the store) closes the streams it names;
+    one that raises, as a store away does, is logged and leaves every stream open."""
+    kept = router.open_stream("u", "r1", frozenset({"cpu"}), 1)
+    gone = router.open_stream("u", "r2", frozenset({"cpu", "gpu"}), 1)
+    failing = [True]
+
+    def check(streams: list[StreamInfo]) -> dict[str, str]:
+        if failing[0]:
+            raise sqlite3.OperationalError("database is locked")
+        return {s.id: "the runner's labels changed" for s in streams if "gpu" in s.labels}
+
+    router.watch_streams(check)
+    router.check_streams()
+    assert not [m for m in drain(router, gone) if isinstance(m, StreamEnd)]
+    failing[0] = False
+    router.check_streams()
+    assert any(isinstance(m, StreamEnd) and "labels changed" in m.reason for m in drain(router, gone))
+    assert not [m for m in drain(router, kept) if isinstance(m, StreamEnd)]
+
+
+def test_the_stream_check_runs_in_its_own_thread_and_its_failures_leave_upkeep_running() -> None:
+    """A check that fails (or hangs on a slow store) does not stop `tick`'s upkeep thread."""
+    router = Router(MemoryWorkQueue(), tick_seconds=0.01)
+    checked = threading.Event()
+
+    def check(streams: list[StreamInfo]) -> dict[str, str]:
+        checked.set()
+        raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+
+    try:
+        router.open_stream("u", "r1", frozenset({"cpu"}), 1)
+        router.watch_streams(check)
+        assert router._stream_watch is not None and router._monitor is not None
+        assert checked.wait(routing.STREAM_CHECK_SECONDS + 5)
+        assert router._monitor.is_alive() and router._stream_watch.is_alive()
+    finally:
+        router.close()
+    assert not router._stream_watch.is_alive()

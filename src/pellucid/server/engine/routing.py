@@ -212,9 +212,9 @@ class Router:
         self._claimable: dict[str, float] = {}
         self._order = itertools.count(1)
         self._last_poll = float("-inf")  # when tick last swept and polled the queue
-        # set by the runners' module: the ids of the given streams to close, with why (see _check_streams)
-        self.stream_check: Callable[[list[StreamInfo]], dict[str, str]] | None = None
-        self._last_check = float("-inf")
+        # set by the runners' module (watch_streams): the ids of the given streams to close, with why
+        self._stream_check: Callable[[list[StreamInfo]], dict[str, str]] | None = None
+        self._stream_watch: threading.Thread | None = None
         self.closed = False
         self._unsubscribe = queue.subscribe(self._on_event)
         self._stop = threading.Event()
@@ -318,7 +318,6 @@ class Router:
     def tick(self) -> None:
         """One pass of upkeep: drop silent streams, take back items out of time, expire items
         past their deadline, and offer what is claimable (the fallback to notifications)."""
-        self._check_streams()
         with self._critical():
             now = self.clock()
             for stream in list(self._streams.values()):
@@ -341,18 +340,39 @@ class Router:
                 self._claimable[owner] = float("inf")  # the poll behind the notifications
                 self._offer_locked(owner)
 
-    def _check_streams(self) -> None:
-        """Every STREAM_CHECK_SECONDS, close the open streams `stream_check` names (asked outside
-        the lock: it reads the metadata store)."""
-        check, now = self.stream_check, self.clock()
-        if check is None or now - self._last_check < STREAM_CHECK_SECONDS:
+    def watch_streams(self, check: Callable[[list[StreamInfo]], dict[str, str]]) -> None:
+        """Every STREAM_CHECK_SECONDS, close the open streams `check` names (with why): the
+        runners' module names those whose registration changed through another replica. In a
+        thread of its own, as `check` reads the metadata store, which may be slow or away: the
+        upkeep of `tick` never waits for it. Without an upkeep thread (tests tick by hand),
+        they call `check_streams`."""
+        self._stream_check = check
+        if self._monitor is not None and self._stream_watch is None:
+            self._stream_watch = threading.Thread(
+                target=self._watch_streams, name="pellucid-router-streams", daemon=True
+            )
+            self._stream_watch.start()
+
+    def check_streams(self) -> None:
+        """One pass of `watch_streams`' check; a failure is logged (the next pass tries again)."""
+        check = self._stream_check
+        if check is None:
             return
-        self._last_check = now
         with self._lock:
             streams = [s.info for s in self._streams.values() if not s.closed]
-        if streams:
-            for stream_id, reason in check(streams).items():
-                self.close_stream(stream_id, reason)
+        if not streams:
+            return
+        try:
+            stale = check(streams)
+        except Exception as exc:  # noqa: BLE001 - a store away or closing: streams stay until the next pass
+            log.warning("checking runner streams' registrations failed, retrying: %s", exc)
+            return
+        for stream_id, reason in stale.items():
+            self.close_stream(stream_id, reason)
+
+    def _watch_streams(self) -> None:
+        while not self._stop.wait(STREAM_CHECK_SECONDS):
+            self.check_streams()
 
     def _watch(self, tick_seconds: float) -> None:
         while not self._stop.wait(tick_seconds):
@@ -370,8 +390,9 @@ class Router:
                 self._close_locked(stream, "server stopping")
         self._unsubscribe()
         self.queue.close()
-        if self._monitor is not None and self._monitor is not threading.current_thread():
-            self._monitor.join(5)
+        for thread in (self._monitor, self._stream_watch):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(5)
 
     # internals
 

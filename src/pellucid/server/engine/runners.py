@@ -25,7 +25,7 @@ class Runners:
         self._store = store
         self._router = router
         self._clock = clock
-        router.stream_check = self._stale_streams
+        router.watch_streams(self._stale_streams)
 
     def _stale_streams(self, streams: builtins.list[StreamInfo]) -> dict[str, str]:
         """Those of this replica's `streams` whose runner was deleted, or lost a label the stream
