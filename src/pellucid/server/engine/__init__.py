@@ -122,6 +122,7 @@ class Engine:
         self.indexer.stop()  # first: its workers use every store
         self.training.stop()
         self.deployments.close()
+        self.inputs.close()
         self.models.local.close()
         self.blobs.close()  # first: a garbage collection in progress stops while the metadata store still answers
         self.router.close()

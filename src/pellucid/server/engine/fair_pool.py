@@ -103,6 +103,7 @@ class FairPool(Generic[T]):
                         except BaseException as exc:  # noqa: BLE001 - the caller's result() raises it
                             future.set_exception(exc)
                 finally:
+                    del taken, future, task  # an idle thread holds no task's closure or result
                     self._lock.acquire()
                     self._running[owner] -= 1
                     self._busy -= 1

@@ -175,6 +175,10 @@ class Inputs:
         # called when a batch stored inputs that wait to be embedded (wakes the indexer)
         self.on_pending: Callable[[], None] | None = None
 
+    def close(self) -> None:
+        """Stop the URL fetch threads (fetches under way end first)."""
+        self._fetcher.close()
+
     # ingestion
 
     def post(
