@@ -57,6 +57,16 @@ def hnsw_indexes(uri: str, space: str = SPACE) -> list[tuple[int, bool]]:
     return [(int(oid), bool(valid)) for oid, valid in rows]
 
 
+def advisory_locks(uri: str) -> int:
+    """Advisory locks any session of the database holds (a build's would stop other builds)."""
+    with psycopg.connect(uri) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def recall(store: PgvectorIndex, vectors: np.ndarray, keys: np.ndarray, seed: int) -> float:
     found = 0
     queries = clustered(30, vectors.shape[1], seed=seed)
@@ -153,6 +163,7 @@ def test_an_invalid_index_left_by_a_stopped_build_is_rebuilt(uri: str, opened: l
         writer.rollback()
     stale = hnsw_indexes(uri)
     assert len(stale) == 1 and not stale[0][1] and first.indexes_built == 0
+    assert advisory_locks(uri) == 0  # the cancelled build's session ended with its lock
 
     second = open_store(uri, opened)  # another replica
     assert not second.uses_ann(SPACE)
@@ -162,6 +173,7 @@ def test_an_invalid_index_left_by_a_stopped_build_is_rebuilt(uri: str, opened: l
     second.wait_for_index_builds()
     rebuilt = hnsw_indexes(uri)
     assert len(rebuilt) == 1 and rebuilt[0][1] and rebuilt[0][0] != stale[0][0] and second.indexes_built == 1
+    assert advisory_locks(uri) == 0
     assert second.uses_ann(SPACE) and recall(second, vectors, keys, seed=28) >= 0.95
 
 
@@ -246,3 +258,29 @@ def test_threshold_zero_indexes_at_creation_and_indexed_spaces_keep_theirs(
     assert hnsw_indexes(uri) == made and later.uses_ann(SPACE) and later.indexes_built == 0
     with pytest.raises(ValueError, match="hnsw_threshold"):
         PgvectorIndex(uri, hnsw_threshold=-1)
+
+
+def test_closing_while_a_build_is_between_statements_builds_nothing(uri: str, opened: list[PgvectorIndex]) -> None:
+    """A cancel reaches only a statement running at that instant: close() cancels until the build
+    thread ends, and a build checks for it before its long statement."""
+    store = open_store(uri, opened)
+    started, go = threading.Event(), threading.Event()
+    build_index = store._build_index
+
+    def held(conn: psycopg.Connection, table: str) -> bool:  # type: ignore[type-arg]
+        started.set()
+        go.wait(10)
+        return build_index(conn, table)
+
+    store._build_index = held  # type: ignore[method-assign]
+    store.upsert(SPACE, np.arange(600, dtype=np.int64), clustered(600, 16, seed=35))
+    assert started.wait(10)
+    closing = threading.Thread(target=store.close)
+    closing.start()
+    deadline = time.monotonic() + 10
+    while not store._closing and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.set()
+    closing.join(30)
+    assert not closing.is_alive() and store.indexes_built == 0
+    assert hnsw_indexes(uri) == [] and advisory_locks(uri) == 0

@@ -52,6 +52,8 @@ DEFAULT_EF_SEARCH = 64
 DEFAULT_FILTER_EXACT_MAX = 20_000
 DEFAULT_RERANK_FACTOR = 4
 DEFAULT_HNSW_THRESHOLD = 10_000
+MAX_CONCURRENT_BUILDS = 2  # index builds at once in this process (each a session and CPU of the database's)
+BUILD_RETRY_SECONDS = 60.0  # a build that failed is not tried again for this long (upserts come often)
 HNSW_MAX_DIMENSIONS = 2000
 _OPERATORS = {Metric.COSINE: "<=>", Metric.DOT: "<#>", Metric.EUCLIDEAN: "<->"}
 _SCHEMA = """
@@ -121,7 +123,10 @@ class PgvectorIndex(VectorIndex):
         self._builds_lock = threading.Lock()
         self._builds: dict[str, threading.Thread] = {}  # table -> the thread building its index
         self._build_connections: dict[str, psycopg.Connection[Any]] = {}
+        self._build_slots = threading.BoundedSemaphore(MAX_CONCURRENT_BUILDS)
+        self._failed_builds: dict[str, float] = {}  # table -> when its last build failed (monotonic)
         self._closing = False
+        self._conninfo = conninfo
         self._pool = ConnectionPool(
             conninfo,
             min_size=min(min_size, 2),
@@ -198,28 +203,46 @@ class PgvectorIndex(VectorIndex):
         return row is not None and int(row[0]) >= self.hnsw_threshold
 
     def _start_build(self, table: str) -> None:
-        """Build the table's HNSW index in a thread (one per table in this process)."""
+        """Build the table's HNSW index in a thread (one per table in this process; none for a
+        while after one failed, as every upsert would otherwise start a full build again)."""
         with self._builds_lock:
-            if self._closing or table in self._builds:
+            failed = self._failed_builds.get(table)
+            if self._closing or table in self._builds or (failed and time.monotonic() - failed < BUILD_RETRY_SECONDS):
                 return
             thread = threading.Thread(target=self._build, args=(table,), name=f"pellucid-hnsw-{table}", daemon=True)
             self._builds[table] = thread
-        thread.start()
+            thread.start()  # under the lock: close() never joins a thread not started
 
     def _build(self, table: str) -> None:
+        """On a connection of its own, not the pool's: the session's advisory lock and settings end
+        with it whatever happens, and builds never take the connections searches need."""
+        built = False
         try:
-            with self._conn() as conn:
+            with self._build_slots:
                 with self._builds_lock:
                     if self._closing:
                         return
-                    self._build_connections[table] = conn  # close() cancels the build through it
-                self._build_index(conn, table)
-        except StoreUnavailable as exc:
-            log.warning("building the HNSW index of %s: %s", table, exc)
+                try:
+                    conn = psycopg.connect(
+                        self._conninfo, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_SECONDS)
+                    )
+                except psycopg.OperationalError as exc:
+                    log.warning("building the HNSW index of %s: cannot connect: %s", table, exc)
+                    return
+                with conn:
+                    with self._builds_lock:
+                        if self._closing:
+                            return
+                        self._build_connections[table] = conn  # close() cancels the build through it
+                    built = self._build_index(conn, table)
         finally:
             with self._builds_lock:
                 self._build_connections.pop(table, None)
                 self._builds.pop(table, None)
+                if built:
+                    self._failed_builds.pop(table, None)
+                elif not self._closing:
+                    self._failed_builds[table] = time.monotonic()
 
     def wait_for_index_builds(self, timeout: float | None = None) -> bool:
         """Wait for the HNSW index builds this instance started (tests and benchmarks), each up
@@ -232,41 +255,41 @@ class PgvectorIndex(VectorIndex):
 
     def _build_index(self, conn: psycopg.Connection[Any], table: str) -> bool:
         """Build the table's HNSW index (outside any transaction: CONCURRENTLY cannot run in one),
-        dropping an INVALID one first. One session at a time per table: the others skip it (the
-        holder builds it). A failure is logged, not raised: the upsert it follows committed, the
-        space is searched exactly meanwhile, and the next upsert tries again. Whether it built one."""
-        lock = ("pellucid vector index " + table,)
+        dropping an INVALID one first, on `conn`, a session of its own that ends after. One
+        session at a time per table (an advisory lock, held until the session ends): the others
+        skip it. A failure is logged, not raised: the upsert it follows committed, the space is
+        searched exactly meanwhile, and a later upsert tries again. Whether the index is there now."""
         try:
-            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", lock).fetchone()
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext(%s))", ("pellucid vector index " + table,)
+            ).fetchone()
             if not (row and row[0]):
                 return False
-            try:
-                row = conn.execute(
-                    "SELECT to_regclass(%s) IS NOT NULL, (SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s))",
-                    (table, table + "_hnsw"),
-                ).fetchone()
-                if row is None or not row[0] or row[1]:
-                    return False  # the space was dropped, or another session built the index meanwhile
-                if row[1] is False:
-                    log.warning("the HNSW index of %s is INVALID (a build failed or was stopped): rebuilding it", table)
-                    conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {table}_hnsw".encode())
-                started = time.monotonic()
-                # a role's statement or lock timeout would cancel every long build (each leaving an
-                # INVALID index to build again): none for this session while it builds
-                conn.execute(b"SET statement_timeout = 0")
-                conn.execute(b"SET lock_timeout = 0")
-                conn.execute(
-                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {table}_hnsw ON {table}"
-                    " USING hnsw (embedding vector_cosine_ops)".encode()
-                )
-                with self._builds_lock:
-                    self.indexes_built += 1
-                log.info("built the HNSW index of %s in %.1f s", table, time.monotonic() - started)
-                return True
-            finally:
-                conn.execute(b"RESET statement_timeout")
-                conn.execute(b"RESET lock_timeout")
-                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", lock)
+            row = conn.execute(
+                "SELECT to_regclass(%s) IS NOT NULL, (SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s))",
+                (table, table + "_hnsw"),
+            ).fetchone()
+            if row is None or not row[0] or row[1]:
+                return row is not None and bool(row[1])  # the space was dropped, or another session built it
+            # a role's statement or lock timeout would cancel every long build (each leaving an
+            # INVALID index to build again): none for this session
+            conn.execute(b"SET statement_timeout = 0")
+            conn.execute(b"SET lock_timeout = 0")
+            if row[1] is False:
+                log.warning("the HNSW index of %s is INVALID (a build failed or was stopped): rebuilding it", table)
+                conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {table}_hnsw".encode())
+            started = time.monotonic()
+            with self._builds_lock:
+                if self._closing:  # close() may have cancelled between two statements
+                    return False
+            conn.execute(
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {table}_hnsw ON {table}"
+                " USING hnsw (embedding vector_cosine_ops)".encode()
+            )
+            with self._builds_lock:
+                self.indexes_built += 1
+            log.info("built the HNSW index of %s in %.1f s", table, time.monotonic() - started)
+            return True
         except psycopg.errors.QueryCanceled:
             log.info("the HNSW index build of %s was cancelled (its space dropped, or the store closed)", table)
             return False
@@ -450,13 +473,16 @@ class PgvectorIndex(VectorIndex):
         next upsert, by this replica or another) and close the pool."""
         with self._builds_lock:
             self._closing = True
-            building = list(self._build_connections.values())
             threads = list(self._builds.values())
-        for conn in building:
-            try:
-                conn.cancel_safe(timeout=CONNECT_TIMEOUT_SECONDS)
-            except psycopg.Error as exc:
-                log.warning("cancelling an HNSW index build: %s", exc)
-        for thread in threads:
-            thread.join(CONNECT_TIMEOUT_SECONDS)
+        deadline = time.monotonic() + CONNECT_TIMEOUT_SECONDS
+        for thread in threads:  # cancelled again until it ends: a cancel between two statements is lost
+            while thread.is_alive() and time.monotonic() < deadline:
+                with self._builds_lock:
+                    building = list(self._build_connections.values())
+                for conn in building:
+                    try:
+                        conn.cancel_safe(timeout=CONNECT_TIMEOUT_SECONDS)
+                    except psycopg.Error as exc:
+                        log.warning("cancelling an HNSW index build: %s", exc)
+                thread.join(0.2)
         self._pool.close()
