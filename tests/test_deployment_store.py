@@ -14,7 +14,7 @@ from pellucid.server.records import (
     FeatureSpec,
     PageQuery,
 )
-from pellucid.server.storage import Conflict, open_metadata_store
+from pellucid.server.storage import Conflict, deployment_rows, open_metadata_store
 
 
 def test_deployments_and_their_tokens_round_trip(metadata_uri: str) -> None:
@@ -99,3 +99,29 @@ def test_deployments_and_their_tokens_round_trip(metadata_uri: str) -> None:
     assert store.get_deleted_deployment_token("h1") == DeletedDeploymentToken("d1", with_app=False)
     assert store.get_deleted_deployment_token("x") is None
     store.close()
+
+
+def test_only_the_newest_deleted_tokens_are_kept(metadata_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleting keeps the tokens' hashes, but only the newest DELETED_TOKENS_KEPT: the table
+    stays bounded however many deployments are made and deleted."""
+    monkeypatch.setattr(deployment_rows, "DELETED_TOKENS_KEPT", 3)
+    store = open_metadata_store(metadata_uri)
+    try:
+        store.insert_app(AppRecord(user_id="u", id="app", created_at=0, modified_at=0))
+        base = DeploymentRecord(user_id="u", app_id="app", id="d0", created_at=1, modified_at=1, model_id="m")
+        for i in range(5):
+            store.insert_deployment(dataclasses.replace(base, id=f"d{i}"))
+            store.insert_deployment_token(
+                DeploymentTokenRecord(deployment_id=f"d{i}", id=f"t{i}", token_hash=f"h{i}", created_at=1.0)
+            )
+            assert store.delete_deployment(f"d{i}")
+        kept = [i for i in range(5) if store.get_deleted_deployment_token(f"h{i}") is not None]
+        assert kept == [2, 3, 4]
+        store.insert_deployment(dataclasses.replace(base, id="d5"))
+        store.insert_deployment_token(
+            DeploymentTokenRecord(deployment_id="d5", id="t5", token_hash="h5", created_at=1.0)
+        )
+        assert store.delete_app("u", "app")  # deleting the app keeps and prunes the same way
+        assert [i for i in range(6) if store.get_deleted_deployment_token(f"h{i}") is not None] == [3, 4, 5]
+    finally:
+        store.close()

@@ -36,12 +36,19 @@ INSERT_TOKEN = (
 )
 
 # a deleted deployment's tokens leave their hash (only): a call with one is told its deployment was
-# deleted (Deployments.authenticate). Written in the transaction that deletes the deployment or app.
+# deleted (Deployments.authenticate). Written in the transaction that deletes the deployment or app,
+# which also drops all but the newest DELETED_TOKENS_KEPT (the table stays bounded; an older one is
+# then "not valid", as a token never made). {seq}: the backend's auto-increment key.
 DELETED_TOKENS_TABLE = """CREATE TABLE deleted_deployment_tokens (
-    token_hash TEXT PRIMARY KEY,
+    seq {seq},
+    token_hash TEXT NOT NULL UNIQUE,
     deployment_id TEXT NOT NULL,
     deleted_with TEXT NOT NULL
 )"""
+DELETED_TOKENS_KEPT = 100_000
+PRUNE_DELETED_TOKENS = (
+    "DELETE FROM deleted_deployment_tokens WHERE seq <= (SELECT MAX(seq) FROM deleted_deployment_tokens) - {p}"
+)
 _KEEP_DELETED = (
     "INSERT INTO deleted_deployment_tokens (token_hash, deployment_id, deleted_with)"
     " SELECT t.token_hash, d.id, '{with}' FROM deployment_tokens t JOIN deployments d ON d.seq = t.deployment_seq"

@@ -39,11 +39,13 @@ class PostgresDeploymentTables:
     def delete_deployment(self, deployment_id: str) -> bool:
         with self._write() as conn:
             conn.execute(_q(rows.KEEP_TOKENS_OF_DEPLOYMENT), (deployment_id,))
+            conn.execute(_q(rows.PRUNE_DELETED_TOKENS), (rows.DELETED_TOKENS_KEPT,))
             return bool(conn.execute("DELETE FROM deployments WHERE id = %s", (deployment_id,)).rowcount)
 
     def keep_deleted_app_tokens(self, conn: Any, user_id: str, app_id: str) -> None:
         """In the transaction deleting an app: keep its deployments' tokens' hashes."""
         conn.execute(_q(rows.KEEP_TOKENS_OF_APP), (user_id, app_id))
+        conn.execute(_q(rows.PRUNE_DELETED_TOKENS), (rows.DELETED_TOKENS_KEPT,))
 
     def get_deleted_deployment_token(self, token_hash: str) -> DeletedDeploymentToken | None:
         with self._read() as conn:

@@ -341,5 +341,5 @@ LATEST_VERSION = max(version for version, _ in MIGRATIONS)
 # 13 (SQLite's 20): the hashes of deleted deployments' tokens
 from pellucid.server.storage.deployment_rows import DELETED_TOKENS_TABLE as _DELETED_TOKENS  # noqa: E402
 
-MIGRATIONS.append((13, _DELETED_TOKENS))
+MIGRATIONS.append((13, _DELETED_TOKENS.format(seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)

@@ -369,5 +369,5 @@ MIGRATIONS.append((19, never_reuse_input_seqs))
 # 20: the hashes of deleted deployments' tokens (a call with one hears its deployment was deleted)
 from pellucid.server.storage.deployment_rows import DELETED_TOKENS_TABLE as _DELETED_TOKENS  # noqa: E402
 
-MIGRATIONS.append((20, _DELETED_TOKENS))
+MIGRATIONS.append((20, _DELETED_TOKENS.format(seq="INTEGER PRIMARY KEY AUTOINCREMENT")))
 LATEST_VERSION = max(version for version, _ in MIGRATIONS)
