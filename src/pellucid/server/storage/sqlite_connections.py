@@ -80,13 +80,8 @@ class ThreadConnections:
             return
         if getattr(self._local, "writing", None) is not None:
             raise RuntimeError(f"{self.path}: a write transaction is already open in this thread")
-        conn = self._begin()
-        try:
+        with self._transaction(foreign_keys=True) as conn:
             yield conn
-        except BaseException:
-            self._end(conn, commit=False)
-            raise
-        self._end(conn, commit=True)
 
     @contextmanager
     def write_without_foreign_keys(self) -> Iterator[sqlite3.Connection]:
@@ -97,7 +92,13 @@ class ThreadConnections:
         """
         if getattr(self._local, "unit", None) is not None or getattr(self._local, "writing", None) is not None:
             raise RuntimeError(f"{self.path}: a write transaction is already open in this thread")
-        conn = self._begin(foreign_keys=False)
+        with self._transaction(foreign_keys=False) as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, foreign_keys: bool) -> Iterator[sqlite3.Connection]:
+        """Begin on the writer, commit when the block ends, roll back if it (or COMMIT) fails."""
+        conn = self._begin(foreign_keys=foreign_keys)
         try:
             yield conn
         except BaseException:
