@@ -12,6 +12,8 @@ import numpy as np
 import psycopg
 import pytest
 
+from pellucid.server.storage import open_metadata_store
+from pellucid.server.storage.postgres_connections import split_pool_parameters, vector_parameters
 from pellucid.server.storage.vectors import Metric
 from pellucid.server.storage.vectors_pgvector import PgvectorIndex
 from tests import pg
@@ -284,3 +286,26 @@ def test_closing_while_a_build_is_between_statements_builds_nothing(uri: str, op
     closing.join(30)
     assert not closing.is_alive() and store.indexes_built == 0
     assert hnsw_indexes(uri) == [] and advisory_locks(uri) == 0
+
+
+def test_settings_come_from_the_uri_unless_given_and_the_metadata_store_ignores_them(
+    uri: str, opened: list[PgvectorIndex]
+) -> None:
+    """One postgresql:// URI may be the metadata store's and the vector index's (replicas): the
+    index reads its settings from it and libpq never sees them."""
+    tuned = uri + ("&" if "?" in uri else "?") + "hnsw_threshold=3&ef_search=77&filter_exact_max=9&rerank_factor=2"
+    assert vector_parameters(tuned) == {"hnsw_threshold": 3, "ef_search": 77, "filter_exact_max": 9, "rerank_factor": 2}
+    assert split_pool_parameters(tuned)[0] == uri
+    store = PgvectorIndex(tuned, ef_search=100)  # an argument wins over the URI
+    opened.append(store)
+    assert (store.hnsw_threshold, store.ef_search, store.filter_exact_max, store.rerank_factor) == (3, 100, 9, 2)
+    store.upsert(SPACE, np.arange(3, dtype=np.int64), clustered(3, 8, seed=41))
+    assert store.wait_for_index_builds(timeout=30) and store.uses_ann(SPACE)  # 3 vectors: the URI's threshold
+    metadata = open_metadata_store(tuned)
+    try:
+        assert metadata.get_app("u", "nothing") is None  # connected: libpq was not given them
+    finally:
+        metadata.close()
+    for bad in ("hnsw_threshold=-1", "ef_search=x"):
+        with pytest.raises(ValueError, match=bad.split("=")[0]):
+            PgvectorIndex(uri + ("&" if "?" in uri else "?") + bad)

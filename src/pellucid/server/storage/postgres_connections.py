@@ -19,8 +19,10 @@ DEFAULT_POOL_MAX = 20
 CONNECT_TIMEOUT_SECONDS = 10.0
 PROBE_TIMEOUT_SECONDS = 2.0  # a health probe waits this long for a connection
 
-# query parameters of a postgresql:// URI that pellucid reads (libpq would refuse them)
+# query parameters of a postgresql:// URI that pellucid reads (libpq would refuse them): the pool's,
+# and pgvector's (vectors_pgvector.py), which the metadata URI may carry when it is also the index's
 POOL_PARAMETERS = ("pool_min_size", "pool_max_size")
+VECTOR_PARAMETERS = ("hnsw_threshold", "ef_search", "filter_exact_max", "rerank_factor")
 
 
 def split_pool_parameters(uri: str) -> tuple[str, int, int]:
@@ -37,11 +39,25 @@ def split_pool_parameters(uri: str) -> tuple[str, int, int]:
             if not value.isdigit() or int(value) < 1:
                 raise ValueError(f"{key}={value!r} in the metadata URI: give a whole number of connections, at least 1")
             sizes[key] = int(value)
-        else:
+        elif key not in VECTOR_PARAMETERS:  # read by vector_parameters
             rest.append(piece)
     if sizes["pool_min_size"] > sizes["pool_max_size"]:
         raise ValueError("pool_min_size is larger than pool_max_size in the metadata URI")
     return urlunsplit(parts._replace(query="&".join(rest))), sizes["pool_min_size"], sizes["pool_max_size"]
+
+
+def vector_parameters(uri: str) -> dict[str, int]:
+    """pgvector's settings given in the URI (`...?hnsw_threshold=20000&ef_search=100`), each a
+    whole number (0 or more); ValueError naming a bad one."""
+    query = urlsplit(uri).query
+    found = {}
+    for piece in query.split("&") if query else []:
+        key, _, value = piece.partition("=")
+        if key in VECTOR_PARAMETERS:
+            if not value.isdigit():
+                raise ValueError(f"{key}={value!r} in the vector index URI: give a whole number, 0 or more")
+            found[key] = int(value)
+    return found
 
 
 def redacted(uri: str) -> str:

@@ -44,7 +44,12 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pellucid.server.storage.base import StoreUnavailable
-from pellucid.server.storage.postgres_connections import CONNECT_TIMEOUT_SECONDS, redacted, split_pool_parameters
+from pellucid.server.storage.postgres_connections import (
+    CONNECT_TIMEOUT_SECONDS,
+    redacted,
+    split_pool_parameters,
+    vector_parameters,
+)
 from pellucid.server.storage.vectors import DimensionMismatch, Metric, VectorHit, VectorIndex
 from pellucid.server.storage.vectors_exact import as_keys, as_query, as_vectors
 
@@ -103,16 +108,33 @@ class PgvectorIndex(VectorIndex):
     def __init__(
         self,
         uri: str,
-        ef_search: int = DEFAULT_EF_SEARCH,
-        filter_exact_max: int = DEFAULT_FILTER_EXACT_MAX,
-        rerank_factor: int = DEFAULT_RERANK_FACTOR,
-        hnsw_threshold: int = DEFAULT_HNSW_THRESHOLD,
+        ef_search: int | None = None,
+        filter_exact_max: int | None = None,
+        rerank_factor: int | None = None,
+        hnsw_threshold: int | None = None,
     ) -> None:
         """`ef_search`: hnsw.ef_search, also the least number of candidates k' fetched
         (k' = max(k * rerank_factor, ef_search)), of which the best k are returned.
-        `hnsw_threshold`: the vectors a space holds when its HNSW index is built (0: at creation)."""
+        `hnsw_threshold`: the vectors a space holds when its HNSW index is built (0: at creation).
+        Each not given here may come from the URI (`?hnsw_threshold=20000&ef_search=100`), else
+        its default."""
+        given = vector_parameters(uri)
+        ef_search = ef_search if ef_search is not None else given.get("ef_search", DEFAULT_EF_SEARCH)
+        filter_exact_max = (
+            filter_exact_max
+            if filter_exact_max is not None
+            else given.get("filter_exact_max", DEFAULT_FILTER_EXACT_MAX)
+        )
+        rerank_factor = (
+            rerank_factor if rerank_factor is not None else given.get("rerank_factor", DEFAULT_RERANK_FACTOR)
+        )
+        hnsw_threshold = (
+            hnsw_threshold if hnsw_threshold is not None else given.get("hnsw_threshold", DEFAULT_HNSW_THRESHOLD)
+        )
         if hnsw_threshold < 0:
             raise ValueError(f"hnsw_threshold={hnsw_threshold}: give a number of vectors, 0 or more")
+        if ef_search < 1 or rerank_factor < 1:
+            raise ValueError(f"ef_search={ef_search}, rerank_factor={rerank_factor}: give 1 or more")
         conninfo, min_size, max_size = split_pool_parameters(uri)
         self.description = redacted(conninfo)
         self.ef_search = ef_search
