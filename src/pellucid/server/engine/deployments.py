@@ -293,9 +293,10 @@ class Deployments:
         deployment), or a PAT or session token of a user (Users.authenticate)."""
         if not secret.startswith(DEPLOYMENT_TOKEN_PREFIX) or len(secret) > MAX_TOKEN_LENGTH:
             return self._users.authenticate(secret)
-        token = self._store.get_deployment_token_by_hash(hash_secret(secret))
+        hashed = hash_secret(secret)
+        token = self._store.get_deployment_token_by_hash(hashed)
         if token is None:
-            deleted = self._store.get_deleted_deployment_token(hash_secret(secret))
+            deleted = self._store.get_deleted_deployment_token(hashed)
             if deleted is not None:
                 raise _deleted(deleted.deployment_id, deleted.with_app)
             raise Unauthenticated(
